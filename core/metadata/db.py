@@ -1,0 +1,181 @@
+"""The SQLite database behind all metadata: connection, schema and migrations.
+
+One file, `meta.db`, in WAL mode with foreign keys on and `synchronous=FULL`, so
+a mutation that returned to its caller survives a crash of the engine or of the
+node. Every mutation runs in exactly one `BEGIN IMMEDIATE` transaction opened by
+`Database.tx()`; the schema carries a version, and `MIGRATIONS` brings an older
+file forward in order, each step in its own transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from core.errors import Internal
+
+MIGRATIONS: list[str] = [
+    # 1: namespaces, images, containers, leases, content ownership and ingests.
+    """
+    CREATE TABLE namespaces (
+        name TEXT PRIMARY KEY,
+        labels TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE images (
+        namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE RESTRICT,
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        media_type TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        annotations TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE containers (
+        namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE RESTRICT,
+        id TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        image TEXT NOT NULL DEFAULT '',
+        runtime_name TEXT NOT NULL,
+        runtime_options_type TEXT,
+        runtime_options BLOB,
+        spec_type TEXT,
+        spec BLOB,
+        snapshotter TEXT NOT NULL DEFAULT '',
+        snapshot_key TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, id)
+    );
+    CREATE TABLE container_extensions (
+        namespace TEXT NOT NULL,
+        container_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type_url TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (namespace, container_id, name),
+        FOREIGN KEY (namespace, container_id) REFERENCES containers(namespace, id)
+            ON DELETE CASCADE
+    );
+    CREATE TABLE leases (
+        namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE RESTRICT,
+        id TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, id)
+    );
+    CREATE TABLE lease_resources (
+        namespace TEXT NOT NULL,
+        lease_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        PRIMARY KEY (namespace, lease_id, type, resource_id),
+        FOREIGN KEY (namespace, lease_id) REFERENCES leases(namespace, id) ON DELETE CASCADE
+    );
+    CREATE TABLE content (
+        namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE RESTRICT,
+        digest TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, digest)
+    );
+    CREATE INDEX content_by_digest ON content(digest);
+    CREATE TABLE ingests (
+        namespace TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        expected TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, ref)
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now_us() -> int:
+    """Microseconds since the epoch: the resolution betterproto keeps of a timestamp."""
+    return time.time_ns() // 1000
+
+
+def to_datetime(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC).replace(microsecond=us % 1_000_000)
+
+
+def dump_labels(labels: Mapping[str, str]) -> str:
+    return json.dumps(dict(labels), separators=(",", ":"), sort_keys=True)
+
+
+def load_labels(text: str) -> dict[str, str]:
+    return json.loads(text) if text and text != "{}" else {}
+
+
+class Database:
+    """The open metadata database. Used from the event loop thread only."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.execute("PRAGMA busy_timeout=5000")
+        self._depth = 0
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise Internal(
+                f"metadata database {self.path} has schema version {version}, newer than "
+                f"this engine's {SCHEMA_VERSION}; refusing to touch it"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self.tx():
+                for statement in _split(MIGRATIONS[number]):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version={number + 1}")
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; nested uses join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _split(script: str) -> list[str]:
+    # executescript() would commit our transaction, so statements run one by one.
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,151 @@
+"""The engine process: sockets, services, reflection, signals.
+
+`run(config)` builds the engine, registers every gRPC service with grpclib on
+the Unix socket (0660, in a 0711 directory), adds the standard health service
+and server reflection so grpcurl can list and call methods, and optionally
+listens on a plaintext TCP address when `[grpc] tcp_address` asks for it. A
+live engine on the socket is never displaced; a stale socket file is replaced.
+SIGTERM and SIGINT close the listeners, let calls in flight end, and close the
+database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+from grpclib.health.service import Health
+from grpclib.reflection.service import ServerReflection
+from grpclib.server import Server
+
+from core.api.google_proto_descriptor_pool import default_google_proto_descriptor_pool
+from core.config import Config
+from core.engine import Engine
+from core.errors import FailedPrecondition, InvalidArgument
+from core.services import status
+from core.services.containers import ContainersService
+from core.services.content import ContentService
+from core.services.events import EventsService
+from core.services.images import ImagesService
+from core.services.introspection import IntrospectionService
+from core.services.leases import LeasesService
+from core.services.namespaces import NamespacesService
+from core.services.version import VersionService
+
+log = logging.getLogger("ctrdeck.server")
+
+
+def build_services(engine: Engine) -> list[Any]:
+    services: list[Any] = [
+        VersionService(),
+        IntrospectionService(engine),
+        NamespacesService(engine),
+        ImagesService(engine),
+        ContentService(engine),
+        ContainersService(engine),
+        LeasesService(engine),
+        EventsService(engine),
+    ]
+    services.append(Health())
+    return ServerReflection.extend(services, pool=default_google_proto_descriptor_pool)
+
+
+def socket_is_live(path: Path) -> bool:
+    """True when something accepts connections on the Unix socket at `path`."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(str(path))
+    except OSError:
+        return False
+    else:
+        return True
+    finally:
+        s.close()
+
+
+def prepare_socket(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o711)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise InvalidArgument(f"{path} exists and is not a socket; refusing to replace it")
+        if socket_is_live(path):
+            raise FailedPrecondition(
+                f"an engine is already serving on {path}; stop it first (ctrdeck engine stop)"
+            )
+        log.info("replacing stale socket %s", path)
+        path.unlink()
+
+
+def parse_tcp(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise InvalidArgument(f"grpc.tcp_address {address!r} must be host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class EngineServer:
+    """The running engine with its listeners."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.engine = Engine(config)
+        self.services = build_services(self.engine)
+        self.servers: list[Server] = []
+        self.observers: list[status.Observer] = []
+        self.socket_path = Path(config.grpc.address)
+
+    def _new_server(self) -> Server:
+        server = Server(self.services)
+        status.install(server, self.observers)
+        self.servers.append(server)
+        return server
+
+    async def start(self) -> None:
+        prepare_socket(self.socket_path)
+        await self._new_server().start(path=str(self.socket_path))
+        os.chmod(self.socket_path, 0o660)
+        if self.config.grpc.uid or self.config.grpc.gid:
+            os.chown(self.socket_path, self.config.grpc.uid, self.config.grpc.gid)
+        log.info("serving containerd v1 API on unix://%s", self.socket_path)
+        if self.config.grpc.tcp_address:
+            host, port = parse_tcp(self.config.grpc.tcp_address)
+            await self._new_server().start(host=host, port=port)
+            log.info("serving plaintext gRPC on %s:%d", host, port)
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), timeout=5)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self.engine.close()
+        log.info("engine stopped")
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM or SIGINT."""
+    server = EngineServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await server.stop()

@@ -1,0 +1,105 @@
+"""Containers: container records and their events.
+
+Anys (spec, runtime options, extensions) go back to clients byte for byte as
+they came in; `ctr` decodes the spec again when it starts a task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from core import context
+from core.api.containerd import events
+from core.api.containerd.services.containers import v1 as api
+from core.api.google.protobuf import Empty
+from core.engine import Engine
+from core.metadata.containers import Container
+from core.services.convert import any_in, any_out, ts
+
+
+def container_out(c: Container) -> api.Container:
+    return api.Container(
+        id=c.id,
+        labels=c.labels,
+        image=c.image,
+        runtime=api.ContainerRuntime(name=c.runtime_name, options=any_out(c.runtime_options)),
+        spec=any_out(c.spec),
+        snapshotter=c.snapshotter,
+        snapshot_key=c.snapshot_key,
+        created_at=ts(c.created_at),
+        updated_at=ts(c.updated_at),
+        extensions={k: any_out(v) for k, v in c.extensions.items()},
+    )
+
+
+def container_in(message: api.Container | None) -> Container:
+    m = message or api.Container()
+    runtime = m.runtime or api.ContainerRuntime()
+    return Container(
+        id=m.id,
+        runtime_name=runtime.name,
+        runtime_options=any_in(runtime.options),
+        spec=any_in(m.spec),
+        image=m.image,
+        labels=dict(m.labels),
+        snapshotter=m.snapshotter,
+        snapshot_key=m.snapshot_key,
+        extensions={k: v for k, v in ((k, any_in(a)) for k, a in m.extensions.items()) if v},
+    )
+
+
+class ContainersService(api.ContainersBase):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.store = engine.metadata.containers
+
+    async def get(self, message: api.GetContainerRequest) -> api.GetContainerResponse:
+        c = self.store.get(context.namespace(), message.id)
+        return api.GetContainerResponse(container=container_out(c))
+
+    async def list(self, message: api.ListContainersRequest) -> api.ListContainersResponse:
+        found = self.store.list(context.namespace(), list(message.filters))
+        return api.ListContainersResponse(containers=[container_out(c) for c in found])
+
+    async def list_stream(
+        self, message: api.ListContainersRequest
+    ) -> AsyncIterator[api.ListContainerMessage]:
+        for c in self.store.list(context.namespace(), list(message.filters)):
+            yield api.ListContainerMessage(container=container_out(c))
+
+    async def create(self, message: api.CreateContainerRequest) -> api.CreateContainerResponse:
+        ns = context.namespace()
+        c = self.store.create(ns, container_in(message.container))
+        self.engine.events.publish(
+            ns,
+            "/containers/create",
+            events.ContainerCreate(
+                id=c.id,
+                image=c.image,
+                runtime=events.ContainerCreateRuntime(
+                    name=c.runtime_name, options=any_out(c.runtime_options)
+                ),
+            ),
+        )
+        return api.CreateContainerResponse(container=container_out(c))
+
+    async def update(self, message: api.UpdateContainerRequest) -> api.UpdateContainerResponse:
+        ns = context.namespace()
+        paths = list(message.update_mask.paths) if message.update_mask else []
+        c = self.store.update(ns, container_in(message.container), paths)
+        self.engine.events.publish(
+            ns,
+            "/containers/update",
+            events.ContainerUpdate(
+                id=c.id, image=c.image, labels=c.labels, snapshot_key=c.snapshot_key
+            ),
+        )
+        return api.UpdateContainerResponse(container=container_out(c))
+
+    async def delete(self, message: api.DeleteContainerRequest) -> Empty:
+        ns = context.namespace()
+        self.engine.check_container_deletable(ns, message.id)
+        self.store.delete(ns, message.id)
+        self.engine.events.publish(ns, "/containers/delete", events.ContainerDelete(id=message.id))
+        await self.engine.collect_garbage(wait=False)
+        return Empty()

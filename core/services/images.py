@@ -1,0 +1,68 @@
+"""Images: named references to root descriptors, with their events.
+
+The image record is the root that keeps an image's blobs and snapshots from
+garbage collection; `Delete` with `sync` collects before it returns.
+"""
+
+from __future__ import annotations
+
+from core import context
+from core.api.containerd.services.images import v1 as api
+from core.api.google.protobuf import Empty
+from core.engine import Engine
+from core.metadata.images import Image
+from core.services.convert import descriptor_in, descriptor_out, ts
+
+
+def image_out(image: Image) -> api.Image:
+    return api.Image(
+        name=image.name,
+        labels=image.labels,
+        target=descriptor_out(image.target),
+        created_at=ts(image.created_at),
+        updated_at=ts(image.updated_at),
+    )
+
+
+def image_in(message: api.Image | None) -> Image:
+    message = message or api.Image()
+    return Image(name=message.name, target=descriptor_in(message.target), labels=message.labels)
+
+
+class ImagesService(api.ImagesBase):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.store = engine.metadata.images
+
+    async def get(self, message: api.GetImageRequest) -> api.GetImageResponse:
+        return api.GetImageResponse(
+            image=image_out(self.store.get(context.namespace(), message.name))
+        )
+
+    async def list(self, message: api.ListImagesRequest) -> api.ListImagesResponse:
+        images = self.store.list(context.namespace(), list(message.filters))
+        return api.ListImagesResponse(images=[image_out(i) for i in images])
+
+    async def create(self, message: api.CreateImageRequest) -> api.CreateImageResponse:
+        ns = context.namespace()
+        image = self.store.create(ns, image_in(message.image))
+        self.engine.events.publish(
+            ns, "/images/create", api.ImageCreate(name=image.name, labels=image.labels)
+        )
+        return api.CreateImageResponse(image=image_out(image))
+
+    async def update(self, message: api.UpdateImageRequest) -> api.UpdateImageResponse:
+        ns = context.namespace()
+        paths = list(message.update_mask.paths) if message.update_mask else []
+        image = self.store.update(ns, image_in(message.image), paths)
+        self.engine.events.publish(
+            ns, "/images/update", api.ImageUpdate(name=image.name, labels=image.labels)
+        )
+        return api.UpdateImageResponse(image=image_out(image))
+
+    async def delete(self, message: api.DeleteImageRequest) -> Empty:
+        ns = context.namespace()
+        self.store.delete(ns, message.name)
+        self.engine.events.publish(ns, "/images/delete", api.ImageDelete(name=message.name))
+        await self.engine.collect_garbage(wait=message.sync)
+        return Empty()

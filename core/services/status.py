@@ -1,0 +1,92 @@
+"""The one place where typed errors become gRPC statuses.
+
+The server wraps every handler with `guard`: it binds the call's namespace and
+lease headers into `core.context`, runs the handler, and turns a `CtrdeckError`
+into containerd's status code with the error's message. Anything unexpected is
+logged once with its method and namespace and reported as UNKNOWN with its text,
+so a client never sees a bare "Internal Server Error".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from grpclib import GRPCError
+from grpclib.const import Status
+from grpclib.events import RecvRequest, listen
+
+from core import context, errors
+
+log = logging.getLogger("ctrdeck.grpc")
+
+CODES: dict[type[errors.CtrdeckError], Status] = {
+    errors.InvalidArgument: Status.INVALID_ARGUMENT,
+    errors.NotFound: Status.NOT_FOUND,
+    errors.AlreadyExists: Status.ALREADY_EXISTS,
+    errors.FailedPrecondition: Status.FAILED_PRECONDITION,
+    errors.Unavailable: Status.UNAVAILABLE,
+    errors.NotImplementedYet: Status.UNIMPLEMENTED,
+    errors.OutOfRange: Status.OUT_OF_RANGE,
+    errors.DataLoss: Status.DATA_LOSS,
+    errors.Canceled: Status.CANCELLED,
+    errors.Internal: Status.INTERNAL,
+}
+
+
+def status_of(exc: errors.CtrdeckError) -> Status:
+    for cls in type(exc).__mro__:
+        if cls in CODES:
+            return CODES[cls]  # type: ignore[index]
+    return Status.UNKNOWN
+
+
+Observer = Callable[[str, str | None, Status, float], None]
+
+
+def _first(metadata: Any, key: str) -> str | None:
+    value = metadata.get(key) if metadata is not None else None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value
+
+
+def install(server: Any, observers: list[Observer]) -> None:
+    """Wrap every call the server receives; `observers` see (method, ns, status, seconds)."""
+
+    async def on_request(event: RecvRequest) -> None:
+        inner = event.method_func
+        method = event.method_name
+        namespace = _first(event.metadata, context.NAMESPACE_HEADER)
+        lease = _first(event.metadata, context.LEASE_HEADER)
+
+        async def guarded(stream: Any) -> None:
+            context.set_from_headers(namespace, lease)
+            started = time.perf_counter()
+            code = Status.OK
+            try:
+                await inner(stream)
+            except errors.CtrdeckError as exc:
+                code = status_of(exc)
+                log.info("%s ns=%s: %s (%s)", method, namespace, exc, code.name)
+                raise GRPCError(code, str(exc)) from None
+            except GRPCError as exc:
+                code = exc.status
+                raise
+            except (ConnectionError, TimeoutError):
+                code = Status.CANCELLED
+                raise
+            except Exception as exc:
+                code = Status.UNKNOWN
+                log.exception("%s ns=%s failed", method, namespace)
+                raise GRPCError(Status.UNKNOWN, f"{type(exc).__name__}: {exc}") from None
+            finally:
+                elapsed = time.perf_counter() - started
+                for observe in observers:
+                    observe(method, namespace, code, elapsed)
+
+        event.method_func = guarded
+
+    listen(server, RecvRequest, on_request)
