@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from grpclib import GRPCError
 from grpclib.client import Channel
+from grpclib.const import Status
 
 from core.api.containerd.services.containers import v1 as containers
 from core.api.containerd.services.content import v1 as content
@@ -137,6 +139,47 @@ class Client:
             yield leased
         finally:
             await self.leases.delete(leases.DeleteRequest(id=resp.lease.id, sync=sync_delete))
+
+    async def write_content(
+        self,
+        ref: str,
+        data: bytes,
+        expected: str = "",
+        labels: dict[str, str] | None = None,
+        chunk: int = 1 << 20,
+    ) -> str:
+        """Write a blob through Content.Write as ctr does; return its digest.
+
+        A blob the namespace already has counts as written, as it does for ctr.
+        """
+        wa = content.WriteAction
+
+        def requests() -> Iterator[content.WriteContentRequest]:
+            yield content.WriteContentRequest(
+                action=wa.STAT, ref=ref, total=len(data), expected=expected
+            )
+            for offset in range(0, len(data), chunk):
+                yield content.WriteContentRequest(
+                    action=wa.WRITE, ref=ref, offset=offset, data=data[offset : offset + chunk]
+                )
+            yield content.WriteContentRequest(
+                action=wa.COMMIT,
+                ref=ref,
+                total=len(data),
+                expected=expected,
+                offset=len(data),
+                labels=labels or {},
+            )
+
+        digest = expected
+        try:
+            async for resp in self.content.write(requests()):
+                if resp.action == wa.COMMIT:
+                    digest = resp.digest
+        except GRPCError as exc:
+            if exc.status != Status.ALREADY_EXISTS:
+                raise
+        return digest
 
     async def server_version(self) -> version.VersionResponse:
         return await self.version.version(Empty())

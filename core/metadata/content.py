@@ -142,8 +142,14 @@ class ContentMetadata:
             )
 
     def end_ingest(self, namespace: str, ref: str) -> None:
+        """Forget a finished or aborted ingest, and drop it from any lease that held it."""
         with self.db.tx() as conn:
             conn.execute("DELETE FROM ingests WHERE namespace = ? AND ref = ?", (namespace, ref))
+            conn.execute(
+                "DELETE FROM lease_resources WHERE namespace = ? AND type = 'ingests'"
+                " AND resource_id = ?",
+                (namespace, ref),
+            )
 
     def ingest_refs(self, namespace: str) -> list[str]:
         rows = self.db.conn.execute(
