@@ -12,27 +12,39 @@ import asyncio
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 from core.config import Config
 from core.content.store import ContentStore
-from core.errors import NotFound
+from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from core.events.exchange import Exchange
 from core.gc import Collector, Result
 from core.metadata import Metadata
+from core.metadata.containers import Container
+from core.metadata.snapshots import SnapshotStore
 from core.plugins import Plugin, Registry
+from core.runtime.runtimes import Runtimes
+from core.runtime.tasks import DEFAULT_LOG_MAX, TASK_DIR, TaskManager
+from core.snapshots import PLUGIN_TYPE as SNAPSHOTTER_PLUGIN
+from core.snapshots import Snapshotter
+from core.snapshots import load as load_snapshotters
+from core.snapshots.mount import Mount
 
 log = logging.getLogger("ctrdeck.engine")
 
 GRPC_SERVICES = [
     "containers",
     "content",
+    "diff",
     "events",
     "healthcheck",
     "images",
     "introspection",
     "leases",
     "namespaces",
+    "snapshots",
+    "tasks",
     "version",
 ]
 
@@ -57,6 +69,26 @@ class Engine:
 
         meta_root = self.root / "io.containerd.metadata.v1.sqlite"
         self.metadata = Metadata(meta_root / "meta.db")
+        # Snapshotters keep their records in the metadata database, and only
+        # the ones that can run on this host serve requests.
+        self.snapshot_records = SnapshotStore(
+            self.metadata.db, self.metadata.namespaces, self.metadata.leases
+        )
+        self.snapshotters: dict[str, Snapshotter] = {}
+        for loaded in load_snapshotters(config, self.root, self.snapshot_records):
+            self.plugins.add(
+                Plugin(
+                    SNAPSHOTTER_PLUGIN,
+                    loaded.name,
+                    exports={"root": str(loaded.root)},
+                    platforms=True,
+                    error=loaded.error,
+                )
+            )
+            if loaded.error:
+                log.info("snapshotter %s not loaded: %s", loaded.name, loaded.error)
+            else:
+                self.snapshotters[loaded.name] = loaded.snapshotter
         self.plugins.add(
             Plugin(
                 "io.containerd.metadata.v1",
@@ -67,6 +99,8 @@ class Engine:
         )
         self.uuid = self._server_uuid()
         self.collector = Collector(self.metadata)
+        self.collector.snapshot_graph = lambda: self.snapshot_records.graph(self.snapshotters)
+        self.collector.remove_snapshots = self.snapshot_records.remove_many
         self.plugins.add(
             Plugin("io.containerd.gc.v1", "scheduler", requires=["io.containerd.metadata.v1"])
         )
@@ -76,6 +110,10 @@ class Engine:
         # Content commits in flight: the file sweep waits for them, because a
         # blob is renamed into place a moment before its owner is recorded.
         self.commits_in_flight = 0
+        self.plugins.add(
+            Plugin("io.containerd.differ.v1", "walking", requires=["io.containerd.metadata.v1"])
+        )
+        self._build_tasks(config)
         for name in GRPC_SERVICES:
             self.plugins.add(
                 Plugin(
@@ -84,13 +122,88 @@ class Engine:
                     requires=["io.containerd.metadata.v1", "io.containerd.event.v1"],
                 )
             )
+        self._export_engine_facts()
+
+    def _export_engine_facts(self) -> None:
+        # A client learns the engine's own facts only through the API, and the
+        # protos have no field for them: Introspection's exports carry them to
+        # `core.status`; containerd's clients show exports and act on none.
+        started_at = datetime.fromtimestamp(self.started, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        for plugin in self.plugins.plugins:
+            if (plugin.type, plugin.id) == ("io.containerd.grpc.v1", "introspection"):
+                plugin.exports.update(
+                    {"started_at": started_at, "root": str(self.root), "state": str(self.state)}
+                )
 
     def namespace_owners(self, namespace: str) -> list[str]:
         """Kinds of resource outside the metadata tables that keep a namespace alive."""
-        return []
+        return [
+            f'snapshots on "{name}" snapshotter'
+            for name in self.snapshot_records.snapshotters_in(namespace)
+        ] + (["tasks"] if namespace in self.tasks.namespaces() else [])
 
     def check_container_deletable(self, namespace: str, container_id: str) -> None:
-        """Refuse to delete a container whose task still exists (tasks arrive later)."""
+        """Refuse to delete a container whose task still exists."""
+        if self.tasks.exists(namespace, container_id):
+            raise FailedPrecondition(
+                f'cannot delete container "{container_id}": its task still exists; '
+                "delete the task first"
+            )
+
+    def _build_tasks(self, config: Config) -> None:
+        # Each configured runtime is a plugin of its own, so Introspection
+        # names a runtime whose binary is missing (kata, firecracker...).
+        self.runtimes = Runtimes(config)
+        for name, rc in config.runtimes.items():
+            runtime = self.runtimes.available.get(name)
+            self.plugins.add(
+                Plugin(
+                    "io.containerd.runtime.v2",
+                    f"runtime.{name}",
+                    exports={"runtime_type": rc.runtime_type}
+                    | ({"binary": runtime.binary} if runtime else {}),
+                    error=f"skip plugin: {self.runtimes.missing[name]}"
+                    if name in self.runtimes.missing
+                    else "",
+                )
+            )
+        options = config.plugins.get("io.containerd.runtime.v2.task", {})
+        log_max = options.get("log_size_max", DEFAULT_LOG_MAX)
+        self.tasks = TaskManager(
+            self.state,
+            self.runtimes,
+            self.events.publish,
+            log_max=log_max if isinstance(log_max, int) and log_max > 0 else DEFAULT_LOG_MAX,
+            rootfs_lookup=self._snapshot_mounts,
+            subscribers=lambda: self.events.subscriber_count,
+        )
+        self.plugins.add(
+            Plugin(
+                "io.containerd.runtime.v2",
+                "task",
+                requires=["io.containerd.event.v1", "io.containerd.metadata.v1"],
+                exports={"root": str(self.root / TASK_DIR), "state": str(self.state / TASK_DIR)},
+                platforms=True,
+            )
+        )
+        self.plugins.add(Plugin("io.containerd.monitor.v1", "cgroups"))
+
+    async def _snapshot_mounts(self, namespace: str, container: Container) -> list[Mount]:
+        snapshotter = self.snapshotters.get(container.snapshotter)
+        if snapshotter is None:
+            raise InvalidArgument(
+                f'container "{container.id}" uses snapshotter "{container.snapshotter}", '
+                "which is not loaded"
+            )
+        return await snapshotter.mounts(namespace, container.snapshot_key)
+
+    async def start(self) -> None:
+        """Find the tasks a previous run left running (the event loop is up now)."""
+        await self.tasks.restore()
+
+    async def stop(self) -> None:
+        """Stop watching tasks; containers and their monitors keep running."""
+        await self.tasks.close()
 
     async def collect_garbage(self, *, wait: bool) -> Result | None:
         """Collect now (`wait`), or soon, coalescing bursts of deletes into one pass."""
@@ -109,6 +222,11 @@ class Engine:
         self.gc_runs += 1
         self.gc_removed["content"] += len(result.content_removed)
         self.gc_removed["snapshots"] += len(result.snapshots_removed)
+        if result.snapshots_removed:
+            # The records went in the collection's transaction (children
+            # first); the directories they owned go now.
+            for snapshotter in self.snapshotters.values():
+                await snapshotter.cleanup()
         await self.sweep_blobs()
         return result
 

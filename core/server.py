@@ -25,18 +25,23 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
+from core import metrics
 from core.api.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from core.config import Config
 from core.engine import Engine
 from core.errors import FailedPrecondition, InvalidArgument
 from core.services import status
+from core.services.codec import Codec
 from core.services.containers import ContainersService
 from core.services.content import ContentService
+from core.services.diff import DiffService
 from core.services.events import EventsService
 from core.services.images import ImagesService
 from core.services.introspection import IntrospectionService
 from core.services.leases import LeasesService
 from core.services.namespaces import NamespacesService
+from core.services.snapshots import SnapshotsService
+from core.services.tasks import TasksService
 from core.services.version import VersionService
 
 log = logging.getLogger("ctrdeck.server")
@@ -49,9 +54,12 @@ def build_services(engine: Engine) -> list[Any]:
         NamespacesService(engine),
         ImagesService(engine),
         ContentService(engine),
+        DiffService(engine),
         ContainersService(engine),
         LeasesService(engine),
         EventsService(engine),
+        SnapshotsService(engine),
+        TasksService(engine),
     ]
     services.append(Health())
     return ServerReflection.extend(services, pool=default_google_proto_descriptor_pool)
@@ -102,16 +110,27 @@ class EngineServer:
         self.servers: list[Server] = []
         self.observers: list[status.Observer] = []
         self.socket_path = Path(config.grpc.address)
+        self.metrics = metrics.EngineMetrics(self.engine)
+        self.observers.append(self.metrics.observe_grpc)
+        self.metrics_listener: metrics.MetricsListener | None = None
+        self.owns_socket = False
 
     def _new_server(self) -> Server:
-        server = Server(self.services)
+        server = Server(self.services, codec=Codec())
         status.install(server, self.observers)
         self.servers.append(server)
         return server
 
     async def start(self) -> None:
+        # Metrics first: an address in use refuses the start before any
+        # client could reach an engine that is about to exit.
+        if self.config.metrics.address:
+            self.metrics_listener = await metrics.serve(self.metrics, self.config.metrics.address)
         prepare_socket(self.socket_path)
+        # Tasks of a previous run are known before the first call can ask.
+        await self.engine.start()
         await self._new_server().start(path=str(self.socket_path))
+        self.owns_socket = True
         os.chmod(self.socket_path, 0o660)
         if self.config.grpc.uid or self.config.grpc.gid:
             os.chown(self.socket_path, self.config.grpc.uid, self.config.grpc.gid)
@@ -122,13 +141,19 @@ class EngineServer:
             log.info("serving plaintext gRPC on %s:%d", host, port)
 
     async def stop(self) -> None:
+        if self.metrics_listener is not None:
+            await self.metrics_listener.close()
         for server in self.servers:
             server.close()
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), timeout=5)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        # A start refused early (another engine live on the socket, metrics
+        # address taken) must not remove a socket some other engine serves.
+        if self.owns_socket:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+        await self.engine.stop()
         self.engine.close()
         log.info("engine stopped")
 

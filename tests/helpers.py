@@ -12,8 +12,13 @@ def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def ctr(address: Path | str, *args: str, namespace: str = "default", check: bool = True,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def ctr(
+    address: Path | str,
+    *args: str,
+    namespace: str = "default",
+    check: bool = True,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     """Run Debian's ctr against the engine; fail with its stderr when asked to check."""
     proc = subprocess.run(
         ["ctr", "--address", str(address), "--namespace", namespace, *args],

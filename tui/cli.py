@@ -10,23 +10,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.status import EngineStatus
 
 
-def _global_options(parser: argparse.ArgumentParser) -> None:
+def _global_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """ctr's global options; a subcommand's copy only overrides when given, as in ctr."""
     parser.add_argument(
         "--address",
         "-a",
-        default=os.environ.get("CONTAINERD_ADDRESS"),
+        default=os.environ.get("CONTAINERD_ADDRESS") if top else argparse.SUPPRESS,
         help="engine socket (env CONTAINERD_ADDRESS; default: the bundled engine's)",
     )
     parser.add_argument(
         "--namespace",
         "-n",
-        default=os.environ.get("CONTAINERD_NAMESPACE", "default"),
+        default=os.environ.get("CONTAINERD_NAMESPACE", "default") if top else argparse.SUPPRESS,
         help="namespace (env CONTAINERD_NAMESPACE; default: default)",
     )
 
@@ -35,8 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctrdeck", description="A terminal console for containers, and its engine."
     )
-    _global_options(parser)
+    _global_options(parser, top=True)
     parser.add_argument("--read-only", action="store_true", help="refuse every change")
+    parser.add_argument("--theme", choices=("dark", "light"), help="console theme (default dark)")
+    parser.add_argument("--keymap", type=Path, help="keymap.toml remapping binding ids to keys")
+    parser.add_argument(
+        "--teach", action="store_true", help="start with the ctr-equivalent lines switched on"
+    )
+    parser.add_argument(
+        "--no-start",
+        action="store_true",
+        help="only connect: do not start the bundled engine when nothing answers",
+    )
     sub = parser.add_subparsers(dest="command")
 
     engine = sub.add_parser("engine", help="run or control the bundled engine")
@@ -48,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     engine_sub = engine.add_subparsers(dest="engine_command")
     stop = engine_sub.add_parser("stop", help="stop a running engine")
     _global_options(stop)
+    status = engine_sub.add_parser(
+        "status", help="whether the engine answers: version, uptime, socket, root, plugins"
+    )
+    _global_options(status)
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
 
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -55,17 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    names = {"trace": "DEBUG", "warn": "WARNING", "fatal": "CRITICAL", "panic": "CRITICAL"}
-    logging.basicConfig(
-        level=names.get(level, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def run_engine(args: argparse.Namespace) -> int:
     from core import config as cfg
+    from core import logs
     from core.errors import CtrdeckError
     from core.server import serve
 
@@ -81,7 +93,7 @@ def run_engine(args: argparse.Namespace) -> int:
     except CtrdeckError as exc:
         print(f"ctrdeck engine: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(config.debug.level)
+    logs.setup(config.debug.level, Path(config.state))
     try:
         asyncio.run(serve(config))
     except CtrdeckError as exc:
@@ -96,11 +108,64 @@ def stop_engine(args: argparse.Namespace) -> int:
     return launcher.stop_engine(launcher.resolve_address(args.address))
 
 
+def engine_status(args: argparse.Namespace) -> int:
+    from core import status
+    from tui import launcher
+
+    result = asyncio.run(status.probe(launcher.resolve_address(args.address)))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_status(result)
+    return 0 if result.answering else 1
+
+
+def _print_status(result: EngineStatus) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from core.status import format_uptime
+
+    out = Console()
+    if not result.answering:
+        Console(stderr=True).print(
+            f"[bold red]✗ engine not answering[/]: {escape(result.problem)}", soft_wrap=True
+        )
+        return
+    started = f" (since {result.started_at:%Y-%m-%d %H:%M:%S} UTC)" if result.started_at else ""
+    counts = result.plugin_counts()
+    facts = Table.grid(padding=(0, 2))
+    for key, value in (
+        ("version", f"{result.version} ({result.revision})"),
+        ("uptime", format_uptime(result.uptime) + started),
+        ("socket", result.address),
+        ("root", result.root or "unknown"),
+        ("state", result.state or "unknown"),
+        ("uuid", result.uuid),
+        ("plugins", f"{counts['ok']} ok, {counts['skip']} skipped, {counts['error']} failed"),
+    ):
+        facts.add_row(f"[bold]{key}[/]", escape(value))
+    out.print("[bold green]● engine answers[/]")
+    out.print(facts)
+    plugins = Table(box=None, header_style="bold")
+    for column in ("TYPE", "ID", "STATUS"):
+        plugins.add_column(column, no_wrap=True)
+    plugins.add_column("ERROR", overflow="fold")
+    colours = {"ok": "green", "skip": "yellow", "error": "red"}
+    for p in result.plugins:
+        colour = colours.get(p.status, "red")
+        plugins.add_row(p.type, p.id, f"[{colour}]{p.status}[/]", escape(p.error))
+    out.print(plugins)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "engine":
         if args.engine_command == "stop":
             return stop_engine(args)
+        if args.engine_command == "status":
+            return engine_status(args)
         return run_engine(args)
     if args.command == "config":
         from core import config as cfg

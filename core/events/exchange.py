@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import betterproto2
 
 from core import filters, identifiers, typeurl
+from core.api.containerd.services.events import v1 as events_api
 from core.api.google.protobuf import Any
 from core.errors import InvalidArgument, Unavailable
 
@@ -32,6 +33,20 @@ class Envelope:
     topic: str
     event: Any
     _decoded: betterproto2.Message | None = field(default=None, repr=False)
+    _wire: bytes | None = field(default=None, repr=False)
+
+    def encoded(self) -> bytes:
+        """The wire form of this envelope, made once however many subscribers get it."""
+        if self._wire is None:
+            self._wire = bytes(
+                events_api.Envelope(
+                    timestamp=self.timestamp,
+                    namespace=self.namespace,
+                    topic=self.topic,
+                    event=self.event,
+                )
+            )
+        return self._wire
 
     def payload(self) -> betterproto2.Message | None:
         if self._decoded is None and typeurl.message_type(self.event.type_url) is not None:

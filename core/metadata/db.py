@@ -98,6 +98,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (namespace, ref)
     );
     """,
+    # 2: snapshot records of every snapshotter; children point at their parent by id.
+    """
+    CREATE TABLE snapshots (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE RESTRICT,
+        snapshotter TEXT NOT NULL,
+        key TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        parent_id INTEGER REFERENCES snapshots(id) ON DELETE RESTRICT,
+        labels TEXT NOT NULL DEFAULT '{}',
+        directory TEXT NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0,
+        inodes INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (namespace, snapshotter, key)
+    );
+    CREATE INDEX snapshots_by_parent ON snapshots(parent_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

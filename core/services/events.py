@@ -11,6 +11,7 @@ from core.api.google.protobuf import Empty
 from core.engine import Engine
 from core.errors import InvalidArgument
 from core.events.exchange import Envelope, validate_topic
+from core.services.codec import Preencoded
 
 
 class EventsService(api.EventsBase):
@@ -36,6 +37,4 @@ class EventsService(api.EventsBase):
 
     async def subscribe(self, message: api.SubscribeRequest) -> AsyncIterator[api.Envelope]:
         async for env in self.engine.events.subscribe(list(message.filters)):
-            yield api.Envelope(
-                timestamp=env.timestamp, namespace=env.namespace, topic=env.topic, event=env.event
-            )
+            yield Preencoded(env.encoded())  # type: ignore[misc]

@@ -11,6 +11,7 @@ from core.api.containerd.services.images import v1 as api
 from core.api.google.protobuf import Empty
 from core.engine import Engine
 from core.metadata.images import Image
+from core.services.codec import EncodingCache, Preencoded, repeated
 from core.services.convert import descriptor_in, descriptor_out, ts
 
 
@@ -33,6 +34,7 @@ class ImagesService(api.ImagesBase):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.store = engine.metadata.images
+        self.encoded = EncodingCache()
 
     async def get(self, message: api.GetImageRequest) -> api.GetImageResponse:
         return api.GetImageResponse(
@@ -40,8 +42,13 @@ class ImagesService(api.ImagesBase):
         )
 
     async def list(self, message: api.ListImagesRequest) -> api.ListImagesResponse:
-        images = self.store.list(context.namespace(), list(message.filters))
-        return api.ListImagesResponse(images=[image_out(i) for i in images])
+        ns = context.namespace()
+        images = self.store.list(ns, list(message.filters))
+        # The record's update time is part of the key, so an update never serves stale bytes.
+        items = (
+            self.encoded.get((ns, i.name, i.updated_at), lambda i=i: image_out(i)) for i in images
+        )
+        return Preencoded(repeated(1, items))  # type: ignore[return-value]
 
     async def create(self, message: api.CreateImageRequest) -> api.CreateImageResponse:
         ns = context.namespace()

@@ -70,7 +70,15 @@ def install(server: Any, observers: list[Observer]) -> None:
                 await inner(stream)
             except errors.CtrdeckError as exc:
                 code = status_of(exc)
-                log.info("%s ns=%s: %s (%s)", method, namespace, exc, code.name)
+                log.info(
+                    "request failed",
+                    extra={
+                        "method": method,
+                        "namespace": namespace,
+                        "code": code.name,
+                        "err": str(exc),
+                    },
+                )
                 raise GRPCError(code, str(exc)) from None
             except GRPCError as exc:
                 code = exc.status
@@ -80,7 +88,7 @@ def install(server: Any, observers: list[Observer]) -> None:
                 raise
             except Exception as exc:
                 code = Status.UNKNOWN
-                log.exception("%s ns=%s failed", method, namespace)
+                log.exception("request failed", extra={"method": method, "namespace": namespace})
                 raise GRPCError(Status.UNKNOWN, f"{type(exc).__name__}: {exc}") from None
             finally:
                 elapsed = time.perf_counter() - started

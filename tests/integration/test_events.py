@@ -34,8 +34,6 @@ def _collect(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-
-
 def test_ctr_events_sees_namespace_create(engine: EngineProcess, ctr_bin: str) -> None:
     everything = _events_proc(engine)
     only_create = _events_proc(engine, "topic==/namespaces/create")

@@ -1,0 +1,472 @@
+"""Unpacking a layer's tar stream onto a directory, with OCI whiteouts and nothing outside it.
+
+This module owns how a layer changes a tree. In `overlay` mode the result is a valid
+overlayfs upper (or lower) directory: `.wh.name` becomes a 0:0 character device
+`name`, and `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its directory. In
+`delete` mode (native and btrfs snapshots, which hold a full copy of the tree) a
+whiteout removes `name`, and an opaque marker removes every child of its directory
+that this layer did not itself write. Ownership, modes (setuid, sticky), PAX
+`SCHILY.xattr.*` attributes, hard and symbolic links, device nodes, FIFOs and mtimes
+(of directories, after their children) are kept.
+
+Every path is resolved from an open descriptor of the target, one component at a
+time, without following a symbolic link out: absolute names, `..`, links that point
+outside the target or whose target is absolute, and hard links to anything missing
+or outside are refused with InvalidArgument naming the entry, and the apply stops
+there (the caller throws the half-written snapshot away). The uncompressed stream is
+hashed as it is read, giving the layer's diff ID and size.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from core.diff.compression import DECOMPRESSION_ERRORS, HashingReader, Prefetcher, open_layer
+from core.errors import CtrdeckError, DataLoss, Internal, InvalidArgument
+
+log = logging.getLogger("ctrdeck.diff")
+
+WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+XATTR_PAX_PREFIX = "SCHILY.xattr."
+
+# As the kernel's limit on symbolic links followed in one path lookup.
+MAX_LINKS = 40
+_CHUNK = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Mode(enum.StrEnum):
+    OVERLAY = "overlay"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What was applied: the diff ID (sha256 of the uncompressed tar) and its size."""
+
+    digest: str
+    size: int
+
+
+def apply_layer(
+    blob: BinaryIO,
+    media_type: str,
+    root: Path,
+    mode: Mode,
+    *,
+    lowers: Sequence[Path] = (),
+    expected_diff_id: str = "",
+) -> Applied:
+    """Decompress a layer blob and apply it onto `root`; DataLoss if its diff ID is not expected.
+
+    `lowers` are the directories under an overlay upper directory, topmost first; a
+    parent directory the layer implies but does not list takes its owner and mode
+    from there, as a copy-up would.
+    """
+    stream = Prefetcher(open_layer(blob, media_type))
+    try:
+        applied = apply_tar(stream, root, mode, lowers=lowers)  # type: ignore[arg-type]
+    except DECOMPRESSION_ERRORS as exc:
+        raise InvalidArgument(f"layer of type {media_type} cannot be decompressed: {exc}") from None
+    finally:
+        stream.close()
+    if expected_diff_id and applied.digest != expected_diff_id:
+        raise DataLoss(
+            f"layer unpacked to diff ID {applied.digest}, but the image says {expected_diff_id}"
+        )
+    return applied
+
+
+def apply_tar(stream: BinaryIO, root: Path, mode: Mode, *, lowers: Sequence[Path] = ()) -> Applied:
+    """Apply an uncompressed tar stream onto the existing directory `root`."""
+    reader = HashingReader(stream)
+    root_fd = os.open(root, _DIR_FLAGS)
+    try:
+        tar = _open_stream(reader)
+        if tar is not None:
+            with tar:
+                _Applier(root_fd, mode, [Path(p) for p in lowers]).run(tar)
+        reader.drain()
+    finally:
+        os.close(root_fd)
+    return Applied(reader.digest(), reader.size)
+
+
+def _open_stream(reader: HashingReader) -> tarfile.TarFile | None:
+    """The tar reader over the stream; None for an empty stream (an empty layer)."""
+    try:
+        return tarfile.open(fileobj=reader, mode="r|")  # type: ignore[call-overload]
+    except tarfile.ReadError as exc:
+        if reader.size == 0:
+            return None
+        raise InvalidArgument(f"layer is not a tar stream: {exc}") from None
+
+
+def split_name(name: str) -> list[str]:
+    """The components of a tar entry's name; InvalidArgument for absolute names and `..`."""
+    if name.startswith("/"):
+        raise InvalidArgument(f"layer entry {name!r} has an absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidArgument(f"layer entry {name!r} has a '..' component")
+    return parts
+
+
+def _at(dir_fd: int, name: str) -> str:
+    # A path through the descriptor's magic link reaches `name` in exactly that directory,
+    # for the calls (xattrs) that take no dir_fd.
+    return f"/proc/self/fd/{dir_fd}/{name}"
+
+
+def _mtime_ns(member: tarfile.TarInfo) -> int:
+    return round(float(member.mtime) * 1e9)
+
+
+def _xattrs(member: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
+    for key, value in member.pax_headers.items():
+        if not key.startswith(XATTR_PAX_PREFIX):
+            continue
+        name = key[len(XATTR_PAX_PREFIX) :]
+        # Overlay's own attributes (redirects, metacopy) would let a layer steer the kernel
+        # to other files; only the opaque marker, from `.wh..wh..opq`, is ever set.
+        if name.startswith("trusted.overlay."):
+            continue
+        yield name, value.encode("utf-8", "surrogateescape")
+
+
+def _remove(parent_fd: int, name: str) -> None:
+    try:
+        st = os.lstat(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=parent_fd)
+    else:
+        os.unlink(name, dir_fd=parent_fd)
+
+
+class _Applier:
+    def __init__(self, root_fd: int, mode: Mode, lowers: list[Path]) -> None:
+        self.root_fd = root_fd
+        self.mode = mode
+        self.lowers = lowers
+        # Resolved paths this layer wrote, and their ancestors: an opaque marker keeps them.
+        self.unpacked: set[tuple[str, ...]] = set()
+        self.dirs: list[tuple[str, tuple[str, ...], int]] = []
+
+    def run(self, tar: tarfile.TarFile) -> None:
+        name = "(first entry)"
+        while True:
+            try:
+                member = tar.next()
+                if member is None:
+                    break
+                name = member.name
+                # The stream is read once, so the member list tarfile keeps is only memory.
+                tar.members.clear()
+                self._entry(tar, member)
+            except (CtrdeckError, *DECOMPRESSION_ERRORS):
+                raise
+            except tarfile.TarError as exc:
+                raise InvalidArgument(
+                    f"layer is not a valid tar stream at {name!r}: {exc}"
+                ) from None
+            except OSError as exc:
+                raise Internal(f"applying layer entry {name!r}: {exc}") from None
+        for name, parts, mtime_ns in reversed(self.dirs):
+            fd = self._open_dir(name, list(parts), create=False)
+            if fd is None:
+                continue
+            try:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+
+    # -- resolving paths -----------------------------------------------------------------------
+
+    def _open_dir(self, name: str, parts: list[str], *, create: bool) -> int | None:
+        """Open the directory `parts` below the root, following only links that stay inside.
+
+        Missing directories are made when `create` is set, else None is returned. The
+        caller closes the descriptor.
+        """
+        fd, _ = self._resolve(name, parts, create=create)
+        return fd
+
+    def _resolve(
+        self, name: str, parts: list[str], *, create: bool
+    ) -> tuple[int | None, tuple[str, ...]]:
+        pending = list(reversed(parts))
+        resolved: list[str] = []
+        links = 0
+        fd = os.dup(self.root_fd)
+        try:
+            while pending:
+                part = pending.pop()
+                if part == "..":
+                    if not resolved:
+                        raise InvalidArgument(
+                            f"layer entry {name!r} resolves through a symbolic link "
+                            "that points outside the root"
+                        )
+                    resolved.pop()
+                    os.close(fd)
+                    fd = os.dup(self.root_fd)
+                    pending.extend(reversed(resolved))
+                    resolved = []
+                    continue
+                try:
+                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        os.close(fd)
+                        return None, ()
+                    self._make_implied_dir(fd, part, (*resolved, part))
+                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    st = os.lstat(part, dir_fd=fd)
+                    if not stat.S_ISLNK(st.st_mode):
+                        raise InvalidArgument(
+                            f"layer entry {name!r} needs {'/'.join((*resolved, part))!r} "
+                            "to be a directory, but it is not one"
+                        ) from None
+                    target = os.readlink(part, dir_fd=fd)
+                    links += 1
+                    if target.startswith("/"):
+                        raise InvalidArgument(
+                            f"layer entry {name!r} would be written through the symbolic link "
+                            f"{'/'.join((*resolved, part))!r} to the absolute path {target!r}"
+                        ) from None
+                    if links > MAX_LINKS:
+                        raise InvalidArgument(
+                            f"layer entry {name!r} resolves through too many symbolic links"
+                        ) from None
+                    pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
+                    continue
+                os.close(fd)
+                fd = child
+                resolved.append(part)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, tuple(resolved)
+
+    def _make_implied_dir(self, parent_fd: int, part: str, resolved: tuple[str, ...]) -> None:
+        mode, uid, gid = 0o755, 0, 0
+        for lower in self.lowers:
+            try:
+                st = os.lstat(lower.joinpath(*resolved))
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                mode, uid, gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+            break
+        os.mkdir(part, 0o700, dir_fd=parent_fd)
+        os.chown(part, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
+        os.chmod(part, mode, dir_fd=parent_fd)
+
+    # -- entries ---------------------------------------------------------------------------------
+
+    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        name = member.name
+        parts = split_name(name)
+        if not parts:
+            return  # the root itself: its owner and mode belong to the snapshot
+        if any(p.startswith(WHITEOUT_META_PREFIX) for p in parts[:-1]):
+            return
+        base = parts[-1]
+        if base.startswith(WHITEOUT_META_PREFIX) and base != OPAQUE_MARKER:
+            return  # AUFS bookkeeping, never part of the tree
+        parent_fd, parent = self._resolve(name, parts[:-1], create=True)
+        assert parent_fd is not None
+        try:
+            if base == OPAQUE_MARKER:
+                self._opaque(parent_fd, parent)
+            elif base.startswith(WHITEOUT_PREFIX):
+                self._whiteout(parent_fd, base[len(WHITEOUT_PREFIX) :], member)
+            else:
+                self._create(tar, member, parent_fd, parent, base)
+                path = (*parent, base)
+                for i in range(1, len(path) + 1):
+                    self.unpacked.add(path[:i])
+        finally:
+            os.close(parent_fd)
+
+    def _opaque(self, dir_fd: int, path: tuple[str, ...]) -> None:
+        if self.mode is Mode.OVERLAY:
+            os.setxattr(dir_fd, OPAQUE_XATTR, b"y")
+        else:
+            self._clear_lower(dir_fd, path)
+
+    def _clear_lower(self, dir_fd: int, path: tuple[str, ...]) -> None:
+        with os.scandir(dir_fd) as entries:
+            children = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for child, is_dir in children:
+            child_path = (*path, child)
+            if child_path not in self.unpacked:
+                _remove(dir_fd, child)
+            elif is_dir:
+                fd = os.open(child, _DIR_FLAGS, dir_fd=dir_fd)
+                try:
+                    self._clear_lower(fd, child_path)
+                finally:
+                    os.close(fd)
+
+    def _whiteout(self, dir_fd: int, target: str, member: tarfile.TarInfo) -> None:
+        if target in ("", ".", ".."):
+            raise InvalidArgument(f"layer entry {member.name!r} is not a valid whiteout")
+        _remove(dir_fd, target)
+        if self.mode is Mode.OVERLAY:
+            os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dir_fd)
+            os.chown(target, member.uid, member.gid, dir_fd=dir_fd, follow_symlinks=False)
+
+    def _create(
+        self,
+        tar: tarfile.TarFile,
+        member: tarfile.TarInfo,
+        parent_fd: int,
+        parent: tuple[str, ...],
+        base: str,
+    ) -> None:
+        try:
+            existing: os.stat_result | None = os.lstat(base, dir_fd=parent_fd)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not (member.isdir() and stat.S_ISDIR(existing.st_mode)):
+            _remove(parent_fd, base)
+            existing = None
+
+        if member.isdir():
+            if existing is None:
+                os.mkdir(base, 0o700, dir_fd=parent_fd)
+            fd = os.open(base, _DIR_FLAGS, dir_fd=parent_fd)
+            try:
+                self._set_fd_metadata(fd, member)
+            finally:
+                os.close(fd)
+            self.dirs.append((member.name, (*parent, base), _mtime_ns(member)))
+        elif member.isreg():
+            self._write_file(tar, member, parent_fd, base)
+        elif member.issym():
+            os.symlink(member.linkname, base, dir_fd=parent_fd)
+            self._set_path_metadata(parent_fd, base, member, chmod=False)
+        elif member.islnk():
+            self._hard_link(member, parent_fd, base)
+        elif member.ischr() or member.isblk() or member.isfifo():
+            if member.isfifo():
+                kind, device = stat.S_IFIFO, 0
+            else:
+                kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+                device = os.makedev(member.devmajor, member.devminor)
+            os.mknod(base, kind | 0o600, device, dir_fd=parent_fd)
+            self._set_path_metadata(parent_fd, base, member, chmod=True)
+        else:
+            raise InvalidArgument(
+                f"layer entry {member.name!r} has unsupported tar type {member.type!r}"
+            )
+
+    def _write_file(
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int, base: str
+    ) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(base, flags, 0o600, dir_fd=parent_fd)
+        with open(fd, "wb", buffering=0, closefd=True) as out:
+            source = tar.extractfile(member)
+            if source is not None:
+                while chunk := source.read(_CHUNK):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[out.write(view) :]
+            self._set_fd_metadata(fd, member)
+            mtime = _mtime_ns(member)
+            os.utime(fd, ns=(mtime, mtime))
+
+    def _hard_link(self, member: tarfile.TarInfo, parent_fd: int, base: str) -> None:
+        try:
+            target = split_name(member.linkname)
+        except InvalidArgument:
+            raise InvalidArgument(
+                f"layer entry {member.name!r} is a hard link to {member.linkname!r}, "
+                "which is outside the root"
+            ) from None
+        if not target:
+            raise InvalidArgument(f"layer entry {member.name!r} is a hard link to the root")
+        target_fd = self._open_dir(member.name, target[:-1], create=False)
+        if target_fd is None:
+            raise InvalidArgument(
+                f"layer entry {member.name!r} is a hard link to {member.linkname!r}, "
+                "which does not exist"
+            )
+        try:
+            try:
+                st = os.lstat(target[-1], dir_fd=target_fd)
+            except FileNotFoundError:
+                raise InvalidArgument(
+                    f"layer entry {member.name!r} is a hard link to {member.linkname!r}, "
+                    "which does not exist"
+                ) from None
+            if stat.S_ISDIR(st.st_mode):
+                raise InvalidArgument(
+                    f"layer entry {member.name!r} is a hard link to the directory "
+                    f"{member.linkname!r}"
+                )
+            os.link(
+                target[-1],
+                base,
+                src_dir_fd=target_fd,
+                dst_dir_fd=parent_fd,
+                follow_symlinks=False,
+            )
+        finally:
+            os.close(target_fd)
+
+    # -- metadata --------------------------------------------------------------------------------
+
+    def _set_fd_metadata(self, fd: int, member: tarfile.TarInfo) -> None:
+        # chown clears setuid and setgid, so the mode goes last.
+        os.fchown(fd, member.uid, member.gid)
+        for key, value in _xattrs(member):
+            self._setxattr(member, lambda k=key, v=value: os.setxattr(fd, k, v))
+        os.fchmod(fd, stat.S_IMODE(member.mode))
+
+    def _set_path_metadata(
+        self, parent_fd: int, base: str, member: tarfile.TarInfo, *, chmod: bool
+    ) -> None:
+        os.chown(base, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
+        for key, value in _xattrs(member):
+            self._setxattr(
+                member,
+                lambda k=key, v=value: os.setxattr(
+                    _at(parent_fd, base), k, v, follow_symlinks=False
+                ),
+            )
+        if chmod:
+            # The entry was just made by us and is not a link, so following it is safe.
+            os.chmod(base, stat.S_IMODE(member.mode), dir_fd=parent_fd)
+        mtime = _mtime_ns(member)
+        os.utime(base, ns=(mtime, mtime), dir_fd=parent_fd, follow_symlinks=False)
+
+    def _setxattr(self, member: tarfile.TarInfo, set_it: Callable[[], None]) -> None:
+        try:
+            set_it()
+        except OSError as exc:
+            # Filesystems without xattrs, and user.* on links and devices, cannot hold them;
+            # containerd skips these too rather than failing the whole layer.
+            if exc.errno not in (errno.ENOTSUP, errno.EPERM):
+                raise
+            log.warning("layer entry %r: extended attribute not kept: %s", member.name, exc)

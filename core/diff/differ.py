@@ -1,0 +1,254 @@
+"""The walking differ: layers from the content store onto mounts, and diffs of mounts into it.
+
+This module owns where a layer is written for a given list of mounts, and in which
+whiteout mode. A single overlay mount is applied to its upper directory (never through
+the overlay itself) in overlay mode, with its lower directories for the metadata of
+implied parent directories. A single bind mount is applied straight into its source:
+in overlay mode when the source lies under the overlayfs snapshotter's root (or any
+`io.containerd.snapshotter.v1.overlayfs` directory): a parentless overlayfs snapshot
+becomes a lower directory later, so its whiteouts must be overlay whiteouts;
+otherwise in delete mode (native snapshots hold
+a full copy of the tree). Anything else (btrfs subvolumes, several mounts) is mounted
+on a temporary directory and applied through it in delete mode.
+
+For a diff, both sides are read through read-only forms of their mounts, and the tar
+is compressed as the media type asks (gzip by default), written into the content
+store, and owned by the namespace under the call's lease with the
+`containerd.io/uncompressed` label. The heavy work runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.content.store import Writer
+from core.descriptor import Descriptor
+from core.diff import compression
+from core.diff.apply import Applied, Mode, apply_layer
+from core.diff.compression import Compressor, HashingWriter
+from core.diff.walk import write_diff
+from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from core.snapshots.mount import Mount, mounted
+
+if TYPE_CHECKING:
+    from core.engine import Engine
+
+OVERLAYFS_ROOT = "io.containerd.snapshotter.v1.overlayfs"
+UNCOMPRESSED_LABEL = "containerd.io/uncompressed"
+
+DIFF_MEDIA_TYPES = {
+    compression.OCI_LAYER: compression.PLAIN,
+    compression.OCI_LAYER_GZIP: compression.GZIP,
+    compression.OCI_LAYER_ZSTD: compression.ZSTD,
+    compression.DOCKER_LAYER: compression.PLAIN,
+    compression.DOCKER_LAYER_GZIP: compression.GZIP,
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a layer goes: the directory, the whiteout mode, and an overlay's lower dirs."""
+
+    root: Path
+    mode: Mode
+    lowers: tuple[Path, ...] = ()
+
+
+def is_bind(m: Mount) -> bool:
+    return m.type == "bind" or "bind" in m.options or "rbind" in m.options
+
+
+def option(m: Mount, key: str) -> str | None:
+    """The value of a mount's `key=value` option, or None."""
+    prefix = key + "="
+    for opt in m.options:
+        if opt.startswith(prefix):
+            return opt[len(prefix) :]
+    return None
+
+
+def overlay_dirs(m: Mount) -> tuple[Path | None, list[Path]]:
+    """An overlay mount's upper directory (None for a read-only view) and lowers, topmost first."""
+    upper = option(m, "upperdir")
+    lowers = option(m, "lowerdir") or ""
+    return (Path(upper) if upper else None), [Path(p) for p in lowers.split(":") if p]
+
+
+def read_only(m: Mount) -> Mount:
+    """The mount as a read-only view that leaves an overlay's upper and work directories alone."""
+    if m.type == "overlay":
+        upper, lowers = overlay_dirs(m)
+        layers = ([upper] if upper else []) + lowers
+        if len(layers) == 1:
+            return Mount("bind", str(layers[0]), ("ro", "rbind"))
+        dirs = ("upperdir", "workdir", "lowerdir")
+        keep = [o for o in m.options if o.split("=", 1)[0] not in dirs]
+        lowerdir = "lowerdir=" + ":".join(str(p) for p in layers)
+        return Mount("overlay", m.source, (*keep, "ro", lowerdir))
+    options = [o for o in m.options if o != "rw"]
+    return Mount(m.type, m.source, (*options, "ro"), m.target)
+
+
+@contextlib.contextmanager
+def apply_target(mounts: Sequence[Mount], overlay_roots: Sequence[Path] = ()) -> Iterator[Target]:
+    """The directory and mode a layer for these mounts is applied with (see the module doc)."""
+    if not mounts:
+        raise InvalidArgument("no mounts to apply the layer to")
+    if len(mounts) == 1 and mounts[0].type == "overlay":
+        upper, lowers = overlay_dirs(mounts[0])
+        if upper is None:
+            raise InvalidArgument("cannot apply a layer to a read-only overlay view (no upperdir)")
+        yield Target(upper, Mode.OVERLAY, tuple(lowers))
+        return
+    if len(mounts) == 1 and is_bind(mounts[0]):
+        m = mounts[0]
+        if "ro" in m.options:
+            raise InvalidArgument(f"cannot apply a layer to the read-only bind mount of {m.source}")
+        source = Path(m.source)
+        if not source.is_dir():
+            raise InvalidArgument(f"bind mount source {m.source} is not a directory")
+        under_overlay = OVERLAYFS_ROOT in source.parts or any(
+            source.resolve().is_relative_to(r.resolve()) for r in overlay_roots
+        )
+        mode = Mode.OVERLAY if under_overlay else Mode.DELETE
+        yield Target(source, mode)
+        return
+    with mounted(mounts) as root:
+        yield Target(root, Mode.DELETE)
+
+
+@contextlib.contextmanager
+def read_view(mounts: Sequence[Mount]) -> Iterator[Path | None]:
+    """A directory showing the mounts' tree read-only; None for no mounts (an empty tree)."""
+    if not mounts:
+        yield None
+        return
+    views = [read_only(m) for m in mounts]
+    if len(views) == 1 and is_bind(views[0]):
+        yield Path(views[0].source)
+        return
+    with mounted(views) as root:
+        yield root
+
+
+def unique_ref() -> str:
+    return f"diff-{time.time_ns()}-{uuid.uuid4().hex[:12]}"
+
+
+class _Sink:
+    """A content Writer seen as a plain file for the compressor."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+
+    def write(self, data: bytes) -> int:
+        self.writer.write(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class Differ:
+    """containerd's `walking` differ over the engine's content store and metadata."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def apply(self, namespace: str, desc: Descriptor, mounts: Sequence[Mount]) -> Applied:
+        """Apply the namespace's layer blob `desc` onto `mounts`; the result is uncompressed."""
+        record = self.engine.metadata.content.get(namespace, desc.digest)
+        compression.layer_compression(desc.media_type)
+        if desc.size and record.size != desc.size:
+            raise FailedPrecondition(
+                f"content {desc.digest} has size {record.size}, the descriptor says {desc.size}"
+            )
+        expected = record.labels.get(UNCOMPRESSED_LABEL, "")
+        path = self.engine.content.path(desc.digest)
+        return await asyncio.to_thread(self._apply, path, desc.media_type, mounts, expected)
+
+    def _apply(
+        self, path: Path, media_type: str, mounts: Sequence[Mount], expected: str
+    ) -> Applied:
+        overlay = self.engine.snapshotters.get("overlayfs")
+        roots = [overlay.root] if overlay is not None else []
+        with apply_target(mounts, roots) as target, path.open("rb") as blob:
+            return apply_layer(
+                blob,
+                media_type,
+                target.root,
+                target.mode,
+                lowers=target.lowers,
+                expected_diff_id=expected,
+            )
+
+    async def diff(
+        self,
+        namespace: str,
+        lease: str | None,
+        left: Sequence[Mount],
+        right: Sequence[Mount],
+        media_type: str = "",
+        ref: str = "",
+        labels: Mapping[str, str] | None = None,
+    ) -> Descriptor:
+        """Write the layer of changes from `left` to `right` into the content store."""
+        media_type = media_type or compression.OCI_LAYER_GZIP
+        if media_type not in DIFF_MEDIA_TYPES:
+            raise InvalidArgument(f"unsupported diff media type {media_type!r}")
+        if not right:
+            raise InvalidArgument("no mounts for the upper side of the diff")
+        ref = ref or unique_ref()
+        key = f"{namespace}/{ref}"
+        content = self.engine.content
+        meta = self.engine.metadata.content
+        writer = await asyncio.to_thread(content.open_writer, key)
+        try:
+            if writer.offset:
+                # A leftover ingest under the same ref holds some other diff's bytes.
+                writer.truncate(0)
+            meta.begin_ingest(namespace, ref, "", lease)
+            diff_id = await asyncio.to_thread(
+                self._write, writer, left, right, DIFF_MEDIA_TYPES[media_type]
+            )
+            size = writer.offset
+            self.engine.commits_in_flight += 1
+            try:
+                digest = await asyncio.to_thread(self._commit, writer, size)
+                all_labels = {**(labels or {}), UNCOMPRESSED_LABEL: diff_id}
+                meta.add(namespace, digest, size, all_labels, lease)
+            finally:
+                self.engine.commits_in_flight -= 1
+        finally:
+            writer.close()
+            meta.end_ingest(namespace, ref)
+            with contextlib.suppress(NotFound):
+                content.abort(key)
+        return Descriptor(media_type, digest, size)
+
+    @staticmethod
+    def _write(writer: Writer, left: Sequence[Mount], right: Sequence[Mount], kind: str) -> str:
+        """Write the compressed diff into `writer`; return its diff ID."""
+        sink = _Sink(writer)
+        compressor = Compressor(sink, kind)  # type: ignore[arg-type]
+        uncompressed = HashingWriter(compressor)  # type: ignore[arg-type]
+        with read_view(left) as lower, read_view(right) as upper:
+            assert upper is not None
+            write_diff(lower, upper, uncompressed)  # type: ignore[arg-type]
+        compressor.close()
+        return uncompressed.digest()
+
+    @staticmethod
+    def _commit(writer: Writer, size: int) -> str:
+        try:
+            return writer.commit(size)
+        except AlreadyExists:
+            # The same layer was made before; owning the existing blob is enough.
+            return writer.digest()

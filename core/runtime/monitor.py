@@ -1,0 +1,451 @@
+"""The per-process monitor: a small program that outlives the engine.
+
+One monitor runs for each task process (the init process and every exec). It
+is started by the engine as `python -I -S monitor.py <dir>/monitor.json`, uses
+only the standard library (so it starts fast and loads nothing of the engine),
+and detaches from the engine at once. It then:
+
+* becomes a child subreaper and runs `<runtime> create` (or `exec --detach`),
+  so the container's process is re-parented to it and it can collect the real
+  exit status;
+* holds the process's stdio: output from the pipes (or the pseudo-terminal
+  whose master the runtime hands over on a console socket) is written to the
+  FIFOs the client passed and to a size-capped log file; input read from the
+  stdin FIFO is forwarded;
+* obeys a control FIFO (`close-stdin`, `resize W H`), which the engine writes;
+* when the process exits, drains its output, closes the FIFOs so a client's
+  copy loops end, and persists `{"status", "exited_at"}` atomically to the
+  exit file before it ends. The engine learns of the exit by watching the
+  monitor's pid, or after a restart by reading that file.
+
+The first line it writes on its stdout is the engine's answer:
+`{"pid": <process pid>, "monitor_pid": <own pid>}` or `{"error": "<message>"}`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import termios
+import time
+from typing import Any
+
+PR_SET_CHILD_SUBREAPER = 36
+READ_SIZE = 32 * 1024
+# Output a slow or vanished client has not read yet is kept up to this many
+# bytes per FIFO, then dropped (the log file still has it).
+FIFO_BUFFER_MAX = 1 << 20
+# After the process exits, its output is drained until EOF; processes it left
+# behind outside a PID namespace may hold the pipes open, so give up then.
+DRAIN_SECONDS = 2.0
+
+
+class Log:
+    """An append-only log file that rotates to `<path>.1` when it reaches `limit`."""
+
+    def __init__(self, path: str, limit: int) -> None:
+        self.path = path
+        self.limit = max(limit, 4096)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self.size = os.fstat(self.fd).st_size
+
+    def write(self, data: bytes) -> None:
+        if self.size + len(data) > self.limit and self.size > 0:
+            os.close(self.fd)
+            os.replace(self.path, self.path + ".1")
+            self.fd = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o640
+            )
+            self.size = 0
+        data = data[-self.limit :]
+        try:
+            os.write(self.fd, data)
+            self.size += len(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class Sink:
+    """A client FIFO the monitor writes output into, without ever blocking."""
+
+    def __init__(self, path: str) -> None:
+        # O_RDWR never blocks on a FIFO and never fails for want of a reader,
+        # so a client that opens its end late still gets everything.
+        self.fd: int | None = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pending = bytearray()
+
+    def write(self, data: bytes) -> None:
+        if self.fd is None:
+            return
+        self.pending += data
+        if len(self.pending) > FIFO_BUFFER_MAX:
+            del self.pending[: len(self.pending) - FIFO_BUFFER_MAX]
+        self.flush()
+
+    def flush(self) -> None:
+        while self.fd is not None and self.pending:
+            try:
+                n = os.write(self.fd, self.pending)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.pending.clear()
+                return
+            del self.pending[:n]
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class Monitor:
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.dir: str = cfg["dir"]
+        self.terminal: bool = bool(cfg.get("terminal"))
+        self.children: dict[int, int] = {}
+        self.pid = 0
+        self.exit_status: int | None = None
+        self.exited_at = 0
+        self.log = Log(cfg["log"], int(cfg.get("log_max", 1 << 20)))
+        self.sinks: dict[int, Sink] = {}
+        self.sources: dict[int, Sink | None] = {}
+        self.stdin_fifo: int | None = None
+        self.stdin_target: int | None = None
+        self.master: int | None = None
+        self.control = os.open(
+            os.path.join(self.dir, "control"), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
+        )
+        self.control_buf = b""
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    # --- starting the process -------------------------------------------------
+
+    def _sink(self, key: str) -> Sink | None:
+        path = self.cfg.get(key) or ""
+        return Sink(path) if path else None
+
+    def start(self) -> None:
+        stdout, stderr = self._sink("stdout"), self._sink("stderr")
+        if self.cfg.get("stdin"):
+            self.stdin_fifo = os.open(self.cfg["stdin"], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        argv = list(self.cfg["argv"])
+        child_fds = [devnull, devnull, devnull]
+        close_after = [devnull]
+        listener = None
+        dirfd = -1
+        if self.terminal:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            dirfd = os.open(self.dir, os.O_PATH | os.O_CLOEXEC)
+            # Unix socket paths are limited to 108 bytes and bundle paths are
+            # not; a path through our own fd table is always short.
+            listener.bind(f"/proc/self/fd/{dirfd}/console.sock")
+            listener.listen(1)
+            argv[self.cfg["console_socket_index"]] = f"/proc/{os.getpid()}/fd/{dirfd}/console.sock"
+        else:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(out_r, False)
+            os.set_blocking(err_r, False)
+            self.sources[out_r] = stdout
+            self.sources[err_r] = stderr
+            child_fds[1], child_fds[2] = out_w, err_w
+            close_after += [out_w, err_w]
+            if self.stdin_fifo is not None:
+                in_r, in_w = os.pipe2(os.O_CLOEXEC)
+                child_fds[0] = in_r
+                close_after.append(in_r)
+                self.stdin_target = in_w
+        self.sinks = {i: s for i, s in enumerate((stdout, stderr)) if s is not None}
+        runtime_pid = os.posix_spawnp(
+            argv[0],
+            argv,
+            dict(os.environ),
+            file_actions=[(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(child_fds)],
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT),
+        )
+        for fd in close_after:
+            os.close(fd)
+        if listener is not None:
+            self._receive_console(listener, runtime_pid, stdout)
+            os.close(dirfd)
+        status = self._wait_for(runtime_pid)
+        if status != 0:
+            raise RuntimeError(self._runtime_error(status))
+        with open(self.cfg["pid_file"]) as fp:
+            self.pid = int(fp.read().strip())
+
+    def _receive_console(self, listener: socket.socket, runtime_pid: int, out: Sink | None) -> None:
+        listener.setblocking(False)
+        while True:
+            ready, _, _ = select.select([listener, self.wake_r], [], [])
+            self._reap()
+            if listener not in ready and runtime_pid in self.children:
+                # The runtime connects before it exits, so a connection that
+                # is not queued now will never come.
+                ready, _, _ = select.select([listener], [], [], 0)
+            if listener in ready:
+                conn, _ = listener.accept()
+                conn.setblocking(True)
+                _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+                conn.close()
+                listener.close()
+                if not fds:
+                    raise RuntimeError("the runtime sent no terminal on the console socket")
+                self.master = fds[0]
+                os.set_blocking(self.master, False)
+                self.sources[self.master] = out
+                if self.stdin_fifo is not None:
+                    self.stdin_target = self.master
+                return
+            if runtime_pid in self.children:
+                listener.close()
+                return
+
+    def _wait_for(self, pid: int) -> int:
+        while pid not in self.children:
+            select.select([self.wake_r], [], [], 1.0)
+            self._reap()
+        return self.children.pop(pid)
+
+    def _runtime_error(self, status: int) -> str:
+        messages: list[str] = []
+        try:
+            with open(self.cfg["runtime_log"], errors="replace") as fp:
+                for line in fp:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        if line.strip():
+                            messages.append(line.strip())
+                        continue
+                    if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+                        messages.append(str(entry.get("msg", "")))
+        except OSError:
+            pass
+        for fd in list(self.sources):
+            try:
+                data = os.read(fd, READ_SIZE)
+            except OSError:
+                data = b""
+            if data.strip():
+                messages.append(data.decode(errors="replace").strip())
+        detail = "; ".join(m for m in messages if m) or f"exit status {status}"
+        prefix = f"{self.cfg['runtime_name']} {self.cfg['action']} failed"
+        return detail if detail.startswith(prefix) else f"{prefix}: {detail}"
+
+    # --- children -------------------------------------------------------------
+
+    def _reap(self) -> None:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            self.children[pid] = 128 - code if code < 0 else code
+            if pid == self.pid and self.exit_status is None:
+                self.exit_status = self.children.pop(pid)
+                self.exited_at = time.time_ns()
+
+    # --- the copy loop ----------------------------------------------------------
+
+    def _read_source(self, fd: int) -> bool:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            self.sources.pop(fd)
+            if fd != self.master:
+                os.close(fd)
+            return False
+        self.log.write(data)
+        sink = self.sources[fd]
+        if sink is not None:
+            sink.write(data)
+        return True
+
+    def _forward_stdin(self) -> bool:
+        """Move one read of input along; False when there was nothing to move."""
+        assert self.stdin_fifo is not None
+        try:
+            data = os.read(self.stdin_fifo, READ_SIZE)
+        except BlockingIOError:
+            return False
+        if not data or self.stdin_target is None:
+            return False
+        try:
+            os.write(self.stdin_target, data)
+        except OSError:
+            self._close_stdin()
+            return False
+        return True
+
+    def _close_stdin(self) -> None:
+        if self.stdin_fifo is not None:
+            os.close(self.stdin_fifo)
+            self.stdin_fifo = None
+        if self.stdin_target is not None:
+            if self.stdin_target != self.master:
+                os.close(self.stdin_target)
+            elif self.master is not None:
+                # A terminal has no half-close: send the EOF character instead.
+                try:
+                    os.write(self.master, b"\x04")
+                except OSError:
+                    pass
+            self.stdin_target = None
+
+    def _control(self) -> None:
+        try:
+            self.control_buf += os.read(self.control, 4096)
+        except BlockingIOError:
+            return
+        *lines, self.control_buf = self.control_buf.split(b"\n")
+        for line in lines:
+            words = line.decode(errors="replace").split()
+            if words == ["close-stdin"]:
+                # Input the client wrote before asking to close still goes in.
+                while self.stdin_fifo is not None and self._forward_stdin():
+                    pass
+                self._close_stdin()
+            elif len(words) == 3 and words[0] == "resize" and self.master is not None:
+                width, height = int(words[1]), int(words[2])
+                winsize = struct.pack("HHHH", height, width, 0, 0)
+                try:
+                    fcntl.ioctl(self.master, termios.TIOCSWINSZ, winsize)
+                except OSError:
+                    pass
+
+    def run(self) -> None:
+        drain_deadline: float | None = None
+        while True:
+            if self.exit_status is not None and drain_deadline is None:
+                drain_deadline = time.monotonic() + DRAIN_SECONDS
+            if drain_deadline is not None and (
+                not self.sources or time.monotonic() > drain_deadline
+            ):
+                break
+            readers = [self.wake_r, self.control, *self.sources]
+            if self.stdin_fifo is not None:
+                readers.append(self.stdin_fifo)
+            writers = [s.fd for s in self.sinks.values() if s.pending and s.fd is not None]
+            timeout = None if drain_deadline is None else 0.1
+            try:
+                readable, writable, _ = select.select(readers, writers, [], timeout)
+            except InterruptedError:
+                continue
+            for fd in readable:
+                if fd == self.wake_r:
+                    self._reap()
+                elif fd == self.control:
+                    self._control()
+                elif fd == self.stdin_fifo:
+                    self._forward_stdin()
+                elif fd in self.sources:
+                    self._read_source(fd)
+            for sink in self.sinks.values():
+                if sink.fd in writable:
+                    sink.flush()
+        self.finish()
+
+    def finish(self) -> None:
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while time.monotonic() < deadline:
+            pending = [s.fd for s in self.sinks.values() if s.pending and s.fd is not None]
+            if not pending:
+                break
+            _, writable, _ = select.select([], pending, [], 0.1)
+            for sink in self.sinks.values():
+                if sink.fd in writable:
+                    sink.flush()
+        for sink in self.sinks.values():
+            sink.close()
+        self._close_stdin()
+        if self.master is not None:
+            os.close(self.master)
+        self.log.close()
+        write_json(
+            self.cfg["exit_file"],
+            {"status": self.exit_status if self.exit_status is not None else 255,
+             "exited_at": self.exited_at or time.time_ns(), "pid": self.pid},
+        )  # fmt: skip
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fp:
+        json.dump(data, fp)
+        fp.flush()
+        os.fsync(fp.fileno())
+    os.replace(tmp, path)
+
+
+def detach() -> None:
+    """Leave the engine's process tree: the engine reaps the parent at once."""
+    if os.fork() > 0:
+        os._exit(0)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    os.chdir("/")
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[1]) as fp:
+        cfg = json.load(fp)
+    report = os.fdopen(os.dup(1), "w")
+    detach()
+    # Our own stdout and stderr go nowhere the engine waits on: a monitor must
+    # never block on, or die with, the engine's pipes.
+    errors_fd = os.open(
+        os.path.join(cfg["dir"], "monitor.err"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640
+    )
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.dup2(errors_fd, 2)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        monitor = Monitor(cfg)
+        monitor.start()
+    except Exception as exc:  # every failure must reach the engine as a message
+        report.write(json.dumps({"error": str(exc) or type(exc).__name__}) + "\n")
+        report.close()
+        return 1
+    report.write(json.dumps({"pid": monitor.pid, "monitor_pid": os.getpid()}) + "\n")
+    try:
+        report.close()
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+    monitor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

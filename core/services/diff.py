@@ -1,0 +1,50 @@
+"""Diff: apply a layer blob onto a snapshot's mounts, and make a layer from two mounts.
+
+Both calls go to the walking differ (`core.diff.differ`): `Apply` returns the
+uncompressed descriptor (its digest is the layer's diff ID, which `ctr` checks
+against the image config), `Diff` returns the descriptor of the new blob, now in
+the namespace's content under the call's lease.
+"""
+
+from __future__ import annotations
+
+from core import context
+from core.api.containerd import types
+from core.api.containerd.services.diff import v1 as api
+from core.diff.compression import OCI_LAYER
+from core.diff.differ import Differ
+from core.engine import Engine
+from core.errors import InvalidArgument
+from core.services.convert import descriptor_in, descriptor_out
+from core.snapshots.mount import Mount
+
+
+def mounts_in(mounts: list[types.Mount]) -> list[Mount]:
+    return [Mount(m.type, m.source, tuple(m.options), m.target) for m in mounts]
+
+
+class DiffService(api.DiffBase):
+    def __init__(self, engine: Engine) -> None:
+        self.differ = Differ(engine)
+
+    async def apply(self, message: api.ApplyRequest) -> api.ApplyResponse:
+        if message.diff is None:
+            raise InvalidArgument("apply needs the descriptor of the layer to apply")
+        applied = await self.differ.apply(
+            context.namespace(), descriptor_in(message.diff), mounts_in(message.mounts)
+        )
+        return api.ApplyResponse(
+            applied=types.Descriptor(media_type=OCI_LAYER, digest=applied.digest, size=applied.size)
+        )
+
+    async def diff(self, message: api.DiffRequest) -> api.DiffResponse:
+        desc = await self.differ.diff(
+            context.namespace(),
+            context.lease(),
+            mounts_in(message.left),
+            mounts_in(message.right),
+            message.media_type,
+            message.ref,
+            message.labels,
+        )
+        return api.DiffResponse(diff=descriptor_out(desc))

@@ -1,0 +1,181 @@
+"""Tasks: the containerd v1 Tasks service over the engine's task manager.
+
+Thin as every service: it looks up the container, turns messages into the
+runtime's terms (mounts, stdio, OCI JSON Anys), calls `core.runtime.tasks`
+and turns processes back into `containerd.v1.types.Process` the way
+containerd fills it (`id` is the container id for the init process, and
+`exited_at` is Go's zero time while a process runs). Checkpointing is not
+supported and says so.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from core import context, typeurl
+from core.api.containerd import types as ctypes
+from core.api.containerd.runc.v1 import ProcessDetails
+from core.api.containerd.services.tasks import v1 as api
+from core.api.containerd.v1 import types as ttypes
+from core.api.google.protobuf import Any, Empty
+from core.engine import Engine
+from core.errors import InvalidArgument, NotImplementedYet
+from core.runtime import spec as specs
+from core.snapshots.mount import Mount
+from core.runtime.tasks import Process, Stdio, TaskManager
+from core.services.convert import GO_ZERO
+
+
+def process_out(p: Process) -> ttypes.Process:
+    return ttypes.Process(
+        id=p.id,
+        pid=p.pid,
+        status=p.status,
+        stdin=p.stdio.stdin,
+        stdout=p.stdio.stdout,
+        stderr=p.stdio.stderr,
+        terminal=p.stdio.terminal,
+        exit_status=p.exit.status if p.exit else 0,
+        exited_at=p.exit.time if p.exit else GO_ZERO,
+    )
+
+
+def json_any(value: Any | None, kind: str, what: str) -> bytes:
+    """The JSON body of an OCI Any, refusing any other payload."""
+    if value is None or not value.value:
+        raise InvalidArgument(f"{what} is required")
+    if not value.type_url.endswith("/" + kind):
+        raise InvalidArgument(
+            f"{what} must be {typeurl.OCI_PREFIX}{kind} JSON, not {value.type_url!r}"
+        )
+    return bytes(value.value)
+
+
+class TasksService(api.TasksBase):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def tasks(self) -> TaskManager:
+        return self.engine.tasks
+
+    async def create(self, message: api.CreateTaskRequest) -> api.CreateTaskResponse:
+        ns = context.namespace()
+        if message.checkpoint is not None and message.checkpoint.digest:
+            raise NotImplementedYet("restoring a task from a checkpoint is not supported")
+        container = self.engine.metadata.containers.get(ns, message.container_id)
+        mounts = [Mount(m.type, m.source, tuple(m.options)) for m in message.rootfs]
+        stdio = Stdio(message.stdin, message.stdout, message.stderr, message.terminal)
+        task = await self.tasks.create(ns, container, mounts, stdio)
+        return api.CreateTaskResponse(container_id=task.id, pid=task.process.pid)
+
+    async def start(self, message: api.StartRequest) -> api.StartResponse:
+        proc = await self.tasks.start(context.namespace(), message.container_id, message.exec_id)
+        return api.StartResponse(pid=proc.pid)
+
+    async def delete(self, message: api.DeleteTaskRequest) -> api.DeleteResponse:
+        proc = await self.tasks.delete(context.namespace(), message.container_id)
+        assert proc.exit is not None
+        return api.DeleteResponse(
+            pid=proc.pid, exit_status=proc.exit.status, exited_at=proc.exit.time
+        )
+
+    async def delete_process(self, message: api.DeleteProcessRequest) -> api.DeleteResponse:
+        proc = await self.tasks.delete_process(
+            context.namespace(), message.container_id, message.exec_id
+        )
+        assert proc.exit is not None
+        return api.DeleteResponse(
+            id=proc.exec_id,
+            pid=proc.pid,
+            exit_status=proc.exit.status,
+            exited_at=proc.exit.time if proc.exit.exited_at else GO_ZERO,
+        )
+
+    async def get(self, message: api.GetRequest) -> api.GetResponse:
+        task = self.tasks.get(context.namespace(), message.container_id)
+        return api.GetResponse(process=process_out(task.lookup(message.exec_id)))
+
+    async def list(self, message: api.ListTasksRequest) -> api.ListTasksResponse:
+        return api.ListTasksResponse(
+            tasks=[process_out(t.process) for t in self.tasks.list(context.namespace())]
+        )
+
+    async def kill(self, message: api.KillRequest) -> Empty:
+        await self.tasks.kill(
+            context.namespace(),
+            message.container_id,
+            message.signal,
+            exec_id=message.exec_id,
+            all=message.all,
+        )
+        return Empty()
+
+    async def exec(self, message: api.ExecProcessRequest) -> Empty:
+        what = f"exec {message.exec_id} process spec"
+        process = specs.parse_json(json_any(message.spec, "Process", what), what)
+        stdio = Stdio(message.stdin, message.stdout, message.stderr, message.terminal)
+        await self.tasks.exec(
+            context.namespace(), message.container_id, message.exec_id, process, stdio
+        )
+        return Empty()
+
+    async def resize_pty(self, message: api.ResizePtyRequest) -> Empty:
+        self.tasks.resize_pty(
+            context.namespace(),
+            message.container_id,
+            message.exec_id,
+            message.width,
+            message.height,
+        )
+        return Empty()
+
+    async def close_io(self, message: api.CloseIoRequest) -> Empty:
+        if message.stdin:
+            self.tasks.close_io(context.namespace(), message.container_id, message.exec_id)
+        return Empty()
+
+    async def pause(self, message: api.PauseTaskRequest) -> Empty:
+        await self.tasks.pause(context.namespace(), message.container_id)
+        return Empty()
+
+    async def resume(self, message: api.ResumeTaskRequest) -> Empty:
+        await self.tasks.resume(context.namespace(), message.container_id)
+        return Empty()
+
+    async def list_pids(self, message: api.ListPidsRequest) -> api.ListPidsResponse:
+        found = self.tasks.pids(context.namespace(), message.container_id)
+        return api.ListPidsResponse(
+            processes=[
+                ttypes.ProcessInfo(
+                    pid=pid,
+                    info=typeurl.pack(ProcessDetails(exec_id=exec_id)) if exec_id else None,
+                )
+                for pid, exec_id in found
+            ]
+        )
+
+    async def checkpoint(self, message: api.CheckpointTaskRequest) -> api.CheckpointTaskResponse:
+        raise NotImplementedYet(
+            f"checkpointing task {message.container_id} is not supported by this engine "
+            "(no CRIU integration)"
+        )
+
+    async def update(self, message: api.UpdateTaskRequest) -> Empty:
+        what = f"resources for task {message.container_id}"
+        resources = specs.parse_json(json_any(message.resources, "LinuxResources", what), what)
+        await self.tasks.update(context.namespace(), message.container_id, resources)
+        return Empty()
+
+    async def metrics(self, message: api.MetricsRequest) -> api.MetricsResponse:
+        now = datetime.now(UTC)
+        return api.MetricsResponse(
+            metrics=[
+                ctypes.Metric(timestamp=now, id=task.id, data=typeurl.pack(stats))
+                for task, stats in self.tasks.metrics(list(message.filters))
+            ]
+        )
+
+    async def wait(self, message: api.WaitRequest) -> api.WaitResponse:
+        exit_ = await self.tasks.wait(context.namespace(), message.container_id, message.exec_id)
+        return api.WaitResponse(exit_status=exit_.status, exited_at=exit_.time)

@@ -1,0 +1,187 @@
+"""The console app: settings, one engine connection, and the main screen.
+
+`CtrdeckApp` is thin: it owns the `NodeState`, runs the `Syncer` in a worker,
+passes log lines and connection changes to the main screen, repaints changed
+tables on a short timer (so a burst of events costs one repaint), and runs
+pulls at app level so they outlive their dialog. `run(args)` is what
+`ctrdeck` calls: it finds or starts the engine, then runs the app.
+
+For tests and screenshots the app also runs on fixed data: give it a
+`NodeState` and no `connect`, and a fixed `clock`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import App
+
+from core.api.containerd.services.images import v1 as images_api
+from core.client import Client
+from tui import keymap as keymaps
+from tui import launcher, operations
+from tui.palette import ConsoleCommands
+from tui.screens.main import MainScreen
+from tui.screens.pull import PullJob
+from tui.state import LogLine, NodeState, Syncer, utc_now
+
+TICK = 0.2
+AGE_REFRESH_TICKS = 25
+THEMES = {"dark": "textual-dark", "light": "textual-light"}
+
+
+@dataclass
+class Settings:
+    address: str
+    namespace: str
+    read_only: bool = False
+    teaching: bool = False
+    theme: str = "dark"
+    snapshotter: str = "overlayfs"
+    keymap: dict[str, str] = field(default_factory=dict)
+    keymap_path: Path = field(default_factory=keymaps.default_path)
+
+
+class CtrdeckApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "ctrdeck"
+    COMMANDS: ClassVar = App.COMMANDS | {ConsoleCommands}
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        connect: Callable[[], Client] | None = None,
+        state: NodeState | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        log_lines: Iterable[LogLine] = (),
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.connect = connect
+        self.clock = clock
+        self.state = state or NodeState(settings.namespace, settings.address)
+        self.state.address = self.state.address or settings.address
+        self.client: Client | None = None
+        self.syncer: Syncer | None = None
+        self.pull_job: PullJob | None = None
+        self._initial_lines = list(log_lines)
+        self._ticks = 0
+
+    @property
+    def main(self) -> MainScreen:
+        return self.get_screen("main")  # type: ignore[return-value]
+
+    async def on_mount(self) -> None:
+        self.set_theme(self.settings.theme)
+        self.set_keymap(self.settings.keymap)
+        self.install_screen(MainScreen(), "main")
+        await self.push_screen("main")
+        for line in self._initial_lines:
+            self.main.event_log.add(line)
+        if self.connect is not None:
+            self.client = self.connect()
+            self.syncer = Syncer(
+                self.client,
+                self.state,
+                on_log=self.main.event_log.add,
+                on_connection=self.connection_changed,
+            )
+            self.run_worker(self.syncer.run(), group="sync", exit_on_error=False)
+        self.set_interval(TICK, self.tick)
+
+    def on_unmount(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def tick(self) -> None:
+        self._ticks += 1
+        dirty = self.state.take_dirty()
+        if self._ticks % AGE_REFRESH_TICKS == 0:
+            # Ages and uptimes move on with the clock, not with events.
+            dirty |= {"containers", "images"}
+        if dirty:
+            self.main.refresh_view(dirty)
+
+    def connection_changed(self, up: bool, detail: str) -> None:
+        self.main.show_connection(up, detail)
+        if up:
+            self.notify(f"connected to {self.state.address} ({detail})", title="engine")
+        else:
+            self.notify(detail, severity="error", title="engine lost")
+
+    def note(self, text: str) -> None:
+        self.main.event_log.add(LogLine(self.clock(), self.state.namespace, "", text, "note"))
+
+    def teach(self, line: str) -> None:
+        if self.settings.teaching:
+            self.main.event_log.add(LogLine(self.clock(), self.state.namespace, "", line, "ctr"))
+
+    def set_theme(self, name: str) -> None:
+        self.settings.theme = name
+        self.theme = THEMES.get(name, name)
+        if self.screen_stack and isinstance(self.screen, MainScreen):
+            self.main.restyle()
+
+    def start_pull(self, request: images_api.PullImageRequest) -> PullJob:
+        job = PullJob(request, clock=self.clock)
+        self.pull_job = job
+        if self.client is not None:
+            client = self.client.with_namespace(self.state.namespace)
+            self.run_worker(self._pull(client, job), group="pull", exit_on_error=False)
+        return job
+
+    async def _pull(self, client: Client, job: PullJob) -> None:
+        try:
+            async for progress in operations.pull(client, job.request):
+                job.apply(progress)
+        except operations.ConsoleError as exc:
+            job.fail(exc.message)
+            self.notify(exc.message, severity="error", title="pull", timeout=10)
+            return
+        job.finish()
+        self.notify(f"pulled {job.request.ref}", title="pull")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
+        address=launcher.resolve_address(args.address),
+        namespace=args.namespace,
+        read_only=args.read_only,
+        teaching=getattr(args, "teach", False),
+        theme=getattr(args, "theme", None) or "dark",
+        snapshotter=os.environ.get("CONTAINERD_SNAPSHOTTER") or "overlayfs",
+        keymap_path=getattr(args, "keymap", None) or keymaps.default_path(),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """`ctrdeck`: find (or start) the engine, then run the console until it quits."""
+    settings = settings_from(args)
+    try:
+        settings.keymap = keymaps.load(getattr(args, "keymap", None))
+    except keymaps.KeymapError as exc:
+        print(f"ctrdeck: {exc}")
+        return 2
+    started: launcher.EngineLaunch | None = None
+    if not getattr(args, "no_start", False):
+        try:
+            started = asyncio.run(launcher.ensure_engine(settings.address))
+        except launcher.LaunchError as exc:
+            print(f"ctrdeck: {exc}")
+            return 1
+    app = CtrdeckApp(settings, connect=lambda: Client(settings.address, settings.namespace))
+    app.run()
+    if started is not None and started.started:
+        print(
+            f"ctrdeck: the bundled engine keeps running on {settings.address} "
+            f"(log: {started.log_path}); `ctrdeck engine stop` stops it"
+        )
+    return app.return_code or 0

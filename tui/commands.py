@@ -1,0 +1,337 @@
+"""Every action of the console, declared once.
+
+A `Command` names its binding id (what a keymap file remaps), its default keys,
+the panes it acts in, whether it changes the node (read-only mode hides and
+refuses those), whether it asks first, and the `ctr` command line it is
+equivalent to (the teaching toggle writes that line into the event log). The
+key bindings, the footer, the help screen and the command palette are all
+derived from this table, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from textual.binding import Binding
+
+CONTAINERS = "containers"
+IMAGES = "images"
+SNAPSHOTS = "snapshots"
+CONTENT = "content"
+NAMESPACES = "namespaces"
+EVENTS = "events"
+SCREEN = "screen"
+
+RESOURCE_PANES = (CONTAINERS, IMAGES, SNAPSHOTS, CONTENT)
+PANE_TITLES = {
+    CONTAINERS: "Containers",
+    IMAGES: "Images",
+    SNAPSHOTS: "Snapshots",
+    CONTENT: "Content",
+    NAMESPACES: "Namespaces",
+    EVENTS: "Events",
+    SCREEN: "Everywhere",
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    id: str
+    keys: str
+    title: str
+    description: str
+    panes: tuple[str, ...]
+    action: str = ""
+    mutates: bool = False
+    confirm: bool = False
+    ctr: Mapping[str, str] = field(default_factory=dict)
+    show: bool = True
+    key_display: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The part after the dot, which is also the screen's handler suffix."""
+        return self.id.rsplit(".", 1)[-1]
+
+    def binding(self) -> Binding:
+        action = self.action or f"screen.command('{self.id}')"
+        return Binding(
+            self.keys,
+            action,
+            self.title,
+            show=self.show,
+            key_display=self.key_display,
+            id=self.id,
+        )
+
+    def ctr_line(self, pane: str, **fields: str) -> str | None:
+        """The equivalent `ctr` invocation, quoted for a shell, or None when there is none."""
+        template = self.ctr.get(pane) or self.ctr.get("*")
+        if template is None:
+            return None
+        quoted = {k: shlex.quote(v) for k, v in fields.items()}
+        return template.format(**quoted)
+
+
+COMMANDS: tuple[Command, ...] = (
+    # Everywhere on the main screen.
+    Command(
+        id="app.pull",
+        keys="p",
+        title="pull",
+        description="Pull an image from a registry, with per-layer progress",
+        panes=(SCREEN,),
+        mutates=True,
+        ctr={"*": "ctr -n {ns} images pull{flags} {ref}"},
+    ),
+    Command(
+        id="app.help",
+        keys="question_mark",
+        title="help",
+        description="Keys of the focused pane",
+        panes=(SCREEN,),
+        key_display="?",
+    ),
+    Command(
+        id="app.command_line",
+        keys="colon",
+        title="jump",
+        description="Command line: :images, :containers, :ns NAME, :q",
+        panes=(SCREEN,),
+        key_display=":",
+    ),
+    Command(
+        id="app.teach",
+        keys="t",
+        title="teach",
+        description="Show the equivalent ctr command of every action in the event log",
+        panes=(SCREEN,),
+        show=False,
+    ),
+    Command(
+        id="app.namespace",
+        keys="n",
+        title="namespace",
+        description="Switch namespace",
+        panes=(SCREEN,),
+        show=False,
+    ),
+    Command(
+        id="app.theme",
+        keys="T",
+        title="theme",
+        description="Toggle the light and dark themes",
+        panes=(SCREEN,),
+        show=False,
+    ),
+    Command(
+        id="view.containers",
+        keys="1",
+        title="containers",
+        description="Show containers",
+        panes=(SCREEN,),
+        show=False,
+    ),
+    Command(
+        id="view.images",
+        keys="2",
+        title="images",
+        description="Show images",
+        panes=(SCREEN,),
+        show=False,
+    ),
+    Command(
+        id="view.snapshots",
+        keys="3",
+        title="snapshots",
+        description="Show snapshots of every snapshotter",
+        panes=(SCREEN,),
+        show=False,
+    ),
+    Command(
+        id="view.content",
+        keys="4",
+        title="content",
+        description="Show content blobs",
+        panes=(SCREEN,),
+        show=False,
+    ),
+    Command(
+        id="app.quit",
+        keys="q",
+        title="quit",
+        description="Quit the console (the engine and its containers keep running)",
+        panes=(SCREEN,),
+        action="app.quit",
+    ),
+    # The selected row of a resource table.
+    Command(
+        id="image.run",
+        keys="r",
+        title="run",
+        description="Run a new container from the selected image",
+        panes=(IMAGES,),
+        mutates=True,
+        ctr={IMAGES: "ctr -n {ns} run -d --snapshotter {snapshotter} {ref} {id}"},
+    ),
+    Command(
+        id="container.start",
+        keys="s",
+        title="start",
+        description="Start the selected container's task",
+        panes=(CONTAINERS,),
+        mutates=True,
+        ctr={CONTAINERS: "ctr -n {ns} task start -d {id}"},
+    ),
+    Command(
+        id="container.pause",
+        keys="space",
+        title="pause/resume",
+        description="Pause a running task, resume a paused one",
+        panes=(CONTAINERS,),
+        mutates=True,
+        key_display="␣",
+        ctr={CONTAINERS: "ctr -n {ns} task {verb} {id}"},
+    ),
+    Command(
+        id="container.kill",
+        keys="k",
+        title="kill…",
+        description="Send a signal (chosen from a list) to the selected task",
+        panes=(CONTAINERS,),
+        mutates=True,
+        ctr={CONTAINERS: "ctr -n {ns} task kill -s {signal}{all} {id}"},
+    ),
+    Command(
+        id="container.logs",
+        keys="l",
+        title="logs",
+        description="Follow the selected container's log (/ searches)",
+        panes=(CONTAINERS,),
+    ),
+    Command(
+        id="table.delete",
+        keys="D",
+        title="delete…",
+        description="Delete the selected object, after asking",
+        panes=(CONTAINERS, IMAGES, SNAPSHOTS, CONTENT, NAMESPACES),
+        mutates=True,
+        confirm=True,
+        ctr={
+            CONTAINERS: "ctr -n {ns} containers rm {id}",
+            IMAGES: "ctr -n {ns} images rm {ref}",
+            SNAPSHOTS: "ctr -n {ns} snapshots --snapshotter {snapshotter} rm {key}",
+            CONTENT: "ctr -n {ns} content rm {digest}",
+            NAMESPACES: "ctr namespaces rm {name}",
+        },
+    ),
+    Command(
+        id="table.inspect",
+        keys="enter",
+        title="inspect",
+        description="Inspect the selected object",
+        panes=(CONTAINERS, IMAGES, SNAPSHOTS, CONTENT),
+        key_display="⏎",
+        ctr={
+            CONTAINERS: "ctr -n {ns} containers info {id}",
+            IMAGES: "ctr -n {ns} images ls name=={ref}",
+            SNAPSHOTS: "ctr -n {ns} snapshots --snapshotter {snapshotter} info {key}",
+            CONTENT: "ctr -n {ns} content get {digest}",
+        },
+    ),
+    Command(
+        id="table.filter",
+        keys="slash",
+        title="filter",
+        description="Filter the focused table (esc clears)",
+        panes=(CONTAINERS, IMAGES, SNAPSHOTS, CONTENT, EVENTS),
+        key_display="/",
+    ),
+    Command(
+        id="namespace.switch",
+        keys="enter",
+        title="switch",
+        description="Switch to the selected namespace",
+        panes=(NAMESPACES,),
+        key_display="⏎",
+    ),
+    Command(
+        id="events.pause",
+        keys="space",
+        title="pause/follow",
+        description="Pause the event log to read it; again to follow",
+        panes=(EVENTS,),
+        key_display="␣",
+    ),
+    Command(
+        id="events.clear",
+        keys="c",
+        title="clear",
+        description="Clear the event log",
+        panes=(EVENTS,),
+    ),
+)
+
+VIM_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("j", "cursor_down", "nav.down"),
+    ("k", "cursor_up", "nav.up"),
+    ("g", "scroll_home", "nav.top"),
+    ("G", "scroll_end", "nav.bottom"),
+)
+
+BY_ID: dict[str, Command] = {c.id: c for c in COMMANDS}
+
+
+def for_pane(pane: str) -> tuple[Command, ...]:
+    return tuple(c for c in COMMANDS if pane in c.panes)
+
+
+def bindings(pane: str, *, vim: bool = True) -> list[Binding]:
+    """The bindings a pane's widget declares: its commands, then vim movement.
+
+    `k` kills in the containers pane (the kill dialog asks first, so a vim reflex
+    never sends a signal), so vim's `k` moves up everywhere else.
+    """
+    out = [c.binding() for c in for_pane(pane)]
+    taken = {k for c in for_pane(pane) for k in c.keys.split(",")}
+    if vim:
+        out += [
+            Binding(key, action, show=False, id=bid)
+            for key, action, bid in VIM_KEYS
+            if key not in taken
+        ]
+    return out
+
+
+def keys_of(command: Command, keymap: Mapping[str, str]) -> list[str]:
+    return keymap.get(command.id, command.keys).split(",")
+
+
+def display_key(key: str) -> str:
+    return {
+        "question_mark": "?",
+        "colon": ":",
+        "slash": "/",
+        "space": "space",
+        "enter": "enter",
+    }.get(key, key)
+
+
+def refused_keys(pane: str, keymap: Mapping[str, str]) -> dict[str, Command]:
+    """Keys that would change the node from `pane`: what read-only mode refuses."""
+    out: dict[str, Command] = {}
+    for c in COMMANDS:
+        if c.mutates and (pane in c.panes or SCREEN in c.panes):
+            for key in keys_of(c, keymap):
+                out[key] = c
+    return out
+
+
+def help_rows(pane: str, keymap: Mapping[str, str], read_only: bool) -> Iterable[tuple[str, str]]:
+    """(keys, description) for the help screen: the pane's own commands, then everywhere's."""
+    for c in (*for_pane(pane), *for_pane(SCREEN)):
+        if read_only and c.mutates:
+            continue
+        yield " ".join(display_key(k) for k in keys_of(c, keymap)), c.description

@@ -1,0 +1,374 @@
+"""What each console action asks of the engine, through `core.client` only.
+
+One async function per action (pull, run, start, pause or resume, kill,
+delete, inspect, find a log), each taking a client already set to the
+console's namespace. Failures come out as `ConsoleError` carrying the engine's
+own message; a service the engine does not serve yet (UNIMPLEMENTED) becomes a
+plain sentence naming it, so an action lights up by itself once the engine side
+lands. No widgets here: the screens call these from workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal as signals
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from core.api.containerd.services.containers import v1 as containers_api
+from core.api.containerd.services.content import v1 as content_api
+from core.api.containerd.services.images import v1 as images_api
+from core.api.containerd.services.namespaces import v1 as namespaces_api
+from core.api.containerd.services.snapshots import v1 as snapshots_api
+from core.api.containerd.services.tasks import v1 as tasks_api
+from core.api.containerd.v1.types import Process
+from core.api.containerd.v1.types import Status as TaskStatus
+from core.client import Client
+from tui import oci
+
+DEFAULT_RUNTIME = "io.containerd.runc.v2"
+STOP_SIGNAL_LABEL = "io.containerd.image.config.stop-signal"
+LOG_PATH_LABEL = "io.ctrdeck.log-path"
+KILL_WAIT = 10.0
+
+SIGNALS: tuple[tuple[str, int], ...] = tuple(
+    (s.name, int(s))
+    for s in (
+        signals.SIGTERM,
+        signals.SIGKILL,
+        signals.SIGINT,
+        signals.SIGHUP,
+        signals.SIGQUIT,
+        signals.SIGUSR1,
+        signals.SIGUSR2,
+        signals.SIGSTOP,
+        signals.SIGCONT,
+    )
+)
+
+UNSERVED = {
+    "Pull": "this engine has no server-side pull (Images.Pull is ctrdeck's own); "
+    "use `ctr images pull` against it instead",
+}
+
+CONNECTION_ERRORS = (OSError, ConnectionError, StreamTerminatedError, asyncio.TimeoutError)
+
+
+class ConsoleError(Exception):
+    """An action failed; the message is what the operator reads in the notification."""
+
+    def __init__(self, message: str, *, unimplemented: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.unimplemented = unimplemented
+
+
+def unserved_message(service: str) -> str:
+    return UNSERVED.get(service, f"this engine does not serve {service} yet")
+
+
+def is_unimplemented(exc: BaseException) -> bool:
+    return isinstance(exc, GRPCError) and exc.status is Status.UNIMPLEMENTED
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, GRPCError) and exc.status is Status.NOT_FOUND
+
+
+@contextlib.contextmanager
+def engine_call(service: str, what: str) -> Iterator[None]:
+    """Turn whatever a call raises into a `ConsoleError` that says what was being done."""
+    try:
+        yield
+    except ConsoleError:
+        raise
+    except GRPCError as exc:
+        if exc.status is Status.UNIMPLEMENTED:
+            raise ConsoleError(unserved_message(service), unimplemented=True) from None
+        raise ConsoleError(f"{what}: {exc.message or exc.status.name.lower()}") from None
+    except oci.ImageWalkError as exc:
+        raise ConsoleError(f"{what}: {exc}") from None
+    except CONNECTION_ERRORS as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ConsoleError(f"{what}: the engine is not reachable ({reason})") from None
+
+
+def task_status(process: Process) -> str:
+    return TaskStatus(process.status).name
+
+
+async def get_task(client: Client, container_id: str) -> Process | None:
+    """The container's task, or None when it has none (or the engine serves no Tasks)."""
+    try:
+        resp = await client.tasks.get(tasks_api.GetRequest(container_id=container_id))
+    except GRPCError as exc:
+        if exc.status in (Status.NOT_FOUND, Status.UNIMPLEMENTED):
+            return None
+        raise
+    return resp.process
+
+
+# --- images -----------------------------------------------------------------
+
+
+def pull_request(
+    ref: str, snapshotter: str, platform: str, plain_http: bool
+) -> images_api.PullImageRequest:
+    return images_api.PullImageRequest(
+        ref=ref, snapshotter=snapshotter, platform=platform, plain_http=plain_http
+    )
+
+
+async def pull(
+    client: Client, request: images_api.PullImageRequest
+) -> AsyncIterator[images_api.PullImageProgress]:
+    with engine_call("Pull", f"pull {request.ref}"):
+        async for progress in client.images.pull(request):
+            yield progress
+
+
+async def delete_image(client: Client, name: str) -> None:
+    with engine_call("Images", f"delete image {name}"):
+        await client.images.delete(images_api.DeleteImageRequest(name=name))
+
+
+async def image_detail(client: Client, name: str) -> oci.ImageDetail:
+    with engine_call("Images", f"inspect image {name}"):
+        resp = await client.images.get(images_api.GetImageRequest(name=name))
+        assert resp.image is not None and resp.image.target is not None
+        return await oci.walk(client, resp.image.target)
+
+
+async def run(
+    client: Client,
+    image: str,
+    container_id: str,
+    *,
+    snapshotter: str,
+    runtime: str = DEFAULT_RUNTIME,
+) -> None:
+    """A new container from `image` on a fresh snapshot of its top layer, then its task.
+
+    The container carries no spec: the engine builds one from the image config,
+    as the Tasks service does for containers created without one.
+    """
+    detail = await image_detail(client, image)
+    stop_signal = ((detail.config or {}).get("config") or {}).get("StopSignal") or "SIGTERM"
+    with engine_call("Leases", f"run {container_id}"):
+        async with client.lease() as leased:
+            with engine_call("Snapshots", f"prepare the snapshot of {container_id}"):
+                await leased.snapshots.prepare(
+                    snapshots_api.PrepareSnapshotRequest(
+                        snapshotter=snapshotter, key=container_id, parent=detail.chain_id
+                    )
+                )
+            with engine_call("Containers", f"create container {container_id}"):
+                await leased.containers.create(
+                    containers_api.CreateContainerRequest(
+                        container=containers_api.Container(
+                            id=container_id,
+                            image=image,
+                            labels={STOP_SIGNAL_LABEL: stop_signal},
+                            runtime=containers_api.ContainerRuntime(name=runtime),
+                            snapshotter=snapshotter,
+                            snapshot_key=container_id,
+                        )
+                    )
+                )
+    await start(client, container_id)
+
+
+# --- containers and tasks ---------------------------------------------------
+
+
+async def start(client: Client, container_id: str) -> int:
+    """Start the container's task, creating it (again) when it has none or it stopped."""
+    with engine_call("Tasks", f"start {container_id}"):
+        task = await get_task(client, container_id)
+        if task is not None and task.status in (TaskStatus.RUNNING, TaskStatus.PAUSED):
+            raise ConsoleError(f"{container_id} is already {task_status(task).lower()}")
+        if task is not None and task.status is TaskStatus.STOPPED:
+            await client.tasks.delete(tasks_api.DeleteTaskRequest(container_id=container_id))
+            task = None
+        if task is None:
+            await client.tasks.create(tasks_api.CreateTaskRequest(container_id=container_id))
+        resp = await client.tasks.start(tasks_api.StartRequest(container_id=container_id))
+        return resp.pid
+
+
+async def pause_or_resume(client: Client, container_id: str) -> str:
+    """Pause a running task or resume a paused one; returns the ctr verb used."""
+    with engine_call("Tasks", f"pause or resume {container_id}"):
+        task = await get_task(client, container_id)
+        if task is None:
+            raise ConsoleError(f"{container_id} has no task to pause; start it first (s)")
+        if task.status is TaskStatus.PAUSED:
+            await client.tasks.resume(tasks_api.ResumeTaskRequest(container_id=container_id))
+            return "resume"
+        if task.status is TaskStatus.RUNNING:
+            await client.tasks.pause(tasks_api.PauseTaskRequest(container_id=container_id))
+            return "pause"
+        state = task_status(task).lower()
+        raise ConsoleError(f"{container_id} is {state}; only a running task pauses")
+
+
+async def kill(client: Client, container_id: str, signal: int, all_processes: bool) -> None:
+    with engine_call("Tasks", f"kill {container_id}"):
+        await client.tasks.kill(
+            tasks_api.KillRequest(container_id=container_id, signal=signal, all=all_processes)
+        )
+
+
+async def delete_container(client: Client, container_id: str) -> None:
+    """Delete a container as `ctr containers rm` does, ending a live task first."""
+    with engine_call("Containers", f"delete container {container_id}"):
+        found = await client.containers.get(containers_api.GetContainerRequest(id=container_id))
+        container = found.container or containers_api.Container(id=container_id)
+    with engine_call("Tasks", f"delete the task of {container_id}"):
+        task = await get_task(client, container_id)
+        if task is not None:
+            if task.status is not TaskStatus.STOPPED and task.pid:
+                waiter = asyncio.ensure_future(
+                    client.tasks.wait(tasks_api.WaitRequest(container_id=container_id))
+                )
+                await client.tasks.kill(
+                    tasks_api.KillRequest(container_id=container_id, signal=9, all=True)
+                )
+                try:
+                    await asyncio.wait_for(waiter, KILL_WAIT)
+                except TimeoutError:
+                    raise ConsoleError(
+                        f"{container_id} did not exit within {KILL_WAIT:.0f}s of SIGKILL"
+                    ) from None
+            await client.tasks.delete(tasks_api.DeleteTaskRequest(container_id=container_id))
+    if container.snapshot_key and container.snapshotter:
+        try:
+            await client.snapshots.remove(
+                snapshots_api.RemoveSnapshotRequest(
+                    snapshotter=container.snapshotter, key=container.snapshot_key
+                )
+            )
+        except GRPCError as exc:
+            # A snapshot already gone, or an engine without Snapshots, leaves
+            # nothing for the console to remove.
+            if exc.status not in (Status.NOT_FOUND, Status.UNIMPLEMENTED):
+                raise ConsoleError(
+                    f"remove snapshot {container.snapshot_key} of {container_id}: {exc.message}"
+                ) from None
+    with engine_call("Containers", f"delete container {container_id}"):
+        await client.containers.delete(containers_api.DeleteContainerRequest(id=container_id))
+
+
+@dataclass
+class ContainerDetail:
+    container: containers_api.Container
+    spec: dict[str, Any] | None
+    task: Process | None
+
+
+async def container_detail(client: Client, container_id: str) -> ContainerDetail:
+    with engine_call("Containers", f"inspect container {container_id}"):
+        resp = await client.containers.get(containers_api.GetContainerRequest(id=container_id))
+        container = resp.container or containers_api.Container(id=container_id)
+        task = await get_task(client, container_id)
+    spec: dict[str, Any] | None = None
+    if container.spec is not None and container.spec.value:
+        try:
+            spec = json.loads(container.spec.value)
+        except ValueError:
+            spec = None
+    return ContainerDetail(container=container, spec=spec, task=task)
+
+
+async def log_path(client: Client, container_id: str) -> Path | None:
+    """The file that holds the container's output, when the engine keeps one.
+
+    The engine names it either with the container label `io.ctrdeck.log-path` or
+    as the task's stdout (a `file://` URI or a regular file); FIFOs that `ctr`
+    reads itself are not logs.
+    """
+    with engine_call("Containers", f"find the log of {container_id}"):
+        resp = await client.containers.get(containers_api.GetContainerRequest(id=container_id))
+        labelled = (resp.container.labels if resp.container else {}).get(LOG_PATH_LABEL)
+        task = await get_task(client, container_id)
+    candidates = [labelled] if labelled else []
+    if task is not None and task.stdout:
+        candidates.append(task.stdout.removeprefix("file://"))
+    for candidate in candidates:
+        path = Path(candidate)
+        if path.is_absolute() and path.is_file():
+            return path
+    return None
+
+
+# --- snapshots, content, namespaces -----------------------------------------
+
+
+async def delete_snapshot(client: Client, snapshotter: str, key: str) -> None:
+    with engine_call("Snapshots", f"remove snapshot {key}"):
+        await client.snapshots.remove(
+            snapshots_api.RemoveSnapshotRequest(snapshotter=snapshotter, key=key)
+        )
+
+
+@dataclass
+class SnapshotDetail:
+    info: snapshots_api.Info
+    usage: snapshots_api.UsageResponse | None
+
+
+async def snapshot_detail(client: Client, snapshotter: str, key: str) -> SnapshotDetail:
+    with engine_call("Snapshots", f"inspect snapshot {key}"):
+        stat = await client.snapshots.stat(
+            snapshots_api.StatSnapshotRequest(snapshotter=snapshotter, key=key)
+        )
+        try:
+            usage = await client.snapshots.usage(
+                snapshots_api.UsageRequest(snapshotter=snapshotter, key=key)
+            )
+        except GRPCError:
+            usage = None
+    return SnapshotDetail(info=stat.info or snapshots_api.Info(name=key), usage=usage)
+
+
+async def delete_content(client: Client, digest: str) -> None:
+    with engine_call("Content", f"delete blob {digest}"):
+        await client.content.delete(content_api.DeleteContentRequest(digest=digest))
+
+
+@dataclass
+class ContentDetail:
+    info: content_api.Info
+    preview: str
+
+
+async def content_detail(client: Client, digest: str, preview_bytes: int = 4096) -> ContentDetail:
+    with engine_call("Content", f"inspect blob {digest}"):
+        resp = await client.content.info(content_api.InfoRequest(digest=digest))
+        info = resp.info or content_api.Info(digest=digest)
+        data = b""
+        if info.size <= oci.MAX_JSON_BLOB:
+            async for chunk in client.content.read(
+                content_api.ReadContentRequest(digest=digest, size=min(info.size, preview_bytes))
+            ):
+                data += chunk.data
+    try:
+        preview = json.dumps(json.loads(data), indent=2) if info.size <= preview_bytes else ""
+    except ValueError:
+        preview = ""
+    if not preview and data:
+        printable = data.decode("utf-8", "replace")
+        preview = printable if printable.isprintable() or "\n" in printable else ""
+    return ContentDetail(info=info, preview=preview)
+
+
+async def delete_namespace(client: Client, name: str) -> None:
+    with engine_call("Namespaces", f"delete namespace {name}"):
+        await client.namespaces.delete(namespaces_api.DeleteNamespaceRequest(name=name))

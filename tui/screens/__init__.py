@@ -1,0 +1,1 @@
+"""The console's screens: main, help, inspect, logs, pull, and the small dialogs."""

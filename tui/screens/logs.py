@@ -1,0 +1,185 @@
+"""Logs: follow a container's log file, with `/` to search inside it.
+
+The engine keeps each task's output in a size-capped file; the screen is told
+how to find that file (`tui.operations.log_path`) and tails it by polling, so
+it works the same for a local file the engine rotates or truncates. Lines are
+kept in a bounded buffer; a search shows only the lines that match, with the
+match highlighted, and clearing it shows everything again. Without a log file
+the screen says so plainly.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Input, RichLog, Static
+
+from tui.operations import ConsoleError
+
+POLL_INTERVAL = 0.5
+TAIL_BYTES = 256 * 1024
+READ_BYTES = 1 << 20
+MAX_LINES = 5000
+
+PathLoader = Callable[[], Awaitable[Path | None]]
+
+
+class LogsScreen(Screen[None]):
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("escape", "back", "back", id="logs.back"),
+        Binding("q", "close", show=False, id="logs.close"),
+        Binding("slash", "search", "search", key_display="/", id="logs.search"),
+        Binding("f", "follow", "follow", id="logs.follow"),
+        Binding("j", "scroll(1)", show=False, id="logs.down"),
+        Binding("k", "scroll(-1)", show=False, id="logs.up"),
+        Binding("g", "top", show=False, id="logs.top"),
+        Binding("G", "bottom", show=False, id="logs.bottom"),
+    ]
+
+    def __init__(self, container_id: str, find_path: PathLoader) -> None:
+        super().__init__()
+        self.container_id = container_id
+        self.find_path = find_path
+        self.path: Path | None = None
+        self.offset = 0
+        self.partial = b""
+        self.lines: deque[str] = deque(maxlen=MAX_LINES)
+        self.search = ""
+        self.following = True
+
+    def compose(self) -> ComposeResult:
+        yield Static(f" Logs ▸ {self.container_id}", id="logs-title", classes="topbar")
+        yield Input(placeholder="search the log (esc clears)", id="logs-search", classes="hidden")
+        yield RichLog(id="logs-view", max_lines=MAX_LINES, wrap=False, min_width=20)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#logs-view").focus()
+        self.locate()
+
+    @work(exclusive=True, group="logs")
+    async def locate(self) -> None:
+        view = self.query_one("#logs-view", RichLog)
+        try:
+            self.path = await self.find_path()
+        except ConsoleError as exc:
+            view.write(Text(exc.message))
+            self.notify(exc.message, severity="error", title="logs")
+            return
+        if self.path is None:
+            view.write(
+                Text(
+                    f"no logs for this container: the engine keeps no log file for "
+                    f"{self.container_id} (a task whose output goes to ctr's own pipes has none)"
+                )
+            )
+            return
+        self._retitle()
+        self.offset = max(0, self.path.stat().st_size - TAIL_BYTES)
+        self.poll()
+        self.set_interval(POLL_INTERVAL, self.poll)
+
+    def _retitle(self) -> None:
+        mode = "following" if self.following else "paused"
+        title = f" Logs ▸ {self.container_id} · {self.path} · {mode}"
+        if self.search:
+            title += f" · search: {self.search}"
+        self.query_one("#logs-title", Static).update(title)
+
+    def poll(self) -> None:
+        if self.path is None:
+            return
+        try:
+            current = self.path.stat().st_size
+            if current < self.offset:
+                # Truncated or rotated: the engine capped the file; start again at its top.
+                self.offset, self.partial = 0, b""
+            if current == self.offset:
+                return
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(READ_BYTES)
+        except OSError as exc:
+            self.notify(f"cannot read {self.path}: {exc.strerror}", severity="error")
+            return
+        self.offset += len(data)
+        chunks = (self.partial + data).split(b"\n")
+        self.partial = chunks.pop()
+        fresh = [c.decode("utf-8", "replace") for c in chunks]
+        self.lines.extend(fresh)
+        self._write(fresh)
+
+    def _write(self, lines: list[str]) -> None:
+        shown = [self._render(line) for line in lines if self._matches(line)]
+        if shown:
+            view = self.query_one("#logs-view", RichLog)
+            view.write(Text("\n").join(shown), scroll_end=self.following)
+
+    def _matches(self, line: str) -> bool:
+        return not self.search or self.search.lower() in line.lower()
+
+    def _render(self, line: str) -> Text:
+        text = Text(line)
+        if self.search:
+            text.highlight_words([self.search], style="reverse", case_sensitive=False)
+        return text
+
+    def _rewrite(self) -> None:
+        view = self.query_one("#logs-view", RichLog)
+        view.clear()
+        self._write(list(self.lines))
+        self._retitle()
+
+    def action_search(self) -> None:
+        box = self.query_one("#logs-search", Input)
+        box.remove_class("hidden")
+        box.value = self.search
+        box.focus()
+
+    @on(Input.Changed, "#logs-search")
+    def searching(self, event: Input.Changed) -> None:
+        self.search = event.value.strip()
+        self._rewrite()
+
+    @on(Input.Submitted, "#logs-search")
+    def searched(self) -> None:
+        self.query_one("#logs-view").focus()
+
+    def action_back(self) -> None:
+        box = self.query_one("#logs-search", Input)
+        if box.has_focus or self.search:
+            box.value = ""
+            box.add_class("hidden")
+            self.search = ""
+            self._rewrite()
+            self.query_one("#logs-view").focus()
+        else:
+            self.dismiss(None)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def action_follow(self) -> None:
+        self.following = not self.following
+        if self.following:
+            self.query_one("#logs-view", RichLog).scroll_end(animate=False)
+        self._retitle()
+
+    def action_scroll(self, lines: int) -> None:
+        self.query_one("#logs-view", RichLog).scroll_relative(y=lines, animate=False)
+
+    def action_top(self) -> None:
+        self.following = False
+        self.query_one("#logs-view", RichLog).scroll_home(animate=False)
+        self._retitle()
+
+    def action_bottom(self) -> None:
+        self.query_one("#logs-view", RichLog).scroll_end(animate=False)

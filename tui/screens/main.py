@@ -1,0 +1,730 @@
+"""The main screen: where you are, what runs, what just happened, and the keys for it.
+
+Layout: a top bar (address, engine, namespace, counts), a banner while the
+engine is lost, the namespaces pane beside the resource area (containers,
+images, snapshots, content; `1`-`4` switch), the live event log, a command
+line and the footer with the focused pane's keys. Below 100 columns the
+namespaces pane folds away (`n` or `:ns` switch) and the event log gets short.
+
+Every key runs `command(<id>)`, which checks read-only mode and dispatches to a
+`do_<id>` handler here. Handlers ask the dialogs, then run the matching
+`tui.operations` call in a worker; failures become notifications with the
+engine's message, and with teaching on, the equivalent `ctr` line goes to the
+event log first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from rich.table import Table
+from rich.text import Text
+from textual import events, on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import ContentSwitcher, Footer, Input, Static
+
+from core.client import Client
+from tui import commands, operations
+from tui.commands import CONTAINERS, CONTENT, EVENTS, IMAGES, NAMESPACES, SNAPSHOTS
+from tui.screens.dialogs import ConfirmScreen, Pick, PickScreen, RunForm, RunScreen
+from tui.screens.help import HelpScreen
+from tui.screens.inspect import (
+    InspectScreen,
+    Section,
+    container_sections,
+    content_sections,
+    image_sections,
+    snapshot_sections,
+)
+from tui.screens.logs import LogsScreen
+from tui.screens.pull import PullScreen
+from tui.state import NodeState
+from tui.widgets.event_log import EventLog
+from tui.widgets.tables import (
+    ContainersTable,
+    ContentTable,
+    ImagesTable,
+    NamespacesTable,
+    ResourceTable,
+    SnapshotsTable,
+    short_digest,
+)
+
+if TYPE_CHECKING:
+    from tui.app import CtrdeckApp
+
+NARROW = 100
+VIEW_IDS = {
+    "view.containers": CONTAINERS,
+    "view.images": IMAGES,
+    "view.snapshots": SNAPSHOTS,
+    "view.content": CONTENT,
+}
+JUMPS = {
+    "images": IMAGES,
+    "image": IMAGES,
+    "img": IMAGES,
+    "containers": CONTAINERS,
+    "container": CONTAINERS,
+    "ctr": CONTAINERS,
+    "snapshots": SNAPSHOTS,
+    "snapshot": SNAPSHOTS,
+    "snap": SNAPSHOTS,
+    "content": CONTENT,
+    "blobs": CONTENT,
+    "events": EVENTS,
+    "namespaces": NAMESPACES,
+}
+CMDLINE_HELP = (
+    ":images  :containers  :snapshots  :content  :events  :ns NAME  :pull REF  "
+    ":theme light|dark  :teach  :q"
+)
+
+
+class MainScreen(Screen[None]):
+    BINDINGS: ClassVar[list[Binding]] = [c.binding() for c in commands.for_pane(commands.SCREEN)]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pane = CONTAINERS
+        self._filter_target: str | None = None
+
+    @property
+    def console(self) -> CtrdeckApp:
+        return cast("CtrdeckApp", self.app)
+
+    @property
+    def node(self) -> NodeState:
+        return self.console.state
+
+    @property
+    def read_only(self) -> bool:
+        return self.console.settings.read_only
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="topbar", classes="topbar")
+        yield Static(id="banner", classes="hidden")
+        with Horizontal(id="body"):
+            namespaces = NamespacesTable(id="namespaces")
+            namespaces.border_title = "Namespaces"
+            yield namespaces
+            with Vertical(id="resources"):
+                yield Input(placeholder="filter (esc clears)", id="filter", classes="hidden")
+                with ContentSwitcher(initial=CONTAINERS, id="switcher"):
+                    yield ContainersTable(id=CONTAINERS)
+                    yield ImagesTable(id=IMAGES)
+                    yield SnapshotsTable(id=SNAPSHOTS)
+                    yield ContentTable(id=CONTENT)
+        yield EventLog(id="events")
+        yield Input(placeholder=CMDLINE_HELP, id="cmdline", classes="hidden")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table(CONTAINERS).focus()
+        self.restyle()
+        self.refresh_view(set(commands.RESOURCE_PANES) | {NAMESPACES})
+
+    # --- lookups --------------------------------------------------------------
+
+    def table(self, pane: str) -> ResourceTable:
+        return self.query_one(f"#{pane}", ResourceTable)
+
+    @property
+    def event_log(self) -> EventLog:
+        return self.query_one(EventLog)
+
+    def focused_pane(self) -> str:
+        widget: Widget | None = self.focused
+        while widget is not None:
+            pane = getattr(widget, "PANE", "")
+            if pane:
+                return pane
+            widget = widget.parent if isinstance(widget.parent, Widget) else None
+        return self._pane
+
+    def client(self) -> Client | None:
+        client = self.console.client
+        if client is None:
+            self.notify("not connected to an engine", severity="warning")
+            return None
+        return client.with_namespace(self.node.namespace)
+
+    # --- rendering --------------------------------------------------------------
+
+    def restyle(self) -> None:
+        theme = self.app.current_theme
+        self.status_styles = {
+            "RUNNING": theme.success or "bold",
+            "PAUSED": theme.warning or "italic",
+            "CREATED": theme.accent or "",
+            "STOPPED": "dim",
+            "UNKNOWN": "dim",
+            "dim": "dim",
+        }
+        self.event_log.styles_by_kind = {"ctr": f"bold {theme.accent or ''}".strip()}
+        self.refresh_view({CONTAINERS})
+
+    def refresh_view(self, dirty: set[str]) -> None:
+        node = self.node
+        now = self.console.clock()
+        if CONTAINERS in dirty:
+            self.table(CONTAINERS).sync(
+                {
+                    k: ContainersTable.cells(r, now, self.status_styles)
+                    for k, r in node.containers.items()
+                }
+            )
+        if IMAGES in dirty:
+            self.table(IMAGES).sync({k: ImagesTable.cells(r, now) for k, r in node.images.items()})
+        if SNAPSHOTS in dirty:
+            self.table(SNAPSHOTS).sync(
+                {k: SnapshotsTable.cells(r, now) for k, r in node.snapshots.items()}
+            )
+        if CONTENT in dirty:
+            self.table(CONTENT).sync(
+                {k: ContentTable.cells(r, now) for k, r in node.content.items()}
+            )
+        if NAMESPACES in dirty:
+            self.table(NAMESPACES).sync(
+                {k: NamespacesTable.cells(r, node.namespace) for k, r in node.namespaces.items()}
+            )
+        self.retitle()
+
+    def retitle(self) -> None:
+        node = self.node
+        narrow = self.size.width < NARROW
+        left = Text(" ctrdeck ▸ ", style="bold")
+        parts = [] if narrow else [node.address or "no engine", node.version or "…"]
+        parts += [f"ns {node.namespace}", f"{node.running} running", f"{len(node.images)} images"]
+        left.append(" · ".join(parts))
+        right = Text()
+        if self.read_only:
+            right.append("READ-ONLY ", style="reverse")
+        if self.console.settings.teaching:
+            right.append(" teach ", style="reverse")
+        right.append("  ? help ")
+        bar = Table.grid(expand=True)
+        bar.add_column(no_wrap=True, overflow="ellipsis")
+        bar.add_column(justify="right", no_wrap=True)
+        bar.add_row(left, right)
+        self.query_one("#topbar", Static).update(bar)
+        tabs = Text()
+        for i, pane in enumerate(commands.RESOURCE_PANES, 1):
+            label = f" {i} {commands.PANE_TITLES[pane]} "
+            tabs.append(label, style="reverse bold" if pane == self._pane else "")
+        resources = self.query_one("#resources")
+        resources.border_title = tabs
+        table = self.table(self._pane)
+        shown, total = table.counts()
+        note = f"/ {table.filter_text} · {shown} of {total}" if table.filter_text else f"{total}"
+        unserved = {SNAPSHOTS: "Snapshots", CONTAINERS: "Tasks"}.get(self._pane)
+        if unserved and unserved in node.unserved:
+            note = f"engine does not serve {unserved} yet · {note}"
+        resources.border_subtitle = note
+
+    def on_resize(self, event: events.Resize) -> None:
+        narrow = event.size.width < NARROW
+        self.set_class(narrow, "narrow")
+        self.set_class(event.size.height < 30, "short")
+        self.event_log.compact = narrow
+        self.retitle()
+
+    def show_connection(self, up: bool, detail: str) -> None:
+        banner = self.query_one("#banner", Static)
+        if up:
+            banner.add_class("hidden")
+        else:
+            banner.update(
+                f" engine lost at {self.node.address}: {detail} · reconnecting by itself…"
+            )
+            banner.remove_class("hidden")
+        self.retitle()
+
+    # --- commands ---------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "command" and parameters:
+            command = commands.BY_ID.get(str(parameters[0]))
+            if command is not None and command.mutates and self.read_only:
+                return False
+        return True
+
+    def on_key(self, event: events.Key) -> None:
+        if not self.read_only or isinstance(self.focused, Input):
+            return
+        refused = commands.refused_keys(self.focused_pane(), self.console.settings.keymap)
+        command = refused.get(event.key)
+        if command is not None:
+            event.stop()
+            self.refuse(command)
+
+    def refuse(self, command: commands.Command) -> None:
+        self.notify(
+            f"read-only: '{command.title}' would change the node, and this console "
+            "was started with --read-only",
+            severity="warning",
+            title="refused",
+        )
+
+    def action_command(self, command_id: str) -> None:
+        command = commands.BY_ID[command_id]
+        if command.mutates and self.read_only:
+            self.refuse(command)
+            return
+        handler = getattr(self, "do_" + command_id.replace(".", "_"))
+        handler(self.focused_pane())
+
+    def teach(self, command_id: str, pane: str, **fields: str) -> None:
+        line = commands.BY_ID[command_id].ctr_line(pane, ns=self.node.namespace, **fields)
+        if line is not None:
+            self.console.teach(line)
+
+    def selected(self, pane: str) -> Hashable | None:
+        if pane not in (*commands.RESOURCE_PANES, NAMESPACES):
+            return None
+        key = self.table(pane).selected_key()
+        if key is None:
+            self.notify(f"no {commands.PANE_TITLES[pane].lower()} selected", severity="warning")
+        return key
+
+    @work(group="actions")
+    async def perform(self, what: str, action: Callable[[], Awaitable[Any]], done: str) -> None:
+        try:
+            await action()
+        except operations.ConsoleError as exc:
+            self.notify(exc.message, severity="error", title=what, timeout=8)
+            return
+        if done:
+            self.notify(done, title=what)
+
+    # --- everywhere -------------------------------------------------------------
+
+    def do_app_pull(self, pane: str) -> None:
+        self.open_pull()
+
+    def open_pull(self, ref: str = "") -> None:
+        job = self.console.pull_job
+        if job is not None and not job.finished:
+            self.app.push_screen(PullScreen(job=job))
+            return
+        node = self.node
+        default = self.console.settings.snapshotter
+        form = PullScreen(
+            snapshotters=node.snapshotters or [default],
+            snapshotter=default,
+            platform="",
+            ref=ref,
+        )
+
+        def start(request: Any) -> None:
+            if request is None:
+                return
+            flags = ""
+            if request.plain_http:
+                flags += " --plain-http"
+            if request.snapshotter:
+                flags += f" --snapshotter {request.snapshotter}"
+            if request.platform:
+                flags += f" --platform {request.platform}"
+            line = f"ctr -n {node.namespace} images pull{flags} {request.ref}"
+            self.console.teach(line)
+            job = self.console.start_pull(request)
+            self.app.push_screen(PullScreen(job=job))
+
+        self.app.push_screen(form, start)
+
+    def do_app_help(self, pane: str) -> None:
+        settings = self.console.settings
+        help_screen = HelpScreen(pane, settings.keymap, self.read_only, settings.keymap_path)
+        self.app.push_screen(help_screen)
+
+    def do_app_command_line(self, pane: str) -> None:
+        line = self.query_one("#cmdline", Input)
+        line.value = ""
+        line.remove_class("hidden")
+        line.focus()
+
+    def do_app_teach(self, pane: str) -> None:
+        settings = self.console.settings
+        settings.teaching = not settings.teaching
+        state = "on: each action writes its ctr command line here" if settings.teaching else "off"
+        self.console.note(f"teaching {state}")
+        self.retitle()
+
+    def do_app_namespace(self, pane: str) -> None:
+        names = sorted(str(k) for k in self.node.namespaces)
+        if not names:
+            self.notify("no namespaces yet", severity="warning")
+            return
+
+        def chosen(pick: Pick | None) -> None:
+            if pick is not None:
+                self.switch_namespace(pick.value)
+
+        self.app.push_screen(
+            PickScreen("Namespace", [(n, n) for n in names], selected=self.node.namespace), chosen
+        )
+
+    def do_app_theme(self, pane: str) -> None:
+        self.console.set_theme("light" if self.app.current_theme.dark else "dark")
+
+    def do_view_containers(self, pane: str) -> None:
+        self.show_pane(CONTAINERS)
+
+    def do_view_images(self, pane: str) -> None:
+        self.show_pane(IMAGES)
+
+    def do_view_snapshots(self, pane: str) -> None:
+        self.show_pane(SNAPSHOTS)
+
+    def do_view_content(self, pane: str) -> None:
+        self.show_pane(CONTENT)
+
+    def show_pane(self, pane: str) -> None:
+        if pane == EVENTS:
+            self.event_log.focus()
+            return
+        if pane == NAMESPACES:
+            if self.has_class("narrow"):
+                self.do_app_namespace(pane)
+            else:
+                self.table(NAMESPACES).focus()
+            return
+        self._pane = pane
+        self.query_one(ContentSwitcher).current = pane
+        self.table(pane).focus()
+        self.retitle()
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        pane = getattr(event.widget, "PANE", "")
+        if pane in commands.RESOURCE_PANES and pane != self._pane:
+            self._pane = pane
+            self.retitle()
+
+    def switch_namespace(self, namespace: str) -> None:
+        if namespace == self.node.namespace:
+            return
+        syncer = self.console.syncer
+        if syncer is not None:
+            self.run_worker(syncer.switch_namespace(namespace), group="namespace")
+        else:
+            self.node.namespace = namespace
+            self.node.clear_namespaced()
+        self.console.note(f"namespace {namespace}")
+        self.refresh_view({NAMESPACES})
+
+    # --- filter and command line ----------------------------------------------------
+
+    def do_table_filter(self, pane: str) -> None:
+        self._filter_target = pane
+        box = self.query_one("#filter", Input)
+        current = self.event_log.filter_text if pane == EVENTS else self.table(pane).filter_text
+        box.placeholder = (
+            "ns:NAME topic:/tasks words (esc clears)" if pane == EVENTS else "filter (esc clears)"
+        )
+        box.value = current
+        box.remove_class("hidden")
+        box.focus()
+
+    def apply_filter(self, text: str) -> None:
+        target = self._filter_target or self._pane
+        if target == EVENTS:
+            self.event_log.set_filter(text)
+        else:
+            self.table(target).set_filter(text)
+        self.retitle()
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.apply_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def filter_done(self) -> None:
+        self.query_one("#filter", Input).add_class("hidden")
+        self._refocus()
+
+    def _refocus(self) -> None:
+        if self._filter_target == EVENTS:
+            self.event_log.focus()
+        else:
+            self.table(self._filter_target or self._pane).focus()
+        self._filter_target = None
+
+    def key_escape(self) -> None:
+        box = self.query_one("#filter", Input)
+        line = self.query_one("#cmdline", Input)
+        if box.has_focus:
+            box.value = ""
+            self.apply_filter("")
+            box.add_class("hidden")
+            self._refocus()
+        elif line.has_focus:
+            line.add_class("hidden")
+            self.table(self._pane).focus()
+        elif self.focused_pane() in commands.RESOURCE_PANES:
+            table = self.table(self.focused_pane())
+            if table.filter_text:
+                table.set_filter("")
+                self.retitle()
+        elif self.focused_pane() == EVENTS and self.event_log.filter_text:
+            self.event_log.set_filter("")
+
+    @on(Input.Submitted, "#cmdline")
+    def command_line(self, event: Input.Submitted) -> None:
+        event.input.add_class("hidden")
+        self.table(self._pane).focus()
+        self.run_line(event.value)
+
+    def run_line(self, text: str) -> None:
+        """Run one command-line entry (without its leading colon)."""
+        words = text.strip().lstrip(":").split()
+        if not words:
+            return
+        verb, args = words[0].lower(), words[1:]
+        if verb in ("q", "quit", "exit"):
+            self.app.exit()
+        elif verb in JUMPS:
+            self.show_pane(JUMPS[verb])
+        elif verb in ("ns", "namespace"):
+            if args:
+                self.switch_namespace(args[0])
+            else:
+                self.do_app_namespace(self._pane)
+        elif verb == "theme" and args and args[0] in ("light", "dark"):
+            self.console.set_theme(args[0])
+        elif verb in ("teach", "teaching"):
+            wanted = not self.console.settings.teaching if not args else args[0] == "on"
+            if wanted != self.console.settings.teaching:
+                self.do_app_teach(self._pane)
+        elif verb == "help":
+            self.do_app_help(self._pane)
+        elif verb == "pull":
+            self.action_command("app.pull") if not args else self._pull_ref(args[0])
+        else:
+            self.notify(f"unknown command :{text.strip()}; try {CMDLINE_HELP}", severity="error")
+
+    def _pull_ref(self, ref: str) -> None:
+        if self.read_only:
+            self.refuse(commands.BY_ID["app.pull"])
+            return
+        self.open_pull(ref)
+
+    # --- namespaces pane --------------------------------------------------------------
+
+    def do_namespace_switch(self, pane: str) -> None:
+        key = self.selected(NAMESPACES)
+        if key is not None:
+            self.switch_namespace(str(key))
+
+    # --- events pane ----------------------------------------------------------------
+
+    def do_events_pause(self, pane: str) -> None:
+        self.event_log.set_paused(not self.event_log.paused)
+
+    def do_events_clear(self, pane: str) -> None:
+        self.event_log.clear_all()
+
+    # --- images -----------------------------------------------------------------------
+
+    def do_image_run(self, pane: str) -> None:
+        if pane != IMAGES:
+            self.notify("select an image to run (2 shows images)", severity="warning")
+            return
+        image = self.selected(IMAGES)
+        client = self.client()
+        if image is None or client is None:
+            return
+        name = str(image)
+        base = re.sub(r"[^A-Za-z0-9_.-]", "-", name.rsplit("/", 1)[-1].split("@")[0])
+        suggested = base.replace(":", "-")
+        n = 1
+        while f"{suggested}-{n}" in self.node.containers:
+            n += 1
+        settings = self.console.settings
+        dialog = RunScreen(
+            name,
+            f"{suggested}-{n}",
+            self.node.snapshotters,
+            settings.snapshotter,
+            operations.DEFAULT_RUNTIME,
+        )
+
+        def go(form: RunForm | None) -> None:
+            if form is None:
+                return
+            self.teach(
+                "image.run", IMAGES, ref=name, id=form.container_id, snapshotter=form.snapshotter
+            )
+            self.perform(
+                "run",
+                lambda: operations.run(
+                    client,
+                    name,
+                    form.container_id,
+                    snapshotter=form.snapshotter,
+                    runtime=form.runtime or operations.DEFAULT_RUNTIME,
+                ),
+                f"started {form.container_id}",
+            )
+
+        self.app.push_screen(dialog, go)
+
+    # --- containers -------------------------------------------------------------------
+
+    def _container(self, pane: str) -> str | None:
+        if pane != CONTAINERS:
+            self.notify("this acts on a container (1 shows containers)", severity="warning")
+            return None
+        key = self.selected(CONTAINERS)
+        return None if key is None else str(key)
+
+    def do_container_start(self, pane: str) -> None:
+        cid = self._container(pane)
+        client = self.client()
+        if cid is None or client is None:
+            return
+        self.teach("container.start", CONTAINERS, id=cid)
+        self.perform("start", lambda: operations.start(client, cid), f"started {cid}")
+
+    def do_container_pause(self, pane: str) -> None:
+        cid = self._container(pane)
+        client = self.client()
+        if cid is None or client is None:
+            return
+        row = self.node.containers.get(cid)
+        verb = "resume" if row is not None and row.status == "PAUSED" else "pause"
+        self.teach("container.pause", CONTAINERS, id=cid, verb=verb)
+        self.perform(verb, lambda: operations.pause_or_resume(client, cid), "")
+
+    def do_container_kill(self, pane: str) -> None:
+        cid = self._container(pane)
+        client = self.client()
+        if cid is None or client is None:
+            return
+        row = self.node.containers.get(cid)
+        stop_signal = (row.labels if row else {}).get(operations.STOP_SIGNAL_LABEL, "SIGTERM")
+        options = [(name, f"{name:<8} {number:>2}") for name, number in operations.SIGNALS]
+        numbers = dict(operations.SIGNALS)
+
+        def chosen(pick: Pick | None) -> None:
+            if pick is None:
+                return
+            self.teach(
+                "container.kill",
+                CONTAINERS,
+                id=cid,
+                signal=pick.value,
+                all=" -a" if pick.all_processes else "",
+            )
+            signal = numbers[pick.value]
+            self.perform(
+                "kill",
+                lambda: operations.kill(client, cid, signal, pick.all_processes),
+                f"sent {pick.value} to {cid}",
+            )
+
+        self.app.push_screen(
+            PickScreen(f"Kill {cid}: which signal?", options, selected=stop_signal, offer_all=True),
+            chosen,
+        )
+
+    def do_container_logs(self, pane: str) -> None:
+        cid = self._container(pane)
+        client = self.client()
+        if cid is None or client is None:
+            return
+        self.app.push_screen(LogsScreen(cid, lambda: operations.log_path(client, cid)))
+
+    # --- delete and inspect -----------------------------------------------------------
+
+    def do_table_delete(self, pane: str) -> None:
+        key = self.selected(pane)
+        client = self.client()
+        if key is None or client is None:
+            return
+        if pane == CONTAINERS:
+            cid = str(key)
+            row = self.node.containers.get(cid)
+            live = row is not None and row.status in ("RUNNING", "PAUSED", "CREATED")
+            question = f"Delete container {cid}?"
+            detail = "Its task is live: it gets SIGKILL first. " if live else ""
+            detail += "Its snapshot goes with it."
+            fields = {"id": cid}
+            action = lambda: operations.delete_container(client, cid)  # noqa: E731
+        elif pane == IMAGES:
+            question, detail = f"Delete image {key}?", "Its blobs and snapshots go once unused."
+            fields = {"ref": str(key)}
+            action = lambda: operations.delete_image(client, str(key))  # noqa: E731
+        elif pane == SNAPSHOTS:
+            snapshotter, skey = cast(tuple[str, str], key)
+            question, detail = f"Remove snapshot {skey} ({snapshotter})?", ""
+            fields = {"snapshotter": snapshotter, "key": skey}
+            action = lambda: operations.delete_snapshot(client, snapshotter, skey)  # noqa: E731
+        elif pane == CONTENT:
+            question, detail = f"Delete blob {short_digest(str(key))}?", ""
+            fields = {"digest": str(key)}
+            action = lambda: operations.delete_content(client, str(key))  # noqa: E731
+        elif pane == NAMESPACES:
+            question, detail = f"Delete namespace {key}?", "Only an empty namespace can go."
+            fields = {"name": str(key)}
+            action = lambda: operations.delete_namespace(client, str(key))  # noqa: E731
+        else:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.teach("table.delete", pane, **fields)
+                self.perform("delete", action, f"deleted {key if isinstance(key, str) else key[1]}")
+
+        self.app.push_screen(ConfirmScreen(question, detail), answered)
+
+    def do_table_inspect(self, pane: str) -> None:
+        key = self.selected(pane)
+        client = self.client()
+        if key is None or client is None:
+            return
+        loader: Callable[[], Awaitable[list[Section]]]
+        if pane == CONTAINERS:
+            cid = str(key)
+            fields = {"id": cid}
+
+            async def loader() -> list[Section]:
+                return container_sections(await operations.container_detail(client, cid))
+
+            title = f"Container ▸ {cid}"
+        elif pane == IMAGES:
+            name = str(key)
+            fields = {"ref": name}
+
+            async def loader() -> list[Section]:
+                return image_sections(name, await operations.image_detail(client, name))
+
+            title = f"Image ▸ {name}"
+        elif pane == SNAPSHOTS:
+            snapshotter, skey = cast(tuple[str, str], key)
+            fields = {"snapshotter": snapshotter, "key": skey}
+
+            async def loader() -> list[Section]:
+                detail = await operations.snapshot_detail(client, snapshotter, skey)
+                return snapshot_sections(snapshotter, detail)
+
+            title = f"Snapshot ▸ {skey}"
+        elif pane == CONTENT:
+            digest = str(key)
+            fields = {"digest": digest}
+
+            async def loader() -> list[Section]:
+                return content_sections(await operations.content_detail(client, digest))
+
+            title = f"Blob ▸ {digest}"
+        else:
+            return
+        self.teach("table.inspect", pane, **fields)
+        line = commands.BY_ID["table.inspect"].ctr_line(pane, ns=self.node.namespace, **fields)
+        self.app.push_screen(InspectScreen(title, loader, line))

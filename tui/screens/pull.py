@@ -1,0 +1,204 @@
+"""Pull: a dialog for the reference, snapshotter and platform, then per-layer progress.
+
+`PullJob` is the model of one pull (no widgets): it folds the engine's
+`PullImageProgress` stream into per-layer bytes, state and rate. The stream runs
+in an app-level worker, so hiding the dialog (esc) leaves the pull going; the
+screen re-renders the job a few times a second, however fast progress arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+
+from core.api.containerd.services.images import v1 as images_api
+from tui.state import utc_now
+from tui.widgets.tables import short_digest, size
+
+RENDER_INTERVAL = 0.2
+BAR_WIDTH = 24
+DONE_STATES = {"downloaded", "unpacked", "exists"}
+
+
+@dataclass
+class LayerState:
+    digest: str
+    media_type: str
+    size: int
+    offset: int = 0
+    state: str = "waiting"
+    rate: float | None = None
+    seen_at: datetime | None = None
+
+
+@dataclass
+class PullJob:
+    request: images_api.PullImageRequest
+    clock: Callable[[], datetime] = utc_now
+    phase: str = "resolving"
+    message: str = ""
+    layers: dict[str, LayerState] = field(default_factory=dict)
+    image: images_api.Image | None = None
+    error: str = ""
+    finished: bool = False
+
+    def apply(self, progress: images_api.PullImageProgress) -> None:
+        now = self.clock()
+        self.phase = progress.phase or self.phase
+        if progress.message:
+            self.message = progress.message
+        if progress.image is not None:
+            self.image = progress.image
+        for lp in progress.layers:
+            layer = self.layers.get(lp.digest)
+            if layer is None:
+                layer = self.layers[lp.digest] = LayerState(lp.digest, lp.media_type, lp.size)
+            if layer.seen_at is not None and now > layer.seen_at and lp.offset > layer.offset:
+                layer.rate = (lp.offset - layer.offset) / (now - layer.seen_at).total_seconds()
+            layer.size = lp.size or layer.size
+            layer.offset = lp.offset
+            layer.state = lp.state or layer.state
+            layer.seen_at = now
+            if layer.state in DONE_STATES:
+                layer.rate = None
+
+    def fail(self, message: str) -> None:
+        self.error = message
+        self.finished = True
+
+    def finish(self) -> None:
+        self.phase = "done"
+        self.finished = True
+
+    @property
+    def title(self) -> str:
+        r = self.request
+        return f"Pull {r.ref} → {r.snapshotter or 'default'}, {r.platform or 'host platform'}"
+
+
+def render_job(job: PullJob) -> RenderableType:
+    table = Table.grid(padding=(0, 1))
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(no_wrap=True)
+    for i, layer in enumerate(job.layers.values(), 1):
+        total = max(layer.size, 1)
+        done = layer.size if layer.state in DONE_STATES else min(layer.offset, total)
+        table.add_row(
+            f"layer {i}",
+            size(layer.size),
+            ProgressBar(total=total, completed=done, width=BAR_WIDTH, animation_time=0.0),
+            f"{done * 100 // total}%",
+            f"{size(int(layer.rate))}/s" if layer.rate else "",
+            layer.state,
+        )
+    if job.error:
+        status = Text(f"failed: {job.error}", style="bold")
+    elif job.finished:
+        status = Text(f"done: {job.image.name if job.image else job.request.ref}", style="bold")
+    else:
+        status = Text(f"{job.phase}  {job.message}".rstrip())
+    count = len(job.layers)
+    done_layers = sum(1 for layer in job.layers.values() if layer.state in DONE_STATES)
+    target = job.image.target if job.image else None
+    header = Text(f"image {short_digest(target.digest)}" if target else "")
+    summary = Text(f"{done_layers}/{count} layers", style="dim") if count else Text("")
+    return Group(header, table, summary, status)
+
+
+class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
+    """The pull form; or, given a job, that job's progress."""
+
+    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "hide", "hide", id="pull.hide")]
+
+    def __init__(
+        self,
+        *,
+        job: PullJob | None = None,
+        snapshotters: list[str] | None = None,
+        snapshotter: str = "overlayfs",
+        platform: str = "",
+        ref: str = "",
+    ) -> None:
+        super().__init__()
+        self.job = job
+        self.snapshotters = snapshotters or [snapshotter]
+        self.snapshotter = snapshotter
+        self.platform = platform
+        self.ref = ref
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog pull") as box:
+            box.border_title = self.job.title if self.job else "Pull an image"
+            box.border_subtitle = "esc hides · the pull goes on" if self.job else "esc cancels"
+            if self.job is None:
+                yield Label("reference")
+                yield Input(self.ref, placeholder="127.0.0.1:5000/busybox:latest", id="pull-ref")
+                with Horizontal(classes="pull-row"):
+                    with Vertical():
+                        yield Label("snapshotter")
+                        yield Select(
+                            [(s, s) for s in self.snapshotters],
+                            value=self.snapshotter
+                            if self.snapshotter in self.snapshotters
+                            else Select.BLANK,
+                            allow_blank=False,
+                            id="pull-snapshotter",
+                        )
+                    with Vertical():
+                        yield Label("platform")
+                        yield Input(self.platform, id="pull-platform")
+                yield Checkbox("plain HTTP (a registry without TLS)", id="pull-plain-http")
+                with Horizontal(classes="dialog-buttons"):
+                    yield Button("Pull", id="pull-go", variant="primary")
+                    yield Button("Cancel", id="pull-cancel")
+            else:
+                yield Static(render_job(self.job), id="pull-progress")
+
+    def on_mount(self) -> None:
+        if self.job is None:
+            self.query_one("#pull-ref", Input).focus()
+        else:
+            self.set_interval(RENDER_INTERVAL, self.redraw)
+
+    def redraw(self) -> None:
+        if self.job is not None:
+            self.query_one("#pull-progress", Static).update(render_job(self.job))
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#pull-go")
+    def submit(self) -> None:
+        if self.job is not None:
+            return
+        ref = self.query_one("#pull-ref", Input).value.strip()
+        if not ref:
+            self.notify("a pull needs an image reference", severity="warning")
+            return
+        self.dismiss(
+            images_api.PullImageRequest(
+                ref=ref,
+                snapshotter=str(self.query_one("#pull-snapshotter", Select).value),
+                platform=self.query_one("#pull-platform", Input).value.strip(),
+                plain_http=self.query_one("#pull-plain-http", Checkbox).value,
+            )
+        )
+
+    @on(Button.Pressed, "#pull-cancel")
+    def action_hide(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,663 @@
+"""The console's model of the node, and what keeps it current. No widgets here.
+
+`NodeState` holds the rows the console shows, keyed the way the engine keys
+them: namespaces by name, images by name, containers (with their task) by id,
+snapshots by (snapshotter, key), content by digest. Changes are upserts and
+removals by key, and each records which table went dirty, so the screen
+updates only the rows that changed and never rebuilds a table.
+
+`Syncer` feeds it from one engine: a full resync on connect, the global
+`Events.Subscribe` stream (rows change as events arrive; what an event does
+not carry is fetched by key), a slow periodic resync as a safety net, and task
+metrics for CPU and memory. It reports through two callbacks (a log line,
+connection up or down); the screen picks up changed tables from
+`NodeState.dirty` at its own pace. It reconnects by itself when the engine
+goes away. Services the engine answers UNIMPLEMENTED for are remembered in
+`NodeState.unserved` and retried on each resync, so tables fill in by
+themselves once the engine serves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from grpclib.exceptions import GRPCError
+
+from core import typeurl
+from core.api.containerd import events as ev
+from core.api.containerd.services.containers import v1 as containers_api
+from core.api.containerd.services.content import v1 as content_api
+from core.api.containerd.services.events import v1 as events_api
+from core.api.containerd.services.images import v1 as images_api
+from core.api.containerd.services.introspection import v1 as introspection_api
+from core.api.containerd.services.namespaces import v1 as namespaces_api
+from core.api.containerd.services.snapshots import v1 as snapshots_api
+from core.api.containerd.services.tasks import v1 as tasks_api
+from core.api.containerd.v1.types import Status as TaskStatus
+from core.api.io.containerd.cgroups import v1 as cgroups_v1
+from core.api.io.containerd.cgroups import v2 as cgroups_v2
+from core.client import Client
+from tui import oci
+from tui.operations import CONNECTION_ERRORS, is_unimplemented
+
+NAMESPACES = "namespaces"
+IMAGES = "images"
+CONTAINERS = "containers"
+SNAPSHOTS = "snapshots"
+CONTENT = "content"
+TABLES = (NAMESPACES, IMAGES, CONTAINERS, SNAPSHOTS, CONTENT)
+SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1"
+
+RESYNC_INTERVAL = 10.0
+METRICS_INTERVAL = 2.0
+RELIST_DELAY = 0.3
+RECONNECT_MAX = 5.0
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NamespaceRow:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict, hash=False, compare=True)
+    containers: int | None = None
+    images: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    name: str
+    digest: str
+    media_type: str
+    size: int | None = None
+    platforms: str = ""
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ContainerRow:
+    id: str
+    image: str
+    runtime: str
+    snapshotter: str = ""
+    snapshot_key: str = ""
+    created: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+    status: str = ""
+    pid: int = 0
+    exit_status: int | None = None
+    started: datetime | None = None
+    cpu: float | None = None
+    memory: int | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    snapshotter: str
+    key: str
+    parent: str
+    kind: str
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ContentRow:
+    digest: str
+    size: int
+    created: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of the event log: an engine event, a `ctr` teaching line, or a note."""
+
+    time: datetime
+    namespace: str
+    topic: str
+    detail: str
+    kind: str = "event"
+
+
+class NodeState:
+    """Rows by key, with the set of tables changed since the screen last looked."""
+
+    def __init__(self, namespace: str, address: str = "") -> None:
+        self.namespace = namespace
+        self.address = address
+        self.version = ""
+        self.connected = False
+        self.snapshotters: list[str] = []
+        self.unserved: set[str] = set()
+        self.tables: dict[str, dict[Hashable, Any]] = {name: {} for name in TABLES}
+        self.dirty: set[str] = set()
+
+    @property
+    def namespaces(self) -> dict[Hashable, NamespaceRow]:
+        return self.tables[NAMESPACES]
+
+    @property
+    def images(self) -> dict[Hashable, ImageRow]:
+        return self.tables[IMAGES]
+
+    @property
+    def containers(self) -> dict[Hashable, ContainerRow]:
+        return self.tables[CONTAINERS]
+
+    @property
+    def snapshots(self) -> dict[Hashable, SnapshotRow]:
+        return self.tables[SNAPSHOTS]
+
+    @property
+    def content(self) -> dict[Hashable, ContentRow]:
+        return self.tables[CONTENT]
+
+    def upsert(self, table: str, key: Hashable, row: Any) -> None:
+        rows = self.tables[table]
+        if rows.get(key) != row:
+            rows[key] = row
+            self.dirty.add(table)
+
+    def remove(self, table: str, key: Hashable) -> None:
+        if self.tables[table].pop(key, None) is not None:
+            self.dirty.add(table)
+
+    def replace_all(self, table: str, rows: dict[Hashable, Any]) -> None:
+        """Make a table equal to `rows`, touching only the keys that differ."""
+        current = self.tables[table]
+        for key in [k for k in current if k not in rows]:
+            self.remove(table, key)
+        for key, row in rows.items():
+            self.upsert(table, key, row)
+
+    def clear_namespaced(self) -> None:
+        for table in (IMAGES, CONTAINERS, SNAPSHOTS, CONTENT):
+            self.replace_all(table, {})
+
+    def take_dirty(self) -> set[str]:
+        dirty, self.dirty = self.dirty, set()
+        return dirty
+
+    def update_container(self, container_id: str, **changes: Any) -> None:
+        row = self.containers.get(container_id)
+        if row is not None:
+            self.upsert(CONTAINERS, container_id, replace(row, **changes))
+
+    @property
+    def running(self) -> int:
+        return sum(1 for c in self.containers.values() if c.status == "RUNNING")
+
+
+def process_start_time(pid: int) -> datetime | None:
+    """When a process on this host started, from /proc; None when it cannot be read.
+
+    The engine serves a Unix socket, so its pids are this host's; this gives the
+    uptime of tasks that started before the console did.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), UTC)
+
+
+def summarize_event(topic: str, payload: Any) -> str:
+    """The few words of an event payload worth a log line."""
+    match payload:
+        case ev.TaskExit():
+            return f"{payload.container_id} exit {payload.exit_status}"
+        case ev.TaskStart() | ev.TaskCreate():
+            return f"{payload.container_id} pid {payload.pid}"
+        case ev.TaskDelete():
+            return f"{payload.container_id} exit {payload.exit_status}"
+        case ev.TaskExecAdded() | ev.TaskExecStarted():
+            return f"{payload.container_id} exec {payload.exec_id}"
+        case ev.SnapshotCommit():
+            return f"{payload.name}  (from {payload.key})"
+        case ev.SnapshotPrepare():
+            return f"{payload.key}  parent {payload.parent or '-'}"
+        case ev.ContentDelete():
+            return payload.digest
+        case ev.ContainerCreate():
+            return f"{payload.id}  {payload.image}"
+    for attr in ("container_id", "id", "name", "key", "digest"):
+        value = getattr(payload, attr, "")
+        if value:
+            return str(value)
+    return ""
+
+
+def decode(envelope: events_api.Envelope) -> tuple[Any, str]:
+    """The event payload (None when it cannot be decoded) and its log detail."""
+    if envelope.event is None:
+        return None, ""
+    try:
+        payload = typeurl.unpack(envelope.event)
+    except Exception:
+        # An event type this console does not know still gets its log line.
+        return None, envelope.event.type_url
+    return payload, summarize_event(envelope.topic, payload)
+
+
+def image_row(image: images_api.Image, summary: oci.ImageDetail | None = None) -> ImageRow:
+    target = image.target
+    return ImageRow(
+        name=image.name,
+        digest=target.digest if target else "",
+        media_type=target.media_type if target else "",
+        size=summary.size if summary else None,
+        platforms=",".join(summary.platforms) if summary else "",
+        created=image.created_at,
+    )
+
+
+def container_row(c: containers_api.Container, previous: ContainerRow | None) -> ContainerRow:
+    row = ContainerRow(
+        id=c.id,
+        image=c.image,
+        runtime=c.runtime.name if c.runtime else "",
+        snapshotter=c.snapshotter,
+        snapshot_key=c.snapshot_key,
+        created=c.created_at,
+        labels=dict(c.labels),
+    )
+    if previous is None:
+        return row
+    return replace(
+        row,
+        status=previous.status,
+        pid=previous.pid,
+        exit_status=previous.exit_status,
+        started=previous.started,
+        cpu=previous.cpu,
+        memory=previous.memory,
+    )
+
+
+def metric_sample(data: Any) -> tuple[int | None, int | None]:
+    """(CPU nanoseconds used, memory bytes) from a cgroups v1 or v2 Metrics message."""
+    if isinstance(data, cgroups_v2.Metrics):
+        cpu = data.cpu.usage_usec * 1000 if data.cpu else None
+        mem = data.memory.usage if data.memory else None
+        return cpu, mem
+    if isinstance(data, cgroups_v1.Metrics):
+        cpu = data.cpu.usage.total if data.cpu and data.cpu.usage else None
+        mem = data.memory.usage.usage if data.memory and data.memory.usage else None
+        return cpu, mem
+    return None, None
+
+
+class Syncer:
+    """Keeps a `NodeState` current from one engine, and reconnects when it is lost."""
+
+    def __init__(
+        self,
+        client: Client,
+        state: NodeState,
+        *,
+        on_log: Callable[[LogLine], None],
+        on_connection: Callable[[bool, str], None],
+        resync_interval: float = RESYNC_INTERVAL,
+    ) -> None:
+        self.base = client
+        self.state = state
+        self.on_log = on_log
+        self.on_connection = on_connection
+        self.resync_interval = resync_interval
+        self._summaries: dict[str, oci.ImageDetail | None] = {}
+        self._relist: set[str] = set()
+        self._relist_task: asyncio.Task[None] | None = None
+        self._cpu: dict[str, tuple[int, datetime]] = {}
+        self._resync_now = asyncio.Event()
+        self._reported_down = False
+
+    @property
+    def client(self) -> Client:
+        return self.base.with_namespace(self.state.namespace)
+
+    async def run(self) -> None:
+        """Connect, resync, follow events; on a lost engine, say so and try again."""
+        delay = 0.5
+        while True:
+            try:
+                await self._connect()
+                delay = 0.5
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except (*CONNECTION_ERRORS, GRPCError) as exc:
+                # An engine that fails a listing is as unusable as one that is
+                # gone: say so on the banner and keep trying.
+                if self.state.connected or not self._reported_down:
+                    self.state.connected = False
+                    self._reported_down = True
+                    self.on_connection(False, _describe(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _connect(self) -> None:
+        resp = await self.base.server_version()
+        self.state.version = resp.version
+        await self.resync()
+        if not self.state.connected:
+            self.state.connected = True
+            self._reported_down = False
+            self.on_connection(True, resp.version)
+
+    async def _follow(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._events())
+            group.create_task(self._periodic())
+
+    async def _events(self) -> None:
+        async for envelope in self.base.events.subscribe(events_api.SubscribeRequest()):
+            await self.apply_envelope(envelope)
+        raise ConnectionError("the event stream ended")
+
+    async def _periodic(self) -> None:
+        waited = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resync_now.wait(), METRICS_INTERVAL)
+            waited += METRICS_INTERVAL
+            if self._resync_now.is_set() or waited >= self.resync_interval:
+                self._resync_now.clear()
+                waited = 0.0
+                await self.resync()
+            else:
+                await self._metrics()
+
+    def request_resync(self) -> None:
+        self._resync_now.set()
+
+    async def switch_namespace(self, namespace: str) -> None:
+        self.state.namespace = namespace
+        self.state.clear_namespaced()
+        self._cpu.clear()
+        self.request_resync()
+
+    # --- resync ---------------------------------------------------------------
+
+    async def resync(self) -> None:
+        await self._namespaces()
+        await self._images()
+        await self._containers()
+        await self._snapshots()
+        await self._content()
+        await self._metrics()
+
+    async def _served(self, service: str, call: Awaitable[Any]) -> Any:
+        """The call's result, or None when the engine does not serve `service` (yet)."""
+        try:
+            result = await call
+        except GRPCError as exc:
+            if is_unimplemented(exc):
+                self.state.unserved.add(service)
+                return None
+            raise
+        self.state.unserved.discard(service)
+        return result
+
+    async def _namespaces(self) -> None:
+        resp = await self.base.namespaces.list(namespaces_api.ListNamespacesRequest())
+        rows: dict[Hashable, NamespaceRow] = {}
+        for ns in resp.namespaces:
+            scoped = self.base.with_namespace(ns.name)
+            found = await scoped.containers.list(containers_api.ListContainersRequest())
+            imgs = await scoped.images.list(images_api.ListImagesRequest())
+            rows[ns.name] = NamespaceRow(
+                ns.name, dict(ns.labels), len(found.containers), len(imgs.images)
+            )
+        if self.state.namespace not in rows:
+            # Namespaces appear on their first write; the current one is usable before that.
+            rows[self.state.namespace] = NamespaceRow(self.state.namespace, {}, 0, 0)
+        self.state.replace_all(NAMESPACES, rows)
+
+    async def _images(self) -> None:
+        client = self.client
+        resp = await client.images.list(images_api.ListImagesRequest())
+        rows = {}
+        for image in resp.images:
+            rows[image.name] = image_row(image, await self._summary(client, image))
+        self.state.replace_all(IMAGES, rows)
+
+    async def _summary(self, client: Client, image: images_api.Image) -> oci.ImageDetail | None:
+        digest = image.target.digest if image.target else ""
+        if digest not in self._summaries:
+            try:
+                self._summaries[digest] = await oci.walk(client, image.target)
+            except (GRPCError, oci.ImageWalkError, KeyError, ValueError):
+                # An image whose blobs are absent (or not an image) still gets its row.
+                self._summaries[digest] = None
+        return self._summaries[digest]
+
+    async def _containers(self) -> None:
+        resp = await self.client.containers.list(containers_api.ListContainersRequest())
+        previous = self.state.containers
+        rows = {c.id: container_row(c, previous.get(c.id)) for c in resp.containers}
+        tasks = await self._served("Tasks", self.client.tasks.list(tasks_api.ListTasksRequest()))
+        if tasks is not None:
+            by_id = {p.id or p.container_id: p for p in tasks.tasks}
+            for cid, row in rows.items():
+                p = by_id.get(cid)
+                if p is None:
+                    rows[cid] = replace(row, status="", pid=0, exit_status=None, started=None)
+                    continue
+                status = TaskStatus(p.status).name
+                started = row.started or (process_start_time(p.pid) if p.pid else None)
+                rows[cid] = replace(
+                    row,
+                    status=status,
+                    pid=p.pid,
+                    exit_status=p.exit_status if status == "STOPPED" else None,
+                    started=started if status in ("RUNNING", "PAUSED") else None,
+                )
+        self.state.replace_all(CONTAINERS, rows)
+
+    async def _snapshots(self) -> None:
+        plugins = await self.base.introspection.plugins(
+            introspection_api.PluginsRequest(filters=[f"type=={SNAPSHOTTER_PLUGIN}"])
+        )
+        self.state.snapshotters = sorted(p.id for p in plugins.plugins if p.init_err is None)
+        rows: dict[Hashable, SnapshotRow] = {}
+        for name in self.state.snapshotters:
+            listing = self._list_snapshots(name)
+            infos = await self._served("Snapshots", listing)
+            if infos is None:
+                break
+            for info in infos:
+                rows[(name, info.name)] = SnapshotRow(
+                    snapshotter=name,
+                    key=info.name,
+                    parent=info.parent,
+                    kind=snapshots_api.Kind(info.kind).name.capitalize(),
+                    created=info.created_at,
+                )
+        self.state.replace_all(SNAPSHOTS, rows)
+
+    async def _list_snapshots(self, snapshotter: str) -> list[snapshots_api.Info]:
+        out: list[snapshots_api.Info] = []
+        request = snapshots_api.ListSnapshotsRequest(snapshotter=snapshotter)
+        async for batch in self.client.snapshots.list(request):
+            out.extend(batch.info)
+        return out
+
+    async def _content(self) -> None:
+        rows: dict[Hashable, ContentRow] = {}
+        async for batch in self.client.content.list(content_api.ListContentRequest()):
+            for info in batch.info:
+                rows[info.digest] = ContentRow(
+                    info.digest, info.size, info.created_at, dict(info.labels)
+                )
+        self.state.replace_all(CONTENT, rows)
+
+    async def _metrics(self) -> None:
+        if "Tasks" in self.state.unserved or not any(
+            c.status == "RUNNING" for c in self.state.containers.values()
+        ):
+            return
+        resp = await self._served("Tasks", self.client.tasks.metrics(tasks_api.MetricsRequest()))
+        if resp is None:
+            return
+        for metric in resp.metrics:
+            if metric.data is None:
+                continue
+            try:
+                cpu_ns, memory = metric_sample(typeurl.unpack(metric.data))
+            except Exception:
+                continue
+            when = metric.timestamp or utc_now()
+            cpu_pct = None
+            before = self._cpu.get(metric.id)
+            if cpu_ns is not None:
+                if before is not None and when > before[1]:
+                    elapsed = (when - before[1]).total_seconds() * 1e9
+                    cpu_pct = max(0.0, (cpu_ns - before[0]) / elapsed * 100)
+                self._cpu[metric.id] = (cpu_ns, when)
+            self.state.update_container(metric.id, cpu=cpu_pct, memory=memory)
+
+    # --- events ---------------------------------------------------------------
+
+    async def apply_envelope(self, envelope: events_api.Envelope) -> None:
+        payload, detail = decode(envelope)
+        when = envelope.timestamp or utc_now()
+        self.on_log(LogLine(when, envelope.namespace, envelope.topic, detail))
+        topic = envelope.topic
+        if topic.startswith("/namespaces/"):
+            self._relist_soon(NAMESPACES)
+        elif envelope.namespace != self.state.namespace:
+            if topic.startswith(("/containers/", "/images/")):
+                # Another namespace's counts moved.
+                self._relist_soon(NAMESPACES)
+        else:
+            await self._apply_here(topic, payload, when)
+
+    async def _apply_here(self, topic: str, payload: Any, when: datetime) -> None:
+        state = self.state
+        match payload:
+            case images_api.ImageDelete():
+                state.remove(IMAGES, payload.name)
+                self._relist_soon(NAMESPACES, CONTENT)
+            case images_api.ImageCreate() | images_api.ImageUpdate():
+                await self._fetch_image(payload.name)
+                self._relist_soon(NAMESPACES, CONTENT)
+            case ev.ContainerDelete():
+                state.remove(CONTAINERS, payload.id)
+                self._relist_soon(NAMESPACES)
+            case ev.ContainerCreate() | ev.ContainerUpdate():
+                await self._fetch_container(payload.id)
+                self._relist_soon(NAMESPACES)
+            case ev.TaskCreate():
+                state.update_container(
+                    payload.container_id, status="CREATED", pid=payload.pid, exit_status=None
+                )
+            case ev.TaskStart():
+                state.update_container(
+                    payload.container_id, status="RUNNING", pid=payload.pid, started=when
+                )
+            case ev.TaskPaused():
+                state.update_container(payload.container_id, status="PAUSED")
+            case ev.TaskResumed():
+                state.update_container(payload.container_id, status="RUNNING")
+            case ev.TaskExit() if payload.id in ("", payload.container_id):
+                state.update_container(
+                    payload.container_id,
+                    status="STOPPED",
+                    exit_status=payload.exit_status,
+                    started=None,
+                    cpu=None,
+                    memory=None,
+                )
+            case ev.TaskDelete() if payload.id in ("", payload.container_id):
+                state.update_container(
+                    payload.container_id, status="", pid=0, exit_status=None, started=None
+                )
+            case ev.ContentDelete():
+                state.remove(CONTENT, payload.digest)
+            case ev.SnapshotPrepare() | ev.SnapshotCommit() | ev.SnapshotRemove():
+                self._relist_soon(SNAPSHOTS)
+
+    async def _fetch_image(self, name: str) -> None:
+        client = self.client
+        try:
+            resp = await client.images.get(images_api.GetImageRequest(name=name))
+        except GRPCError:
+            self.state.remove(IMAGES, name)
+            return
+        if resp.image is not None:
+            summary = await self._summary(client, resp.image)
+            self.state.upsert(IMAGES, name, image_row(resp.image, summary))
+
+    async def _fetch_container(self, container_id: str) -> None:
+        try:
+            resp = await self.client.containers.get(
+                containers_api.GetContainerRequest(id=container_id)
+            )
+        except GRPCError:
+            self.state.remove(CONTAINERS, container_id)
+            return
+        if resp.container is not None:
+            previous = self.state.containers.get(container_id)
+            self.state.upsert(CONTAINERS, container_id, container_row(resp.container, previous))
+
+    def _relist_soon(self, *tables: str) -> None:
+        """Re-list whole tables a moment later, once for a burst of events (a pull sends many)."""
+        self._relist.update(tables)
+        if self._relist_task is None or self._relist_task.done():
+            self._relist_task = asyncio.ensure_future(self._relist_later())
+
+    async def _relist_later(self) -> None:
+        await asyncio.sleep(RELIST_DELAY)
+        tables, self._relist = self._relist, set()
+        listers = {
+            NAMESPACES: self._namespaces,
+            SNAPSHOTS: self._snapshots,
+            CONTENT: self._content,
+        }
+        try:
+            for table in tables:
+                await listers[table]()
+        except (*CONNECTION_ERRORS, GRPCError):
+            # The next resync (or the reconnect) brings these tables back in line.
+            return
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, GRPCError):
+        return exc.message or exc.status.name
+    return str(exc) or type(exc).__name__
+
+
+def age(since: datetime | None, now: datetime) -> str:
+    """A short age like `3h02m`, `12s`, `4d`; `-` when unknown."""
+    if since is None or since.year <= 1970:
+        return "-"
+    seconds = int((now - since) / timedelta(seconds=1))
+    if seconds < 0:
+        seconds = 0
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, _ = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d"

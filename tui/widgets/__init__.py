@@ -1,0 +1,1 @@
+"""The console's reusable widgets: keyed resource tables and the live event log."""

@@ -1,0 +1,123 @@
+"""The live event log: a bounded ring buffer shown through a filter, with pause and scroll back.
+
+Lines arrive from the event stream (and from the teaching toggle) at any rate;
+they go into a ring buffer of fixed size and a pending list that is written to
+the screen in one batch per flush, so a burst of events costs one repaint.
+Pausing stops the writing (the buffer keeps filling, and the title counts what
+is waiting); the view only follows the end while it is scrolled to the end,
+so reading back is never interrupted. The filter (`ns:NAME`, `topic:/tasks`,
+or any words) re-renders from the buffer.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import ClassVar
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import RichLog
+
+from tui import commands
+from tui.state import LogLine
+
+CAPACITY = 2000
+FLUSH_INTERVAL = 0.1
+
+
+def parse_filter(text: str) -> list[tuple[str, str]]:
+    """`ns:default topic:/tasks web` -> [("ns","default"), ("topic","/tasks"), ("","web")]."""
+    terms: list[tuple[str, str]] = []
+    for word in text.split():
+        field, sep, value = word.partition(":")
+        if sep and field in ("ns", "namespace", "topic"):
+            terms.append(("ns" if field != "topic" else "topic", value))
+        else:
+            terms.append(("", word))
+    return terms
+
+
+def matches(line: LogLine, terms: list[tuple[str, str]]) -> bool:
+    for field, value in terms:
+        if field == "ns" and line.namespace != value:
+            return False
+        if field == "topic" and value not in line.topic:
+            return False
+        if not field and value.lower() not in f"{line.topic} {line.detail}".lower():
+            return False
+    return True
+
+
+class EventLog(RichLog):
+    PANE = commands.EVENTS
+    BINDINGS: ClassVar[list[Binding]] = commands.bindings(commands.EVENTS)
+
+    def __init__(self, *, capacity: int = CAPACITY, id: str | None = None) -> None:
+        super().__init__(
+            max_lines=capacity, wrap=False, markup=False, auto_scroll=True, min_width=20, id=id
+        )
+        self.can_focus = True
+        self.buffer: deque[LogLine] = deque(maxlen=capacity)
+        self.pending: list[LogLine] = []
+        self.paused = False
+        self.filter_text = ""
+        self.compact = False
+        self._terms: list[tuple[str, str]] = []
+        self.styles_by_kind: dict[str, str] = {}
+
+    def on_mount(self) -> None:
+        self.set_interval(FLUSH_INTERVAL, self.flush)
+        self._retitle()
+
+    def add(self, line: LogLine) -> None:
+        self.buffer.append(line)
+        if matches(line, self._terms):
+            self.pending.append(line)
+            if len(self.pending) > self.buffer.maxlen:  # type: ignore[operator]
+                del self.pending[: -self.buffer.maxlen]  # type: ignore[operator]
+            if self.paused:
+                self._retitle()
+
+    def format(self, line: LogLine) -> Text:
+        stamp = line.time.astimezone()
+        if line.kind == "ctr":
+            return Text(f"  $ {line.detail}", style=self.styles_by_kind.get("ctr", "bold"))
+        if line.kind == "note":
+            return Text(f"  # {line.detail}", style=self.styles_by_kind.get("note", "italic"))
+        if self.compact:
+            return Text(f"{stamp:%H:%M:%S}  {line.topic:<18} {line.detail}")
+        ms = f"{stamp.microsecond // 1000:03d}"
+        return Text(f"{stamp:%H:%M:%S}.{ms}  {line.namespace:<10} {line.topic:<20} {line.detail}")
+
+    def flush(self) -> None:
+        if self.paused or not self.pending:
+            return
+        lines, self.pending = self.pending, []
+        at_end = self.is_vertical_scroll_end or self.max_scroll_y == 0
+        self.write(Text("\n").join(self.format(line) for line in lines), scroll_end=at_end)
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        self._retitle()
+        if not paused:
+            self.flush()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip()
+        self._terms = parse_filter(self.filter_text)
+        self.pending = [line for line in self.buffer if matches(line, self._terms)]
+        self.clear()
+        self._retitle()
+        self.flush()
+
+    def clear_all(self) -> None:
+        self.buffer.clear()
+        self.pending.clear()
+        self.clear()
+
+    def _retitle(self) -> None:
+        mode = f"paused · {len(self.pending)} new" if self.paused else "live"
+        title = f"Events ▸ {mode}"
+        if self.filter_text:
+            title += f" · filter: {self.filter_text}"
+        self.border_title = title

@@ -1,0 +1,307 @@
+"""The resource tables: namespaces, containers, images, snapshots, content.
+
+`ResourceTable` is a DataTable that is only ever told the full set of rows it
+should show (already formatted, keyed like the model) and works out the
+difference itself: rows are added, changed cell by cell, or removed by key,
+so a refresh never clears and rebuilds the table. Its filter is applied before
+that difference, so filtering is the same keyed update. Columns have fixed
+widths and drop from the right when the table is too narrow for them, except
+the ones marked essential (an ID, a status), which stay to the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+import humanize
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+
+from tui import commands
+from tui.state import (
+    CONTAINERS,
+    CONTENT,
+    IMAGES,
+    NAMESPACES,
+    SNAPSHOTS,
+    ContainerRow,
+    ContentRow,
+    ImageRow,
+    NamespaceRow,
+    SnapshotRow,
+    age,
+)
+
+Cell = str | Text
+Cells = dict[str, Cell]
+CELL_PADDING = 1
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    width: int
+    essential: bool = False
+
+
+def size(n: int | None) -> str:
+    return "-" if n is None else humanize.naturalsize(n, binary=True, format="%.1f")
+
+
+def short_digest(digest: str, hex_chars: int = 12) -> str:
+    algo, _, hexpart = digest.partition(":")
+    return f"{algo}:{hexpart[:hex_chars]}" if hexpart else digest
+
+
+def fit(text: str, width: int, *, keep_right: bool = False) -> str:
+    """`text` cut to `width` cells with an ellipsis; image names keep their tag end."""
+    if len(text) <= width:
+        return text
+    if keep_right:
+        return "…" + text[-(width - 1) :]
+    return text[: width - 1] + "…"
+
+
+def visible_columns(columns: tuple[Column, ...], width: int) -> tuple[Column, ...]:
+    """The columns that fit in `width`, dropping from the right, essential ones last."""
+    chosen = list(columns)
+
+    def needed(cols: list[Column]) -> int:
+        return sum(c.width + 2 * CELL_PADDING for c in cols)
+
+    for column in reversed(columns):
+        if needed(chosen) <= width:
+            break
+        if not column.essential:
+            chosen.remove(column)
+    while needed(chosen) > width and len(chosen) > 1:
+        chosen.pop()
+    return tuple(chosen)
+
+
+class ResourceTable(DataTable[Cell]):
+    """A keyed table that updates rows in place; subclasses say which pane and columns."""
+
+    PANE: ClassVar[str] = ""
+    COLUMNS: ClassVar[tuple[Column, ...]] = ()
+    SORT_COLUMN: ClassVar[str] = ""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False, cell_padding=CELL_PADDING)
+        self.filter_text = ""
+        self._rows: dict[str, Cells] = {}
+        self._keys: dict[str, Hashable] = {}
+        self._shown: set[str] = set()
+        self._columns: tuple[Column, ...] = ()
+
+    @property
+    def title(self) -> str:
+        return commands.PANE_TITLES[self.PANE]
+
+    def on_mount(self) -> None:
+        self._set_columns(visible_columns(self.COLUMNS, max(self.size.width, 40)))
+
+    def on_resize(self) -> None:
+        wanted = visible_columns(self.COLUMNS, self.size.width)
+        if wanted != self._columns and self.size.width > 0:
+            # Only a change of width re-lays the columns; refreshes never do.
+            self._set_columns(wanted)
+
+    def _set_columns(self, columns: tuple[Column, ...]) -> None:
+        self._columns = columns
+        self.clear(columns=True)
+        for column in columns:
+            self.add_column(column.label, width=column.width, key=column.key)
+        self._shown.clear()
+        self._apply()
+
+    def row_id(self, key: Hashable) -> str:
+        return "\x1f".join(key) if isinstance(key, tuple) else str(key)
+
+    def sync(self, rows: Mapping[Hashable, Cells]) -> None:
+        """Show exactly `rows` (subject to the filter), touching only what changed."""
+        self._rows = {self.row_id(k): cells for k, cells in rows.items()}
+        self._keys = {self.row_id(k): k for k in rows}
+        self._apply()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip()
+        self._apply()
+
+    def _matches(self, cells: Cells) -> bool:
+        if not self.filter_text:
+            return True
+        needle = self.filter_text.lower()
+        return any(needle in str(v).lower() for v in cells.values())
+
+    def _apply(self) -> None:
+        if not self._columns:
+            return
+        wanted = {rid for rid, cells in self._rows.items() if self._matches(cells)}
+        for rid in self._shown - wanted:
+            self.remove_row(rid)
+        added = False
+        for rid in sorted(wanted):
+            cells = self._rows[rid]
+            if rid not in self._shown:
+                self.add_row(*(cells.get(c.key, "") for c in self._columns), key=rid)
+                added = True
+                continue
+            for column in self._columns:
+                value = cells.get(column.key, "")
+                try:
+                    if self.get_cell(rid, column.key) != value:
+                        self.update_cell(rid, column.key, value)
+                except (CellDoesNotExist, RowDoesNotExist):
+                    continue
+        self._shown = wanted
+        if added and len(self._shown) > 1:
+            self.sort(self.SORT_COLUMN or self._columns[0].key, key=_sort_key)
+
+    def selected_key(self) -> Hashable | None:
+        if not self.row_count:
+            return None
+        try:
+            row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
+        except CellDoesNotExist:
+            return None
+        return self._keys.get(str(row_key.value))
+
+    def select_key(self, key: Hashable) -> None:
+        try:
+            self.move_cursor(row=self.get_row_index(self.row_id(key)))
+        except RowDoesNotExist:
+            return
+
+    def counts(self) -> tuple[int, int]:
+        return len(self._shown), len(self._rows)
+
+
+def _sort_key(value: Cell) -> str:
+    return str(value).lower()
+
+
+def _status_text(row: ContainerRow, styles: Mapping[str, str]) -> Text:
+    if not row.status:
+        return Text("-", style=styles.get("dim", ""))
+    label = row.status
+    if row.status == "STOPPED" and row.exit_status is not None:
+        label = f"STOPPED({row.exit_status})"
+    return Text(label, style=styles.get(row.status, ""))
+
+
+class ContainersTable(ResourceTable):
+    PANE = CONTAINERS
+    BINDINGS: ClassVar[list[Binding]] = commands.bindings(CONTAINERS)
+    COLUMNS = (
+        Column("id", "ID", 16, essential=True),
+        Column("image", "IMAGE", 24),
+        Column("status", "STATUS", 11, essential=True),
+        Column("pid", "PID", 7),
+        Column("up", "UP", 7),
+        Column("cpu", "CPU", 6),
+        Column("mem", "MEM", 10),
+        Column("runtime", "RUNTIME", 22),
+    )
+
+    @staticmethod
+    def cells(row: ContainerRow, now: datetime, styles: Mapping[str, str]) -> Cells:
+        live = row.status in ("RUNNING", "PAUSED")
+        return {
+            "id": fit(row.id, 16),
+            "image": fit(row.image, 24, keep_right=True),
+            "status": _status_text(row, styles),
+            "pid": str(row.pid) if live and row.pid else "-",
+            "up": age(row.started, now) if live else "-",
+            "cpu": f"{row.cpu:.1f}%" if live and row.cpu is not None else "-",
+            "mem": size(row.memory) if live and row.memory is not None else "-",
+            "runtime": fit(row.runtime, 22, keep_right=True),
+        }
+
+
+class ImagesTable(ResourceTable):
+    PANE = IMAGES
+    BINDINGS: ClassVar[list[Binding]] = commands.bindings(IMAGES)
+    COLUMNS = (
+        Column("name", "NAME", 36, essential=True),
+        Column("digest", "DIGEST", 19),
+        Column("size", "SIZE", 10),
+        Column("platforms", "PLATFORMS", 20),
+        Column("age", "AGE", 6),
+    )
+
+    @staticmethod
+    def cells(row: ImageRow, now: datetime) -> Cells:
+        return {
+            "name": fit(row.name, 36, keep_right=True),
+            "digest": short_digest(row.digest),
+            "size": size(row.size),
+            "platforms": fit(row.platforms or "-", 20),
+            "age": age(row.created, now),
+        }
+
+
+class SnapshotsTable(ResourceTable):
+    PANE = SNAPSHOTS
+    BINDINGS: ClassVar[list[Binding]] = commands.bindings(SNAPSHOTS)
+    COLUMNS = (
+        Column("key", "KEY", 30, essential=True),
+        Column("kind", "KIND", 9, essential=True),
+        Column("snapshotter", "SNAPSHOTTER", 11),
+        Column("parent", "PARENT", 24),
+        Column("age", "AGE", 6),
+    )
+
+    @staticmethod
+    def cells(row: SnapshotRow, now: datetime) -> Cells:
+        return {
+            "key": fit(row.key, 30),
+            "kind": row.kind,
+            "snapshotter": row.snapshotter,
+            "parent": fit(row.parent or "-", 24),
+            "age": age(row.created, now),
+        }
+
+
+class ContentTable(ResourceTable):
+    PANE = CONTENT
+    BINDINGS: ClassVar[list[Binding]] = commands.bindings(CONTENT)
+    COLUMNS = (
+        Column("digest", "DIGEST", 24, essential=True),
+        Column("size", "SIZE", 10, essential=True),
+        Column("age", "AGE", 6),
+        Column("labels", "LABELS", 40),
+    )
+
+    @staticmethod
+    def cells(row: ContentRow, now: datetime) -> Cells:
+        labels = ",".join(f"{k.rsplit('/', 1)[-1]}={v}" for k, v in sorted(row.labels.items()))
+        return {
+            "digest": short_digest(row.digest, 16),
+            "size": size(row.size),
+            "age": age(row.created, now),
+            "labels": fit(labels or "-", 40),
+        }
+
+
+class NamespacesTable(ResourceTable):
+    PANE = NAMESPACES
+    BINDINGS: ClassVar[list[Binding]] = commands.bindings(NAMESPACES)
+    COLUMNS = (
+        Column("name", "NAMESPACE", 12, essential=True),
+        Column("containers", "CTR", 3),
+    )
+
+    @staticmethod
+    def cells(row: NamespaceRow, current: str) -> Cells:
+        marker = "▸ " if row.name == current else "  "
+        return {
+            "name": fit(marker + row.name, 12),
+            "containers": "-" if row.containers is None else str(row.containers),
+        }
