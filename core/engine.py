@@ -234,7 +234,10 @@ class Engine:
         """Remove blob files no namespace owns; skipped while a commit is landing."""
         if self.commits_in_flight:
             return 0
+        # A blob an open ingest expects may have been renamed into place a moment
+        # before its owner is recorded (Content.Write commits that way).
         owned = self.metadata.content.owned_digests()
+        owned |= self.metadata.content.ingest_expected_digests()
         orphans = [b.digest for b in self.content.walk() if b.digest not in owned]
 
         def remove() -> int:

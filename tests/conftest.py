@@ -10,6 +10,8 @@ import pytest
 from core.client import Client
 from tests.engine_proc import EngineProcess
 
+pytest_plugins = ["tests.registry"]
+
 
 @pytest.fixture
 def engine() -> Iterator[EngineProcess]:

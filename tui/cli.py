@@ -1,5 +1,7 @@
 """The `ctrdeck` command: the console by default, and the engine's subcommands.
 
+`pull` and `images push|import|export|tag|rm` live in `tui/pull_cli.py`.
+
 Every subcommand takes ctr's global options, `--address/-a` and
 `--namespace/-n`, with their environment variables `CONTAINERD_ADDRESS` and
 `CONTAINERD_NAMESPACE`. Engine internals are imported only by the subcommands
@@ -68,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _global_options(status)
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    from tui import pull_cli
+
+    pull_cli.add_parsers(sub, _global_options)
 
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -167,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.engine_command == "status":
             return engine_status(args)
         return run_engine(args)
+    if args.command in ("pull", "images"):
+        from tui import pull_cli
+
+        return pull_cli.pull(args) if args.command == "pull" else pull_cli.images(args)
     if args.command == "config":
         from core import config as cfg
 

@@ -66,13 +66,17 @@ class Command:
             id=self.id,
         )
 
-    def ctr_line(self, pane: str, **fields: str) -> str | None:
-        """The equivalent `ctr` invocation, quoted for a shell, or None when there is none."""
+    def ctr_line(self, pane: str, flags: str = "", **fields: str) -> str | None:
+        """The equivalent `ctr` invocation, quoted for a shell, or None when there is none.
+
+        `flags` is a ready-made run of options (already quoted); every other
+        field is a value and gets quoted here.
+        """
         template = self.ctr.get(pane) or self.ctr.get("*")
         if template is None:
             return None
         quoted = {k: shlex.quote(v) for k, v in fields.items()}
-        return template.format(**quoted)
+        return template.format(flags=flags, **quoted)
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -202,7 +206,7 @@ COMMANDS: tuple[Command, ...] = (
         description="Send a signal (chosen from a list) to the selected task",
         panes=(CONTAINERS,),
         mutates=True,
-        ctr={CONTAINERS: "ctr -n {ns} task kill -s {signal}{all} {id}"},
+        ctr={CONTAINERS: "ctr -n {ns} task kill{flags} -s {signal} {id}"},
     ),
     Command(
         id="container.logs",
@@ -277,9 +281,16 @@ COMMANDS: tuple[Command, ...] = (
 VIM_KEYS: tuple[tuple[str, str, str], ...] = (
     ("j", "cursor_down", "nav.down"),
     ("k", "cursor_up", "nav.up"),
-    ("g", "scroll_home", "nav.top"),
-    ("G", "scroll_end", "nav.bottom"),
+    ("g", "scroll_top", "nav.top"),
+    ("G", "scroll_bottom", "nav.bottom"),
 )
+# A log has no cursor: the same keys scroll it.
+LOG_ACTIONS = {
+    "cursor_down": "scroll_down",
+    "cursor_up": "scroll_up",
+    "scroll_top": "scroll_home",
+    "scroll_bottom": "scroll_end",
+}
 
 BY_ID: dict[str, Command] = {c.id: c for c in COMMANDS}
 
@@ -298,7 +309,7 @@ def bindings(pane: str, *, vim: bool = True) -> list[Binding]:
     taken = {k for c in for_pane(pane) for k in c.keys.split(",")}
     if vim:
         out += [
-            Binding(key, action, show=False, id=bid)
+            Binding(key, LOG_ACTIONS[action] if pane == EVENTS else action, show=False, id=bid)
             for key, action, bid in VIM_KEYS
             if key not in taken
         ]

@@ -25,6 +25,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from core.api.containerd.services.containers import v1 as containers_api
 from core.api.containerd.services.content import v1 as content_api
 from core.api.containerd.services.images import v1 as images_api
+from core.api.containerd.services.introspection import v1 as introspection_api
 from core.api.containerd.services.namespaces import v1 as namespaces_api
 from core.api.containerd.services.snapshots import v1 as snapshots_api
 from core.api.containerd.services.tasks import v1 as tasks_api
@@ -32,10 +33,11 @@ from core.api.containerd.v1.types import Process
 from core.api.containerd.v1.types import Status as TaskStatus
 from core.client import Client
 from tui import oci
+from tui import spec as specs
 
 DEFAULT_RUNTIME = "io.containerd.runc.v2"
 STOP_SIGNAL_LABEL = "io.containerd.image.config.stop-signal"
-LOG_PATH_LABEL = "io.ctrdeck.log-path"
+RUNTIME_PLUGIN = "io.containerd.runtime.v2"
 KILL_WAIT = 10.0
 
 SIGNALS: tuple[tuple[str, int], ...] = tuple(
@@ -74,8 +76,18 @@ def unserved_message(service: str) -> str:
     return UNSERVED.get(service, f"this engine does not serve {service} yet")
 
 
+# grpclib servers answer a method they do not register with a trailers-only
+# response that lacks content-type; grpclib clients report that as UNKNOWN with
+# this message instead of UNIMPLEMENTED.
+UNREGISTERED_METHOD = "Missing content-type header"
+
+
 def is_unimplemented(exc: BaseException) -> bool:
-    return isinstance(exc, GRPCError) and exc.status is Status.UNIMPLEMENTED
+    if not isinstance(exc, GRPCError):
+        return False
+    return exc.status is Status.UNIMPLEMENTED or (
+        exc.status is Status.UNKNOWN and exc.message == UNREGISTERED_METHOD
+    )
 
 
 def is_not_found(exc: BaseException) -> bool:
@@ -90,7 +102,7 @@ def engine_call(service: str, what: str) -> Iterator[None]:
     except ConsoleError:
         raise
     except GRPCError as exc:
-        if exc.status is Status.UNIMPLEMENTED:
+        if is_unimplemented(exc):
             raise ConsoleError(unserved_message(service), unimplemented=True) from None
         raise ConsoleError(f"{what}: {exc.message or exc.status.name.lower()}") from None
     except oci.ImageWalkError as exc:
@@ -109,7 +121,7 @@ async def get_task(client: Client, container_id: str) -> Process | None:
     try:
         resp = await client.tasks.get(tasks_api.GetRequest(container_id=container_id))
     except GRPCError as exc:
-        if exc.status in (Status.NOT_FOUND, Status.UNIMPLEMENTED):
+        if exc.status is Status.NOT_FOUND or is_unimplemented(exc):
             return None
         raise
     return resp.process
@@ -156,11 +168,11 @@ async def run(
 ) -> None:
     """A new container from `image` on a fresh snapshot of its top layer, then its task.
 
-    The container carries no spec: the engine builds one from the image config,
-    as the Tasks service does for containers created without one.
+    The spec is built here from the image config, as `ctr run` builds it.
     """
     detail = await image_detail(client, image)
     stop_signal = ((detail.config or {}).get("config") or {}).get("StopSignal") or "SIGTERM"
+    spec = specs.from_image(client.namespace, container_id, detail.config or {})
     with engine_call("Leases", f"run {container_id}"):
         async with client.lease() as leased:
             with engine_call("Snapshots", f"prepare the snapshot of {container_id}"):
@@ -177,6 +189,7 @@ async def run(
                             image=image,
                             labels={STOP_SIGNAL_LABEL: stop_signal},
                             runtime=containers_api.ContainerRuntime(name=runtime),
+                            spec=specs.pack(spec),
                             snapshotter=snapshotter,
                             snapshot_key=container_id,
                         )
@@ -258,7 +271,7 @@ async def delete_container(client: Client, container_id: str) -> None:
         except GRPCError as exc:
             # A snapshot already gone, or an engine without Snapshots, leaves
             # nothing for the console to remove.
-            if exc.status not in (Status.NOT_FOUND, Status.UNIMPLEMENTED):
+            if not (exc.status is Status.NOT_FOUND or is_unimplemented(exc)):
                 raise ConsoleError(
                     f"remove snapshot {container.snapshot_key} of {container_id}: {exc.message}"
                 ) from None
@@ -288,23 +301,23 @@ async def container_detail(client: Client, container_id: str) -> ContainerDetail
 
 
 async def log_path(client: Client, container_id: str) -> Path | None:
-    """The file that holds the container's output, when the engine keeps one.
+    """The file that holds the task's output, when the engine keeps one on this host.
 
-    The engine names it either with the container label `io.ctrdeck.log-path` or
-    as the task's stdout (a `file://` URI or a regular file); FIFOs that `ctr`
-    reads itself are not logs.
+    ctrdeck's engine keeps it at `<state>/<namespace>/<id>/log`, where `<state>`
+    is what Introspection exports as the `state` of the
+    `io.containerd.runtime.v2/task` plugin; an engine that exports no such
+    directory (containerd) keeps no log the console can follow.
     """
-    with engine_call("Containers", f"find the log of {container_id}"):
-        resp = await client.containers.get(containers_api.GetContainerRequest(id=container_id))
-        labelled = (resp.container.labels if resp.container else {}).get(LOG_PATH_LABEL)
-        task = await get_task(client, container_id)
-    candidates = [labelled] if labelled else []
-    if task is not None and task.stdout:
-        candidates.append(task.stdout.removeprefix("file://"))
-    for candidate in candidates:
-        path = Path(candidate)
-        if path.is_absolute() and path.is_file():
-            return path
+    with engine_call("Introspection", f"find the log of {container_id}"):
+        resp = await client.introspection.plugins(
+            introspection_api.PluginsRequest(filters=[f"type=={RUNTIME_PLUGIN},id==task"])
+        )
+    for plugin in resp.plugins:
+        state = plugin.exports.get("state")
+        if state:
+            path = Path(state) / client.namespace / container_id / "log"
+            if path.is_file():
+                return path
     return None
 
 

@@ -362,9 +362,16 @@ class Syncer:
             self.on_connection(True, resp.version)
 
     async def _follow(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._events())
-            group.create_task(self._periodic())
+        """Events and the periodic work side by side, until either fails; its error is raised."""
+        tasks = [asyncio.ensure_future(self._events()), asyncio.ensure_future(self._periodic())]
+        try:
+            done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()
 
     async def _events(self) -> None:
         async for envelope in self.base.events.subscribe(events_api.SubscribeRequest()):

@@ -292,8 +292,12 @@ class _Applier:
         base = parts[-1]
         if base.startswith(WHITEOUT_META_PREFIX) and base != OPAQUE_MARKER:
             return  # AUFS bookkeeping, never part of the tree
-        parent_fd, parent = self._resolve(name, parts[:-1], create=True)
-        assert parent_fd is not None
+        # In delete mode a whiteout of something that is not there changes nothing, and
+        # must not leave behind the directories on its way.
+        is_removal = base.startswith(WHITEOUT_PREFIX) and self.mode is Mode.DELETE
+        parent_fd, parent = self._resolve(name, parts[:-1], create=not is_removal)
+        if parent_fd is None:
+            return
         try:
             if base == OPAQUE_MARKER:
                 self._opaque(parent_fd, parent)

@@ -3,13 +3,14 @@
 This module owns where a layer is written for a given list of mounts, and in which
 whiteout mode. A single overlay mount is applied to its upper directory (never through
 the overlay itself) in overlay mode, with its lower directories for the metadata of
-implied parent directories. A single bind mount is applied straight into its source:
+implied parent directories. A single bind mount is applied straight into its source,
 in overlay mode when the source lies under the overlayfs snapshotter's root (or any
-`io.containerd.snapshotter.v1.overlayfs` directory): a parentless overlayfs snapshot
-becomes a lower directory later, so its whiteouts must be overlay whiteouts;
-otherwise in delete mode (native snapshots hold
-a full copy of the tree). Anything else (btrfs subvolumes, several mounts) is mounted
-on a temporary directory and applied through it in delete mode.
+`io.containerd.snapshotter.v1.overlayfs` directory), since a parentless overlayfs
+snapshot becomes a lower directory later and its whiteouts must be overlay ones, and
+in delete mode otherwise (native snapshots hold a full copy of the tree). Anything
+else (btrfs subvolumes, several mounts) is mounted on a temporary directory and
+applied through it in delete mode. The uncompressed digest is checked against the
+diff ID the caller expects, or else the blob's `containerd.io/uncompressed` label.
 
 For a diff, both sides are read through read-only forms of their mounts, and the tar
 is compressed as the media type asks (gzip by default), written into the content
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.content.store import Writer
-from core.descriptor import Descriptor
+from core.descriptor import Descriptor, validate_digest
 from core.diff import compression
 from core.diff.apply import Applied, Mode, apply_layer
 from core.diff.compression import Compressor, HashingWriter
@@ -162,15 +163,22 @@ class Differ:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def apply(self, namespace: str, desc: Descriptor, mounts: Sequence[Mount]) -> Applied:
+    async def apply(
+        self,
+        namespace: str,
+        desc: Descriptor,
+        mounts: Sequence[Mount],
+        expected_diff_id: str = "",
+    ) -> Applied:
         """Apply the namespace's layer blob `desc` onto `mounts`; the result is uncompressed."""
+        validate_digest(desc.digest)
         record = self.engine.metadata.content.get(namespace, desc.digest)
         compression.layer_compression(desc.media_type)
         if desc.size and record.size != desc.size:
             raise FailedPrecondition(
                 f"content {desc.digest} has size {record.size}, the descriptor says {desc.size}"
             )
-        expected = record.labels.get(UNCOMPRESSED_LABEL, "")
+        expected = expected_diff_id or record.labels.get(UNCOMPRESSED_LABEL, "")
         path = self.engine.content.path(desc.digest)
         return await asyncio.to_thread(self._apply, path, desc.media_type, mounts, expected)
 

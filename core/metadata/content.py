@@ -28,6 +28,11 @@ class ContentRecord:
     updated_at: int = 0
 
 
+def ingest_key(namespace: str, ref: str) -> str:
+    """The content store's key for a namespace's ingest ref (refs are private to a namespace)."""
+    return f"{namespace}/{ref}"
+
+
 def content_adaptor(record: ContentRecord) -> filters.Adaptor:
     return filters.field_adaptor({"digest": record.digest}, {"labels": record.labels})
 
@@ -150,6 +155,11 @@ class ContentMetadata:
                 " AND resource_id = ?",
                 (namespace, ref),
             )
+
+    def ingest_expected_digests(self) -> set[str]:
+        """Digests some ingest in any namespace is writing: such a blob may be landing now."""
+        rows = self.db.conn.execute("SELECT DISTINCT expected FROM ingests WHERE expected != ''")
+        return {r[0] for r in rows}
 
     def ingest_refs(self, namespace: str) -> list[str]:
         rows = self.db.conn.execute(

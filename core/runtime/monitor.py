@@ -24,6 +24,7 @@ The first line it writes on its stdout is the engine's answer:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -315,10 +316,8 @@ class Monitor:
                 os.close(self.stdin_target)
             elif self.master is not None:
                 # A terminal has no half-close: send the EOF character instead.
-                try:
+                with contextlib.suppress(OSError):
                     os.write(self.master, b"\x04")
-                except OSError:
-                    pass
             self.stdin_target = None
 
     def _control(self) -> None:
@@ -337,10 +336,8 @@ class Monitor:
             elif len(words) == 3 and words[0] == "resize" and self.master is not None:
                 width, height = int(words[1]), int(words[2])
                 winsize = struct.pack("HHHH", height, width, 0, 0)
-                try:
+                with contextlib.suppress(OSError):
                     fcntl.ioctl(self.master, termios.TIOCSWINSZ, winsize)
-                except OSError:
-                    pass
 
     def run(self) -> None:
         drain_deadline: float | None = None

@@ -37,8 +37,7 @@ def hybrid_cgroups() -> bool:
         return False
     targets = {line.split()[1]: line.split()[2] for line in mounts if len(line.split()) > 2}
     return (
-        targets.get(str(HYBRID_UNIFIED)) == "cgroup2"
-        and targets.get("/sys/fs/cgroup") != "cgroup2"
+        targets.get(str(HYBRID_UNIFIED)) == "cgroup2" and targets.get("/sys/fs/cgroup") != "cgroup2"
     )
 
 

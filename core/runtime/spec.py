@@ -240,9 +240,7 @@ def _clamp_rlimits(process: dict[str, Any]) -> None:
         rl["soft"] = min(int(rl.get("soft", rl["hard"])), rl["hard"])
 
 
-def fit(
-    spec: dict[str, Any], namespace: str, container_id: str, rootfs: Path
-) -> dict[str, Any]:
+def fit(spec: dict[str, Any], namespace: str, container_id: str, rootfs: Path) -> dict[str, Any]:
     """The spec as the runtime will get it in this bundle on this host."""
     fitted = copy.deepcopy(spec)
     process = fitted.get("process")

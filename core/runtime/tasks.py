@@ -52,8 +52,8 @@ from core.metadata.containers import Container
 from core.runtime import rootfs as rootfs_mod
 from core.runtime import spec as specs
 from core.runtime.cgroups import Cgroup, OomWatch
-from core.snapshots.mount import Mount
 from core.runtime.runtimes import Runtime, RuntimeFailed, Runtimes
+from core.snapshots.mount import Mount
 
 log = logging.getLogger("ctrdeck.tasks")
 
@@ -324,7 +324,7 @@ class TaskManager:
                 given = (raw_spec.get("root") or {}).get("path", "")
                 if not (isinstance(given, str) and given.startswith("/") and Path(given).is_dir()):
                     raise InvalidArgument(
-                        f'task {container.id}: no rootfs mounts were given and the container '
+                        f"task {container.id}: no rootfs mounts were given and the container "
                         "has neither a snapshot nor an absolute root.path in its spec"
                     )
                 root = Path(given)
@@ -626,9 +626,7 @@ class TaskManager:
             await task.runtime.run(namespace, "resume", container_id)
             proc.status = Status.RUNNING
             proc.save()
-            self.publish(
-                namespace, "/tasks/resumed", events.TaskResumed(container_id=container_id)
-            )
+            self.publish(namespace, "/tasks/resumed", events.TaskResumed(container_id=container_id))
 
     async def exec(
         self,

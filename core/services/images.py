@@ -1,15 +1,19 @@
 """Images: named references to root descriptors, with their events.
 
 The image record is the root that keeps an image's blobs and snapshots from
-garbage collection; `Delete` with `sync` collects before it returns.
+garbage collection; `Delete` with `sync` collects before it returns. `Pull`
+(ctrdeck's own) streams the progress of the server-side pull pipeline.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 from core import context
 from core.api.containerd.services.images import v1 as api
 from core.api.google.protobuf import Empty
 from core.engine import Engine
+from core.images.pull import Progress, Puller, request_from
 from core.metadata.images import Image
 from core.services.codec import EncodingCache, Preencoded, repeated
 from core.services.convert import descriptor_in, descriptor_out, ts
@@ -25,6 +29,24 @@ def image_out(image: Image) -> api.Image:
     )
 
 
+def progress_out(progress: Progress) -> api.PullImageProgress:
+    return api.PullImageProgress(
+        phase=progress.phase,
+        layers=[
+            api.LayerProgress(
+                digest=layer.digest,
+                media_type=layer.media_type,
+                size=layer.size,
+                offset=layer.offset,
+                state=layer.state,
+            )
+            for layer in progress.layers
+        ],
+        image=image_out(progress.image) if progress.image is not None else None,
+        message=progress.message,
+    )
+
+
 def image_in(message: api.Image | None) -> Image:
     message = message or api.Image()
     return Image(name=message.name, target=descriptor_in(message.target), labels=message.labels)
@@ -35,6 +57,7 @@ class ImagesService(api.ImagesBase):
         self.engine = engine
         self.store = engine.metadata.images
         self.encoded = EncodingCache()
+        self.puller = Puller(engine)
 
     async def get(self, message: api.GetImageRequest) -> api.GetImageResponse:
         return api.GetImageResponse(
@@ -73,3 +96,15 @@ class ImagesService(api.ImagesBase):
         self.engine.events.publish(ns, "/images/delete", api.ImageDelete(name=message.name))
         await self.engine.collect_garbage(wait=message.sync)
         return Empty()
+
+    async def pull(self, message: api.PullImageRequest) -> AsyncIterator[api.PullImageProgress]:
+        request = request_from(
+            message.ref,
+            message.snapshotter,
+            message.platform,
+            unpack=not message.skip_unpack,
+            labels=message.labels,
+            plain_http=message.plain_http,
+        )
+        async for progress in self.puller.pull(context.namespace(), request):
+            yield progress_out(progress)

@@ -16,10 +16,9 @@ from core.api.containerd import events, types
 from core.api.containerd.services.snapshots import v1 as api
 from core.api.google.protobuf import Empty
 from core.engine import Engine
-from core.errors import InvalidArgument
 from core.metadata.snapshots import SnapshotRecord
 from core.services.convert import ts
-from core.snapshots import Mount, Snapshotter
+from core.snapshots import Mount, Snapshotter, select
 
 LIST_BATCH = 100
 
@@ -47,12 +46,7 @@ class SnapshotsService(api.SnapshotsBase):
         self.engine = engine
 
     def _snapshotter(self, name: str) -> Snapshotter:
-        if not name:
-            raise InvalidArgument("snapshotter argument missing")
-        snapshotter = self.engine.snapshotters.get(name)
-        if snapshotter is None:
-            raise InvalidArgument(f"snapshotter not loaded: {name}")
-        return snapshotter
+        return select(self.engine.snapshotters, name)
 
     async def prepare(self, message: api.PrepareSnapshotRequest) -> api.PrepareSnapshotResponse:
         sn = self._snapshotter(message.snapshotter)

@@ -21,9 +21,9 @@ from core.api.google.protobuf import Any, Empty
 from core.engine import Engine
 from core.errors import InvalidArgument, NotImplementedYet
 from core.runtime import spec as specs
-from core.snapshots.mount import Mount
 from core.runtime.tasks import Process, Stdio, TaskManager
 from core.services.convert import GO_ZERO
+from core.snapshots.mount import Mount
 
 
 def process_out(p: Process) -> ttypes.Process:

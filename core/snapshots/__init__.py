@@ -9,10 +9,12 @@ Introspection shows as the plugin's init error; the rest are ready to serve.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import Config
+from core.errors import InvalidArgument
 from core.metadata.snapshots import Kind, SnapshotRecord, SnapshotStore, Usage
 from core.snapshots.base import Snapshotter
 from core.snapshots.btrfs import BtrfsSnapshotter
@@ -33,6 +35,7 @@ __all__ = [
     "load",
     "mount_all",
     "mounted",
+    "select",
     "unmount",
 ]
 
@@ -77,3 +80,13 @@ def load(config: Config, engine_root: Path, store: SnapshotStore) -> list[Loaded
                 error = f"cannot open {cls.NAME} snapshotter at {root}: {exc}"
         loaded.append(Loaded(snapshotter, error))
     return loaded
+
+
+def select(snapshotters: Mapping[str, Snapshotter], name: str) -> Snapshotter:
+    """The loaded snapshotter a request names, refused as containerd refuses it."""
+    if not name:
+        raise InvalidArgument("snapshotter argument missing")
+    snapshotter = snapshotters.get(name)
+    if snapshotter is None:
+        raise InvalidArgument(f"snapshotter not loaded: {name}")
+    return snapshotter

@@ -8,11 +8,11 @@ needs it, destroy one, and describe its mounts. Crash safety comes from the
 order of steps: a new directory is built under `tmp/` and renamed into place
 inside the transaction that records it, so a failed or interrupted prepare
 leaves either nothing or an orphan (a btrfs commit makes its read-only
-subvolume directly in the place only that record can own); a removal drops the record first and then
-moves the directory to `trash/` before deleting it; and `cleanup`, run at
-start-up and after garbage collection, deletes every directory no record
-owns. Slow disk work runs in a worker thread; records are touched only on the
-event loop.
+subvolume directly in the place only that record can own); a removal drops
+the record first and then moves the directory to `trash/` before deleting it;
+and `cleanup`, run at start-up and after garbage collection, deletes every
+directory no record owns. Slow disk work runs in a worker thread; records are
+touched only on the event loop.
 """
 
 from __future__ import annotations

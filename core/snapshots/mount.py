@@ -167,11 +167,16 @@ def mount(m: Mount, target: str | Path) -> None:
         )
     try:
         _sys_mount(m.source, where, m.type, opts.flags, opts.data)
+    except OSError as exc:
+        raise Internal(f"{m.command(where)} failed: {exc.strerror}") from None
+    try:
         if opts.propagation:
             _sys_mount("", where, "", opts.propagation, "")
         if opts.flags & (MS_BIND | MS_RDONLY) == MS_BIND | MS_RDONLY:
             _sys_mount("", where, "", opts.flags | MS_REMOUNT, "")
     except OSError as exc:
+        # Half a mount (writable where read-only was asked) must not stay.
+        _LIBC.umount2(where.encode(), MNT_DETACH)
         raise Internal(f"{m.command(where)} failed: {exc.strerror}") from None
 
 

@@ -196,6 +196,18 @@ async def test_apply_errors(client: Client, scratch: Path) -> None:
     assert err.value.status == Status.NOT_FOUND
 
 
+async def test_diff_id_label_is_checked(client: Client, scratch: Path) -> None:
+    target = scratch / "rootfs"
+    target.mkdir()
+    layer = gzip.compress(make_tar(f("only", b"this")))
+    digest = await put_blob(client, layer, {"containerd.io/uncompressed": sha(b"other")})
+    desc = types.Descriptor(media_type=OCI_GZIP, digest=digest, size=len(layer))
+    with pytest.raises(GRPCError) as err:
+        await client.diff.apply(diff.ApplyRequest(diff=desc, mounts=bind(target)))
+    assert err.value.status == Status.DATA_LOSS
+    assert sha(b"other") in (err.value.message or "")
+
+
 async def test_hostile_layer_is_refused(client: Client, scratch: Path) -> None:
     target, outside = scratch / "rootfs", scratch / "outside"
     target.mkdir()

@@ -362,3 +362,8 @@ def test_implied_parents_copy_lower_metadata(tmp_path: Path) -> None:
     apply_layer(io.BytesIO(layer), OCI_LAYER, upper, Mode.OVERLAY, lowers=[lower])
     st = (upper / "srv").lstat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (7, 8, 0o750)
+
+
+def test_delete_mode_whiteout_of_missing_path_makes_nothing(root: Path) -> None:
+    apply_bytes(make_tar(entry("a/b/.wh.c"), entry(".wh.nothing")), root)
+    assert tree(root) == {}

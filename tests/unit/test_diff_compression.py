@@ -8,7 +8,15 @@ import io
 import pytest
 import zstandard
 
-from core.diff.compression import GZIP, PLAIN, ZSTD, detect, layer_compression, open_layer
+from core.diff.compression import (
+    GZIP,
+    PLAIN,
+    ZSTD,
+    Prefetcher,
+    detect,
+    layer_compression,
+    open_layer,
+)
 from core.errors import InvalidArgument
 
 
@@ -62,3 +70,31 @@ def test_multi_member_gzip_and_multi_frame_zstd() -> None:
 
 def test_short_plain_stream() -> None:
     assert open_layer(io.BytesIO(b"ab"), "application/vnd.oci.image.layer.v1.tar").read() == b"ab"
+
+
+def test_prefetcher_reads_in_any_sizes() -> None:
+    data = bytes(range(256)) * 5000
+    stream = Prefetcher(io.BytesIO(data), chunk=4096, depth=2)
+    try:
+        got = [stream.read(1), stream.read(10_000), stream.read(7), stream.read()]
+        assert b"".join(got) == data
+        assert stream.read(10) == b""
+    finally:
+        stream.close()
+
+
+def test_prefetcher_hands_errors_to_the_reader() -> None:
+    broken = gzip.compress(b"x" * 100_000)[:50]
+    stream = Prefetcher(open_layer(io.BytesIO(broken), "application/vnd.oci.image.layer.v1.tar"))
+    try:
+        with pytest.raises(EOFError):
+            while stream.read(1000):
+                pass
+    finally:
+        stream.close()
+
+
+def test_prefetcher_close_before_the_end() -> None:
+    stream = Prefetcher(io.BytesIO(b"x" * 10_000_000), chunk=1000, depth=1)
+    assert stream.read(5) == b"xxxxx"
+    stream.close()

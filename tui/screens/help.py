@@ -66,7 +66,7 @@ class HelpScreen(ModalScreen[None]):
             scroll.border_title = f"Help ▸ {commands.PANE_TITLES[self.pane]}"
             scroll.border_subtitle = "esc closes"
             yield Static(help_table(self.pane, self.keymap, self.read_only))
-            note = f"Remap keys by binding id in {self.keymap_path} ([keys] table)."
+            note = f"Remap keys by binding id in {self.keymap_path} (a \\[keys] table)."
             if self.read_only:
                 note += "  Read-only: actions that change the node are off."
             yield Static(note, classes="help-note")

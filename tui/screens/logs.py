@@ -48,11 +48,11 @@ class LogsScreen(Screen[None]):
         super().__init__()
         self.container_id = container_id
         self.find_path = find_path
-        self.path: Path | None = None
-        self.offset = 0
+        self.log_file: Path | None = None
+        self.position = 0
         self.partial = b""
-        self.lines: deque[str] = deque(maxlen=MAX_LINES)
-        self.search = ""
+        self.kept: deque[str] = deque(maxlen=MAX_LINES)
+        self.search_text = ""
         self.following = True
 
     def compose(self) -> ComposeResult:
@@ -69,12 +69,12 @@ class LogsScreen(Screen[None]):
     async def locate(self) -> None:
         view = self.query_one("#logs-view", RichLog)
         try:
-            self.path = await self.find_path()
+            self.log_file = await self.find_path()
         except ConsoleError as exc:
             view.write(Text(exc.message))
             self.notify(exc.message, severity="error", title="logs")
             return
-        if self.path is None:
+        if self.log_file is None:
             view.write(
                 Text(
                     f"no logs for this container: the engine keeps no log file for "
@@ -83,71 +83,71 @@ class LogsScreen(Screen[None]):
             )
             return
         self._retitle()
-        self.offset = max(0, self.path.stat().st_size - TAIL_BYTES)
+        self.position = max(0, self.log_file.stat().st_size - TAIL_BYTES)
         self.poll()
         self.set_interval(POLL_INTERVAL, self.poll)
 
     def _retitle(self) -> None:
         mode = "following" if self.following else "paused"
-        title = f" Logs ▸ {self.container_id} · {self.path} · {mode}"
-        if self.search:
-            title += f" · search: {self.search}"
+        title = f" Logs ▸ {self.container_id} · {self.log_file} · {mode}"
+        if self.search_text:
+            title += f" · search: {self.search_text}"
         self.query_one("#logs-title", Static).update(title)
 
     def poll(self) -> None:
-        if self.path is None:
+        if self.log_file is None:
             return
         try:
-            current = self.path.stat().st_size
-            if current < self.offset:
+            current = self.log_file.stat().st_size
+            if current < self.position:
                 # Truncated or rotated: the engine capped the file; start again at its top.
-                self.offset, self.partial = 0, b""
-            if current == self.offset:
+                self.position, self.partial = 0, b""
+            if current == self.position:
                 return
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
+            with open(self.log_file, "rb") as f:
+                f.seek(self.position)
                 data = f.read(READ_BYTES)
         except OSError as exc:
-            self.notify(f"cannot read {self.path}: {exc.strerror}", severity="error")
+            self.notify(f"cannot read {self.log_file}: {exc.strerror}", severity="error")
             return
-        self.offset += len(data)
+        self.position += len(data)
         chunks = (self.partial + data).split(b"\n")
         self.partial = chunks.pop()
         fresh = [c.decode("utf-8", "replace") for c in chunks]
-        self.lines.extend(fresh)
-        self._write(fresh)
+        self.kept.extend(fresh)
+        self._show(fresh)
 
-    def _write(self, lines: list[str]) -> None:
-        shown = [self._render(line) for line in lines if self._matches(line)]
+    def _show(self, lines: list[str]) -> None:
+        shown = [self._styled(line) for line in lines if self._wanted(line)]
         if shown:
             view = self.query_one("#logs-view", RichLog)
             view.write(Text("\n").join(shown), scroll_end=self.following)
 
-    def _matches(self, line: str) -> bool:
-        return not self.search or self.search.lower() in line.lower()
+    def _wanted(self, line: str) -> bool:
+        return not self.search_text or self.search_text.lower() in line.lower()
 
-    def _render(self, line: str) -> Text:
+    def _styled(self, line: str) -> Text:
         text = Text(line)
-        if self.search:
-            text.highlight_words([self.search], style="reverse", case_sensitive=False)
+        if self.search_text:
+            text.highlight_words([self.search_text], style="reverse", case_sensitive=False)
         return text
 
-    def _rewrite(self) -> None:
+    def _reshow(self) -> None:
         view = self.query_one("#logs-view", RichLog)
         view.clear()
-        self._write(list(self.lines))
+        self._show(list(self.kept))
         self._retitle()
 
     def action_search(self) -> None:
         box = self.query_one("#logs-search", Input)
         box.remove_class("hidden")
-        box.value = self.search
+        box.value = self.search_text
         box.focus()
 
     @on(Input.Changed, "#logs-search")
     def searching(self, event: Input.Changed) -> None:
-        self.search = event.value.strip()
-        self._rewrite()
+        self.search_text = event.value.strip()
+        self._reshow()
 
     @on(Input.Submitted, "#logs-search")
     def searched(self) -> None:
@@ -155,11 +155,11 @@ class LogsScreen(Screen[None]):
 
     def action_back(self) -> None:
         box = self.query_one("#logs-search", Input)
-        if box.has_focus or self.search:
+        if box.has_focus or self.search_text:
             box.value = ""
             box.add_class("hidden")
-            self.search = ""
-            self._rewrite()
+            self.search_text = ""
+            self._reshow()
             self.query_one("#logs-view").focus()
         else:
             self.dismiss(None)

@@ -16,6 +16,7 @@ event log first.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -280,8 +281,9 @@ class MainScreen(Screen[None]):
         handler = getattr(self, "do_" + command_id.replace(".", "_"))
         handler(self.focused_pane())
 
-    def teach(self, command_id: str, pane: str, **fields: str) -> None:
-        line = commands.BY_ID[command_id].ctr_line(pane, ns=self.node.namespace, **fields)
+    def teach(self, command_id: str, pane: str, flags: str = "", **fields: str) -> None:
+        command = commands.BY_ID[command_id]
+        line = command.ctr_line(pane, flags, ns=self.node.namespace, **fields)
         if line is not None:
             self.console.teach(line)
 
@@ -325,15 +327,12 @@ class MainScreen(Screen[None]):
         def start(request: Any) -> None:
             if request is None:
                 return
-            flags = ""
-            if request.plain_http:
-                flags += " --plain-http"
+            flags = " --plain-http" if request.plain_http else ""
             if request.snapshotter:
-                flags += f" --snapshotter {request.snapshotter}"
+                flags += f" --snapshotter {shlex.quote(request.snapshotter)}"
             if request.platform:
-                flags += f" --platform {request.platform}"
-            line = f"ctr -n {node.namespace} images pull{flags} {request.ref}"
-            self.console.teach(line)
+                flags += f" --platform {shlex.quote(request.platform)}"
+            self.teach("app.pull", commands.SCREEN, flags=flags, ref=request.ref)
             job = self.console.start_pull(request)
             self.app.push_screen(PullScreen(job=job))
 
@@ -620,7 +619,7 @@ class MainScreen(Screen[None]):
                 CONTAINERS,
                 id=cid,
                 signal=pick.value,
-                all=" -a" if pick.all_processes else "",
+                flags=" -a" if pick.all_processes else "",
             )
             signal = numbers[pick.value]
             self.perform(

@@ -184,7 +184,8 @@ class ResourceTable(DataTable[Cell]):
 
 
 def _sort_key(value: Cell) -> str:
-    return str(value).lower()
+    # The namespaces pane marks the current one with a leading arrow; it must not sort first.
+    return str(value).lstrip("▸ ").lower()
 
 
 def _status_text(row: ContainerRow, styles: Mapping[str, str]) -> Text:

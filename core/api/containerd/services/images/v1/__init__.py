@@ -7,6 +7,8 @@ __all__ = (
     "CreateImageRequest",
     "CreateImageResponse",
     "DeleteImageRequest",
+    "ExportImageChunk",
+    "ExportImageRequest",
     "GetImageRequest",
     "GetImageResponse",
     "Image",
@@ -15,17 +17,20 @@ __all__ = (
     "ImageUpdate",
     "ImagesBase",
     "ImagesStub",
+    "ImportImageRequest",
+    "ImportImageResponse",
     "LayerProgress",
     "ListImagesRequest",
     "ListImagesResponse",
     "PullImageProgress",
     "PullImageRequest",
+    "PushImageRequest",
     "UpdateImageRequest",
     "UpdateImageResponse",
 )
 
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -99,6 +104,47 @@ class DeleteImageRequest(betterproto2.Message):
 
 default_message_pool.register_message(
     "containerd.services.images.v1", "DeleteImageRequest", DeleteImageRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ExportImageChunk(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> _PbDescriptor:
+        return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
+            "ExportImageChunk"
+        ]
+
+    data: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+
+default_message_pool.register_message(
+    "containerd.services.images.v1", "ExportImageChunk", ExportImageChunk
+)
+
+
+@dataclass(eq=False, repr=False)
+class ExportImageRequest(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> _PbDescriptor:
+        return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
+            "ExportImageRequest"
+        ]
+
+    names: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+
+    platform: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Only this platform's manifests; empty means every platform present.
+    """
+
+    skip_docker_manifest: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+
+
+default_message_pool.register_message(
+    "containerd.services.images.v1", "ExportImageRequest", ExportImageRequest
 )
 
 
@@ -225,6 +271,60 @@ default_message_pool.register_message("containerd.services.images.v1", "ImageUpd
 
 
 @dataclass(eq=False, repr=False)
+class ImportImageRequest(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> _PbDescriptor:
+        return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
+            "ImportImageRequest"
+        ]
+
+    data: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    base_name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Repository for images the archive names by tag only (e.g. "ref.name": "1.0").
+    """
+
+    snapshotter: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    skip_unpack: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+
+    platform: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    The platform to unpack; empty means the host's.
+    """
+
+    labels: "dict[str, str]" = betterproto2.field(
+        6,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+
+
+default_message_pool.register_message(
+    "containerd.services.images.v1", "ImportImageRequest", ImportImageRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ImportImageResponse(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> _PbDescriptor:
+        return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
+            "ImportImageResponse"
+        ]
+
+    images: "list[Image]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message(
+    "containerd.services.images.v1", "ImportImageResponse", ImportImageResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class LayerProgress(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
@@ -347,6 +447,43 @@ class PullImageRequest(betterproto2.Message):
 
 default_message_pool.register_message(
     "containerd.services.images.v1", "PullImageRequest", PullImageRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class PushImageRequest(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> _PbDescriptor:
+        return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
+            "PushImageRequest"
+        ]
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The local image to push.
+    """
+
+    ref: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Where to push it; empty means the image's own name.
+    """
+
+    platform: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Only this platform's manifest; empty means every platform present.
+    """
+
+    plain_http: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+
+    user: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    "username:secret" for the registry, as ctr's --user.
+    """
+
+
+default_message_pool.register_message(
+    "containerd.services.images.v1", "PushImageRequest", PushImageRequest
 )
 
 
@@ -506,6 +643,74 @@ class ImagesStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
+    async def import_(
+        self,
+        messages: "AsyncIterable[ImportImageRequest] | Iterable[ImportImageRequest]",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ImportImageResponse":
+        """
+        ctrdeck extension: import an OCI image layout or docker-archive tarball,
+        sent in chunks; the first message carries the options.
+        """
+
+        return await self._stream_unary(
+            "/containerd.services.images.v1.Images/Import",
+            messages,
+            ImportImageRequest,
+            ImportImageResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def export(
+        self,
+        message: "ExportImageRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[ExportImageChunk]":
+        """
+        ctrdeck extension: an OCI image layout tarball (with a docker-archive
+        manifest.json) of the named images, in chunks.
+        """
+
+        async for response in self._unary_stream(
+            "/containerd.services.images.v1.Images/Export",
+            message,
+            ExportImageChunk,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
+    async def push(
+        self,
+        message: "PushImageRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[PullImageProgress]":
+        """
+        ctrdeck extension: push an image to a registry, streaming progress.
+        """
+
+        async for response in self._unary_stream(
+            "/containerd.services.images.v1.Images/Push",
+            message,
+            PullImageProgress,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
 
 from .....google import protobuf as ____google__protobuf__
 from .... import types as ___types__
@@ -514,7 +719,7 @@ CONTAINERD_EVENTS_IMAGE_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.
     b'\n\x1dcontainerd/events/image.proto\x12\x1dcontainerd.services.images.v1"\xac\x01\n\x0bImageCreate\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12N\n\x06labels\x18\x02 \x03(\x0b26.containerd.services.images.v1.ImageCreate.LabelsEntryR\x06labels\x1a9\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xac\x01\n\x0bImageUpdate\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12N\n\x06labels\x18\x02 \x03(\x0b26.containerd.services.images.v1.ImageUpdate.LabelsEntryR\x06labels\x1a9\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"!\n\x0bImageDelete\x12\x12\n\x04name\x18\x01 \x01(\tR\x04nameb\x06proto3'
 )
 CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b'\n*containerd/services/images/v1/images.proto\x12\x1dcontainerd.services.images.v1\x1a!containerd/types/descriptor.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto"\xcc\x02\n\x05Image\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12H\n\x06labels\x18\x02 \x03(\x0b20.containerd.services.images.v1.Image.LabelsEntryR\x06labels\x124\n\x06target\x18\x03 \x01(\x0b2\x1c.containerd.types.DescriptorR\x06target\x129\n\ncreated_at\x18\x07 \x01(\x0b2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n\nupdated_at\x18\x08 \x01(\x0b2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a9\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"%\n\x0fGetImageRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name"N\n\x10GetImageResponse\x12:\n\x05image\x18\x01 \x01(\x0b2$.containerd.services.images.v1.ImageR\x05image"P\n\x12CreateImageRequest\x12:\n\x05image\x18\x01 \x01(\x0b2$.containerd.services.images.v1.ImageR\x05image"Q\n\x13CreateImageResponse\x12:\n\x05image\x18\x01 \x01(\x0b2$.containerd.services.images.v1.ImageR\x05image"\x8d\x01\n\x12UpdateImageRequest\x12:\n\x05image\x18\x01 \x01(\x0b2$.containerd.services.images.v1.ImageR\x05image\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b2\x1a.google.protobuf.FieldMaskR\nupdateMask"Q\n\x13UpdateImageResponse\x12:\n\x05image\x18\x01 \x01(\x0b2$.containerd.services.images.v1.ImageR\x05image"-\n\x11ListImagesRequest\x12\x18\n\x07filters\x18\x01 \x03(\tR\x07filters"R\n\x12ListImagesResponse\x12<\n\x06images\x18\x01 \x03(\x0b2$.containerd.services.images.v1.ImageR\x06images"<\n\x12DeleteImageRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04sync\x18\x02 \x01(\x08R\x04sync"\xb2\x02\n\x10PullImageRequest\x12\x10\n\x03ref\x18\x01 \x01(\tR\x03ref\x12 \n\x0bsnapshotter\x18\x02 \x01(\tR\x0bsnapshotter\x12\x1a\n\x08platform\x18\x03 \x01(\tR\x08platform\x12\x1f\n\x0bskip_unpack\x18\x04 \x01(\x08R\nskipUnpack\x12S\n\x06labels\x18\x05 \x03(\x0b2;.containerd.services.images.v1.PullImageRequest.LabelsEntryR\x06labels\x12\x1d\n\nplain_http\x18\x06 \x01(\x08R\tplainHttp\x1a9\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\x88\x01\n\rLayerProgress\x12\x16\n\x06digest\x18\x01 \x01(\tR\x06digest\x12\x1d\n\nmedia_type\x18\x02 \x01(\tR\tmediaType\x12\x12\n\x04size\x18\x03 \x01(\x03R\x04size\x12\x16\n\x06offset\x18\x04 \x01(\x03R\x06offset\x12\x14\n\x05state\x18\x05 \x01(\tR\x05state"\xc5\x01\n\x11PullImageProgress\x12\x14\n\x05phase\x18\x01 \x01(\tR\x05phase\x12D\n\x06layers\x18\x02 \x03(\x0b2,.containerd.services.images.v1.LayerProgressR\x06layers\x12:\n\x05image\x18\x03 \x01(\x0b2$.containerd.services.images.v1.ImageR\x05image\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message2\x81\x05\n\x06Images\x12f\n\x03Get\x12..containerd.services.images.v1.GetImageRequest\x1a/.containerd.services.images.v1.GetImageResponse\x12k\n\x04List\x120.containerd.services.images.v1.ListImagesRequest\x1a1.containerd.services.images.v1.ListImagesResponse\x12o\n\x06Create\x121.containerd.services.images.v1.CreateImageRequest\x1a2.containerd.services.images.v1.CreateImageResponse\x12o\n\x06Update\x121.containerd.services.images.v1.UpdateImageRequest\x1a2.containerd.services.images.v1.UpdateImageResponse\x12S\n\x06Delete\x121.containerd.services.images.v1.DeleteImageRequest\x1a\x16.google.protobuf.Empty\x12k\n\x04Pull\x12/.containerd.services.images.v1.PullImageRequest\x1a0.containerd.services.images.v1.PullImageProgress0\x01b\x06proto3'
+    b'\n*containerd/services/images/v1/images.proto\x12\x1dcontainerd.services.images.v1\x1a!containerd/types/descriptor.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto"\xcc\x02\n\x05Image\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12H\n\x06labels\x18\x02 \x03(\x0b20.containerd.services.images.v1.Image.LabelsEntryR\x06labels\x124\n\x06target\x18\x03 \x01(\x0b2\x1c.containerd.types.DescriptorR\x06target\x129\n\ncreated_at\x18\x07 \x01(\x0b2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n\nupdated_at\x18\x08 \x01(\x0b2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a9\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"%\n\x0fGetImageRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name"N\n\x10GetImageResponse\x12:\n\x05image\x18\x01 \x01(\x0b2$.containerd.services.images.v1.ImageR\x05image"P\n\x12CreateImageRequest\x12:\n\x05image\x18\x01 \x01(\x0b2$.containerd.services.images.v1.ImageR\x05image"Q\n\x13CreateImageResponse\x12:\n\x05image\x18\x01 \x01(\x0b2$.containerd.services.images.v1.ImageR\x05image"\x8d\x01\n\x12UpdateImageRequest\x12:\n\x05image\x18\x01 \x01(\x0b2$.containerd.services.images.v1.ImageR\x05image\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b2\x1a.google.protobuf.FieldMaskR\nupdateMask"Q\n\x13UpdateImageResponse\x12:\n\x05image\x18\x01 \x01(\x0b2$.containerd.services.images.v1.ImageR\x05image"-\n\x11ListImagesRequest\x12\x18\n\x07filters\x18\x01 \x03(\tR\x07filters"R\n\x12ListImagesResponse\x12<\n\x06images\x18\x01 \x03(\x0b2$.containerd.services.images.v1.ImageR\x06images"<\n\x12DeleteImageRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04sync\x18\x02 \x01(\x08R\x04sync"\xb2\x02\n\x10PullImageRequest\x12\x10\n\x03ref\x18\x01 \x01(\tR\x03ref\x12 \n\x0bsnapshotter\x18\x02 \x01(\tR\x0bsnapshotter\x12\x1a\n\x08platform\x18\x03 \x01(\tR\x08platform\x12\x1f\n\x0bskip_unpack\x18\x04 \x01(\x08R\nskipUnpack\x12S\n\x06labels\x18\x05 \x03(\x0b2;.containerd.services.images.v1.PullImageRequest.LabelsEntryR\x06labels\x12\x1d\n\nplain_http\x18\x06 \x01(\x08R\tplainHttp\x1a9\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\x88\x01\n\rLayerProgress\x12\x16\n\x06digest\x18\x01 \x01(\tR\x06digest\x12\x1d\n\nmedia_type\x18\x02 \x01(\tR\tmediaType\x12\x12\n\x04size\x18\x03 \x01(\x03R\x04size\x12\x16\n\x06offset\x18\x04 \x01(\x03R\x06offset\x12\x14\n\x05state\x18\x05 \x01(\tR\x05state"\xc5\x01\n\x11PullImageProgress\x12\x14\n\x05phase\x18\x01 \x01(\tR\x05phase\x12D\n\x06layers\x18\x02 \x03(\x0b2,.containerd.services.images.v1.LayerProgressR\x06layers\x12:\n\x05image\x18\x03 \x01(\x0b2$.containerd.services.images.v1.ImageR\x05image\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message"\xb6\x02\n\x12ImportImageRequest\x12\x12\n\x04data\x18\x01 \x01(\x0cR\x04data\x12\x1b\n\tbase_name\x18\x02 \x01(\tR\x08baseName\x12 \n\x0bsnapshotter\x18\x03 \x01(\tR\x0bsnapshotter\x12\x1f\n\x0bskip_unpack\x18\x04 \x01(\x08R\nskipUnpack\x12\x1a\n\x08platform\x18\x05 \x01(\tR\x08platform\x12U\n\x06labels\x18\x06 \x03(\x0b2=.containerd.services.images.v1.ImportImageRequest.LabelsEntryR\x06labels\x1a9\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"S\n\x13ImportImageResponse\x12<\n\x06images\x18\x01 \x03(\x0b2$.containerd.services.images.v1.ImageR\x06images"x\n\x12ExportImageRequest\x12\x14\n\x05names\x18\x01 \x03(\tR\x05names\x12\x1a\n\x08platform\x18\x02 \x01(\tR\x08platform\x120\n\x14skip_docker_manifest\x18\x03 \x01(\x08R\x12skipDockerManifest"&\n\x10ExportImageChunk\x12\x12\n\x04data\x18\x01 \x01(\x0cR\x04data"\x87\x01\n\x10PushImageRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n\x03ref\x18\x02 \x01(\tR\x03ref\x12\x1a\n\x08platform\x18\x03 \x01(\tR\x08platform\x12\x1d\n\nplain_http\x18\x04 \x01(\x08R\tplainHttp\x12\x12\n\x04user\x18\x05 \x01(\tR\x04user2\xd1\x07\n\x06Images\x12f\n\x03Get\x12..containerd.services.images.v1.GetImageRequest\x1a/.containerd.services.images.v1.GetImageResponse\x12k\n\x04List\x120.containerd.services.images.v1.ListImagesRequest\x1a1.containerd.services.images.v1.ListImagesResponse\x12o\n\x06Create\x121.containerd.services.images.v1.CreateImageRequest\x1a2.containerd.services.images.v1.CreateImageResponse\x12o\n\x06Update\x121.containerd.services.images.v1.UpdateImageRequest\x1a2.containerd.services.images.v1.UpdateImageResponse\x12S\n\x06Delete\x121.containerd.services.images.v1.DeleteImageRequest\x1a\x16.google.protobuf.Empty\x12k\n\x04Pull\x12/.containerd.services.images.v1.PullImageRequest\x1a0.containerd.services.images.v1.PullImageProgress0\x01\x12q\n\x06Import\x121.containerd.services.images.v1.ImportImageRequest\x1a2.containerd.services.images.v1.ImportImageResponse(\x01\x12n\n\x06Export\x121.containerd.services.images.v1.ExportImageRequest\x1a/.containerd.services.images.v1.ExportImageChunk0\x01\x12k\n\x04Push\x12/.containerd.services.images.v1.PushImageRequest\x1a0.containerd.services.images.v1.PullImageProgress0\x01b\x06proto3'
 )
 
 
@@ -547,6 +752,31 @@ class ImagesBase(betterproto2_grpclib.ServiceBase):
         """
         ctrdeck extension, not part of containerd's API: pull (and by default
         unpack) an image on the server side, streaming progress.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield PullImageProgress()
+
+    async def import_(self, messages: "AsyncIterator[ImportImageRequest]") -> "ImportImageResponse":
+        """
+        ctrdeck extension: import an OCI image layout or docker-archive tarball,
+        sent in chunks; the first message carries the options.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def export(self, message: "ExportImageRequest") -> "AsyncIterator[ExportImageChunk]":
+        """
+        ctrdeck extension: an OCI image layout tarball (with a docker-archive
+        manifest.json) of the named images, in chunks.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield ExportImageChunk()
+
+    async def push(self, message: "PushImageRequest") -> "AsyncIterator[PullImageProgress]":
+        """
+        ctrdeck extension: push an image to a registry, streaming progress.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -603,6 +833,35 @@ class ImagesBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
+    async def __rpc_import_(
+        self, stream: "grpclib.server.Stream[ImportImageRequest, ImportImageResponse]"
+    ) -> None:
+        request = stream.__aiter__()
+        response = await self.import_(request)
+        await stream.send_message(response)
+
+    async def __rpc_export(
+        self, stream: "grpclib.server.Stream[ExportImageRequest, ExportImageChunk]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await self._call_rpc_handler_server_stream(
+            self.export,
+            stream,
+            request,
+        )
+
+    async def __rpc_push(
+        self, stream: "grpclib.server.Stream[PushImageRequest, PullImageProgress]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await self._call_rpc_handler_server_stream(
+            self.push,
+            stream,
+            request,
+        )
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/containerd.services.images.v1.Images/Get": grpclib.const.Handler(
@@ -639,6 +898,24 @@ class ImagesBase(betterproto2_grpclib.ServiceBase):
                 self.__rpc_pull,
                 grpclib.const.Cardinality.UNARY_STREAM,
                 PullImageRequest,
+                PullImageProgress,
+            ),
+            "/containerd.services.images.v1.Images/Import": grpclib.const.Handler(
+                self.__rpc_import_,
+                grpclib.const.Cardinality.STREAM_UNARY,
+                ImportImageRequest,
+                ImportImageResponse,
+            ),
+            "/containerd.services.images.v1.Images/Export": grpclib.const.Handler(
+                self.__rpc_export,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                ExportImageRequest,
+                ExportImageChunk,
+            ),
+            "/containerd.services.images.v1.Images/Push": grpclib.const.Handler(
+                self.__rpc_push,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                PushImageRequest,
                 PullImageProgress,
             ),
         }

@@ -1,0 +1,618 @@
+"""The server-side pull pipeline behind ctrdeck's `Images.Pull`, with its progress stream.
+
+This module owns a pull from the moment a reference arrives to the image record: resolve the
+reference with the registry client (hosts from `config.registry.config_path`, plain HTTP only
+when asked), take a lease with `containerd.io/gc.expire`, fetch the index, the chosen
+platform's manifest, the config and the layers into the content store (ingest refs named as
+ctr names them, `layer-sha256:...`, resumed when one is left over, every byte verified before
+the atomic commit, layers downloaded concurrently), label the blobs exactly as ctr does (gc
+references, distribution source, `containerd.io/uncompressed`, the config's snapshot
+reference), unpack each layer as soon as it and the one below are ready, create or update the
+image record (publishing `/images/create` or `/images/update`), and drop the lease. A failed
+pull deletes its lease and collects garbage before it reports, so nothing half-pulled stays
+visible; an interrupted download keeps its ingest for the next attempt. Concurrent pulls of
+the same request in the same namespace share one pipeline, and each caller gets the progress:
+a snapshot of every layer's bytes and state, sent on every state change and otherwise at most
+ten times a second.
+
+The blob-writing helpers (`commit_bytes`, `own_blob`, `set_labels`) are shared with import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from core.api.containerd.services.images import v1 as images_api
+from core.descriptor import Descriptor
+from core.errors import (
+    AlreadyExists,
+    CtrdeckError,
+    FailedPrecondition,
+    Internal,
+    NotFound,
+    Unavailable,
+)
+from core.images import handlers, mediatypes, platforms
+from core.images.hosts import Hosts
+from core.images.reference import Reference, parse
+from core.images.registry import RegistryClient
+from core.images.unpack import Unpacker
+from core.metadata.content import ingest_key
+from core.metadata.images import Image
+from core.metadata.leases import EXPIRE_LABEL, Resource
+from core.metrics import observe_pull
+
+if TYPE_CHECKING:
+    from core.engine import Engine
+
+log = logging.getLogger("ctrdeck.pull")
+
+LEASE_TTL = timedelta(hours=24)
+PROGRESS_INTERVAL = 0.1
+"""Least time between two progress messages that carry only byte counts."""
+LOCK_RETRY = 0.05
+
+WAITING = "waiting"
+DOWNLOADING = "downloading"
+DOWNLOADED = "downloaded"
+UNPACKING = "unpacking"
+UNPACKED = "unpacked"
+EXISTS = "exists"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    ref: str
+    snapshotter: str = ""
+    platform: str = ""
+    unpack: bool = True
+    labels: tuple[tuple[str, str], ...] = ()
+    plain_http: bool = False
+
+
+@dataclass
+class LayerProgress:
+    digest: str
+    media_type: str
+    size: int
+    offset: int = 0
+    state: str = WAITING
+
+
+@dataclass
+class Progress:
+    """One message of the stream: the phase, every layer, and the image once registered."""
+
+    phase: str
+    layers: list[LayerProgress]
+    image: Image | None = None
+    message: str = ""
+
+
+class _Subscriber:
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.urgent = True
+
+
+@dataclass
+class PullJob:
+    """The shared state of one pipeline, read by every caller that joined it."""
+
+    namespace: str
+    request: PullRequest
+    phase: str = "resolving"
+    message: str = ""
+    layers: dict[str, LayerProgress] = field(default_factory=dict)
+    image: Image | None = None
+    error: BaseException | None = None
+    done: bool = False
+    task: asyncio.Task[None] | None = None
+    subscribers: list[_Subscriber] = field(default_factory=list)
+
+    def changed(self, *, urgent: bool) -> None:
+        for sub in self.subscribers:
+            sub.urgent = sub.urgent or urgent
+            sub.event.set()
+
+    def set_phase(self, phase: str, message: str = "") -> None:
+        self.phase, self.message = phase, message
+        self.changed(urgent=True)
+
+    def set_state(self, digest: str, state: str) -> None:
+        layer = self.layers.get(digest)
+        if layer is not None and layer.state != state:
+            layer.state = state
+            if state in (DOWNLOADED, EXISTS):
+                layer.offset = layer.size
+            self.changed(urgent=True)
+
+    def set_offset(self, digest: str, offset: int) -> None:
+        layer = self.layers.get(digest)
+        if layer is not None:
+            layer.offset = offset
+            self.changed(urgent=False)
+
+    def snapshot(self) -> Progress:
+        return Progress(
+            phase=self.phase,
+            layers=[dataclasses.replace(layer) for layer in self.layers.values()],
+            image=self.image,
+            message=self.message,
+        )
+
+
+# -- content helpers (pull and import) ---------------------------------------------------------
+
+
+def set_labels(engine: Engine, namespace: str, digest: str, labels: Mapping[str, str]) -> None:
+    """Set these labels on a blob the namespace owns, leaving its other labels alone."""
+    meta = engine.metadata.content
+    changes = handlers.label_updates(meta.get(namespace, digest).labels, labels)
+    if changes:
+        meta.update(namespace, digest, changes, [f"labels.{k}" for k in changes])
+
+
+def own_blob(
+    engine: Engine, namespace: str, lease: str | None, desc: Descriptor, labels: Mapping[str, str]
+) -> bool:
+    """Make a blob the store already holds the namespace's; False if the store lacks it."""
+    meta = engine.metadata.content
+    if meta.has(namespace, desc.digest):
+        _attach(engine, namespace, lease, desc.digest)
+        set_labels(engine, namespace, desc.digest, labels)
+        return True
+    if not engine.content.exists(desc.digest):
+        return False
+    meta.add(namespace, desc.digest, engine.content.info(desc.digest).size, labels, lease)
+    set_labels(engine, namespace, desc.digest, labels)
+    return True
+
+
+def _attach(engine: Engine, namespace: str, lease: str | None, digest: str) -> None:
+    # A blob reused by this work must stay until the work's record exists, as a new one would.
+    if lease:
+        with engine.metadata.db.tx():
+            engine.metadata.leases.attach(namespace, lease, Resource(digest, "content"))
+
+
+async def commit_bytes(
+    engine: Engine,
+    namespace: str,
+    lease: str | None,
+    ref: str,
+    desc: Descriptor,
+    data: bytes,
+    labels: Mapping[str, str],
+) -> None:
+    """Store a small verified document (index, manifest, config) under ingest `ref`."""
+    if own_blob(engine, namespace, lease, desc, labels):
+        return
+    writer = await _open_writer(engine, namespace, lease, ref, desc, labels)
+    if writer is None:
+        return
+    try:
+        if writer.offset:
+            writer.truncate(0)
+        await asyncio.to_thread(writer.write, data)
+        await _commit(engine, namespace, lease, ref, writer, desc, labels)
+    except FailedPrecondition:
+        _abort(engine, namespace, ref)
+        raise
+    finally:
+        writer.close()
+
+
+async def _open_writer(  # type: ignore[no-untyped-def]
+    engine: Engine,
+    namespace: str,
+    lease: str | None,
+    ref: str,
+    desc: Descriptor,
+    labels: Mapping[str, str],
+):
+    """The ingest writer for `ref`, waiting while another pull holds it; None if it landed."""
+    key = ingest_key(namespace, ref)
+    while True:
+        try:
+            writer = await asyncio.to_thread(
+                engine.content.open_writer, key, desc.size, desc.digest
+            )
+        except AlreadyExists:
+            own_blob(engine, namespace, lease, desc, labels)
+            return None
+        except Unavailable:
+            # Another pipeline is writing the same blob: wait for it to land (or give up).
+            await asyncio.sleep(LOCK_RETRY)
+            if own_blob(engine, namespace, lease, desc, labels):
+                return None
+            continue
+        engine.metadata.content.begin_ingest(namespace, ref, desc.digest, lease)
+        return writer
+
+
+async def _commit(  # type: ignore[no-untyped-def]
+    engine: Engine,
+    namespace: str,
+    lease: str | None,
+    ref: str,
+    writer,
+    desc: Descriptor,
+    labels: Mapping[str, str],
+) -> None:
+    engine.commits_in_flight += 1
+    try:
+        # AlreadyExists: another namespace committed it first, and owning it is enough.
+        with contextlib.suppress(AlreadyExists):
+            await asyncio.to_thread(writer.commit, desc.size, desc.digest)
+        engine.metadata.content.add(namespace, desc.digest, desc.size, labels, lease)
+        set_labels(engine, namespace, desc.digest, labels)
+    finally:
+        engine.commits_in_flight -= 1
+    engine.metadata.content.end_ingest(namespace, ref)
+
+
+def _abort(engine: Engine, namespace: str, ref: str) -> None:
+    """Throw away an ingest whose bytes are wrong, so no later attempt resumes from them."""
+    with contextlib.suppress(CtrdeckError):
+        engine.content.abort(ingest_key(namespace, ref))
+    engine.metadata.content.end_ingest(namespace, ref)
+
+
+def ref_kind(desc: Descriptor) -> str:
+    """The ingest ref kind ctr uses for a descriptor: index, manifest, config, layer, unknown."""
+    media_type = desc.media_type
+    if mediatypes.is_index(media_type):
+        return "index"
+    if mediatypes.is_manifest(media_type):
+        return "manifest"
+    if mediatypes.is_config(media_type):
+        return "config"
+    if mediatypes.is_layer(media_type):
+        return "layer"
+    return "unknown"
+
+
+def new_lease(engine: Engine, namespace: str) -> str:
+    until = (datetime.now(UTC) + LEASE_TTL).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return engine.metadata.leases.create(namespace, "", {EXPIRE_LABEL: until}).id
+
+
+def register_image(engine: Engine, namespace: str, image: Image) -> Image:
+    """Images.Create, falling back to a full Update when the name exists (as ctr does)."""
+    try:
+        created = engine.metadata.images.create(namespace, image)
+    except AlreadyExists:
+        updated = engine.metadata.images.update(namespace, image, [])
+        engine.events.publish(
+            namespace,
+            "/images/update",
+            images_api.ImageUpdate(name=updated.name, labels=updated.labels),
+        )
+        return updated
+    event = images_api.ImageCreate(name=created.name, labels=created.labels)
+    engine.events.publish(namespace, "/images/create", event)
+    return created
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The error to report from a task group: the first typed one, else the first."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = list(_leaves(exc))
+        typed = [e for e in leaves if isinstance(e, CtrdeckError)]
+        return (typed or leaves or [exc])[0]
+    return exc
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
+
+
+# -- the pipeline ------------------------------------------------------------------------------
+
+
+class _Pipeline:
+    """One pull's work; all state the callers see goes through `job`."""
+
+    def __init__(self, engine: Engine, job: PullJob, lease: str) -> None:
+        self.engine = engine
+        self.job = job
+        self.ns = job.namespace
+        self.lease = lease
+        self.request = job.request
+        self.ref: Reference = parse(job.request.ref)
+        source_key, repo = handlers.source_label(self.ref)
+        self.source_key = source_key
+        self.repo = repo
+
+    def _source(self, digest: str) -> dict[str, str]:
+        meta = self.engine.metadata.content
+        existing = ""
+        if meta.has(self.ns, digest):
+            existing = meta.get(self.ns, digest).labels.get(self.source_key, "")
+        return {self.source_key: handlers.merge_source(existing, self.repo)}
+
+    async def run(self) -> Image:
+        request = self.request
+        unpacker = (
+            Unpacker(self.engine, self.ns, self.lease, request.snapshotter)
+            if request.unpack
+            else None
+        )
+        matcher = (
+            platforms.only(platforms.parse(request.platform))
+            if request.platform
+            else platforms.default_matcher()
+        )
+        hosts = Hosts(self.engine.config.registry.config_path, plain_http=request.plain_http)
+        async with RegistryClient(hosts) as client:
+            root = await client.resolve(self.ref)
+            self.job.set_phase("fetching", f"resolved {self.ref} to {root.digest}")
+            manifest_desc = root
+            data = await client.fetch_manifest(self.ref, root)
+            if mediatypes.is_index(root.media_type):
+                entries = handlers.index_entries(data, f"index {root.digest}")
+                labels = handlers.gc_labels(entries) | self._source(root.digest)
+                await commit_bytes(
+                    self.engine, self.ns, self.lease, f"index-{root.digest}", root, data, labels
+                )
+                manifest_desc = handlers.select_manifests(entries, matcher, 1)[0]
+                data = await client.fetch_manifest(self.ref, manifest_desc)
+                if mediatypes.is_index(manifest_desc.media_type):
+                    raise FailedPrecondition(
+                        f"{self.ref}: nested image indexes ({manifest_desc.digest}) are not "
+                        "supported"
+                    )
+            manifest = handlers.read_manifest(data, f"manifest {manifest_desc.digest}")
+            kids = handlers.children(manifest_desc, data)
+            await commit_bytes(
+                self.engine,
+                self.ns,
+                self.lease,
+                f"manifest-{manifest_desc.digest}",
+                manifest_desc,
+                data,
+                handlers.gc_labels(kids) | self._source(manifest_desc.digest),
+            )
+            for layer in manifest.layers:
+                self.job.layers.setdefault(
+                    layer.digest, LayerProgress(layer.digest, layer.media_type, layer.size)
+                )
+            self.job.changed(urgent=True)
+            await self._fetch_blob(client, manifest.config)
+            config_path = self.engine.content.path(manifest.config.digest)
+            config = handlers.read_config(
+                await asyncio.to_thread(config_path.read_bytes),
+                f"config {manifest.config.digest}",
+            )
+            if (
+                request.platform
+                and manifest_desc is root
+                and config.platform.os
+                and not matcher.match(config.platform)
+            ):
+                raise NotFound(
+                    f"{self.ref} is an image for {config.platform}, not {request.platform}"
+                )
+            if unpacker is not None and len(config.diff_ids) != len(manifest.layers):
+                raise FailedPrecondition(
+                    f"manifest {manifest_desc.digest} has {len(manifest.layers)} layers but its "
+                    f"config lists {len(config.diff_ids)} diff IDs"
+                )
+            await self._layers(client, manifest, config.diff_ids, unpacker)
+            if unpacker is not None and manifest.layers:
+                chains = handlers.chain_ids(config.diff_ids)
+                await unpacker.finish(manifest.config, chains[-1])
+        image = Image(name=str(self.ref), target=root, labels=dict(request.labels))
+        return register_image(self.engine, self.ns, image)
+
+    async def _layers(
+        self,
+        client: RegistryClient,
+        manifest: handlers.Manifest,
+        diff_ids: list[str],
+        unpacker: Unpacker | None,
+    ) -> None:
+        ready = [asyncio.Event() for _ in manifest.layers]
+
+        async def fetch(i: int, layer: Descriptor) -> None:
+            await self._fetch_blob(client, layer, track=True)
+            ready[i].set()
+
+        async def unpack() -> None:
+            assert unpacker is not None
+            chains = handlers.chain_ids(diff_ids)
+            for i, layer in enumerate(manifest.layers):
+                await ready[i].wait()
+                if all(r.is_set() for r in ready):
+                    self.job.set_phase("unpacking")
+                if unpacker.exists(chains[i]):
+                    await unpacker.layer(layer, diff_ids[i], chains[i], chains[i - 1] if i else "")
+                    if self.job.layers[layer.digest].state != EXISTS:
+                        self.job.set_state(layer.digest, UNPACKED)
+                    continue
+                self.job.set_state(layer.digest, UNPACKING)
+                await unpacker.layer(layer, diff_ids[i], chains[i], chains[i - 1] if i else "")
+                self.job.set_state(layer.digest, UNPACKED)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                seen: set[str] = set()
+                for i, layer in enumerate(manifest.layers):
+                    if layer.digest in seen:
+                        # The same blob twice in one image: fetched once, ready for both.
+                        group.create_task(self._after(ready, manifest.layers, i))
+                        continue
+                    seen.add(layer.digest)
+                    group.create_task(fetch(i, layer))
+                if unpacker is not None:
+                    group.create_task(unpack())
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None
+
+    @staticmethod
+    async def _after(ready: list[asyncio.Event], layers: list[Descriptor], i: int) -> None:
+        first = next(j for j, layer in enumerate(layers) if layer.digest == layers[i].digest)
+        await ready[first].wait()
+        ready[i].set()
+
+    async def _fetch_blob(
+        self, client: RegistryClient, desc: Descriptor, *, track: bool = False
+    ) -> None:
+        engine, ns = self.engine, self.ns
+        labels = self._source(desc.digest)
+        if own_blob(engine, ns, self.lease, desc, labels):
+            if track:
+                self.job.set_state(desc.digest, EXISTS)
+            return
+        ref = f"{ref_kind(desc)}-{desc.digest}"
+        writer = await _open_writer(engine, ns, self.lease, ref, desc, labels)
+        if writer is None:
+            if track:
+                self.job.set_state(desc.digest, EXISTS)
+            return
+        try:
+            if desc.size and writer.offset > desc.size:
+                writer.truncate(0)
+            held = writer.offset
+            if track:
+                self.job.set_state(desc.digest, DOWNLOADING)
+                self.job.set_offset(desc.digest, held)
+            chunks = client.blob_chunks(
+                self.ref, desc, offset=held, prefix_hash=writer.hash_state() if held else None
+            )
+            async with contextlib.aclosing(chunks) as stream:
+                async for at, chunk in stream:
+                    await asyncio.to_thread(writer.write, chunk, at)
+                    if track:
+                        self.job.set_offset(desc.digest, at + len(chunk))
+            await _commit(engine, ns, self.lease, ref, writer, desc, labels)
+        except CtrdeckError as exc:
+            if isinstance(exc, FailedPrecondition):
+                # Bytes that do not hash to the digest must not be resumed from.
+                _abort(engine, ns, ref)
+            if track:
+                self.job.set_state(desc.digest, FAILED)
+            where = (
+                f"fetching {ref_kind(desc)} {desc.digest} at byte {writer.offset} of {desc.size}"
+            )
+            raise type(exc)(f"{where}: {exc.message}") from exc
+        except BaseException:
+            if track:
+                self.job.set_state(desc.digest, FAILED)
+            raise
+        finally:
+            writer.close()
+        if track:
+            self.job.set_state(desc.digest, DOWNLOADED)
+
+
+class Puller:
+    """Runs pulls for the engine and lets concurrent callers of the same pull share it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._jobs: dict[tuple[str, PullRequest], PullJob] = {}
+
+    async def pull(self, namespace: str, request: PullRequest) -> AsyncIterator[Progress]:
+        """Progress of the pull of `request`, starting it unless the same one is running.
+
+        The last message has phase `done` and the image; a failure is raised after the
+        progress that shows it. When every caller has gone, the pull is cancelled.
+        """
+        parse(request.ref)
+        if request.platform:
+            platforms.parse(request.platform)
+        key = (namespace, request)
+        job = self._jobs.get(key)
+        if job is None:
+            job = PullJob(namespace, request)
+            self._jobs[key] = job
+            job.task = asyncio.create_task(self._run(key, job))
+        sub = _Subscriber()
+        job.subscribers.append(sub)
+        last = 0.0
+        try:
+            while True:
+                await sub.event.wait()
+                if not sub.urgent and not job.done:
+                    wait = last + PROGRESS_INTERVAL - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                sub.event.clear()
+                sub.urgent = False
+                last = time.monotonic()
+                if job.done:
+                    if job.error is not None:
+                        raise job.error
+                    yield job.snapshot()
+                    return
+                yield job.snapshot()
+        finally:
+            job.subscribers.remove(sub)
+            if not job.subscribers and not job.done and job.task is not None:
+                job.task.cancel()
+
+    async def _run(self, key: tuple[str, PullRequest], job: PullJob) -> None:
+        engine, ns = self.engine, job.namespace
+        started = time.monotonic()
+        lease = new_lease(engine, ns)
+        try:
+            image = await _Pipeline(engine, job, lease).run()
+        except BaseException as exc:
+            error = first_error(exc)
+            if isinstance(error, asyncio.CancelledError):
+                job.error = Unavailable(f"pull of {job.request.ref} was cancelled")
+            elif isinstance(error, CtrdeckError):
+                job.error = type(error)(f"pull {job.request.ref}: {error.message}")
+            else:
+                log.exception("pull of %s failed", job.request.ref)
+                job.error = Internal(f"pull {job.request.ref}: {error}")
+            job.phase, job.message = FAILED, str(job.error)
+            await self._drop_lease(ns, lease, collect=True)
+        else:
+            job.image = image
+            job.phase, job.message = "done", f"pulled {image.name}"
+            await self._drop_lease(ns, lease, collect=False)
+            observe_pull(ns, time.monotonic() - started)
+        finally:
+            job.done = True
+            self._jobs.pop(key, None)
+            job.changed(urgent=True)
+
+    async def _drop_lease(self, namespace: str, lease: str, *, collect: bool) -> None:
+        with contextlib.suppress(CtrdeckError):
+            self.engine.metadata.leases.delete(namespace, lease)
+        # After a failure, what the pull committed goes now, before the caller hears of it.
+        await self.engine.collect_garbage(wait=collect)
+
+
+def request_from(
+    ref: str,
+    snapshotter: str = "",
+    platform: str = "",
+    *,
+    unpack: bool = True,
+    labels: Mapping[str, str] | None = None,
+    plain_http: bool = False,
+) -> PullRequest:
+    return PullRequest(
+        ref=ref,
+        snapshotter=snapshotter,
+        platform=platform,
+        unpack=unpack,
+        labels=tuple(sorted((labels or {}).items())),
+        plain_http=plain_http,
+    )

@@ -1,0 +1,122 @@
+"""Unpacking an image's layers into a snapshotter, as containerd's `rootfs` package does.
+
+This module owns the snapshot chain of an image: each layer becomes the committed snapshot
+named by its chain ID, built by preparing an `extract-<nanos>-<rand> <chainID>` snapshot on
+the previous chain ID, applying the compressed layer blob onto its mounts with the walking
+differ, checking the resulting diff ID against the image config, and committing it. A layer
+whose chain ID already exists is skipped. A failed apply removes its extract snapshot, so no
+half-built snapshot is left behind. After a layer is unpacked its blob gets the
+`containerd.io/uncompressed` label, and at the end the config gets
+`containerd.io/gc.ref.snapshot.<snapshotter>` = top chain ID, which is what keeps the chain
+alive once the work's lease is gone. Snapshot events are published as the Snapshots service
+would.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import time
+from typing import TYPE_CHECKING
+
+from core.api.containerd import events
+from core.descriptor import Descriptor
+from core.diff.differ import Differ
+from core.errors import AlreadyExists, CtrdeckError, FailedPrecondition, InvalidArgument
+from core.images.handlers import GC_SNAPSHOT, UNCOMPRESSED
+from core.snapshots import Snapshotter
+
+if TYPE_CHECKING:
+    from core.engine import Engine
+
+DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"
+
+
+def choose_snapshotter(engine: Engine, namespace: str, name: str) -> tuple[str, Snapshotter]:
+    """The snapshotter asked for, else the namespace's default label, else the configured one."""
+    if not name:
+        ns = engine.metadata.namespaces.get(namespace)
+        name = (ns.labels.get(DEFAULT_SNAPSHOTTER_LABEL, "") if ns else "") or (
+            engine.config.default_snapshotter
+        )
+    snapshotter = engine.snapshotters.get(name)
+    if snapshotter is None:
+        raise InvalidArgument(f"snapshotter not loaded: {name}")
+    return name, snapshotter
+
+
+def extract_key(chain_id: str) -> str:
+    """A fresh key for the active snapshot a layer is applied in, shaped as ctr's."""
+    suffix = base64.urlsafe_b64encode(os.urandom(3)).decode()
+    return f"extract-{time.time_ns() % 10**9}-{suffix} {chain_id}"
+
+
+class Unpacker:
+    """Unpacks layers of one image, in order, in one namespace under one lease."""
+
+    def __init__(self, engine: Engine, namespace: str, lease: str | None, snapshotter: str) -> None:
+        self.engine = engine
+        self.namespace = namespace
+        self.lease = lease
+        self.name, self.snapshotter = choose_snapshotter(engine, namespace, snapshotter)
+        self.differ = Differ(engine)
+
+    def exists(self, chain_id: str) -> bool:
+        return self.engine.snapshot_records.find(self.namespace, self.name, chain_id) is not None
+
+    async def layer(self, layer: Descriptor, diff_id: str, chain_id: str, parent: str) -> bool:
+        """Make the committed snapshot `chain_id`; False if it was already there."""
+        if self.exists(chain_id):
+            self._label_uncompressed(layer, diff_id)
+            return False
+        ns = self.namespace
+        key = extract_key(chain_id)
+        mounts = await self.snapshotter.prepare(ns, key, parent, None, self.lease)
+        self.engine.events.publish(
+            ns, "/snapshot/prepare", events.SnapshotPrepare(key=key, parent=parent)
+        )
+        try:
+            applied = await self.differ.apply(ns, layer, mounts)
+            if applied.digest != diff_id:
+                raise FailedPrecondition(
+                    f"layer {layer.digest} unpacked to diff ID {applied.digest}, but the image "
+                    f"config says {diff_id}"
+                )
+            try:
+                await self.snapshotter.commit(ns, chain_id, key, None, self.lease)
+            except AlreadyExists:
+                # Another pull committed the same chain meanwhile; its snapshot is as good.
+                await self._remove(key)
+                self._label_uncompressed(layer, diff_id)
+                return False
+        except BaseException:
+            with contextlib.suppress(CtrdeckError):
+                await self._remove(key)
+            raise
+        self.engine.events.publish(
+            ns, "/snapshot/commit", events.SnapshotCommit(key=key, name=chain_id)
+        )
+        self._label_uncompressed(layer, diff_id)
+        return True
+
+    async def finish(self, config: Descriptor, top_chain_id: str) -> None:
+        """Point the config at the top of the chain, so the image keeps it from GC."""
+        key = GC_SNAPSHOT + self.name
+        self.engine.metadata.content.update(
+            self.namespace, config.digest, {key: top_chain_id}, [f"labels.{key}"]
+        )
+
+    async def _remove(self, key: str) -> None:
+        await self.snapshotter.remove(self.namespace, key, self.lease)
+        self.engine.events.publish(
+            self.namespace, "/snapshot/remove", events.SnapshotRemove(key=key)
+        )
+
+    def _label_uncompressed(self, layer: Descriptor, diff_id: str) -> None:
+        meta = self.engine.metadata.content
+        record = meta.get(self.namespace, layer.digest)
+        if record.labels.get(UNCOMPRESSED) != diff_id:
+            meta.update(
+                self.namespace, layer.digest, {UNCOMPRESSED: diff_id}, [f"labels.{UNCOMPRESSED}"]
+            )

@@ -1,0 +1,179 @@
+"""Regenerate screenshots/*.svg from a real engine session.
+
+Starts a throwaway engine and a docker-registry on 127.0.0.1, pushes the test
+images (busybox, a multi-layer image, a two-platform index), pulls them with
+Debian's `ctr`, runs real containers through the console's own operations,
+then drives the console with Pilot and saves each view as an SVG. Everything
+it started (containers, engine, registry, temp dirs) is removed at the end.
+
+    .venv/bin/python scripts/screenshots.py [--out screenshots]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from textual.pilot import Pilot  # noqa: E402
+from textual.widgets import Input  # noqa: E402
+
+from core.api.containerd.services.namespaces import v1 as namespaces_api  # noqa: E402
+from core.client import Client  # noqa: E402
+from tests.engine_proc import EngineProcess  # noqa: E402
+from tests.helpers import ctr  # noqa: E402
+from tests.registry import (  # noqa: E402
+    busybox_image,
+    layered_image,
+    multiplatform_image,
+    running_registry,
+)
+from tests.tui.support import chatty_image  # noqa: E402
+from tui import operations  # noqa: E402
+from tui.app import CtrdeckApp, Settings  # noqa: E402
+
+CONTAINERS = ("web-1", "web-2", "batch-7", "worker-3")
+
+
+async def wait_for(pilot: Pilot[Any], predicate: Callable[[], object], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the console did not reach the expected state")
+        await pilot.pause(0.1)
+
+
+async def seed(address: str, refs: dict[str, str]) -> None:
+    client = Client(address, "default")
+    try:
+        await operations.run(client, refs["chatty"], "web-1", snapshotter="overlayfs")
+        await operations.run(client, refs["chatty"], "web-2", snapshotter="overlayfs")
+        await operations.pause_or_resume(client, "web-2")
+        await operations.run(client, refs["busybox"], "batch-7", snapshotter="overlayfs")
+        await operations.run(client, refs["chatty"], "worker-3", snapshotter="overlayfs")
+        await client.with_namespace("k8s.io").namespaces.create(
+            namespaces_api.CreateNamespaceRequest(
+                namespace=namespaces_api.Namespace(name="k8s.io", labels={"team": "platform"})
+            )
+        )
+    finally:
+        client.close()
+
+
+async def cleanup(address: str) -> None:
+    client = Client(address, "default")
+    try:
+        for cid in CONTAINERS:
+            try:
+                await operations.delete_container(client, cid)
+            except operations.ConsoleError as exc:
+                print(f"cleanup: {exc.message}", file=sys.stderr)
+    finally:
+        client.close()
+
+
+async def shoot(address: str, refs: dict[str, str], out: Path) -> list[Path]:
+    saved: list[Path] = []
+    settings = Settings(address=address, namespace="default", teaching=True)
+    app = CtrdeckApp(settings, connect=lambda: Client(address, "default"))
+
+    def save(name: str) -> None:
+        saved.append(Path(app.save_screenshot(f"{name}.svg", str(out))))
+
+    async def step(pilot: Pilot[Any], keys: tuple[str, ...], ready: Callable[[], object]) -> None:
+        await pilot.press(*keys)
+        await wait_for(pilot, ready)
+        await pilot.pause(0.6)
+
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: len(app.state.containers) == len(CONTAINERS))
+        await wait_for(pilot, lambda: app.state.containers["batch-7"].status == "STOPPED")
+        await pilot.pause(2.5)  # two metric samples, so CPU shows a figure
+        # Inspect first: with teaching on, its ctr line lands in the event log.
+        await step(pilot, ("g", "enter"), lambda: len(app.screen.query(".section")) > 2)
+        save("inspect-container")
+        await pilot.press("escape")
+        await pilot.pause(0.5)
+        save("main")
+        await step(pilot, ("2",), lambda: app.main.table("images").row_count == len(refs))
+        save("images")
+        await step(pilot, ("3",), lambda: app.main.table("snapshots").row_count > 0)
+        save("snapshots")
+        await step(pilot, ("2", "g", "enter"), lambda: len(app.screen.query(".section")) > 2)
+        save("inspect-image")
+        await step(pilot, ("escape", "1", "question_mark"), lambda: app.screen.id != "main")
+        save("help")
+        await pilot.press("escape")
+        main = app.main
+        target = next(i for i in range(main.table("containers").row_count)
+                      if main.table("containers").get_row_at(i)[0] == "web-1")  # fmt: skip
+        main.table("containers").move_cursor(row=target)
+        await step(pilot, ("l",), lambda: bool(app.screen.query("#logs-view").first().lines))
+        save("logs")
+        await pilot.press("escape")
+        await pilot.press("p")
+        await pilot.pause(0.3)
+        app.screen.query_one("#pull-ref", Input).value = refs["layered"]
+        await pilot.click("#pull-plain-http")
+        await pilot.click("#pull-go")
+        job = app.pull_job
+        assert job is not None
+        await wait_for(pilot, lambda: job.finished, timeout=60)
+        await pilot.pause(0.5)
+        save("pull")
+    async with CtrdeckApp(settings, connect=lambda: Client(address, "default")).run_test(
+        size=(80, 24)
+    ) as pilot:
+        small = pilot.app
+        await wait_for(pilot, lambda: len(small.state.containers) == len(CONTAINERS))
+        await pilot.pause(1.0)
+        saved.append(Path(small.save_screenshot("main-80x24.svg", str(out))))
+    return saved
+
+
+async def session(out: Path, step_timeout: float) -> list[Path]:
+    engine = EngineProcess().start()
+    address = str(engine.address)
+    try:
+        with running_registry() as registry:
+            refs = {
+                "busybox": registry.push(busybox_image(), "library/busybox", "1.36"),
+                "chatty": registry.push(chatty_image(), "demo/web", "1.0"),
+                "layered": registry.push(layered_image(), "demo/layered", "2"),
+                "multi": registry.push(multiplatform_image(), "demo/multi", "latest"),
+            }
+            for name in ("busybox", "chatty", "multi"):
+                ctr(engine.address, "images", "pull", "--plain-http", refs[name])
+            try:
+                await seed(address, refs)
+                return await asyncio.wait_for(shoot(address, refs, out), step_timeout)
+            finally:
+                await cleanup(address)
+    finally:
+        engine.stop(cleanup=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TZ", "UTC")
+    time.tzset()
+    saved = asyncio.run(session(args.out, args.timeout))
+    for path in saved:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

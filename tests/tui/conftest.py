@@ -1,0 +1,44 @@
+"""Fixtures for console tests: an isolated config dir, UTC, and apps wired to a real engine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from core.client import Client
+from tests.engine_proc import EngineProcess
+from tui.app import CtrdeckApp, Settings
+
+
+@pytest.fixture(autouse=True)
+def isolated_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No developer keymap leaks in, and times render the same everywhere."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+AppFactory = Callable[..., CtrdeckApp]
+
+
+@pytest.fixture
+def console(engine: EngineProcess) -> AppFactory:
+    """Build a console app connected to the test engine."""
+
+    def make(
+        *, namespace: str = "default", read_only: bool = False, keymap: dict[str, str] | None = None
+    ) -> CtrdeckApp:
+        address = str(engine.address)
+        settings = Settings(
+            address=address, namespace=namespace, read_only=read_only, keymap=keymap or {}
+        )
+        return CtrdeckApp(settings, connect=lambda: Client(address, namespace))
+
+    return make
