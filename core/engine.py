@@ -9,15 +9,18 @@ they serve.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from core.config import Config
-from core.content.store import ContentStore
-from core.errors import FailedPrecondition, InvalidArgument, NotFound
+from core.content.store import ContentStore, Writer
+from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from core.events.exchange import Exchange
 from core.gc import Collector, Result
 from core.metadata import Metadata
@@ -110,6 +113,10 @@ class Engine:
         # Content commits in flight: the file sweep waits for them, because a
         # blob is renamed into place a moment before its owner is recorded.
         self.commits_in_flight = 0
+        # Blobs a Content.Write stream found already stored and will only claim
+        # at its COMMIT: nobody owns them yet, so the sweep must leave them.
+        self.pinned_blobs: collections.Counter[str] = collections.Counter()
+        self._sweep_skipped = False
         self.plugins.add(
             Plugin("io.containerd.differ.v1", "walking", requires=["io.containerd.metadata.v1"])
         )
@@ -134,6 +141,47 @@ class Engine:
                 plugin.exports.update(
                     {"started_at": started_at, "root": str(self.root), "state": str(self.state)}
                 )
+
+    async def commit_blob(
+        self,
+        namespace: str,
+        lease: str | None,
+        writer: Writer,
+        size: int,
+        expected: str,
+        labels: Mapping[str, str],
+        ref: str,
+    ) -> str:
+        """Commit a fully written ingest, record the namespace as its owner, end the ingest.
+
+        Once the commit's rename may have happened the owner must be recorded too,
+        or the blob would sit on disk owned by nobody, so a cancellation waits for
+        all three; the blob sweep waits while any commit is in flight. A blob
+        another namespace committed first only needs owning. Returns the digest.
+        """
+
+        async def commit() -> str:
+            self.commits_in_flight += 1
+            try:
+                try:
+                    digest = await asyncio.to_thread(writer.commit, size, expected)
+                except AlreadyExists:
+                    digest = expected or writer.digest()
+                self.metadata.content.add(namespace, digest, size or writer.offset, labels, lease)
+                self.metadata.content.end_ingest(namespace, ref)
+                return digest
+            finally:
+                self.commits_in_flight -= 1
+                if not self.commits_in_flight and self._sweep_skipped:
+                    self.collect_soon()
+
+        task = asyncio.ensure_future(commit())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await task
+            raise
 
     def namespace_owners(self, namespace: str) -> list[str]:
         """Kinds of resource outside the metadata tables that keep a namespace alive."""
@@ -209,9 +257,12 @@ class Engine:
         """Collect now (`wait`), or soon, coalescing bursts of deletes into one pass."""
         if wait:
             return await self._collect()
+        self.collect_soon()
+        return None
+
+    def collect_soon(self) -> None:
         if self._gc_pending is None or self._gc_pending.done():
             self._gc_pending = asyncio.create_task(self._collect_soon())
-        return None
 
     async def _collect_soon(self) -> None:
         await asyncio.sleep(0.05)
@@ -231,26 +282,23 @@ class Engine:
         return result
 
     async def sweep_blobs(self) -> int:
-        """Remove blob files no namespace owns; skipped while a commit is landing."""
+        """Remove blob files no namespace owns; skipped while a commit is landing.
+
+        The check and the unlinks run without yielding to the event loop, so no
+        commit or Content.Write claim can start in between.
+        """
         if self.commits_in_flight:
+            self._sweep_skipped = True
             return 0
-        # A blob an open ingest expects may have been renamed into place a moment
-        # before its owner is recorded (Content.Write commits that way).
-        owned = self.metadata.content.owned_digests()
-        owned |= self.metadata.content.ingest_expected_digests()
-        orphans = [b.digest for b in self.content.walk() if b.digest not in owned]
-
-        def remove() -> int:
-            removed = 0
-            for digest in orphans:
-                try:
-                    self.content.delete(digest)
-                    removed += 1
-                except NotFound:
-                    pass
-            return removed
-
-        removed = await asyncio.to_thread(remove)
+        self._sweep_skipped = False
+        keep = self.metadata.content.owned_digests() | set(self.pinned_blobs)
+        removed = 0
+        for blob in list(self.content.walk()):
+            if blob.digest in keep:
+                continue
+            with contextlib.suppress(NotFound):
+                self.content.delete(blob.digest)
+                removed += 1
         if removed:
             log.info("garbage collection removed %d blobs", removed)
         return removed

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,7 +36,7 @@ from tests.registry import (  # noqa: E402
     multiplatform_image,
     running_registry,
 )
-from tests.tui.support import chatty_image  # noqa: E402
+from tests.tui.support import chatty_image, worker_image  # noqa: E402
 from tui import operations  # noqa: E402
 from tui.app import CtrdeckApp, Settings  # noqa: E402
 
@@ -51,6 +51,15 @@ async def wait_for(pilot: Pilot[Any], predicate: Callable[[], object], timeout: 
         await pilot.pause(0.1)
 
 
+def status(app: CtrdeckApp, cid: str) -> str:
+    row = app.state.containers.get(cid)
+    return row.status if row else ""
+
+
+def select(app: CtrdeckApp, cid: str) -> None:
+    app.main.table("containers").select_key(cid)
+
+
 async def seed(address: str, refs: dict[str, str]) -> None:
     client = Client(address, "default")
     try:
@@ -58,7 +67,7 @@ async def seed(address: str, refs: dict[str, str]) -> None:
         await operations.run(client, refs["chatty"], "web-2", snapshotter="overlayfs")
         await operations.pause_or_resume(client, "web-2")
         await operations.run(client, refs["busybox"], "batch-7", snapshotter="overlayfs")
-        await operations.run(client, refs["chatty"], "worker-3", snapshotter="overlayfs")
+        await operations.run(client, refs["worker"], "worker-3", snapshotter="overlayfs")
         await client.with_namespace("k8s.io").namespaces.create(
             namespaces_api.CreateNamespaceRequest(
                 namespace=namespaces_api.Namespace(name="k8s.io", labels={"team": "platform"})
@@ -96,14 +105,19 @@ async def shoot(address: str, refs: dict[str, str], out: Path) -> list[Path]:
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_for(pilot, lambda: len(app.state.containers) == len(CONTAINERS))
         await wait_for(pilot, lambda: app.state.containers["batch-7"].status == "STOPPED")
-        await pilot.pause(2.5)  # two metric samples, so CPU shows a figure
-        # Inspect first: with teaching on, its ctr line lands in the event log.
-        await step(pilot, ("g", "enter"), lambda: len(app.screen.query(".section")) > 2)
+        # Two metric samples, so CPU shows a figure (worker-3 works a little).
+        await wait_for(pilot, lambda: (app.state.containers["worker-3"].cpu or 0) > 0)
+        # Live actions with teaching on: their events and ctr lines land in the log.
+        select(app, "web-2")
+        await step(pilot, ("space",), lambda: status(app, "web-2") == "RUNNING")
+        await step(pilot, ("space",), lambda: status(app, "web-2") == "PAUSED")
+        select(app, "web-1")
+        await step(pilot, ("enter",), lambda: len(app.screen.query(".section")) > 2)
         save("inspect-container")
         await pilot.press("escape")
         await pilot.pause(0.5)
         save("main")
-        await step(pilot, ("2",), lambda: app.main.table("images").row_count == len(refs))
+        await step(pilot, ("2",), lambda: app.main.table("images").row_count == 4)
         save("images")
         await step(pilot, ("3",), lambda: app.main.table("snapshots").row_count > 0)
         save("snapshots")
@@ -112,10 +126,7 @@ async def shoot(address: str, refs: dict[str, str], out: Path) -> list[Path]:
         await step(pilot, ("escape", "1", "question_mark"), lambda: app.screen.id != "main")
         save("help")
         await pilot.press("escape")
-        main = app.main
-        target = next(i for i in range(main.table("containers").row_count)
-                      if main.table("containers").get_row_at(i)[0] == "web-1")  # fmt: skip
-        main.table("containers").move_cursor(row=target)
+        select(app, "web-1")
         await step(pilot, ("l",), lambda: bool(app.screen.query("#logs-view").first().lines))
         save("logs")
         await pilot.press("escape")
@@ -132,9 +143,15 @@ async def shoot(address: str, refs: dict[str, str], out: Path) -> list[Path]:
     async with CtrdeckApp(settings, connect=lambda: Client(address, "default")).run_test(
         size=(80, 24)
     ) as pilot:
-        small = pilot.app
+        small = cast(CtrdeckApp, pilot.app)
         await wait_for(pilot, lambda: len(small.state.containers) == len(CONTAINERS))
-        await pilot.pause(1.0)
+        await wait_for(pilot, lambda: (small.state.containers["worker-3"].cpu or 0) > 0)
+        # Something in the small event log: a resume and a pause, with their ctr lines.
+        select(small, "web-2")
+        await step(pilot, ("space",), lambda: status(small, "web-2") == "RUNNING")
+        await step(pilot, ("space",), lambda: status(small, "web-2") == "PAUSED")
+        select(small, "worker-3")
+        await pilot.pause(0.5)
         saved.append(Path(small.save_screenshot("main-80x24.svg", str(out))))
     return saved
 
@@ -149,8 +166,9 @@ async def session(out: Path, step_timeout: float) -> list[Path]:
                 "chatty": registry.push(chatty_image(), "demo/web", "1.0"),
                 "layered": registry.push(layered_image(), "demo/layered", "2"),
                 "multi": registry.push(multiplatform_image(), "demo/multi", "latest"),
+                "worker": registry.push(worker_image(), "demo/worker", "1.0"),
             }
-            for name in ("busybox", "chatty", "multi"):
+            for name in ("busybox", "chatty", "multi", "worker"):
                 ctr(engine.address, "images", "pull", "--plain-http", refs[name])
             try:
                 await seed(address, refs)

@@ -2,7 +2,8 @@
 
 `CtrdeckApp` is thin: it owns the `NodeState`, runs the `Syncer` in a worker,
 passes log lines and connection changes to the main screen, repaints changed
-tables on a short timer (so a burst of events costs one repaint), and runs
+tables shortly after the first change of a burst (one repaint per burst, and
+nothing at all while the node is quiet), and runs
 pulls at app level so they outlive their dialog. `run(args)` is what
 `ctrdeck` calls: it finds or starts the engine, then runs the app.
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from textual.app import App
+from textual.css.query import NoMatches
 
 from core.api.containerd.services.images import v1 as images_api
 from core.client import Client
@@ -32,8 +34,10 @@ from tui.screens.main import MainScreen
 from tui.screens.pull import PullJob
 from tui.state import LogLine, NodeState, Syncer, utc_now
 
-TICK = 0.2
-AGE_REFRESH_TICKS = 25
+# A burst of events (a pull sends dozens) lands within this window and costs one repaint.
+REPAINT_DELAY = 0.03
+# Ages and uptimes move on with the clock, not with events.
+AGE_REFRESH = 5.0
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
 
 
@@ -64,6 +68,8 @@ class CtrdeckApp(App[int]):
         log_lines: Iterable[LogLine] = (),
     ) -> None:
         super().__init__()
+        # Over SSH every animated frame is bytes on the wire; nothing here animates.
+        self.animation_level = "none"
         self.settings = settings
         self.connect = connect
         self.clock = clock
@@ -73,7 +79,7 @@ class CtrdeckApp(App[int]):
         self.syncer: Syncer | None = None
         self.pull_job: PullJob | None = None
         self._initial_lines = list(log_lines)
-        self._ticks = 0
+        self._repaint_pending = False
 
     @property
     def main(self) -> MainScreen:
@@ -95,22 +101,39 @@ class CtrdeckApp(App[int]):
                 on_connection=self.connection_changed,
             )
             self.run_worker(self.syncer.run(), group="sync", exit_on_error=False)
-        self.set_interval(TICK, self.tick)
+        # The main screen showed every table as it mounted.
+        self.state.take_dirty()
+        self.state.on_dirty = self.schedule_repaint
+        self.set_interval(AGE_REFRESH, self.refresh_ages)
 
     def on_unmount(self) -> None:
         if self.client is not None:
             self.client.close()
 
-    def tick(self) -> None:
-        self._ticks += 1
-        dirty = self.state.take_dirty()
-        if self._ticks % AGE_REFRESH_TICKS == 0:
-            # Ages and uptimes move on with the clock, not with events.
-            dirty |= {"containers", "images"}
-        if dirty:
+    def schedule_repaint(self) -> None:
+        if not self._repaint_pending:
+            self._repaint_pending = True
+            self.set_timer(REPAINT_DELAY, self.repaint)
+
+    def repaint(self) -> None:
+        self._repaint_pending = False
+        self._refresh(self.state.take_dirty())
+
+    def refresh_ages(self) -> None:
+        self._refresh({"containers", "images"})
+
+    def _refresh(self, dirty: set[str]) -> None:
+        # A change that lands while the console shuts down has no screen left to show on.
+        if not dirty or not self.is_screen_installed("main"):
+            return
+        try:
             self.main.refresh_view(dirty)
+        except NoMatches:
+            return
 
     def connection_changed(self, up: bool, detail: str) -> None:
+        if not self.is_screen_installed("main"):
+            return
         self.main.show_connection(up, detail)
         if up:
             self.notify(f"connected to {self.state.address} ({detail})", title="engine")
@@ -143,8 +166,13 @@ class CtrdeckApp(App[int]):
             async for progress in operations.pull(client, job.request):
                 job.apply(progress)
         except operations.ConsoleError as exc:
-            job.fail(exc.message)
-            self.notify(exc.message, severity="error", title="pull", timeout=10)
+            message = exc.message
+            if exc.unimplemented:
+                message = operations.pull_elsewhere(
+                    self.state.address, client.namespace, job.request
+                )
+            job.fail(message)
+            self.notify(message, severity="error", title="pull", timeout=20)
             return
         job.finish()
         self.notify(f"pulled {job.request.ref}", title="pull")

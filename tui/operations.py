@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 import signal as signals
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -74,6 +75,23 @@ class ConsoleError(Exception):
 
 def unserved_message(service: str) -> str:
     return UNSERVED.get(service, f"this engine does not serve {service} yet")
+
+
+def pull_elsewhere(address: str, namespace: str, request: images_api.PullImageRequest) -> str:
+    """What to do when the engine has no `Images.Pull` (containerd has none): the ctr line."""
+    flags = " --plain-http" if request.plain_http else ""
+    if request.snapshotter:
+        flags += f" --snapshotter {shlex.quote(request.snapshotter)}"
+    if request.platform:
+        flags += f" --platform {shlex.quote(request.platform)}"
+    line = (
+        f"ctr -a {shlex.quote(address)} -n {shlex.quote(namespace)} images pull{flags} "
+        f"{shlex.quote(request.ref)}"
+    )
+    return (
+        f"The engine at {address} has no server-side pull (Images.Pull is ctrdeck's own; "
+        f"containerd pulls in its clients). Pull with ctr, and the image shows up here: {line}"
+    )
 
 
 # grpclib servers answer a method they do not register with a trailers-only

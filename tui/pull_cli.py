@@ -82,15 +82,14 @@ class RichReport:
             TextColumn("{task.fields[state]}"),
         )
         self.tasks: dict[str, object] = {}
-        self.status = self.progress.add_task("resolving", total=None, state="")
+        self.phase = ""
         self.progress.start()
 
     def update(self, progress: images_api.PullImageProgress) -> None:
-        self.progress.update(
-            self.status,  # type: ignore[arg-type]
-            description=progress.phase,
-            state=progress.message,
-        )
+        if progress.phase and progress.phase != self.phase:
+            self.phase = progress.phase
+            line = f"{progress.phase}: {progress.message}" if progress.message else progress.phase
+            self.progress.console.print(line, markup=False, highlight=False)
         for layer in progress.layers:
             task = self.tasks.get(layer.digest)
             if task is None:

@@ -53,9 +53,13 @@ CONTAINERS = "containers"
 SNAPSHOTS = "snapshots"
 CONTENT = "content"
 TABLES = (NAMESPACES, IMAGES, CONTAINERS, SNAPSHOTS, CONTENT)
+# Not a table: the namespaces whose counts an event in them made stale.
+COUNTS = "counts"
 SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1"
 
-RESYNC_INTERVAL = 10.0
+# The safety net under the event stream; a resync of a namespace with 2,000
+# containers costs the console about a third of a second of CPU.
+RESYNC_INTERVAL = 30.0
 METRICS_INTERVAL = 2.0
 RELIST_DELAY = 0.3
 RECONNECT_MAX = 5.0
@@ -70,7 +74,7 @@ def utc_now() -> datetime:
 @dataclass(frozen=True)
 class NamespaceRow:
     name: str
-    labels: dict[str, str] = field(default_factory=dict, hash=False, compare=True)
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
     containers: int | None = None
     images: int | None = None
 
@@ -142,6 +146,9 @@ class NodeState:
         self.unserved: set[str] = set()
         self.tables: dict[str, dict[Hashable, Any]] = {name: {} for name in TABLES}
         self.dirty: set[str] = set()
+        # Called when the first table goes dirty after a `take_dirty`: the screen
+        # schedules one repaint for the whole burst instead of polling.
+        self.on_dirty: Callable[[], None] | None = None
 
     @property
     def namespaces(self) -> dict[Hashable, NamespaceRow]:
@@ -167,11 +174,17 @@ class NodeState:
         rows = self.tables[table]
         if rows.get(key) != row:
             rows[key] = row
-            self.dirty.add(table)
+            self.mark(table)
 
     def remove(self, table: str, key: Hashable) -> None:
         if self.tables[table].pop(key, None) is not None:
-            self.dirty.add(table)
+            self.mark(table)
+
+    def mark(self, table: str) -> None:
+        first = not self.dirty
+        self.dirty.add(table)
+        if first and self.on_dirty is not None:
+            self.on_dirty()
 
     def replace_all(self, table: str, rows: dict[Hashable, Any]) -> None:
         """Make a table equal to `rows`, touching only the keys that differ."""
@@ -323,6 +336,7 @@ class Syncer:
         self.resync_interval = resync_interval
         self._summaries: dict[str, oci.ImageDetail | None] = {}
         self._relist: set[str] = set()
+        self._stale_counts: set[str] = set()
         self._relist_task: asyncio.Task[None] | None = None
         self._cpu: dict[str, tuple[int, datetime]] = {}
         self._resync_now = asyncio.Event()
@@ -403,9 +417,10 @@ class Syncer:
     # --- resync ---------------------------------------------------------------
 
     async def resync(self) -> None:
-        await self._namespaces()
         await self._images()
         await self._containers()
+        # After the current namespace's lists: its counts come from them.
+        await self._namespaces()
         await self._snapshots()
         await self._content()
         await self._metrics()
@@ -426,16 +441,44 @@ class Syncer:
         resp = await self.base.namespaces.list(namespaces_api.ListNamespacesRequest())
         rows: dict[Hashable, NamespaceRow] = {}
         for ns in resp.namespaces:
-            scoped = self.base.with_namespace(ns.name)
-            found = await scoped.containers.list(containers_api.ListContainersRequest())
-            imgs = await scoped.images.list(images_api.ListImagesRequest())
-            rows[ns.name] = NamespaceRow(
-                ns.name, dict(ns.labels), len(found.containers), len(imgs.images)
-            )
+            rows[ns.name] = await self._counted(NamespaceRow(ns.name, dict(ns.labels)))
         if self.state.namespace not in rows:
             # Namespaces appear on their first write; the current one is usable before that.
-            rows[self.state.namespace] = NamespaceRow(self.state.namespace, {}, 0, 0)
+            rows[self.state.namespace] = await self._counted(NamespaceRow(self.state.namespace))
         self.state.replace_all(NAMESPACES, rows)
+
+    async def _counted(self, row: NamespaceRow) -> NamespaceRow:
+        """`row` with its container and image counts.
+
+        The current namespace's tables are already here; counting another one
+        means listing it (containers carry their whole spec, so that is the
+        expensive part of a resync on a busy node).
+        """
+        state = self.state
+        if row.name == state.namespace:
+            return replace(row, containers=len(state.containers), images=len(state.images))
+        scoped = self.base.with_namespace(row.name)
+        found = await scoped.containers.list(containers_api.ListContainersRequest())
+        imgs = await scoped.images.list(images_api.ListImagesRequest())
+        return replace(row, containers=len(found.containers), images=len(imgs.images))
+
+    async def _recount(self) -> None:
+        for name in sorted(self._stale_counts):
+            self._stale_counts.discard(name)
+            row = self.state.namespaces.get(name)
+            if row is None:
+                # A namespace this console has not seen yet: its name comes with a full list.
+                await self._namespaces()
+                return
+            self.state.upsert(NAMESPACES, name, await self._counted(row))
+
+    def _count_current(self) -> None:
+        row = self.state.namespaces.get(self.state.namespace)
+        if row is not None:
+            current = replace(
+                row, containers=len(self.state.containers), images=len(self.state.images)
+            )
+            self.state.upsert(NAMESPACES, row.name, current)
 
     async def _images(self) -> None:
         client = self.client
@@ -551,8 +594,9 @@ class Syncer:
             self._relist_soon(NAMESPACES)
         elif envelope.namespace != self.state.namespace:
             if topic.startswith(("/containers/", "/images/")):
-                # Another namespace's counts moved.
-                self._relist_soon(NAMESPACES)
+                # Another namespace's counts moved: recount that one only.
+                self._stale_counts.add(envelope.namespace)
+                self._relist_soon(COUNTS)
         else:
             await self._apply_here(topic, payload, when)
 
@@ -561,16 +605,18 @@ class Syncer:
         match payload:
             case images_api.ImageDelete():
                 state.remove(IMAGES, payload.name)
-                self._relist_soon(NAMESPACES, CONTENT)
+                self._count_current()
+                self._relist_soon(CONTENT)
             case images_api.ImageCreate() | images_api.ImageUpdate():
                 await self._fetch_image(payload.name)
-                self._relist_soon(NAMESPACES, CONTENT)
+                self._count_current()
+                self._relist_soon(CONTENT)
             case ev.ContainerDelete():
                 state.remove(CONTAINERS, payload.id)
-                self._relist_soon(NAMESPACES)
+                self._count_current()
             case ev.ContainerCreate() | ev.ContainerUpdate():
                 await self._fetch_container(payload.id)
-                self._relist_soon(NAMESPACES)
+                self._count_current()
             case ev.TaskCreate():
                 state.update_container(
                     payload.container_id, status="CREATED", pid=payload.pid, exit_status=None
@@ -635,6 +681,7 @@ class Syncer:
         tables, self._relist = self._relist, set()
         listers = {
             NAMESPACES: self._namespaces,
+            COUNTS: self._recount,
             SNAPSHOTS: self._snapshots,
             CONTENT: self._content,
         }

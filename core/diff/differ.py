@@ -35,7 +35,8 @@ from core.diff import compression
 from core.diff.apply import Applied, Mode, apply_layer
 from core.diff.compression import Compressor, HashingWriter
 from core.diff.walk import write_diff
-from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from core.errors import FailedPrecondition, InvalidArgument, NotFound
+from core.metadata.content import ingest_key
 from core.snapshots.mount import Mount, mounted
 
 if TYPE_CHECKING:
@@ -214,7 +215,7 @@ class Differ:
         if not right:
             raise InvalidArgument("no mounts for the upper side of the diff")
         ref = ref or unique_ref()
-        key = f"{namespace}/{ref}"
+        key = ingest_key(namespace, ref)
         content = self.engine.content
         meta = self.engine.metadata.content
         writer = await asyncio.to_thread(content.open_writer, key)
@@ -227,13 +228,10 @@ class Differ:
                 self._write, writer, left, right, DIFF_MEDIA_TYPES[media_type]
             )
             size = writer.offset
-            self.engine.commits_in_flight += 1
-            try:
-                digest = await asyncio.to_thread(self._commit, writer, size)
-                all_labels = {**(labels or {}), UNCOMPRESSED_LABEL: diff_id}
-                meta.add(namespace, digest, size, all_labels, lease)
-            finally:
-                self.engine.commits_in_flight -= 1
+            all_labels = {**(labels or {}), UNCOMPRESSED_LABEL: diff_id}
+            digest = await self.engine.commit_blob(
+                namespace, lease, writer, size, "", all_labels, ref
+            )
         finally:
             writer.close()
             meta.end_ingest(namespace, ref)
@@ -252,11 +250,3 @@ class Differ:
             write_diff(lower, upper, uncompressed)  # type: ignore[arg-type]
         compressor.close()
         return uncompressed.digest()
-
-    @staticmethod
-    def _commit(writer: Writer, size: int) -> str:
-        try:
-            return writer.commit(size)
-        except AlreadyExists:
-            # The same layer was made before; owning the existing blob is enough.
-            return writer.digest()

@@ -21,9 +21,11 @@ The blob-writing helpers (`commit_bytes`, `own_blob`, `set_labels`) are shared w
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from core.api.containerd.services.images import v1 as images_api
+from core.content.store import Writer
 from core.descriptor import Descriptor
 from core.errors import (
     AlreadyExists,
@@ -59,6 +62,8 @@ LEASE_TTL = timedelta(hours=24)
 PROGRESS_INTERVAL = 0.1
 """Least time between two progress messages that carry only byte counts."""
 LOCK_RETRY = 0.05
+TEE_LIMIT = 32 << 20
+"""Most bytes of a layer held in memory for a streaming unpack."""
 
 WAITING = "waiting"
 DOWNLOADING = "downloading"
@@ -151,6 +156,98 @@ class PullJob:
         )
 
 
+class StreamBroken(Exception):
+    """A streamed unpack cannot go on: the download failed or started over."""
+
+
+class LayerTee:
+    """A layer's bytes handed from its download to a streaming unpack as they arrive.
+
+    The download (on the event loop) `put`s chunks; the unpack (in a worker thread) `read`s
+    them. Until an unpack attaches, at most `limit` bytes are kept, and beyond that the tee
+    gives up (the unpack then reads the blob from the store once it has landed); once one is
+    attached, the download waits while `limit` bytes are unread.
+    """
+
+    def __init__(self, limit: int = TEE_LIMIT) -> None:
+        self.limit = limit
+        self._cond = threading.Condition()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._position = 0
+        self._eof = False
+        self._error: str = ""
+        self._attached = False
+        self._dropped = False
+
+    def put(self, at: int, chunk: bytes) -> None:
+        with self._cond:
+            if self._dropped or self._error:
+                return
+            if at != self._position:
+                self._error = f"the download started over at byte {at}"
+            else:
+                self._chunks.append(chunk)
+                self._buffered += len(chunk)
+                self._position += len(chunk)
+                if not self._attached and self._buffered > self.limit:
+                    self._dropped = True
+                    self._chunks.clear()
+            self._cond.notify_all()
+
+    def full(self) -> bool:
+        with self._cond:
+            return self._attached and not self._dropped and self._buffered > self.limit
+
+    def wait_for_room(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._buffered <= self.limit or self._dropped or bool(self._error),
+                timeout,
+            )
+
+    def finish(self) -> None:
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def fail(self, reason: str) -> None:
+        with self._cond:
+            if not self._eof:
+                self._error = self._error or reason
+            self._cond.notify_all()
+
+    def attach(self) -> bool:
+        """Become the reader; False if the tee already gave up."""
+        with self._cond:
+            if self._dropped or self._error:
+                return False
+            self._attached = True
+            return True
+
+    def detach(self) -> None:
+        with self._cond:
+            self._dropped = True
+            self._chunks.clear()
+            self._buffered = 0
+            self._cond.notify_all()
+
+    def read(self, n: int = -1) -> bytes:
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self._chunks) or self._eof or bool(self._error))
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                if 0 < n < len(chunk):
+                    self._chunks.appendleft(chunk[n:])
+                    chunk = chunk[:n]
+                self._buffered -= len(chunk)
+                self._cond.notify_all()
+                return chunk
+            if self._error:
+                raise StreamBroken(self._error)
+            return b""
+
+
 # -- content helpers (pull and import) ---------------------------------------------------------
 
 
@@ -197,29 +294,29 @@ async def commit_bytes(
     """Store a small verified document (index, manifest, config) under ingest `ref`."""
     if own_blob(engine, namespace, lease, desc, labels):
         return
-    writer = await _open_writer(engine, namespace, lease, ref, desc, labels)
+    writer = await open_ingest(engine, namespace, lease, ref, desc, labels)
     if writer is None:
         return
     try:
         if writer.offset:
             writer.truncate(0)
         await asyncio.to_thread(writer.write, data)
-        await _commit(engine, namespace, lease, ref, writer, desc, labels)
+        await commit_ingest(engine, namespace, lease, ref, writer, desc, labels)
     except FailedPrecondition:
-        _abort(engine, namespace, ref)
+        abort_ingest(engine, namespace, ref)
         raise
     finally:
         writer.close()
 
 
-async def _open_writer(  # type: ignore[no-untyped-def]
+async def open_ingest(
     engine: Engine,
     namespace: str,
     lease: str | None,
     ref: str,
     desc: Descriptor,
     labels: Mapping[str, str],
-):
+) -> Writer | None:
     """The ingest writer for `ref`, waiting while another pull holds it; None if it landed."""
     key = ingest_key(namespace, ref)
     while True:
@@ -240,28 +337,22 @@ async def _open_writer(  # type: ignore[no-untyped-def]
         return writer
 
 
-async def _commit(  # type: ignore[no-untyped-def]
+async def commit_ingest(
     engine: Engine,
     namespace: str,
     lease: str | None,
     ref: str,
-    writer,
+    writer: Writer,
     desc: Descriptor,
     labels: Mapping[str, str],
 ) -> None:
-    engine.commits_in_flight += 1
-    try:
-        # AlreadyExists: another namespace committed it first, and owning it is enough.
-        with contextlib.suppress(AlreadyExists):
-            await asyncio.to_thread(writer.commit, desc.size, desc.digest)
-        engine.metadata.content.add(namespace, desc.digest, desc.size, labels, lease)
-        set_labels(engine, namespace, desc.digest, labels)
-    finally:
-        engine.commits_in_flight -= 1
-    engine.metadata.content.end_ingest(namespace, ref)
+    """Commit a fully written ingest, record it with its labels, and forget the ingest."""
+
+    await engine.commit_blob(namespace, lease, writer, desc.size, desc.digest, labels, ref)
+    set_labels(engine, namespace, desc.digest, labels)
 
 
-def _abort(engine: Engine, namespace: str, ref: str) -> None:
+def abort_ingest(engine: Engine, namespace: str, ref: str) -> None:
     """Throw away an ingest whose bytes are wrong, so no later attempt resumes from them."""
     with contextlib.suppress(CtrdeckError):
         engine.content.abort(ingest_key(namespace, ref))
@@ -326,8 +417,9 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[t
 class _Pipeline:
     """One pull's work; all state the callers see goes through `job`."""
 
-    def __init__(self, engine: Engine, job: PullJob, lease: str) -> None:
+    def __init__(self, engine: Engine, job: PullJob, lease: str, client: RegistryClient) -> None:
         self.engine = engine
+        self.client = client
         self.job = job
         self.ns = job.namespace
         self.lease = lease
@@ -356,65 +448,61 @@ class _Pipeline:
             if request.platform
             else platforms.default_matcher()
         )
-        hosts = Hosts(self.engine.config.registry.config_path, plain_http=request.plain_http)
-        async with RegistryClient(hosts) as client:
-            root = await client.resolve(self.ref)
-            self.job.set_phase("fetching", f"resolved {self.ref} to {root.digest}")
-            manifest_desc = root
-            data = await client.fetch_manifest(self.ref, root)
-            if mediatypes.is_index(root.media_type):
-                entries = handlers.index_entries(data, f"index {root.digest}")
-                labels = handlers.gc_labels(entries) | self._source(root.digest)
-                await commit_bytes(
-                    self.engine, self.ns, self.lease, f"index-{root.digest}", root, data, labels
-                )
-                manifest_desc = handlers.select_manifests(entries, matcher, 1)[0]
-                data = await client.fetch_manifest(self.ref, manifest_desc)
-                if mediatypes.is_index(manifest_desc.media_type):
-                    raise FailedPrecondition(
-                        f"{self.ref}: nested image indexes ({manifest_desc.digest}) are not "
-                        "supported"
-                    )
-            manifest = handlers.read_manifest(data, f"manifest {manifest_desc.digest}")
-            kids = handlers.children(manifest_desc, data)
+        client = self.client
+        root = await client.resolve(self.ref)
+        self.job.set_phase("fetching", f"resolved {self.ref} to {root.digest}")
+        manifest_desc = root
+        data = await client.fetch_manifest(self.ref, root)
+        if mediatypes.is_index(root.media_type):
+            entries = handlers.index_entries(data, f"index {root.digest}")
+            labels = handlers.gc_labels(entries) | self._source(root.digest)
             await commit_bytes(
-                self.engine,
-                self.ns,
-                self.lease,
-                f"manifest-{manifest_desc.digest}",
-                manifest_desc,
-                data,
-                handlers.gc_labels(kids) | self._source(manifest_desc.digest),
+                self.engine, self.ns, self.lease, f"index-{root.digest}", root, data, labels
             )
-            for layer in manifest.layers:
-                self.job.layers.setdefault(
-                    layer.digest, LayerProgress(layer.digest, layer.media_type, layer.size)
-                )
-            self.job.changed(urgent=True)
-            await self._fetch_blob(client, manifest.config)
-            config_path = self.engine.content.path(manifest.config.digest)
-            config = handlers.read_config(
-                await asyncio.to_thread(config_path.read_bytes),
-                f"config {manifest.config.digest}",
-            )
-            if (
-                request.platform
-                and manifest_desc is root
-                and config.platform.os
-                and not matcher.match(config.platform)
-            ):
-                raise NotFound(
-                    f"{self.ref} is an image for {config.platform}, not {request.platform}"
-                )
-            if unpacker is not None and len(config.diff_ids) != len(manifest.layers):
+            manifest_desc = handlers.select_manifests(entries, matcher, 1)[0]
+            data = await client.fetch_manifest(self.ref, manifest_desc)
+            if mediatypes.is_index(manifest_desc.media_type):
                 raise FailedPrecondition(
-                    f"manifest {manifest_desc.digest} has {len(manifest.layers)} layers but its "
-                    f"config lists {len(config.diff_ids)} diff IDs"
+                    f"{self.ref}: nested image indexes ({manifest_desc.digest}) are not supported"
                 )
-            await self._layers(client, manifest, config.diff_ids, unpacker)
-            if unpacker is not None and manifest.layers:
-                chains = handlers.chain_ids(config.diff_ids)
-                await unpacker.finish(manifest.config, chains[-1])
+        manifest = handlers.read_manifest(data, f"manifest {manifest_desc.digest}")
+        kids = handlers.children(manifest_desc, data)
+        await commit_bytes(
+            self.engine,
+            self.ns,
+            self.lease,
+            f"manifest-{manifest_desc.digest}",
+            manifest_desc,
+            data,
+            handlers.gc_labels(kids) | self._source(manifest_desc.digest),
+        )
+        for layer in manifest.layers:
+            self.job.layers.setdefault(
+                layer.digest, LayerProgress(layer.digest, layer.media_type, layer.size)
+            )
+        self.job.changed(urgent=True)
+        await self._fetch_blob(client, manifest.config)
+        config_path = self.engine.content.path(manifest.config.digest)
+        config = handlers.read_config(
+            await asyncio.to_thread(config_path.read_bytes),
+            f"config {manifest.config.digest}",
+        )
+        if (
+            request.platform
+            and manifest_desc is root
+            and config.platform.os
+            and not matcher.match(config.platform)
+        ):
+            raise NotFound(f"{self.ref} is an image for {config.platform}, not {request.platform}")
+        if unpacker is not None and len(config.diff_ids) != len(manifest.layers):
+            raise FailedPrecondition(
+                f"manifest {manifest_desc.digest} has {len(manifest.layers)} layers but its "
+                f"config lists {len(config.diff_ids)} diff IDs"
+            )
+        await self._layers(client, manifest, config.diff_ids, unpacker)
+        if unpacker is not None and manifest.layers:
+            chains = handlers.chain_ids(config.diff_ids)
+            await unpacker.finish(manifest.config, chains[-1])
         image = Image(name=str(self.ref), target=root, labels=dict(request.labels))
         return register_image(self.engine, self.ns, image)
 
@@ -426,26 +514,51 @@ class _Pipeline:
         unpacker: Unpacker | None,
     ) -> None:
         ready = [asyncio.Event() for _ in manifest.layers]
+        # A layer whose turn to unpack comes while it is still downloading is applied
+        # from the download as the bytes arrive, so extraction overlaps the transfer.
+        tees = {layer.digest: LayerTee() for layer in manifest.layers if unpacker is not None}
 
         async def fetch(i: int, layer: Descriptor) -> None:
-            await self._fetch_blob(client, layer, track=True)
+            await self._fetch_blob(client, layer, track=True, tee=tees.get(layer.digest))
             ready[i].set()
 
         async def unpack() -> None:
             assert unpacker is not None
             chains = handlers.chain_ids(diff_ids)
             for i, layer in enumerate(manifest.layers):
-                await ready[i].wait()
+                parent = chains[i - 1] if i else ""
+                tee = tees.get(layer.digest)
+                streaming = (
+                    not ready[i].is_set()
+                    and not unpacker.exists(chains[i])
+                    and tee is not None
+                    and tee.attach()
+                )
+                if streaming:
+                    assert tee is not None
+                    self.job.set_state(layer.digest, UNPACKING)
+                    try:
+                        await unpacker.layer(
+                            layer, diff_ids[i], chains[i], parent,
+                            stream=tee, landed=ready[i].wait,
+                        )  # fmt: skip
+                    except StreamBroken:
+                        # The download starts over or failed: unpack from the store instead.
+                        streaming = False
+                    finally:
+                        tee.detach()
+                if not streaming:
+                    await ready[i].wait()
+                    if unpacker.exists(chains[i]):
+                        await unpacker.layer(layer, diff_ids[i], chains[i], parent)
+                        if self.job.layers[layer.digest].state != EXISTS:
+                            self.job.set_state(layer.digest, UNPACKED)
+                        continue
+                    self.job.set_state(layer.digest, UNPACKING)
+                    await unpacker.layer(layer, diff_ids[i], chains[i], parent)
+                self.job.set_state(layer.digest, UNPACKED)
                 if all(r.is_set() for r in ready):
                     self.job.set_phase("unpacking")
-                if unpacker.exists(chains[i]):
-                    await unpacker.layer(layer, diff_ids[i], chains[i], chains[i - 1] if i else "")
-                    if self.job.layers[layer.digest].state != EXISTS:
-                        self.job.set_state(layer.digest, UNPACKED)
-                    continue
-                self.job.set_state(layer.digest, UNPACKING)
-                await unpacker.layer(layer, diff_ids[i], chains[i], chains[i - 1] if i else "")
-                self.job.set_state(layer.digest, UNPACKED)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -469,17 +582,26 @@ class _Pipeline:
         ready[i].set()
 
     async def _fetch_blob(
-        self, client: RegistryClient, desc: Descriptor, *, track: bool = False
+        self,
+        client: RegistryClient,
+        desc: Descriptor,
+        *,
+        track: bool = False,
+        tee: LayerTee | None = None,
     ) -> None:
         engine, ns = self.engine, self.ns
         labels = self._source(desc.digest)
         if own_blob(engine, ns, self.lease, desc, labels):
+            if tee is not None:
+                tee.fail("the blob is already stored")
             if track:
                 self.job.set_state(desc.digest, EXISTS)
             return
         ref = f"{ref_kind(desc)}-{desc.digest}"
-        writer = await _open_writer(engine, ns, self.lease, ref, desc, labels)
+        writer = await open_ingest(engine, ns, self.lease, ref, desc, labels)
         if writer is None:
+            if tee is not None:
+                tee.fail("the blob is already stored")
             if track:
                 self.job.set_state(desc.digest, EXISTS)
             return
@@ -487,6 +609,8 @@ class _Pipeline:
             if desc.size and writer.offset > desc.size:
                 writer.truncate(0)
             held = writer.offset
+            if held and tee is not None:
+                tee.fail("the download resumes a previous one")
             if track:
                 self.job.set_state(desc.digest, DOWNLOADING)
                 self.job.set_offset(desc.digest, held)
@@ -496,20 +620,30 @@ class _Pipeline:
             async with contextlib.aclosing(chunks) as stream:
                 async for at, chunk in stream:
                     await asyncio.to_thread(writer.write, chunk, at)
+                    if tee is not None:
+                        tee.put(at, chunk)
+                        while tee.full():
+                            await asyncio.to_thread(tee.wait_for_room, 0.1)
                     if track:
                         self.job.set_offset(desc.digest, at + len(chunk))
-            await _commit(engine, ns, self.lease, ref, writer, desc, labels)
+            if tee is not None:
+                tee.finish()
+            await commit_ingest(engine, ns, self.lease, ref, writer, desc, labels)
         except CtrdeckError as exc:
+            if tee is not None:
+                tee.fail(exc.message)
             if isinstance(exc, FailedPrecondition):
                 # Bytes that do not hash to the digest must not be resumed from.
-                _abort(engine, ns, ref)
+                abort_ingest(engine, ns, ref)
             if track:
                 self.job.set_state(desc.digest, FAILED)
             where = (
                 f"fetching {ref_kind(desc)} {desc.digest} at byte {writer.offset} of {desc.size}"
             )
             raise type(exc)(f"{where}: {exc.message}") from exc
-        except BaseException:
+        except BaseException as exc:
+            if tee is not None:
+                tee.fail(f"the download stopped: {exc!r}")
             if track:
                 self.job.set_state(desc.digest, FAILED)
             raise
@@ -525,6 +659,16 @@ class Puller:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._jobs: dict[tuple[str, PullRequest], PullJob] = {}
+        # One client per way of reaching registries, kept across pulls: its connections,
+        # tokens and TLS setup (tens of milliseconds) are reused.
+        self._clients: dict[tuple[str, bool], RegistryClient] = {}
+
+    def client(self, plain_http: bool) -> RegistryClient:
+        config_path = self.engine.config.registry.config_path
+        key = (config_path, plain_http)
+        if key not in self._clients:
+            self._clients[key] = RegistryClient(Hosts(config_path, plain_http=plain_http))
+        return self._clients[key]
 
     async def pull(self, namespace: str, request: PullRequest) -> AsyncIterator[Progress]:
         """Progress of the pull of `request`, starting it unless the same one is running.
@@ -570,7 +714,8 @@ class Puller:
         started = time.monotonic()
         lease = new_lease(engine, ns)
         try:
-            image = await _Pipeline(engine, job, lease).run()
+            client = self.client(job.request.plain_http)
+            image = await _Pipeline(engine, job, lease, client).run()
         except BaseException as exc:
             error = first_error(exc)
             if isinstance(error, asyncio.CancelledError):

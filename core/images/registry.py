@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -516,7 +517,9 @@ class RegistryClient:
         key = ep.tls_key()
         client = self._clients.get(key)
         if client is None:
-            verify: ssl.SSLContext | bool = ep.ssl_context() if ep.scheme == "https" else True
+            # Plain-HTTP registries may still redirect to HTTPS storage, so they get the
+            # default checks too, from one context built once per engine.
+            verify: ssl.SSLContext = ep.ssl_context() if ep.scheme == "https" else _default_tls()
             client = httpx.AsyncClient(
                 verify=verify,
                 follow_redirects=True,
@@ -879,6 +882,11 @@ def _as_ref(ref: Reference | str) -> Reference:
 
 def _is_manifest_like(media_type: str) -> bool:
     return mediatypes.is_index(media_type) or mediatypes.is_manifest(media_type)
+
+
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    return ssl.create_default_context()
 
 
 def _verify(body: bytes, digest: str, host: str, what: str) -> None:

@@ -9,7 +9,8 @@ half-built snapshot is left behind. After a layer is unpacked its blob gets the
 `containerd.io/uncompressed` label, and at the end the config gets
 `containerd.io/gc.ref.snapshot.<snapshotter>` = top chain ID, which is what keeps the chain
 alive once the work's lease is gone. Snapshot events are published as the Snapshots service
-would.
+would. A layer may also be applied from a stream while its blob is still downloading; the
+snapshot is then committed only once the blob has landed verified and the diff ID matched.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ import base64
 import contextlib
 import os
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 from core.api.containerd import events
 from core.descriptor import Descriptor
-from core.diff.differ import Differ
+from core.diff.apply import Applied, apply_layer
+from core.diff.differ import Differ, apply_target
 from core.errors import AlreadyExists, CtrdeckError, FailedPrecondition, InvalidArgument
 from core.images.handlers import GC_SNAPSHOT, UNCOMPRESSED
-from core.snapshots import Snapshotter
+from core.snapshots import Mount, Snapshotter
+from core.snapshots.base import in_thread
 
 if TYPE_CHECKING:
     from core.engine import Engine
@@ -65,8 +69,22 @@ class Unpacker:
     def exists(self, chain_id: str) -> bool:
         return self.engine.snapshot_records.find(self.namespace, self.name, chain_id) is not None
 
-    async def layer(self, layer: Descriptor, diff_id: str, chain_id: str, parent: str) -> bool:
-        """Make the committed snapshot `chain_id`; False if it was already there."""
+    async def layer(
+        self,
+        layer: Descriptor,
+        diff_id: str,
+        chain_id: str,
+        parent: str,
+        *,
+        stream: BinaryIO | None = None,
+        landed: Callable[[], Awaitable[object]] | None = None,
+    ) -> bool:
+        """Make the committed snapshot `chain_id`; False if it was already there.
+
+        Without `stream` the layer is read from the content store. With it, the bytes come
+        from `stream` as they arrive, and `landed` is awaited before the commit: it returns
+        once the blob is in the content store, verified.
+        """
         if self.exists(chain_id):
             self._label_uncompressed(layer, diff_id)
             return False
@@ -77,7 +95,14 @@ class Unpacker:
             ns, "/snapshot/prepare", events.SnapshotPrepare(key=key, parent=parent)
         )
         try:
-            applied = await self.differ.apply(ns, layer, mounts)
+            if stream is None:
+                applied = await self.differ.apply(ns, layer, mounts)
+            else:
+                applied = await in_thread(
+                    self._apply_stream, stream, layer.media_type, mounts, diff_id
+                )
+                if landed is not None:
+                    await landed()
             if applied.digest != diff_id:
                 raise FailedPrecondition(
                     f"layer {layer.digest} unpacked to diff ID {applied.digest}, but the image "
@@ -99,6 +124,22 @@ class Unpacker:
         )
         self._label_uncompressed(layer, diff_id)
         return True
+
+    def _apply_stream(
+        self, stream: BinaryIO, media_type: str, mounts: Sequence[Mount], diff_id: str
+    ) -> Applied:
+        # The walking differ's placement rules, fed from the download instead of the store.
+        overlay = self.engine.snapshotters.get("overlayfs")
+        roots = [overlay.root] if overlay is not None else []
+        with apply_target(mounts, roots) as target:
+            return apply_layer(
+                stream,
+                media_type,
+                target.root,
+                target.mode,
+                lowers=target.lowers,
+                expected_diff_id=diff_id,
+            )
 
     async def finish(self, config: Descriptor, top_chain_id: str) -> None:
         """Point the config at the top of the chain, so the image keeps it from GC."""

@@ -156,11 +156,6 @@ class ContentMetadata:
                 (namespace, ref),
             )
 
-    def ingest_expected_digests(self) -> set[str]:
-        """Digests some ingest in any namespace is writing: such a blob may be landing now."""
-        rows = self.db.conn.execute("SELECT DISTINCT expected FROM ingests WHERE expected != ''")
-        return {r[0] for r in rows}
-
     def ingest_refs(self, namespace: str) -> list[str]:
         rows = self.db.conn.execute(
             "SELECT ref FROM ingests WHERE namespace = ? ORDER BY ref", (namespace,)

@@ -190,6 +190,10 @@ class Monitor:
             raise RuntimeError(self._runtime_error(status))
         with open(self.cfg["pid_file"]) as fp:
             self.pid = int(fp.read().strip())
+        if self.pid in self.children:
+            # A short exec can be over before the runtime has even returned.
+            self.exit_status = self.children.pop(self.pid)
+            self.exited_at = time.time_ns()
 
     def _receive_console(self, listener: socket.socket, runtime_pid: int, out: Sink | None) -> None:
         listener.setblocking(False)

@@ -64,6 +64,9 @@ DEFAULT_LOG_MAX = 1 << 20
 # published anyway: an event nobody can receive yet would be lost.
 RESTORED_EXIT_GRACE = 5.0
 MAX_SIGNAL = 64
+# An exec's monitor ends within its drain time of the container's end; one
+# that does not has lost its process and is stopped.
+EXEC_LINGER = 5.0
 RUNC_OPTIONS_URL = "containerd.runc.v1.Options"
 
 Publish = Callable[[str, str, betterproto2.Message], None]
@@ -673,7 +676,7 @@ class TaskManager:
             await proc.done.wait()
             for ex in task.execs.values():
                 if ex.monitor_pid:
-                    await ex.done.wait()
+                    await self._finish_exec(ex)
             await self._forget(task)
         assert proc.exit is not None
         self.publish(
@@ -687,6 +690,16 @@ class TaskManager:
             ),
         )
         return proc
+
+    async def _finish_exec(self, proc: Process) -> None:
+        """Wait for an exec's monitor once its container is gone; end it if it lingers."""
+        try:
+            await asyncio.wait_for(proc.done.wait(), EXEC_LINGER)
+        except TimeoutError:
+            if self._is_our_monitor(proc):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.monitor_pid, signals.SIGKILL)
+            await proc.done.wait()
 
     async def _forget(self, task: Task) -> None:
         for p in [task.process, *task.execs.values()]:

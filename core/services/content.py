@@ -21,14 +21,10 @@ from core.content.store import CHUNK_SIZE, IngestStatus, Writer
 from core.descriptor import validate_digest
 from core.engine import Engine
 from core.errors import AlreadyExists, InvalidArgument, NotFound
-from core.metadata.content import ContentRecord
+from core.metadata.content import ContentRecord, ingest_key
 from core.services.convert import ts
 
 LIST_BATCH = 100
-
-
-def ingest_key(namespace: str, ref: str) -> str:
-    return f"{namespace}/{ref}"
 
 
 def info_out(r: ContentRecord, with_updated: bool = True) -> api.Info:
@@ -172,6 +168,10 @@ class ContentService(api.ContentBase):
         finally:
             if isinstance(writer, Writer):
                 writer.close()
+            elif isinstance(writer, _Shared):
+                self.engine.pinned_blobs[writer.digest_value] -= 1
+                if self.engine.pinned_blobs[writer.digest_value] <= 0:
+                    del self.engine.pinned_blobs[writer.digest_value]
 
     async def _open(
         self, ns: str, ref: str, total: int, expected: str, lease: str | None
@@ -180,6 +180,7 @@ class ContentService(api.ContentBase):
             size = self.store.info(expected).size
             if total and size != total:
                 raise InvalidArgument(f"content {expected} has size {size}, not {total}")
+            self.engine.pinned_blobs[expected] += 1
             return _Shared(expected, size)
         writer = await asyncio.to_thread(
             self.store.open_writer, ingest_key(ns, ref), total, expected
@@ -213,13 +214,9 @@ class ContentService(api.ContentBase):
             elif req.offset > 0 and req.offset != writer.offset:
                 writer.write(b"", req.offset)
         if req.action == api.WriteAction.COMMIT:
-            try:
-                digest = await asyncio.to_thread(writer.commit, total, expected)
-            except AlreadyExists:
-                # Another namespace committed the same bytes first; owning them is enough.
-                digest = writer.digest()
-            self.meta.add(ns, digest, writer.offset, req.labels, lease)
-            self.meta.end_ingest(ns, ref)
+            digest = await self.engine.commit_blob(
+                ns, lease, writer, total, expected, req.labels, ref
+            )
             resp.digest = digest
             resp.offset = writer.offset
             return resp

@@ -2,7 +2,9 @@
 
 The image record is the root that keeps an image's blobs and snapshots from
 garbage collection; `Delete` with `sync` collects before it returns. `Pull`
-(ctrdeck's own) streams the progress of the server-side pull pipeline.
+(ctrdeck's own) streams the progress of the server-side pull pipeline; `Import`,
+`Export` and `Push` (also ctrdeck's own) move images in and out as tarballs and
+to registries.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from core import context
 from core.api.containerd.services.images import v1 as api
 from core.api.google.protobuf import Empty
 from core.engine import Engine
+from core.images.archive import Exporter, Importer, ImportOptions, spool
 from core.images.pull import Progress, Puller, request_from
+from core.images.push import Pusher
 from core.metadata.images import Image
 from core.services.codec import EncodingCache, Preencoded, repeated
 from core.services.convert import descriptor_in, descriptor_out, ts
@@ -27,6 +31,10 @@ def image_out(image: Image) -> api.Image:
         created_at=ts(image.created_at),
         updated_at=ts(image.updated_at),
     )
+
+
+IMPORT_SPOOL = "io.containerd.grpc.v1.images.import"
+"""Where imported tarballs wait (on disk, not in the state tmpfs) while they are read."""
 
 
 def progress_out(progress: Progress) -> api.PullImageProgress:
@@ -107,4 +115,50 @@ class ImagesService(api.ImagesBase):
             plain_http=message.plain_http,
         )
         async for progress in self.puller.pull(context.namespace(), request):
+            yield progress_out(progress)
+
+    async def import_(
+        self, messages: AsyncIterator[api.ImportImageRequest]
+    ) -> api.ImportImageResponse:
+        ns = context.namespace()
+        first: api.ImportImageRequest | None = None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal first
+            async for message in messages:
+                first = first or message
+                if message.data:
+                    yield bytes(message.data)
+
+        path = await spool(chunks(), self.engine.root / IMPORT_SPOOL)
+        try:
+            first = first or api.ImportImageRequest()
+            options = ImportOptions(
+                base_name=first.base_name,
+                snapshotter=first.snapshotter,
+                platform=first.platform,
+                unpack=not first.skip_unpack,
+                labels=dict(first.labels),
+            )
+            images = await Importer(self.engine, ns, options).run(path)
+        finally:
+            path.unlink(missing_ok=True)
+        return api.ImportImageResponse(images=[image_out(i) for i in images])
+
+    async def export(self, message: api.ExportImageRequest) -> AsyncIterator[api.ExportImageChunk]:
+        exporter = Exporter(self.engine, context.namespace())
+        async for chunk in exporter.stream(
+            list(message.names), message.platform, not message.skip_docker_manifest
+        ):
+            yield api.ExportImageChunk(data=chunk)
+
+    async def push(self, message: api.PushImageRequest) -> AsyncIterator[api.PullImageProgress]:
+        pusher = Pusher(self.engine, context.namespace())
+        async for progress in pusher.push(
+            message.name,
+            message.ref,
+            message.platform,
+            plain_http=message.plain_http,
+            user=message.user,
+        ):
             yield progress_out(progress)

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from grpclib import GRPCError
-from grpclib.const import Status
+from grpclib.const import Cardinality, Handler, Status
 from grpclib.events import RecvRequest, listen
 
 from core import context, errors
+from core.api.google.protobuf import Empty
 
 log = logging.getLogger("ctrdeck.grpc")
 
@@ -53,8 +54,28 @@ def _first(metadata: Any, key: str) -> str | None:
     return value
 
 
+class _Methods(dict[str, Handler]):
+    """The server's method table, answering unknown methods as real gRPC calls.
+
+    grpclib rejects an unknown method without a content-type header, which Go
+    clients such as ctr read as UNKNOWN; ctr needs a proper UNIMPLEMENTED to fall
+    back (e.g. from Containers.ListStream to List).
+    """
+
+    def get(self, key: str, default: Any = None) -> Handler:  # type: ignore[override]
+        handler = super().get(key)
+        if handler is not None:
+            return handler
+
+        async def unimplemented(stream: Any) -> None:
+            raise GRPCError(Status.UNIMPLEMENTED, f"unknown method {key}")
+
+        return Handler(unimplemented, Cardinality.UNARY_UNARY, Empty, Empty)
+
+
 def install(server: Any, observers: list[Observer]) -> None:
     """Wrap every call the server receives; `observers` see (method, ns, status, seconds)."""
+    server._mapping = _Methods(server._mapping)
 
     async def on_request(event: RecvRequest) -> None:
         inner = event.method_func

@@ -221,3 +221,17 @@ async def test_garbage_on_the_socket_does_not_stop_the_engine(
     await asyncio.sleep(0.1)
     assert "ctrdeck" in (await client.server_version()).version
     assert engine.proc is not None and engine.proc.poll() is None
+
+
+async def test_unknown_method_is_unimplemented(engine: EngineProcess, client: Client) -> None:
+    from core.api.containerd.services.version import v1 as version
+
+    stub = version.VersionStub(client.channel, metadata=client.metadata)
+    with pytest.raises(GRPCError) as err:
+        await stub._unary_unary(
+            "/containerd.services.nothing.v1.Nothing/Call",
+            version.VersionResponse(),
+            version.VersionResponse,
+        )
+    assert err.value.status == Status.UNIMPLEMENTED
+    assert "unknown method" in (err.value.message or "")

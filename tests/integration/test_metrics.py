@@ -27,7 +27,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from core import metrics
 from core.api.containerd.services.containers import v1 as containers
 from core.api.containerd.services.images import v1 as images
-from core.api.containerd.services.introspection import v1 as introspection
 from core.api.containerd.services.namespaces import v1 as namespaces
 from core.api.containerd.services.snapshots import v1 as snapshots
 from core.api.containerd.services.tasks import v1 as tasks
@@ -254,15 +253,6 @@ async def test_prometheus_scrapes_operations(
         assert up[0]["metric"]["instance"] == f"127.0.0.1:{port}"
 
 
-async def _serves_tasks(client: Client) -> bool:
-    # grpclib's client reports the server's "method not found" as UNKNOWN
-    # (the reply has no content-type), so ask Introspection instead.
-    resp = await client.introspection.plugins(
-        introspection.PluginsRequest(filters=["type==io.containerd.grpc.v1,id==tasks"])
-    )
-    return any(p.init_err is None for p in resp.plugins)
-
-
 def _busybox_rootfs(base: Path) -> Path:
     busybox = shutil.which("busybox")
     if busybox is None:
@@ -317,8 +307,6 @@ def _spec(container_id: str) -> bytes:
 async def test_prometheus_sees_memory_of_a_running_container(
     metrics_engine: tuple[EngineProcess, int], metrics_client: Client
 ) -> None:
-    if not await _serves_tasks(metrics_client):
-        pytest.skip("needs tasks (issue 4)")
     _, port = metrics_engine
     container_id = "metrics-mem"
     base = Path(tempfile.mkdtemp(prefix="ctrdeck-rootfs-", dir="/tmp"))

@@ -35,7 +35,7 @@ from core.client import Client
 from core.runtime import spec as specs
 from core.runtime.cgroups import hierarchies
 from core.runtime.tasks import TASK_DIR
-from core.typeurl import PROCESS_URL, RESOURCES_URL, SPEC_URL, unpack
+from core.typeurl import PROCESS_URL, RESOURCES_URL, SPEC_URL, pack, unpack
 from tests.engine_proc import EngineProcess
 from tests.helpers import eventually
 
@@ -232,18 +232,21 @@ class EventLog:
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> EventLog:
-        ready = asyncio.Event()
-
         async def listen() -> None:
-            async with self.client.events.subscribe.open() as stream:
-                await stream.send_message(events_api.SubscribeRequest(filters=self.filters))
-                ready.set()
-                async for env in stream:
-                    self.seen.append(env)
+            request = events_api.SubscribeRequest(filters=self.filters)
+            async for env in self.client.events.subscribe(request):
+                self.seen.append(env)
 
         self.task = asyncio.create_task(listen())
-        await ready.wait()
-        await asyncio.sleep(0.2)
+        # A marker event that arrives proves the subscription is live.
+        marker = ev.NamespaceUpdate(name="marker")
+        while not self.seen:
+            await self.client.events.publish(
+                events_api.PublishRequest(topic="/test/marker", event=pack(marker))
+            )
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        self.seen.clear()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -497,7 +500,7 @@ async def _code(call: object) -> tuple[Code, str]:
     raise AssertionError("the call succeeded")
 
 
-async def test_bad_input_codes(nsclient: Client, workdir: Path) -> None:
+async def test_bad_input_codes(nsclient: Client, tengine: EngineProcess, workdir: Path) -> None:
     c = nsclient
     mounts = rootfs_mounts(workdir / "rootfs")
     code, msg = await _code(
@@ -567,6 +570,11 @@ async def test_bad_input_codes(nsclient: Client, workdir: Path) -> None:
     assert code == Code.UNKNOWN and "/no/such/binary" in msg
     listed = await c.tasks.list(tasks.ListTasksRequest())
     assert listed.tasks == []
+    # The failed creates left nothing behind.
+    assert not (tengine.state / TASK_DIR / c.namespace / "nobin").exists()
+    assert mounts_under(tengine.state / TASK_DIR) == []
+    assert monitors_of(tengine.state) == []
+    assert not (hierarchies()["memory"] / c.namespace / "nobin").exists()
 
 
 async def test_missing_runtime_binary_is_named(workdir: Path) -> None:
@@ -593,18 +601,16 @@ version = 2
         engine.stop(cleanup=True)
 
 
-async def _subscribe_with_retry(address: str, namespace: str, seen: list[events_api.Envelope],
-                                connected: asyncio.Event) -> None:  # fmt: skip
+async def _subscribe_with_retry(
+    address: str, namespace: str, seen: list[events_api.Envelope]
+) -> None:
+    """Stay subscribed to exits, reconnecting until an engine answers."""
     while True:
         c = Client(address, namespace)
         try:
-            async with c.events.subscribe.open() as stream:
-                await stream.send_message(
-                    events_api.SubscribeRequest(filters=["topic==/tasks/exit"])
-                )
-                connected.set()
-                async for env in stream:
-                    seen.append(env)
+            request = events_api.SubscribeRequest(filters=["topic==/tasks/exit"])
+            async for env in c.events.subscribe(request):
+                seen.append(env)
         except (GRPCError, OSError, ConnectionError):
             await asyncio.sleep(0.05)
         finally:
@@ -637,10 +643,7 @@ async def test_restart_keeps_tasks_and_reports_exits(workdir: Path) -> None:
             await eventually(exit_file.exists, timeout=20)
 
         seen: list[events_api.Envelope] = []
-        connected = asyncio.Event()
-        listener = asyncio.create_task(
-            _subscribe_with_retry(str(engine.address), ns, seen, connected)
-        )
+        listener = asyncio.create_task(_subscribe_with_retry(str(engine.address), ns, seen))
         try:
             engine = EngineProcess(base=engine.base).start()
             c = Client(str(engine.address), ns)
@@ -654,7 +657,9 @@ async def test_restart_keeps_tasks_and_reports_exits(workdir: Path) -> None:
             listener.cancel()
             with contextlib.suppress(BaseException):
                 await listener
-        exits = sorted((e.container_id, e.exit_status) for e in map(unpack, (s.event for s in seen)))  # type: ignore[attr-defined]
+        exits = sorted(
+            (e.container_id, e.exit_status) for e in map(unpack, (s.event for s in seen))
+        )  # type: ignore[attr-defined]
         assert exits == [("r0", 137), ("r1", 7)]
 
         # Restored tasks are still manageable.

@@ -94,6 +94,12 @@ def chatty_image() -> Built:
     return single(build_image([busybox_layer()], cmd=("/bin/sh", "-c", script)))
 
 
+def worker_image() -> Built:
+    """Busybox that works a little every half second: something for the CPU column."""
+    script = "while :; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.5; done"
+    return single(build_image([busybox_layer()], cmd=("/bin/sh", "-c", script)))
+
+
 def spec_any(container_id: str, args: list[str]) -> AnyMessage:
     spec = {
         "ociVersion": "1.0.2-dev",

@@ -279,6 +279,10 @@ async def test_lost_engine_shows_a_banner_and_reconnects(
         await until(pilot, lambda: not banner.has_class("hidden"))
         assert isinstance(banner, Static)
         assert "engine lost" in plain(banner)
-        EngineProcess(base=engine.base).start()
-        await until(pilot, lambda: banner.has_class("hidden"), timeout=30)
-        assert app.state.connected
+        again = EngineProcess(base=engine.base).start()
+        try:
+            await until(pilot, lambda: banner.has_class("hidden"), timeout=30)
+            assert app.state.connected
+        finally:
+            # The fixture stops the engine it started, not this second one.
+            again.stop()

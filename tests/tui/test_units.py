@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -10,8 +11,10 @@ import pytest
 
 from tests.tui.fixed import fixed_app
 from tui import commands, keymap, oci, spec
+from tui.palette import ConsoleCommands
 from tui.state import CONTAINERS, ContainerRow, LogLine, NodeState, age
 from tui.widgets.event_log import matches, parse_filter
+from tui.widgets.footer import KeyFooter
 from tui.widgets.tables import Column, visible_columns
 
 
@@ -95,6 +98,14 @@ def test_columns_drop_from_the_right_keeping_essential_ones() -> None:
     assert [c.key for c in visible_columns(cols, 48)] == ["id", "a", "status", "b"]
     assert [c.key for c in visible_columns(cols, 40)] == ["id", "a", "status"]
     assert [c.key for c in visible_columns(cols, 30)] == ["id", "status"]
+    assert [c.key for c in visible_columns(cols, 10)] == ["id"]
+
+
+def test_columns_with_more_to_say_stay_longer() -> None:
+    cols = (Column("id", "ID", 10, essential=True), Column("pid", "PID", 10, keep=1),
+            Column("cpu", "CPU", 10, keep=2), Column("runtime", "RUNTIME", 10))  # fmt: skip
+    assert [c.key for c in visible_columns(cols, 40)] == ["id", "pid", "cpu"]
+    assert [c.key for c in visible_columns(cols, 30)] == ["id", "cpu"]
 
 
 def test_state_updates_by_key_and_tracks_dirty_tables() -> None:
@@ -144,3 +155,49 @@ async def test_no_color_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     app = fixed_app()
     async with app.run_test(size=(80, 24)):
         assert app.no_color
+
+
+async def test_palette_runs_commands_by_name() -> None:
+    app = fixed_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Show snapshots")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.main.focused_pane() == "snapshots"
+
+
+async def test_read_only_palette_leaves_out_changes() -> None:
+    app = fixed_app(read_only=True)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        provider = ConsoleCommands(app.main)
+        names = [name for name, _id, _cb in provider._entries()]
+        assert any("Inspect" in n for n in names)
+        assert not any("Delete" in n or "Pull" in n or "Start" in n for n in names)
+
+
+async def test_light_and_dark_themes() -> None:
+    app = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert app.theme == "textual-dark"
+        await pilot.press("T")
+        assert app.theme == "textual-light"
+        await pilot.press("colon", *"theme dark", "enter")
+        assert app.theme == "textual-dark"
+
+
+async def test_footer_fits_80_columns_and_keeps_help() -> None:
+    for width, everything in ((80, False), (160, True)):
+        app = fixed_app()
+        async with app.run_test(size=(width, 24)) as pilot:
+            await pilot.pause()
+            footer = app.main.query_one(KeyFooter)
+            regions = sorted((key.region for key in footer.children), key=lambda r: r.x)
+            assert all(a.right <= b.x for a, b in itertools.pairwise(regions))
+            assert regions[-1].right <= width
+            shown = [getattr(key, "description", "") for key in footer.children]
+            assert "help" in shown and "inspect" in shown
+            assert ("quit" in shown) is everything

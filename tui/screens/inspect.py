@@ -22,12 +22,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from core.api.containerd.services.snapshots.v1 import Kind
 from core.api.containerd.v1.types import Status
 from tui.oci import ImageDetail
 from tui.operations import ConsoleError, ContainerDetail, ContentDetail, SnapshotDetail
+from tui.widgets.footer import KeyFooter
 from tui.widgets.tables import short_digest, size
 
 
@@ -258,7 +259,7 @@ class InspectScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(f" {self.title_text}", id="inspect-title", classes="topbar")
         yield VerticalScroll(Static("loading…", classes="dim"), id="inspect-body")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#inspect-body").focus()

@@ -20,9 +20,10 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Input, RichLog, Static
+from textual.widgets import Input, RichLog, Static
 
 from tui.operations import ConsoleError
+from tui.widgets.footer import KeyFooter
 
 POLL_INTERVAL = 0.5
 TAIL_BYTES = 256 * 1024
@@ -59,7 +60,7 @@ class LogsScreen(Screen[None]):
         yield Static(f" Logs ▸ {self.container_id}", id="logs-title", classes="topbar")
         yield Input(placeholder="search the log (esc clears)", id="logs-search", classes="hidden")
         yield RichLog(id="logs-view", max_lines=MAX_LINES, wrap=False, min_width=20)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#logs-view").focus()

@@ -25,10 +25,11 @@ from rich.text import Text
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.color import Color
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, Footer, Input, Static
+from textual.widgets import ContentSwitcher, Input, Static
 
 from core.client import Client
 from tui import commands, operations
@@ -47,6 +48,7 @@ from tui.screens.logs import LogsScreen
 from tui.screens.pull import PullScreen
 from tui.state import NodeState
 from tui.widgets.event_log import EventLog
+from tui.widgets.footer import KeyFooter
 from tui.widgets.tables import (
     ContainersTable,
     ContentTable,
@@ -95,6 +97,7 @@ class MainScreen(Screen[None]):
         super().__init__()
         self._pane = CONTAINERS
         self._filter_target: str | None = None
+        self._shown_titles: dict[str, object] = {}
 
     @property
     def console(self) -> CtrdeckApp:
@@ -124,7 +127,7 @@ class MainScreen(Screen[None]):
                     yield ContentTable(id=CONTENT)
         yield EventLog(id="events")
         yield Input(placeholder=CMDLINE_HELP, id="cmdline", classes="hidden")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.table(CONTAINERS).focus()
@@ -160,15 +163,30 @@ class MainScreen(Screen[None]):
 
     def restyle(self) -> None:
         theme = self.app.current_theme
+
+        def readable(color: str | None) -> str:
+            # The themes' status colours are made for dark grounds; on a light one they fade.
+            if not color:
+                return ""
+            return color if theme.dark else Color.parse(color).darken(0.25).hex
+
+        if self.app.no_color:
+            # Without colour the status words still differ in weight and slant.
+            running, paused, created = "bold", "italic", "underline"
+        else:
+            running, paused = readable(theme.success), readable(theme.warning)
+            created = readable(theme.accent)
         self.status_styles = {
-            "RUNNING": theme.success or "bold",
-            "PAUSED": theme.warning or "italic",
-            "CREATED": theme.accent or "",
+            "RUNNING": running,
+            "PAUSED": paused,
+            "CREATED": created,
             "STOPPED": "dim",
             "UNKNOWN": "dim",
             "dim": "dim",
         }
-        self.event_log.styles_by_kind = {"ctr": f"bold {theme.accent or ''}".strip()}
+        self.event_log.styles_by_kind = {"ctr": f"bold {readable(theme.accent)}".strip()}
+        # The log's lines were drawn in the old colours: draw them again from its buffer.
+        self.event_log.set_filter(self.event_log.filter_text)
         self.refresh_view({CONTAINERS})
 
     def refresh_view(self, dirty: set[str]) -> None:
@@ -214,20 +232,28 @@ class MainScreen(Screen[None]):
         bar.add_column(no_wrap=True, overflow="ellipsis")
         bar.add_column(justify="right", no_wrap=True)
         bar.add_row(left, right)
-        self.query_one("#topbar", Static).update(bar)
+        # A refresh that changes no words must not repaint: over SSH every repaint is bytes.
+        top = (left.plain, right.plain, narrow)
+        if top != self._shown_titles.get("top"):
+            self._shown_titles["top"] = top
+            self.query_one("#topbar", Static).update(bar, layout=False)
         tabs = Text()
         for i, pane in enumerate(commands.RESOURCE_PANES, 1):
             label = f" {i} {commands.PANE_TITLES[pane]} "
             tabs.append(label, style="reverse bold" if pane == self._pane else "")
         resources = self.query_one("#resources")
-        resources.border_title = tabs
+        if self._shown_titles.get("tabs") != self._pane:
+            self._shown_titles["tabs"] = self._pane
+            resources.border_title = tabs
         table = self.table(self._pane)
         shown, total = table.counts()
         note = f"/ {table.filter_text} · {shown} of {total}" if table.filter_text else f"{total}"
         unserved = {SNAPSHOTS: "Snapshots", CONTAINERS: "Tasks"}.get(self._pane)
         if unserved and unserved in node.unserved:
             note = f"engine does not serve {unserved} yet · {note}"
-        resources.border_subtitle = note
+        if self._shown_titles.get("note") != note:
+            self._shown_titles["note"] = note
+            resources.border_subtitle = note
 
     def on_resize(self, event: events.Resize) -> None:
         narrow = event.size.width < NARROW

@@ -2,7 +2,8 @@
 
 Lines arrive from the event stream (and from the teaching toggle) at any rate;
 they go into a ring buffer of fixed size and a pending list that is written to
-the screen in one batch per flush, so a burst of events costs one repaint.
+the screen shortly after the first of a burst arrives, in one batch, so a burst
+costs one repaint and a quiet log costs nothing.
 Pausing stops the writing (the buffer keeps filling, and the title counts what
 is waiting); the view only follows the end while it is scrolled to the end,
 so reading back is never interrupted. The filter (`ns:NAME`, `topic:/tasks`,
@@ -22,7 +23,8 @@ from tui import commands
 from tui.state import LogLine
 
 CAPACITY = 2000
-FLUSH_INTERVAL = 0.1
+# Lines arriving within this window are written together.
+FLUSH_DELAY = 0.03
 
 
 def parse_filter(text: str) -> list[tuple[str, str]]:
@@ -64,9 +66,9 @@ class EventLog(RichLog):
         self.compact = False
         self._terms: list[tuple[str, str]] = []
         self.styles_by_kind: dict[str, str] = {}
+        self._flush_pending = False
 
     def on_mount(self) -> None:
-        self.set_interval(FLUSH_INTERVAL, self.flush)
         self._retitle()
 
     def add(self, line: LogLine) -> None:
@@ -77,6 +79,9 @@ class EventLog(RichLog):
                 del self.pending[: -self.buffer.maxlen]  # type: ignore[operator]
             if self.paused:
                 self._retitle()
+            elif not self._flush_pending:
+                self._flush_pending = True
+                self.set_timer(FLUSH_DELAY, self.flush)
 
     def format(self, line: LogLine) -> Text:
         stamp = line.time.astimezone()
@@ -90,6 +95,7 @@ class EventLog(RichLog):
         return Text(f"{stamp:%H:%M:%S}.{ms}  {line.namespace:<10} {line.topic:<20} {line.detail}")
 
     def flush(self) -> None:
+        self._flush_pending = False
         if self.paused or not self.pending:
             return
         lines, self.pending = self.pending, []

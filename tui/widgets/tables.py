@@ -44,10 +44,13 @@ CELL_PADDING = 1
 
 @dataclass(frozen=True)
 class Column:
+    """One column; when the table is too narrow, the lowest `keep` goes first."""
+
     key: str
     label: str
     width: int
     essential: bool = False
+    keep: int = 0
 
 
 def size(n: int | None) -> str:
@@ -69,19 +72,22 @@ def fit(text: str, width: int, *, keep_right: bool = False) -> str:
 
 
 def visible_columns(columns: tuple[Column, ...], width: int) -> tuple[Column, ...]:
-    """The columns that fit in `width`, dropping from the right, essential ones last."""
+    """The columns that fit in `width`, in their order.
+
+    Columns go lowest `keep` first and, among equals, from the right; the
+    essential ones (an ID, a status) go last, from the right too.
+    """
     chosen = list(columns)
 
     def needed(cols: list[Column]) -> int:
         return sum(c.width + 2 * CELL_PADDING for c in cols)
 
-    for column in reversed(columns):
-        if needed(chosen) <= width:
+    position = {c.key: i for i, c in enumerate(columns)}
+    order = sorted(columns, key=lambda c: (c.essential, c.keep, -position[c.key]))
+    for column in order:
+        if needed(chosen) <= width or len(chosen) == 1:
             break
-        if not column.essential:
-            chosen.remove(column)
-    while needed(chosen) > width and len(chosen) > 1:
-        chosen.pop()
+        chosen.remove(column)
     return tuple(chosen)
 
 
@@ -98,6 +104,8 @@ class ResourceTable(DataTable[Cell]):
         self._rows: dict[str, Cells] = {}
         self._keys: dict[str, Hashable] = {}
         self._shown: set[str] = set()
+        # The cells each shown row was last given, to compare without asking the table.
+        self._on_screen: dict[str, Cells] = {}
         self._columns: tuple[Column, ...] = ()
 
     @property
@@ -119,6 +127,7 @@ class ResourceTable(DataTable[Cell]):
         for column in columns:
             self.add_column(column.label, width=column.width, key=column.key)
         self._shown.clear()
+        self._on_screen.clear()
         self._apply()
 
     def row_id(self, key: Hashable) -> str:
@@ -146,20 +155,27 @@ class ResourceTable(DataTable[Cell]):
         wanted = {rid for rid, cells in self._rows.items() if self._matches(cells)}
         for rid in self._shown - wanted:
             self.remove_row(rid)
+            del self._on_screen[rid]
         added = False
         for rid in sorted(wanted):
             cells = self._rows[rid]
-            if rid not in self._shown:
+            shown = self._on_screen.get(rid)
+            if shown is None:
                 self.add_row(*(cells.get(c.key, "") for c in self._columns), key=rid)
+                self._on_screen[rid] = cells
                 added = True
+                continue
+            if shown == cells:
+                # The common case on a refresh of 2,000 rows: nothing to touch.
                 continue
             for column in self._columns:
                 value = cells.get(column.key, "")
-                try:
-                    if self.get_cell(rid, column.key) != value:
+                if shown.get(column.key, "") != value:
+                    try:
                         self.update_cell(rid, column.key, value)
-                except (CellDoesNotExist, RowDoesNotExist):
-                    continue
+                    except (CellDoesNotExist, RowDoesNotExist):
+                        continue
+            self._on_screen[rid] = cells
         self._shown = wanted
         if added and len(self._shown) > 1:
             self.sort(self.SORT_COLUMN or self._columns[0].key, key=_sort_key)
@@ -189,12 +205,14 @@ def _sort_key(value: Cell) -> str:
 
 
 def _status_text(row: ContainerRow, styles: Mapping[str, str]) -> Text:
+    # Styled as a span, not a base style: Text equality sees spans only, and the
+    # keyed update must notice a theme change.
     if not row.status:
-        return Text("-", style=styles.get("dim", ""))
+        return Text.styled("-", styles.get("dim", ""))
     label = row.status
     if row.status == "STOPPED" and row.exit_status is not None:
         label = f"STOPPED({row.exit_status})"
-    return Text(label, style=styles.get(row.status, ""))
+    return Text.styled(label, styles.get(row.status, ""))
 
 
 class ContainersTable(ResourceTable):
@@ -202,12 +220,13 @@ class ContainersTable(ResourceTable):
     BINDINGS: ClassVar[list[Binding]] = commands.bindings(CONTAINERS)
     COLUMNS = (
         Column("id", "ID", 16, essential=True),
-        Column("image", "IMAGE", 24),
+        Column("image", "IMAGE", 24, keep=5),
         Column("status", "STATUS", 11, essential=True),
-        Column("pid", "PID", 7),
-        Column("up", "UP", 7),
-        Column("cpu", "CPU", 6),
-        Column("mem", "MEM", 10),
+        # At 80 columns CPU and MEM say more about a container than its pid and uptime.
+        Column("pid", "PID", 7, keep=1),
+        Column("up", "UP", 7, keep=2),
+        Column("cpu", "CPU", 6, keep=4),
+        Column("mem", "MEM", 10, keep=3),
         Column("runtime", "RUNTIME", 22),
     )
 

@@ -1,0 +1,100 @@
+"""The console against Debian's real containerd, on temp dirs of its own.
+
+containerd is seeded through `core.client` (an image with real blobs, a
+container, a second namespace, a snapshot) and the console must show what
+Debian's `ctr` lists there; an event from another client reaches the screen;
+and a pull says plainly that containerd has no server-side pull, with the
+`ctr` line that does it instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+from textual.widgets import Input
+
+from bench.engines import Running
+from bench.engines import containerd as start_containerd
+from core.api.containerd.services.snapshots import v1 as snapshots_api
+from core.client import Client
+from tests.helpers import ctr
+from tests.tui.support import seed_container, seed_image, seed_namespace, until
+from tests.tui.test_console import BUSYBOX, log_text, rows
+from tui.app import CtrdeckApp, Settings
+from tui.screens.pull import PullScreen
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("containerd") is None,
+    reason="Debian's containerd binary is missing (apt-get install containerd)",
+)
+
+SIZE = (120, 36)
+SNAPSHOTTER = "native"
+
+
+@pytest.fixture
+async def containerd() -> AsyncIterator[tuple[Running, Client]]:
+    """containerd on its own root, state and socket; stopped and removed afterwards."""
+    with start_containerd() as running:
+        client = Client(str(running.address), "default")
+        try:
+            yield running, client
+        finally:
+            client.close()
+
+
+def ctr_column(address: str, *args: str, namespace: str = "default") -> set[str]:
+    """The first column of a `ctr … ls` listing, without its header."""
+    out = ctr(address, *args, namespace=namespace).stdout.splitlines()
+    return {line.split()[0] for line in out[1:] if line.strip()}
+
+
+async def test_the_console_shows_what_ctr_shows_on_containerd(
+    containerd: tuple[Running, Client],
+) -> None:
+    running, client = containerd
+    address = str(running.address)
+    await seed_image(client, BUSYBOX)
+    await seed_container(client, "web-1", BUSYBOX)
+    await seed_namespace(client, "k8s.io")
+    # A gc root: containerd collects an active snapshot nothing else refers to.
+    await client.snapshots.prepare(
+        snapshots_api.PrepareSnapshotRequest(
+            snapshotter=SNAPSHOTTER, key="scratch", labels={"containerd.io/gc.root": "now"}
+        )
+    )
+    settings = Settings(address=address, namespace="default")
+    app = CtrdeckApp(settings, connect=lambda: Client(address, "default"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app, "containers") == ["web-1"])
+        assert app.state.version and "ctrdeck" not in app.state.version
+        namespaces = ctr_column(address, "namespaces", "ls")
+        await until(pilot, lambda: set(app.state.namespaces) == namespaces)
+        assert set(rows(app, "containers")) == ctr_column(address, "containers", "ls")
+        assert set(rows(app, "images")) == ctr_column(address, "images", "ls")
+        await until(pilot, lambda: len(rows(app, "content")) == 3)
+        snapshots = ctr_column(address, "snapshots", "--snapshotter", SNAPSHOTTER, "ls")
+        assert snapshots == {"scratch"}
+        await pilot.press("3")
+        await until(pilot, lambda: "scratch" in rows(app, "snapshots"))
+
+        # An event from another client: its log line, then its row.
+        await seed_container(client, "web-2", BUSYBOX)
+        await until(pilot, lambda: any("/containers/create web-2" in t for t in log_text(app)))
+        await pilot.press("1")
+        await until(pilot, lambda: rows(app, "containers") == ["web-1", "web-2"])
+        await until(pilot, lambda: app.state.namespaces["default"].containers == 2)
+
+        # containerd pulls in its clients: the console says so and gives the ctr line.
+        await pilot.press("p")
+        assert isinstance(app.screen, PullScreen)
+        app.screen.query_one("#pull-ref", Input).value = "127.0.0.1:5000/library/busybox:1.36"
+        await pilot.click("#pull-go")
+        job = app.pull_job
+        assert job is not None
+        await until(pilot, lambda: job.finished)
+        assert f"The engine at {address} has no server-side pull" in job.error
+        assert f"ctr -a {address} -n default images pull" in job.error
+        assert job.error in [str(n.message) for n in app._notifications]
