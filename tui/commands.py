@@ -131,6 +131,15 @@ COMMANDS: tuple[Command, ...] = (
         show=False,
     ),
     Command(
+        id="app.engine",
+        keys="e",
+        title="engine",
+        description="Engine health: version, uptime, directories, every plugin's status (:engine)",
+        panes=(SCREEN,),
+        show=False,
+        ctr={"*": "ctr plugins ls"},
+    ),
+    Command(
         id="view.containers",
         keys="1",
         title="containers",

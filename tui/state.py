@@ -8,8 +8,9 @@ updates only the rows that changed and never rebuilds a table.
 
 `Syncer` feeds it from one engine: a full resync on connect, the global
 `Events.Subscribe` stream (rows change as events arrive; what an event does
-not carry is fetched by key), a slow periodic resync as a safety net, and task
-metrics for CPU and memory. It reports through two callbacks (a log line,
+not carry is fetched by key), a slow periodic resync as a safety net (which
+also refreshes the engine's health, `NodeState.engine`), and task metrics for
+CPU and memory. It reports through two callbacks (a log line,
 connection up or down); the screen picks up changed tables from
 `NodeState.dirty` at its own pace. It reconnects by itself when the engine
 goes away. Services the engine answers UNIMPLEMENTED for are remembered in
@@ -30,6 +31,7 @@ from typing import Any
 
 from grpclib.exceptions import GRPCError
 
+from core import status as engine_status
 from core import typeurl
 from core.api.containerd import events as ev
 from core.api.containerd.services.containers import v1 as containers_api
@@ -55,6 +57,8 @@ CONTENT = "content"
 TABLES = (NAMESPACES, IMAGES, CONTAINERS, SNAPSHOTS, CONTENT)
 # Not a table: the namespaces whose counts an event in them made stale.
 COUNTS = "counts"
+# Not a table either: the engine's health went dirty (the top bar shows it).
+ENGINE = "engine"
 SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1"
 
 # The safety net under the event stream; a resync of a namespace with 2,000
@@ -142,6 +146,7 @@ class NodeState:
         self.address = address
         self.version = ""
         self.connected = False
+        self.engine: engine_status.EngineStatus | None = None
         self.snapshotters: list[str] = []
         self.unserved: set[str] = set()
         self.tables: dict[str, dict[Hashable, Any]] = {name: {} for name in TABLES}
@@ -424,6 +429,7 @@ class Syncer:
         await self._snapshots()
         await self._content()
         await self._metrics()
+        await self._engine()
 
     async def _served(self, service: str, call: Awaitable[Any]) -> Any:
         """The call's result, or None when the engine does not serve `service` (yet)."""
@@ -436,6 +442,13 @@ class Syncer:
             raise
         self.state.unserved.discard(service)
         return result
+
+    async def _engine(self) -> None:
+        """The engine's health, at the resync's pace: uptime moves on, plugins rarely change."""
+        found = await self._served("Introspection", engine_status.from_client(self.base))
+        if found is not None:
+            self.state.engine = found
+            self.state.mark(ENGINE)
 
     async def _namespaces(self) -> None:
         resp = await self.base.namespaces.list(namespaces_api.ListNamespacesRequest())

@@ -13,7 +13,6 @@ the unit tests share it.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from core.images import mediatypes
 from core.images.platforms import Matcher, Platform
 from core.images.reference import Reference
+from core.jsondoc import load_object
 
 GC_REF_PREFIX = "containerd.io/gc.ref.content."
 GC_MANIFEST = GC_REF_PREFIX + "m."
@@ -57,13 +57,7 @@ class ImageConfig:
 
 
 def parse_json(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise FailedPrecondition(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise FailedPrecondition(f"{what} is not a JSON object")
-    return doc
+    return load_object(data, what, FailedPrecondition)
 
 
 def descriptor_from_json(obj: Any, what: str) -> Descriptor:

@@ -14,13 +14,13 @@ update, rejecting malformed input as an invalid argument.
 from __future__ import annotations
 
 import copy
-import json
 import resource
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidArgument
+from core.jsondoc import load_object
 
 OCI_VERSION = "1.0.2-dev"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -205,13 +205,7 @@ def from_image_config(
 
 
 def parse_json(value: bytes, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidArgument(f"{what} must be a JSON object")
-    return data
+    return load_object(value, what, InvalidArgument)
 
 
 def validate_process(process: Any, what: str) -> None:

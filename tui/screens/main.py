@@ -1,10 +1,12 @@
 """The main screen: where you are, what runs, what just happened, and the keys for it.
 
-Layout: a top bar (address, engine, namespace, counts), a banner while the
-engine is lost, the namespaces pane beside the resource area (containers,
-images, snapshots, content; `1`-`4` switch), the live event log, a command
-line and the footer with the focused pane's keys. Below 100 columns the
-namespaces pane folds away (`n` or `:ns` switch) and the event log gets short.
+Layout: a top bar (address, engine version, the engine's uptime and plugin
+counts while they fit, namespace, counts), a banner while the engine is lost,
+the namespaces pane beside the resource area (containers, images, snapshots,
+content; `1`-`4` switch), the live event log, a command line and the footer
+with the focused pane's keys. Below 100 columns the namespaces pane folds
+away (`n` or `:ns` switch) and the event log gets short. `:engine` (or `e`)
+opens the engine view: version, directories and every plugin's status.
 
 Every key runs `command(<id>)`, which checks read-only mode and dispatches to a
 `do_<id>` handler here. Handlers ask the dialogs, then run the matching
@@ -31,10 +33,12 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Input, Static
 
+from core import status as engine_status
 from core.client import Client
 from tui import commands, operations
 from tui.commands import CONTAINERS, CONTENT, EVENTS, IMAGES, NAMESPACES, SNAPSHOTS
 from tui.screens.dialogs import ConfirmScreen, Pick, PickScreen, RunForm, RunScreen
+from tui.screens.engine import EngineScreen, health_text
 from tui.screens.help import HelpScreen
 from tui.screens.inspect import (
     InspectScreen,
@@ -86,7 +90,7 @@ JUMPS = {
 }
 CMDLINE_HELP = (
     ":images  :containers  :snapshots  :content  :events  :ns NAME  :pull REF  "
-    ":theme light|dark  :teach  :q"
+    ":engine  :theme light|dark  :teach  :q"
 )
 
 
@@ -98,6 +102,7 @@ class MainScreen(Screen[None]):
         self._pane = CONTAINERS
         self._filter_target: str | None = None
         self._shown_titles: dict[str, object] = {}
+        self.error_style = "bold"
 
     @property
     def console(self) -> CtrdeckApp:
@@ -185,6 +190,7 @@ class MainScreen(Screen[None]):
             "dim": "dim",
         }
         self.event_log.styles_by_kind = {"ctr": f"bold {readable(theme.accent)}".strip()}
+        self.error_style = "bold" if self.app.no_color else f"bold {readable(theme.error)}".strip()
         # The log's lines were drawn in the old colours: draw them again from its buffer.
         self.event_log.set_filter(self.event_log.filter_text)
         self.refresh_view({CONTAINERS})
@@ -217,23 +223,31 @@ class MainScreen(Screen[None]):
 
     def retitle(self) -> None:
         node = self.node
-        narrow = self.size.width < NARROW
-        left = Text(" ctrdeck ▸ ", style="bold")
-        parts = [] if narrow else [node.address or "no engine", node.version or "…"]
-        parts += [f"ns {node.namespace}", f"{node.running} running", f"{len(node.images)} images"]
-        left.append(" · ".join(parts))
+        width = self.size.width
+        narrow = width < NARROW
         right = Text()
         if self.read_only:
             right.append("READ-ONLY ", style="reverse")
         if self.console.settings.teaching:
             right.append(" teach ", style="reverse")
         right.append("  ? help ")
+        engine = [] if narrow else [Text(node.address or "no engine"), Text(node.version or "…")]
+        where = [Text(f"ns {node.namespace}"), Text(f"{node.running} running")]
+        where.append(Text(f"{len(node.images)} images"))
+        left = Text(" ctrdeck ▸ ", style="bold").append_text(Text(" · ").join([*engine, *where]))
+        health = health_text(node.engine, self.error_style) if node.connected else Text()
+        if health:
+            # The health is the first thing to go when the bar has no room for it.
+            fuller = Text(" ctrdeck ▸ ", style="bold")
+            fuller.append_text(Text(" · ").join([*engine, health, *where]))
+            if fuller.cell_len + right.cell_len <= width:
+                left = fuller
         bar = Table.grid(expand=True)
         bar.add_column(no_wrap=True, overflow="ellipsis")
         bar.add_column(justify="right", no_wrap=True)
         bar.add_row(left, right)
         # A refresh that changes no words must not repaint: over SSH every repaint is bytes.
-        top = (left.plain, right.plain, narrow)
+        top = (left.plain, right.plain, narrow, self.app.theme)
         if top != self._shown_titles.get("top"):
             self._shown_titles["top"] = top
             self.query_one("#topbar", Static).update(bar, layout=False)
@@ -368,6 +382,20 @@ class MainScreen(Screen[None]):
         settings = self.console.settings
         help_screen = HelpScreen(pane, settings.keymap, self.read_only, settings.keymap_path)
         self.app.push_screen(help_screen)
+
+    def do_app_engine(self, pane: str) -> None:
+        node = self.node
+        known = node.engine
+
+        async def loader() -> engine_status.EngineStatus:
+            # Without a connection (fixed data) the last status the node had is all there is.
+            if self.console.client is None and known is not None:
+                return known
+            return await engine_status.probe(node.address)
+
+        self.teach("app.engine", pane)
+        line = commands.BY_ID["app.engine"].ctr_line(pane)
+        self.app.push_screen(EngineScreen(f"Engine ▸ {node.address}", loader, line))
 
     def do_app_command_line(self, pane: str) -> None:
         line = self.query_one("#cmdline", Input)
@@ -529,6 +557,8 @@ class MainScreen(Screen[None]):
                 self.do_app_teach(self._pane)
         elif verb == "help":
             self.do_app_help(self._pane)
+        elif verb == "engine":
+            self.do_app_engine(self._pane)
         elif verb == "pull":
             self.action_command("app.pull") if not args else self._pull_ref(args[0])
         else:
