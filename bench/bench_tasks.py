@@ -407,7 +407,7 @@ def runc_version() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--reps", type=int, default=30, help="timed repetitions per measure")
+    parser.add_argument("--reps", type=int, default=100, help="timed repetitions per measure")
     parser.add_argument("--containers", type=int, default=10, help="running for the memory figure")
     args = parser.parse_args()
     if os.geteuid() != 0:
