@@ -1,9 +1,12 @@
 """The per-process monitor: a small program that outlives the engine.
 
 One monitor runs for each task process (the init process and every exec). It
-is started by the engine as `python -I -S monitor.py <dir>/monitor.json`, uses
-only the standard library (so it starts fast and loads nothing of the engine),
-and detaches from the engine at once. It then:
+is started by the engine as `python -I -S -c "<import this; boot()>"
+<path of this file> <dir>/monitor.cfg` (a `marshal`led dict), uses only the
+standard library and imports no more of it than the hot path needs (every
+import is paid on each Tasks.Create). The engine starts it early, so it waits
+for one byte on its stdin that says the config is written (end of file: give
+up), then detaches from the engine at once. It then:
 
 * becomes a child subreaper and runs `<runtime> create` (or `exec --detach`),
   so the container's process is re-parented to it and it can collect the real
@@ -14,30 +17,35 @@ and detaches from the engine at once. It then:
   stdin FIFO is forwarded;
 * obeys a control FIFO (`close-stdin`, `resize W H`), which the engine writes;
 * when the process exits, drains its output, closes the FIFOs so a client's
-  copy loops end, and persists `{"status", "exited_at"}` atomically to the
-  exit file before it ends. The engine learns of the exit by watching the
-  monitor's pid, or after a restart by reading that file.
+  copy loops end, and persists `{"status", "exited_at", "pid"}` (JSON)
+  atomically to the exit file, then ends at once. The engine learns of the
+  exit by watching the monitor's pid, or after a restart by reading that file.
 
 The first line it writes on its stdout is the engine's answer:
-`{"pid": <process pid>, "monitor_pid": <own pid>}` or `{"error": "<message>"}`.
+`ok <process pid> <own pid>` or `error <message on one line>`.
 """
 
 from __future__ import annotations
 
-import contextlib
+# The C module behind `signal`: the same calls and numbers without importing
+# enum (and functools, collections) on every start.
+import _signal as signal
 import ctypes
 import errno
 import fcntl
-import json
+import marshal
 import os
 import select
-import signal
-import socket
 import struct
 import sys
 import termios
 import time
-from typing import Any
+
+# typing is not imported at run time: it alone costs milliseconds per start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
 READ_SIZE = 32 * 1024
@@ -151,6 +159,8 @@ class Monitor:
         listener = None
         dirfd = -1
         if self.terminal:
+            import socket  # only terminals need it; most tasks skip its import cost
+
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             dirfd = os.open(self.dir, os.O_PATH | os.O_CLOEXEC)
             # Unix socket paths are limited to 108 bytes and bundle paths are
@@ -196,6 +206,8 @@ class Monitor:
             self.exited_at = time.time_ns()
 
     def _receive_console(self, listener: socket.socket, runtime_pid: int, out: Sink | None) -> None:
+        import socket
+
         listener.setblocking(False)
         while True:
             ready, _, _ = select.select([listener, self.wake_r], [], [])
@@ -229,6 +241,8 @@ class Monitor:
         return self.children.pop(pid)
 
     def _runtime_error(self, status: int) -> str:
+        import json  # only failures parse the runtime's log
+
         messages: list[str] = []
         try:
             with open(self.cfg["runtime_log"], errors="replace") as fp:
@@ -320,8 +334,10 @@ class Monitor:
                 os.close(self.stdin_target)
             elif self.master is not None:
                 # A terminal has no half-close: send the EOF character instead.
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105 - contextlib is not imported, to start fast
                     os.write(self.master, b"\x04")
+                except OSError:
+                    pass
             self.stdin_target = None
 
     def _control(self) -> None:
@@ -340,8 +356,10 @@ class Monitor:
             elif len(words) == 3 and words[0] == "resize" and self.master is not None:
                 width, height = int(words[1]), int(words[2])
                 winsize = struct.pack("HHHH", height, width, 0, 0)
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105 - contextlib is not imported, to start fast
                     fcntl.ioctl(self.master, termios.TIOCSWINSZ, winsize)
+                except OSError:
+                    pass
 
     def run(self) -> None:
         drain_deadline: float | None = None
@@ -391,19 +409,22 @@ class Monitor:
         if self.master is not None:
             os.close(self.master)
         self.log.close()
-        write_json(
-            self.cfg["exit_file"],
-            {"status": self.exit_status if self.exit_status is not None else 255,
-             "exited_at": self.exited_at or time.time_ns(), "pid": self.pid},
-        )  # fmt: skip
+        status = self.exit_status if self.exit_status is not None else 255
+        write_exit(self.cfg["exit_file"], status, self.exited_at or time.time_ns(), self.pid)
 
 
-def write_json(path: str, data: dict[str, Any]) -> None:
+def write_exit(path: str, status: int, exited_at: int, pid: int) -> None:
+    """Persist the exit for an engine that restarts; the rename makes it all-or-nothing.
+
+    There is no fsync: the file only has to outlive the engine, not the host,
+    and after a host crash the container is gone and reported as lost anyway.
+    """
     tmp = path + ".tmp"
-    with open(tmp, "w") as fp:
-        json.dump(data, fp)
-        fp.flush()
-        os.fsync(fp.fileno())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+    try:
+        os.write(fd, f'{{"status": {status}, "exited_at": {exited_at}, "pid": {pid}}}'.encode())
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 
@@ -416,8 +437,12 @@ def detach() -> None:
 
 
 def main(argv: list[str]) -> int:
-    with open(argv[1]) as fp:
-        cfg = json.load(fp)
+    # The engine starts the interpreter before the config is written, so that
+    # the two overlap; one byte on stdin says go, end of file says give up.
+    if not os.read(0, 1):
+        return 1
+    with open(argv[-1], "rb") as fp:
+        cfg = marshal.load(fp)
     report = os.fdopen(os.dup(1), "w")
     detach()
     # Our own stdout and stderr go nowhere the engine waits on: a monitor must
@@ -435,10 +460,11 @@ def main(argv: list[str]) -> int:
         monitor = Monitor(cfg)
         monitor.start()
     except Exception as exc:  # every failure must reach the engine as a message
-        report.write(json.dumps({"error": str(exc) or type(exc).__name__}) + "\n")
+        message = " ".join((str(exc) or type(exc).__name__).split())
+        report.write(f"error {message}\n")
         report.close()
         return 1
-    report.write(json.dumps({"pid": monitor.pid, "monitor_pid": os.getpid()}) + "\n")
+    report.write(f"ok {monitor.pid} {os.getpid()}\n")
     try:
         report.close()
     except OSError as exc:
@@ -448,5 +474,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+def boot() -> None:
+    """The program's entry point; the engine calls it after importing this module."""
+    # os._exit skips the interpreter's teardown: the exit file is written and
+    # every descriptor that matters is closed, and the engine learns of the
+    # exit only when this process is gone.
+    os._exit(main(sys.argv))

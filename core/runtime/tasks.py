@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import marshal
 import os
 import shutil
 import signal as signals
@@ -59,6 +60,12 @@ log = logging.getLogger("ctrdeck.tasks")
 
 TASK_DIR = "io.containerd.runtime.v2.task"
 MONITOR = Path(__file__).with_name("monitor.py")
+# The monitor is imported rather than run as a script so that Python loads its
+# cached bytecode instead of compiling the source on every Tasks.Create. Its
+# path stays on the command line (as argv[1]) so it is still plain to see.
+MONITOR_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv[1].rpartition('/')[0]); import monitor; monitor.boot()"
+)
 DEFAULT_LOG_MAX = 1 << 20
 # Exits found at a restart wait this long for a subscriber before they are
 # published anyway: an event nobody can receive yet would be lost.
@@ -312,14 +319,16 @@ class TaskManager:
         )
         raw_spec = self._container_spec(container)
         specs.validate_process(raw_spec.get("process"), f'container "{container.id}" spec')
-        if not mounts and self.rootfs_lookup is not None and container.snapshot_key:
-            mounts = await self.rootfs_lookup(namespace, container) or []
         bundle = self.root / namespace / container.id
-        if bundle.exists():
-            await self._remove_bundle(bundle)
-        (bundle / "rootfs").mkdir(parents=True, mode=0o711)
+        # The monitor's interpreter loads while the bundle is prepared.
+        monitor = await self._start_monitor(bundle / "init")
         task: Task | None = None
         try:
+            if not mounts and self.rootfs_lookup is not None and container.snapshot_key:
+                mounts = await self.rootfs_lookup(namespace, container) or []
+            if bundle.exists():
+                await self._remove_bundle(bundle)
+            (bundle / "rootfs").mkdir(parents=True, mode=0o711)
             root = bundle / "rootfs"
             if mounts:
                 await rootfs_mod.mount_all(mounts, root)
@@ -348,8 +357,9 @@ class TaskManager:
                 str(init.dir / "pid"), *self._console(stdio), container.id,
                 log=init.dir / "runtime.log",
             )  # fmt: skip
-            await self._spawn(init, argv, "create")
+            await self._spawn(init, argv, "create", monitor)
         except BaseException:
+            await self._abandon(monitor)
             if task is not None:
                 with contextlib.suppress(CtrdeckError):
                     await runtime.run(namespace, "delete", "--force", container.id)
@@ -383,8 +393,43 @@ class TaskManager:
         # The monitor puts the real socket path in place of the placeholder.
         return ["--console-socket", "-"] if stdio.terminal else []
 
-    async def _spawn(self, proc: Process, argv: list[str], action: str) -> None:
-        """Start a monitor for `proc` running `argv`; learn the pids or the runtime's error."""
+    @staticmethod
+    async def _start_monitor(directory: Path) -> asyncio.subprocess.Process:
+        """Start the interpreter of the monitor that will use `directory`.
+
+        It loads and then waits: a byte on its stdin says its config is
+        written, end of file that it is not needed.
+        """
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-I", "-S", "-c", MONITOR_BOOT, str(MONITOR),
+            str(directory / "monitor.cfg"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+
+    @staticmethod
+    async def _abandon(monitor: asyncio.subprocess.Process) -> None:
+        """Let a monitor that was never told to go end, and reap it."""
+        if monitor.returncode is not None:
+            return
+        assert monitor.stdin is not None
+        monitor.stdin.close()
+        await monitor.communicate()
+
+    async def _spawn(
+        self,
+        proc: Process,
+        argv: list[str],
+        action: str,
+        child: asyncio.subprocess.Process | None = None,
+    ) -> None:
+        """Have a monitor for `proc` run `argv`; learn the pids or the runtime's error.
+
+        `child` is a monitor `_start_monitor` started ahead for `proc.dir`;
+        without one, one is started now.
+        """
         proc.task.runtime.root(proc.task.namespace).mkdir(parents=True, exist_ok=True, mode=0o711)
         control = proc.dir / "control"
         if not control.exists():
@@ -407,27 +452,20 @@ class TaskManager:
             "exit_file": str(proc.dir / "exit"),
             "pid_file": str(proc.dir / "pid"),
         }
-        _write_json(proc.dir / "monitor.json", cfg)
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", str(MONITOR), str(proc.dir / "monitor.json"),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )  # fmt: skip
-        out, err = await child.communicate()
+        # marshal, not JSON: the monitor then needs no json (and re) import.
+        (proc.dir / "monitor.cfg").write_bytes(marshal.dumps(cfg))
+        if child is None:
+            child = await self._start_monitor(proc.dir)
+        out, err = await child.communicate(b"\n")
         lines = out.decode(errors="replace").splitlines()
-        try:
-            report = json.loads(lines[0]) if lines else {}
-        except ValueError:
-            report = {}
-        if "error" in report:
-            raise RuntimeFailed(str(report["error"]))
-        if "pid" not in report:
+        word, _, rest = (lines[0] if lines else "").partition(" ")
+        if word == "error":
+            raise RuntimeFailed(rest)
+        pids = rest.split()
+        if word != "ok" or len(pids) != 2 or not all(p.isdigit() for p in pids):
             detail = err.decode(errors="replace").strip() or f"exit status {child.returncode}"
             raise RuntimeFailed(f"the task monitor did not start: {detail}")
-        proc.pid = int(report["pid"])
-        proc.monitor_pid = int(report["monitor_pid"])
+        proc.pid, proc.monitor_pid = int(pids[0]), int(pids[1])
 
     # --- watching exits ---------------------------------------------------------
 
@@ -450,7 +488,7 @@ class TaskManager:
             cmdline = Path(f"/proc/{proc.monitor_pid}/cmdline").read_bytes()
         except OSError:
             return False
-        return str(proc.dir / "monitor.json").encode() in cmdline
+        return str(proc.dir / "monitor.cfg").encode() in cmdline
 
     def _monitor_gone(self, proc: Process) -> None:
         proc.stop_watching()
