@@ -23,6 +23,7 @@ from core.content.store import ContentStore, Writer
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from core.events.exchange import Exchange
 from core.gc import Collector, Result
+from core.images import registry
 from core.metadata import Metadata
 from core.metadata.containers import Container
 from core.metadata.snapshots import SnapshotStore
@@ -247,6 +248,7 @@ class Engine:
 
     async def start(self) -> None:
         """Find the tasks a previous run left running (the event loop is up now)."""
+        self._warm_up = asyncio.create_task(asyncio.to_thread(registry.warm_up))
         await self.tasks.restore()
 
     async def stop(self) -> None:
