@@ -37,7 +37,7 @@ from typing import Any
 
 import betterproto2
 
-from core import filters, identifiers
+from core import filters, identifiers, oci
 from core.api.containerd import events
 from core.api.containerd import types as ctypes
 from core.api.containerd.runc.v1 import Options as RuncOptions
@@ -307,7 +307,7 @@ class TaskManager:
         if not container.spec.type_url.endswith("/Spec"):
             raise InvalidArgument(
                 f'container "{container.id}" spec has type {container.spec.type_url!r}, '
-                f"not {specs.OCI_VERSION} runtime-spec Spec JSON"
+                f"not {oci.OCI_VERSION} runtime-spec Spec JSON"
             )
         return specs.parse_json(container.spec.value, f'container "{container.id}" spec')
 

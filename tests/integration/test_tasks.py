@@ -23,6 +23,7 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status as Code
 
+from core import oci
 from core.api.containerd import events as ev
 from core.api.containerd import types
 from core.api.containerd.services.containers import v1 as containers
@@ -32,7 +33,6 @@ from core.api.containerd.v1.types import Status
 from core.api.google.protobuf import Any
 from core.api.io.containerd.cgroups import v1 as cgroups_v1
 from core.client import Client
-from core.runtime import spec as specs
 from core.runtime.cgroups import hierarchies
 from core.runtime.tasks import TASK_DIR
 from core.typeurl import PROCESS_URL, RESOURCES_URL, SPEC_URL, pack, unpack
@@ -67,7 +67,7 @@ def rootfs_mounts(root: Path) -> list[types.Mount]:
 
 
 def spec_any(namespace: str, cid: str, args: list[str], terminal: bool = False) -> Any:
-    spec = specs.default_spec(namespace, cid)
+    spec = oci.default_spec(namespace, cid)
     spec["process"]["args"] = args
     spec["process"]["terminal"] = terminal
     return Any(type_url=SPEC_URL, value=json.dumps(spec).encode())
@@ -137,7 +137,7 @@ def resources_any(resources: dict[str, object]) -> Any:
 
 
 def process_any(args: list[str], terminal: bool = False) -> Any:
-    process = {"args": args, "cwd": "/", "env": [specs.DEFAULT_PATH], "terminal": terminal,
+    process = {"args": args, "cwd": "/", "env": [oci.DEFAULT_PATH], "terminal": terminal,
                "user": {"uid": 0, "gid": 0}}  # fmt: skip
     return Any(type_url=PROCESS_URL, value=json.dumps(process).encode())
 

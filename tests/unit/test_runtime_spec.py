@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from core import oci
 from core.errors import InvalidArgument
 from core.runtime import spec as specs
 
 
 def test_default_spec_has_containerds_defaults() -> None:
-    s = specs.default_spec("default", "c1")
+    s = oci.default_spec("default", "c1")
     assert s["ociVersion"] == "1.0.2-dev"
     assert [m["destination"] for m in s["mounts"]] == [
         "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/run",
@@ -39,32 +40,32 @@ def test_image_config_sets_args_env_cwd_user(tmp_path: Path) -> None:
         "WorkingDir": "/srv",
         "User": "web:staff",
     }
-    s = specs.from_image_config("ns", "c", config, tmp_path)
+    s = oci.from_image_config("ns", "c", config, tmp_path)
     p = s["process"]
     assert p["args"] == ["/bin/server", "--port", "80"]
-    assert p["env"] == [specs.DEFAULT_PATH, "LANG=C"]
+    assert p["env"] == [oci.DEFAULT_PATH, "LANG=C"]
     assert p["cwd"] == "/srv"
     assert p["user"] == {"uid": 33, "gid": 50, "additionalGids": [50]}
-    override = specs.from_image_config("ns", "c", config, tmp_path, args=["--help"])
+    override = oci.from_image_config("ns", "c", config, tmp_path, args=["--help"])
     assert override["process"]["args"] == ["/bin/server", "--help"]
 
 
 def test_numeric_user_needs_no_passwd() -> None:
-    assert specs.resolve_user("1000:1001", None) == {
+    assert oci.resolve_user("1000:1001", None) == {
         "uid": 1000, "gid": 1001, "additionalGids": [1001],
     }  # fmt: skip
 
 
 def test_unknown_user_and_missing_command_are_invalid(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="nobody"):
-        specs.resolve_user("nobody", tmp_path)
+        oci.resolve_user("nobody", tmp_path)
     with pytest.raises(InvalidArgument, match="no command"):
-        specs.from_image_config("ns", "c", {"Env": []})
+        oci.from_image_config("ns", "c", {"Env": []})
 
 
 def test_fit_points_root_at_bundle_and_clamps_rlimits(tmp_path: Path) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    s = specs.default_spec("ns", "c")
+    s = oci.default_spec("ns", "c")
     s["process"]["args"] = ["sh"]
     s["linux"]["cgroupsPath"] = ""
     s["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 1 << 40, "soft": 1 << 40}]
