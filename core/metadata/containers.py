@@ -150,17 +150,12 @@ class ContainerStore:
                 if c.runtime_name != cur.runtime_name:
                     raise InvalidArgument(f'container "{c.id}": runtime.name field is immutable')
                 paths = ["labels", "spec", "extensions", "image", "snapshotkey"]
-            incoming_ext = {k: v.type_url for k, v in c.extensions.items()}
-            current_ext = {k: v.type_url for k, v in cur.extensions.items()}
             rest = masks.apply_paths(
                 paths,
-                {"labels": (cur.labels, c.labels), "extensions": (current_ext, incoming_ext)},
+                {"labels": (cur.labels, c.labels), "extensions": (cur.extensions, c.extensions)},
                 f'container "{c.id}"',
                 others=("spec", "image", "snapshotkey", "snapshotter", "runtime.name"),
             )
-            cur.extensions = {
-                k: c.extensions[k] if k in c.extensions else cur.extensions[k] for k in current_ext
-            }
             for path in rest:
                 if path == "spec":
                     cur.spec = c.spec

@@ -1,21 +1,23 @@
 """Update masks: how containerd's field paths change a stored object.
 
 containerd's paths are its own, not protobuf's: `labels` replaces the whole map,
-`labels.<key>` sets one key (an empty value removes it), and the key may itself
-contain dots and slashes. Every store that takes an update mask uses these two
+`labels.<key>` sets one key (an empty or missing value removes it), and the key
+may itself contain dots and slashes. The same rules serve maps of other values,
+such as a container's extensions. Every store that takes an update mask uses these two
 helpers, so the rules live in one place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from core import labels as label_rules
 from core.errors import InvalidArgument
 
 
 def apply_map_path(
-    current: dict[str, str], incoming: Mapping[str, str], path: str, field: str
+    current: dict[str, Any], incoming: Mapping[str, Any], path: str, field: str
 ) -> bool:
     """Apply `path` to the map named `field`; False if the path is about something else."""
     if path == field:
@@ -27,7 +29,7 @@ def apply_map_path(
         key = path[len(prefix) :]
         if not key:
             raise InvalidArgument(f"cannot update {path!r}: empty {field} key")
-        value = incoming.get(key, "")
+        value = incoming.get(key)
         if value:
             current[key] = value
         else:
@@ -38,7 +40,7 @@ def apply_map_path(
 
 def apply_paths(
     paths: Sequence[str],
-    maps: Mapping[str, tuple[dict[str, str], Mapping[str, str]]],
+    maps: Mapping[str, tuple[dict[str, Any], Mapping[str, Any]]],
     kind: str,
     others: Sequence[str] = (),
 ) -> list[str]:
@@ -56,5 +58,6 @@ def apply_paths(
             continue
         raise InvalidArgument(f"cannot update {path!r} field on {kind}")
     for current, _ in maps.values():
-        label_rules.validate_all(current)
+        if all(isinstance(v, str) for v in current.values()):
+            label_rules.validate_all(current)
     return rest
