@@ -48,6 +48,7 @@ from core.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from core.metadata.containers import Container
 from core.runtime import rootfs as rootfs_mod
@@ -160,16 +161,28 @@ class Process:
             return None
         return Exit(int(data.get("status", 255)), int(data.get("exited_at", 0)), self.pid)
 
-    def control(self, line: str) -> None:
-        """Tell the monitor something; a monitor that is gone has nothing to do."""
+    def control(self, line: str, doing: str) -> None:
+        """Tell the monitor something; an error when no monitor is there to hear it.
+
+        The monitor holds the control FIFO open for reading as long as it
+        runs, so opening it without a reader (ENXIO) or finding it missing
+        means the process is gone, whatever the engine recorded so far.
+        """
+        what = f"{doing} process {self.id}"
+        if self.exit is not None:
+            raise NotFound(f"cannot {what}: it has already exited")
+        if not self.monitor_pid:
+            raise FailedPrecondition(f"cannot {what}: it is not started")
         try:
             fd = os.open(self.dir / "control", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return
+        except OSError as exc:
+            raise NotFound(f"cannot {what}: its monitor is gone ({exc.strerror})") from None
         try:
             os.write(fd, (line + "\n").encode())
-        except OSError:
-            pass
+        except BlockingIOError:
+            raise Unavailable(f"cannot {what}: its monitor is not keeping up; try again") from None
+        except OSError as exc:
+            raise NotFound(f"cannot {what}: its monitor is gone ({exc.strerror})") from None
         finally:
             os.close(fd)
 
@@ -807,10 +820,10 @@ class TaskManager:
         proc = self.get(namespace, container_id).lookup(exec_id)
         if not proc.stdio.terminal:
             raise FailedPrecondition(f"process {proc.id} has no terminal to resize")
-        proc.control(f"resize {width} {height}")
+        proc.control(f"resize {width} {height}", "resize the terminal of")
 
     def close_io(self, namespace: str, container_id: str, exec_id: str) -> None:
-        self.get(namespace, container_id).lookup(exec_id).control("close-stdin")
+        self.get(namespace, container_id).lookup(exec_id).control("close-stdin", "close stdin of")
 
     # --- restart ----------------------------------------------------------------
 
