@@ -343,7 +343,7 @@ class Syncer:
         self._relist: set[str] = set()
         self._stale_counts: set[str] = set()
         self._relist_task: asyncio.Task[None] | None = None
-        self._cpu: dict[str, tuple[int, datetime]] = {}
+        self._cpu: dict[tuple[str, str], tuple[int, datetime]] = {}
         self._resync_now = asyncio.Event()
         self._reported_down = False
 
@@ -576,8 +576,14 @@ class Syncer:
             c.status == "RUNNING" for c in self.state.containers.values()
         ):
             return
-        resp = await self._served("Tasks", self.client.tasks.metrics(tasks_api.MetricsRequest()))
-        if resp is None:
+        # A Metric names only its container, so the namespace it belongs to is
+        # the one asked about: asked by header and by filter (an engine that
+        # ignored the header would otherwise mix in same-named containers of
+        # other namespaces), and dropped if the console moved on meanwhile.
+        namespace = self.state.namespace
+        request = tasks_api.MetricsRequest(filters=[f"namespace=={namespace}"])
+        resp = await self._served("Tasks", self.client.tasks.metrics(request))
+        if resp is None or namespace != self.state.namespace:
             return
         for metric in resp.metrics:
             if metric.data is None:
@@ -588,12 +594,13 @@ class Syncer:
                 continue
             when = metric.timestamp or utc_now()
             cpu_pct = None
-            before = self._cpu.get(metric.id)
+            key = (namespace, metric.id)
+            before = self._cpu.get(key)
             if cpu_ns is not None:
                 if before is not None and when > before[1]:
                     elapsed = (when - before[1]).total_seconds() * 1e9
                     cpu_pct = max(0.0, (cpu_ns - before[0]) / elapsed * 100)
-                self._cpu[metric.id] = (cpu_ns, when)
+                self._cpu[key] = (cpu_ns, when)
             self.state.update_container(metric.id, cpu=cpu_pct, memory=memory)
 
     # --- events ---------------------------------------------------------------

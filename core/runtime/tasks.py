@@ -805,11 +805,16 @@ class TaskManager:
                 what=f"updating resources of task {container_id}",
             )  # fmt: skip
 
-    def metrics(self, filter_strings: list[str]) -> list[tuple[Task, Any]]:
-        """The cgroup statistics of every task matching containerd's metrics filters."""
+    def metrics(self, namespace: str, filter_strings: list[str]) -> list[tuple[Task, Any]]:
+        """The cgroup statistics of the namespace's tasks matching containerd's filters.
+
+        Scoped to the caller's namespace as containerd's is: a `Metric` names
+        only the container id, so another namespace's task of the same name
+        would be indistinguishable.
+        """
         match = filters.parse_all(filter_strings)
         found = []
-        for task in self.list():
+        for task in self.list(namespace):
             if match.match(filters.field_adaptor({"id": task.id, "namespace": task.namespace})):
                 found.append((task, task.cgroup.metrics()))
         return found

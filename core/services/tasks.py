@@ -172,7 +172,7 @@ class TasksService(api.TasksBase):
         return api.MetricsResponse(
             metrics=[
                 ctypes.Metric(timestamp=now, id=task.id, data=typeurl.pack(stats))
-                for task, stats in self.tasks.metrics(list(message.filters))
+                for task, stats in self.tasks.metrics(context.namespace(), list(message.filters))
             ]
         )
 

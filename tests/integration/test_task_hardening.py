@@ -8,6 +8,7 @@ the engine runs is the real code path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,14 +22,17 @@ from core.api.containerd.services.containers import v1 as containers
 from core.api.containerd.services.tasks import v1 as tasks
 from core.client import Client
 from core.runtime.tasks import TASK_DIR
+from core.typeurl import unpack
 from tests.engine_proc import EngineProcess
 from tests.helpers import eventually
 from tests.integration.test_tasks import (
     BUSYBOX,
     Fifos,
+    cleanup_namespace,
     create_container,
     nsclient,
     process_any,
+    remove_namespace_cgroups,
     rootfs_mounts,
     spec_any,
     stdin_writer,
@@ -145,3 +149,36 @@ async def test_close_io_of_an_unstarted_exec_is_an_error(nsclient: Client, workd
         c.tasks.close_io(tasks.CloseIoRequest(container_id="host", exec_id="idle", stdin=True))
     )
     assert code == Code.FAILED_PRECONDITION and "not started" in msg
+
+
+# --- item 6: Tasks.Metrics is scoped to the caller's namespace -----------------------
+
+
+async def test_metrics_are_scoped_to_the_namespace(
+    nsclient: Client, tengine: EngineProcess, workdir: Path
+) -> None:
+    here = nsclient
+    there = Client(str(tengine.address), here.namespace + "b")
+    try:
+        for c in (here, there):
+            await create_container(c, "twin", ["sleep", "1000"])
+            await c.tasks.create(
+                tasks.CreateTaskRequest(
+                    container_id="twin", rootfs=rootfs_mounts(workdir / "rootfs")
+                )
+            )
+            await c.tasks.start(tasks.StartRequest(container_id="twin"))
+        for c in (here, there):
+            listed = await c.tasks.metrics(tasks.MetricsRequest())
+            assert [m.id for m in listed.metrics] == ["twin"]
+            stats = unpack(listed.metrics[0].data)
+            assert stats.pids is not None and stats.pids.current >= 1
+        elsewhere = await here.tasks.metrics(
+            tasks.MetricsRequest(filters=[f"namespace=={there.namespace}"])
+        )
+        assert elsewhere.metrics == []
+    finally:
+        with contextlib.suppress(Exception):
+            await cleanup_namespace(there)
+        there.close()
+        remove_namespace_cgroups(there.namespace)
