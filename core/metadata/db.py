@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -143,7 +144,7 @@ class Database:
     """The open metadata database. Used from the event loop thread only."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(path)
         self.path = path
         self.conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, cached_statements=256
@@ -193,6 +194,21 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _make_private(path: Path) -> None:
+    """The database's directory 0700 and its files 0600, before SQLite opens it.
+
+    Container specs (and the secrets in their environments) live here. SQLite
+    creates the -wal and -shm files with the database file's mode, so the
+    file is made 0600 first; a database an older engine left is tightened.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(file, 0o600)
 
 
 def _split(script: str) -> list[str]:

@@ -5,11 +5,12 @@ This module owns a task's whole life. A task lives in a bundle directory
 the `rootfs` mount point, the engine's record `task.json`, the init process's
 monitor files under `init/`, each exec's under `execs/<exec id>/`, and the
 size-capped output log `log` (rotated to `log.1`) that `log_path` names for
-the console. Every process has its own monitor (`core/runtime/monitor.py`),
-which runs the runtime's `create` or `exec`, holds the stdio and persists the
-exit status; the engine watches the monitor's pid through a pidfd and, after
-a restart, finds everything again from the bundle directories: live
-processes are watched anew, exits that happened meanwhile are reported with
+the console; no other local user can read any of it (`bundle.py`). Every
+process has its own monitor (`core/runtime/monitor.py`), which runs the
+runtime's `create` or `exec`, holds the stdio and persists the exit status;
+the engine watches the monitor's pid through a pidfd and, after a restart,
+finds everything again from the bundle directories: live processes are
+watched anew, exits that happened meanwhile are reported with
 their real status. States follow containerd (CREATED, RUNNING, PAUSED,
 STOPPED) and so do the events (`/tasks/create`, `/tasks/start`, `/tasks/exit`,
 `/tasks/delete`, `/tasks/paused`, `/tasks/resumed`, `/tasks/oom`,
@@ -51,6 +52,7 @@ from core.errors import (
     Unavailable,
 )
 from core.metadata.containers import Container
+from core.runtime import bundle as bundles
 from core.runtime import rootfs as rootfs_mod
 from core.runtime import spec as specs
 from core.runtime.cgroups import Cgroup, OomWatch
@@ -101,9 +103,7 @@ class Exit:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    bundles.write_private(path, json.dumps(data).encode())
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -341,7 +341,7 @@ class TaskManager:
                 mounts = await self.rootfs_lookup(namespace, container) or []
             if bundle.exists():
                 await self._remove_bundle(bundle)
-            (bundle / "rootfs").mkdir(parents=True, mode=0o711)
+            bundles.make_bundle(self.root, namespace, container.id)
             root = bundle / "rootfs"
             if mounts:
                 await rootfs_mod.mount_all(mounts, root)
@@ -358,12 +358,13 @@ class TaskManager:
                 fitted["process"]["terminal"] = stdio.terminal
             if stdio.terminal:
                 stdio.stderr = ""
-            (bundle / "config.json").write_text(json.dumps(fitted))
+            bundles.share_with_remapped_root(bundle, fitted)
+            bundles.write_private(bundle / "config.json", json.dumps(fitted).encode())
             task = Task(namespace, container.id, bundle, runtime, fitted["linux"]["cgroupsPath"])
             task.mounts = list(mounts)
             task.save()
             init = Process(task, "", bundle / "init", stdio)
-            init.dir.mkdir()
+            bundles.make_dir(init.dir, bundles.BUNDLE_MODE)
             task.init = init
             argv = runtime.argv(
                 namespace, "create", "--bundle", str(bundle), "--pid-file",
@@ -466,7 +467,7 @@ class TaskManager:
             "pid_file": str(proc.dir / "pid"),
         }
         # marshal, not JSON: the monitor then needs no json (and re) import.
-        (proc.dir / "monitor.cfg").write_bytes(marshal.dumps(cfg))
+        bundles.write_private(proc.dir / "monitor.cfg", marshal.dumps(cfg))
         if child is None:
             child = await self._start_monitor(proc.dir)
         out, err = await child.communicate(b"\n")
@@ -702,8 +703,9 @@ class TaskManager:
             if stdio.terminal:
                 stdio.stderr = ""
             directory = task.bundle / "execs" / exec_id
-            directory.mkdir(parents=True)
-            (directory / "spec.json").write_text(json.dumps(fitted))
+            bundles.make_dir(directory.parent, bundles.BUNDLE_MODE)
+            directory.mkdir(mode=bundles.BUNDLE_MODE)
+            bundles.write_private(directory / "spec.json", json.dumps(fitted).encode())
             proc = Process(task, exec_id, directory, stdio)
             proc.save()
             task.execs[exec_id] = proc
@@ -799,7 +801,7 @@ class TaskManager:
             if task.process.exit is not None:
                 raise FailedPrecondition(f"cannot update task {container_id}: it has stopped")
             path = task.bundle / "resources.json"
-            path.write_text(json.dumps(resources))
+            bundles.write_private(path, json.dumps(resources).encode())
             await task.runtime.run(
                 namespace, "update", "--resources", str(path), container_id,
                 what=f"updating resources of task {container_id}",
@@ -836,6 +838,9 @@ class TaskManager:
         """Find the tasks of a previous engine run; report exits that happened meanwhile."""
         if not self.root.is_dir():
             return
+        tightened = await asyncio.to_thread(bundles.tighten, self.root)
+        if tightened:
+            log.info("made %d task bundle files and directories private", tightened)
         pending: list[Process] = []
         for ns_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
             for bundle in sorted(p for p in ns_dir.iterdir() if p.is_dir()):

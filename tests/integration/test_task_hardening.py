@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,138 @@ async def test_metrics_are_scoped_to_the_namespace(
             await cleanup_namespace(there)
         there.close()
         remove_namespace_cgroups(there.namespace)
+
+
+# --- item 5: what another local user can read -------------------------------------
+
+SECRET = "s3cr3t-c0ffee-7e57"
+# Each path on stdin (FIFOs and sockets are left alone): R when nobody can
+# open it, L when nobody can list it, S when what nobody can read holds the secret.
+PROBE = r"""
+while IFS= read -r f; do
+  if [ -d "$f" ]; then
+    ls -- "$f" >/dev/null 2>&1 && echo "L $f"
+  elif [ -f "$f" ]; then
+    head -c0 -- "$f" 2>/dev/null && echo "R $f"
+    grep -qsF -- "$SECRET" "$f" && echo "S $f"
+  fi
+done
+exit 0
+"""
+
+
+def read_as_nobody(paths: list[Path], secret: str) -> dict[str, list[str]]:
+    """What user nobody (no groups) can list, read, and read the secret in."""
+    result = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         "/bin/sh", "-c", PROBE],
+        input="".join(f"{p}\n" for p in paths), capture_output=True, text=True,
+        env={"PATH": "/usr/bin:/bin", "SECRET": secret}, check=True,
+    )  # fmt: skip
+    found: dict[str, list[str]] = {"L": [], "R": [], "S": []}
+    for line in result.stdout.splitlines():
+        kind, _, path = line.partition(" ")
+        found[kind].append(path)
+    return found
+
+
+def everything_under(*roots: Path) -> list[Path]:
+    found = []
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            found.append(Path(dirpath))
+            # The container's root filesystem is the container's own business.
+            dirnames[:] = [d for d in dirnames if d != "rootfs"]
+            found.extend(Path(dirpath, f) for f in filenames)
+    return found
+
+
+async def test_another_user_reads_no_bundle_spec_log_or_database(
+    nsclient: Client, tengine: EngineProcess, workdir: Path
+) -> None:
+    c = nsclient
+    spec = spec_any(c.namespace, "secretive", ["sh", "-c", "echo $SECRET_TOKEN; sleep 1000"])
+    body = json.loads(spec.value)
+    body["process"]["env"].append(f"SECRET_TOKEN={SECRET}")
+    spec.value = json.dumps(body).encode()
+    await c.containers.create(
+        containers.CreateContainerRequest(
+            container=containers.Container(
+                id="secretive",
+                runtime=containers.ContainerRuntime(name="io.containerd.runc.v2"),
+                spec=spec,
+            )
+        )
+    )
+    await c.tasks.create(
+        tasks.CreateTaskRequest(container_id="secretive", rootfs=rootfs_mounts(workdir / "rootfs"))
+    )
+    await c.tasks.start(tasks.StartRequest(container_id="secretive"))
+    exec_env = process_any(["sleep", "1000"])
+    body = json.loads(exec_env.value)
+    body["env"].append(f"SECRET_TOKEN={SECRET}")
+    exec_env.value = json.dumps(body).encode()
+    await c.tasks.exec(
+        tasks.ExecProcessRequest(container_id="secretive", exec_id="peek", spec=exec_env)
+    )
+    await c.tasks.start(tasks.StartRequest(container_id="secretive", exec_id="peek"))
+    log = tengine.state / TASK_DIR / c.namespace / "secretive" / "log"
+    await eventually(lambda: SECRET.encode() in log.read_bytes())
+
+    seen = read_as_nobody(everything_under(tengine.root, tengine.state), SECRET)
+    assert seen["S"] == []
+    bundles = str(tengine.state / TASK_DIR / c.namespace)
+    assert [p for p in seen["R"] + seen["L"] if p.startswith(bundles)] == []
+    assert [p for p in seen["R"] if "meta.db" in p] == []
+    assert [p for p in seen["R"] if p.endswith(".log")] == []
+
+
+async def test_an_older_engines_bundles_and_database_are_tightened_at_start(
+    workdir: Path,
+) -> None:
+    engine = EngineProcess().start()
+    ns = "loose"
+    c = Client(str(engine.address), ns)
+    try:
+        spec = spec_any(ns, "old", ["sleep", "1000"])
+        body = json.loads(spec.value)
+        body["process"]["env"].append(f"SECRET_TOKEN={SECRET}")
+        spec.value = json.dumps(body).encode()
+        await c.containers.create(
+            containers.CreateContainerRequest(
+                container=containers.Container(
+                    id="old",
+                    runtime=containers.ContainerRuntime(name="io.containerd.runc.v2"),
+                    spec=spec,
+                )
+            )
+        )
+        await c.tasks.create(
+            tasks.CreateTaskRequest(container_id="old", rootfs=rootfs_mounts(workdir / "rootfs"))
+        )
+        await c.tasks.start(tasks.StartRequest(container_id="old"))
+        c.close()
+        engine.stop()
+        # What an engine before the fix left: world-readable everything.
+        for path in everything_under(engine.root, engine.state):
+            if path.is_dir():
+                path.chmod(0o755)
+            elif path.is_file():
+                path.chmod(0o644)
+        assert read_as_nobody(everything_under(engine.root, engine.state), SECRET)["S"]
+
+        engine = EngineProcess(base=engine.base).start()
+        c = Client(str(engine.address), ns)
+        seen = read_as_nobody(everything_under(engine.root, engine.state), SECRET)
+        assert seen["S"] == []
+        bundles = str(engine.state / TASK_DIR / ns)
+        assert [p for p in seen["R"] + seen["L"] if p.startswith(bundles)] == []
+        assert [p for p in seen["R"] if "meta.db" in p] == []
+        listed = await c.tasks.list(tasks.ListTasksRequest())
+        assert [t.id for t in listed.tasks] == ["old"]
+    finally:
+        with contextlib.suppress(Exception):
+            await cleanup_namespace(c)
+        c.close()
+        engine.stop(cleanup=True)
+        remove_namespace_cgroups(ns)
