@@ -57,6 +57,10 @@ class DataLoss(CtrdeckError):
     kind = "data loss"
 
 
+class DeadlineExceeded(CtrdeckError):
+    kind = "context deadline exceeded"
+
+
 class Canceled(CtrdeckError):
     kind = "context canceled"
 

@@ -10,23 +10,37 @@ mount namespace with that mount taken away; runsc ships no containerd shim
 and runs as a plain OCI runtime with `--network=none`. A container picks its
 runtime by `Container.runtime.name`: a configured name, or a shim type such
 as `io.containerd.runc.v2`, which means the default runtime. A runtime whose
-binary is not installed fails with a message naming the binary.
+binary is not installed fails with a message naming the binary. No runtime
+command may hang a task: each gets `runtime_timeout` seconds (the
+`io.containerd.runtime.v2.task` plugin's option, 120 by default), and one that
+overruns, or whose caller gives up, is killed with everything it started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import RUNC_V2, Config, RuntimeConfig
-from core.errors import CtrdeckError, FailedPrecondition, NotFound
+from core.errors import (
+    CtrdeckError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 
 HYBRID_UNIFIED = Path("/sys/fs/cgroup/unified")
 RUNSC_SHIM = "io.containerd.runsc.v1"
+TASK_PLUGIN = "io.containerd.runtime.v2.task"
+# runc itself answers in milliseconds; the slack is for hooks and busy hosts.
+DEFAULT_TIMEOUT = 120.0
 
 
 def hybrid_cgroups() -> bool:
@@ -57,6 +71,7 @@ class Runtime:
     flavour: str
     wrap_hybrid: bool = False
     extra_flags: list[str] = field(default_factory=list)
+    timeout: float = DEFAULT_TIMEOUT
 
     def root(self, namespace: str) -> Path:
         return self.state_root / namespace
@@ -76,18 +91,36 @@ class Runtime:
         return cmd
 
     async def run(self, namespace: str, *args: str, what: str = "") -> str:
-        """Run a subcommand to completion; its stdout, or RuntimeFailed with its stderr."""
+        """Run a subcommand to completion; its stdout, or RuntimeFailed with its stderr.
+
+        Past `timeout` seconds it is killed and DeadlineExceeded raised; if the
+        caller is cancelled it is killed too, so no runtime command outlives
+        the request (and the task lock) it ran for.
+        """
+        what = what or f"{self.name} {args[0]}"
         self.root(namespace).mkdir(parents=True, exist_ok=True, mode=0o711)
         proc = await asyncio.create_subprocess_exec(
             *self.argv(namespace, *args),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            # Its own process group, so a kill reaches whatever it started.
+            start_new_session=True,
         )
-        out, err = await proc.communicate()
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
+        except TimeoutError:
+            await asyncio.shield(kill_group(proc))
+            raise DeadlineExceeded(
+                f"{what}: {self.binary} did not finish within {self.timeout:g} seconds "
+                "and was killed"
+            ) from None
+        except BaseException:
+            await asyncio.shield(kill_group(proc))
+            raise
         if proc.returncode != 0:
             text = _error_text(err) or f"exit status {proc.returncode}"
-            raise RuntimeFailed(f"{what or self.name + ' ' + args[0]}: {text}")
+            raise RuntimeFailed(f"{what}: {text}")
         return out.decode(errors="replace")
 
     async def state(self, namespace: str, container_id: str) -> dict[str, object] | None:
@@ -101,6 +134,29 @@ class Runtime:
         except ValueError:
             return None
         return data if isinstance(data, dict) else None
+
+
+async def kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the process group a child leads (its own session) and reap the child.
+
+    The group is signalled even when the child itself has ended: what it
+    started (a detached monitor, the runtime under it) lives on in the group,
+    and Linux does not reuse the id while the group has members.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+def command_timeout(config: Config) -> float:
+    """`runtime_timeout` of the task plugin's options, in seconds."""
+    value = config.plugins.get(TASK_PLUGIN, {}).get("runtime_timeout", DEFAULT_TIMEOUT)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
+        raise InvalidArgument(
+            f'plugins."{TASK_PLUGIN}".runtime_timeout must be a number of seconds '
+            f"above 0 and at most 86400, got {value!r}"
+        )
+    return float(value)
 
 
 def _error_text(stderr: bytes) -> str:
@@ -135,6 +191,7 @@ class Runtimes:
         self.available: dict[str, Runtime] = {}
         self.missing: dict[str, str] = {}
         self.configs = dict(config.runtimes)
+        self.timeout = command_timeout(config)
         hybrid = hybrid_cgroups()
         for name, rc in config.runtimes.items():
             binary_name = rc.binary_name or name
@@ -155,6 +212,7 @@ class Runtimes:
                 flavour=flavour,
                 wrap_hybrid=hybrid and flavour == "crun",
                 extra_flags=extra,
+                timeout=self.timeout,
             )
 
     def _named(self, name: str) -> Runtime:
@@ -209,6 +267,7 @@ class Runtimes:
             flavour=flavour,
             wrap_hybrid=hybrid_cgroups() and flavour == "crun",
             extra_flags=["--network=none"] if flavour == "runsc" else [],
+            timeout=self.timeout,
         )
 
     def by_name(self, name: str) -> Runtime:

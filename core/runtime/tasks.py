@@ -46,6 +46,7 @@ from core.api.containerd.v1.types import Status
 from core.errors import (
     AlreadyExists,
     CtrdeckError,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -56,7 +57,7 @@ from core.runtime import bundle as bundles
 from core.runtime import rootfs as rootfs_mod
 from core.runtime import spec as specs
 from core.runtime.cgroups import Cgroup, OomWatch
-from core.runtime.runtimes import Runtime, RuntimeFailed, Runtimes
+from core.runtime.runtimes import Runtime, RuntimeFailed, Runtimes, kill_group
 from core.snapshots.mount import Mount
 
 log = logging.getLogger("ctrdeck.tasks")
@@ -470,7 +471,19 @@ class TaskManager:
         bundles.write_private(proc.dir / "monitor.cfg", marshal.dumps(cfg))
         if child is None:
             child = await self._start_monitor(proc.dir)
-        out, err = await child.communicate(b"\n")
+        runtime = proc.task.runtime
+        try:
+            out, err = await asyncio.wait_for(child.communicate(b"\n"), runtime.timeout)
+        except TimeoutError:
+            # The monitor and the runtime command it runs share its session.
+            await asyncio.shield(kill_group(child))
+            raise DeadlineExceeded(
+                f"{runtime.name} {action} of {proc.id}: {runtime.binary} did not finish "
+                f"within {runtime.timeout:g} seconds and was killed"
+            ) from None
+        except BaseException:
+            await asyncio.shield(kill_group(child))
+            raise
         lines = out.decode(errors="replace").splitlines()
         word, _, rest = (lines[0] if lines else "").partition(" ")
         if word == "error":

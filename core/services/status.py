@@ -32,6 +32,7 @@ CODES: dict[type[errors.CtrdeckError], Status] = {
     errors.NotImplementedYet: Status.UNIMPLEMENTED,
     errors.OutOfRange: Status.OUT_OF_RANGE,
     errors.DataLoss: Status.DATA_LOSS,
+    errors.DeadlineExceeded: Status.DEADLINE_EXCEEDED,
     errors.Canceled: Status.CANCELLED,
     errors.Internal: Status.INTERNAL,
 }

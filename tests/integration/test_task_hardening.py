@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from grpclib.const import Status as Code
 
 from core.api.containerd.services.containers import v1 as containers
 from core.api.containerd.services.tasks import v1 as tasks
+from core.api.containerd.v1.types import Status
 from core.client import Client
 from core.runtime.tasks import TASK_DIR
 from core.typeurl import unpack
@@ -318,3 +320,130 @@ async def test_an_older_engines_bundles_and_database_are_tightened_at_start(
         c.close()
         engine.stop(cleanup=True)
         remove_namespace_cgroups(ns)
+
+
+# --- item 9: a hung runtime command does not wedge its task ---------------------------
+
+# A runc that hangs (in a marked sleep) when its subcommand is the one its
+# container id names, `hang-on-<subcommand>`; real runc for everything else.
+HANGING_RUNC = """#!/bin/sh
+for a; do
+  for b; do
+    [ "$b" = "hang-on-$a" ] && exec sleep 424242
+  done
+done
+exec runc "$@"
+"""
+
+
+def hung_sleeps() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == b"sleep\x00424242\x00":
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def hang_engine(tmp_path: Path) -> Iterator[EngineProcess]:
+    script = tmp_path / "runc-hang"
+    script.write_text(HANGING_RUNC)
+    script.chmod(0o755)
+    config = f"""
+version = 2
+[plugins."io.containerd.runtime.v2.task"]
+  runtime_timeout = 3
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hang]
+  runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hang.options]
+    BinaryName = "{script}"
+"""
+    engine = EngineProcess(config=config).start()
+    try:
+        yield engine
+    finally:
+        engine.stop(cleanup=True)
+        remove_namespace_cgroups("hang")
+        for pid in hung_sleeps():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_hung_runtime_start_times_out_and_frees_the_task(
+    hang_engine: EngineProcess, workdir: Path
+) -> None:
+    c = Client(str(hang_engine.address), "hang")
+    try:
+        await create_container(c, "hang-on-start", ["sleep", "1000"], runtime="hang")
+        await c.tasks.create(
+            tasks.CreateTaskRequest(
+                container_id="hang-on-start", rootfs=rootfs_mounts(workdir / "rootfs")
+            )
+        )
+        code, msg = await _code(
+            c.tasks.start(tasks.StartRequest(container_id="hang-on-start"), timeout=30)
+        )
+        assert code == Code.DEADLINE_EXCEEDED and "did not finish within 3 seconds" in msg
+        assert hung_sleeps() == []
+        # The task lock is free: a call that takes it answers at once.
+        code, msg = await _code(
+            c.tasks.pause(tasks.PauseTaskRequest(container_id="hang-on-start"), timeout=10)
+        )
+        assert code == Code.FAILED_PRECONDITION and "created" in msg
+    finally:
+        with contextlib.suppress(Exception):
+            await cleanup_namespace(c)
+        c.close()
+
+
+async def test_a_cancelled_runtime_command_is_killed_and_frees_the_task(
+    hang_engine: EngineProcess, workdir: Path
+) -> None:
+    c = Client(str(hang_engine.address), "hang")
+    try:
+        await create_container(c, "hang-on-pause", ["sleep", "1000"], runtime="hang")
+        await c.tasks.create(
+            tasks.CreateTaskRequest(
+                container_id="hang-on-pause", rootfs=rootfs_mounts(workdir / "rootfs")
+            )
+        )
+        await c.tasks.start(tasks.StartRequest(container_id="hang-on-pause"))
+        # The client gives up long before the engine's own timeout.
+        with pytest.raises(TimeoutError):
+            await c.tasks.pause(tasks.PauseTaskRequest(container_id="hang-on-pause"), timeout=0.5)
+        await eventually(lambda: hung_sleeps() == [], timeout=5)
+        got = await c.tasks.get(tasks.GetRequest(container_id="hang-on-pause"))
+        assert got.process is not None and got.process.status == Status.RUNNING
+        code, _ = await _code(
+            c.tasks.resume(tasks.ResumeTaskRequest(container_id="hang-on-pause"), timeout=10)
+        )
+        assert code == Code.FAILED_PRECONDITION
+    finally:
+        with contextlib.suppress(Exception):
+            await cleanup_namespace(c)
+        c.close()
+
+
+async def test_a_hung_runtime_create_times_out_and_leaves_nothing(
+    hang_engine: EngineProcess, workdir: Path
+) -> None:
+    c = Client(str(hang_engine.address), "hang")
+    try:
+        await create_container(c, "hang-on-create", ["sleep", "1000"], runtime="hang")
+        code, msg = await _code(
+            c.tasks.create(
+                tasks.CreateTaskRequest(
+                    container_id="hang-on-create", rootfs=rootfs_mounts(workdir / "rootfs")
+                ),
+                timeout=30,
+            )
+        )
+        assert code == Code.DEADLINE_EXCEEDED and "did not finish within 3 seconds" in msg
+        await eventually(lambda: hung_sleeps() == [], timeout=5)
+        assert not (hang_engine.state / TASK_DIR / "hang" / "hang-on-create").exists()
+        await c.containers.delete(containers.DeleteContainerRequest(id="hang-on-create"))
+    finally:
+        with contextlib.suppress(Exception):
+            await cleanup_namespace(c)
+        c.close()

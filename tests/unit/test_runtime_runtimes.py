@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from core.config import Config, GrpcConfig, RuntimeConfig
-from core.errors import FailedPrecondition, NotFound
-from core.runtime.runtimes import Runtime, Runtimes, _error_text
+from core.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from core.runtime.runtimes import DEFAULT_TIMEOUT, Runtime, Runtimes, _error_text
+from tests.helpers import eventually
 
 
 def _config(tmp_path: Path, **runtimes: RuntimeConfig) -> Config:
@@ -64,3 +66,59 @@ def test_crun_is_wrapped_and_runsc_has_no_network(tmp_path: Path) -> None:
 def test_error_text_unwraps_json_logs() -> None:
     err = b'{"level":"error","msg":"container not running","time":"x"}\nplain words\n'
     assert _error_text(err) == "container not running; plain words"
+
+
+HANGING = """#!/bin/sh
+echo $$ > "$(dirname "$0")/pid"
+sleep 424243 &
+echo $! > "$(dirname "$0")/grandchild"
+wait
+"""
+
+
+def _hanging_runtime(tmp_path: Path, timeout: float) -> Runtime:
+    script = tmp_path / "runc-hangs"
+    script.write_text(HANGING)
+    script.chmod(0o755)
+    return Runtime(name="hangs", runtime_type="io.containerd.runc.v2", binary=str(script),
+                   state_root=tmp_path / "state", flavour="runc", timeout=timeout)  # fmt: skip
+
+
+def _gone(pid_file: Path) -> bool:
+    pid = int(pid_file.read_text())
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+async def test_a_hung_runtime_command_is_killed_at_its_timeout(tmp_path: Path) -> None:
+    runtime = _hanging_runtime(tmp_path, timeout=0.5)
+    with pytest.raises(DeadlineExceeded, match=r"did not finish within 0\.5 seconds"):
+        await runtime.run("ns", "start", "c1")
+    assert _gone(tmp_path / "pid")
+    await eventually(lambda: _gone(tmp_path / "grandchild"))
+
+
+async def test_a_cancelled_runtime_command_is_killed(tmp_path: Path) -> None:
+    runtime = _hanging_runtime(tmp_path, timeout=60)
+    call = asyncio.ensure_future(runtime.run("ns", "pause", "c1"))
+    while not (tmp_path / "grandchild").exists() or not (tmp_path / "grandchild").read_text():
+        await asyncio.sleep(0.01)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert _gone(tmp_path / "pid")
+    await eventually(lambda: _gone(tmp_path / "grandchild"))
+
+
+def test_runtime_timeout_is_read_and_checked(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    assert Runtimes(cfg).timeout == DEFAULT_TIMEOUT
+    task_plugin = {"io.containerd.runtime.v2.task": {"runtime_timeout": 5}}
+    assert Runtimes(dataclasses.replace(cfg, plugins=task_plugin)).timeout == 5
+    for bad in (0, -1, "5s", True, 10**9):
+        plugins = {"io.containerd.runtime.v2.task": {"runtime_timeout": bad}}
+        with pytest.raises(InvalidArgument, match="runtime_timeout"):
+            Runtimes(dataclasses.replace(cfg, plugins=plugins))
