@@ -28,6 +28,7 @@ from core.metadata import Metadata
 from core.metadata.containers import Container
 from core.metadata.snapshots import SnapshotStore
 from core.plugins import Plugin, Registry
+from core.runtime import cgroups
 from core.runtime.runtimes import Runtimes
 from core.runtime.tasks import DEFAULT_LOG_MAX, TASK_DIR, TaskManager
 from core.snapshots import PLUGIN_TYPE as SNAPSHOTTER_PLUGIN
@@ -218,6 +219,7 @@ class Engine:
             )
         options = config.plugins.get("io.containerd.runtime.v2.task", {})
         log_max = options.get("log_size_max", DEFAULT_LOG_MAX)
+        layout = cgroups.detect()
         self.tasks = TaskManager(
             self.state,
             self.runtimes,
@@ -225,6 +227,7 @@ class Engine:
             log_max=log_max if isinstance(log_max, int) and log_max > 0 else DEFAULT_LOG_MAX,
             rootfs_lookup=self._snapshot_mounts,
             subscribers=lambda: self.events.subscriber_count,
+            cgroups_layout=layout,
         )
         self.plugins.add(
             Plugin(
@@ -235,7 +238,16 @@ class Engine:
                 platforms=True,
             )
         )
-        self.plugins.add(Plugin("io.containerd.monitor.v1", "cgroups"))
+        # Task metrics come from cgroupfs; a host without it says so here.
+        self.plugins.add(
+            Plugin(
+                "io.containerd.monitor.v1",
+                "cgroups",
+                error=f"cgroup statistics are unavailable: {layout.reason}"
+                if layout.version == 0
+                else "",
+            )
+        )
 
     async def _snapshot_mounts(self, namespace: str, container: Container) -> list[Mount]:
         snapshotter = self.snapshotters.get(container.snapshotter)

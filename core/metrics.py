@@ -3,7 +3,8 @@
 `EngineMetrics` owns one private `CollectorRegistry` per engine: counters the
 gRPC observer and the pull pipeline feed as calls happen, and a collector that
 reads the rest at scrape time from the engine's parts (events, garbage
-collection, content store, snapshot records) and from the tasks' cgroups.
+collection, content store, snapshot records) and from the tasks' cgroups,
+through the same reader as `Tasks.Metrics` (`core/runtime/cgroups.py`).
 `MetricsListener` answers `GET /metrics` and `GET /v1/metrics` from the
 engine's own event loop, so every collector runs on the loop thread that owns
 the metadata database. The listener exists only when `[metrics] address` asks
@@ -19,8 +20,6 @@ import errno
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grpclib.const import Status
@@ -29,7 +28,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
-from core.errors import FailedPrecondition, InvalidArgument
+from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument
+from core.runtime import cgroups
 
 if TYPE_CHECKING:
     from core.engine import Engine
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("ctrdeck.metrics")
 
 PATHS = frozenset({"/metrics", "/v1/metrics"})
-# Module-level so tests can point the cgroup readers at a fake hierarchy.
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 PULL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 MAX_REQUEST_HEAD = 16 * 1024
 REQUEST_TIMEOUT = 10.0
@@ -186,12 +184,15 @@ class _EngineCollector(Collector):
         f["content_bytes"].add_metric([], engine.content.total_bytes())
         for snapshotter, count in sorted(self._snapshot_counts().items()):
             f["snapshots"].add_metric([snapshotter], count)
-        for namespace, container in self._containers():
-            usage = read_cgroup_usage(namespace, container)
-            if usage.memory_bytes is not None:
-                f["memory"].add_metric([namespace, container], usage.memory_bytes)
-            if usage.cpu_seconds is not None:
-                f["cpu"].add_metric([namespace, container], usage.cpu_seconds)
+        for task in engine.tasks.list():
+            try:
+                memory, cpu = cgroups.usage(task.cgroup.stats())
+            except CtrdeckError:
+                continue  # a task whose cgroup is gone, or a host without cgroups
+            if memory is not None:
+                f["memory"].add_metric([task.namespace, task.id], memory)
+            if cpu is not None:
+                f["cpu"].add_metric([task.namespace, task.id], cpu)
         yield from f.values()
 
     def _snapshot_counts(self) -> dict[str, int]:
@@ -209,64 +210,6 @@ class _EngineCollector(Collector):
             for snapshotter, count in rows:
                 counts[snapshotter] = count
         return counts
-
-    def _containers(self) -> list[tuple[str, str]]:
-        rows = self.engine.metadata.db.conn.execute(
-            "SELECT namespace, id FROM containers ORDER BY namespace, id"
-        )
-        return [(r[0], r[1]) for r in rows]
-
-
-@dataclass(frozen=True)
-class CgroupUsage:
-    """One container's memory and CPU as its cgroup reports them; None when unreadable."""
-
-    memory_bytes: int | None
-    cpu_seconds: float | None
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _read_usage_usec(path: Path) -> int | None:
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "usage_usec" and value.strip().isdigit():
-            return int(value)
-    return None
-
-
-def read_cgroup_usage(namespace: str, container: str) -> CgroupUsage:
-    """Usage of the cgroup at `/<namespace>/<container>`, the tasks' cgroupsPath.
-
-    cgroup v1 controllers are tried first (this host family runs hybrid
-    hierarchies); a unified-only host is read through the v2 files.
-    """
-    if not _safe_component(namespace) or not _safe_component(container):
-        return CgroupUsage(None, None)
-    memory = _read_int(CGROUP_ROOT / "memory" / namespace / container / "memory.usage_in_bytes")
-    cpu_ns = _read_int(CGROUP_ROOT / "cpuacct" / namespace / container / "cpuacct.usage")
-    cpu = cpu_ns / 1e9 if cpu_ns is not None else None
-    if memory is None and cpu is None and (CGROUP_ROOT / "cgroup.controllers").exists():
-        v2 = CGROUP_ROOT / namespace / container
-        memory = _read_int(v2 / "memory.current")
-        usec = _read_usage_usec(v2 / "cpu.stat")
-        cpu = usec / 1e6 if usec is not None else None
-    return CgroupUsage(memory, cpu)
-
-
-def _safe_component(name: str) -> bool:
-    # Identifiers are validated on the way in, but a path read from the
-    # database must never climb out of the cgroup hierarchy.
-    return bool(name) and name not in (".", "..") and "/" not in name
 
 
 # --- the HTTP listener -------------------------------------------------------

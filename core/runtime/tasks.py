@@ -54,9 +54,10 @@ from core.errors import (
 )
 from core.metadata.containers import Container
 from core.runtime import bundle as bundles
+from core.runtime import cgroups
 from core.runtime import rootfs as rootfs_mod
 from core.runtime import spec as specs
-from core.runtime.cgroups import Cgroup, OomWatch
+from core.runtime.cgroups import Cgroup, Layout, OomWatch
 from core.runtime.runtimes import Runtime, RuntimeFailed, Runtimes, kill_group
 from core.snapshots.mount import Mount
 
@@ -197,13 +198,19 @@ class Process:
 
 class Task:
     def __init__(
-        self, namespace: str, container_id: str, bundle: Path, runtime: Runtime, cgroups_path: str
+        self,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        runtime: Runtime,
+        cgroups_path: str,
+        layout: Layout | None = None,
     ) -> None:
         self.namespace = namespace
         self.id = container_id
         self.bundle = bundle
         self.runtime = runtime
-        self.cgroup = Cgroup(cgroups_path)
+        self.cgroup = Cgroup(cgroups_path, layout)
         self.cgroups_path = cgroups_path
         self.mounts: list[Mount] = []
         self.init: Process | None = None
@@ -254,6 +261,16 @@ def runc_binary_name(options: Any) -> str:
     return RuncOptions.parse(options.value).binary_name
 
 
+def _read_stats(tasks: list[Task]) -> list[tuple[Task, cgroups.Stats]]:
+    found = []
+    for task in tasks:
+        try:
+            found.append((task, task.cgroup.stats()))
+        except NotFound:
+            log.debug("no metrics for task %s/%s: its cgroup is gone", task.namespace, task.id)
+    return found
+
+
 class TaskManager:
     def __init__(
         self,
@@ -264,8 +281,10 @@ class TaskManager:
         log_max: int = DEFAULT_LOG_MAX,
         rootfs_lookup: RootfsLookup | None = None,
         subscribers: Callable[[], int] | None = None,
+        cgroups_layout: Layout | None = None,
     ) -> None:
         self.root = state / TASK_DIR
+        self.cgroups = cgroups_layout if cgroups_layout is not None else cgroups.detect()
         self.runtimes = runtimes
         self.publish = publish
         self.log_max = log_max
@@ -361,7 +380,10 @@ class TaskManager:
                 stdio.stderr = ""
             bundles.share_with_remapped_root(bundle, fitted)
             bundles.write_private(bundle / "config.json", json.dumps(fitted).encode())
-            task = Task(namespace, container.id, bundle, runtime, fitted["linux"]["cgroupsPath"])
+            task = Task(
+                namespace, container.id, bundle, runtime, fitted["linux"]["cgroupsPath"],
+                self.cgroups,
+            )  # fmt: skip
             task.mounts = list(mounts)
             task.save()
             init = Process(task, "", bundle / "init", stdio)
@@ -820,19 +842,27 @@ class TaskManager:
                 what=f"updating resources of task {container_id}",
             )  # fmt: skip
 
-    def metrics(self, namespace: str, filter_strings: list[str]) -> list[tuple[Task, Any]]:
+    async def metrics(
+        self, namespace: str, filter_strings: list[str]
+    ) -> list[tuple[Task, cgroups.Stats]]:
         """The cgroup statistics of the namespace's tasks matching containerd's filters.
 
         Scoped to the caller's namespace as containerd's is: a `Metric` names
         only the container id, so another namespace's task of the same name
-        would be indistinguishable.
+        would be indistinguishable. A task whose cgroup is gone is left out,
+        as containerd leaves out a task whose shim cannot read it; a host
+        without cgroups is an error, never zeros. The files are read off the
+        event loop.
         """
         match = filters.parse_all(filter_strings)
-        found = []
-        for task in self.list(namespace):
-            if match.match(filters.field_adaptor({"id": task.id, "namespace": task.namespace})):
-                found.append((task, task.cgroup.metrics()))
-        return found
+        chosen = [
+            task
+            for task in self.list(namespace)
+            if match.match(filters.field_adaptor({"id": task.id, "namespace": task.namespace}))
+        ]
+        if not chosen:
+            return []
+        return await asyncio.to_thread(_read_stats, chosen)
 
     def resize_pty(
         self, namespace: str, container_id: str, exec_id: str, width: int, height: int
@@ -881,7 +911,10 @@ class TaskManager:
         if record is None or init_record is None or not init_record.get("monitor_pid"):
             return None  # a create that never finished
         runtime = self.runtimes.by_name(str(record["runtime"]))
-        task = Task(namespace, str(record["id"]), bundle, runtime, str(record["cgroups_path"]))
+        task = Task(
+            namespace, str(record["id"]), bundle, runtime, str(record["cgroups_path"]),
+            self.cgroups,
+        )  # fmt: skip
         task.mounts = [rootfs_mod.from_json(m) for m in record.get("mounts") or []]
         task.created_at = int(record.get("created_at", 0))
         task.init = self._load_process(task, "", bundle / "init", init_record)

@@ -169,10 +169,11 @@ class TasksService(api.TasksBase):
 
     async def metrics(self, message: api.MetricsRequest) -> api.MetricsResponse:
         now = datetime.now(UTC)
+        found = await self.tasks.metrics(context.namespace(), list(message.filters))
         return api.MetricsResponse(
             metrics=[
                 ctypes.Metric(timestamp=now, id=task.id, data=typeurl.pack(stats))
-                for task, stats in self.tasks.metrics(context.namespace(), list(message.filters))
+                for task, stats in found
             ]
         )
 

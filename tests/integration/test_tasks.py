@@ -33,6 +33,7 @@ from core.api.containerd.v1.types import Status
 from core.api.google.protobuf import Any
 from core.api.io.containerd.cgroups import v1 as cgroups_v1
 from core.client import Client
+from core.runtime import cgroups
 from core.runtime.cgroups import hierarchies
 from core.runtime.tasks import TASK_DIR
 from core.typeurl import PROCESS_URL, RESOURCES_URL, SPEC_URL, pack, unpack
@@ -159,7 +160,9 @@ async def cleanup_namespace(client: Client) -> None:
 
 
 def remove_namespace_cgroups(namespace: str) -> None:
-    for mount in set(hierarchies().values()):
+    # runc also makes the cgroup in a hybrid host's cgroup2 tree.
+    unified = cgroups.detect().unified
+    for mount in set(hierarchies().values()) | ({unified} if unified else set()):
         d = mount / namespace
         if d.is_dir():
             for sub in sorted(d.rglob("*"), reverse=True):

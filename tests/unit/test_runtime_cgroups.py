@@ -1,58 +1,136 @@
-"""cgroup v1 statistics read from a fake hierarchy."""
+"""The one cgroup reader, on recorded cgroupfs trees of a v1 (hybrid), a v2 and a bare host."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from core.runtime.cgroups import Cgroup
+import pytest
+
+from core import typeurl
+from core.api.io.containerd.cgroups import v1 as cg1
+from core.api.io.containerd.cgroups import v2 as cg2
+from core.config import Config, GrpcConfig
+from core.engine import Engine
+from core.errors import NotFound
+from core.runtime import cgroups
+from core.runtime.cgroups import MAX_UINT64, Cgroup, CgroupsUnavailable, layout_from_mountinfo
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "cgroups"
 
 
-def _write(d: Path, files: dict[str, str]) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (d / name).write_text(text)
+def layout(kind: str) -> cgroups.Layout:
+    host = FIXTURES / kind
+    return layout_from_mountinfo((host / "mountinfo").read_text(), host)
 
 
-def test_metrics_from_v1_files(tmp_path: Path) -> None:
-    mounts = {c: tmp_path / c for c in ("memory", "cpuacct", "cpu", "pids")}
-    _write(mounts["memory"] / "ns/c1", {
-        "memory.usage_in_bytes": "4096\n",
-        "memory.limit_in_bytes": "65536\n",
-        "memory.max_usage_in_bytes": "8192\n",
-        "memory.failcnt": "1\n",
-        "memory.stat": "cache 10\nrss 20\ntotal_cache 30\npgfault 7\n",
-        "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
-    })  # fmt: skip
-    _write(mounts["cpuacct"] / "ns/c1", {
-        "cpuacct.usage": "123456\n",
-        "cpuacct.usage_percpu": "100000 23456 \n",
-        "cpuacct.stat": "user 3\nsystem 1\n",
-    })  # fmt: skip
-    _write(mounts["cpu"] / "ns/c1", {"cpu.stat": "nr_periods 5\nnr_throttled 1\n"})
-    _write(mounts["pids"] / "ns/c1", {"pids.current": "3\n", "pids.max": "max\n",
-                                       "cgroup.procs": "10\n11\n"})  # fmt: skip
-    _write(mounts["pids"] / "ns/c1/sub", {"cgroup.procs": "12\n"})
-    cg = Cgroup("/ns/c1", mounts)
-    m = cg.metrics()
-    assert m.memory.usage.usage == 4096 and m.memory.usage.limit == 65536
-    assert m.memory.usage.max == 8192 and m.memory.usage.failcnt == 1
-    assert (m.memory.cache, m.memory.rss, m.memory.total_cache, m.memory.pg_fault) == (
-        10,
-        20,
-        30,
-        7,
+def test_layouts_are_decided_like_containerd() -> None:
+    hybrid = layout("v1")
+    assert hybrid.version == 1
+    assert hybrid.v1["memory"] == FIXTURES / "v1/sys/fs/cgroup/memory"
+    assert hybrid.unified == FIXTURES / "v1/sys/fs/cgroup/unified"
+    unified = layout("v2")
+    assert (unified.version, unified.unified) == (2, FIXTURES / "v2/sys/fs/cgroup")
+    bare = layout("none")
+    assert bare.version == 0 and "no cgroup" in bare.reason
+
+
+def test_v1_statistics_from_a_recorded_tree() -> None:
+    stats = Cgroup("/rec/web", layout("v1")).stats()
+    assert isinstance(stats, cg1.Metrics)
+    assert stats.memory is not None and stats.memory.usage is not None
+    assert stats.memory.usage.usage == 4976640
+    assert stats.memory.usage.limit == 9223372036854771712
+    assert (stats.memory.cache, stats.memory.rss, stats.memory.pg_fault) == (4194304, 163840, 1065)
+    assert stats.memory.total_inactive_anon == 4345856
+    assert stats.cpu is not None and stats.cpu.usage is not None
+    assert stats.cpu.usage.total == 22302916
+    assert stats.cpu.usage.per_cpu == [1618205, 20684711]
+    assert stats.cpu.usage.user == stats.cpu.usage.kernel > 0
+    assert stats.pids is not None and (stats.pids.current, stats.pids.limit) == (3, 0)
+    assert stats.memory_oom_control is not None and stats.memory_oom_control.oom_kill == 0
+    assert cgroups.usage(stats) == (4976640, 0.022302916)
+    assert typeurl.pack(stats).type_url == "io.containerd.cgroups.v1.Metrics"
+
+
+def test_v2_statistics_from_a_recorded_tree() -> None:
+    stats = Cgroup("/rec/web", layout("v2")).stats()
+    assert isinstance(stats, cg2.Metrics)
+    assert stats.pids is not None and (stats.pids.current, stats.pids.limit) == (3, MAX_UINT64)
+    assert stats.cpu is not None
+    assert (stats.cpu.usage_usec, stats.cpu.user_usec, stats.cpu.system_usec) == (
+        22302,
+        11151,
+        11151,
     )
-    assert m.cpu.usage.total == 123456 and m.cpu.usage.per_cpu == [100000, 23456]
-    assert m.cpu.usage.user > m.cpu.usage.kernel > 0
-    assert m.cpu.throttling.periods == 5
-    assert (m.pids.current, m.pids.limit) == (3, 0)
-    assert m.memory_oom_control.oom_kill == 2
-    assert cg.pids() == [10, 11, 12]
-    assert cg.exists()
+    assert (stats.cpu.nr_periods, stats.cpu.nr_throttled, stats.cpu.throttled_usec) == (
+        12,
+        3,
+        4521,
+    )
+    memory = stats.memory
+    assert memory is not None
+    assert (memory.usage, memory.usage_limit) == (4976640, MAX_UINT64)
+    assert (memory.swap_usage, memory.swap_limit) == (0, MAX_UINT64)
+    assert (memory.anon, memory.file, memory.shmem, memory.slab) == (
+        163840,
+        4194304,
+        4194304,
+        159744,
+    )
+    assert (memory.pgfault, memory.inactive_anon, memory.pgactivate) == (1065, 4345856, 3)
+    # Newer kernels split these by anon and file; the sum is what the field meant.
+    assert (memory.workingset_refault, memory.workingset_activate) == (5, 2)
+    assert stats.memory_events is not None
+    assert (stats.memory_events.max, stats.memory_events.oom, stats.memory_events.oom_kill) == (
+        2,
+        1,
+        1,
+    )
+    assert stats.io is not None
+    assert [(e.major, e.minor, e.rbytes, e.wbytes, e.rios, e.wios) for e in stats.io.usage] == [
+        (8, 0, 1310720, 4096, 40, 1),
+        (253, 0, 1310720, 4096, 40, 1),
+    ]
+    assert [(h.pagesize, h.current, h.max) for h in stats.hugetlb] == [("2MB", 0, MAX_UINT64)]
+    assert cgroups.usage(stats) == (4976640, 0.022302)
+    packed = typeurl.pack(stats)
+    assert packed.type_url == "io.containerd.cgroups.v2.Metrics"
+    assert typeurl.unpack(packed) == stats
 
 
-def test_missing_cgroup_still_gives_printable_metrics(tmp_path: Path) -> None:
-    m = Cgroup("/ns/gone", {"memory": tmp_path}).metrics()
-    assert m.memory is not None and m.memory.usage is not None and m.memory.usage.usage == 0
-    assert m.cpu is not None and m.cpu.usage is not None
-    assert Cgroup("/ns/gone", {"memory": tmp_path}).pids() == []
+def test_processes_of_either_kind() -> None:
+    assert Cgroup("/rec/web", layout("v1")).pids() == [16587, 16600, 16601]
+    assert Cgroup("/rec/web", layout("v2")).pids() == [16587, 16600, 16601]
+    assert Cgroup("/rec/web", layout("v2")).oom_kills() == 1
+
+
+@pytest.mark.parametrize("kind", ["v1", "v2"])
+def test_a_missing_cgroup_is_not_found_rather_than_zeros(kind: str) -> None:
+    gone = Cgroup("/rec/gone", layout(kind))
+    assert not gone.exists() and gone.pids() == []
+    with pytest.raises(NotFound, match="rec/gone"):
+        gone.stats()
+
+
+def test_a_host_without_cgroups_says_so() -> None:
+    with pytest.raises(CgroupsUnavailable, match="no cgroup v1 controllers and no cgroup2"):
+        Cgroup("/rec/web", layout("none")).stats()
+
+
+def test_a_cgroups_path_cannot_climb_out() -> None:
+    climbing = Cgroup("/../../rec/web", layout("v2"))
+    assert climbing.dir("") == FIXTURES / "v2/sys/fs/cgroup/rec/web"
+
+
+def test_the_cgroups_plugin_reports_a_host_without_cgroups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cgroups, "detect", lambda: layout("none"))
+    base = Config(root=tmp_path / "root", state=tmp_path / "state", grpc=GrpcConfig(address="s"))
+    engine = Engine(dataclasses.replace(base, runtimes={}, default_runtime="runc"))
+    try:
+        plugin = next(p for p in engine.plugins.plugins if p.id == "cgroups")
+        assert plugin.status == "error" and "no cgroup v1 controllers" in plugin.error
+    finally:
+        engine.close()
