@@ -76,6 +76,13 @@ class Runtime:
     def root(self, namespace: str) -> Path:
         return self.state_root / namespace
 
+    def make_root(self, namespace: str) -> Path:
+        """The runtime's state directory for a namespace; neither it nor its parent listable."""
+        self.state_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        root = self.root(namespace)
+        root.mkdir(exist_ok=True, mode=0o711)
+        return root
+
     def argv(self, namespace: str, *args: str, log: Path | None = None) -> list[str]:
         """The full command line for one runtime subcommand in a namespace."""
         cmd = [self.binary, "--root", str(self.root(namespace))]
@@ -98,7 +105,7 @@ class Runtime:
         the request (and the task lock) it ran for.
         """
         what = what or f"{self.name} {args[0]}"
-        self.root(namespace).mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.make_root(namespace)
         proc = await asyncio.create_subprocess_exec(
             *self.argv(namespace, *args),
             stdin=asyncio.subprocess.DEVNULL,

@@ -467,7 +467,7 @@ class TaskManager:
         `child` is a monitor `_start_monitor` started ahead for `proc.dir`;
         without one, one is started now.
         """
-        proc.task.runtime.root(proc.task.namespace).mkdir(parents=True, exist_ok=True, mode=0o711)
+        proc.task.runtime.make_root(proc.task.namespace)
         control = proc.dir / "control"
         if not control.exists():
             os.mkfifo(control, 0o600)

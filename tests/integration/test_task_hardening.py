@@ -269,6 +269,7 @@ async def test_another_user_reads_no_bundle_spec_log_or_database(
     assert [p for p in seen["R"] + seen["L"] if p.startswith(bundles)] == []
     assert [p for p in seen["R"] if "meta.db" in p] == []
     assert [p for p in seen["R"] if p.endswith(".log")] == []
+    assert [p for p in seen["L"] if p.startswith(str(tengine.state / "runc"))] == []
 
 
 async def test_an_older_engines_bundles_and_database_are_tightened_at_start(
