@@ -28,6 +28,7 @@ from grpclib.server import Server
 from core import metrics
 from core.api.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from core.config import Config
+from core.connection import HardenedServer, Limits
 from core.engine import Engine
 from core.errors import FailedPrecondition, InvalidArgument
 from core.services import status
@@ -116,7 +117,14 @@ class EngineServer:
         self.owns_socket = False
 
     def _new_server(self) -> Server:
-        server = Server(self.services, codec=Codec())
+        grpc = self.config.grpc
+        server = HardenedServer(
+            self.services,
+            codec=Codec(),
+            limits=Limits(
+                handshake_timeout=grpc.connection_timeout, idle_timeout=grpc.idle_timeout
+            ),
+        )
         status.install(server, self.observers)
         self.servers.append(server)
         return server
