@@ -206,7 +206,11 @@ def frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
     return struct.pack(">I", length)[1:] + bytes([kind, flags]) + struct.pack(">I", stream_id)
 
 
-def truncated_frame() -> bytes:
-    """A full preface and SETTINGS, then a DATA frame header promising 16 MiB - 1
-    bytes on stream 0... sent after a valid SETTINGS frame, with nothing behind it."""
-    return PREFACE + frame_header(0, 4, 0, 0) + frame_header((1 << 24) - 1, 0, 0, 1)
+def handshake() -> bytes:
+    """The client preface and an empty SETTINGS frame."""
+    return PREFACE + frame_header(0, 4, 0, 0)
+
+
+def promised_frame(length: int) -> bytes:
+    """A handshake, then a DATA frame header promising `length` bytes, and nothing behind it."""
+    return handshake() + frame_header(length, 0, 0, 1)
