@@ -31,7 +31,7 @@ from core.config import Config
 from core.connection import HardenedServer, Limits
 from core.engine import Engine
 from core.errors import FailedPrecondition, InvalidArgument
-from core.services import status
+from core.services import messages, status
 from core.services.codec import Codec
 from core.services.containers import ContainersService
 from core.services.content import ContentService
@@ -120,12 +120,13 @@ class EngineServer:
         grpc = self.config.grpc
         server = HardenedServer(
             self.services,
-            codec=Codec(),
+            codec=Codec(max_send=grpc.max_send_message_size),
             limits=Limits(
                 handshake_timeout=grpc.connection_timeout, idle_timeout=grpc.idle_timeout
             ),
         )
         status.install(server, self.observers)
+        messages.install(server, grpc.max_recv_message_size)
         self.servers.append(server)
         return server
 

@@ -13,6 +13,7 @@ from core.api.containerd import events
 from core.api.containerd.services.containers import v1 as api
 from core.api.google.protobuf import Empty
 from core.engine import Engine
+from core.errors import ResourceExhausted
 from core.metadata.containers import Container
 from core.services.convert import any_in, any_out, ts
 
@@ -53,6 +54,16 @@ class ContainersService(api.ContainersBase):
         self.engine = engine
         self.store = engine.metadata.containers
 
+    def _sendable(self, c: Container) -> None:
+        """Refuse a record that no Get or List reply could carry."""
+        limit = self.engine.config.grpc.max_send_message_size
+        size = len(bytes(api.ListContainerMessage(container=container_out(c))))
+        if size > limit:
+            raise ResourceExhausted(
+                f'container "{c.id}": its record of {size} bytes would exceed'
+                f" max_send_message_size ({limit}), so no reply could carry it"
+            )
+
     async def get(self, message: api.GetContainerRequest) -> api.GetContainerResponse:
         c = self.store.get(context.namespace(), message.id)
         return api.GetContainerResponse(container=container_out(c))
@@ -69,7 +80,7 @@ class ContainersService(api.ContainersBase):
 
     async def create(self, message: api.CreateContainerRequest) -> api.CreateContainerResponse:
         ns = context.namespace()
-        c = self.store.create(ns, container_in(message.container))
+        c = self.store.create(ns, container_in(message.container), self._sendable)
         self.engine.events.publish(
             ns,
             "/containers/create",
@@ -86,7 +97,7 @@ class ContainersService(api.ContainersBase):
     async def update(self, message: api.UpdateContainerRequest) -> api.UpdateContainerResponse:
         ns = context.namespace()
         paths = list(message.update_mask.paths) if message.update_mask else []
-        c = self.store.update(ns, container_in(message.container), paths)
+        c = self.store.update(ns, container_in(message.container), paths, self._sendable)
         self.engine.events.publish(
             ns,
             "/containers/update",

@@ -33,6 +33,7 @@ CODES: dict[type[errors.CtrdeckError], Status] = {
     errors.OutOfRange: Status.OUT_OF_RANGE,
     errors.DataLoss: Status.DATA_LOSS,
     errors.Canceled: Status.CANCELLED,
+    errors.ResourceExhausted: Status.RESOURCE_EXHAUSTED,
     errors.Internal: Status.INTERNAL,
 }
 

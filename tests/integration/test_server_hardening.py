@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from core.api.containerd.services.containers import v1 as containers
+from core.api.google.protobuf import Any
 from tests import h2attack
 from tests.engine_proc import EngineProcess
 from tests.helpers import ctr
@@ -92,3 +94,82 @@ def test_a_connection_with_a_stream_in_flight_is_not_idle(
     finally:
         events.terminate()
         events.wait(timeout=10)
+
+
+CREATE = "/containerd.services.containers.v1.Containers/Create"
+LIST = "/containerd.services.containers.v1.Containers/List"
+RESOURCE_EXHAUSTED = 8
+INVALID_ARGUMENT = 3
+
+
+def create_request(cid: str, spec_size: int = 2, labels: dict[str, str] | None = None) -> bytes:
+    spec = b'"' + b"x" * (spec_size - 2) + b'"'
+    message = containers.CreateContainerRequest(
+        container=containers.Container(
+            id=cid,
+            runtime=containers.ContainerRuntime(name="io.containerd.runc.v2"),
+            spec=Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/Spec", value=spec),
+            labels=labels or {},
+        )
+    )
+    return h2attack.grpc_frame(bytes(message))
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(lambda: create_request("big-spec", spec_size=20 << 20), id="20MiB-spec"),
+        pytest.param(
+            lambda: create_request("big-label", labels={"l": "x" * (64 << 20)}), id="64MiB-label"
+        ),
+    ],
+)
+def test_a_message_over_max_recv_is_refused_before_its_body_is_read(
+    engine: EngineProcess, ctr_bin: str, request_bytes: Callable[[], bytes]
+) -> None:
+    body = request_bytes()
+    status, message, sent = h2attack.unary(engine.address, CREATE, body)
+    assert status == RESOURCE_EXHAUSTED
+    assert f"received message larger than max ({len(body) - 5} vs. {16 << 20})" in message
+    # Flow control lets the client run ahead by the windows (4 MiB), no more.
+    assert sent < 9 << 20
+    listed = ctr(engine.address, "containers", "ls")
+    assert "big-" not in listed.stdout
+    assert "ctrdeck" in ctr(engine.address, "version").stdout
+
+
+SMALL_SEND = """
+version = 2
+[grpc]
+max_recv_message_size = 4194304
+max_send_message_size = 1048576
+"""
+
+
+@pytest.fixture
+def small_send() -> Iterator[EngineProcess]:
+    proc = EngineProcess(config=SMALL_SEND).start()
+    try:
+        yield proc
+    finally:
+        proc.stop(cleanup=True)
+
+
+def test_no_record_is_stored_that_could_not_be_sent_back(
+    small_send: EngineProcess, ctr_bin: str
+) -> None:
+    # Within max_recv, but its record would not fit max_send.
+    status, message, _ = h2attack.unary(
+        small_send.address, CREATE, create_request("too-big", spec_size=2 << 20)
+    )
+    assert status == RESOURCE_EXHAUSTED and "max_send_message_size" in message
+    for i in range(3):
+        status, _, _ = h2attack.unary(
+            small_send.address, CREATE, create_request(f"c{i}", spec_size=400 << 10)
+        )
+        assert status == 0
+    # One list message of all three is over max_send; ctr's ListStream sends each alone.
+    status, message, _ = h2attack.unary(small_send.address, LIST, h2attack.grpc_frame(b""))
+    assert status == RESOURCE_EXHAUSTED and "trying to send message larger than max" in message
+    listed = ctr(small_send.address, "containers", "ls", "-q").stdout.split()
+    assert listed == ["c0", "c1", "c2"]
