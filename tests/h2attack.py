@@ -131,22 +131,19 @@ def unary(
     offset = 0
     status: int | None = None
     message = ""
-    ended = False
+    ended = finished = False
     deadline = time.monotonic() + timeout
     try:
         while not ended and time.monotonic() < deadline:
-            while offset < len(body):
+            while not finished:
                 window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                if window <= 0:
+                if window <= 0 and body:
                     break
                 piece = body[offset : offset + min(window, chunk)]
                 offset += len(piece)
-                conn.send_data(sid, piece, end_stream=offset == len(body))
+                finished = offset == len(body)
+                conn.send_data(sid, piece, end_stream=finished)
                 s.sendall(conn.data_to_send())
-            if not body and offset == 0:
-                conn.end_stream(sid)
-                s.sendall(conn.data_to_send())
-                offset = -1
             try:
                 data = s.recv(1 << 16)
             except TimeoutError:
@@ -177,7 +174,7 @@ def unary(
         pass
     finally:
         s.close()
-    return status, message, max(offset, 0)
+    return status, message, offset
 
 
 def held_open(address: Path | str, payload: bytes, limit: float) -> float | None:

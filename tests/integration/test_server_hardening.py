@@ -173,3 +173,66 @@ def test_no_record_is_stored_that_could_not_be_sent_back(
     assert status == RESOURCE_EXHAUSTED and "trying to send message larger than max" in message
     listed = ctr(small_send.address, "containers", "ls", "-q").stdout.split()
     assert listed == ["c0", "c1", "c2"]
+
+
+GET = "/containerd.services.containers.v1.Containers/Get"
+READ = "/containerd.services.content.v1.Content/Read"
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "says"),
+    [
+        (GET, b"\x08\x05", "GetContainerRequest.id: wire type varint, want bytes"),
+        (CREATE, b"\x08\x05", "CreateContainerRequest.container: wire type varint"),
+        (GET, b"\x0a\x02\xff\xfe", "GetContainerRequest.id: string is not valid UTF-8"),
+        (GET, b"\x0f", "field 1 has wire type invalid (7)"),
+        (GET, b"\x0b\x0c", "field 1 has wire type group"),
+        (GET, b"\x0a\x10abc", "field 1 is truncated"),
+        (READ, b"\x10" + b"\xff" * 10 + b"\x01", "varint overflows 64 bits"),
+        (
+            CREATE,
+            bytes(
+                containers.CreateContainerRequest(
+                    container=containers.Container(id="c", labels={"k": "v"})
+                )
+            ).replace(b"\x01k", b"\x01\xff"),
+            "CreateContainerRequest.container.labels.key: string is not valid UTF-8",
+        ),
+    ],
+    ids=[
+        "wrong-type",
+        "int-for-message",
+        "bad-utf8",
+        "wire-7",
+        "group",
+        "truncated",
+        "overflow",
+        "map-key",
+    ],
+)
+def test_malformed_requests_are_invalid_argument_before_any_handler(
+    engine: EngineProcess, path: str, payload: bytes, says: str
+) -> None:
+    status, message, _ = h2attack.unary(engine.address, path, h2attack.grpc_frame(payload))
+    assert status == INVALID_ARGUMENT, message
+    assert message.startswith("error unmarshalling request: ") and says in message
+    log = engine.log.read_text()
+    assert "Traceback" not in log
+    assert 'container "None"' not in log
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"", "the request message is missing"),
+        (h2attack.grpc_frame(b"\x0a\x01c")[:6], "the message is truncated"),
+        (b"\x01" + h2attack.grpc_frame(b"")[1:], "compressed flag set"),
+    ],
+    ids=["no-message", "short-body", "compressed"],
+)
+def test_broken_grpc_framing_is_invalid_argument(
+    engine: EngineProcess, body: bytes, says: str
+) -> None:
+    status, message, _ = h2attack.unary(engine.address, GET, body)
+    assert status == INVALID_ARGUMENT and says in message
+    assert "Traceback" not in engine.log.read_text()
