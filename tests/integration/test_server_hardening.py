@@ -14,6 +14,7 @@ import pytest
 
 from core.api.containerd.services.containers import v1 as containers
 from core.api.google.protobuf import Any
+from core.client import Client
 from tests import h2attack
 from tests.engine_proc import EngineProcess
 from tests.helpers import ctr
@@ -236,3 +237,16 @@ def test_broken_grpc_framing_is_invalid_argument(
     status, message, _ = h2attack.unary(engine.address, GET, body)
     assert status == INVALID_ARGUMENT and says in message
     assert "Traceback" not in engine.log.read_text()
+
+
+async def test_a_client_reconnects_after_its_idle_connection_was_closed(
+    short_timeouts: EngineProcess,
+) -> None:
+    client = Client(str(short_timeouts.address), "default")
+    try:
+        assert "ctrdeck" in (await client.server_version()).version
+        await asyncio.sleep(3.5)
+        assert "ctrdeck" in (await client.server_version()).version
+    finally:
+        client.close()
+    assert "idle connection" in short_timeouts.log.read_text()
