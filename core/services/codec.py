@@ -55,6 +55,16 @@ def unmarshal(data: bytes, message_type: Any) -> Any:
         raise InvalidArgument(f"{prefix}: a value is out of range") from None
 
 
+def check_sendable(reply: Any, limit: int, what: str) -> None:
+    """Refuse to store a record when `reply`, the smallest reply carrying it, is over `limit`."""
+    size = len(bytes(reply))
+    if size > limit:
+        raise ResourceExhausted(
+            f"{what}: its record of {size} bytes would exceed max_send_message_size"
+            f" ({limit}), so no reply could carry it"
+        )
+
+
 class Codec(ProtoCodec):
     def __init__(self, max_send: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.max_send = max_send

@@ -13,8 +13,8 @@ from core.api.containerd import events
 from core.api.containerd.services.containers import v1 as api
 from core.api.google.protobuf import Empty
 from core.engine import Engine
-from core.errors import ResourceExhausted
 from core.metadata.containers import Container
+from core.services.codec import check_sendable
 from core.services.convert import any_in, any_out, ts
 
 
@@ -55,14 +55,11 @@ class ContainersService(api.ContainersBase):
         self.store = engine.metadata.containers
 
     def _sendable(self, c: Container) -> None:
-        """Refuse a record that no Get or List reply could carry."""
-        limit = self.engine.config.grpc.max_send_message_size
-        size = len(bytes(api.ListContainerMessage(container=container_out(c))))
-        if size > limit:
-            raise ResourceExhausted(
-                f'container "{c.id}": its record of {size} bytes would exceed'
-                f" max_send_message_size ({limit}), so no reply could carry it"
-            )
+        check_sendable(
+            api.ListContainerMessage(container=container_out(c)),
+            self.engine.config.grpc.max_send_message_size,
+            f'container "{c.id}"',
+        )
 
     async def get(self, message: api.GetContainerRequest) -> api.GetContainerResponse:
         c = self.store.get(context.namespace(), message.id)

@@ -11,13 +11,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from grpclib import GRPCError
+from grpclib.const import Status
 
+from core.api.containerd import types
 from core.api.containerd.services.containers import v1 as containers
-from core.api.google.protobuf import Any
+from core.api.containerd.services.images import v1 as images
+from core.api.google.protobuf import Any, FieldMask
 from core.client import Client
 from tests import h2attack
 from tests.engine_proc import EngineProcess
-from tests.helpers import ctr
+from tests.helpers import ctr, sha
 
 
 def rss_mib(pid: int) -> float:
@@ -250,3 +254,42 @@ async def test_a_client_reconnects_after_its_idle_connection_was_closed(
     finally:
         client.close()
     assert "idle connection" in short_timeouts.log.read_text()
+
+
+async def test_no_image_is_stored_that_could_not_be_sent_back(small_send: EngineProcess) -> None:
+    client = Client(str(small_send.address), "default")
+    target = types.Descriptor(
+        media_type="application/vnd.oci.image.index.v1+json", digest=sha(b"x"), size=1
+    )
+    many = {f"label-{i}": "v" * 4000 for i in range(300)}  # 1.2 MB, each label legal
+    try:
+        with pytest.raises(GRPCError) as err:
+            await client.images.create(
+                images.CreateImageRequest(
+                    image=images.Image(name="big", target=target, labels=many)
+                )
+            )
+        assert err.value.status == Status.RESOURCE_EXHAUSTED
+        await client.images.create(
+            images.CreateImageRequest(image=images.Image(name="grows", target=target))
+        )
+
+        def update(labels: dict[str, str]) -> images.UpdateImageRequest:
+            return images.UpdateImageRequest(
+                image=images.Image(name="grows", target=target, labels=labels),
+                update_mask=FieldMask(paths=[f"labels.{k}" for k in labels]),
+            )
+
+        items = list(many.items())
+        await client.images.update(update(dict(items[:150])))
+        # Each update is small; the record they would make is not.
+        with pytest.raises(GRPCError) as err:
+            await client.images.update(update(dict(items[150:])))
+        assert err.value.status == Status.RESOURCE_EXHAUSTED
+        got = await client.images.get(images.GetImageRequest(name="grows"))
+        assert len(got.image.labels) == 150
+        assert [i.name for i in (await client.images.list(images.ListImagesRequest())).images] == [
+            "grows"
+        ]
+    finally:
+        client.close()
