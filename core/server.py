@@ -122,7 +122,9 @@ class EngineServer:
             self.services,
             codec=Codec(max_send=grpc.max_send_message_size),
             limits=Limits(
-                handshake_timeout=grpc.connection_timeout, idle_timeout=grpc.idle_timeout
+                max_concurrent_streams=grpc.max_concurrent_streams,
+                handshake_timeout=grpc.connection_timeout,
+                idle_timeout=grpc.idle_timeout,
             ),
         )
         status.install(server, self.observers)

@@ -112,6 +112,28 @@ def _drain(s: socket.socket, conn: h2.connection.H2Connection, wait: float) -> b
         s.settimeout(10.0)
 
 
+def max_concurrent_streams(address: Path | str) -> int:
+    """The SETTINGS_MAX_CONCURRENT_STREAMS the server advertises, once settled."""
+    conn = _client()
+    s = _connect(address, 2.0)
+    try:
+        s.sendall(conn.data_to_send())
+        deadline = time.monotonic() + 2.0
+        s.settimeout(0.3)
+        while time.monotonic() < deadline:
+            try:
+                data = s.recv(1 << 16)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            conn.receive_data(data)
+            s.sendall(conn.data_to_send())
+        return conn.remote_settings.max_concurrent_streams
+    finally:
+        s.close()
+
+
 def unary(
     address: Path | str,
     path: str,

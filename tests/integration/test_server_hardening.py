@@ -51,6 +51,7 @@ version = 2
 [grpc]
 connection_timeout = 1
 idle_timeout = 2
+max_concurrent_streams = 8
 """
 
 
@@ -61,6 +62,11 @@ def short_timeouts() -> Iterator[EngineProcess]:
         yield proc
     finally:
         proc.stop(cleanup=True)
+
+
+def test_the_stream_cap_is_advertised(engine: EngineProcess, short_timeouts: EngineProcess) -> None:
+    assert h2attack.max_concurrent_streams(engine.address) == 100
+    assert h2attack.max_concurrent_streams(short_timeouts.address) == 8
 
 
 @pytest.mark.parametrize(
