@@ -151,7 +151,7 @@ class _Protocol(gproto.H2Protocol):
     def __init__(self, handler: _Handler, config: Any, h2_config: Any, limits: Limits) -> None:
         super().__init__(handler, config, h2_config)
         self.limits = limits
-        self.loop = asyncio.get_event_loop()
+        self.loop = asyncio.get_running_loop()
         self.tokens = float(limits.reset_burst)
         self.refilled = time.monotonic()
         self.last_activity = self.loop.time()
