@@ -8,7 +8,7 @@ faster than `Limits.reset_rate` per second beyond a burst (the "rapid reset"
 pattern); rejects a frame whose header announces more than the negotiated
 maximum frame size as soon as the header arrives, instead of buffering it;
 and closes connections whose handshake, or any frame once begun, does not
-complete within `handshake_timeout`, or that carry no stream and receive
+complete within `connection_timeout`, or that carry no stream and receive
 nothing for `idle_timeout`.
 
 It also works around a leak in grpclib 0.4.9. A stream reset before its
@@ -51,7 +51,7 @@ class Limits:
     max_concurrent_streams: int = 100
     reset_burst: int = 200
     reset_rate: float = 50.0
-    handshake_timeout: float = 20.0
+    connection_timeout: float = 20.0
     idle_timeout: float = 300.0
 
 
@@ -217,8 +217,8 @@ class _Protocol(gproto.H2Protocol):
             self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
 
     def _arm_stall(self) -> None:
-        if self.stall_timer is None and self.limits.handshake_timeout > 0:
-            self.stall_timer = self.loop.call_later(self.limits.handshake_timeout, self._stalled)
+        if self.stall_timer is None and self.limits.connection_timeout > 0:
+            self.stall_timer = self.loop.call_later(self.limits.connection_timeout, self._stalled)
 
     def _stalled(self) -> None:
         self.stall_timer = None
@@ -236,12 +236,18 @@ class _Protocol(gproto.H2Protocol):
         self.idle_timer = None
         if self.closed:
             return
-        quiet = self.loop.time() - self.last_activity
-        if not self.processor.streams and quiet >= self.limits.idle_timeout:
-            self._goaway(ErrorCodes.NO_ERROR, "idle connection")
+        now = self.loop.time()
+        if self.processor.streams:
+            # Calls in flight count as activity: a long Events.Subscribe that
+            # receives nothing is not idle, and the clock restarts when it ends.
+            self.last_activity = now
+            self._arm_idle(self.limits.idle_timeout / 4)
             return
-        wait = self.limits.idle_timeout - quiet if not self.processor.streams else 0
-        self._arm_idle(max(wait, self.limits.idle_timeout / 4))
+        quiet = now - self.last_activity
+        if quiet >= self.limits.idle_timeout:
+            self._goaway(ErrorCodes.NO_ERROR, "idle connection")
+        else:
+            self._arm_idle(self.limits.idle_timeout - quiet)
 
     def _goaway(self, code: ErrorCodes, reason: str) -> None:
         """Tell the client why with GOAWAY, then close."""

@@ -123,7 +123,7 @@ class EngineServer:
             codec=Codec(max_send=grpc.max_send_message_size),
             limits=Limits(
                 max_concurrent_streams=grpc.max_concurrent_streams,
-                handshake_timeout=grpc.connection_timeout,
+                connection_timeout=grpc.connection_timeout,
                 idle_timeout=grpc.idle_timeout,
             ),
         )
