@@ -19,8 +19,11 @@ cancelled tasks (holding their frames, the stream and that dict) stay in the
 handler's `_tasks`/`_cancelled` until the next tenth request, and closed
 handlers in the server until the next tenth connection. Here a done-callback
 releases each stream exactly once and drops each task as it finishes, and
-closed handlers are swept at every new connection. Without this, 10,000
-reset streams cost about 7.7 KB each, never returned.
+closed handlers are swept at every new connection. Without this, streams
+reset at once cost about 8 KB each, kept as long as their handler is (the
+engine went from 47 to 284 MiB RSS in five rounds of 10,000; see
+bench/fault_server.py). h2's own record of closed streams is bounded (2**16
+per connection) and goes with the connection.
 """
 
 from __future__ import annotations
