@@ -53,6 +53,9 @@ class GrpcConfig:
     gid: int = 0
     max_recv_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_send_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_concurrent_streams: int = 100
+    connection_timeout: float = 20.0
+    idle_timeout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,9 @@ def from_dict(data: Mapping[str, Any], *, source: str = "config") -> Config:
         max_send_message_size=r.positive(
             g, ("grpc", "max_send_message_size"), DEFAULT_MAX_MESSAGE_SIZE
         ),
+        max_concurrent_streams=r.positive_count(g, ("grpc", "max_concurrent_streams"), 100),
+        connection_timeout=r.seconds(g, ("grpc", "connection_timeout"), 20.0),
+        idle_timeout=r.seconds(g, ("grpc", "idle_timeout"), 300.0),
     )
 
     m = r.table(data, ("metrics",))
@@ -365,6 +371,20 @@ class _Reader:
         if value <= 0:
             self.fail(key, f"must be a positive number of bytes, got {value}")
         return value
+
+    def positive_count(self, table: Mapping[str, Any], key: tuple[str, ...], default: int) -> int:
+        value = self.integer(table, key, default)
+        if value <= 0:
+            self.fail(key, f"must be a positive number, got {value}")
+        return value
+
+    def seconds(self, table: Mapping[str, Any], key: tuple[str, ...], default: float) -> float:
+        value = self._get(table, key, default)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            self.fail(key, f"expected a number of seconds, got {_describe(value)}")
+        if value < 0 or not math.isfinite(value):
+            self.fail(key, f"must be a finite number of seconds, 0 for none, got {value}")
+        return float(value)
 
     def abs_path(self, table: Mapping[str, Any], key: tuple[str, ...], default: Path) -> Path:
         value = self._get(table, key, default)

@@ -65,5 +65,9 @@ class Canceled(CtrdeckError):
     kind = "context canceled"
 
 
+class ResourceExhausted(CtrdeckError):
+    kind = "resource exhausted"
+
+
 class Internal(CtrdeckError):
     kind = "internal"

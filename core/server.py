@@ -28,9 +28,10 @@ from grpclib.server import Server
 from core import metrics
 from core.api.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from core.config import Config
+from core.connection import HardenedServer, Limits
 from core.engine import Engine
 from core.errors import FailedPrecondition, InvalidArgument
-from core.services import status
+from core.services import messages, status
 from core.services.codec import Codec
 from core.services.containers import ContainersService
 from core.services.content import ContentService
@@ -116,8 +117,18 @@ class EngineServer:
         self.owns_socket = False
 
     def _new_server(self) -> Server:
-        server = Server(self.services, codec=Codec())
+        grpc = self.config.grpc
+        server = HardenedServer(
+            self.services,
+            codec=Codec(max_send=grpc.max_send_message_size),
+            limits=Limits(
+                max_concurrent_streams=grpc.max_concurrent_streams,
+                connection_timeout=grpc.connection_timeout,
+                idle_timeout=grpc.idle_timeout,
+            ),
+        )
         status.install(server, self.observers)
+        messages.install(server, grpc.max_recv_message_size)
         self.servers.append(server)
         return server
 

@@ -10,7 +10,7 @@ name never change after creation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core import filters, identifiers
@@ -127,9 +127,14 @@ class ContainerStore:
         rows = self.db.conn.execute("SELECT namespace, labels FROM containers WHERE labels != '{}'")
         return [(r[0], load_labels(r[1])) for r in rows]
 
-    def create(self, namespace: str, c: Container) -> Container:
+    def create(
+        self, namespace: str, c: Container, check: Callable[[Container], None] | None = None
+    ) -> Container:
+        """Store a new container; `check` may still refuse the finished record."""
         _validate(c)
         c.created_at = c.updated_at = now_us()
+        if check is not None:
+            check(c)
         with self.db.tx() as conn:
             self.namespaces.ensure(namespace)
             if conn.execute(
@@ -139,7 +144,13 @@ class ContainerStore:
             self._write(conn, namespace, c, insert=True)
         return c
 
-    def update(self, namespace: str, c: Container, paths: Sequence[str]) -> Container:
+    def update(
+        self,
+        namespace: str,
+        c: Container,
+        paths: Sequence[str],
+        check: Callable[[Container], None] | None = None,
+    ) -> Container:
         if not c.id:
             raise InvalidArgument("container id must not be empty")
         with self.db.tx() as conn:
@@ -167,6 +178,8 @@ class ContainerStore:
                     raise InvalidArgument(f'container "{c.id}": {path} field is immutable')
             _validate(cur)
             cur.updated_at = now_us()
+            if check is not None:
+                check(cur)
             self._write(conn, namespace, cur, insert=False)
         return cur
 

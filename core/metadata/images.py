@@ -9,7 +9,7 @@ updatable ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core import filters
@@ -94,10 +94,15 @@ class ImageStore:
         rows = self.db.conn.execute("SELECT namespace, labels FROM images WHERE labels != '{}'")
         return [(r[0], load_labels(r[1])) for r in rows]
 
-    def create(self, namespace: str, image: Image) -> Image:
+    def create(
+        self, namespace: str, image: Image, check: Callable[[Image], None] | None = None
+    ) -> Image:
+        """Store a new image; `check` may still refuse the finished record."""
         _validate(image)
         now = now_us()
         image.created_at = image.updated_at = now
+        if check is not None:
+            check(image)
         with self.db.tx() as conn:
             self.namespaces.ensure(namespace)
             exists = conn.execute(
@@ -108,7 +113,13 @@ class ImageStore:
             self._write(conn, namespace, image, insert=True)
         return image
 
-    def update(self, namespace: str, image: Image, paths: Sequence[str]) -> Image:
+    def update(
+        self,
+        namespace: str,
+        image: Image,
+        paths: Sequence[str],
+        check: Callable[[Image], None] | None = None,
+    ) -> Image:
         if not image.name:
             raise InvalidArgument("image name must not be empty")
         with self.db.tx() as conn:
@@ -130,6 +141,8 @@ class ImageStore:
                 current.target = image.target
             _validate(current)
             current.updated_at = now_us()
+            if check is not None:
+                check(current)
             self._write(conn, namespace, current, insert=False)
         return current
 

@@ -1,4 +1,10 @@
-"""The wire codec: protobuf as usual, plus responses encoded ahead of time.
+"""The wire codec: strict decoding, a send limit, responses encoded ahead of time.
+
+A request is checked by `wire.check` before betterproto2 parses it, so bytes
+that do not decode as the method's message become one INVALID_ARGUMENT
+("error unmarshalling request: ...") naming the field, and no handler sees a
+half-parsed message. A reply larger than `[grpc] max_send_message_size` is
+RESOURCE_EXHAUSTED, with grpc-go's words.
 
 Encoding is most of what a large response costs in pure Python. Two places
 avoid doing it again: an event sent to fifty subscribers is encoded once, and a
@@ -11,7 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import betterproto2
 from grpclib.encoding.proto import ProtoCodec
+
+from core.config import DEFAULT_MAX_MESSAGE_SIZE
+from core.errors import InvalidArgument, ResourceExhausted
+from core.services import wire
 
 
 class Preencoded:
@@ -23,11 +34,54 @@ class Preencoded:
         self.data = data
 
 
+def unmarshal(data: bytes, message_type: Any) -> Any:
+    """Strictly decode one request; InvalidArgument when it does not decode."""
+    prefix = f"error unmarshalling request: {message_type.__name__}"
+    if not issubclass(message_type, betterproto2.Message):
+        # Health and reflection use protobuf's own (strict) parser.
+        try:
+            return message_type.FromString(data)
+        except Exception:
+            raise InvalidArgument(f"{prefix}: not a valid encoding") from None
+    try:
+        wire.check(data, message_type)
+    except wire.WireError as exc:
+        raise InvalidArgument(f"error unmarshalling request: {exc}") from None
+    try:
+        return message_type.FromString(data)
+    except (ValueError, OverflowError):
+        # Well-formed wire data can still carry, e.g., a timestamp no
+        # datetime can hold.
+        raise InvalidArgument(f"{prefix}: a value is out of range") from None
+
+
+def check_sendable(reply: Any, limit: int, what: str) -> None:
+    """Refuse to store a record when `reply`, the smallest reply carrying it, is over `limit`."""
+    size = len(bytes(reply))
+    if size > limit:
+        raise ResourceExhausted(
+            f"{what}: its record of {size} bytes would exceed max_send_message_size"
+            f" ({limit}), so no reply could carry it"
+        )
+
+
 class Codec(ProtoCodec):
+    def __init__(self, max_send: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self.max_send = max_send
+
     def encode(self, message: Any, message_type: Any) -> bytes:
         if isinstance(message, Preencoded):
-            return message.data
-        return super().encode(message, message_type)
+            data = message.data
+        else:
+            data = super().encode(message, message_type)
+        if len(data) > self.max_send:
+            raise ResourceExhausted(
+                f"grpc: trying to send message larger than max ({len(data)} vs. {self.max_send})"
+            )
+        return data
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        return unmarshal(data, message_type)
 
 
 def _varint(value: int) -> bytes:

@@ -14,6 +14,7 @@ from core.api.containerd.services.containers import v1 as api
 from core.api.google.protobuf import Empty
 from core.engine import Engine
 from core.metadata.containers import Container
+from core.services.codec import check_sendable
 from core.services.convert import any_in, any_out, ts
 
 
@@ -53,6 +54,13 @@ class ContainersService(api.ContainersBase):
         self.engine = engine
         self.store = engine.metadata.containers
 
+    def _sendable(self, c: Container) -> None:
+        check_sendable(
+            api.ListContainerMessage(container=container_out(c)),
+            self.engine.config.grpc.max_send_message_size,
+            f'container "{c.id}"',
+        )
+
     async def get(self, message: api.GetContainerRequest) -> api.GetContainerResponse:
         c = self.store.get(context.namespace(), message.id)
         return api.GetContainerResponse(container=container_out(c))
@@ -69,7 +77,7 @@ class ContainersService(api.ContainersBase):
 
     async def create(self, message: api.CreateContainerRequest) -> api.CreateContainerResponse:
         ns = context.namespace()
-        c = self.store.create(ns, container_in(message.container))
+        c = self.store.create(ns, container_in(message.container), self._sendable)
         self.engine.events.publish(
             ns,
             "/containers/create",
@@ -86,7 +94,7 @@ class ContainersService(api.ContainersBase):
     async def update(self, message: api.UpdateContainerRequest) -> api.UpdateContainerResponse:
         ns = context.namespace()
         paths = list(message.update_mask.paths) if message.update_mask else []
-        c = self.store.update(ns, container_in(message.container), paths)
+        c = self.store.update(ns, container_in(message.container), paths, self._sendable)
         self.engine.events.publish(
             ns,
             "/containers/update",

@@ -19,7 +19,7 @@ from core.images.archive import Exporter, Importer, ImportOptions, spool
 from core.images.pull import Progress, Puller, request_from
 from core.images.push import Pusher
 from core.metadata.images import Image
-from core.services.codec import EncodingCache, Preencoded, repeated
+from core.services.codec import EncodingCache, Preencoded, check_sendable, repeated
 from core.services.convert import descriptor_in, descriptor_out, ts
 
 
@@ -67,6 +67,13 @@ class ImagesService(api.ImagesBase):
         self.encoded = EncodingCache()
         self.puller = Puller(engine)
 
+    def _sendable(self, image: Image) -> None:
+        check_sendable(
+            api.GetImageResponse(image=image_out(image)),
+            self.engine.config.grpc.max_send_message_size,
+            f'image "{image.name}"',
+        )
+
     async def get(self, message: api.GetImageRequest) -> api.GetImageResponse:
         return api.GetImageResponse(
             image=image_out(self.store.get(context.namespace(), message.name))
@@ -83,7 +90,7 @@ class ImagesService(api.ImagesBase):
 
     async def create(self, message: api.CreateImageRequest) -> api.CreateImageResponse:
         ns = context.namespace()
-        image = self.store.create(ns, image_in(message.image))
+        image = self.store.create(ns, image_in(message.image), self._sendable)
         self.engine.events.publish(
             ns, "/images/create", api.ImageCreate(name=image.name, labels=image.labels)
         )
@@ -92,7 +99,7 @@ class ImagesService(api.ImagesBase):
     async def update(self, message: api.UpdateImageRequest) -> api.UpdateImageResponse:
         ns = context.namespace()
         paths = list(message.update_mask.paths) if message.update_mask else []
-        image = self.store.update(ns, image_in(message.image), paths)
+        image = self.store.update(ns, image_in(message.image), paths, self._sendable)
         self.engine.events.publish(
             ns, "/images/update", api.ImageUpdate(name=image.name, labels=image.labels)
         )

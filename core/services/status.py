@@ -34,6 +34,7 @@ CODES: dict[type[errors.CtrdeckError], Status] = {
     errors.DataLoss: Status.DATA_LOSS,
     errors.DeadlineExceeded: Status.DEADLINE_EXCEEDED,
     errors.Canceled: Status.CANCELLED,
+    errors.ResourceExhausted: Status.RESOURCE_EXHAUSTED,
     errors.Internal: Status.INTERNAL,
 }
 
