@@ -22,13 +22,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
+from rich.cells import cell_len
 from textual.app import App
 from textual.css.query import NoMatches
+from textual.notifications import SeverityLevel
 
 from core.api.containerd.services.images import v1 as images_api
 from core.client import Client
 from tui import keymap as keymaps
-from tui import launcher, operations
+from tui import launcher, operations, plain
 from tui.palette import ConsoleCommands
 from tui.screens.main import MainScreen
 from tui.screens.pull import PullJob
@@ -39,6 +41,13 @@ REPAINT_DELAY = 0.03
 # Ages and uptimes move on with the clock, not with events.
 AGE_REFRESH = 5.0
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
+# A toast says what happened in a line or two; the whole of a longer message goes to the event log.
+TOAST_CHARS = 160
+TOAST_TITLE_CHARS = 40
+# Textual's toast: 60 cells wide (at most half the screen), a cell of padding
+# all round, a one-cell left border, and a blank line above it.
+TOAST_WIDTH = 60
+TOAST_FRAME = 3
 
 
 @dataclass
@@ -142,6 +151,49 @@ class CtrdeckApp(App[int]):
 
     def note(self, text: str) -> None:
         self.main.event_log.add(LogLine(self.clock(), self.state.namespace, "", text, "note"))
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every toast, whoever raises it: plain text, short, and never over half the screen.
+
+        Messages carry ids, references and engine errors, so they are never
+        markup (`markup` is ignored). A message longer than a toast holds shows
+        its first line, and the whole of it goes to the event log. A toast that
+        repeats one still showing replaces it, and the oldest toasts go first
+        when the stack would reach past the middle of the screen.
+        """
+        full = plain.clean(str(message), lines=True).strip()
+        short = plain.one_line(full, TOAST_CHARS)
+        heading = plain.one_line(title, TOAST_TITLE_CHARS)
+        if short != full and self.is_screen_installed("main"):
+            self.note(f"{heading or severity}: {full}")
+            short += " (all of it in the event log)"
+        for old in list(self._notifications):
+            if (old.title, old.message) == (heading, short):
+                self._unnotify(old, refresh=False)
+        self._fit_toasts(self._toast_height(heading, short))
+        super().notify(short, title=heading, severity=severity, timeout=timeout, markup=False)
+
+    def _toast_height(self, title: str, message: str) -> int:
+        inner = max(min(TOAST_WIDTH, self.size.width // 2) - TOAST_FRAME, 1)
+        lines = sum(max(1, -(-cell_len(line) // inner)) for line in message.split("\n"))
+        return lines + (1 if title else 0) + TOAST_FRAME
+
+    def _fit_toasts(self, incoming: int) -> None:
+        """Drop the oldest toasts until `incoming` more rows stay within half the screen."""
+        budget = max(self.size.height // 2, incoming)
+        shown = [n for n in self._notifications if not n.has_expired]
+        heights = [self._toast_height(n.title, n.message) for n in shown]
+        while shown and sum(heights) + incoming > budget:
+            self._unnotify(shown.pop(0), refresh=False)
+            heights.pop(0)
 
     def teach(self, line: str) -> None:
         if self.settings.teaching:

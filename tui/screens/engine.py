@@ -26,6 +26,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from core.status import EngineStatus, format_uptime
+from tui.plain import plain
 from tui.screens.inspect import Section, fields, when
 from tui.state import age
 
@@ -83,14 +84,19 @@ def plugins_table(status: EngineStatus, styles: dict[str, str]) -> RenderableTyp
     table.add_column("STATUS", no_wrap=True)
     table.add_column("ERROR", overflow="fold")
     for p in status.plugins:
-        table.add_row(p.type, p.id, Text(p.status, style=styles.get(p.status, "")), p.error)
+        table.add_row(
+            plain(p.type),
+            plain(p.id),
+            plain(p.status, styles.get(p.status, "")),
+            plain(p.error, lines=True),
+        )
     return table
 
 
 def engine_sections(status: EngineStatus, styles: dict[str, str] | None = None) -> list[Section]:
     """What the view shows: the engine's facts, then its plugins; `styles` colours a status."""
     if not status.answering:
-        return [Section("Engine", Text(status.problem, style="bold"))]
+        return [Section("Engine", plain(status.problem, "bold", lines=True))]
     summary = plugin_summary(status)
     title = f"Plugins ({len(status.plugins)}: {summary})" if summary else "Plugins"
     return [
@@ -126,7 +132,7 @@ class EngineScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="engine-view", id="engine-body") as body:
-            body.border_title = self.title_text
+            body.border_title = plain(self.title_text)
             body.border_subtitle = "esc closes"
             yield Static("loading…", classes="dim")
 
@@ -147,10 +153,10 @@ class EngineScreen(ModalScreen[None]):
         widgets = []
         for section in engine_sections(status, self.status_styles()):
             widget = Static(section.body, classes="section")
-            widget.border_title = section.title
+            widget.border_title = plain(section.title)
             widgets.append(widget)
         if self.ctr_line:
-            widgets.append(Static(f"$ {self.ctr_line}", classes="teach"))
+            widgets.append(Static(plain(f"$ {self.ctr_line}"), classes="teach"))
         body = self.query_one("#engine-body", VerticalScroll)
         await body.remove_children()
         await body.mount_all(widgets)

@@ -37,6 +37,7 @@ from core import status as engine_status
 from core.client import Client
 from tui import commands, operations
 from tui.commands import CONTAINERS, CONTENT, EVENTS, IMAGES, NAMESPACES, SNAPSHOTS
+from tui.plain import plain
 from tui.screens.dialogs import ConfirmScreen, Pick, PickScreen, RunForm, RunScreen
 from tui.screens.engine import EngineScreen, health_text
 from tui.screens.help import HelpScreen
@@ -231,8 +232,8 @@ class MainScreen(Screen[None]):
         if self.console.settings.teaching:
             right.append(" teach ", style="reverse")
         right.append("  ? help ")
-        engine = [] if narrow else [Text(node.address or "no engine"), Text(node.version or "…")]
-        where = [Text(f"ns {node.namespace}"), Text(f"{node.running} running")]
+        engine = [] if narrow else [plain(node.address or "no engine"), plain(node.version or "…")]
+        where = [plain(f"ns {node.namespace}"), Text(f"{node.running} running")]
         where.append(Text(f"{len(node.images)} images"))
         left = Text(" ctrdeck ▸ ", style="bold").append_text(Text(" · ").join([*engine, *where]))
         health = health_text(node.engine, self.error_style) if node.connected else Text()
@@ -267,7 +268,7 @@ class MainScreen(Screen[None]):
             note = f"engine does not serve {unserved} yet · {note}"
         if self._shown_titles.get("note") != note:
             self._shown_titles["note"] = note
-            resources.border_subtitle = note
+            resources.border_subtitle = plain(note)
 
     def on_resize(self, event: events.Resize) -> None:
         narrow = event.size.width < NARROW
@@ -282,7 +283,7 @@ class MainScreen(Screen[None]):
             banner.add_class("hidden")
         else:
             banner.update(
-                f" engine lost at {self.node.address}: {detail} · reconnecting by itself…"
+                plain(f" engine lost at {self.node.address}: {detail} · reconnecting by itself…")
             )
             banner.remove_class("hidden")
         self.retitle()
