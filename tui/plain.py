@@ -75,10 +75,12 @@ def plain(text: object, style: str = "", *, lines: bool = False, limit: int | No
     return Text(clean(str(text), lines=lines, limit=limit), style=style)
 
 
-def one_line(text: str, limit: int) -> str:
-    """The first line of `text`, cleaned and cut to `limit` characters with an ellipsis."""
-    first, _, rest = text.strip().partition("\n")
-    first = clean(first, limit=len(first))
-    if len(first) > limit or rest.strip():
-        return first[: max(limit - 1, 0)].rstrip() + "…"
-    return first
+def brief(text: str, limit: int, max_lines: int = 1) -> str:
+    """`text` cleaned, in at most `max_lines` lines and `limit` characters; an ellipsis if cut."""
+    lines = [line.rstrip() for line in clean(text.strip(), lines=True, limit=len(text)).split("\n")]
+    kept = "\n".join(lines[:max_lines])
+    if len(kept) > limit:
+        return kept[: max(limit - 1, 0)].rstrip() + "…"
+    if len(lines) > max_lines:
+        return kept + "…"
+    return kept

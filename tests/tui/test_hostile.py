@@ -112,7 +112,7 @@ async def test_hostile_names_through_every_pane_dialog_and_toast(
     await seed_hostile(client)
     keymap_path = tmp_path / "[/x]\x1b]0;pwned\x07" / "keymap.toml"
     app = hostile_app(engine, keymap_path)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
         await until(pilot, lambda: len(app.state.containers) == len(CORPUS))
         await until(pilot, lambda: len(app.state.snapshots) >= len(CORPUS))
         await until(pilot, lambda: len(app.state.images) == len(CORPUS) + 1)

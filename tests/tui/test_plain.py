@@ -92,8 +92,10 @@ def test_long_text_is_cut_and_says_so() -> None:
     assert plain.clean("abc", limit=2) == "ab… (1 more characters)"
 
 
-def test_one_line_for_toasts() -> None:
-    assert plain.one_line("short", 20) == "short"
-    assert plain.one_line("first\nsecond", 20) == "first…"
-    assert plain.one_line("x" * 50, 20) == "x" * 19 + "…"
-    assert plain.one_line("[/x] \x1b[2J", 20) == "[/x] ␛[2J"
+def test_brief_for_toasts() -> None:
+    assert plain.brief("short", 20) == "short"
+    assert plain.brief("first\nsecond", 20) == "first…"
+    assert plain.brief("first\nsecond\nthird", 20, max_lines=2) == "first\nsecond…"
+    assert plain.brief("first\nsecond", 20, max_lines=2) == "first\nsecond"
+    assert plain.brief("x" * 50, 20) == "x" * 19 + "…"
+    assert plain.brief("[/x] \x1b[2J\x07", 20) == "[/x] ␛[2J␇"
