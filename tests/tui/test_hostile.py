@@ -39,6 +39,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.inspect import InspectScreen
 from tui.screens.logs import LogsScreen
 from tui.screens.main import MainScreen
+from tui.screens.pull import PullScreen
 
 SIZE = (120, 36)
 BUSYBOX = "127.0.0.1:5000/library/busybox:1.36"
@@ -210,14 +211,28 @@ async def test_hostile_names_through_every_pane_dialog_and_toast(
             app.main.perform(
                 "delete", lambda t=text: operations.delete_image(scoped, t + "-gone"), ""
             )
-        await until(pilot, lambda: len(toasts(app)) >= 3)
+        await until(pilot, lambda: len(toasts(app)) >= 2)
         await pilot.press("colon", *"[/x] [error]", "enter")
         await until(pilot, lambda: any("unknown command :[/x] [error]" in t for t in toasts(app)))
         await settle(pilot)
         assert_safe(app)
         assert all(len(t) < 250 for t in toasts(app))
 
-        # Help names the keymap file, whose path holds markup and an escape.
+        # A reference with markup and an escape typed into Pull: its dialog, its failure.
+        app.main.open_pull("[/x] \x1b]0;pwned\x07 [error]")
+        await settle(pilot)
+        assert isinstance(app.screen, PullScreen)
+        await pilot.press("enter")
+        job = app.pull_job
+        assert job is not None
+        await until(pilot, lambda: job.finished)
+        await settle(pilot)
+        assert job.error and "[/x] ␛]0;pwned␇ [error]" in assert_safe(app)
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+
+        # Help names the keymap file, whose path holds markup and an escape (no toast over it).
+        app.clear_notifications()
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await settle(pilot)
