@@ -279,7 +279,11 @@ def run(args: argparse.Namespace) -> int:
     started: launcher.EngineLaunch | None = None
     if not getattr(args, "no_start", False):
         try:
-            started = asyncio.run(launcher.ensure_engine(settings.address))
+            started = asyncio.run(
+                launcher.ensure_engine(
+                    settings.address, announce=lambda line: print(f"ctrdeck: {line}", flush=True)
+                )
+            )
         except launcher.LaunchError as exc:
             print(f"ctrdeck: {exc}")
             return 1

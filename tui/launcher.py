@@ -22,6 +22,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,12 +87,21 @@ def _log_path(config: engine_config.Config) -> Path:
     return config.state / engine_logs.LOG_NAME
 
 
-async def ensure_engine(address: str, timeout: float = START_TIMEOUT) -> EngineLaunch:
-    """Make sure an engine answers on `address`, starting the bundled one if nothing does."""
+async def ensure_engine(
+    address: str,
+    timeout: float = START_TIMEOUT,
+    announce: Callable[[str], None] | None = None,
+) -> EngineLaunch:
+    """Make sure an engine answers on `address`, starting the bundled one if nothing does.
+
+    `announce` hears, before the wait, that the bundled engine is starting and where.
+    """
     if await probe(address) is not None:
         return EngineLaunch(address=address, started=False)
     config = _bundled_config()
     log_path = _log_path(config)
+    if announce is not None:
+        announce(f"nothing answers on {address}: starting the bundled engine (log: {log_path})")
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
     # 0640, as the engine's own handler keeps it: logs name every tenant's images.
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)

@@ -43,8 +43,12 @@ async def test_start_the_bundled_engine_then_stop_it(tmp_path: Path) -> None:
     try:
         address = launcher.resolve_address(None)
         assert address == f"{base}/s.sock"
-        started = await launcher.ensure_engine(address)
+        said: list[str] = []
+        started = await launcher.ensure_engine(address, announce=said.append)
         assert started.started and started.log_path == base / "state" / "ctrdeck.log"
+        assert said == [
+            f"nothing answers on {address}: starting the bundled engine (log: {started.log_path})"
+        ]
         assert await launcher.probe(address) is not None
         # One log: the engine's stderr is its log file, and each record is in it once.
         assert sorted(p.name for p in (base / "state").glob("*.log*")) == ["ctrdeck.log"]
@@ -54,8 +58,8 @@ async def test_start_the_bundled_engine_then_stop_it(tmp_path: Path) -> None:
         pid = launcher.socket_peer_pid(address)
         # Detached: its own session, so closing the console's terminal leaves it running.
         assert os.getsid(pid) == pid != os.getsid(0)
-        again = await launcher.ensure_engine(address)
-        assert not again.started
+        again = await launcher.ensure_engine(address, announce=said.append)
+        assert not again.started and len(said) == 1
 
         stopped = _stop_command()
         assert stopped.returncode == 0, stopped.stderr
