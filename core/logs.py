@@ -6,8 +6,10 @@ then any structured fields passed as `extra={...}` (`method=... namespace=...`),
 then `error=` and `stack=` for an exception, with newlines escaped so a record
 is always one line. Times are UTC. `setup(level, state)` routes the root logger
 to stderr and to `<state>/ctrdeck.log`, rotated at `MAX_BYTES` with `BACKUPS`
-old files kept; config levels map as containerd's do (trace is debug, warn is
-warning, fatal and panic are critical).
+old files kept; when stderr already is that file (the console starts the
+bundled engine that way) each record is written once, through the file.
+Config levels map as containerd's do (trace is debug, warn is warning, fatal
+and panic are critical).
 """
 
 from __future__ import annotations
@@ -113,6 +115,16 @@ class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
         return stream
 
 
+def _is_file(stream: TextIO, path: Path) -> bool:
+    """Whether `stream` writes to the file at `path` (stderr sent to the log itself)."""
+    try:
+        here, there = os.fstat(stream.fileno()), os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        # No descriptor (a StringIO in tests, a closed stream): not the file.
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 def setup(
     level: str,
     state: Path,
@@ -126,14 +138,17 @@ def setup(
     state.mkdir(parents=True, exist_ok=True, mode=0o711)
     path = state / LOG_NAME
     formatter = LogfmtFormatter()
-    to_stream = logging.StreamHandler(stream or sys.stderr)
+    out = stream or sys.stderr
     to_file = _PrivateRotatingFile(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    handlers: list[logging.Handler] = [to_file]
+    if not _is_file(out, path):
+        handlers.insert(0, logging.StreamHandler(out))
     root = logging.getLogger()
     for handler in _installed:
         root.removeHandler(handler)
         handler.close()
     _installed.clear()
-    for handler in (to_stream, to_file):
+    for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
         _installed.append(handler)

@@ -5,7 +5,9 @@ passes log lines and connection changes to the main screen, repaints changed
 tables shortly after the first change of a burst (one repaint per burst, and
 nothing at all while the node is quiet), and runs
 pulls at app level so they outlive their dialog. `run(args)` is what
-`ctrdeck` calls: it finds or starts the engine, then runs the app.
+`ctrdeck` calls: it finds or starts the engine, then runs the app, which
+says in a toast and in the event log when it started the bundled engine, with
+its socket and log file.
 
 For tests and screenshots the app also runs on fixed data: give it a
 `NodeState` and no `connect`, and a fixed `clock`.
@@ -22,13 +24,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
+from rich.cells import cell_len
 from textual.app import App
 from textual.css.query import NoMatches
+from textual.notifications import Notify, SeverityLevel
 
 from core.api.containerd.services.images import v1 as images_api
 from core.client import Client
 from tui import keymap as keymaps
-from tui import launcher, operations
+from tui import launcher, operations, plain
 from tui.palette import ConsoleCommands
 from tui.screens.main import MainScreen
 from tui.screens.pull import PullJob
@@ -39,6 +43,14 @@ REPAINT_DELAY = 0.03
 # Ages and uptimes move on with the clock, not with events.
 AGE_REFRESH = 5.0
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
+# A toast says what happened in a line or two; the whole of a longer message goes to the event log.
+TOAST_CHARS = 160
+TOAST_LINES = 3
+TOAST_TITLE_CHARS = 40
+# Textual's toast: 60 cells wide (at most half the screen), a cell of padding
+# all round, a one-cell left border, and a blank line above it.
+TOAST_WIDTH = 60
+TOAST_FRAME = 3
 
 
 @dataclass
@@ -66,6 +78,7 @@ class CtrdeckApp(App[int]):
         state: NodeState | None = None,
         clock: Callable[[], datetime] = utc_now,
         log_lines: Iterable[LogLine] = (),
+        launched: launcher.EngineLaunch | None = None,
     ) -> None:
         super().__init__()
         # Over SSH every animated frame is bytes on the wire; nothing here animates.
@@ -79,6 +92,7 @@ class CtrdeckApp(App[int]):
         self.syncer: Syncer | None = None
         self.pull_job: PullJob | None = None
         self._initial_lines = list(log_lines)
+        self.launched = launched
         self._repaint_pending = False
 
     @property
@@ -92,6 +106,8 @@ class CtrdeckApp(App[int]):
         await self.push_screen("main")
         for line in self._initial_lines:
             self.main.event_log.add(line)
+        if self.launched is not None and self.launched.started:
+            self.announce_launch(self.launched)
         if self.connect is not None:
             self.client = self.connect()
             self.syncer = Syncer(
@@ -140,8 +156,70 @@ class CtrdeckApp(App[int]):
         else:
             self.notify(detail, severity="error", title="engine lost")
 
+    def announce_launch(self, launched: launcher.EngineLaunch) -> None:
+        """Nothing answered, so the console started the bundled engine: say so, and where."""
+        self.note(
+            f"started the bundled engine: socket {launched.address}, log {launched.log_path}; "
+            "it keeps running when the console quits (`ctrdeck engine stop` stops it)"
+        )
+        self.notify(
+            f"socket {launched.address}\nlog {launched.log_path}",
+            title="started the bundled engine",
+            timeout=10,
+        )
+
     def note(self, text: str) -> None:
         self.main.event_log.add(LogLine(self.clock(), self.state.namespace, "", text, "note"))
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every toast, whoever raises it: plain text, short, and never over half the screen.
+
+        Messages carry ids, references and engine errors, so they are never
+        markup (`markup` is ignored). A message longer than a toast holds shows
+        its first lines, and the whole of it goes to the event log. A toast that
+        repeats one still showing replaces it, and the oldest toasts go first
+        when the stack would reach past the middle of the screen.
+        """
+        full = "\n".join(
+            line.rstrip() for line in plain.clean(str(message), lines=True).split("\n")
+        )
+        full = full.strip()
+        short = plain.brief(full, TOAST_CHARS, TOAST_LINES)
+        heading = plain.brief(title, TOAST_TITLE_CHARS)
+        if short != full and self.is_screen_installed("main"):
+            self.note(f"{heading or severity}: {full}")
+            short += " (all of it in the event log)"
+        super().notify(short, title=heading, severity=severity, timeout=timeout, markup=False)
+
+    def _on_notify(self, event: Notify) -> None:
+        # Runs before App's handler adds the toast, in the order toasts were raised.
+        new = event.notification
+        for old in list(self._notifications):
+            if (old.title, old.message) == (new.title, new.message):
+                self._unnotify(old, refresh=False)
+        self._fit_toasts(self._toast_height(new.title, new.message))
+
+    def _toast_height(self, title: str, message: str) -> int:
+        inner = max(min(TOAST_WIDTH, self.size.width // 2) - TOAST_FRAME, 1)
+        lines = sum(max(1, -(-cell_len(line) // inner)) for line in message.split("\n"))
+        return lines + (1 if title else 0) + TOAST_FRAME
+
+    def _fit_toasts(self, incoming: int) -> None:
+        """Drop the oldest toasts until `incoming` more rows stay within half the screen."""
+        budget = max(self.size.height // 2, incoming)
+        shown = [n for n in self._notifications if not n.has_expired]
+        heights = [self._toast_height(n.title, n.message) for n in shown]
+        while shown and sum(heights) + incoming > budget:
+            self._unnotify(shown.pop(0), refresh=False)
+            heights.pop(0)
 
     def teach(self, line: str) -> None:
         if self.settings.teaching:
@@ -201,11 +279,19 @@ def run(args: argparse.Namespace) -> int:
     started: launcher.EngineLaunch | None = None
     if not getattr(args, "no_start", False):
         try:
-            started = asyncio.run(launcher.ensure_engine(settings.address))
+            started = asyncio.run(
+                launcher.ensure_engine(
+                    settings.address, announce=lambda line: print(f"ctrdeck: {line}", flush=True)
+                )
+            )
         except launcher.LaunchError as exc:
             print(f"ctrdeck: {exc}")
             return 1
-    app = CtrdeckApp(settings, connect=lambda: Client(settings.address, settings.namespace))
+    app = CtrdeckApp(
+        settings,
+        connect=lambda: Client(settings.address, settings.namespace),
+        launched=started,
+    )
     app.run()
     if started is not None and started.started:
         print(

@@ -3,8 +3,11 @@
 The console connects to `--address`, `$CONTAINERD_ADDRESS`, or the bundled
 engine's socket from its config. When nothing answers there it starts the
 bundled engine as a detached process (`python -m tui.cli engine`, in its own
-session so it outlives the console, logging to `engine.log` in its state
-directory) and waits until the socket answers `Version`. `stop_engine` finds the
+session so it outlives the console) and waits until the socket answers
+`Version`. The engine keeps one log, `<state>/ctrdeck.log`: its stdout and
+stderr are opened on that same file (so even a failure before its logging is
+set up lands there), and an engine whose stderr is its log file writes each
+record once (`core.logs`). `stop_engine` finds the
 process behind a socket from the socket's peer credentials, so it works for an
 engine started by anyone, and refuses to stop anything that is not ctrdeck's.
 """
@@ -19,17 +22,18 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from core import config as engine_config
+from core import logs as engine_logs
 from core.client import Client
 from core.errors import CtrdeckError
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 PROBE_TIMEOUT = 3.0
-LOG_NAME = "engine.log"
 
 
 class LaunchError(Exception):
@@ -80,17 +84,28 @@ def engine_command(address: str) -> list[str]:
 
 
 def _log_path(config: engine_config.Config) -> Path:
-    return config.state / LOG_NAME
+    return config.state / engine_logs.LOG_NAME
 
 
-async def ensure_engine(address: str, timeout: float = START_TIMEOUT) -> EngineLaunch:
-    """Make sure an engine answers on `address`, starting the bundled one if nothing does."""
+async def ensure_engine(
+    address: str,
+    timeout: float = START_TIMEOUT,
+    announce: Callable[[str], None] | None = None,
+) -> EngineLaunch:
+    """Make sure an engine answers on `address`, starting the bundled one if nothing does.
+
+    `announce` hears, before the wait, that the bundled engine is starting and where.
+    """
     if await probe(address) is not None:
         return EngineLaunch(address=address, started=False)
     config = _bundled_config()
     log_path = _log_path(config)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    if announce is not None:
+        announce(f"nothing answers on {address}: starting the bundled engine (log: {log_path})")
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+    # 0640, as the engine's own handler keeps it: logs name every tenant's images.
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    with open(fd, "ab") as log:
         proc = subprocess.Popen(
             engine_command(address),
             stdin=subprocess.DEVNULL,

@@ -89,7 +89,7 @@ class RichReport:
         if progress.phase and progress.phase != self.phase:
             self.phase = progress.phase
             line = f"{progress.phase}: {progress.message}" if progress.message else progress.phase
-            self.progress.console.print(line, markup=False, highlight=False)
+            self.progress.console.print(_shown(line), markup=False, highlight=False)
         for layer in progress.layers:
             task = self.tasks.get(layer.digest)
             if task is None:
@@ -130,9 +130,16 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(launcher.resolve_address(args.address), args.namespace)
 
 
+def _shown(text: str) -> str:
+    """A registry's or an engine's words for the operator's terminal: no control codes."""
+    from tui.plain import clean
+
+    return clean(text, lines=True)
+
+
 def _fail(command: str, exc: BaseException) -> int:
     message = exc.message if isinstance(exc, GRPCError) else str(exc) or type(exc).__name__
-    print(f"ctrdeck {command}: {message}", file=sys.stderr)
+    print(f"ctrdeck {command}: {_shown(message)}", file=sys.stderr)
     return 1
 
 

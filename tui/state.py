@@ -13,7 +13,11 @@ also refreshes the engine's health, `NodeState.engine`), and task metrics for
 CPU and memory. It reports through two callbacks (a log line,
 connection up or down); the screen picks up changed tables from
 `NodeState.dirty` at its own pace. It reconnects by itself when the engine
-goes away. Services the engine answers UNIMPLEMENTED for are remembered in
+goes away. Its subscription asks for the engine's recent history (ctrdeck's
+`SubscribeRequest.history`; a containerd ignores it and the log starts empty):
+those events go to the log only, the model comes from the resync, and after a
+reconnect the ones already logged are not logged again. Services the engine
+answers UNIMPLEMENTED for are remembered in
 `NodeState.unserved` and retried on each resync, so tables fill in by
 themselves once the engine serves them.
 """
@@ -67,6 +71,8 @@ RESYNC_INTERVAL = 30.0
 METRICS_INTERVAL = 2.0
 RELIST_DELAY = 0.3
 RECONNECT_MAX = 5.0
+# Past events a new console asks for, to start its log with recent history.
+EVENT_HISTORY = 500
 
 Clock = Callable[[], datetime]
 
@@ -346,6 +352,7 @@ class Syncer:
         self._cpu: dict[tuple[str, str], tuple[int, datetime]] = {}
         self._resync_now = asyncio.Event()
         self._reported_down = False
+        self._last_event: datetime | None = None
 
     @property
     def client(self) -> Client:
@@ -393,8 +400,12 @@ class Syncer:
             task.result()
 
     async def _events(self) -> None:
-        async for envelope in self.base.events.subscribe(events_api.SubscribeRequest()):
-            await self.apply_envelope(envelope)
+        request = events_api.SubscribeRequest(history=EVENT_HISTORY)
+        async for envelope in self.base.events.subscribe(request):
+            if envelope.from_history:
+                self.log_past(envelope)
+            else:
+                await self.apply_envelope(envelope)
         raise ConnectionError("the event stream ended")
 
     async def _periodic(self) -> None:
@@ -605,9 +616,18 @@ class Syncer:
 
     # --- events ---------------------------------------------------------------
 
+    def log_past(self, envelope: events_api.Envelope) -> None:
+        """An event from before the subscription: a log line, unless one was already written."""
+        when = envelope.timestamp or utc_now()
+        if self._last_event is not None and when <= self._last_event:
+            return
+        self._last_event = when
+        self.on_log(LogLine(when, envelope.namespace, envelope.topic, decode(envelope)[1]))
+
     async def apply_envelope(self, envelope: events_api.Envelope) -> None:
         payload, detail = decode(envelope)
         when = envelope.timestamp or utc_now()
+        self._last_event = max(when, self._last_event or when)
         self.on_log(LogLine(when, envelope.namespace, envelope.topic, detail))
         topic = envelope.topic
         if topic.startswith("/namespaces/"):

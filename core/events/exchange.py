@@ -6,14 +6,21 @@ whose filters match. Subscriptions are global unless a filter narrows them, as
 in containerd. A subscriber that falls more than `QUEUE_SIZE` events behind is
 ended with an error instead of stalling publishers or eating memory: a client
 that resubscribes loses nothing silently.
+
+The exchange also keeps the last `HISTORY` envelopes in a ring buffer. A
+subscriber that asks for history (ctrdeck's `SubscribeRequest.history`, which
+`ctr` never sets) first gets up to that many of them that match its filters,
+oldest first and marked `from_history`, then the live stream; the two are
+taken in one step, so nothing falls between them and nothing comes twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import betterproto2
@@ -24,6 +31,8 @@ from core.api.google.protobuf import Any
 from core.errors import InvalidArgument, Unavailable
 
 QUEUE_SIZE = 4096
+# A few hundred events: a new console's event log starts with recent history.
+HISTORY = 500
 
 
 @dataclass
@@ -34,6 +43,7 @@ class Envelope:
     event: Any
     _decoded: betterproto2.Message | None = field(default=None, repr=False)
     _wire: bytes | None = field(default=None, repr=False)
+    from_history: bool = False
 
     def encoded(self) -> bytes:
         """The wire form of this envelope, made once however many subscribers get it."""
@@ -44,6 +54,7 @@ class Envelope:
                     namespace=self.namespace,
                     topic=self.topic,
                     event=self.event,
+                    from_history=self.from_history,
                 )
             )
         return self._wire
@@ -108,8 +119,9 @@ class _Subscriber:
 
 
 class Exchange:
-    def __init__(self) -> None:
+    def __init__(self, history: int = HISTORY) -> None:
         self._subscribers: set[_Subscriber] = set()
+        self._recent: deque[Envelope] = deque(maxlen=history)
         self.published = 0
         self.listeners: list[Callable[[Envelope], None]] = []
 
@@ -126,6 +138,7 @@ class Exchange:
 
     def forward(self, envelope: Envelope) -> None:
         self.published += 1
+        self._recent.append(envelope)
         for listener in self.listeners:
             listener(envelope)
         for sub in list(self._subscribers):
@@ -136,10 +149,15 @@ class Exchange:
             except asyncio.QueueFull:
                 sub.overflowed = True
 
-    async def subscribe(self, filter_strings: Sequence[str] = ()) -> AsyncIterator[Envelope]:
+    async def subscribe(
+        self, filter_strings: Sequence[str] = (), history: int = 0
+    ) -> AsyncIterator[Envelope]:
         sub = _Subscriber(filters.parse_all(filter_strings))
+        past = [e for e in self._recent if sub.match.match(envelope_adaptor(e))] if history else []
         self._subscribers.add(sub)
         try:
+            for envelope in past[-history:] if history else ():
+                yield replace(envelope, from_history=True, _wire=None)
             while True:
                 if sub.overflowed and sub.queue.empty():
                     raise Unavailable(

@@ -36,5 +36,5 @@ class EventsService(api.EventsBase):
         return Empty()
 
     async def subscribe(self, message: api.SubscribeRequest) -> AsyncIterator[api.Envelope]:
-        async for env in self.engine.events.subscribe(list(message.filters)):
+        async for env in self.engine.events.subscribe(list(message.filters), message.history):
             yield Preencoded(env.encoded())  # type: ignore[misc]

@@ -93,3 +93,72 @@ async def test_subscribe_with_malformed_filter(client: Client) -> None:
             pass
     assert err.value.status == Status.INVALID_ARGUMENT
     assert "parse error" in err.value.message
+
+
+async def _first(client: Client, request: api.SubscribeRequest, count: int) -> list[api.Envelope]:
+    got: list[api.Envelope] = []
+    async with asyncio.timeout(10):
+        async for env in client.events.subscribe(request):
+            got.append(env)
+            if len(got) == count:
+                break
+    return got
+
+
+async def test_subscribe_with_history_replays_recent_events_then_goes_live(
+    client: Client,
+) -> None:
+    for i in range(5):
+        await client.events.publish(
+            api.PublishRequest(
+                topic=f"/custom/past{i}", event=pack(events.ContentDelete(digest=f"d{i}"))
+            )
+        )
+    await client.with_namespace("other").events.publish(
+        api.PublishRequest(topic="/custom/elsewhere", event=pack(events.ContentDelete(digest="o")))
+    )
+    received: list[api.Envelope] = []
+
+    async def listen() -> None:
+        request = api.SubscribeRequest(filters=["namespace==default"], history=3)
+        async for env in client.events.subscribe(request):
+            received.append(env)
+
+    task = asyncio.create_task(listen())
+    for _ in range(100):
+        if len(received) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    await client.events.publish(
+        api.PublishRequest(topic="/custom/live", event=pack(events.ContentDelete(digest="l")))
+    )
+    for _ in range(100):
+        if len(received) >= 4:
+            break
+        await asyncio.sleep(0.05)
+    task.cancel()
+    # The last three that match the filter, oldest first and marked; then the live one, unmarked.
+    assert [(e.topic, e.from_history) for e in received] == [
+        ("/custom/past2", True),
+        ("/custom/past3", True),
+        ("/custom/past4", True),
+        ("/custom/live", False),
+    ]
+    assert received[0].event.type_url == "containerd.events.ContentDelete"
+    assert received[0].timestamp < received[3].timestamp
+    # More history than there is gives all of it.
+    everything = await _first(client, api.SubscribeRequest(history=1000), 6)
+    assert [e.topic for e in everything][-1] == "/custom/elsewhere"
+    assert all(e.from_history for e in everything)
+
+
+def test_ctr_events_gets_no_history(engine: EngineProcess, ctr_bin: str) -> None:
+    # ctr never asks for history: its stream starts with what happens after it subscribed.
+    ctr(engine.address, "namespaces", "create", "before")
+    watcher = _events_proc(engine)
+    time.sleep(1.0)
+    ctr(engine.address, "namespaces", "create", "after")
+    time.sleep(0.5)
+    out = _collect(watcher)
+    assert '"name":"after"' in out.replace(" ", "")
+    assert '"name":"before"' not in out.replace(" ", "")

@@ -115,7 +115,7 @@ def fixed_app_with_health() -> CtrdeckApp:
 
 def test_health_says_only_what_is_known() -> None:
     status = fixed_status()
-    assert health_text(status).plain == "up 3h02m · plugins 24 ok 1 skip"
+    assert health_text(status).plain == "up 3h 2m · plugins 24 ok 1 skip"
     containerd = replace(status, started_at=None)
     assert health_text(containerd).plain == "plugins 24 ok 1 skip"
     broken = replace(
@@ -123,9 +123,9 @@ def test_health_says_only_what_is_known() -> None:
         plugins=[*status.plugins, PluginStatus("io.containerd.grpc.v1", "cri", "error", "boom")],
     )
     text = health_text(broken, error_style="bold red")
-    assert text.plain == "up 3h02m · plugins 24 ok 1 skip 1 error"
+    assert text.plain == "up 3h 2m · plugins 24 ok 1 skip 1 error"
     assert any(span.style == "bold red" for span in text.spans)
-    assert health_text(replace(status, plugins=[])).plain == "up 3h02m"
+    assert health_text(replace(status, plugins=[])).plain == "up 3h 2m"
     down = EngineStatus(ADDRESS, answering=False, checked_at=NOW, problem="no socket")
     assert health_text(down).plain == ""
     assert health_text(None).plain == ""

@@ -43,14 +43,23 @@ async def test_start_the_bundled_engine_then_stop_it(tmp_path: Path) -> None:
     try:
         address = launcher.resolve_address(None)
         assert address == f"{base}/s.sock"
-        started = await launcher.ensure_engine(address)
-        assert started.started and started.log_path == base / "state" / "engine.log"
+        said: list[str] = []
+        started = await launcher.ensure_engine(address, announce=said.append)
+        assert started.started and started.log_path == base / "state" / "ctrdeck.log"
+        assert said == [
+            f"nothing answers on {address}: starting the bundled engine (log: {started.log_path})"
+        ]
         assert await launcher.probe(address) is not None
+        # One log: the engine's stderr is its log file, and each record is in it once.
+        assert sorted(p.name for p in (base / "state").glob("*.log*")) == ["ctrdeck.log"]
+        serving = [line for line in started.log_path.read_text().splitlines() if "serving" in line]
+        assert len(serving) == 1 and serving[0].startswith('time="')
+        assert started.log_path.stat().st_mode & 0o777 == 0o640
         pid = launcher.socket_peer_pid(address)
         # Detached: its own session, so closing the console's terminal leaves it running.
         assert os.getsid(pid) == pid != os.getsid(0)
-        again = await launcher.ensure_engine(address)
-        assert not again.started
+        again = await launcher.ensure_engine(address, announce=said.append)
+        assert not again.started and len(said) == 1
 
         stopped = _stop_command()
         assert stopped.returncode == 0, stopped.stderr

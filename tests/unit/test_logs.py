@@ -114,6 +114,20 @@ def test_setup_writes_stream_and_private_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("restore_root")
+def test_stderr_that_is_the_log_file_gets_each_record_once(tmp_path: Path) -> None:
+    # How the console starts the bundled engine: stdout and stderr opened on the log file.
+    (tmp_path / "ctrdeck.log").touch()
+    with open(tmp_path / "ctrdeck.log", "a", encoding="utf-8") as stderr:
+        path = logs.setup("info", tmp_path, stream=stderr)
+        assert len(logs._installed) == 1
+        logging.getLogger("ctrdeck.test").info("only once")
+        for handler in logs._installed:
+            handler.flush()
+        stderr.flush()
+    assert path.read_text().count("only once") == 1
+
+
+@pytest.mark.usefixtures("restore_root")
 def test_second_setup_replaces_handlers(tmp_path: Path) -> None:
     first, second = io.StringIO(), io.StringIO()
     logs.setup("info", tmp_path, stream=first)

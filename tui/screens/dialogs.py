@@ -2,6 +2,8 @@
 
 Each returns its answer through `dismiss`, so the caller awaits a plain value
 (`True`/`False`, the picked option, the form's fields, or None for cancel).
+Questions, titles and options name things from the node, so they are shown
+as plain text (`tui.plain`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, OptionList, Select
 from textual.widgets.option_list import Option
+
+from tui.plain import plain
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -33,9 +37,9 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-title")
+            yield Label(plain(self.question), classes="dialog-title")
             if self.detail:
-                yield Label(self.detail, classes="dialog-detail")
+                yield Label(plain(self.detail, lines=True), classes="dialog-detail")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Delete (y)", id="yes", variant="error")
                 yield Button("Cancel (n)", id="no")
@@ -82,8 +86,8 @@ class PickScreen(ModalScreen[Pick | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.title_text, classes="dialog-title")
-            yield OptionList(*(Option(label, id=value) for value, label in self.options))
+            yield Label(plain(self.title_text), classes="dialog-title")
+            yield OptionList(*(Option(plain(label), id=value) for value, label in self.options))
             if self.offer_all:
                 yield Checkbox("all processes in the container (a)", id="all")
 
@@ -140,7 +144,7 @@ class RunScreen(ModalScreen[RunForm | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Run {self.image}", classes="dialog-title")
+            yield Label(plain(f"Run {self.image}"), classes="dialog-title")
             yield Label("container id")
             yield Input(self.suggested_id, id="run-id")
             yield Label("snapshotter")

@@ -3,7 +3,9 @@
 Both read an `EngineStatus` from `core.status` (computed from the client side
 of the API, so they work the same against this engine and a real containerd).
 The summary says only what is known: an engine that does not report when it
-started gets no uptime rather than the word "unknown". The view is a modal
+started gets no uptime rather than the word "unknown". Both write the uptime
+the one way `ctrdeck engine status` does (`core.status.format_uptime`), so the
+top bar and the view agree. The view is a modal
 that shows what `ctr version` and `ctr plugins ls` show, plus the directories
 and uptime, with every plugin's status and error; it loads when it opens, so it
 is always current, and escape closes it. The builders are pure, so the same
@@ -13,6 +15,7 @@ view renders fixed data in snapshot tests.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from rich.console import RenderableType
@@ -26,8 +29,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from core.status import EngineStatus, format_uptime
+from tui.plain import plain
 from tui.screens.inspect import Section, fields, when
-from tui.state import age
 
 StatusLoader = Callable[[], Awaitable[EngineStatus]]
 
@@ -38,13 +41,19 @@ def plugin_summary(status: EngineStatus, *, leave_out: str = "") -> str:
     return " ".join(f"{n} {s}" for s, n in counts.items() if n and s != leave_out)
 
 
-def health_text(status: EngineStatus | None, error_style: str = "bold") -> Text:
-    """`up 3h02m · plugins 24 ok 1 skip` for the top bar; empty when nothing is known."""
+def health_text(
+    status: EngineStatus | None, error_style: str = "bold", now: datetime | None = None
+) -> Text:
+    """`up 3h 2m · plugins 24 ok 1 skip` for the top bar; empty when nothing is known.
+
+    The uptime runs on to `now` (the console's clock) between two looks at the engine.
+    """
     out = Text()
     if status is None or not status.answering:
         return out
     if status.started_at is not None:
-        out.append(f"up {age(status.started_at, status.checked_at)}")
+        uptime = status.uptime if now is None else max(now - status.started_at, timedelta(0))
+        out.append(f"up {format_uptime(uptime)}")
     if status.plugins:
         if out:
             out.append(" · ")
@@ -83,14 +92,19 @@ def plugins_table(status: EngineStatus, styles: dict[str, str]) -> RenderableTyp
     table.add_column("STATUS", no_wrap=True)
     table.add_column("ERROR", overflow="fold")
     for p in status.plugins:
-        table.add_row(p.type, p.id, Text(p.status, style=styles.get(p.status, "")), p.error)
+        table.add_row(
+            plain(p.type),
+            plain(p.id),
+            plain(p.status, styles.get(p.status, "")),
+            plain(p.error, lines=True),
+        )
     return table
 
 
 def engine_sections(status: EngineStatus, styles: dict[str, str] | None = None) -> list[Section]:
     """What the view shows: the engine's facts, then its plugins; `styles` colours a status."""
     if not status.answering:
-        return [Section("Engine", Text(status.problem, style="bold"))]
+        return [Section("Engine", plain(status.problem, "bold", lines=True))]
     summary = plugin_summary(status)
     title = f"Plugins ({len(status.plugins)}: {summary})" if summary else "Plugins"
     return [
@@ -126,7 +140,7 @@ class EngineScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="engine-view", id="engine-body") as body:
-            body.border_title = self.title_text
+            body.border_title = plain(self.title_text)
             body.border_subtitle = "esc closes"
             yield Static("loading…", classes="dim")
 
@@ -147,10 +161,10 @@ class EngineScreen(ModalScreen[None]):
         widgets = []
         for section in engine_sections(status, self.status_styles()):
             widget = Static(section.body, classes="section")
-            widget.border_title = section.title
+            widget.border_title = plain(section.title)
             widgets.append(widget)
         if self.ctr_line:
-            widgets.append(Static(f"$ {self.ctr_line}", classes="teach"))
+            widgets.append(Static(plain(f"$ {self.ctr_line}"), classes="teach"))
         body = self.query_one("#engine-body", VerticalScroll)
         await body.remove_children()
         await body.mount_all(widgets)

@@ -20,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tui import commands
+from tui.plain import plain
 
 
 def help_table(pane: str, keymap: Mapping[str, str], read_only: bool) -> Table:
@@ -36,7 +37,7 @@ def help_table(pane: str, keymap: Mapping[str, str], read_only: bool) -> Table:
             if read_only and c.mutates:
                 continue
             keys = " ".join(commands.display_key(k) for k in commands.keys_of(c, keymap))
-            table.add_row(keys, c.description, c.id)
+            table.add_row(plain(keys), c.description, c.id)
         table.add_row("", "", "")
     table.add_row("ctrl+p", "Command palette: every action by name", "")
     table.add_row("tab 1-4", "Next pane; containers, images, snapshots, content", "")
@@ -66,10 +67,10 @@ class HelpScreen(ModalScreen[None]):
             scroll.border_title = f"Help ▸ {commands.PANE_TITLES[self.pane]}"
             scroll.border_subtitle = "esc closes"
             yield Static(help_table(self.pane, self.keymap, self.read_only))
-            note = f"Remap keys by binding id in {self.keymap_path} (a \\[keys] table)."
+            note = f"Remap keys by binding id in {self.keymap_path} (a [keys] table)."
             if self.read_only:
                 note += "  Read-only: actions that change the node are off."
-            yield Static(note, classes="help-note")
+            yield Static(plain(note), classes="help-note")
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -3,7 +3,9 @@
 The section builders turn what `tui.operations` fetched into Rich renderables
 and are pure, so the same screen renders fixed data in snapshot tests. The
 screen shows "loading" at once and fills in when its loader returns; a failure
-shows the engine's message in place of the sections.
+shows the engine's message in place of the sections. Every name and value is
+plain text (`tui.plain`): a value keeps its line breaks (an image's env), a
+label's shows them as `␤`, so a label cannot pass for two.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from core.api.containerd.services.snapshots.v1 import Kind
 from core.api.containerd.v1.types import Status
 from tui.oci import ImageDetail
 from tui.operations import ConsoleError, ContainerDetail, ContentDetail, SnapshotDetail
+from tui.plain import plain
 from tui.widgets.footer import KeyFooter
 from tui.widgets.tables import short_digest, size
 
@@ -41,12 +44,13 @@ class Section:
 Loader = Callable[[], Awaitable[list[Section]]]
 
 
-def fields(rows: Iterable[tuple[str, Any]]) -> Table:
+def fields(rows: Iterable[tuple[str, Any]], *, lines: bool = True) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     for name, value in rows:
-        table.add_row(name, "-" if value in (None, "", [], {}) else str(value))
+        shown = "-" if value in (None, "", [], {}) else str(value)
+        table.add_row(plain(name), plain(shown, lines=lines))
     return table
 
 
@@ -59,7 +63,7 @@ def when(t: datetime | None) -> str:
 def labels_block(labels: Mapping[str, str]) -> RenderableType:
     if not labels:
         return Text("no labels", style="dim")
-    return fields(sorted(labels.items()))
+    return fields(sorted(labels.items()), lines=False)
 
 
 def image_sections(name: str, detail: ImageDetail) -> list[Section]:
@@ -132,7 +136,10 @@ def image_sections(name: str, detail: ImageDetail) -> list[Section]:
     layers.add_column("DIFF ID", no_wrap=True)
     for i, layer in enumerate(detail.layers, 1):
         layers.add_row(
-            str(i), short_digest(layer.digest), size(layer.size), short_digest(layer.diff_id)
+            str(i),
+            plain(short_digest(layer.digest)),
+            size(layer.size),
+            plain(short_digest(layer.diff_id)),
         )
     out.append(Section(f"Layers ({len(detail.layers)})", layers))
     return out
@@ -198,7 +205,7 @@ def container_sections(detail: ContainerDetail) -> list[Section]:
     mounts.add_column("TYPE", no_wrap=True)
     mounts.add_column("SOURCE", overflow="fold")
     for m in spec.get("mounts") or []:
-        mounts.add_row(m.get("destination", ""), m.get("type", ""), m.get("source", ""))
+        mounts.add_row(*(plain(m.get(k, "")) for k in ("destination", "type", "source")))
     out.append(Section(f"Mounts ({len(spec.get('mounts') or [])})", mounts))
     out.append(Section("Labels", labels_block(c.labels)))
     if spec:
@@ -237,7 +244,7 @@ def content_sections(detail: ContentDetail) -> list[Section]:
         Section("Labels", labels_block(info.labels)),
     ]
     if detail.preview:
-        out.append(Section("Content", Text(detail.preview)))
+        out.append(Section("Content", plain(detail.preview, lines=True)))
     return out
 
 
@@ -257,7 +264,7 @@ class InspectScreen(Screen[None]):
         self.ctr_line = ctr_line
 
     def compose(self) -> ComposeResult:
-        yield Static(f" {self.title_text}", id="inspect-title", classes="topbar")
+        yield Static(plain(f" {self.title_text}"), id="inspect-title", classes="topbar")
         yield VerticalScroll(Static("loading…", classes="dim"), id="inspect-body")
         yield KeyFooter()
 
@@ -272,16 +279,16 @@ class InspectScreen(Screen[None]):
             sections = await self.loader()
         except ConsoleError as exc:
             await body.remove_children()
-            await body.mount(Static(exc.message, classes="error"))
+            await body.mount(Static(plain(exc.message, lines=True), classes="error"))
             self.notify(exc.message, severity="error", title="inspect")
             return
         widgets = []
         for section in sections:
             widget = Static(section.body, classes="section")
-            widget.border_title = section.title
+            widget.border_title = plain(section.title)
             widgets.append(widget)
         if self.ctr_line:
-            widgets.append(Static(f"$ {self.ctr_line}", classes="teach"))
+            widgets.append(Static(plain(f"$ {self.ctr_line}"), classes="teach"))
         await body.remove_children()
         await body.mount_all(widgets)
 

@@ -5,7 +5,9 @@ how to find that file (`tui.operations.log_path`) and tails it by polling, so
 it works the same for a local file the engine rotates or truncates. Lines are
 kept in a bounded buffer; a search shows only the lines that match, with the
 match highlighted, and clearing it shows everything again. Without a log file
-the screen says so plainly.
+the screen says so plainly. A container writes what it likes: every line, and
+the search term, are shown as plain text with control codes made visible
+(`tui.plain`), so a log line cannot retitle, recolour or clear the terminal.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from textual.screen import Screen
 from textual.widgets import Input, RichLog, Static
 
 from tui.operations import ConsoleError
+from tui.plain import plain
 from tui.widgets.footer import KeyFooter
 
 POLL_INTERVAL = 0.5
@@ -57,7 +60,7 @@ class LogsScreen(Screen[None]):
         self.following = True
 
     def compose(self) -> ComposeResult:
-        yield Static(f" Logs ▸ {self.container_id}", id="logs-title", classes="topbar")
+        yield Static(plain(f" Logs ▸ {self.container_id}"), id="logs-title", classes="topbar")
         yield Input(placeholder="search the log (esc clears)", id="logs-search", classes="hidden")
         yield RichLog(id="logs-view", max_lines=MAX_LINES, wrap=False, min_width=20)
         yield KeyFooter()
@@ -72,12 +75,12 @@ class LogsScreen(Screen[None]):
         try:
             self.log_file = await self.find_path()
         except ConsoleError as exc:
-            view.write(Text(exc.message))
+            view.write(plain(exc.message, lines=True))
             self.notify(exc.message, severity="error", title="logs")
             return
         if self.log_file is None:
             view.write(
-                Text(
+                plain(
                     f"no logs for this container: the engine keeps no log file for "
                     f"{self.container_id} (a task whose output goes to ctr's own pipes has none)"
                 )
@@ -93,7 +96,7 @@ class LogsScreen(Screen[None]):
         title = f" Logs ▸ {self.container_id} · {self.log_file} · {mode}"
         if self.search_text:
             title += f" · search: {self.search_text}"
-        self.query_one("#logs-title", Static).update(title)
+        self.query_one("#logs-title", Static).update(plain(title))
 
     def poll(self) -> None:
         if self.log_file is None:
@@ -114,7 +117,8 @@ class LogsScreen(Screen[None]):
         self.position += len(data)
         chunks = (self.partial + data).split(b"\n")
         self.partial = chunks.pop()
-        fresh = [c.decode("utf-8", "replace") for c in chunks]
+        # A tty's output ends its lines with CRLF; the CR is no part of the line.
+        fresh = [c.decode("utf-8", "replace").removesuffix("\r") for c in chunks]
         self.kept.extend(fresh)
         self._show(fresh)
 
@@ -128,7 +132,7 @@ class LogsScreen(Screen[None]):
         return not self.search_text or self.search_text.lower() in line.lower()
 
     def _styled(self, line: str) -> Text:
-        text = Text(line)
+        text = plain(line, lines=True)
         if self.search_text:
             text.highlight_words([self.search_text], style="reverse", case_sensitive=False)
         return text

@@ -37,6 +37,7 @@ from core import status as engine_status
 from core.client import Client
 from tui import commands, operations
 from tui.commands import CONTAINERS, CONTENT, EVENTS, IMAGES, NAMESPACES, SNAPSHOTS
+from tui.plain import plain
 from tui.screens.dialogs import ConfirmScreen, Pick, PickScreen, RunForm, RunScreen
 from tui.screens.engine import EngineScreen, health_text
 from tui.screens.help import HelpScreen
@@ -67,6 +68,8 @@ if TYPE_CHECKING:
     from tui.app import CtrdeckApp
 
 NARROW = 100
+# Deleting an image in use names this many of its containers, then counts the rest.
+USERS_NAMED = 6
 VIEW_IDS = {
     "view.containers": CONTAINERS,
     "view.images": IMAGES,
@@ -231,11 +234,12 @@ class MainScreen(Screen[None]):
         if self.console.settings.teaching:
             right.append(" teach ", style="reverse")
         right.append("  ? help ")
-        engine = [] if narrow else [Text(node.address or "no engine"), Text(node.version or "…")]
-        where = [Text(f"ns {node.namespace}"), Text(f"{node.running} running")]
+        engine = [] if narrow else [plain(node.address or "no engine"), plain(node.version or "…")]
+        where = [plain(f"ns {node.namespace}"), Text(f"{node.running} running")]
         where.append(Text(f"{len(node.images)} images"))
         left = Text(" ctrdeck ▸ ", style="bold").append_text(Text(" · ").join([*engine, *where]))
-        health = health_text(node.engine, self.error_style) if node.connected else Text()
+        now = self.console.clock()
+        health = health_text(node.engine, self.error_style, now) if node.connected else Text()
         if health:
             # The health is the first thing to go when the bar has no room for it.
             fuller = Text(" ctrdeck ▸ ", style="bold")
@@ -267,7 +271,7 @@ class MainScreen(Screen[None]):
             note = f"engine does not serve {unserved} yet · {note}"
         if self._shown_titles.get("note") != note:
             self._shown_titles["note"] = note
-            resources.border_subtitle = note
+            resources.border_subtitle = plain(note)
 
     def on_resize(self, event: events.Resize) -> None:
         narrow = event.size.width < NARROW
@@ -282,7 +286,7 @@ class MainScreen(Screen[None]):
             banner.add_class("hidden")
         else:
             banner.update(
-                f" engine lost at {self.node.address}: {detail} · reconnecting by itself…"
+                plain(f" engine lost at {self.node.address}: {detail} · reconnecting by itself…")
             )
             banner.remove_class("hidden")
         self.retitle()
@@ -713,7 +717,7 @@ class MainScreen(Screen[None]):
             fields = {"id": cid}
             action = lambda: operations.delete_container(client, cid)  # noqa: E731
         elif pane == IMAGES:
-            question, detail = f"Delete image {key}?", "Its blobs and snapshots go once unused."
+            question, detail = f"Delete image {key}?", self._image_users(str(key))
             fields = {"ref": str(key)}
             action = lambda: operations.delete_image(client, str(key))  # noqa: E731
         elif pane == SNAPSHOTS:
@@ -738,6 +742,19 @@ class MainScreen(Screen[None]):
                 self.perform("delete", action, f"deleted {key if isinstance(key, str) else key[1]}")
 
         self.app.push_screen(ConfirmScreen(question, detail), answered)
+
+    def _image_users(self, name: str) -> str:
+        """What deleting image `name` means, naming the containers made from it."""
+        users = sorted(str(k) for k, c in self.node.containers.items() if c.image == name)
+        if not users:
+            return "Its blobs and snapshots go once unused."
+        shown = ", ".join(users[:USERS_NAMED])
+        if len(users) > USERS_NAMED:
+            shown += f" and {len(users) - USERS_NAMED} more"
+        return (
+            f"Still used by {len(users)} container{'s' if len(users) > 1 else ''}: {shown}. "
+            "They keep their snapshots, but its blobs go: pull it again to run it again."
+        )
 
     def do_table_inspect(self, pane: str) -> None:
         key = self.selected(pane)

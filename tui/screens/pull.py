@@ -25,6 +25,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from core.api.containerd.services.images import v1 as images_api
+from tui.plain import plain
 from tui.state import utc_now
 from tui.widgets.tables import short_digest, size
 
@@ -106,14 +107,14 @@ def render_job(job: PullJob) -> RenderableType:
             ProgressBar(total=total, completed=done, width=BAR_WIDTH, animation_time=0.0),
             f"{done * 100 // total}%",
             f"{size(int(layer.rate))}/s" if layer.rate else "",
-            layer.state,
+            plain(layer.state),
         )
     if job.error:
-        status = Text(f"failed: {job.error}", style="bold")
+        status = plain(f"failed: {job.error}", "bold", lines=True)
     elif job.finished:
-        status = Text(f"done: {job.image.name if job.image else job.request.ref}", style="bold")
+        status = plain(f"done: {job.image.name if job.image else job.request.ref}", "bold")
     else:
-        status = Text(f"{job.phase}  {job.message}".rstrip())
+        status = plain(f"{job.phase}  {job.message}".rstrip())
     count = len(job.layers)
     done_layers = sum(1 for layer in job.layers.values() if layer.state in DONE_STATES)
     target = job.image.target if job.image else None
@@ -145,7 +146,7 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog pull") as box:
-            box.border_title = self.job.title if self.job else "Pull an image"
+            box.border_title = plain(self.job.title) if self.job else "Pull an image"
             box.border_subtitle = "esc hides · the pull goes on" if self.job else "esc cancels"
             if self.job is None:
                 yield Label("reference")

@@ -7,7 +7,8 @@ costs one repaint and a quiet log costs nothing.
 Pausing stops the writing (the buffer keeps filling, and the title counts what
 is waiting); the view only follows the end while it is scrolled to the end,
 so reading back is never interrupted. The filter (`ns:NAME`, `topic:/tasks`,
-or any words) re-renders from the buffer.
+or any words) re-renders from the buffer. Every line and the filter are shown
+as plain text (`tui.plain`): an event names what the node holds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from textual.binding import Binding
 from textual.widgets import RichLog
 
 from tui import commands
+from tui.plain import clean, plain
 from tui.state import LogLine
 
 CAPACITY = 2000
@@ -85,14 +87,17 @@ class EventLog(RichLog):
 
     def format(self, line: LogLine) -> Text:
         stamp = line.time.astimezone()
+        detail = clean(line.detail)
         if line.kind == "ctr":
-            return Text(f"  $ {line.detail}", style=self.styles_by_kind.get("ctr", "bold"))
+            return Text(f"  $ {detail}", style=self.styles_by_kind.get("ctr", "bold"))
         if line.kind == "note":
-            return Text(f"  # {line.detail}", style=self.styles_by_kind.get("note", "italic"))
+            return Text(f"  # {detail}", style=self.styles_by_kind.get("note", "italic"))
+        topic = clean(line.topic)
         if self.compact:
-            return Text(f"{stamp:%H:%M:%S}  {line.topic:<18} {line.detail}")
+            return Text(f"{stamp:%H:%M:%S}  {topic:<18} {detail}")
         ms = f"{stamp.microsecond // 1000:03d}"
-        return Text(f"{stamp:%H:%M:%S}.{ms}  {line.namespace:<10} {line.topic:<20} {line.detail}")
+        namespace = clean(line.namespace)
+        return Text(f"{stamp:%H:%M:%S}.{ms}  {namespace:<10} {topic:<20} {detail}")
 
     def flush(self) -> None:
         self._flush_pending = False
@@ -126,4 +131,4 @@ class EventLog(RichLog):
         title = f"Events ▸ {mode}"
         if self.filter_text:
             title += f" · filter: {self.filter_text}"
-        self.border_title = title
+        self.border_title = plain(title)

@@ -7,6 +7,8 @@ so a refresh never clears and rebuilds the table. Its filter is applied before
 that difference, so filtering is the same keyed update. Columns have fixed
 widths and drop from the right when the table is too narrow for them, except
 the ones marked essential (an ID, a status), which stay to the last.
+Every cell reaches the screen as plain text (`tui.plain`): a snapshot key or
+an image name is data, never markup or a terminal control code.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from tui import commands
+from tui.plain import plain
 from tui.state import (
     CONTAINERS,
     CONTENT,
@@ -161,7 +164,7 @@ class ResourceTable(DataTable[Cell]):
             cells = self._rows[rid]
             shown = self._on_screen.get(rid)
             if shown is None:
-                self.add_row(*(cells.get(c.key, "") for c in self._columns), key=rid)
+                self.add_row(*(_as_text(cells.get(c.key, "")) for c in self._columns), key=rid)
                 self._on_screen[rid] = cells
                 added = True
                 continue
@@ -172,7 +175,7 @@ class ResourceTable(DataTable[Cell]):
                 value = cells.get(column.key, "")
                 if shown.get(column.key, "") != value:
                     try:
-                        self.update_cell(rid, column.key, value)
+                        self.update_cell(rid, column.key, _as_text(value))
                     except (CellDoesNotExist, RowDoesNotExist):
                         continue
             self._on_screen[rid] = cells
@@ -197,6 +200,11 @@ class ResourceTable(DataTable[Cell]):
 
     def counts(self) -> tuple[int, int]:
         return len(self._shown), len(self._rows)
+
+
+def _as_text(value: Cell) -> Text:
+    # A str cell would be parsed as markup by the DataTable.
+    return value if isinstance(value, Text) else plain(value)
 
 
 def _sort_key(value: Cell) -> str:

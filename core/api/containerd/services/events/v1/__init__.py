@@ -61,6 +61,12 @@ class Envelope(betterproto2.Message):
     type_url is the bare message name, e.g. containerd.events.TaskExit.
     """
 
+    from_history: "bool" = betterproto2.field(1000, betterproto2.TYPE_BOOL)
+    """
+    ctrdeck extension: set on the events a SubscribeRequest.history replays,
+    which happened before the subscription (never set on live events).
+    """
+
 
 default_message_pool.register_message("containerd.services.events.v1", "Envelope", Envelope)
 
@@ -113,6 +119,15 @@ class SubscribeRequest(betterproto2.Message):
         ]
 
     filters: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+
+    history: "int" = betterproto2.field(1000, betterproto2.TYPE_UINT32)
+    """
+    ctrdeck extension, not part of containerd's API (containerd skips the
+    unknown field, so a client may always set it): first send up to this many
+    of the most recent events the engine still holds that match the filters,
+    oldest first, each with from_history set, then the live stream. Zero (what
+    ctr sends) means live events only, as in containerd.
+    """
 
 
 default_message_pool.register_message(
@@ -184,7 +199,7 @@ class EventsStub(betterproto2_grpclib.ServiceStub):
 from .....google import protobuf as ____google__protobuf__
 
 CONTAINERD_SERVICES_EVENTS_V1_EVENTS_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b'\n*containerd/services/events/v1/events.proto\x12\x1dcontainerd.services.events.v1\x1a\x19google/protobuf/any.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto"R\n\x0ePublishRequest\x12\x14\n\x05topic\x18\x01 \x01(\tR\x05topic\x12*\n\x05event\x18\x02 \x01(\x0b2\x14.google.protobuf.AnyR\x05event"U\n\x0eForwardRequest\x12C\n\x08envelope\x18\x01 \x01(\x0b2\'.containerd.services.events.v1.EnvelopeR\x08envelope",\n\x10SubscribeRequest\x12\x18\n\x07filters\x18\x01 \x03(\tR\x07filters"\xa4\x01\n\x08Envelope\x128\n\ttimestamp\x18\x01 \x01(\x0b2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x1c\n\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x14\n\x05topic\x18\x03 \x01(\tR\x05topic\x12*\n\x05event\x18\x04 \x01(\x0b2\x14.google.protobuf.AnyR\x05event2\x95\x02\n\x06Events\x12P\n\x07Publish\x12-.containerd.services.events.v1.PublishRequest\x1a\x16.google.protobuf.Empty\x12P\n\x07Forward\x12-.containerd.services.events.v1.ForwardRequest\x1a\x16.google.protobuf.Empty\x12g\n\tSubscribe\x12/.containerd.services.events.v1.SubscribeRequest\x1a\'.containerd.services.events.v1.Envelope0\x01b\x06proto3'
+    b'\n*containerd/services/events/v1/events.proto\x12\x1dcontainerd.services.events.v1\x1a\x19google/protobuf/any.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto"R\n\x0ePublishRequest\x12\x14\n\x05topic\x18\x01 \x01(\tR\x05topic\x12*\n\x05event\x18\x02 \x01(\x0b2\x14.google.protobuf.AnyR\x05event"U\n\x0eForwardRequest\x12C\n\x08envelope\x18\x01 \x01(\x0b2\'.containerd.services.events.v1.EnvelopeR\x08envelope"G\n\x10SubscribeRequest\x12\x18\n\x07filters\x18\x01 \x03(\tR\x07filters\x12\x19\n\x07history\x18\xe8\x07 \x01(\rR\x07history"\xc8\x01\n\x08Envelope\x128\n\ttimestamp\x18\x01 \x01(\x0b2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x1c\n\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x14\n\x05topic\x18\x03 \x01(\tR\x05topic\x12*\n\x05event\x18\x04 \x01(\x0b2\x14.google.protobuf.AnyR\x05event\x12"\n\x0cfrom_history\x18\xe8\x07 \x01(\x08R\x0bfromHistory2\x95\x02\n\x06Events\x12P\n\x07Publish\x12-.containerd.services.events.v1.PublishRequest\x1a\x16.google.protobuf.Empty\x12P\n\x07Forward\x12-.containerd.services.events.v1.ForwardRequest\x1a\x16.google.protobuf.Empty\x12g\n\tSubscribe\x12/.containerd.services.events.v1.SubscribeRequest\x1a\'.containerd.services.events.v1.Envelope0\x01b\x06proto3'
 )
 
 
