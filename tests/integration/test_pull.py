@@ -446,3 +446,31 @@ def test_ctrdeck_pull_prints_plain_progress(engine: EngineProcess, registry: Reg
     )  # fmt: skip
     assert failed.returncode == 1
     assert failed.stderr.startswith("ctrdeck pull: ")
+
+
+def test_loopback_registry_needs_no_plain_http(engine: EngineProcess, registry: Registry) -> None:
+    # The registry speaks plain HTTP on 127.0.0.1: TLS is tried, then HTTP, as containerd does.
+    ref = registry.push(busybox_image(), "test/loopback")
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "pull", "-a", str(engine.address), ref],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{ref}: {busybox_image().descriptor.digest}" in done.stdout
+    local = ref.replace("127.0.0.1", "localhost")
+
+    async def through_the_api() -> images_api.Image | None:
+        client = Client(str(engine.address), "default")
+        try:
+            last = None
+            async for progress in client.images.pull(images_api.PullImageRequest(ref=local)):
+                last = progress
+            return last.image if last else None
+        finally:
+            client.close()
+
+    image = asyncio.run(through_the_api())
+    assert image is not None and image.name == local
