@@ -21,7 +21,7 @@ from tests.registry import Registry
 from tests.tui.conftest import AppFactory
 from tests.tui.support import chatty_image, until
 from tui.app import CtrdeckApp
-from tui.screens.dialogs import ConfirmScreen, PickScreen, RunScreen
+from tui.screens.dialogs import ConfirmScreen, Pick, PickScreen, RunScreen
 from tui.screens.logs import LogsScreen
 from tui.screens.main import MainScreen
 from tui.screens.pull import PullScreen
@@ -85,9 +85,10 @@ async def test_run_pause_logs_kill_start_delete(
         await pilot.press("escape", "escape")
         assert isinstance(app.screen, MainScreen)
 
-        await pilot.press("k")
+        app.main.action_command("container.kill")
+        await pilot.pause()
         assert isinstance(app.screen, PickScreen)
-        await pilot.press("j", "enter")  # SIGTERM is first; SIGKILL next
+        app.screen.dismiss(Pick("SIGKILL"))
         await until(pilot, lambda: status(app, "t1") == "STOPPED", timeout=30)
         assert app.state.containers["t1"].exit_status == 137
 
@@ -106,7 +107,11 @@ async def test_run_pause_logs_kill_start_delete(
             "ctr -n default task pause t1",
             "ctr -n default task resume t1",
             "ctr -n default task kill -s SIGKILL t1",
+            # The stopped task goes first; ctr's `task start` refuses while it exists.
+            "ctr -n default task rm t1",
             "ctr -n default task start -d t1",
+            # ctr refuses to remove a container whose task runs: the console killed it first.
+            "ctr -n default task rm -f t1",
             "ctr -n default containers rm t1",
         ]
 
