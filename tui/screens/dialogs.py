@@ -179,7 +179,6 @@ class RunScreen(ModalScreen[RunOptions | None]):
                     else Select.BLANK,
                     allow_blank=False,
                     id="run-snapshotter",
-                    compact=True,
                 )
                 yield Label("runtime")
                 yield Input(self.runtime, id="run-runtime", compact=True)
