@@ -9,11 +9,13 @@ test leaves running is killed and removed at the end.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, RichLog
+from rich.console import Console
+from textual.widgets import Checkbox, Input, RichLog
 
 from tests.engine_proc import EngineProcess
 from tests.helpers import ctr
@@ -24,7 +26,7 @@ from tui.app import CtrdeckApp
 from tui.screens.dialogs import ConfirmScreen, Pick, PickScreen, RunScreen
 from tui.screens.logs import LogsScreen
 from tui.screens.main import MainScreen
-from tui.screens.pull import PullScreen
+from tui.screens.pull import PullScreen, render_job
 
 SIZE = (120, 36)
 
@@ -146,3 +148,107 @@ async def test_pull_dialog(engine: EngineProcess, console: AppFactory, registry:
         await until(pilot, lambda: ref in app.state.images)
         assert job.layers
         assert all(layer.state in ("unpacked", "exists") for layer in job.layers.values())
+
+
+async def test_run_form_reports_an_early_exit_and_bad_fields(
+    engine: EngineProcess, console: AppFactory, pulled: str
+) -> None:
+    app = console()
+    async with app.run_test(size=SIZE) as pilot:
+        main = app.main
+        await until(pilot, lambda: pulled in app.state.images)
+        main.show_pane("images")
+        await pilot.pause()
+        main.action_command("image.run")
+        await until(pilot, lambda: isinstance(app.screen, RunScreen))
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, RunScreen)
+        # The command field shows the image's own command, not a value.
+        assert "echo hello from the console test" in str(form.query_one("#run-args").placeholder)
+        form.query_one("#run-id", Input).value = "t1"
+        for field, value, problem in (
+            ("#run-env", "JUSTANAME", "is not NAME=VALUE"),
+            ("#run-cwd", "relative/dir", "not an absolute path"),
+            ("#run-mount", "/tmp", "SRC:DST"),
+            ("#run-args", "sh -c 'unbalanced", "command:"),
+        ):
+            form.query_one(field, Input).value = value
+            form.submit()
+            await pilot.pause()
+            assert app.screen is form
+            assert problem in str(form.query_one("#run-problem").render())
+            form.query_one(field, Input).value = ""
+        form.query_one(
+            "#run-args", Input
+        ).value = "/bin/sh -c 'echo first; echo last words; exit 7'"
+        form.query_one("#run-env", Input).value = "A=1"
+        form.submit()
+        await until(pilot, lambda: status(app, "t1") == "STOPPED", timeout=30)
+        await until(pilot, lambda: any("exited" in str(n.message) for n in app._notifications))
+        told = [str(n.message) for n in app._notifications]
+        assert not any(m.startswith("started") for m in told)
+        exited = next(m for m in told if "exited" in m)
+        assert exited.startswith("t1 exited with code 7:")
+        assert exited.rstrip().endswith("first\nlast words")
+        assert app.state.containers["t1"].exit_status == 7
+
+
+async def test_pull_command_line_and_a_failed_pull(
+    engine: EngineProcess, console: AppFactory, registry: Registry
+) -> None:
+    ref = registry.push(chatty_image(), "tools/pulled", "1")
+    app = console()
+    async with app.run_test(size=SIZE) as pilot:
+        main = app.main
+        await until(pilot, lambda: app.state.connected)
+        # Bad options are refused with the usage.
+        main.run_line(f"pull {ref} --nope")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        assert any(":pull REF [--plain-http]" in str(n.message) for n in app._notifications)
+
+        # A pull that fails: the dialog says so, and no toast repeats it.
+        notices = len(app._notifications)
+        main.run_line(f"pull {ref}-missing --plain-http --snapshotter=overlayfs")
+        await pilot.pause()
+        assert isinstance(app.screen, PullScreen) and app.screen.job is not None
+        job = app.screen.job
+        assert job.request.plain_http and job.request.snapshotter == "overlayfs"
+        await until(pilot, lambda: job.finished, timeout=60)
+        await pilot.pause(0.3)
+        assert job.error
+        box = app.screen.query_one(".pull")
+        assert box.border_subtitle == "failed · esc closes"
+        shown = Console(width=200, record=True, file=io.StringIO())
+        shown.print(render_job(job))
+        assert "failed: " in shown.export_text()
+        assert len(app._notifications) == notices
+        await pilot.press("escape")
+
+        # The plain-HTTP choice is remembered per registry for the session.
+        main.open_pull()
+        await until(pilot, lambda: isinstance(app.screen, PullScreen))
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, PullScreen) and form.job is None
+        ref_box = form.query_one("#pull-ref", Input)
+        assert ref_box.value == "" and "reference" in ref_box.placeholder
+        box = form.query_one("#pull-plain-http", Checkbox)
+        ref_box.value = "quay.io/some/image:1"
+        await pilot.pause()
+        assert box.value is False
+        ref_box.value = ref
+        await pilot.pause()
+        assert box.value is True
+        await pilot.press("escape")
+
+        # A pull that works, at once from the command line: done, and the subtitle says so.
+        main.run_line(f"pull {ref}")
+        await pilot.pause()
+        assert isinstance(app.screen, PullScreen) and app.screen.job is not None
+        job = app.screen.job
+        await until(pilot, lambda: job.finished, timeout=60)
+        await pilot.pause(0.3)
+        assert not job.error
+        assert app.screen.query_one(".pull").border_subtitle == "done · esc closes"

@@ -51,7 +51,7 @@ from tui.screens.inspect import (
     snapshot_sections,
 )
 from tui.screens.logs import LogsScreen
-from tui.screens.pull import PullScreen
+from tui.screens.pull import PullScreen, registry_host
 from tui.spec import RunOptions
 from tui.state import NodeState
 from tui.widgets.event_log import EventLog
@@ -388,6 +388,7 @@ class MainScreen(Screen[None]):
         if job is not None and not job.finished:
             self.notify("a pull is already going; p shows it", severity="warning")
             return
+        self.console.plain_http[registry_host(request.ref)] = request.plain_http
         flags = " --plain-http" if request.plain_http else ""
         if request.snapshotter:
             flags += f" --snapshotter {shlex.quote(request.snapshotter)}"

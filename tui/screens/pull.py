@@ -229,7 +229,6 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
             self.notify("a pull needs an image reference", severity="warning")
             return
         plain_http = self.query_one("#pull-plain-http", Checkbox).value
-        self.plain_http[registry_host(ref)] = plain_http
         self.dismiss(
             images_api.PullImageRequest(
                 ref=ref,
