@@ -474,3 +474,19 @@ def test_loopback_registry_needs_no_plain_http(engine: EngineProcess, registry: 
 
     image = asyncio.run(through_the_api())
     assert image is not None and image.name == local
+
+
+async def test_unpack_reports_applied_bytes(client: Client, registry: Registry) -> None:
+    big = make_layer([file("data/blob", os.urandom(3 << 20))])
+    built = single(build_image([busybox_layer(), big]))
+    ref = registry.push(built, "test/applied")
+    _image, seen = await pull(client, ref)
+    final = {layer.digest: layer for layer in seen[-1].layers}
+    for layer in built.images[0].layers:
+        got = final[layer.descriptor.digest]
+        assert got.state == "unpacked"
+        # The unpack read the whole blob, and said so as it went.
+        assert got.applied == layer.descriptor.size
+    assert any(p.phase == "unpacking" and "layer" in p.message for p in seen) or any(
+        "unpacking layer" in p.message for p in seen
+    )

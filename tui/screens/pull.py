@@ -40,6 +40,7 @@ class LayerState:
     size: int
     offset: int = 0
     state: str = "waiting"
+    applied: int = 0
     rate: float | None = None
     seen_at: datetime | None = None
 
@@ -73,6 +74,7 @@ class PullJob:
             layer.size = lp.size or layer.size
             layer.offset = lp.offset
             layer.state = lp.state or layer.state
+            layer.applied = max(layer.applied, lp.applied)
             layer.seen_at = now
             if layer.state in DONE_STATES:
                 layer.rate = None
@@ -102,13 +104,18 @@ def render_job(job: PullJob) -> RenderableType:
     for i, layer in enumerate(job.layers.values(), 1):
         total = max(layer.size, 1)
         done = layer.size if layer.state in DONE_STATES else min(layer.offset, total)
+        state = layer.state
+        if layer.state == "unpacking":
+            # The bar follows the unpack now: how much of the blob has been applied.
+            done = min(layer.applied, total)
+            state = f"unpacking {size(layer.applied)}"
         table.add_row(
             f"layer {i}",
             size(layer.size),
             ProgressBar(total=total, completed=done, width=BAR_WIDTH, animation_time=0.0),
             f"{done * 100 // total}%",
-            f"{size(int(layer.rate))}/s" if layer.rate else "",
-            layer.state,
+            f"{size(int(layer.rate))}/s" if layer.rate and layer.state != "unpacking" else "",
+            state,
         )
     if job.error:
         status = Text(f"failed: {job.error}", style="bold")
