@@ -10,6 +10,7 @@ test leaves running is killed and removed at the end.
 from __future__ import annotations
 
 import io
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -252,3 +253,50 @@ async def test_pull_command_line_and_a_failed_pull(
         await pilot.pause(0.3)
         assert not job.error
         assert app.screen.query_one(".pull").border_subtitle == "done · esc closes"
+
+
+async def test_run_form_tty_read_only_mount_env_cwd(
+    engine: EngineProcess, console: AppFactory, pulled: str, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "note").write_text("from the host\n")
+    app = console()
+    async with app.run_test(size=SIZE) as pilot:
+        main = app.main
+        await until(pilot, lambda: pulled in app.state.images)
+        main.show_pane("images")
+        await pilot.pause()
+        main.action_command("image.run")
+        await until(pilot, lambda: isinstance(app.screen, RunScreen))
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, RunScreen)
+        script = (
+            'cat /shared/note; echo "$GREETING in $(pwd)"; '
+            "test -t 1 && echo on a tty; touch /x 2>/dev/null || echo rootfs read-only; "
+            "touch /shared/y 2>/dev/null || echo mount read-only"
+        )
+        for field, value in (
+            ("#run-id", "t1"),
+            ("#run-args", f"/bin/sh -c {shlex.quote(script)}"),
+            ("#run-env", "GREETING='hi there'"),
+            ("#run-cwd", "/bin"),
+            ("#run-mount", f"{shared}:/shared:ro"),
+        ):
+            form.query_one(field, Input).value = value
+        for box in ("#run-tty", "#run-read-only"):
+            form.query_one(box, Checkbox).value = True
+        form.submit()
+        await until(pilot, lambda: any("exited" in str(n.message) for n in app._notifications), 30)
+        exited = next(str(n.message) for n in app._notifications if "exited" in str(n.message))
+        assert exited.startswith("t1 exited with code 0:"), exited
+        for said in (
+            "from the host",
+            "hi there in /bin",
+            "on a tty",
+            "read-only",
+            "mount read-only",
+        ):
+            assert said in exited, exited
+        assert not (shared / "y").exists()
