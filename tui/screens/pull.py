@@ -108,7 +108,7 @@ def render_job(job: PullJob) -> RenderableType:
         if layer.state == "unpacking":
             # The bar follows the unpack now: how much of the blob has been applied.
             done = min(layer.applied, total)
-            state = f"unpacking {size(layer.applied)}"
+            state = f"unpacking, {size(layer.applied)} applied"
         table.add_row(
             f"layer {i}",
             size(layer.size),
