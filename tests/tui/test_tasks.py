@@ -20,7 +20,7 @@ from textual.widgets import Checkbox, Input, RichLog
 
 from tests.engine_proc import EngineProcess
 from tests.helpers import ctr
-from tests.registry import Registry
+from tests.registry import Registry, free_port
 from tests.tui.conftest import AppFactory
 from tests.tui.support import chatty_image, until
 from tui.app import CtrdeckApp
@@ -300,3 +300,61 @@ async def test_run_form_tty_read_only_mount_env_cwd(
         ):
             assert said in exited, exited
         assert not (shared / "y").exists()
+
+
+async def test_run_rm_removes_a_container_that_exits_later(
+    engine: EngineProcess, console: AppFactory, pulled: str
+) -> None:
+    app = console()
+    async with app.run_test(size=SIZE) as pilot:
+        main = app.main
+        await until(pilot, lambda: pulled in app.state.images)
+        main.show_pane("images")
+        await pilot.pause()
+        main.action_command("image.run")
+        await until(pilot, lambda: isinstance(app.screen, RunScreen))
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, RunScreen)
+        form.query_one("#run-id", Input).value = "t1"
+        form.query_one("#run-args", Input).value = "/bin/sleep 3"
+        form.query_one("#run-rm", Checkbox).value = True
+        form.submit()
+        await until(
+            pilot, lambda: any(str(n.message).startswith("started t1") for n in app._notifications)
+        )
+        await until(pilot, lambda: "t1" not in app.state.containers, timeout=30)
+        assert "t1" not in ctr(engine.address, "containers", "ls", "-q").stdout.split()
+        notes = [line.detail for line in main.event_log.buffer if line.kind == "note"]
+        assert "t1 exited with code 0 and was removed" in notes
+
+
+async def test_a_failed_pull_behind_a_hidden_dialog_points_to_it(
+    engine: EngineProcess, console: AppFactory
+) -> None:
+    # Nothing listens there: the engine retries a few times, then the pull fails.
+    ref = f"127.0.0.1:{free_port()}/nothing/here:1"
+    app = console()
+    async with app.run_test(size=SIZE) as pilot:
+        main = app.main
+        await until(pilot, lambda: app.state.connected)
+        main.run_line(f"pull {ref}")
+        await pilot.pause()
+        job = app.pull_job
+        assert job is not None
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+        await until(pilot, lambda: job.finished, timeout=60)
+        told = [str(n.message) for n in app._notifications]
+        # A short pointer, not the error repeated: the dialog holds it.
+        assert f"pull of {ref} failed; p shows why" in told
+        assert not any(job.error in m for m in told)
+        main.action_command("app.pull")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, PullScreen) and app.screen.job is job
+        assert job.error_seen
+        await pilot.press("escape")
+        # Once seen, p offers a new pull.
+        main.action_command("app.pull")
+        await pilot.pause()
+        assert isinstance(app.screen, PullScreen) and app.screen.job is None
