@@ -150,8 +150,8 @@ def subtitle(job: PullJob) -> str:
 class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
     """The pull form; or, given a job, that job's progress.
 
-    `plain_http` remembers the operator's plain-HTTP choice per registry for the
-    session: the checkbox follows the registry of the reference being typed.
+    `plain_http` is the session's plain-HTTP choice per registry host (the app keeps
+    it); the checkbox follows the registry of the reference being typed.
     """
 
     BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "hide", "hide", id="pull.hide")]
