@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from core.api.containerd.services.images import v1 as images_api
 from tests.tui.fixed import NGINX, fixed_app, fixed_image_detail, fixed_pull_job
@@ -104,6 +105,9 @@ def test_run_form_at_80x24(snap_compare: Any) -> None:
             default_cwd="/",
         )
         await pilot.app.push_screen(form)
+        # A blinking cursor would make the picture depend on when it is taken.
+        for field in form.query(Input):
+            field.cursor_blink = False
         await settle(pilot)
 
     assert snap_compare(fixed_app(), terminal_size=(80, 24), run_before=run_form)
