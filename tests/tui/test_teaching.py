@@ -2,8 +2,9 @@
 
 The console (teaching on) pulls an image from a test registry on 127.0.0.1, runs
 containers from it through the Run form (environment, working directory, a bind
-mount, a terminal, `--rm`), pauses, resumes, kills, starts, inspects and deletes
-them, deletes the image and opens the engine view. Each action's taught lines are
+mount, a terminal, `--rm`) and `:run`, pauses, resumes, kills, starts, inspects
+and deletes them, inspects and deletes a snapshot, a blob and a namespace, then
+the image, and opens the engine view. Each action's taught lines are
 then replayed in order with `/usr/bin/ctr --address SOCK` in a fresh namespace of
 the same engine, under a pseudo-terminal (as an operator's shell would give `ctr
 run -t`), at an operator's pace: after an action's lines, the replayed container
@@ -40,6 +41,7 @@ from tui.screens.pull import PullScreen
 CTR = "/usr/bin/ctr"
 SIZE = (120, 36)
 REPLAY_NS = "replay"
+SPARE, REPLAY_SPARE = "spare", "replay-spare"
 IDS = ("t1", "t2", "t3", "chatty-1-1")
 
 pytestmark = pytest.mark.skipif(not Path(CTR).exists(), reason="Debian's ctr is not installed")
@@ -93,6 +95,8 @@ def wait_replay(address: Path, cid: str, want: str) -> None:
 @pytest.fixture
 def cleanup(engine: EngineProcess) -> Iterator[None]:
     yield
+    for name in (SPARE, REPLAY_SPARE):
+        ctr(engine.address, "namespaces", "rm", name, check=False)
     for ns in ("default", REPLAY_NS):
         for cid in IDS:
             ctr(engine.address, "task", "rm", "-f", cid, namespace=ns, check=False)
@@ -127,6 +131,9 @@ async def test_every_taught_line_runs_with_ctr(
     cleanup: None,
 ) -> None:
     ref = registry.push(chatty_image(), "tools/chatty", "1")
+    # An empty namespace to delete; the replay deletes its own twin.
+    for name in (SPARE, REPLAY_SPARE):
+        ctr(engine.address, "namespaces", "create", name)
     shared = tmp_path / "shared"
     shared.mkdir()
     # (the lines one action taught, the container to check, its state once the action is done)
@@ -262,8 +269,48 @@ async def test_every_taught_line_runs_with_ctr(
         await until(pilot, lambda: "t3" not in app.state.containers, timeout=30)
         record("delete a terminal container", "t3", "")
 
-        main.show_pane("images")
+        # The image's snapshot and its config blob: inspect, then delete.
+        chain = chatty_image().images[0].layers[0].diff_id
+        config = chatty_image().images[0].config_descriptor.digest
+        for pane, key, what in (
+            ("snapshots", ("overlayfs", chain), "snapshot"),
+            ("content", config, "blob"),
+        ):
+            rows = app.state.snapshots if pane == "snapshots" else app.state.content
+            main.show_pane(pane)
+            await until(pilot, lambda key=key, rows=rows: key in rows)
+            await pilot.pause(0.1)
+            main.table(pane).select_key(key)
+            await pilot.pause()
+            main.action_command("table.inspect")
+            await pilot.pause()
+            record(f"inspect {what}")
+            await back_to_main()
+            main.table(pane).focus()
+            await pilot.pause()
+            main.action_command("table.delete")
+            await shown(pilot, app, ConfirmScreen)
+            app.screen.dismiss(True)
+            await until(
+                pilot,
+                lambda key=key, pane=pane: (
+                    key not in (app.state.snapshots if pane == "snapshots" else app.state.content)
+                ),
+            )
+            record(f"delete {what}")
 
+        main.show_pane("namespaces")
+        await until(pilot, lambda: SPARE in app.state.namespaces)
+        await pilot.pause(0.1)
+        main.table("namespaces").select_key(SPARE)
+        await pilot.pause()
+        main.action_command("table.delete")
+        await shown(pilot, app, ConfirmScreen)
+        app.screen.dismiss(True)
+        await until(pilot, lambda: SPARE not in app.state.namespaces)
+        record("delete namespace")
+
+        main.show_pane("images")
         await pilot.pause()
         main.action_command("table.inspect")
         await pilot.pause()
@@ -281,13 +328,38 @@ async def test_every_taught_line_runs_with_ctr(
         record("engine")
         await back_to_main()
 
-    assert [what for what, *_ in actions][:3] == ["pull", "run", "pause"]
+    every = "\n".join(line for _what, lines, *_ in actions for line in lines)
+    for expected in (
+        f"images pull --snapshotter overlayfs {ref}",
+        "run -d --snapshotter overlayfs --env 'GREETING=hello there' --env MODE=test --cwd /bin "
+        f"--mount type=bind,src={shared},dst=/shared,options=rbind:ro {ref} t1",
+        "task pause t1",
+        "task resume t1",
+        "task kill -s SIGKILL t1",
+        "task rm t1\nctr -n default task start -d t1",
+        "task rm -f t1\nctr -n default containers rm t1",
+        f"run -d --snapshotter overlayfs {ref} {t2} /bin/echo done",
+        "run --rm --snapshotter overlayfs",
+        "run -d -t --snapshotter overlayfs",
+        "containers info t1",
+        f"snapshots --snapshotter overlayfs info {chain}",
+        f"snapshots --snapshotter overlayfs rm {chain}",
+        f"content get {config}",
+        f"content rm {config}",
+        f"namespaces rm {SPARE}",
+        f"images ls name=={ref}",
+        f"images rm {ref}",
+        "ctr plugins ls",
+    ):
+        assert expected in every, expected
     for what, lines, cid, state in actions:
         for line in lines:
             words = shlex.split(line)
             assert words[0] == "ctr", line
             if words[1:3] == ["-n", "default"]:
                 words = [*words[:2], REPLAY_NS, *words[3:]]
+            if words[1:] == ["namespaces", "rm", SPARE]:
+                words[-1] = REPLAY_SPARE
             code, output = run_in_pty([CTR, "--address", str(engine.address), *words[1:]])
             assert code == 0, f"{what}: `{line}` failed ({code}):\n{output}"
         if cid:
