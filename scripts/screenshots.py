@@ -39,6 +39,7 @@ from tests.registry import (  # noqa: E402
 from tests.tui.support import chatty_image, worker_image  # noqa: E402
 from tui import operations  # noqa: E402
 from tui.app import CtrdeckApp, Settings  # noqa: E402
+from tui.spec import RunOptions  # noqa: E402
 
 CONTAINERS = ("web-1", "web-2", "batch-7", "worker-3")
 
@@ -63,11 +64,11 @@ def select(app: CtrdeckApp, cid: str) -> None:
 async def seed(address: str, refs: dict[str, str]) -> None:
     client = Client(address, "default")
     try:
-        await operations.run(client, refs["chatty"], "web-1", snapshotter="overlayfs")
-        await operations.run(client, refs["chatty"], "web-2", snapshotter="overlayfs")
+        await operations.run(client, refs["chatty"], RunOptions("web-1", "overlayfs"))
+        await operations.run(client, refs["chatty"], RunOptions("web-2", "overlayfs"))
         await operations.pause_or_resume(client, "web-2")
-        await operations.run(client, refs["busybox"], "batch-7", snapshotter="overlayfs")
-        await operations.run(client, refs["worker"], "worker-3", snapshotter="overlayfs")
+        await operations.run(client, refs["busybox"], RunOptions("batch-7", "overlayfs"))
+        await operations.run(client, refs["worker"], RunOptions("worker-3", "overlayfs"))
         await client.with_namespace("k8s.io").namespaces.create(
             namespaces_api.CreateNamespaceRequest(
                 namespace=namespaces_api.Namespace(name="k8s.io", labels={"team": "platform"})

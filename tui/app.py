@@ -35,7 +35,7 @@ from tui import keymap as keymaps
 from tui import launcher, operations, plain
 from tui.palette import ConsoleCommands
 from tui.screens.main import MainScreen
-from tui.screens.pull import PullJob
+from tui.screens.pull import PullJob, PullScreen
 from tui.state import LogLine, NodeState, Syncer, utc_now
 
 # A burst of events (a pull sends dozens) lands within this window and costs one repaint.
@@ -91,6 +91,8 @@ class CtrdeckApp(App[int]):
         self.client: Client | None = None
         self.syncer: Syncer | None = None
         self.pull_job: PullJob | None = None
+        # The plain-HTTP choice per registry host, remembered for the session.
+        self.plain_http: dict[str, bool] = {}
         self._initial_lines = list(log_lines)
         self.launched = launched
         self._repaint_pending = False
@@ -250,7 +252,14 @@ class CtrdeckApp(App[int]):
                     self.state.address, client.namespace, job.request
                 )
             job.fail(message)
-            self.notify(message, severity="error", title="pull", timeout=20)
+            # The dialog says why; a toast only points there when the dialog is hidden.
+            if not (isinstance(self.screen, PullScreen) and self.screen.job is job):
+                self.notify(
+                    f"pull of {job.request.ref} failed; p shows why",
+                    severity="error",
+                    title="pull",
+                    markup=False,
+                )
             return
         job.finish()
         self.notify(f"pulled {job.request.ref}", title="pull")

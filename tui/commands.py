@@ -66,17 +66,21 @@ class Command:
             id=self.id,
         )
 
-    def ctr_line(self, pane: str, flags: str = "", **fields: str) -> str | None:
+    def ctr_line(self, pane: str, flags: str = "", tail: str = "", **fields: str) -> str | None:
         """The equivalent `ctr` invocation, quoted for a shell, or None when there is none.
 
-        `flags` is a ready-made run of options (already quoted); every other
-        field is a value and gets quoted here.
+        `flags` is a ready-made run of options and `tail` of trailing arguments
+        (both already quoted); every other field is a value and gets quoted here.
         """
         template = self.ctr.get(pane) or self.ctr.get("*")
         if template is None:
             return None
-        quoted = {k: shlex.quote(v) for k, v in fields.items()}
-        return template.format(flags=flags, **quoted)
+        return _fill(template, flags=flags, tail=tail, **fields)
+
+
+def _fill(template: str, flags: str = "", tail: str = "", **fields: str) -> str:
+    quoted = {k: shlex.quote(v) for k, v in fields.items()}
+    return template.format(flags=flags, tail=tail, **quoted)
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -184,10 +188,10 @@ COMMANDS: tuple[Command, ...] = (
         id="image.run",
         keys="r",
         title="run",
-        description="Run a new container from the selected image",
+        description="Run a new container from the selected image: command, env, mount, tty, --rm",
         panes=(IMAGES,),
         mutates=True,
-        ctr={IMAGES: "ctr -n {ns} run -d --snapshotter {snapshotter} {ref} {id}"},
+        ctr={IMAGES: "ctr -n {ns} run{flags} {ref} {id}{tail}"},
     ),
     Command(
         id="container.start",
@@ -302,6 +306,20 @@ LOG_ACTIONS = {
 }
 
 BY_ID: dict[str, Command] = {c.id: c for c in COMMANDS}
+
+# The `ctr` line of each step an action may take, named by `tui.operations` as it takes
+# it: starting a stopped container deletes its old task first, and deleting a live one
+# kills and deletes its task first, so teaching shows every line the console's calls match.
+STEPS: dict[str, str] = {
+    "task.rm": "ctr -n {ns} task rm {id}",
+    "task.rm.force": "ctr -n {ns} task rm -f {id}",
+    "task.start": "ctr -n {ns} task start -d {id}",
+    "containers.rm": "ctr -n {ns} containers rm {id}",
+}
+
+
+def step_line(step: str, **fields: str) -> str:
+    return _fill(STEPS[step], **fields)
 
 
 def for_pane(pane: str) -> tuple[Command, ...]:

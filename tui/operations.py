@@ -15,7 +15,7 @@ import contextlib
 import json
 import shlex
 import signal as signals
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +33,18 @@ from core.api.containerd.services.tasks import v1 as tasks_api
 from core.api.containerd.v1.types import Process
 from core.api.containerd.v1.types import Status as TaskStatus
 from core.client import Client
+from core.errors import CtrdeckError
 from tui import oci
 from tui import spec as specs
 
-DEFAULT_RUNTIME = "io.containerd.runc.v2"
+DEFAULT_RUNTIME = specs.DEFAULT_RUNTIME
 STOP_SIGNAL_LABEL = "io.containerd.image.config.stop-signal"
 RUNTIME_PLUGIN = "io.containerd.runtime.v2"
 KILL_WAIT = 10.0
+# A task that ends this soon after its start is reported as exited, not "started".
+EARLY_EXIT = 1.5
+TAIL_LINES = 5
+TAIL_BYTES = 8192
 
 SIGNALS: tuple[tuple[str, int], ...] = tuple(
     (s.name, int(s))
@@ -60,6 +65,9 @@ UNSERVED = {
     "Pull": "this engine has no server-side pull (Images.Pull is ctrdeck's own); "
     "use `ctr images pull` against it instead",
 }
+
+# Hears the name of each step an action takes that a `ctr` command line matches.
+Steps = Callable[[str], None]
 
 CONNECTION_ERRORS = (OSError, ConnectionError, StreamTerminatedError, asyncio.TimeoutError)
 
@@ -176,27 +184,35 @@ async def image_detail(client: Client, name: str) -> oci.ImageDetail:
         return await oci.walk(client, resp.image.target)
 
 
-async def run(
-    client: Client,
-    image: str,
-    container_id: str,
-    *,
-    snapshotter: str,
-    runtime: str = DEFAULT_RUNTIME,
-) -> None:
+@dataclass(frozen=True)
+class RunResult:
+    """A task just started; `exit_status` is set when it ended within `EARLY_EXIT` seconds."""
+
+    pid: int
+    exit_status: int | None = None
+    output: tuple[str, ...] = ()
+
+
+async def run(client: Client, image: str, options: specs.RunOptions) -> RunResult:
     """A new container from `image` on a fresh snapshot of its top layer, then its task.
 
-    The spec is built here from the image config, as `ctr run` builds it.
+    The spec is built here from the image config and the operator's options, as `ctr
+    run` builds it. A task that exits at once is reported as such, with its last
+    output; with `options.remove` it is then deleted with its container.
     """
     detail = await image_detail(client, image)
     stop_signal = ((detail.config or {}).get("config") or {}).get("StopSignal") or "SIGTERM"
-    spec = specs.from_image(client.namespace, container_id, detail.config or {})
+    container_id = options.container_id
+    try:
+        spec = specs.from_image(client.namespace, container_id, detail.config or {}, options)
+    except CtrdeckError as exc:
+        raise ConsoleError(f"run {container_id}: {exc.message}") from None
     with engine_call("Leases", f"run {container_id}"):
         async with client.lease() as leased:
             with engine_call("Snapshots", f"prepare the snapshot of {container_id}"):
                 await leased.snapshots.prepare(
                     snapshots_api.PrepareSnapshotRequest(
-                        snapshotter=snapshotter, key=container_id, parent=detail.chain_id
+                        snapshotter=options.snapshotter, key=container_id, parent=detail.chain_id
                     )
                 )
             with engine_call("Containers", f"create container {container_id}"):
@@ -206,32 +222,96 @@ async def run(
                             id=container_id,
                             image=image,
                             labels={STOP_SIGNAL_LABEL: stop_signal},
-                            runtime=containers_api.ContainerRuntime(name=runtime),
+                            runtime=containers_api.ContainerRuntime(name=options.runtime),
                             spec=specs.pack(spec),
-                            snapshotter=snapshotter,
+                            snapshotter=options.snapshotter,
                             snapshot_key=container_id,
                         )
                     )
                 )
-    await start(client, container_id)
+    pid = await start(client, container_id)
+    status = await wait_exit(client, container_id, EARLY_EXIT)
+    if status is None:
+        return RunResult(pid)
+    output = await output_tail(client, container_id)
+    if options.remove:
+        await delete_container(client, container_id)
+    return RunResult(pid, status, output)
+
+
+async def wait_exit(client: Client, container_id: str, timeout: float | None) -> int | None:
+    """The task's exit status once it exits, or None if it still runs after `timeout` seconds."""
+    with engine_call("Tasks", f"wait for {container_id}"):
+        try:
+            resp = await asyncio.wait_for(
+                client.tasks.wait(tasks_api.WaitRequest(container_id=container_id)), timeout
+            )
+        except TimeoutError:
+            return None
+    return resp.exit_status
+
+
+async def output_tail(
+    client: Client, container_id: str, lines: int = TAIL_LINES
+) -> tuple[str, ...]:
+    """The last lines the task wrote, when the engine keeps its log on this host."""
+    path = await log_path(client, container_id)
+    if path is None:
+        return ()
+    try:
+        with path.open("rb") as log:
+            log.seek(0, 2)
+            log.seek(max(0, log.tell() - TAIL_BYTES))
+            data = log.read()
+    except OSError:
+        return ()
+    text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+    return tuple(line for line in text.splitlines() if line.strip())[-lines:]
 
 
 # --- containers and tasks ---------------------------------------------------
 
 
-async def start(client: Client, container_id: str) -> int:
-    """Start the container's task, creating it (again) when it has none or it stopped."""
+async def start(client: Client, container_id: str, *, steps: Steps | None = None) -> int:
+    """Start the container's task, creating it (again) when it has none or it stopped.
+
+    `steps` hears each `ctr`-visible step as it is taken: `task.rm` (a stopped
+    task deleted first), then `task.start`.
+    """
     with engine_call("Tasks", f"start {container_id}"):
         task = await get_task(client, container_id)
         if task is not None and task.status in (TaskStatus.RUNNING, TaskStatus.PAUSED):
             raise ConsoleError(f"{container_id} is already {task_status(task).lower()}")
         if task is not None and task.status is TaskStatus.STOPPED:
+            _step(steps, "task.rm")
             await client.tasks.delete(tasks_api.DeleteTaskRequest(container_id=container_id))
             task = None
+        _step(steps, "task.start")
         if task is None:
-            await client.tasks.create(tasks_api.CreateTaskRequest(container_id=container_id))
+            found = await client.containers.get(containers_api.GetContainerRequest(id=container_id))
+            spec = found.container.spec if found.container else None
+            await client.tasks.create(
+                tasks_api.CreateTaskRequest(
+                    container_id=container_id, terminal=specs.terminal(_spec_json(spec))
+                )
+            )
         resp = await client.tasks.start(tasks_api.StartRequest(container_id=container_id))
         return resp.pid
+
+
+def _step(steps: Steps | None, name: str) -> None:
+    if steps is not None:
+        steps(name)
+
+
+def _spec_json(spec: Any) -> dict[str, Any] | None:
+    if spec is None or not spec.value:
+        return None
+    try:
+        value = json.loads(spec.value)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 async def pause_or_resume(client: Client, container_id: str) -> str:
@@ -257,15 +337,25 @@ async def kill(client: Client, container_id: str, signal: int, all_processes: bo
         )
 
 
-async def delete_container(client: Client, container_id: str) -> None:
-    """Delete a container as `ctr containers rm` does, ending a live task first."""
+async def delete_container(
+    client: Client, container_id: str, *, steps: Steps | None = None
+) -> None:
+    """Delete a container as `ctr containers rm` does, ending a live task first.
+
+    `steps` hears `task.rm.force` for a live task (SIGKILL to all, wait, delete:
+    what `ctr task rm -f` does), then `containers.rm` (which also deletes a stopped
+    task and the snapshot, as ctr's does).
+    """
     with engine_call("Containers", f"delete container {container_id}"):
         found = await client.containers.get(containers_api.GetContainerRequest(id=container_id))
         container = found.container or containers_api.Container(id=container_id)
     with engine_call("Tasks", f"delete the task of {container_id}"):
         task = await get_task(client, container_id)
+        live = task is not None and task.status is not TaskStatus.STOPPED and bool(task.pid)
+        if live:
+            _step(steps, "task.rm.force")
         if task is not None:
-            if task.status is not TaskStatus.STOPPED and task.pid:
+            if live:
                 waiter = asyncio.ensure_future(
                     client.tasks.wait(tasks_api.WaitRequest(container_id=container_id))
                 )
@@ -293,6 +383,7 @@ async def delete_container(client: Client, container_id: str) -> None:
                 raise ConsoleError(
                     f"remove snapshot {container.snapshot_key} of {container_id}: {exc.message}"
                 ) from None
+    _step(steps, "containers.rm")
     with engine_call("Containers", f"delete container {container_id}"):
         await client.containers.delete(containers_api.DeleteContainerRequest(id=container_id))
 

@@ -97,6 +97,9 @@ class RichReport:
                     short(layer.digest), total=layer.size or None, state=layer.state
                 )
             done = layer.size if layer.state in ("downloaded", "unpacked", "exists") else None
+            if layer.state == "unpacking":
+                # The bar follows the unpack: how much of the blob has been applied.
+                done = layer.applied
             self.progress.update(
                 task,  # type: ignore[arg-type]
                 completed=done if done is not None else layer.offset,

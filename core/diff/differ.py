@@ -24,10 +24,10 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from core.content.store import Writer
 from core.descriptor import Descriptor, validate_digest
@@ -158,6 +158,33 @@ class _Sink:
         pass
 
 
+class CountingReader:
+    """A binary stream that reports how many bytes were read from it, every `step` or so."""
+
+    def __init__(self, stream: BinaryIO, report: Callable[[int], None], step: int = 256 << 10):
+        self._stream = stream
+        self._report = report
+        self._step = step
+        self._read = 0
+        self._told = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._read += len(data)
+        if not data or self._read - self._told >= self._step:
+            self._told = self._read
+            self._report(self._read)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 class Differ:
     """containerd's `walking` differ over the engine's content store and metadata."""
 
@@ -170,8 +197,13 @@ class Differ:
         desc: Descriptor,
         mounts: Sequence[Mount],
         expected_diff_id: str = "",
+        *,
+        progress: Callable[[int], None] | None = None,
     ) -> Applied:
-        """Apply the namespace's layer blob `desc` onto `mounts`; the result is uncompressed."""
+        """Apply the namespace's layer blob `desc` onto `mounts`; the result is uncompressed.
+
+        `progress` hears, from the worker thread, how many bytes of the blob were read.
+        """
         validate_digest(desc.digest)
         record = self.engine.metadata.content.get(namespace, desc.digest)
         compression.layer_compression(desc.media_type)
@@ -181,16 +213,23 @@ class Differ:
             )
         expected = expected_diff_id or record.labels.get(UNCOMPRESSED_LABEL, "")
         path = self.engine.content.path(desc.digest)
-        return await asyncio.to_thread(self._apply, path, desc.media_type, mounts, expected)
+        return await asyncio.to_thread(
+            self._apply, path, desc.media_type, mounts, expected, progress
+        )
 
     def _apply(
-        self, path: Path, media_type: str, mounts: Sequence[Mount], expected: str
+        self,
+        path: Path,
+        media_type: str,
+        mounts: Sequence[Mount],
+        expected: str,
+        progress: Callable[[int], None] | None = None,
     ) -> Applied:
         overlay = self.engine.snapshotters.get("overlayfs")
         roots = [overlay.root] if overlay is not None else []
         with apply_target(mounts, roots) as target, path.open("rb") as blob:
             return apply_layer(
-                blob,
+                CountingReader(blob, progress) if progress else blob,
                 media_type,
                 target.root,
                 target.mode,

@@ -7,17 +7,21 @@ by ':'), it reads `<dir>/<host>/hosts.toml` (a `host:port` is also looked up as 
 mirror tried in file order, then `server` (or the registry host itself); each may set
 `capabilities` (pull, resolve, push), `skip_verify`, `ca`, `client`, `header` and
 `override_path`. A directory with no hosts.toml is read the Docker `certs.d` way (`*.crt` CAs,
-`*.cert`/`*.key` client pairs). Plain HTTP comes only from an `http://` URL or from the caller
-asking for it (`plain_http`, as `ctr --plain-http`); loopback hosts are not made plain silently.
+`*.cert`/`*.key` client pairs). Plain HTTP comes from an `http://` URL or from the caller asking
+for it (`plain_http`, as `ctr --plain-http`); besides, an HTTPS endpoint on a loopback host
+(`localhost`, 127.0.0.0/8, `::1`) without TLS settings of its own falls back to plain HTTP when
+the other end answers without TLS, as Docker and containerd 1.7+ do. Anywhere else plain HTTP
+stays opt-in.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +48,7 @@ class Endpoint:
     ca_files: tuple[str, ...] = ()
     client_pairs: tuple[tuple[str, str], ...] = ()
     header: tuple[tuple[str, str], ...] = ()
+    http_fallback: bool = False
 
     @property
     def base_url(self) -> str:
@@ -54,7 +59,13 @@ class Endpoint:
 
     def tls_key(self) -> tuple[object, ...]:
         """Endpoints with equal keys can share one HTTP connection pool."""
-        return (self.scheme, self.skip_verify, self.ca_files, self.client_pairs)
+        return (
+            self.scheme,
+            self.skip_verify,
+            self.ca_files,
+            self.client_pairs,
+            self.http_fallback,
+        )
 
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS settings for this endpoint: system roots plus `ca`, client certificates."""
@@ -90,6 +101,9 @@ class Hosts:
 
     def endpoints(self, domain: str) -> list[Endpoint]:
         """Endpoints for the reference domain `domain`, in the order they are to be tried."""
+        return [_with_fallback(ep) for ep in self._endpoints(domain)]
+
+    def _endpoints(self, domain: str) -> list[Endpoint]:
         directory = self._host_dir(domain)
         entries = _load_dir(directory) if directory is not None else []
         server = self._default_server(domain)
@@ -127,6 +141,29 @@ class Hosts:
                 if candidate.is_dir():
                     return candidate
         return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a `host[:port]` or `[v6]:port`) names this machine's loopback."""
+    name = host
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _with_fallback(ep: Endpoint) -> Endpoint:
+    # Explicit TLS settings say the operator means TLS; only a bare loopback endpoint may fall back.
+    explicit = ep.skip_verify or ep.ca_files or ep.client_pairs
+    if ep.scheme == "https" and not explicit and is_loopback(ep.host):
+        return replace(ep, http_fallback=True)
+    return ep
 
 
 def _load_dir(directory: Path) -> list[Endpoint]:

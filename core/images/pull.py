@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -91,6 +91,7 @@ class LayerProgress:
     size: int
     offset: int = 0
     state: str = WAITING
+    applied: int = 0
 
 
 @dataclass
@@ -140,6 +141,12 @@ class PullJob:
             if state in (DOWNLOADED, EXISTS):
                 layer.offset = layer.size
             self.changed(urgent=True)
+
+    def set_applied(self, digest: str, applied: int) -> None:
+        layer = self.layers.get(digest)
+        if layer is not None and applied > layer.applied:
+            layer.applied = applied
+            self.changed(urgent=False)
 
     def set_offset(self, digest: str, offset: int) -> None:
         layer = self.layers.get(digest)
@@ -522,12 +529,28 @@ class _Pipeline:
             await self._fetch_blob(client, layer, track=True, tee=tees.get(layer.digest))
             ready[i].set()
 
+        loop = asyncio.get_running_loop()
+
+        def applied(digest: str) -> Callable[[int], None]:
+            # The apply runs in a worker thread; the job lives on the loop.
+            def report(n: int) -> None:
+                loop.call_soon_threadsafe(self.job.set_applied, digest, n)
+
+            return report
+
         async def unpack() -> None:
             assert unpacker is not None
             chains = handlers.chain_ids(diff_ids)
+            count = len(manifest.layers)
             for i, layer in enumerate(manifest.layers):
                 parent = chains[i - 1] if i else ""
                 tee = tees.get(layer.digest)
+                if all(r.is_set() for r in ready):
+                    self.job.set_phase("unpacking", f"layer {i + 1} of {count}")
+                else:
+                    self.job.set_phase(
+                        "fetching", f"unpacking layer {i + 1} of {count} as the rest download"
+                    )
                 streaming = (
                     not ready[i].is_set()
                     and not unpacker.exists(chains[i])
@@ -540,7 +563,7 @@ class _Pipeline:
                     try:
                         await unpacker.layer(
                             layer, diff_ids[i], chains[i], parent,
-                            stream=tee, landed=ready[i].wait,
+                            stream=tee, landed=ready[i].wait, progress=applied(layer.digest),
                         )  # fmt: skip
                     except StreamBroken:
                         # The download starts over or failed: unpack from the store instead.
@@ -555,10 +578,10 @@ class _Pipeline:
                             self.job.set_state(layer.digest, UNPACKED)
                         continue
                     self.job.set_state(layer.digest, UNPACKING)
-                    await unpacker.layer(layer, diff_ids[i], chains[i], parent)
+                    await unpacker.layer(
+                        layer, diff_ids[i], chains[i], parent, progress=applied(layer.digest)
+                    )
                 self.job.set_state(layer.digest, UNPACKED)
-                if all(r.is_set() for r in ready):
-                    self.job.set_phase("unpacking")
 
         try:
             async with asyncio.TaskGroup() as group:

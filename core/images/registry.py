@@ -42,7 +42,7 @@ from core.errors import (
     Unavailable,
 )
 from core.images import mediatypes
-from core.images.hosts import PULL, PUSH, RESOLVE, Endpoint, Hosts
+from core.images.hosts import PULL, PUSH, RESOLVE, Endpoint, Hosts, is_loopback
 from core.images.reference import Reference, parse
 
 CHUNK_SIZE = 1 << 20
@@ -522,6 +522,7 @@ class RegistryClient:
             verify: ssl.SSLContext = ep.ssl_context() if ep.scheme == "https" else _default_tls()
             client = httpx.AsyncClient(
                 verify=verify,
+                transport=_HTTPFallback(verify) if ep.http_fallback else None,
                 follow_redirects=True,
                 timeout=self._timeout,
                 headers={"User-Agent": f"ctrdeck/{__version__}"},
@@ -870,6 +871,37 @@ class RegistryClient:
         if not location:
             raise FailedPrecondition(f"registry {ep.host} started an upload without a Location")
         return str(response.url.join(location))
+
+
+class _HTTPFallback(httpx.AsyncBaseTransport):
+    """HTTPS to a loopback registry, and plain HTTP when it answers without TLS.
+
+    As containerd's HTTP fallback: only a handshake that failed because the other end does
+    not speak TLS switches over (an untrusted certificate does not), and the host is then
+    spoken to in plain HTTP for the rest of this client's life.
+    """
+
+    def __init__(self, verify: ssl.SSLContext) -> None:
+        self._inner = httpx.AsyncHTTPTransport(verify=verify)
+        self._plain: set[bytes] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme != "https" or not is_loopback(url.host):
+            return await self._inner.handle_async_request(request)
+        if url.netloc not in self._plain:
+            try:
+                return await self._inner.handle_async_request(request)
+            except httpx.ConnectError as exc:
+                tls = _tls_failure(exc)
+                if tls is None or isinstance(tls, ssl.SSLCertVerificationError):
+                    raise
+            self._plain.add(url.netloc)
+        request.url = url.copy_with(scheme="http")
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class _Interrupted(Exception):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from core.api.containerd import events
 from core.descriptor import Descriptor
 from core.diff.apply import Applied, apply_layer
-from core.diff.differ import Differ, apply_target
+from core.diff.differ import CountingReader, Differ, apply_target
 from core.errors import AlreadyExists, CtrdeckError, FailedPrecondition, InvalidArgument
 from core.images.handlers import GC_SNAPSHOT, UNCOMPRESSED
 from core.snapshots import Mount, Snapshotter
@@ -78,12 +78,14 @@ class Unpacker:
         *,
         stream: BinaryIO | None = None,
         landed: Callable[[], Awaitable[object]] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> bool:
         """Make the committed snapshot `chain_id`; False if it was already there.
 
         Without `stream` the layer is read from the content store. With it, the bytes come
         from `stream` as they arrive, and `landed` is awaited before the commit: it returns
-        once the blob is in the content store, verified.
+        once the blob is in the content store, verified. `progress` hears, from the worker
+        thread that applies the layer, how many bytes of the blob it has read so far.
         """
         if self.exists(chain_id):
             self._label_uncompressed(layer, diff_id)
@@ -96,10 +98,11 @@ class Unpacker:
         )
         try:
             if stream is None:
-                applied = await self.differ.apply(ns, layer, mounts)
+                applied = await self.differ.apply(ns, layer, mounts, progress=progress)
             else:
+                counted = CountingReader(stream, progress) if progress else stream
                 applied = await in_thread(
-                    self._apply_stream, stream, layer.media_type, mounts, diff_id
+                    self._apply_stream, counted, layer.media_type, mounts, diff_id
                 )
                 if landed is not None:
                     await landed()

@@ -47,6 +47,7 @@ def progress_out(progress: Progress) -> api.PullImageProgress:
                 size=layer.size,
                 offset=layer.offset,
                 state=layer.state,
+                applied=layer.applied,
             )
             for layer in progress.layers
         ],

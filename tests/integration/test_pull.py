@@ -446,3 +446,47 @@ def test_ctrdeck_pull_prints_plain_progress(engine: EngineProcess, registry: Reg
     )  # fmt: skip
     assert failed.returncode == 1
     assert failed.stderr.startswith("ctrdeck pull: ")
+
+
+def test_loopback_registry_needs_no_plain_http(engine: EngineProcess, registry: Registry) -> None:
+    # The registry speaks plain HTTP on 127.0.0.1: TLS is tried, then HTTP, as containerd does.
+    ref = registry.push(busybox_image(), "test/loopback")
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "pull", "-a", str(engine.address), ref],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{ref}: {busybox_image().descriptor.digest}" in done.stdout
+    local = ref.replace("127.0.0.1", "localhost")
+
+    async def through_the_api() -> images_api.Image | None:
+        client = Client(str(engine.address), "default")
+        try:
+            last = None
+            async for progress in client.images.pull(images_api.PullImageRequest(ref=local)):
+                last = progress
+            return last.image if last else None
+        finally:
+            client.close()
+
+    image = asyncio.run(through_the_api())
+    assert image is not None and image.name == local
+
+
+async def test_unpack_reports_applied_bytes(client: Client, registry: Registry) -> None:
+    big = make_layer([file("data/blob", os.urandom(3 << 20))])
+    built = single(build_image([busybox_layer(), big]))
+    ref = registry.push(built, "test/applied")
+    _image, seen = await pull(client, ref)
+    final = {layer.digest: layer for layer in seen[-1].layers}
+    for layer in built.images[0].layers:
+        got = final[layer.descriptor.digest]
+        assert got.state == "unpacked"
+        # The unpack read the whole blob, and said so as it went.
+        assert got.applied == layer.descriptor.size
+    assert any(p.phase == "unpacking" and "layer" in p.message for p in seen) or any(
+        "unpacking layer" in p.message for p in seen
+    )

@@ -369,9 +369,25 @@ async def test_hosts_dir_server_and_mirror_fallback(registry: Registry, workdir:
         assert await client.fetch_manifest(ref, root) == built.root
 
 
-async def test_https_to_plain_registry_explains(registry: Registry) -> None:
-    ref = registry.push(busybox_image(), "test/tls", "v1")
+async def test_loopback_registry_falls_back_to_plain_http(registry: Registry) -> None:
+    built = busybox_image()
+    ref = registry.push(built, "test/tls", "v1")
     async with RegistryClient(Hosts(), retry=FAST) as client:
+        root = await client.resolve(ref)
+        assert root.digest == built.descriptor.digest
+        assert await client.fetch_manifest(ref, root) == built.root
+    # The same registry named as localhost falls back too.
+    local = ref.replace("127.0.0.1", "localhost")
+    async with RegistryClient(Hosts(), retry=FAST) as client:
+        assert (await client.resolve(local)).digest == built.descriptor.digest
+
+
+async def test_https_to_plain_registry_explains(registry: Registry, tmp_path: Path) -> None:
+    # Explicit TLS settings mean TLS, so even a loopback registry does not fall back.
+    ref = registry.push(busybox_image(), "test/tls", "v1")
+    (tmp_path / registry.host).mkdir()
+    (tmp_path / registry.host / "hosts.toml").write_text("skip_verify = true\n")
+    async with RegistryClient(Hosts(str(tmp_path)), retry=FAST) as client:
         with pytest.raises(FailedPrecondition, match="plain HTTP"):
             await client.resolve(ref)
 

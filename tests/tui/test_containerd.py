@@ -100,3 +100,6 @@ async def test_the_console_shows_what_ctr_shows_on_containerd(
         await until(pilot, lambda: job.finished)
         assert f"The engine at {address} has no server-side pull" in job.error
         assert f"ctr -a {address} -n default images pull" in job.error
+        # It says so in the pull's dialog, once: no toast repeats it.
+        assert isinstance(app.screen, PullScreen) and app.screen.job is job
+        assert not any(job.error in str(n.message) for n in app._notifications)

@@ -20,9 +20,12 @@ def write(root: Path, name: str, text: str) -> Path:
 def test_defaults_without_a_hosts_dir() -> None:
     assert Hosts().endpoints("docker.io") == [Endpoint("https", "registry-1.docker.io")]
     assert Hosts().endpoints("quay.io") == [Endpoint("https", "quay.io")]
-    # Loopback is not made plain behind the operator's back.
-    assert Hosts().endpoints("127.0.0.1:5000")[0].scheme == "https"
-    assert Hosts().endpoints("localhost:5000")[0].scheme == "https"
+    # Loopback is tried with TLS first and may fall back to plain HTTP, as in containerd 1.7+.
+    for host in ("127.0.0.1:5000", "localhost:5000", "127.3.4.5", "[::1]:5000", "LOCALHOST"):
+        assert Hosts().endpoints(host) == [Endpoint("https", host, http_fallback=True)], host
+    # Anywhere else plain HTTP stays opt-in.
+    for host in ("10.0.0.1:5000", "quay.io", "localhost.example:5000", "[fe80::1]:5000"):
+        assert not Hosts().endpoints(host)[0].http_fallback, host
     plain = Hosts(plain_http=True).endpoints("127.0.0.1:5000")
     assert plain == [Endpoint("http", "127.0.0.1:5000")]
     assert plain[0].base_url == "http://127.0.0.1:5000/v2"
@@ -122,3 +125,24 @@ def test_missing_ca_file_is_reported(tmp_path: Path) -> None:
     ep = Endpoint("https", "x.io", ca_files=(str(tmp_path / "absent.pem"),))
     with pytest.raises(InvalidArgument, match=r"absent\.pem"):
         ep.ssl_context()
+
+
+def test_loopback_fallback_only_without_explicit_tls(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "127.0.0.1:5000",
+        """
+server = "https://127.0.0.1:5000"
+
+[host."https://127.0.0.1:5001"]
+  ca = "ca.pem"
+
+[host."https://localhost:5002"]
+""",
+    )
+    eps = Hosts(str(tmp_path)).endpoints("127.0.0.1:5000")
+    assert [(e.host, e.http_fallback) for e in eps] == [
+        ("127.0.0.1:5001", False),
+        ("localhost:5002", True),
+        ("127.0.0.1:5000", True),
+    ]

@@ -1,7 +1,7 @@
-"""Small modal dialogs: confirm, pick one of a list, and the run form.
+"""Small modal dialogs: confirm, pick one of a list, and the Run form.
 
 Each returns its answer through `dismiss`, so the caller awaits a plain value
-(`True`/`False`, the picked option, the form's fields, or None for cancel).
+(`True`/`False`, the picked option, the run options, or None for cancel).
 Questions, titles and options name things from the node, so they are shown
 as plain text (`tui.plain`).
 """
@@ -14,12 +14,13 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, OptionList, Select
 from textual.widgets.option_list import Option
 
 from tui.plain import plain
+from tui.spec import OptionError, RunOptions
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -120,20 +121,28 @@ class PickScreen(ModalScreen[Pick | None]):
         self.dismiss(None)
 
 
-@dataclass(frozen=True)
-class RunForm:
-    container_id: str
-    snapshotter: str
-    runtime: str
+class RunScreen(ModalScreen[RunOptions | None]):
+    """The Run form: what `ctr run` asks, each field defaulting to the image's choice.
 
-
-class RunScreen(ModalScreen[RunForm | None]):
-    """The few choices of `run`: the new container's id, its snapshotter and runtime."""
+    The new container's id, its command (shell words; empty runs the image's),
+    environment (`NAME=VALUE` words), working directory, one bind mount
+    (`SRC:DST[:ro]`), snapshotter and runtime, and whether it gets a terminal, is
+    removed when it exits (`--rm`) and has a read-only root filesystem. A field that
+    cannot be used says so in the form, which stays open.
+    """
 
     BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "cancel", "cancel", id="run.cancel")]
 
     def __init__(
-        self, image: str, suggested_id: str, snapshotters: list[str], snapshotter: str, runtime: str
+        self,
+        image: str,
+        suggested_id: str,
+        snapshotters: list[str],
+        snapshotter: str,
+        runtime: str,
+        *,
+        default_command: str = "",
+        default_cwd: str = "",
     ) -> None:
         super().__init__()
         self.image = image
@@ -141,42 +150,84 @@ class RunScreen(ModalScreen[RunForm | None]):
         self.snapshotters = snapshotters or [snapshotter]
         self.snapshotter = snapshotter
         self.runtime = runtime
+        self.default_command = default_command
+        self.default_cwd = default_cwd
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label(plain(f"Run {self.image}"), classes="dialog-title")
-            yield Label("container id")
-            yield Input(self.suggested_id, id="run-id")
-            yield Label("snapshotter")
-            yield Select(
-                [(s, s) for s in self.snapshotters],
-                value=self.snapshotter if self.snapshotter in self.snapshotters else Select.BLANK,
-                allow_blank=False,
-                id="run-snapshotter",
-            )
-            yield Label("runtime")
-            yield Input(self.runtime, id="run-runtime")
+        with Vertical(classes="dialog run") as box:
+            box.border_title = plain(f"Run {self.image}")
+            box.border_subtitle = "enter runs · esc cancels"
+            with Grid(classes="run-grid"):
+                yield Label("container id")
+                yield Input(self.suggested_id, id="run-id", compact=True)
+                yield Label("command")
+                image_command = f"image's: {self.default_command}" if self.default_command else ""
+                yield Input(
+                    placeholder=image_command or "the image's command",
+                    id="run-args",
+                    compact=True,
+                )
+                yield Label("environment")
+                yield Input(placeholder="NAME=VALUE ...", id="run-env", compact=True)
+                yield Label("working dir")
+                cwd_hint = f"image's: {self.default_cwd}" if self.default_cwd else "the image's"
+                yield Input(placeholder=cwd_hint, id="run-cwd", compact=True)
+                yield Label("mount")
+                yield Input(placeholder="none (SRC:DST[:ro])", id="run-mount", compact=True)
+                yield Label("snapshotter")
+                yield Select(
+                    [(plain(s), s) for s in self.snapshotters],
+                    value=self.snapshotter
+                    if self.snapshotter in self.snapshotters
+                    else Select.BLANK,
+                    allow_blank=False,
+                    id="run-snapshotter",
+                )
+                yield Label("runtime")
+                yield Input(self.runtime, id="run-runtime", compact=True)
+            with Horizontal(classes="run-flags"):
+                yield Checkbox("tty", id="run-tty", compact=True)
+                yield Checkbox("remove when it exits", id="run-rm", compact=True)
+                yield Checkbox("read-only rootfs", id="run-read-only", compact=True)
+            yield Label("", id="run-problem", classes="dialog-detail hidden")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Run", id="run", variant="primary")
-                yield Button("Cancel", id="cancel")
+                yield Button("Run", id="run", variant="primary", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#run-id", Input).focus()
 
+    def options(self) -> RunOptions:
+        def text(name: str) -> str:
+            return self.query_one(f"#run-{name}", Input).value
+
+        def checked(name: str) -> bool:
+            return self.query_one(f"#run-{name}", Checkbox).value
+
+        return RunOptions.parse(
+            text("id"),
+            str(self.query_one("#run-snapshotter", Select).value),
+            runtime=text("runtime"),
+            args=text("args"),
+            env=text("env"),
+            cwd=text("cwd"),
+            tty=checked("tty"),
+            remove=checked("rm"),
+            read_only=checked("read-only"),
+            mount=text("mount"),
+        )
+
     @on(Input.Submitted)
     @on(Button.Pressed, "#run")
     def submit(self) -> None:
-        container_id = self.query_one("#run-id", Input).value.strip()
-        if not container_id:
-            self.notify("a container needs an id", severity="warning")
+        try:
+            options = self.options()
+        except OptionError as exc:
+            problem = self.query_one("#run-problem", Label)
+            problem.update(str(exc))
+            problem.remove_class("hidden")
             return
-        self.dismiss(
-            RunForm(
-                container_id=container_id,
-                snapshotter=str(self.query_one("#run-snapshotter", Select).value),
-                runtime=self.query_one("#run-runtime", Input).value.strip(),
-            )
-        )
+        self.dismiss(options)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

@@ -34,11 +34,13 @@ from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Input, Static
 
 from core import status as engine_status
+from core.api.containerd.services.images import v1 as images_api
 from core.client import Client
 from tui import commands, operations
+from tui import spec as specs
 from tui.commands import CONTAINERS, CONTENT, EVENTS, IMAGES, NAMESPACES, SNAPSHOTS
 from tui.plain import plain
-from tui.screens.dialogs import ConfirmScreen, Pick, PickScreen, RunForm, RunScreen
+from tui.screens.dialogs import ConfirmScreen, Pick, PickScreen, RunScreen
 from tui.screens.engine import EngineScreen, health_text
 from tui.screens.help import HelpScreen
 from tui.screens.inspect import (
@@ -50,7 +52,8 @@ from tui.screens.inspect import (
     snapshot_sections,
 )
 from tui.screens.logs import LogsScreen
-from tui.screens.pull import PullScreen
+from tui.screens.pull import PullScreen, registry_host
+from tui.spec import RunOptions
 from tui.state import NodeState
 from tui.widgets.event_log import EventLog
 from tui.widgets.footer import KeyFooter
@@ -92,7 +95,7 @@ JUMPS = {
     "namespaces": NAMESPACES,
 }
 CMDLINE_HELP = (
-    ":images  :containers  :snapshots  :content  :events  :ns NAME  :pull REF  "
+    ":images  :containers  :snapshots  :content  :events  :ns NAME  :pull REF  :run IMAGE [ARGS]  "
     ":engine  :theme light|dark  :teach  :q"
 )
 
@@ -331,6 +334,15 @@ class MainScreen(Screen[None]):
         if line is not None:
             self.console.teach(line)
 
+    def teach_steps(self, **fields: str) -> operations.Steps:
+        """Teaches each step an action takes, with the namespace it was started in."""
+        namespace = self.node.namespace
+
+        def step(name: str) -> None:
+            self.console.teach(commands.step_line(name, ns=namespace, **fields))
+
+        return step
+
     def selected(self, pane: str) -> Hashable | None:
         if pane not in (*commands.RESOURCE_PANES, NAMESPACES):
             return None
@@ -356,7 +368,7 @@ class MainScreen(Screen[None]):
 
     def open_pull(self, ref: str = "") -> None:
         job = self.console.pull_job
-        if job is not None and not job.finished:
+        if job is not None and (not job.finished or (job.error and not job.error_seen)):
             self.app.push_screen(PullScreen(job=job))
             return
         node = self.node
@@ -366,21 +378,67 @@ class MainScreen(Screen[None]):
             snapshotter=default,
             platform="",
             ref=ref,
+            plain_http=self.console.plain_http,
         )
 
         def start(request: Any) -> None:
-            if request is None:
-                return
-            flags = " --plain-http" if request.plain_http else ""
-            if request.snapshotter:
-                flags += f" --snapshotter {shlex.quote(request.snapshotter)}"
-            if request.platform:
-                flags += f" --platform {shlex.quote(request.platform)}"
-            self.teach("app.pull", commands.SCREEN, flags=flags, ref=request.ref)
-            job = self.console.start_pull(request)
-            self.app.push_screen(PullScreen(job=job))
+            if request is not None:
+                self.start_pull(request)
 
         self.app.push_screen(form, start)
+
+    def start_pull(self, request: images_api.PullImageRequest) -> None:
+        job = self.console.pull_job
+        if job is not None and not job.finished:
+            self.notify("a pull is already going; p shows it", severity="warning")
+            return
+        self.console.plain_http[registry_host(request.ref)] = request.plain_http
+        flags = " --plain-http" if request.plain_http else ""
+        if request.snapshotter:
+            flags += f" --snapshotter {shlex.quote(request.snapshotter)}"
+        if request.platform:
+            flags += f" --platform {shlex.quote(request.platform)}"
+        self.teach("app.pull", commands.SCREEN, flags=flags, ref=request.ref)
+        self.app.push_screen(PullScreen(job=self.console.start_pull(request)))
+
+    def pull_line(self, args: list[str]) -> None:
+        """`:pull REF [--plain-http] [--snapshotter S] [--platform P]` pulls at once."""
+        if self.read_only:
+            self.refuse(commands.BY_ID["app.pull"])
+            return
+        if not args:
+            self.open_pull()
+            return
+        ref, plain_http = "", False
+        snapshotter, platform = self.console.settings.snapshotter, ""
+        words = iter(args)
+        for word in words:
+            name, eq, value = word.partition("=")
+            if name in ("--snapshotter", "--platform"):
+                value = value if eq else next(words, "")
+                if not value:
+                    self.notify(f":pull {name} needs a value", severity="error", markup=False)
+                    return
+                if name == "--snapshotter":
+                    snapshotter = value
+                else:
+                    platform = value
+            elif word == "--plain-http":
+                plain_http = True
+            elif word.startswith("-") or ref:
+                self.notify(
+                    f":pull does not take {word!r}: "
+                    ":pull REF [--plain-http] [--snapshotter S] [--platform P]",
+                    severity="error",
+                    markup=False,
+                )
+                return
+            else:
+                ref = word
+        if not ref:
+            self.open_pull()
+            return
+        self.start_pull(operations.pull_request(ref, snapshotter, platform, plain_http))
 
     def do_app_help(self, pane: str) -> None:
         settings = self.console.settings
@@ -563,16 +621,15 @@ class MainScreen(Screen[None]):
             self.do_app_help(self._pane)
         elif verb == "engine":
             self.do_app_engine(self._pane)
-        elif verb == "pull":
-            self.action_command("app.pull") if not args else self._pull_ref(args[0])
+        elif verb in ("run", "pull"):
+            try:
+                args = shlex.split(text.strip().lstrip(":"))[1:]
+            except ValueError as exc:
+                self.notify(f":{verb}: {exc}", severity="error", markup=False)
+                return
+            (self.run_line_run if verb == "run" else self.pull_line)(args)
         else:
             self.notify(f"unknown command :{text.strip()}; try {CMDLINE_HELP}", severity="error")
-
-    def _pull_ref(self, ref: str) -> None:
-        if self.read_only:
-            self.refuse(commands.BY_ID["app.pull"])
-            return
-        self.open_pull(ref)
 
     # --- namespaces pane --------------------------------------------------------------
 
@@ -599,40 +656,94 @@ class MainScreen(Screen[None]):
         client = self.client()
         if image is None or client is None:
             return
-        name = str(image)
-        base = re.sub(r"[^A-Za-z0-9_.-]", "-", name.rsplit("/", 1)[-1].split("@")[0])
+        self.open_run(client, str(image))
+
+    def suggested_id(self, image: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_.-]", "-", image.rsplit("/", 1)[-1].split("@")[0])
         suggested = base.replace(":", "-")
         n = 1
         while f"{suggested}-{n}" in self.node.containers:
             n += 1
-        settings = self.console.settings
+        return f"{suggested}-{n}"
+
+    @work(group="actions")
+    async def open_run(self, client: Client, image: str) -> None:
+        # The form shows what the image runs by default, so an empty field says something.
+        try:
+            config = (await operations.image_detail(client, image)).config or {}
+        except operations.ConsoleError:
+            config = {}
         dialog = RunScreen(
-            name,
-            f"{suggested}-{n}",
+            image,
+            self.suggested_id(image),
             self.node.snapshotters,
-            settings.snapshotter,
+            self.console.settings.snapshotter,
             operations.DEFAULT_RUNTIME,
+            default_command=shlex.join(specs.default_command(config)) if config else "",
+            default_cwd=str((config.get("config") or {}).get("WorkingDir") or ""),
         )
 
-        def go(form: RunForm | None) -> None:
-            if form is None:
-                return
-            self.teach(
-                "image.run", IMAGES, ref=name, id=form.container_id, snapshotter=form.snapshotter
-            )
-            self.perform(
-                "run",
-                lambda: operations.run(
-                    client,
-                    name,
-                    form.container_id,
-                    snapshotter=form.snapshotter,
-                    runtime=form.runtime or operations.DEFAULT_RUNTIME,
-                ),
-                f"started {form.container_id}",
-            )
+        def go(options: RunOptions | None) -> None:
+            if options is not None:
+                self.run_image(client, image, options)
 
         self.app.push_screen(dialog, go)
+
+    def run_line_run(self, args: list[str]) -> None:
+        """`:run IMAGE [ARGS...]`: run at once with the image's defaults and these arguments."""
+        if self.read_only:
+            self.refuse(commands.BY_ID["image.run"])
+            return
+        client = self.client()
+        if not args or client is None:
+            if not args:
+                self.notify(":run needs an image: :run IMAGE [ARGS...]", severity="warning")
+            return
+        image = args[0]
+        options = RunOptions(
+            container_id=self.suggested_id(image),
+            snapshotter=self.console.settings.snapshotter,
+            args=tuple(args[1:]),
+        )
+        self.run_image(client, image, options)
+
+    def run_image(self, client: Client, image: str, options: RunOptions) -> None:
+        flags = " " + shlex.join(options.ctr_flags())
+        tail = " " + shlex.join(options.args) if options.args else ""
+        self.teach("image.run", IMAGES, flags=flags, tail=tail, ref=image, id=options.container_id)
+        self.run_worker(self._run(client, image, options), group="actions")
+
+    async def _run(self, client: Client, image: str, options: RunOptions) -> None:
+        cid = options.container_id
+        try:
+            result = await operations.run(client, image, options)
+        except operations.ConsoleError as exc:
+            self.notify(exc.message, severity="error", title="run", timeout=8)
+            return
+        if result.exit_status is None:
+            self.notify(f"started {cid} (pid {result.pid})", title="run")
+            if options.remove:
+                self.run_worker(self._remove_on_exit(client, cid), group="remove-on-exit")
+            return
+        gone = " and was removed" if options.remove else ""
+        output = "\n".join(result.output) if result.output else "(no output)"
+        self.notify(
+            f"{cid} exited with code {result.exit_status}{gone}:\n{output}",
+            title="run",
+            severity="information" if result.exit_status == 0 else "warning",
+            timeout=12,
+            markup=False,
+        )
+
+    async def _remove_on_exit(self, client: Client, cid: str) -> None:
+        # --rm: the console waits for the task (as `ctr run --rm` does) and removes it after.
+        try:
+            status = await operations.wait_exit(client, cid, None)
+            await operations.delete_container(client, cid)
+        except operations.ConsoleError as exc:
+            self.notify(exc.message, severity="error", title=f"remove {cid}", timeout=8)
+            return
+        self.console.note(f"{cid} exited with code {status} and was removed")
 
     # --- containers -------------------------------------------------------------------
 
@@ -648,8 +759,8 @@ class MainScreen(Screen[None]):
         client = self.client()
         if cid is None or client is None:
             return
-        self.teach("container.start", CONTAINERS, id=cid)
-        self.perform("start", lambda: operations.start(client, cid), f"started {cid}")
+        steps = self.teach_steps(id=cid)
+        self.perform("start", lambda: operations.start(client, cid, steps=steps), f"started {cid}")
 
     def do_container_pause(self, pane: str) -> None:
         cid = self._container(pane)
@@ -715,7 +826,8 @@ class MainScreen(Screen[None]):
             detail = "Its task is live: it gets SIGKILL first. " if live else ""
             detail += "Its snapshot goes with it."
             fields = {"id": cid}
-            action = lambda: operations.delete_container(client, cid)  # noqa: E731
+            steps = self.teach_steps(id=cid)
+            action = lambda: operations.delete_container(client, cid, steps=steps)  # noqa: E731
         elif pane == IMAGES:
             question, detail = f"Delete image {key}?", self._image_users(str(key))
             fields = {"ref": str(key)}
@@ -738,7 +850,9 @@ class MainScreen(Screen[None]):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.teach("table.delete", pane, **fields)
+                if pane != CONTAINERS:
+                    # A container's delete teaches its steps as it takes them.
+                    self.teach("table.delete", pane, **fields)
                 self.perform("delete", action, f"deleted {key if isinstance(key, str) else key[1]}")
 
         self.app.push_screen(ConfirmScreen(question, detail), answered)

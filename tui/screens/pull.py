@@ -41,6 +41,7 @@ class LayerState:
     size: int
     offset: int = 0
     state: str = "waiting"
+    applied: int = 0
     rate: float | None = None
     seen_at: datetime | None = None
 
@@ -55,6 +56,8 @@ class PullJob:
     image: images_api.Image | None = None
     error: str = ""
     finished: bool = False
+    # Whether the operator has seen the failure in the dialog (else `p` shows it first).
+    error_seen: bool = False
 
     def apply(self, progress: images_api.PullImageProgress) -> None:
         now = self.clock()
@@ -72,6 +75,7 @@ class PullJob:
             layer.size = lp.size or layer.size
             layer.offset = lp.offset
             layer.state = lp.state or layer.state
+            layer.applied = max(layer.applied, lp.applied)
             layer.seen_at = now
             if layer.state in DONE_STATES:
                 layer.rate = None
@@ -101,13 +105,18 @@ def render_job(job: PullJob) -> RenderableType:
     for i, layer in enumerate(job.layers.values(), 1):
         total = max(layer.size, 1)
         done = layer.size if layer.state in DONE_STATES else min(layer.offset, total)
+        state = layer.state
+        if layer.state == "unpacking":
+            # The bar follows the unpack now: how much of the blob has been applied.
+            done = min(layer.applied, total)
+            state = f"unpacking, {size(layer.applied)} applied"
         table.add_row(
             f"layer {i}",
             size(layer.size),
             ProgressBar(total=total, completed=done, width=BAR_WIDTH, animation_time=0.0),
             f"{done * 100 // total}%",
-            f"{size(int(layer.rate))}/s" if layer.rate else "",
-            plain(layer.state),
+            f"{size(int(layer.rate))}/s" if layer.rate and layer.state != "unpacking" else "",
+            plain(state),
         )
     if job.error:
         status = plain(f"failed: {job.error}", "bold", lines=True)
@@ -123,8 +132,28 @@ def render_job(job: PullJob) -> RenderableType:
     return Group(header, table, summary, status)
 
 
+def registry_host(ref: str) -> str:
+    """The registry a reference names, as the engine reads it (`docker.io` when none)."""
+    first, slash, _rest = ref.strip().partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first.lower()
+    return "docker.io"
+
+
+def subtitle(job: PullJob) -> str:
+    if job.error:
+        return "failed · esc closes"
+    if job.finished:
+        return "done · esc closes"
+    return "esc hides · the pull goes on"
+
+
 class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
-    """The pull form; or, given a job, that job's progress."""
+    """The pull form; or, given a job, that job's progress.
+
+    `plain_http` is the session's plain-HTTP choice per registry host (the app keeps
+    it); the checkbox follows the registry of the reference being typed.
+    """
 
     BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "hide", "hide", id="pull.hide")]
 
@@ -136,9 +165,11 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
         snapshotter: str = "overlayfs",
         platform: str = "",
         ref: str = "",
+        plain_http: dict[str, bool] | None = None,
     ) -> None:
         super().__init__()
         self.job = job
+        self.plain_http = plain_http if plain_http is not None else {}
         self.snapshotters = snapshotters or [snapshotter]
         self.snapshotter = snapshotter
         self.platform = platform
@@ -147,15 +178,16 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog pull") as box:
             box.border_title = plain(self.job.title) if self.job else "Pull an image"
-            box.border_subtitle = "esc hides · the pull goes on" if self.job else "esc cancels"
+            box.border_subtitle = subtitle(self.job) if self.job else "esc cancels"
             if self.job is None:
                 yield Label("reference")
-                yield Input(self.ref, placeholder="127.0.0.1:5000/busybox:latest", id="pull-ref")
+                hint = "type an image reference: [HOST/]NAME[:TAG]"
+                yield Input(self.ref, placeholder=hint, id="pull-ref")
                 with Horizontal(classes="pull-row"):
                     with Vertical():
                         yield Label("snapshotter")
                         yield Select(
-                            [(s, s) for s in self.snapshotters],
+                            [(plain(s), s) for s in self.snapshotters],
                             value=self.snapshotter
                             if self.snapshotter in self.snapshotters
                             else Select.BLANK,
@@ -165,7 +197,11 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
                     with Vertical():
                         yield Label("platform")
                         yield Input(self.platform, id="pull-platform")
-                yield Checkbox("plain HTTP (a registry without TLS)", id="pull-plain-http")
+                yield Checkbox(
+                    "plain HTTP (a registry without TLS; loopback falls back by itself)",
+                    self.plain_http.get(registry_host(self.ref), False) if self.ref else False,
+                    id="pull-plain-http",
+                )
                 with Horizontal(classes="dialog-buttons"):
                     yield Button("Pull", id="pull-go", variant="primary")
                     yield Button("Cancel", id="pull-cancel")
@@ -181,6 +217,15 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
     def redraw(self) -> None:
         if self.job is not None:
             self.query_one("#pull-progress", Static).update(render_job(self.job))
+            self.query_one(".pull").border_subtitle = subtitle(self.job)
+            if self.job.error:
+                self.job.error_seen = True
+
+    @on(Input.Changed, "#pull-ref")
+    def ref_changed(self, event: Input.Changed) -> None:
+        remembered = self.plain_http.get(registry_host(event.value))
+        if remembered is not None:
+            self.query_one("#pull-plain-http", Checkbox).value = remembered
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#pull-go")
@@ -191,12 +236,13 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
         if not ref:
             self.notify("a pull needs an image reference", severity="warning")
             return
+        plain_http = self.query_one("#pull-plain-http", Checkbox).value
         self.dismiss(
             images_api.PullImageRequest(
                 ref=ref,
                 snapshotter=str(self.query_one("#pull-snapshotter", Select).value),
                 platform=self.query_one("#pull-platform", Input).value.strip(),
-                plain_http=self.query_one("#pull-plain-http", Checkbox).value,
+                plain_http=plain_http,
             )
         )
 
