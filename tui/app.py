@@ -26,7 +26,7 @@ from textual.app import App
 from textual.css.query import NoMatches
 
 from core.api.containerd.services.images import v1 as images_api
-from core.client import Client
+from core.client import Client, ClientTLS
 from tui import keymap as keymaps
 from tui import launcher, operations
 from tui.palette import ConsoleCommands
@@ -51,6 +51,8 @@ class Settings:
     snapshotter: str = "overlayfs"
     keymap: dict[str, str] = field(default_factory=dict)
     keymap_path: Path = field(default_factory=keymaps.default_path)
+    # How to reach a tcp:// engine; None for a local socket or --plaintext.
+    tls: ClientTLS | None = None
 
 
 class CtrdeckApp(App[int]):
@@ -179,8 +181,11 @@ class CtrdeckApp(App[int]):
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    """The console's settings from its flags; `LaunchError` for contradictory TLS flags."""
+    target = launcher.target(args)
     return Settings(
-        address=launcher.resolve_address(args.address),
+        address=target.address,
+        tls=target.tls,
         namespace=args.namespace,
         read_only=args.read_only,
         teaching=getattr(args, "teach", False),
@@ -192,7 +197,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     """`ctrdeck`: find (or start) the engine, then run the console until it quits."""
-    settings = settings_from(args)
+    try:
+        settings = settings_from(args)
+    except launcher.LaunchError as exc:
+        print(f"ctrdeck: {exc}")
+        return 2
     try:
         settings.keymap = keymaps.load(getattr(args, "keymap", None))
     except keymaps.KeymapError as exc:
@@ -201,11 +210,13 @@ def run(args: argparse.Namespace) -> int:
     started: launcher.EngineLaunch | None = None
     if not getattr(args, "no_start", False):
         try:
-            started = asyncio.run(launcher.ensure_engine(settings.address))
+            started = asyncio.run(launcher.ensure_engine(settings.address, tls=settings.tls))
         except launcher.LaunchError as exc:
             print(f"ctrdeck: {exc}")
             return 1
-    app = CtrdeckApp(settings, connect=lambda: Client(settings.address, settings.namespace))
+    app = CtrdeckApp(
+        settings, connect=lambda: Client(settings.address, settings.namespace, tls=settings.tls)
+    )
     app.run()
     if started is not None and started.started:
         print(
