@@ -17,6 +17,7 @@ setting or flag and the file.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -199,7 +200,7 @@ class TCPChannel(Channel):
 
     def __init__(self, host: str, port: int, tls: ClientTLS | None) -> None:
         self.tls = tls
-        super().__init__(host, port, ssl=tls.context() if tls is not None else None)
+        super().__init__(host, port, ssl=_shared_context(tls) if tls is not None else None)
         self.where = self._authority
 
     def _protocol_factory(self) -> H2Protocol:
@@ -257,6 +258,14 @@ class TCPChannel(Channel):
             "the TLS handshake); the certificate must be signed by the CA the engine's "
             "grpc.tcp_tls_ca names, be valid now, and allow client authentication"
         )
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_context(tls: ClientTLS) -> ssl.SSLContext:
+    # A console reconnects and probes often; reading and parsing the PEM files
+    # each time costs about a millisecond. A file replaced on disk is read
+    # again by the next process.
+    return tls.context()
 
 
 def _protocol_args(protocol: H2Protocol) -> tuple[Any, Any, Any]:
