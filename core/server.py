@@ -132,6 +132,12 @@ class EngineServer:
         security = tls.listener_security(g.tcp_tls_cert, g.tcp_tls_ca)
         address = listeners.bound_address(sock)
         log.info("serving gRPC on tcp://%s (%s)", address, listeners.SECURITY_NAMES[security])
+        if security == listeners.PLAINTEXT and not listeners.is_loopback(sock.getsockname()[0]):
+            log.warning(
+                "tcp://%s is plaintext off loopback (grpc.tcp_insecure = true): anyone who "
+                "reaches it can drive this engine",
+                address,
+            )
         return address, security
 
     def _export_listeners(self, tcp: str, tcp_security: str) -> None:

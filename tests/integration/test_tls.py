@@ -302,7 +302,9 @@ def test_plaintext_off_loopback_starts_when_the_config_says_so() -> None:
         address, security = tcp_listener(engine)
         assert address.startswith("tcp://0.0.0.0:")
         assert security == "plaintext"
-        assert "serving gRPC on tcp://0.0.0.0:" in engine.log.read_text()
+        log = engine.log.read_text()
+        assert "serving gRPC on tcp://0.0.0.0:" in log
+        assert "plaintext off loopback (grpc.tcp_insecure = true)" in log
     finally:
         engine.stop(cleanup=True)
 
