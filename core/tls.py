@@ -20,10 +20,11 @@ import asyncio
 import functools
 import ssl
 from dataclasses import dataclass
-from typing import Any
 
-from grpclib.client import Channel
+from grpclib.client import Channel, Handler
+from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
+from h2.config import H2Configuration
 
 from core import listeners
 from core.errors import InvalidArgument
@@ -174,8 +175,8 @@ def describe(where: str, exc: BaseException) -> str:
 class _FirstBytes(H2Protocol):
     """grpclib's protocol, noting whether the server said anything before the connection ended."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, handler: Handler, config: Configuration, h2_config: H2Configuration) -> None:
+        super().__init__(handler, config, h2_config)
         self.answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
@@ -204,10 +205,10 @@ class TCPChannel(Channel):
         self.where = self._authority
 
     def _protocol_factory(self) -> H2Protocol:
-        return _FirstBytes(*_protocol_args(super()._protocol_factory()))
+        return _FirstBytes(Handler(), self._config, self._h2_config)
 
     async def _create_connection(self) -> H2Protocol:
-        with_cert = self.tls is not None and bool(self.tls.cert)
+        transport: asyncio.BaseTransport | None = None
         protocol: _FirstBytes | None = None
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
@@ -218,27 +219,34 @@ class TCPChannel(Channel):
                 protocol = made
                 ssl_object = transport.get_extra_info("ssl_object")
                 if ssl_object is not None and ssl_object.selected_alpn_protocol() != ALPN:
-                    transport.close()
                     raise ConnectFailed(
                         f"{self.where} did not agree to HTTP/2 in the TLS handshake (ALPN); "
                         "is it a gRPC server?"
                     )
                 await protocol.answered
-        except ConnectFailed:
-            raise
-        except TimeoutError:
-            raise ConnectFailed(
-                f"{self.where} did not finish connecting within {HANDSHAKE_TIMEOUT:g}s"
-            ) from None
-        except ConnectionRefusedError:
-            raise
-        except (ssl.SSLError, OSError) as exc:
-            if protocol is not None and not isinstance(exc, ssl.SSLError):
-                raise ConnectFailed(self._closed_early(with_cert)) from None
-            raise ConnectFailed(describe(self.where, exc)) from None
-        return protocol
+            return protocol
+        except BaseException as exc:
+            if protocol is not None:
+                # Nobody waits for the answer any more; the abort below must not set it.
+                protocol.answered.cancel()
+            if transport is not None:
+                transport.abort()
+            raise self._failure(exc, connected=transport is not None) from None
 
-    def _closed_early(self, with_cert: bool) -> str:
+    def _failure(self, exc: BaseException, *, connected: bool) -> BaseException:
+        if isinstance(exc, ConnectFailed) or not isinstance(exc, OSError | TimeoutError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return ConnectFailed(
+                f"{self.where} did not finish connecting within {HANDSHAKE_TIMEOUT:g}s"
+            )
+        if isinstance(exc, ConnectionRefusedError):
+            return ConnectFailed(f"nothing is listening on {self.where} (connection refused)")
+        if connected and not isinstance(exc, ssl.SSLError):
+            return ConnectFailed(self._closed_early())
+        return ConnectFailed(describe(self.where, exc))
+
+    def _closed_early(self) -> str:
         # A TLS server that refuses the client's certificate closes the
         # connection right after the handshake, often without an alert, so
         # what the client sent is the best clue to why.
@@ -247,7 +255,7 @@ class TCPChannel(Channel):
                 f"{self.where} closed the connection before answering; if it serves TLS, "
                 "connect with --tls-ca (and --tls-cert, --tls-key) instead of --plaintext"
             )
-        if not with_cert:
+        if self.tls is None or not self.tls.cert:
             return (
                 f"{self.where} closed the connection after the TLS handshake: it requires a "
                 "client certificate; pass --tls-cert and --tls-key (signed by the CA the "
@@ -266,7 +274,3 @@ def _shared_context(tls: ClientTLS) -> ssl.SSLContext:
     # each time costs about a millisecond. A file replaced on disk is read
     # again by the next process.
     return tls.context()
-
-
-def _protocol_args(protocol: H2Protocol) -> tuple[Any, Any, Any]:
-    return protocol.handler, protocol.config, protocol.h2_config

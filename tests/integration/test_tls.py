@@ -323,3 +323,13 @@ def test_unreadable_certificates_refuse_to_start(tmp_path: Path, pki: Pki) -> No
     )
     assert mismatched.returncode == 1
     assert "is not the private key of grpc.tcp_tls_cert" in mismatched.stderr
+
+
+async def test_nothing_listening_is_said_in_words() -> None:
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    client = Client(address, "default", tls=ClientTLS(), timeout=10)
+    try:
+        with pytest.raises(ConnectFailed, match=f"nothing is listening on {where(address)}"):
+            await client.server_version()
+    finally:
+        client.close()
