@@ -68,20 +68,27 @@ def call_for(engine: str, client: Client) -> Callable[[], Awaitable[object]]:
     return cri_version
 
 
-async def unary(engine: str, address: str, tls: ClientTLS | None, calls: int) -> dict[str, float]:
-    client = Client(address, "default", tls=tls)
+async def paired(
+    engine: str, unix: str, tcp: str, tls: ClientTLS | None, calls: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The same call over the Unix socket and over TCP, alternating, so both see the same load."""
+    local = Client(unix, "default")
+    remote = Client(tcp, "default", tls=tls)
     try:
-        call = call_for(engine, client)
+        calls_of = (call_for(engine, local), call_for(engine, remote))
         for _ in range(100):
-            await call()
-        samples = []
+            for call in calls_of:
+                await call()
+        samples: tuple[list[float], list[float]] = ([], [])
         for _ in range(calls):
-            t = time.perf_counter()
-            await call()
-            samples.append((time.perf_counter() - t) * 1000)
-        return summary(samples)
+            for call, out in zip(calls_of, samples, strict=True):
+                t = time.perf_counter()
+                await call()
+                out.append((time.perf_counter() - t) * 1000)
+        return summary(samples[0]), summary(samples[1])
     finally:
-        client.close()
+        local.close()
+        remote.close()
 
 
 async def connects(engine: str, address: str, tls: ClientTLS | None) -> dict[str, float]:
@@ -98,14 +105,12 @@ async def connects(engine: str, address: str, tls: ClientTLS | None) -> dict[str
 
 
 async def measure(
-    engine: str, unix: str, mtls: str, tls: ClientTLS, calls: int
+    engine: str, unix: str, tcp: str, tls: ClientTLS | None, calls: int
 ) -> dict[str, dict[str, float]]:
-    return {
-        "unix": await unary(engine, unix, None, calls),
-        "mtls": await unary(engine, mtls, tls, calls),
-        "connect unix": await connects(engine, unix, None),
-        "connect mtls": await connects(engine, mtls, tls),
-    }
+    via_unix, via_tcp = await paired(engine, unix, tcp, tls, calls)
+    out = {"unix": via_unix, "tcp": via_tcp, "connect unix": await connects(engine, unix, None)}
+    out["connect tcp"] = await connects(engine, tcp, tls)
+    return out
 
 
 def main() -> None:
@@ -115,44 +120,39 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
         pki = make_pki(Path(tmp))
         tls = ClientTLS(ca=str(pki.ca), cert=str(pki.client_cert), key=str(pki.client_key))
-        results = {}
+        results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
         cri_tcp = '[plugins."io.containerd.grpc.v1.cri"]\ndisable_tcp_service = false\n'
         for name in ("containerd", "ctrdeck"):
-            for secure in (False, True):
+            for mode, use in (("plaintext", None), ("mtls", tls)):
                 port = free_port()
-                grpc = tcp_config(port, pki if secure else None)
+                grpc = tcp_config(port, pki if use else None)
                 if name == "containerd":
                     start = engines.containerd(grpc + cri_tcp, cri=True)
                 else:
                     start = engines.ctrdeck(f"version = 2\n[grpc]\n{grpc}")
                 with start as running:
                     address = f"tcp://127.0.0.1:{port}"
-                    if not secure:
-                        plain = asyncio.run(unary(name, address, None, args.calls))
-                        continue
-                    found = asyncio.run(
-                        measure(name, str(running.address), address, tls, args.calls)
+                    results.setdefault(name, {})[mode] = asyncio.run(
+                        measure(name, str(running.address), address, use, args.calls)
                     )
-                    found["tcp"] = plain
-                    results[name] = found
-    cd, cx = results["containerd"], results["ctrdeck"]
     rows = []
-    for key, what in [
-        ("unix", "unary over the Unix socket"),
-        ("tcp", "unary over plaintext TCP"),
-        ("mtls", "unary over mutual TLS"),
-        ("connect unix", "new connection + first call, Unix socket"),
-        ("connect mtls", "new connection + first call, mutual TLS"),
+    for mode, key, what in [
+        ("mtls", "unix", "unary over the Unix socket"),
+        ("plaintext", "tcp", "unary over plaintext TCP"),
+        ("mtls", "tcp", "unary over mutual TLS"),
+        ("mtls", "connect unix", "new connection + first call, Unix socket"),
+        ("mtls", "connect tcp", "new connection + first call, mutual TLS"),
     ]:
+        cd, cx = results["containerd"][mode][key], results["ctrdeck"][mode][key]
         for p in ("p50", "p99"):
-            rows.append((f"{what}, {p}", cd[key][p], cx[key][p], "ms"))
+            rows.append((f"{what}, {p}", cd[p], cx[p], "ms"))
     print(f"machine: {engines.machine()}\n")
     print(table(rows))
-    for name, r in (("containerd", cd), ("ctrdeck", cx)):
-        print(
-            f"\n{name}: mutual TLS / Unix socket, p50: {r['mtls']['p50'] / r['unix']['p50']:.2f}x"
-            f"; plaintext TCP / Unix socket: {r['tcp']['p50'] / r['unix']['p50']:.2f}x"
-        )
+    print("\nover TCP / over the Unix socket, p50, each pair timed alternately:")
+    for name, r in results.items():
+        plain = r["plaintext"]["tcp"]["p50"] / r["plaintext"]["unix"]["p50"]
+        mtls = r["mtls"]["tcp"]["p50"] / r["mtls"]["unix"]["p50"]
+        print(f"- {name}: plaintext TCP {plain:.2f}x, mutual TLS {mtls:.2f}x")
 
 
 if __name__ == "__main__":
