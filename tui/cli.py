@@ -110,10 +110,11 @@ def run_engine(args: argparse.Namespace) -> int:
     from core.errors import CtrdeckError
     from core.server import serve
 
-    if args.address and args.address.startswith("tcp://"):
+    client_tls = args.tls_ca or args.tls_cert or args.tls_key or args.plaintext
+    if client_tls or (args.address and args.address.startswith("tcp://")):
         print(
-            "ctrdeck engine: --address is the Unix socket to serve; "
-            "set [grpc] tcp_address in config.toml for a TCP listener",
+            "ctrdeck engine: --address is the Unix socket to serve, and the TLS options are "
+            "a client's; the TCP listener is [grpc] tcp_address and tcp_tls_* in config.toml",
             file=sys.stderr,
         )
         return 2

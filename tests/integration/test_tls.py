@@ -271,6 +271,9 @@ def test_commands_take_tls_options(mtls_engine, pki: Pki) -> None:  # type: igno
     wrong = ctrdeck("engine", "status", "-a", str(engine.address), "--tls-ca", str(pki.ca))
     assert wrong.returncode == 2
     assert "only for a tcp://host:port address" in wrong.stderr
+    serve = ctrdeck("engine", "-a", address, "--root", "/nonexistent/r")
+    assert serve.returncode == 2
+    assert "the TCP listener is [grpc] tcp_address and tcp_tls_*" in serve.stderr
 
 
 # --- the listener's settings ---------------------------------------------------------------
