@@ -112,6 +112,7 @@ class EngineServer:
         self.observers.append(self.metrics.observe_grpc)
         self.metrics_listener: metrics.MetricsListener | None = None
         self.owns_socket = False
+        self.tcp_socket: socket.socket | None = None
 
     def _new_server(self) -> Server:
         server = Server(self.services, codec=Codec())
@@ -125,8 +126,9 @@ class EngineServer:
             return None
         return tls.server_context(g.tcp_tls_cert, g.tcp_tls_key, g.tcp_tls_ca)
 
-    async def _serve_tcp(self, context: ssl.SSLContext | None) -> tuple[str, str]:
-        sock = listeners.bind_tcp(self.config.grpc.tcp_address)
+    async def _serve_tcp(
+        self, sock: socket.socket, context: ssl.SSLContext | None
+    ) -> tuple[str, str]:
         await self._new_server().start(sock=sock, ssl=context)
         g = self.config.grpc
         security = tls.listener_security(g.tcp_tls_cert, g.tcp_tls_ca)
@@ -150,8 +152,11 @@ class EngineServer:
                 plugin.exports.update(facts)
 
     async def start(self) -> None:
-        # Unreadable certificates refuse the start before anything listens.
+        # Unreadable certificates or a taken TCP address refuse the start
+        # before anything listens.
         tcp_context = self._tcp_tls()
+        if self.config.grpc.tcp_address:
+            self.tcp_socket = listeners.bind_tcp(self.config.grpc.tcp_address)
         # Metrics first: an address in use refuses the start before any
         # client could reach an engine that is about to exit.
         if self.config.metrics.address:
@@ -166,8 +171,8 @@ class EngineServer:
             os.chown(self.socket_path, self.config.grpc.uid, self.config.grpc.gid)
         log.info("serving containerd v1 API on unix://%s", self.socket_path)
         tcp, tcp_security = "", ""
-        if self.config.grpc.tcp_address:
-            tcp, tcp_security = await self._serve_tcp(tcp_context)
+        if self.tcp_socket is not None:
+            tcp, tcp_security = await self._serve_tcp(self.tcp_socket, tcp_context)
         self._export_listeners(tcp, tcp_security)
 
     async def stop(self) -> None:
@@ -175,6 +180,8 @@ class EngineServer:
             await self.metrics_listener.close()
         for server in self.servers:
             server.close()
+        if self.tcp_socket is not None:
+            self.tcp_socket.close()
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), timeout=5)

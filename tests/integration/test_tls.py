@@ -336,3 +336,16 @@ async def test_nothing_listening_is_said_in_words() -> None:
             await client.server_version()
     finally:
         client.close()
+
+
+def test_a_tcp_address_in_use_refuses_to_start(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = run_engine(tmp_path, f'version = 2\n[grpc]\ntcp_address = "127.0.0.1:{port}"\n')
+    assert refused.returncode == 1
+    assert f"grpc.tcp_address 127.0.0.1:{port} is already in use" in refused.stderr
+    assert not (tmp_path / "s.sock").exists()
