@@ -116,7 +116,7 @@ def test_server_context_requires_client_certificates_only_with_a_ca(pki: Pki) ->
         server_context(str(pki.server_cert), str(pki.server_key), str(pki.server_key))
 
 
-def test_tcp_addresses() -> None:
+async def test_tcp_addresses() -> None:
     assert tcp_host_port("tcp://10.0.0.5:10000") == ("10.0.0.5", 10000)
     assert tcp_host_port("tcp://[fd00::5]:10000") == ("fd00::5", 10000)
     for bad in ("tcp://host", "tcp://:10", "tcp://h:99999"):
