@@ -6,8 +6,9 @@ Every subcommand takes ctr's global options, `--address/-a` and
 `--namespace/-n`, with their environment variables `CONTAINERD_ADDRESS` and
 `CONTAINERD_NAMESPACE`, and for a `tcp://host:port` address `--tls-ca`,
 `--tls-cert`, `--tls-key` (TLS is the default over TCP, with the server's
-certificate always verified) or `--plaintext`. Engine internals are imported only by the subcommands
-that run the engine, so the console starts without loading them.
+certificate always verified) or `--plaintext`. Engine internals are imported
+only by the subcommands that run the engine, so the console starts without
+loading them.
 """
 
 from __future__ import annotations

@@ -3,17 +3,18 @@
 The console connects to `--address`, `$CONTAINERD_ADDRESS`, or the bundled
 engine's socket from its config; `target` adds the TLS options a `tcp://`
 address takes. A `tcp://` engine is never started, only probed, so a TLS
-problem is reported before the console opens. When nothing answers on a
-local socket it starts the
-bundled engine as a detached process (`python -m tui.cli engine`, in its own
-session so it outlives the console, logging to `engine.log` in its state
-directory) and waits until the socket answers `Version`. `stop_engine` finds the
-process behind a socket from the socket's peer credentials, so it works for an
-engine started by anyone, and refuses to stop anything that is not ctrdeck's.
+problem is reported before the console opens. When nothing answers on a local
+socket it starts the bundled engine as a detached process (`python -m tui.cli
+engine`, in its own session so it outlives the console, logging to
+`engine.log` in its state directory) and waits until the socket answers
+`Version`. `stop_engine` finds the process behind a socket from the socket's
+peer credentials, so it works for an engine started by anyone, and refuses to
+stop anything that is not ctrdeck's.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -24,7 +25,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from core import config as engine_config
 from core import status
@@ -72,7 +72,7 @@ def resolve_address(address: str | None) -> str:
     return _bundled_config().grpc.address
 
 
-def target(args: Any) -> Target:
+def target(args: argparse.Namespace) -> Target:
     """The engine the global options name, with TLS for `tcp://` unless `--plaintext`."""
     address = resolve_address(args.address)
     ca = getattr(args, "tls_ca", None) or ""
