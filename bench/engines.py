@@ -56,14 +56,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def containerd(extra_config: str = "") -> Iterator[Running]:
+def containerd(extra_config: str = "", *, cri: bool = False) -> Iterator[Running]:
+    """containerd on a temp root; `cri` keeps the CRI plugin (its TCP listener serves only CRI)."""
     if shutil.which("containerd") is None:
         raise SystemExit("Debian's containerd package is needed for side-by-side benchmarks")
     base = Path(tempfile.mkdtemp(prefix="bench-cd-", dir="/tmp"))
     cfg = base / "config.toml"
+    disabled = "" if cri else 'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
     cfg.write_text(
-        f'version = 2\nroot = "{base}/root"\nstate = "{base}/state"\n'
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'version = 2\nroot = "{base}/root"\nstate = "{base}/state"\n{disabled}'
         f'[grpc]\naddress = "{base}/c.sock"\n{extra_config}'
     )
     log = open(base / "log", "wb")  # noqa: SIM115

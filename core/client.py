@@ -1,8 +1,11 @@
-"""The typed async client for the engine, or any containerd on a Unix socket.
+"""The typed async client for the engine, or any containerd, on a Unix socket or TCP.
 
 `Client` owns one HTTP/2 channel and hands out the generated stubs with the
 namespace (and, inside `lease()`, the lease) already set as containerd's
-headers. Tests and the console use it; it imports nothing of the engine.
+headers. An address is a socket path (`unix://` optional) or `tcp://host:port`;
+over TCP, `tls` (a `core.tls.ClientTLS`) asks for TLS with the server's
+certificate verified, and without it the connection is plaintext. Tests and
+the console use it; it imports nothing of the engine.
 """
 
 from __future__ import annotations
@@ -29,14 +32,44 @@ from core.api.containerd.services.snapshots import v1 as snapshots
 from core.api.containerd.services.tasks import v1 as tasks
 from core.api.containerd.services.version import v1 as version
 from core.api.google.protobuf import Empty
+from core.errors import InvalidArgument
+from core.tls import ClientTLS, TCPChannel
 
 NAMESPACE_HEADER = "containerd-namespace"
 LEASE_HEADER = "containerd-lease"
 DEFAULT_NAMESPACE = "default"
+TCP_SCHEME = "tcp://"
+UNIX_SCHEME = "unix://"
 
 
 def default_namespace() -> str:
     return os.environ.get("CONTAINERD_NAMESPACE") or DEFAULT_NAMESPACE
+
+
+def is_tcp(address: str) -> bool:
+    return address.startswith(TCP_SCHEME)
+
+
+def tcp_host_port(address: str) -> tuple[str, int]:
+    """`tcp://host:port` (or `tcp://[v6]:port`) as (host, port)."""
+    rest = address.removeprefix(TCP_SCHEME)
+    host, sep, port = rest.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgument(f"address {address!r} must be tcp://host:port")
+    return host, int(port)
+
+
+def open_channel(address: str, tls: ClientTLS | None = None) -> Channel:
+    """A channel to a socket path or a `tcp://` address; TLS options only make sense on TCP."""
+    if is_tcp(address):
+        host, port = tcp_host_port(address)
+        return TCPChannel(host, port, tls)
+    if tls is not None:
+        raise InvalidArgument(f"TLS options apply to tcp:// addresses; {address} is a local socket")
+    if "://" in address and not address.startswith(UNIX_SCHEME):
+        raise InvalidArgument(f"address {address!r}: use a socket path, unix:// or tcp://")
+    return Channel(path=address.removeprefix(UNIX_SCHEME))
 
 
 class Client:
@@ -50,12 +83,14 @@ class Client:
         timeout: float | None = None,
         channel: Channel | None = None,
         lease: str | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.address = address
         self.namespace = namespace or default_namespace()
         self.timeout = timeout
+        self.tls = tls
         self._owns_channel = channel is None
-        self.channel = channel or Channel(path=address)
+        self.channel = channel or open_channel(address, tls)
         self.lease_id = lease
 
     @property
@@ -71,7 +106,12 @@ class Client:
     def with_namespace(self, namespace: str) -> Client:
         """Another view of the same connection, in another namespace."""
         return Client(
-            self.address, namespace, timeout=self.timeout, channel=self.channel, lease=self.lease_id
+            self.address,
+            namespace,
+            timeout=self.timeout,
+            channel=self.channel,
+            lease=self.lease_id,
+            tls=self.tls,
         )
 
     @property
@@ -134,6 +174,7 @@ class Client:
             timeout=self.timeout,
             channel=self.channel,
             lease=resp.lease.id,
+            tls=self.tls,
         )
         try:
             yield leased

@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 
 import platformdirs
 
+from core import listeners
 from core.errors import InvalidArgument
 
 APP_NAME = "ctrdeck"
@@ -49,6 +50,11 @@ _CRI_REGISTRY = ("plugins", CRI_PLUGIN, "registry")
 class GrpcConfig:
     address: str
     tcp_address: str = ""
+    tcp_tls_ca: str = ""
+    tcp_tls_cert: str = ""
+    tcp_tls_key: str = ""
+    # Ours, not containerd's: serve plaintext TCP on a non-loopback address anyway.
+    tcp_insecure: bool = False
     uid: int = 0
     gid: int = 0
     max_recv_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -193,6 +199,10 @@ def from_dict(data: Mapping[str, Any], *, source: str = "config") -> Config:
     grpc = GrpcConfig(
         address=address,
         tcp_address=r.string(g, ("grpc", "tcp_address"), ""),
+        tcp_tls_ca=r.optional_abs(g, ("grpc", "tcp_tls_ca")),
+        tcp_tls_cert=r.optional_abs(g, ("grpc", "tcp_tls_cert")),
+        tcp_tls_key=r.optional_abs(g, ("grpc", "tcp_tls_key")),
+        tcp_insecure=r.boolean(g, ("grpc", "tcp_insecure"), False),
         uid=r.non_negative(g, ("grpc", "uid"), 0),
         gid=r.non_negative(g, ("grpc", "gid"), 0),
         max_recv_message_size=r.positive(
@@ -205,6 +215,8 @@ def from_dict(data: Mapping[str, Any], *, source: str = "config") -> Config:
         connection_timeout=r.seconds(g, ("grpc", "connection_timeout"), 20.0),
         idle_timeout=r.seconds(g, ("grpc", "idle_timeout"), 300.0),
     )
+
+    _check_tcp(r, grpc)
 
     m = r.table(data, ("metrics",))
     metrics = MetricsConfig(address=r.string(m, ("metrics", "address"), ""))
@@ -252,6 +264,35 @@ def from_dict(data: Mapping[str, Any], *, source: str = "config") -> Config:
         runtimes=runtimes,
         registry=registry,
         plugins=plugins,
+    )
+
+
+def _check_tcp(r: _Reader, g: GrpcConfig) -> None:
+    """The TCP listener's TLS settings go together, and plaintext stays on loopback."""
+    if g.tcp_tls_cert and not g.tcp_tls_key:
+        r.fail(("grpc", "tcp_tls_key"), "must be set with grpc.tcp_tls_cert (its private key)")
+    if g.tcp_tls_key and not g.tcp_tls_cert:
+        r.fail(("grpc", "tcp_tls_cert"), "must be set with grpc.tcp_tls_key (its certificate)")
+    if g.tcp_tls_ca and not g.tcp_tls_cert:
+        r.fail(
+            ("grpc", "tcp_tls_ca"),
+            "requires grpc.tcp_tls_cert and grpc.tcp_tls_key: client certificates are "
+            "checked only on a TLS listener",
+        )
+    if not g.tcp_address:
+        return
+    try:
+        host, _ = listeners.parse_tcp(g.tcp_address)
+    except InvalidArgument:
+        r.fail(("grpc", "tcp_address"), f"must be host:port, got {_toml_string(g.tcp_address)}")
+    if g.tcp_tls_cert or g.tcp_insecure or listeners.is_loopback(host):
+        return
+    r.fail(
+        ("grpc", "tcp_address"),
+        f"{_toml_string(g.tcp_address)} is not a loopback address and the listener has no "
+        "TLS: anyone who reaches it could drive the engine (run containers as root, read "
+        "every image). Set grpc.tcp_tls_cert and grpc.tcp_tls_key (and grpc.tcp_tls_ca to "
+        "require client certificates), or grpc.tcp_insecure = true to serve plaintext anyway",
     )
 
 
@@ -351,6 +392,19 @@ class _Reader:
         value = self.string(table, key, default)
         if not value:
             self.fail(key, "must not be empty")
+        return value
+
+    def boolean(self, table: Mapping[str, Any], key: tuple[str, ...], default: bool) -> bool:
+        value = self._get(table, key, default)
+        if not isinstance(value, bool):
+            self.fail(key, f"expected true or false, got {_describe(value)}")
+        return value
+
+    def optional_abs(self, table: Mapping[str, Any], key: tuple[str, ...]) -> str:
+        """A path that may be empty ("not set"), else absolute: the engine's cwd is no anchor."""
+        value = self.string(table, key, "")
+        if value and not os.path.isabs(value):
+            self.fail(key, _not_absolute(value))
         return value
 
     def integer(self, table: Mapping[str, Any], key: tuple[str, ...], default: int) -> int:

@@ -3,8 +3,12 @@
 `run(config)` builds the engine, registers every gRPC service with grpclib on
 the Unix socket (0660, in a 0711 directory), adds the standard health service
 and server reflection so grpcurl can list and call methods, and optionally
-listens on a plaintext TCP address when `[grpc] tcp_address` asks for it. A
-live engine on the socket is never displaced; a stale socket file is replaced.
+listens on a TCP address when `[grpc] tcp_address` asks for it: TLS (and
+mutual TLS) from `core.tls` when `tcp_tls_cert` is set, plaintext otherwise
+(which the config allows off loopback only with `tcp_insecure`). The listeners
+that came up, and how each is secured, are exported through Introspection
+(`core.listeners`) for `ctrdeck engine status`. A live engine on the socket is
+never displaced; a stale socket file is replaced.
 SIGTERM and SIGINT close the listeners, let calls in flight end, and close the
 database.
 """
@@ -17,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import stat
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
-from core import metrics
+from core import listeners, metrics, tls
 from core.api.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from core.config import Config
 from core.connection import HardenedServer, Limits
@@ -94,13 +99,6 @@ def prepare_socket(path: Path) -> None:
         path.unlink()
 
 
-def parse_tcp(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise InvalidArgument(f"grpc.tcp_address {address!r} must be host:port")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 class EngineServer:
     """The running engine with its listeners."""
 
@@ -115,6 +113,7 @@ class EngineServer:
         self.observers.append(self.metrics.observe_grpc)
         self.metrics_listener: metrics.MetricsListener | None = None
         self.owns_socket = False
+        self.tcp_socket: socket.socket | None = None
 
     def _new_server(self) -> Server:
         grpc = self.config.grpc
@@ -132,7 +131,43 @@ class EngineServer:
         self.servers.append(server)
         return server
 
+    def _tcp_tls(self) -> ssl.SSLContext | None:
+        g = self.config.grpc
+        if not (g.tcp_address and g.tcp_tls_cert):
+            return None
+        return tls.server_context(g.tcp_tls_cert, g.tcp_tls_key, g.tcp_tls_ca)
+
+    async def _serve_tcp(
+        self, sock: socket.socket, context: ssl.SSLContext | None
+    ) -> tuple[str, str]:
+        await self._new_server().start(sock=sock, ssl=context)
+        g = self.config.grpc
+        security = tls.listener_security(g.tcp_tls_cert, g.tcp_tls_ca)
+        address = listeners.bound_address(sock)
+        log.info("serving gRPC on tcp://%s (%s)", address, listeners.SECURITY_NAMES[security])
+        if security == listeners.PLAINTEXT and not listeners.is_loopback(sock.getsockname()[0]):
+            log.warning(
+                "tcp://%s is plaintext off loopback (grpc.tcp_insecure = true): anyone who "
+                "reaches it can drive this engine",
+                address,
+            )
+        return address, security
+
+    def _export_listeners(self, tcp: str, tcp_security: str) -> None:
+        metrics_at = ""
+        if self.metrics_listener is not None:
+            metrics_at = listeners.bound_address(self.metrics_listener.server.sockets[0])
+        facts = listeners.exports(str(self.socket_path), tcp, tcp_security, metrics_at)
+        for plugin in self.engine.plugins.plugins:
+            if (plugin.type, plugin.id) == ("io.containerd.grpc.v1", "introspection"):
+                plugin.exports.update(facts)
+
     async def start(self) -> None:
+        # Unreadable certificates or a taken TCP address refuse the start
+        # before anything listens.
+        tcp_context = self._tcp_tls()
+        if self.config.grpc.tcp_address:
+            self.tcp_socket = listeners.bind_tcp(self.config.grpc.tcp_address)
         # Metrics first: an address in use refuses the start before any
         # client could reach an engine that is about to exit.
         if self.config.metrics.address:
@@ -140,22 +175,46 @@ class EngineServer:
         prepare_socket(self.socket_path)
         # Tasks of a previous run are known before the first call can ask.
         await self.engine.start()
-        await self._new_server().start(path=str(self.socket_path))
+        await self._new_server().start(sock=self._bind_unix())
         self.owns_socket = True
-        os.chmod(self.socket_path, 0o660)
-        if self.config.grpc.uid or self.config.grpc.gid:
-            os.chown(self.socket_path, self.config.grpc.uid, self.config.grpc.gid)
         log.info("serving containerd v1 API on unix://%s", self.socket_path)
-        if self.config.grpc.tcp_address:
-            host, port = parse_tcp(self.config.grpc.tcp_address)
-            await self._new_server().start(host=host, port=port)
-            log.info("serving plaintext gRPC on %s:%d", host, port)
+        tcp, tcp_security = "", ""
+        if self.tcp_socket is not None:
+            tcp, tcp_security = await self._serve_tcp(self.tcp_socket, tcp_context)
+        self._export_listeners(tcp, tcp_security)
+
+    def _bind_unix(self) -> socket.socket:
+        """The Unix socket, bound under a temporary name and renamed into place.
+
+        A client can only reach the socket once its mode and owner are final:
+        bound at its own path, it would be connectable with the umask's mode
+        for a moment before the chmod.
+        """
+        staging = self.socket_path.with_name(f".{self.socket_path.name}.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            staging.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(staging))
+            os.chmod(staging, 0o660)
+            if self.config.grpc.uid or self.config.grpc.gid:
+                os.chown(staging, self.config.grpc.uid, self.config.grpc.gid)
+            sock.listen(socket.SOMAXCONN)
+            os.rename(staging, self.socket_path)
+        except BaseException:
+            sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                staging.unlink()
+            raise
+        return sock
 
     async def stop(self) -> None:
         if self.metrics_listener is not None:
             await self.metrics_listener.close()
         for server in self.servers:
             server.close()
+        if self.tcp_socket is not None:
+            self.tcp_socket.close()
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), timeout=5)

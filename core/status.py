@@ -6,10 +6,11 @@ containerd) for its version, server UUID and plugins, and returns an
 uptime, socket, root and state directories, and every plugin with containerd's
 ok/skip/error status. Facts the protos carry no field for are read from the
 Introspection exports this engine adds (`started_at`, `root`, `state` on the
-`io.containerd.grpc.v1/introspection` plugin); a containerd's root is inferred
-from its plugins' `root` exports, and what cannot be known is None, shown as
-"unknown". It imports only `core.client` and the generated API, so the console
-and `ctrdeck engine status` share it.
+`io.containerd.grpc.v1/introspection` plugin, and the listeners that are up
+with how each is secured, read by `core.listeners`); a containerd's root is
+inferred from its plugins' `root` exports, and what cannot be known is None,
+shown as "unknown". It imports only `core.client`, the generated API and pure
+helpers, so the console and `ctrdeck engine status` share it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from h2.exceptions import ProtocolError
 from core.api.containerd.services.introspection import v1 as introspection
 from core.api.google.protobuf import Empty
 from core.client import Client
+from core.listeners import Listener, from_exports
+from core.tls import ClientTLS, ConnectFailed
 
 PROBE_TIMEOUT = 3.0
 ENGINE_PLUGIN = ("io.containerd.grpc.v1", "introspection")
@@ -66,6 +69,7 @@ class EngineStatus:
     root: str | None = None
     state: str | None = None
     plugins: list[PluginStatus] = field(default_factory=list)
+    listeners: list[Listener] = field(default_factory=list)
 
     @property
     def uptime(self) -> timedelta | None:
@@ -103,6 +107,7 @@ class EngineStatus:
             "uptime_seconds": round(uptime.total_seconds(), 3) if uptime is not None else None,
             "root": self.root,
             "state": self.state,
+            "listeners": [listener.to_json() for listener in self.listeners],
             "plugins": [p.to_json() for p in self.plugins],
         }
 
@@ -182,6 +187,7 @@ def build(
         root=facts.get("root") or _inferred_root(statuses),
         state=facts.get("state") or None,
         plugins=statuses,
+        listeners=from_exports(facts),
     )
 
 
@@ -201,6 +207,8 @@ async def from_client(client: Client) -> EngineStatus:
 
 
 def _problem(address: str, exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, ConnectFailed):
+        return str(exc)
     if isinstance(exc, FileNotFoundError):
         return f"no socket at {address}; is the engine running?"
     if isinstance(exc, ConnectionRefusedError):
@@ -218,9 +226,11 @@ def _problem(address: str, exc: BaseException, timeout: float) -> str:
     return f"cannot reach {address}: {exc}"
 
 
-async def probe(address: str, *, timeout: float = PROBE_TIMEOUT) -> EngineStatus:
+async def probe(
+    address: str, *, timeout: float = PROBE_TIMEOUT, tls: ClientTLS | None = None
+) -> EngineStatus:
     """The status of whatever serves on `address`; never raises for an engine that is down."""
-    client = Client(address, timeout=timeout)
+    client = Client(address, timeout=timeout, tls=tls)
     try:
         return await asyncio.wait_for(from_client(client), timeout)
     except (OSError, TimeoutError, GRPCError, StreamTerminatedError, ProtocolError) as exc:

@@ -30,7 +30,7 @@ from textual.css.query import NoMatches
 from textual.notifications import Notify, SeverityLevel
 
 from core.api.containerd.services.images import v1 as images_api
-from core.client import Client
+from core.client import Client, ClientTLS
 from tui import keymap as keymaps
 from tui import launcher, operations, plain
 from tui.palette import ConsoleCommands
@@ -63,6 +63,8 @@ class Settings:
     snapshotter: str = "overlayfs"
     keymap: dict[str, str] = field(default_factory=dict)
     keymap_path: Path = field(default_factory=keymaps.default_path)
+    # How to reach a tcp:// engine; None for a local socket or --plaintext.
+    tls: ClientTLS | None = None
 
 
 class CtrdeckApp(App[int]):
@@ -266,8 +268,11 @@ class CtrdeckApp(App[int]):
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    """The console's settings from its flags; `LaunchError` for contradictory TLS flags."""
+    target = launcher.target(args)
     return Settings(
-        address=launcher.resolve_address(args.address),
+        address=target.address,
+        tls=target.tls,
         namespace=args.namespace,
         read_only=args.read_only,
         teaching=getattr(args, "teach", False),
@@ -279,7 +284,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     """`ctrdeck`: find (or start) the engine, then run the console until it quits."""
-    settings = settings_from(args)
+    try:
+        settings = settings_from(args)
+    except launcher.LaunchError as exc:
+        print(f"ctrdeck: {exc}")
+        return 2
     try:
         settings.keymap = keymaps.load(getattr(args, "keymap", None))
     except keymaps.KeymapError as exc:
@@ -290,7 +299,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             started = asyncio.run(
                 launcher.ensure_engine(
-                    settings.address, announce=lambda line: print(f"ctrdeck: {line}", flush=True)
+                    settings.address,
+                    tls=settings.tls,
+                    announce=lambda line: print(f"ctrdeck: {line}", flush=True),
                 )
             )
         except launcher.LaunchError as exc:
@@ -298,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
     app = CtrdeckApp(
         settings,
-        connect=lambda: Client(settings.address, settings.namespace),
+        connect=lambda: Client(settings.address, settings.namespace, tls=settings.tls),
         launched=started,
     )
     app.run()

@@ -4,8 +4,11 @@
 
 Every subcommand takes ctr's global options, `--address/-a` and
 `--namespace/-n`, with their environment variables `CONTAINERD_ADDRESS` and
-`CONTAINERD_NAMESPACE`. Engine internals are imported only by the subcommands
-that run the engine, so the console starts without loading them.
+`CONTAINERD_NAMESPACE`, and for a `tcp://host:port` address `--tls-ca`,
+`--tls-cert`, `--tls-key` (TLS is the default over TCP, with the server's
+certificate always verified) or `--plaintext`. Engine internals are imported
+only by the subcommands that run the engine, so the console starts without
+loading them.
 """
 
 from __future__ import annotations
@@ -28,13 +31,34 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool = False) -> No
         "--address",
         "-a",
         default=os.environ.get("CONTAINERD_ADDRESS") if top else argparse.SUPPRESS,
-        help="engine socket (env CONTAINERD_ADDRESS; default: the bundled engine's)",
+        help="engine socket, or tcp://host:port (env CONTAINERD_ADDRESS; "
+        "default: the bundled engine's)",
     )
     parser.add_argument(
         "--namespace",
         "-n",
         default=os.environ.get("CONTAINERD_NAMESPACE", "default") if top else argparse.SUPPRESS,
         help="namespace (env CONTAINERD_NAMESPACE; default: default)",
+    )
+    default = None if top else argparse.SUPPRESS
+    tls = parser.add_argument_group("TLS, for a tcp:// address")
+    tls.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        default=default,
+        help="CA that signed the engine's certificate (default: the system's roots)",
+    )
+    tls.add_argument(
+        "--tls-cert", metavar="PEM", default=default, help="client certificate, for mutual TLS"
+    )
+    tls.add_argument(
+        "--tls-key", metavar="PEM", default=default, help="the client certificate's private key"
+    )
+    tls.add_argument(
+        "--plaintext",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="no TLS (a loopback listener without tcp_tls_cert)",
     )
 
 
@@ -87,6 +111,14 @@ def run_engine(args: argparse.Namespace) -> int:
     from core.errors import CtrdeckError
     from core.server import serve
 
+    client_tls = args.tls_ca or args.tls_cert or args.tls_key or args.plaintext
+    if client_tls or (args.address and args.address.startswith("tcp://")):
+        print(
+            "ctrdeck engine: --address is the Unix socket to serve, and the TLS options are "
+            "a client's; the TCP listener is [grpc] tcp_address and tcp_tls_* in config.toml",
+            file=sys.stderr,
+        )
+        return 2
     try:
         config = cfg.load(args.config)
         config = cfg.with_overrides(
@@ -118,7 +150,12 @@ def engine_status(args: argparse.Namespace) -> int:
     from core import status
     from tui import launcher
 
-    result = asyncio.run(status.probe(launcher.resolve_address(args.address)))
+    try:
+        target = launcher.target(args)
+    except launcher.LaunchError as exc:
+        print(f"ctrdeck engine status: {exc}", file=sys.stderr)
+        return 2
+    result = asyncio.run(status.probe(target.address, tls=target.tls))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -131,6 +168,7 @@ def _print_status(result: EngineStatus) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from core.listeners import SECURITY_NAMES
     from core.status import format_uptime
 
     out = Console()
@@ -145,13 +183,18 @@ def _print_status(result: EngineStatus) -> None:
     for key, value in (
         ("version", f"{result.version} ({result.revision})"),
         ("uptime", format_uptime(result.uptime) + started),
-        ("socket", result.address),
+        ("address" if result.address.startswith("tcp://") else "socket", result.address),
         ("root", result.root or "unknown"),
         ("state", result.state or "unknown"),
         ("uuid", result.uuid),
         ("plugins", f"{counts['ok']} ok, {counts['skip']} skipped, {counts['error']} failed"),
     ):
         facts.add_row(f"[bold]{key}[/]", escape(value))
+    for i, listener in enumerate(result.listeners):
+        security = SECURITY_NAMES.get(listener.security, listener.security)
+        facts.add_row(
+            "[bold]listeners[/]" if i == 0 else "", f"{escape(listener.address)}  {security}"
+        )
     out.print("[bold green]● engine answers[/]")
     out.print(facts)
     plugins = Table(box=None, header_style="bold")

@@ -1,19 +1,22 @@
 """Finding the engine, starting the bundled one in the background, and stopping it.
 
 The console connects to `--address`, `$CONTAINERD_ADDRESS`, or the bundled
-engine's socket from its config. When nothing answers there it starts the
-bundled engine as a detached process (`python -m tui.cli engine`, in its own
-session so it outlives the console) and waits until the socket answers
-`Version`. The engine keeps one log, `<state>/ctrdeck.log`: its stdout and
-stderr are opened on that same file (so even a failure before its logging is
-set up lands there), and an engine whose stderr is its log file writes each
-record once (`core.logs`). `stop_engine` finds the
-process behind a socket from the socket's peer credentials, so it works for an
-engine started by anyone, and refuses to stop anything that is not ctrdeck's.
+engine's socket from its config; `target` adds the TLS options a `tcp://`
+address takes. A `tcp://` engine is never started, only probed, so a TLS
+problem is reported before the console opens. When nothing answers on a local
+socket it starts the bundled engine as a detached process (`python -m tui.cli
+engine`, in its own session so it outlives the console) and waits until the
+socket answers `Version`. The engine keeps one log, `<state>/ctrdeck.log`: its
+stdout and stderr are opened on that same file (so even a failure before its
+logging is set up lands there), and an engine whose stderr is its log file
+writes each record once (`core.logs`). `stop_engine` finds the process behind a
+socket from the socket's peer credentials, so it works for an engine started by
+anyone, and refuses to stop anything that is not ctrdeck's.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -28,7 +31,8 @@ from pathlib import Path
 
 from core import config as engine_config
 from core import logs as engine_logs
-from core.client import Client
+from core import status
+from core.client import Client, ClientTLS, is_tcp
 from core.errors import CtrdeckError
 
 START_TIMEOUT = 30.0
@@ -38,6 +42,14 @@ PROBE_TIMEOUT = 3.0
 
 class LaunchError(Exception):
     """The engine could not be reached, started or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an engine is and how to reach it: `tls` is None for a socket or `--plaintext`."""
+
+    address: str
+    tls: ClientTLS | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,34 @@ def resolve_address(address: str | None) -> str:
     if address:
         return address.removeprefix("unix://")
     return _bundled_config().grpc.address
+
+
+def target(args: argparse.Namespace) -> Target:
+    """The engine the global options name, with TLS for `tcp://` unless `--plaintext`."""
+    address = resolve_address(args.address)
+    ca = getattr(args, "tls_ca", None) or ""
+    cert = getattr(args, "tls_cert", None) or ""
+    key = getattr(args, "tls_key", None) or ""
+    plaintext = getattr(args, "plaintext", False)
+    given = [f for f, v in (("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)) if v]
+    if not is_tcp(address):
+        if given or plaintext:
+            flags = ", ".join([*given, *(["--plaintext"] if plaintext else [])])
+            raise LaunchError(f"{flags}: only for a tcp://host:port address, not {address}")
+        return Target(address)
+    if plaintext:
+        if given:
+            raise LaunchError(f"--plaintext contradicts {', '.join(given)}")
+        return Target(address)
+    if key and not cert:
+        raise LaunchError("--tls-key needs --tls-cert, the certificate it belongs to")
+    tls = ClientTLS(ca=ca, cert=cert, key=key)
+    try:
+        # Unreadable files are reported now, not at the first call.
+        tls.context()
+    except CtrdeckError as exc:
+        raise LaunchError(exc.message) from None
+    return Target(address, tls)
 
 
 async def probe(address: str, timeout: float = PROBE_TIMEOUT) -> str | None:
@@ -87,15 +127,30 @@ def _log_path(config: engine_config.Config) -> Path:
     return config.state / engine_logs.LOG_NAME
 
 
+async def reach_remote(where: Target) -> EngineLaunch:
+    """A `tcp://` engine answers, or a `LaunchError` says why (never starts anything)."""
+    try:
+        found = await status.probe(where.address, tls=where.tls, timeout=PROBE_TIMEOUT)
+    except CtrdeckError as exc:
+        raise LaunchError(str(exc)) from None
+    if not found.answering:
+        raise LaunchError(found.problem)
+    return EngineLaunch(address=where.address, started=False)
+
+
 async def ensure_engine(
     address: str,
     timeout: float = START_TIMEOUT,
+    *,
+    tls: ClientTLS | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> EngineLaunch:
     """Make sure an engine answers on `address`, starting the bundled one if nothing does.
 
     `announce` hears, before the wait, that the bundled engine is starting and where.
     """
+    if is_tcp(address):
+        return await reach_remote(Target(address, tls))
     if await probe(address) is not None:
         return EngineLaunch(address=address, started=False)
     config = _bundled_config()
@@ -169,6 +224,11 @@ def _alive(pid: int) -> bool:
 
 def stop(address: str, timeout: float = STOP_TIMEOUT) -> int:
     """SIGTERM the ctrdeck engine on `address` and wait for it to end; returns its pid."""
+    if is_tcp(address):
+        raise LaunchError(
+            f"{address} is a TCP address; `engine stop` signals the engine through its "
+            "local socket, so run it on the engine's host"
+        )
     version = asyncio.run(probe(address))
     if version is None:
         raise LaunchError(f"no engine answers on {address}")

@@ -130,7 +130,8 @@ async def _follow(stream: AsyncIterator[images_api.PullImageProgress]) -> images
 def _client(args: argparse.Namespace) -> Client:
     from tui import launcher
 
-    return Client(launcher.resolve_address(args.address), args.namespace)
+    target = launcher.target(args)
+    return Client(target.address, args.namespace, tls=target.tls)
 
 
 def _shown(text: str) -> str:
@@ -147,9 +148,11 @@ def _fail(command: str, exc: BaseException) -> int:
 
 
 def _run(command: str, coro: object) -> int:
+    from tui.launcher import LaunchError
+
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
-    except (GRPCError, OSError, ConnectionError) as exc:
+    except (GRPCError, OSError, ConnectionError, LaunchError) as exc:
         return _fail(command, exc)
     except KeyboardInterrupt:
         return 130

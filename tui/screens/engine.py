@@ -28,6 +28,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from core.listeners import SECURITY_NAMES
 from core.status import EngineStatus, format_uptime
 from tui.plain import plain
 from tui.screens.inspect import Section, fields, when
@@ -69,12 +70,17 @@ def engine_fields(status: EngineStatus) -> Table:
     uptime = format_uptime(status.uptime)
     if status.started_at is not None:
         uptime += f" (since {when(status.started_at)})"
+    listening = [
+        ("listeners" if i == 0 else "", f"{x.address}  {SECURITY_NAMES.get(x.security, '?')}")
+        for i, x in enumerate(status.listeners)
+    ]
     return fields(
         [
             ("version", status.version),
             ("revision", status.revision),
             ("uuid", status.uuid),
-            ("socket", status.address),
+            ("address" if status.address.startswith("tcp://") else "socket", status.address),
+            *listening,
             ("root", status.root or "unknown"),
             ("state", status.state or "unknown"),
             ("uptime", uptime),

@@ -453,7 +453,7 @@ class MainScreen(Screen[None]):
             # Without a connection (fixed data) the last status the node had is all there is.
             if self.console.client is None and known is not None:
                 return known
-            return await engine_status.probe(node.address)
+            return await engine_status.probe(node.address, tls=self.console.settings.tls)
 
         self.teach("app.engine", pane)
         line = commands.BY_ID["app.engine"].ctr_line(pane)
