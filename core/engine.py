@@ -27,7 +27,7 @@ from core.images import registry
 from core.metadata import Metadata
 from core.metadata.containers import Container
 from core.metadata.snapshots import SnapshotStore
-from core.plugins import Plugin, Registry
+from core.plugins import Plugin, Registry, absent_snapshotters
 from core.runtime.runtimes import Runtimes
 from core.runtime.tasks import DEFAULT_LOG_MAX, TASK_DIR, TaskManager
 from core.snapshots import PLUGIN_TYPE as SNAPSHOTTER_PLUGIN
@@ -93,6 +93,8 @@ class Engine:
                 log.info("snapshotter %s not loaded: %s", loaded.name, loaded.error)
             else:
                 self.snapshotters[loaded.name] = loaded.snapshotter
+        for absent in absent_snapshotters(config.plugins, self.root):
+            self.plugins.add(absent)
         self.plugins.add(
             Plugin(
                 "io.containerd.metadata.v1",
