@@ -522,13 +522,19 @@ class RegistryClient:
                 return await attempt(ep)
         return await attempt(endpoints[-1])
 
-    def _client(self, ep: Endpoint) -> httpx.AsyncClient:
+    async def _client(self, ep: Endpoint) -> httpx.AsyncClient:
         key = ep.tls_key()
         client = self._clients.get(key)
+        if client is not None:
+            return client
+        # Plain-HTTP registries may still redirect to HTTPS storage, so they get the
+        # default checks too, from one context built once per engine. An HTTPS endpoint
+        # gets its own (system roots plus its CAs and client certificates). Either is built
+        # in a worker thread: loading the roots takes a tenth of a second or more.
+        build = ep.ssl_context if ep.scheme == "https" else _default_tls
+        verify = await asyncio.to_thread(build)
+        client = self._clients.get(key)
         if client is None:
-            # Plain-HTTP registries may still redirect to HTTPS storage, so they get the
-            # default checks too, from one context built once per engine.
-            verify: ssl.SSLContext = ep.ssl_context() if ep.scheme == "https" else _default_tls()
             client = httpx.AsyncClient(
                 verify=verify,
                 follow_redirects=True,
@@ -563,7 +569,7 @@ class RegistryClient:
         Connection errors, 5xx and 429 are retried (when `retry`) with backoff; a 401 is
         answered once by (re)authenticating. Other statuses are the caller's to interpret.
         """
-        client = self._client(ep)
+        client = await self._client(ep)
         scopes = sorted({_scope(ref.path, actions), *extra_scopes})
         failures = 0
         reauthenticated = False
