@@ -385,29 +385,29 @@ class Engine:
         The directory is listed in a worker, the blobs nobody owns or pins are
         named on the loop, and a worker unlinks them one at a time under
         `_blob_lock`, leaving any that something claimed meanwhile
-        (`spare_blob`, `pin_blob`). A commit starting stops it; it runs again
-        once the commits are done.
+        (`spare_blob`, `pin_blob`). A commit starting stops it; it starts over
+        once the commits are done (`commit_blob` sees `_sweep_skipped`).
         """
-        if self.commits_in_flight:
-            self._sweep_skipped = True
-            return 0
-        on_disk = await asyncio.to_thread(self.content.digests)
-        with self._blob_lock:
+        removed = 0
+        while True:
             if self.commits_in_flight:
                 self._sweep_skipped = True
-                return 0
-            keep = self.metadata.content.owned_digests() | set(self.pinned_blobs)
-            self._doomed = {d for d in on_disk if d not in keep}
-        self._sweep_skipped = False
-        try:
-            removed, finished = await asyncio.to_thread(self._unlink_doomed)
-        finally:
+                break
+            on_disk = await asyncio.to_thread(self.content.digests)
             with self._blob_lock:
-                self._doomed = set()
-        if not finished:
-            self._sweep_skipped = True
-            if not self.commits_in_flight:
-                self.collect_soon()
+                if self.commits_in_flight:
+                    continue
+                keep = self.metadata.content.owned_digests() | set(self.pinned_blobs)
+                self._doomed = {d for d in on_disk if d not in keep}
+            self._sweep_skipped = False
+            try:
+                gone, finished = await asyncio.to_thread(self._unlink_doomed)
+            finally:
+                with self._blob_lock:
+                    self._doomed = set()
+            removed += gone
+            if finished:
+                break
         if removed:
             log.info("garbage collection removed %d blobs", removed)
         return removed
