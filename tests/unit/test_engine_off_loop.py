@@ -2,7 +2,7 @@
 
 On a real engine in this process (its own root under /tmp, real SQLite and real
 blob files): garbage collection marks in a worker thread and unlinks blob files
-in one, and the loop answers work while the unlink is in progress; a blob that
+in one, and the engine answers a gRPC call while the unlink is in progress; a blob that
 something claims during the sweep (a Content.Write pin, a pull reusing it, a
 commit starting) stays; a write landing during the mark sends the collection
 back to marking, so it never removes what that write made reachable. The
@@ -20,12 +20,13 @@ import hashlib
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core.client import Client
 from core.config import from_dict
 from core.content.store import ContentStore
 from core.descriptor import Descriptor
@@ -36,6 +37,7 @@ from core.images.hosts import Hosts
 from core.images.pull import own_blob
 from core.images.registry import RegistryClient, RetryPolicy
 from core.metadata.images import Image
+from core.server import EngineServer
 
 NAMESPACE = "offloop"
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
@@ -92,22 +94,33 @@ class _Hooked:
 
 
 def after_first_unlink(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch, on_loop: Callable[[], None]
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    on_loop: Callable[[], Coroutine[Any, Any, None] | None],
 ) -> list[threading.Thread]:
     """Run `on_loop` on the engine's loop once the sweep has unlinked its first blob.
 
     The sweep then waits (in whatever thread it runs) until the loop has run
-    `on_loop`; a sweep running on the loop itself would wait for ever.
-    Returns the threads every unlink ran in.
+    `on_loop` (to its end, if it is a coroutine); a sweep running on the loop
+    itself would wait for ever. Returns the threads every unlink ran in.
     """
     loop = asyncio.get_running_loop()
     threads: list[threading.Thread] = []
     answered = threading.Event()
     delete = engine.content.delete
 
-    def run_on_loop() -> None:
-        on_loop()
+    running: list[asyncio.Task[None]] = []
+
+    async def finish(work: Coroutine[Any, Any, None]) -> None:
+        await work
         answered.set()
+
+    def run_on_loop() -> None:
+        work = on_loop()
+        if work is None:
+            answered.set()
+        else:
+            running.append(loop.create_task(finish(work)))
 
     def wait_for_the_loop() -> None:
         loop.call_soon_threadsafe(run_on_loop)
@@ -125,14 +138,41 @@ def after_first_unlink(
     return threads
 
 
-async def test_the_sweep_unlinks_in_a_worker_while_the_loop_answers(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    digests = [store_blob(engine, i) for i in range(50)]
-    seen: list[list[str]] = []
-    threads = after_first_unlink(
-        engine, monkeypatch, lambda: seen.append(engine.metadata.namespaces.list())
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[EngineServer, Client]]:
+    base = Path(tempfile.mkdtemp(prefix="ctrdeck-offloop-", dir="/tmp"))
+    config = from_dict(
+        {
+            "version": 2,
+            "root": str(base / "root"),
+            "state": str(base / "state"),
+            "grpc": {"address": str(base / "state" / "ctrdeck.sock")},
+        }
     )
+    server = EngineServer(config)
+    client = Client(config.grpc.address, NAMESPACE)
+    try:
+        await server.start()
+        yield server, client
+    finally:
+        client.close()
+        await server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_the_sweep_unlinks_in_a_worker_while_the_engine_answers(
+    served: tuple[EngineServer, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, client = served
+    engine = server.engine
+    digests = [store_blob(engine, i) for i in range(50)]
+    seen: list[str] = []
+
+    async def a_call() -> None:
+        # A real gRPC call over the engine's socket, answered mid-sweep.
+        seen.append((await client.server_version()).version)
+
+    threads = after_first_unlink(engine, monkeypatch, a_call)
     marked_in: list[threading.Thread] = []
     mark = engine.collector.mark
 
@@ -147,7 +187,7 @@ async def test_the_sweep_unlinks_in_a_worker_while_the_loop_answers(
     assert result is not None and len(result.content_removed) == 50
     assert marked_in and threading.main_thread() not in marked_in
     assert len(threads) == 50 and threading.main_thread() not in threads
-    assert seen, "the loop served work in the middle of the sweep"
+    assert seen, "the engine answered a call in the middle of the sweep"
     assert not any(engine.content.exists(d) for d in digests)
 
 
