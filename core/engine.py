@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -22,12 +23,12 @@ from core.config import Config
 from core.content.store import ContentStore, Writer
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from core.events.exchange import Exchange
-from core.gc import Collector, Result
+from core.gc import Collector, Plan, Result
 from core.images import registry
 from core.metadata import Metadata
 from core.metadata.containers import Container
 from core.metadata.snapshots import SnapshotStore
-from core.plugins import Plugin, Registry
+from core.plugins import Plugin, Registry, absent_snapshotters
 from core.runtime import cgroups
 from core.runtime.runtimes import Runtimes
 from core.runtime.tasks import DEFAULT_LOG_MAX, TASK_DIR, TaskManager
@@ -37,6 +38,11 @@ from core.snapshots import load as load_snapshotters
 from core.snapshots.mount import Mount
 
 log = logging.getLogger("ctrdeck.engine")
+
+GC_MARK_ATTEMPTS = 3
+"""Marks tried in a worker before one runs on the loop, when writes keep landing meanwhile."""
+GC_SWEEP_STEP = 200
+"""Content records a sweep removes per transaction before it lets other work run."""
 
 GRPC_SERVICES = [
     "containers",
@@ -94,6 +100,8 @@ class Engine:
                 log.info("snapshotter %s not loaded: %s", loaded.name, loaded.error)
             else:
                 self.snapshotters[loaded.name] = loaded.snapshotter
+        for absent in absent_snapshotters(config.plugins, self.root):
+            self.plugins.add(absent)
         self.plugins.add(
             Plugin(
                 "io.containerd.metadata.v1",
@@ -104,7 +112,9 @@ class Engine:
         )
         self.uuid = self._server_uuid()
         self.collector = Collector(self.metadata)
-        self.collector.snapshot_graph = lambda: self.snapshot_records.graph(self.snapshotters)
+        self.collector.snapshot_graph = lambda md: SnapshotStore(
+            md.db, md.namespaces, md.leases
+        ).graph(self.snapshotters)
         self.collector.remove_snapshots = self.snapshot_records.remove_many
         self.plugins.add(
             Plugin("io.containerd.gc.v1", "scheduler", requires=["io.containerd.metadata.v1"])
@@ -112,6 +122,7 @@ class Engine:
         self.gc_runs = 0
         self.gc_removed = {"content": 0, "snapshots": 0}
         self._gc_pending: asyncio.Task[None] | None = None
+        self._gc_lock = asyncio.Lock()
         # Content commits in flight: the file sweep waits for them, because a
         # blob is renamed into place a moment before its owner is recorded.
         self.commits_in_flight = 0
@@ -119,6 +130,11 @@ class Engine:
         # at its COMMIT: nobody owns them yet, so the sweep must leave them.
         self.pinned_blobs: collections.Counter[str] = collections.Counter()
         self._sweep_skipped = False
+        # The blob files a sweep's worker thread is removing. The worker unlinks
+        # each under `_blob_lock`, and whatever claims a stored blob takes the
+        # lock first and spares it (`spare_blob`, `pin_blob`, a commit starting).
+        self._blob_lock = threading.Lock()
+        self._doomed: set[str] = set()
         self.plugins.add(
             Plugin("io.containerd.differ.v1", "walking", requires=["io.containerd.metadata.v1"])
         )
@@ -163,7 +179,8 @@ class Engine:
         """
 
         async def commit() -> str:
-            self.commits_in_flight += 1
+            with self._blob_lock:
+                self.commits_in_flight += 1
             try:
                 try:
                     digest = await asyncio.to_thread(writer.commit, size, expected)
@@ -184,6 +201,29 @@ class Engine:
             with contextlib.suppress(BaseException):
                 await task
             raise
+
+    def spare_blob(self, digest: str) -> None:
+        """Keep a running sweep from removing `digest`; call before claiming a stored blob.
+
+        Check that the blob exists after this, and record the claim before the
+        next await: from then on the owner row keeps it.
+        """
+        with self._blob_lock:
+            self._doomed.discard(digest)
+
+    def pin_blob(self, digest: str) -> bool:
+        """Keep a stored blob from every sweep until `unpin_blob`; False if it is not stored."""
+        with self._blob_lock:
+            self._doomed.discard(digest)
+            if not self.content.exists(digest):
+                return False
+            self.pinned_blobs[digest] += 1
+            return True
+
+    def unpin_blob(self, digest: str) -> None:
+        self.pinned_blobs[digest] -= 1
+        if self.pinned_blobs[digest] <= 0:
+            del self.pinned_blobs[digest]
 
     def namespace_owners(self, namespace: str) -> list[str]:
         """Kinds of resource outside the metadata tables that keep a namespace alive."""
@@ -261,7 +301,10 @@ class Engine:
     async def start(self) -> None:
         """Find the tasks a previous run left running (the event loop is up now)."""
         self._warm_up = asyncio.create_task(asyncio.to_thread(registry.warm_up))
+        # Counted once here, off the loop; the metrics gauge reads the count after.
+        counting = asyncio.create_task(asyncio.to_thread(self.content.total_bytes))
         await self.tasks.restore()
+        await counting
 
     async def stop(self) -> None:
         """Stop watching tasks; containers and their monitors keep running."""
@@ -283,39 +326,119 @@ class Engine:
         await self._collect()
 
     async def _collect(self) -> Result:
-        result = self.collector.collect()
-        self.gc_runs += 1
-        self.gc_removed["content"] += len(result.content_removed)
-        self.gc_removed["snapshots"] += len(result.snapshots_removed)
-        if result.snapshots_removed:
-            # The records went in the collection's transaction (children
-            # first); the directories they owned go now.
-            for snapshotter in self.snapshotters.values():
-                await snapshotter.cleanup()
-        await self.sweep_blobs()
+        async with self._gc_lock:
+            result = await self._collect_metadata()
+            self.gc_runs += 1
+            self.gc_removed["content"] += len(result.content_removed)
+            self.gc_removed["snapshots"] += len(result.snapshots_removed)
+            if result.snapshots_removed:
+                # The records went in the collection's transaction (children
+                # first); the directories they owned go now.
+                for snapshotter in self.snapshotters.values():
+                    await snapshotter.cleanup()
+            await self.sweep_blobs()
+            return result
+
+    async def _collect_metadata(self) -> Result:
+        """Mark in a worker thread, then sweep on the loop in steps, if nothing else wrote.
+
+        Every write goes through the loop's connection, so an unchanged
+        `total_changes` means the mark read the state the sweep changes, and
+        each step of the sweep only removes what was already unreachable. A
+        write landing in between sends the collection back to marking; if writes
+        keep landing, the last pass marks and sweeps on the loop in one step.
+        """
+        result = Result()
+        conn = self.metadata.db.conn
+        for _ in range(GC_MARK_ATTEMPTS):
+            before = conn.total_changes
+            plan = await asyncio.to_thread(self._mark_apart)
+            if conn.total_changes == before and await self._sweep_in_steps(plan, result):
+                return result
+        result.add(self.collector.collect())
         return result
 
-    async def sweep_blobs(self) -> int:
-        """Remove blob files no namespace owns; skipped while a commit is landing.
+    async def _sweep_in_steps(self, plan: Plan, result: Result) -> bool:
+        """Sweep `plan` a step at a time into `result`; False if another write came between."""
+        conn = self.metadata.db.conn
+        steps = [Plan(dead_snapshots=plan.dead_snapshots)] + [
+            Plan(dead_content=plan.dead_content[at : at + GC_SWEEP_STEP])
+            for at in range(0, len(plan.dead_content), GC_SWEEP_STEP)
+        ]
+        try:
+            for step in steps:
+                # A removal lost in a crash is only garbage found again, so the steps
+                # skip their fsyncs and one in a worker covers them all at the end.
+                with self.metadata.db.deferred_sync():
+                    result.add(self.collector.sweep(step))
+                ours = conn.total_changes
+                await asyncio.sleep(0)
+                if conn.total_changes != ours:
+                    return False
+            return True
+        finally:
+            await asyncio.to_thread(self.metadata.db.sync)
 
-        The check and the unlinks run without yielding to the event loop, so no
-        commit or Content.Write claim can start in between.
+    def _mark_apart(self) -> Plan:
+        """The mark, on a read transaction of a connection of its own (WAL lets it read)."""
+        reader = Metadata(self.metadata.db.path)
+        try:
+            reader.db.conn.execute("BEGIN")
+            try:
+                return self.collector.mark(reader)
+            finally:
+                reader.db.conn.execute("ROLLBACK")
+        finally:
+            reader.close()
+
+    async def sweep_blobs(self) -> int:
+        """Remove blob files no namespace owns, in a worker; put off while a commit is landing.
+
+        The directory is listed in a worker, the blobs nobody owns or pins are
+        named on the loop, and a worker unlinks them one at a time under
+        `_blob_lock`, leaving any that something claimed meanwhile
+        (`spare_blob`, `pin_blob`). A commit starting stops it; it starts over
+        once the commits are done (`commit_blob` sees `_sweep_skipped`).
         """
-        if self.commits_in_flight:
-            self._sweep_skipped = True
-            return 0
-        self._sweep_skipped = False
-        keep = self.metadata.content.owned_digests() | set(self.pinned_blobs)
         removed = 0
-        for blob in list(self.content.walk()):
-            if blob.digest in keep:
-                continue
-            with contextlib.suppress(NotFound):
-                self.content.delete(blob.digest)
-                removed += 1
+        while True:
+            if self.commits_in_flight:
+                self._sweep_skipped = True
+                break
+            on_disk = await asyncio.to_thread(self.content.digests)
+            with self._blob_lock:
+                if self.commits_in_flight:
+                    continue
+                keep = self.metadata.content.owned_digests() | set(self.pinned_blobs)
+                self._doomed = {d for d in on_disk if d not in keep}
+            self._sweep_skipped = False
+            try:
+                gone, finished = await asyncio.to_thread(self._unlink_doomed)
+            finally:
+                with self._blob_lock:
+                    self._doomed = set()
+            removed += gone
+            if finished:
+                break
         if removed:
             log.info("garbage collection removed %d blobs", removed)
         return removed
+
+    def _unlink_doomed(self) -> tuple[int, bool]:
+        """(blobs removed, whether the sweep finished) — runs in a worker thread."""
+        with self._blob_lock:
+            doomed = list(self._doomed)
+        removed = 0
+        for digest in doomed:
+            with self._blob_lock:
+                if self.commits_in_flight:
+                    return removed, False
+                if digest not in self._doomed:
+                    continue
+                with contextlib.suppress(NotFound):
+                    self.content.delete(digest)
+                    removed += 1
+        return removed, True
 
     def _server_uuid(self) -> str:
         path = self.root / "io.containerd.grpc.v1.introspection" / "uuid"

@@ -41,6 +41,18 @@ class FailedPrecondition(CtrdeckError):
     kind = "failed precondition"
 
 
+class Unauthenticated(CtrdeckError):
+    """A peer (a registry, its token server) wants credentials we lack or it refused."""
+
+    kind = "unauthenticated"
+
+
+class PermissionDenied(CtrdeckError):
+    """A peer knows who we are and refuses the operation."""
+
+    kind = "permission denied"
+
+
 class Unavailable(CtrdeckError):
     kind = "unavailable"
 

@@ -5,13 +5,18 @@ and an id in containerd's naming, the types it requires, the platforms it
 serves, exports such as its root directory, and an init error for a part that
 was skipped (a snapshotter whose filesystem is missing, a runtime whose binary
 is not installed). The engine registers each part as it builds it, so the list
-is always the engine's real state.
+is always the engine's real state. Snapshotters containerd has and ctrdeck does
+not (devmapper, zfs) are listed skipped with the reason, as `ctr plugins ls -d`
+shows containerd's unusable ones, so asking for them explains itself.
 """
 
 from __future__ import annotations
 
 import platform as _platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from core import filters
 
@@ -39,6 +44,41 @@ def host_platform() -> tuple[str, str, str]:
     arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
     variant = {"arm64": "v8", "arm": "v7"}.get(arch, "")
     return "linux", arch, variant
+
+
+SNAPSHOTTER = "io.containerd.snapshotter.v1"
+_INSTEAD = "use overlayfs (the default), native or btrfs"
+
+
+def absent_snapshotters(plugins: Mapping[str, Any], engine_root: Path) -> list[Plugin]:
+    """containerd's devmapper and zfs snapshotters, which this engine does not have.
+
+    `plugins` is the config's plugin tables: a devmapper pool configured for
+    containerd is named in the reason, so an operator moving a config over sees
+    why it has no effect.
+    """
+    devmapper = plugins.get(f"{SNAPSHOTTER}.devmapper", {})
+    pool = devmapper.get("pool_name", "") if isinstance(devmapper, Mapping) else ""
+    configured = f'its pool "{pool}" is configured, but ' if pool else "devmapper not configured: "
+    zfs_root = engine_root / f"{SNAPSHOTTER}.zfs"
+    return [
+        Plugin(
+            SNAPSHOTTER,
+            "devmapper",
+            platforms=True,
+            error=f"{configured}ctrdeck has no devmapper snapshotter; {_INSTEAD}: skip plugin",
+        ),
+        Plugin(
+            SNAPSHOTTER,
+            "zfs",
+            exports={"root": str(zfs_root)},
+            platforms=True,
+            error=(
+                "ctrdeck has no zfs snapshotter (containerd's needs its root on a zfs "
+                f"dataset); {_INSTEAD}: skip plugin"
+            ),
+        ),
+    ]
 
 
 class Registry:

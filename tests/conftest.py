@@ -10,7 +10,7 @@ import pytest
 from core.client import Client
 from tests.engine_proc import EngineProcess
 
-pytest_plugins = ["tests.registry"]
+pytest_plugins = ["tests.registry", "tests.skips"]
 
 
 @pytest.fixture

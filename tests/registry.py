@@ -634,20 +634,27 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+DENIED_MESSAGE = "anonymous access to this registry is disabled by policy"
+
+
 class TokenServer:
     """A Docker token endpoint on 127.0.0.1 that signs JWTs docker-registry accepts.
 
     The registry itself stays real: it is configured with `auth.token` and this server's
-    certificate as its root bundle. Anonymous callers get `pull` only; `users` get what they
-    ask for. Every request is recorded in `requests` as (username or "", scopes).
+    certificate as its root bundle. Anonymous callers get `pull` only (or, with
+    `deny_anonymous`, a 403 with a distribution-style error body); `users` get what they ask
+    for. Every request is recorded in `requests` as (username or "", scopes).
     """
 
     issuer = "ctrdeck-test-issuer"
     service = "ctrdeck-test-registry"
 
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, users: dict[str, str] | None = None, deny_anonymous: bool = False
+    ) -> None:
         self.workdir = workdir
         self.users = dict(users or {})
+        self.deny_anonymous = deny_anonymous
         self.requests: list[tuple[str, list[str]]] = []
         self.key = workdir / "token.key"
         self.cert = workdir / "token.crt"
@@ -730,6 +737,16 @@ class TokenServer:
                         return
                     user = name
                 server.requests.append((user, scopes))
+                if not user and server.deny_anonymous:
+                    denied = json.dumps(
+                        {"errors": [{"code": "DENIED", "message": DENIED_MESSAGE}]}
+                    ).encode()
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(denied)))
+                    self.end_headers()
+                    self.wfile.write(denied)
+                    return
                 body = json.dumps({"token": server.sign(user, scopes), "expires_in": 300})
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

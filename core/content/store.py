@@ -187,6 +187,7 @@ class Writer:
         directory: Path,
         blobs_dir: Path,
         release: Callable[[], None],
+        publish: Callable[[Path, Path, int], None],
     ) -> None:
         self._ref = status.ref
         self._total = status.total
@@ -197,6 +198,7 @@ class Writer:
         self._hasher = hasher
         self._dir = directory
         self._blobs_dir = blobs_dir
+        self._publish = publish
         self._mu = threading.Lock()
         # Unbuffered append: the on-disk size is always the true offset (status relies on it)
         # and a restart after truncate(0) writes from the start again.
@@ -350,7 +352,7 @@ class Writer:
             _discard_dir(self._dir)
             raise AlreadyExists(f"content {actual}")
         try:
-            os.rename(self._dir / "data", target)
+            self._publish(self._dir / "data", target, self._offset)
         except FileNotFoundError as exc:
             raise NotFound(f"ingest ref {self._ref} was aborted") from exc
         _fsync_dir(self._blobs_dir)
@@ -368,6 +370,11 @@ class ContentStore:
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._ingests.mkdir(parents=True, exist_ok=True)
         self._lock_root = self.root.resolve()
+        # Bytes of committed blobs, counted once by `total_bytes` and then kept up to date
+        # by commits and deletes (which may run in worker threads), so a metrics scrape
+        # never walks the blob directory.
+        self._bytes: int | None = None
+        self._bytes_mu = threading.Lock()
         self._sweep_temporaries()
 
     # -- blobs ---------------------------------------------------------------------------------
@@ -411,10 +418,20 @@ class ContentStore:
         return self._stream(digest, offset, remaining, min(chunk, CHUNK_SIZE))
 
     def delete(self, digest: str) -> None:
-        try:
-            self._blob_path(digest).unlink()
-        except FileNotFoundError as exc:
-            raise NotFound(f"content {digest}") from exc
+        path = self._blob_path(digest)
+        with self._bytes_mu:
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError as exc:
+                raise NotFound(f"content {digest}") from exc
+            if self._bytes is not None:
+                self._bytes -= size
+
+    def digests(self) -> list[str]:
+        """The digest of every committed blob, read from the directory alone (no stat)."""
+        with os.scandir(self._blobs) as entries:
+            return [f"sha256:{e.name}" for e in entries if _HEX.fullmatch(e.name)]
 
     def walk(self) -> Iterator[BlobInfo]:
         """Every committed blob, in no particular order."""
@@ -431,7 +448,18 @@ class ContentStore:
                 )
 
     def total_bytes(self) -> int:
-        return sum(info.size for info in self.walk())
+        """Bytes of all committed blobs: a walk the first time, a counter afterwards."""
+        with self._bytes_mu:
+            if self._bytes is None:
+                self._bytes = sum(info.size for info in self.walk())
+            return self._bytes
+
+    def _publish(self, data: Path, blob: Path, size: int) -> None:
+        """A writer's rename into place, counted in the same step as it becomes visible."""
+        with self._bytes_mu:
+            os.rename(data, blob)
+            if self._bytes is not None:
+                self._bytes += size
 
     # -- ingests -------------------------------------------------------------------------------
 
@@ -540,6 +568,7 @@ class ContentStore:
             directory=directory,
             blobs_dir=self._blobs,
             release=functools.partial(_LOCKS.release, self._lock_root, ref),
+            publish=self._publish,
         )
 
     def _create_ingest(self, directory: Path, ref: str, total: int, expected: str) -> IngestStatus:

@@ -275,6 +275,7 @@ def own_blob(
         _attach(engine, namespace, lease, desc.digest)
         set_labels(engine, namespace, desc.digest, labels)
         return True
+    engine.spare_blob(desc.digest)
     if not engine.content.exists(desc.digest):
         return False
     meta.add(namespace, desc.digest, engine.content.info(desc.digest).size, labels, lease)

@@ -39,6 +39,8 @@ from core.errors import (
     InvalidArgument,
     NotFound,
     NotImplementedYet,
+    PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
 from core.images import mediatypes
@@ -173,25 +175,31 @@ class _Auth:
     def forget(self, host: str, scopes: list[str]) -> None:
         self._tokens.pop((host, " ".join(sorted(set(scopes)))), None)
 
-    def learn(self, host: str, response: httpx.Response, scopes: list[str]) -> list[str]:
-        """Record the challenge of a 401; return the scopes to ask for (ours plus its own)."""
+    def learn(
+        self, host: str, response: httpx.Response, scopes: list[str], detail: str
+    ) -> list[str]:
+        """Record the challenge of a 401; return the scopes to ask for (ours plus its own).
+
+        `detail` is the registry's own message with the 401, quoted in any refusal.
+        """
         header = ", ".join(response.headers.get_list("www-authenticate"))
         challenges = parse_challenges(header)
         chosen = next((c for c in challenges if c.scheme == "bearer"), None)
         if chosen is None:
             chosen = next((c for c in challenges if c.scheme == "basic"), None)
         if chosen is None:
-            raise FailedPrecondition(
+            raise Unauthenticated(
                 f"unauthorized: registry {host} answered 401 without a Bearer or Basic "
-                f"challenge (WWW-Authenticate: {header or 'missing'})"
+                f"challenge (WWW-Authenticate: {header or 'missing'}; {detail})"
             )
         if chosen.scheme == "basic" and self._basic(host) is None:
-            raise FailedPrecondition(
-                f"unauthorized: registry {host} requires credentials (Basic authentication)"
+            raise Unauthenticated(
+                f"unauthorized: registry {host} requires credentials (Basic authentication; "
+                f"{detail})"
             )
         if chosen.scheme == "bearer" and not chosen.params.get("realm"):
-            raise FailedPrecondition(
-                f"unauthorized: registry {host} sent a Bearer challenge without a realm"
+            raise Unauthenticated(
+                f"unauthorized: registry {host} sent a Bearer challenge without a realm ({detail})"
             )
         self._challenges[host] = chosen
         extra = chosen.params.get("scope", "")
@@ -231,7 +239,8 @@ class _Auth:
             ) from exc
         if response.status_code in (401, 403):
             who = f"as {creds[0]!r}" if creds else "anonymously"
-            raise FailedPrecondition(
+            refused = Unauthenticated if response.status_code == 401 else PermissionDenied
+            raise refused(
                 f"unauthorized: token server {realm} refused {who} for {' '.join(scopes)} "
                 f"({_registry_error(response, response.content)})"
             )
@@ -513,13 +522,19 @@ class RegistryClient:
                 return await attempt(ep)
         return await attempt(endpoints[-1])
 
-    def _client(self, ep: Endpoint) -> httpx.AsyncClient:
+    async def _client(self, ep: Endpoint) -> httpx.AsyncClient:
         key = ep.tls_key()
         client = self._clients.get(key)
+        if client is not None:
+            return client
+        # Plain-HTTP registries may still redirect to HTTPS storage, so they get the
+        # default checks too, from one context built once per engine. An HTTPS endpoint
+        # gets its own (system roots plus its CAs and client certificates). Either is built
+        # in a worker thread: loading the roots takes a tenth of a second or more.
+        build = ep.ssl_context if ep.scheme == "https" else _default_tls
+        verify = await asyncio.to_thread(build)
+        client = self._clients.get(key)
         if client is None:
-            # Plain-HTTP registries may still redirect to HTTPS storage, so they get the
-            # default checks too, from one context built once per engine.
-            verify: ssl.SSLContext = ep.ssl_context() if ep.scheme == "https" else _default_tls()
             client = httpx.AsyncClient(
                 verify=verify,
                 transport=_HTTPFallback(verify) if ep.http_fallback else None,
@@ -555,7 +570,7 @@ class RegistryClient:
         Connection errors, 5xx and 429 are retried (when `retry`) with backoff; a 401 is
         answered once by (re)authenticating. Other statuses are the caller's to interpret.
         """
-        client = self._client(ep)
+        client = await self._client(ep)
         scopes = sorted({_scope(ref.path, actions), *extra_scopes})
         failures = 0
         reauthenticated = False
@@ -584,10 +599,17 @@ class RegistryClient:
                 continue
             status = response.status_code
             if status == 401 and not reauthenticated:
-                await response.aclose()
+                try:
+                    body = await _read_limited(response, 64 << 10, "registry answer")
+                except (httpx.TransportError, FailedPrecondition):
+                    body = b""
+                finally:
+                    await response.aclose()
                 if auth:
                     self._auth.forget(ep.host, scopes)
-                scopes = self._auth.learn(ep.host, response, scopes)
+                scopes = self._auth.learn(
+                    ep.host, response, scopes, _registry_error(response, body)
+                )
                 reauthenticated = True
                 continue
             if (status >= 500 or status == 429) and retry:
@@ -657,9 +679,14 @@ class RegistryClient:
         detail = _registry_error(response, body)
         if status == 404:
             return NotFound(f"{what} of {ref} on {ep.host}: {detail}")
-        if status in (401, 403):
-            return FailedPrecondition(
-                f"unauthorized: registry {ep.host} denied access to {what} of {ref} ({detail})"
+        if status == 401:
+            return Unauthenticated(
+                f"unauthorized: registry {ep.host} did not accept our credentials for "
+                f"{what} of {ref} ({detail})"
+            )
+        if status == 403:
+            return PermissionDenied(
+                f"denied: registry {ep.host} refused access to {what} of {ref} ({detail})"
             )
         if status >= 500 or status == 429:
             return Unavailable(

@@ -4,7 +4,10 @@ One file, `meta.db`, in WAL mode with foreign keys on and `synchronous=FULL`, so
 a mutation that returned to its caller survives a crash of the engine or of the
 node. Every mutation runs in exactly one `BEGIN IMMEDIATE` transaction opened by
 `Database.tx()`; the schema carries a version, and `MIGRATIONS` brings an older
-file forward in order, each step in its own transaction.
+file forward in order, each step in its own transaction. Work whose loss in a
+crash would only have to be redone (garbage collection's removals) may commit
+under `deferred_sync` and make itself durable with `sync` from a worker thread,
+so the event loop does not wait for the disk at each step.
 """
 
 from __future__ import annotations
@@ -191,6 +194,42 @@ class Database:
             self.conn.execute("COMMIT")
         finally:
             self._depth = 0
+
+    @contextlib.contextmanager
+    def deferred_sync(self) -> Iterator[None]:
+        """Commits inside neither fsync nor checkpoint; `sync` does both later, off the loop.
+
+        Use it only around writes that a crash may undo, and never across an await:
+        every other transaction must commit with `synchronous=FULL`.
+        """
+        checkpoint = self.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            yield
+        finally:
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint)}")
+
+    def sync(self) -> None:
+        """Make every commit so far durable and fold the log into the file; any thread.
+
+        The fsync of the log is the durability; the checkpoint, on a connection of
+        its own, only keeps the log short so no later commit on the loop has to.
+        """
+        try:
+            fd = os.open(self.path.with_name(self.path.name + "-wal"), os.O_RDONLY)
+        except FileNotFoundError:
+            return  # no log: every commit is already in the database file
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self.conn.close()

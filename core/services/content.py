@@ -169,18 +169,16 @@ class ContentService(api.ContentBase):
             if isinstance(writer, Writer):
                 writer.close()
             elif isinstance(writer, _Shared):
-                self.engine.pinned_blobs[writer.digest_value] -= 1
-                if self.engine.pinned_blobs[writer.digest_value] <= 0:
-                    del self.engine.pinned_blobs[writer.digest_value]
+                self.engine.unpin_blob(writer.digest_value)
 
     async def _open(
         self, ns: str, ref: str, total: int, expected: str, lease: str | None
     ) -> Writer | _Shared:
-        if expected and self.store.exists(expected):
+        if expected and self.engine.pin_blob(expected):
             size = self.store.info(expected).size
             if total and size != total:
+                self.engine.unpin_blob(expected)
                 raise InvalidArgument(f"content {expected} has size {size}, not {total}")
-            self.engine.pinned_blobs[expected] += 1
             return _Shared(expected, size)
         writer = await asyncio.to_thread(
             self.store.open_writer, ingest_key(ns, ref), total, expected

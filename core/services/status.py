@@ -2,9 +2,16 @@
 
 The server wraps every handler with `guard`: it binds the call's namespace and
 lease headers into `core.context`, runs the handler, and turns a `CtrdeckError`
-into containerd's status code with the error's message. Anything unexpected is
-logged once with its method and namespace and reported as UNKNOWN with its text,
-so a client never sees a bare "Internal Server Error".
+into containerd's status code with the error's message. A connection that failed
+or an operation that timed out underneath a handler (a registry, a runtime, a
+socket) is UNAVAILABLE or DEADLINE_EXCEEDED, as grpc-go reports them, not
+UNKNOWN. Anything else unexpected is logged once with its method and namespace
+and reported as UNKNOWN with its text, so a client never sees a bare "Internal
+Server Error".
+
+grpclib 0.4.9 looks a method up before it dispatches any event and answers an
+unknown one without a content-type; it has no public hook for that lookup, so
+`install` wraps the server's method table (`_Methods`) to answer properly.
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ from core.api.google.protobuf import Empty
 
 log = logging.getLogger("ctrdeck.grpc")
 
-CODES: dict[type[errors.CtrdeckError], Status] = {
+CODES: dict[type[BaseException], Status] = {
     errors.InvalidArgument: Status.INVALID_ARGUMENT,
     errors.NotFound: Status.NOT_FOUND,
     errors.AlreadyExists: Status.ALREADY_EXISTS,
     errors.FailedPrecondition: Status.FAILED_PRECONDITION,
+    errors.Unauthenticated: Status.UNAUTHENTICATED,
+    errors.PermissionDenied: Status.PERMISSION_DENIED,
     errors.Unavailable: Status.UNAVAILABLE,
     errors.NotImplementedYet: Status.UNIMPLEMENTED,
     errors.OutOfRange: Status.OUT_OF_RANGE,
@@ -36,14 +45,24 @@ CODES: dict[type[errors.CtrdeckError], Status] = {
     errors.Canceled: Status.CANCELLED,
     errors.ResourceExhausted: Status.RESOURCE_EXHAUSTED,
     errors.Internal: Status.INTERNAL,
+    ConnectionError: Status.UNAVAILABLE,
+    TimeoutError: Status.DEADLINE_EXCEEDED,
 }
 
 
-def status_of(exc: errors.CtrdeckError) -> Status:
+def status_of(exc: BaseException) -> Status:
     for cls in type(exc).__mro__:
         if cls in CODES:
-            return CODES[cls]  # type: ignore[index]
+            return CODES[cls]
     return Status.UNKNOWN
+
+
+def _os_message(exc: OSError) -> str:
+    """An OS-level failure in words ("connection refused"), not Python's repr of it."""
+    reason = exc.strerror or str(exc) or ""
+    if isinstance(exc, TimeoutError):
+        return f"{reason or 'operation timed out'}: context deadline exceeded"
+    return f"{reason or 'connection failed'}: unavailable"
 
 
 Observer = Callable[[str, str | None, Status, float], None]
@@ -106,9 +125,19 @@ def install(server: Any, observers: list[Observer]) -> None:
             except GRPCError as exc:
                 code = exc.status
                 raise
-            except (ConnectionError, TimeoutError):
-                code = Status.CANCELLED
-                raise
+            except (ConnectionError, TimeoutError) as exc:
+                code = status_of(exc)
+                message = _os_message(exc)
+                log.info(
+                    "request failed",
+                    extra={
+                        "method": method,
+                        "namespace": namespace,
+                        "code": code.name,
+                        "err": message,
+                    },
+                )
+                raise GRPCError(code, message) from None
             except Exception as exc:
                 code = Status.UNKNOWN
                 log.exception("request failed", extra={"method": method, "namespace": namespace})

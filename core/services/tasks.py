@@ -19,9 +19,9 @@ from core.api.containerd.services.tasks import v1 as api
 from core.api.containerd.v1 import types as ttypes
 from core.api.google.protobuf import Any, Empty
 from core.engine import Engine
-from core.errors import InvalidArgument, NotImplementedYet
+from core.errors import Internal, InvalidArgument, NotImplementedYet
 from core.runtime import spec as specs
-from core.runtime.tasks import Process, Stdio, TaskManager
+from core.runtime.tasks import Exit, Process, Stdio, TaskManager
 from core.services.convert import GO_ZERO
 from core.snapshots.mount import Mount
 
@@ -38,6 +38,13 @@ def process_out(p: Process) -> ttypes.Process:
         exit_status=p.exit.status if p.exit else 0,
         exited_at=p.exit.time if p.exit else GO_ZERO,
     )
+
+
+def exit_of(proc: Process, what: str) -> Exit:
+    """The exit of a deleted process, which the runtime must have collected by then."""
+    if proc.exit is None:
+        raise Internal(f"{what} was deleted but its exit status was never collected")
+    return proc.exit
 
 
 def json_any(value: Any | None, kind: str, what: str) -> bytes:
@@ -75,21 +82,19 @@ class TasksService(api.TasksBase):
 
     async def delete(self, message: api.DeleteTaskRequest) -> api.DeleteResponse:
         proc = await self.tasks.delete(context.namespace(), message.container_id)
-        assert proc.exit is not None
-        return api.DeleteResponse(
-            pid=proc.pid, exit_status=proc.exit.status, exited_at=proc.exit.time
-        )
+        exit_ = exit_of(proc, f"task {message.container_id}")
+        return api.DeleteResponse(pid=proc.pid, exit_status=exit_.status, exited_at=exit_.time)
 
     async def delete_process(self, message: api.DeleteProcessRequest) -> api.DeleteResponse:
         proc = await self.tasks.delete_process(
             context.namespace(), message.container_id, message.exec_id
         )
-        assert proc.exit is not None
+        exit_ = exit_of(proc, f"exec {message.exec_id} of task {message.container_id}")
         return api.DeleteResponse(
             id=proc.exec_id,
             pid=proc.pid,
-            exit_status=proc.exit.status,
-            exited_at=proc.exit.time if proc.exit.exited_at else GO_ZERO,
+            exit_status=exit_.status,
+            exited_at=exit_.time if exit_.exited_at else GO_ZERO,
         )
 
     async def get(self, message: api.GetRequest) -> api.GetResponse:

