@@ -347,6 +347,7 @@ def display_key(key: str) -> str:
         "question_mark": "?",
         "colon": ":",
         "slash": "/",
+        "plus": "+",
         "space": "space",
         "enter": "enter",
     }.get(key, key)
