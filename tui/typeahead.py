@@ -10,26 +10,30 @@ the filter box was still waiting for focus, and `:ns scale⏎` lost everything
 after the colon.
 
 `TypeAheadApp` holds every key and paste that arrives from the terminal in
-one queue and forwards the next only once the previous one has settled: a
-marker message sent after it along the same path (focused widget, its
-ancestors, the screen, the app) has arrived, what that key set off on the
-focused path and on the (possibly new) screen has run, and the focus
-callbacks it queued have been applied. That takes at least two such rounds
-(the second catches messages the key made a widget post, like an input's
-Submitted), and more while the screen or the focused widget keeps changing. A
-round whose marker gets lost (its widget was removed with it) ends after a
-short fallback. So a key meant for an input always reaches the input, and
-never triggers an action elsewhere, whatever the pace it arrived at.
+one queue and forwards the next only once the previous one has settled. A
+round of settling sends a marker message after the key along the same path
+(the focused widget, its ancestors, the screen, the app); when it arrives,
+what that key set off on the focused path has run, and the marker goes on
+through the (possibly new) screen's queue, which a pushed dialog composes and
+mounts before, and back through the app's, which applies the focus changes
+queued meanwhile. A key waits for at least two rounds (the second catches
+messages the key made a widget post, like an input's Submitted) and more while
+the screen or the focused widget keeps changing. A marker can be lost only
+with the widget or screen carrying it (a key that closed its dialog); a
+watchdog ends such a round, and, so that nothing can wedge the keyboard, any
+round that takes far longer than a busy console ever needs.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from time import monotonic
 from typing import Any, Generic, TypeVar
 
 from textual import events
 from textual.app import App
 from textual.message import Message
+from textual.message_pump import MessagePump
 from textual.timer import Timer
 from textual.widget import Widget
 
@@ -38,8 +42,12 @@ ReturnType = TypeVar("ReturnType")
 # The fewest rounds a key waits for, and the most (a chain of focus changes that never ends).
 MIN_ROUNDS = 2
 MAX_ROUNDS = 6
-# A marker lost with its widget must not hold the keys behind it for longer than this.
-LOST_MARKER_AFTER = 0.25
+# How often the watchdog looks for a marker lost with its carrier.
+WATCH_EVERY = 0.1
+# A round this old ends whatever became of its marker: a key late beats a keyboard wedged.
+GIVE_UP_AFTER = 5.0
+# How soon keys typed before the first screen is up are tried again.
+NO_SCREEN_RETRY = 0.05
 
 
 class KeySettled(Message, bubble=True):
@@ -56,23 +64,28 @@ class TypeAheadApp(App[ReturnType], Generic[ReturnType]):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._held: deque[events.Key | events.Paste] = deque()
+        self._delivered = 0
         self._delivering = False
         self._round_id = 0
         self._rounds = 0
+        self._round_started = 0.0
         self._where: tuple[object, Widget | None] = (None, None)
-        self._lost_marker: Timer | None = None
+        # Whatever holds the round's marker (or the callback it became) right now.
+        self._carrier: MessagePump | None = None
+        self._watchdog: Timer | None = None
 
     @property
     def keys_held(self) -> int:
-        """Keys and pastes waiting for the one before them to settle."""
+        """Keys and pastes waiting for the one before them to settle (or settling)."""
         return len(self._held) + (1 if self._delivering else 0)
 
+    @property
+    def keys_settled(self) -> int:
+        """Keys and pastes delivered and settled since the app started."""
+        return self._delivered - (1 if self._delivering else 0)
+
     async def on_event(self, event: events.Event) -> None:
-        if (
-            isinstance(event, (events.Key, events.Paste))
-            and not event.is_forwarded
-            and self._screen_stack
-        ):
+        if isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded:
             self._held.append(event)
             if not self._delivering:
                 await self._deliver_next()
@@ -80,11 +93,24 @@ class TypeAheadApp(App[ReturnType], Generic[ReturnType]):
         await super().on_event(event)
 
     async def _deliver_next(self) -> None:
-        if not self._held or not self._screen_stack:
+        if self._exit:
             self._held.clear()
             self._delivering = False
             return
+        if not self._screen_stack:
+            # Typed before the first screen is up (or while the last one goes): wait for one.
+            self._delivering = bool(self._held)
+            if self._held:
+                self.set_timer(NO_SCREEN_RETRY, self._deliver_next, name="typeahead")
+            return
+        if not self._held:
+            self._delivering = False
+            if self._watchdog is not None:
+                self._watchdog.stop()
+                self._watchdog = None
+            return
         self._delivering = True
+        self._delivered += 1
         self._rounds = 0
         await super().on_event(self._held.popleft())
         self._start_round()
@@ -96,36 +122,42 @@ class TypeAheadApp(App[ReturnType], Generic[ReturnType]):
     def _start_round(self) -> None:
         self._round_id += 1
         self._rounds += 1
+        self._round_started = monotonic()
         self._where = self._focus_point()
         # The path the key took: the app forwards to the focused widget, else to the screen.
         target = self.focused or self.screen
+        self._carrier = target
         target.post_message(KeySettled(self._round_id))
-        if self._lost_marker is not None:
-            self._lost_marker.stop()
-        self._lost_marker = self.set_timer(LOST_MARKER_AFTER, self._marker_lost, name="typeahead")
+        if self._watchdog is None:
+            self._watchdog = self.set_interval(WATCH_EVERY, self._watch, name="typeahead")
 
     def on_key_settled(self, message: KeySettled) -> None:
         message.stop()
         if message.round_id != self._round_id:
             return
-        round_id = message.round_id
         # A screen the key pushed composes and mounts before its queue runs this callback;
         # the focus it asked for is then applied by the app before `_round_done`.
-        if not self.screen.call_later(self.call_later, self._round_done, round_id):
-            self.call_later(self._round_done, round_id)
+        screen = self.screen
+        self._carrier = screen
+        if not screen.call_later(self.call_later, self._round_done, message.round_id):
+            self._carrier = self
+            self.call_later(self._round_done, message.round_id)
 
-    def _marker_lost(self) -> None:
-        self.call_later(self._round_done, self._round_id)
+    def _watch(self) -> None:
+        if not self._delivering:
+            return
+        carrier = self._carrier
+        lost = carrier is None or not (carrier.is_attached and carrier.is_running)
+        if lost or monotonic() - self._round_started > GIVE_UP_AFTER:
+            self._carrier = self
+            self.call_later(self._round_done, self._round_id)
 
     async def _round_done(self, round_id: int) -> None:
         if round_id != self._round_id or not self._delivering:
             return
-        # Later markers of this round (and a late fallback) are stale from here on.
+        # Later arrivals of this round's marker (and a late watchdog) are stale from here on.
         self._round_id += 1
-        if self._lost_marker is not None:
-            self._lost_marker.stop()
-            self._lost_marker = None
-        moved = self._focus_point() != self._where
+        moved = self._focus_point() != self._where if self._screen_stack else False
         if self._screen_stack and (
             self._rounds < MIN_ROUNDS or (moved and self._rounds < MAX_ROUNDS)
         ):

@@ -36,23 +36,30 @@ SIZE = (120, 36)
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 
 
-def terminal_read(app: CtrdeckApp, data: str) -> None:
-    """Deliver `data` as one read of the terminal: parsed by Textual, posted back to back."""
+def terminal_read(app: CtrdeckApp, data: str) -> int:
+    """Deliver `data` as one read of the terminal: parsed by Textual, posted back to back.
+
+    Returns how many keys and pastes the app has settled once it has settled these too.
+    """
     driver = app._driver
     assert driver is not None
-    for event in XTermParser().feed(data):
+    parsed = list(XTermParser().feed(data))
+    for event in parsed:
         driver.process_message(event)
+    return app.keys_settled + len(parsed)
 
 
-def burst(app: CtrdeckApp, *keys: str) -> None:
+def burst(app: CtrdeckApp, *keys: str) -> int:
     """Post key events straight onto the app's queue, with no turn for the app in between."""
     for key in keys:
         char = key if len(key) == 1 else None
         app.post_message(events.Key(key, char))
+    return app.keys_settled + len(keys)
 
 
-async def settled(pilot: Pilot[object], app: CtrdeckApp) -> None:
-    await until(pilot, lambda: app.keys_held == 0)
+async def settled(pilot: Pilot[object], app: CtrdeckApp, count: int) -> None:
+    """Wait until the app has settled `count` keys in all (what `terminal_read` returned)."""
+    await until(pilot, lambda: app.keys_settled >= count and app.keys_held == 0)
     await pilot.pause()
 
 
@@ -85,8 +92,7 @@ async def test_slash_then_s_filters_and_never_starts_the_task(
     async with app.run_test(size=SIZE) as pilot:
         table = app.main.table("containers")
         await until(pilot, lambda: table.selected_key() == created)
-        terminal_read(app, "/s")
-        await settled(pilot, app)
+        await settled(pilot, app, terminal_read(app, "/s"))
         assert focused_input(app).id == "filter"
         assert focused_input(app).value == "s"
         assert table.filter_text == "s"
@@ -104,16 +110,14 @@ async def test_command_line_typed_ahead(client: Client, console: AppFactory) -> 
     app = console()
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: BUSYBOX in app.state.images)
-        terminal_read(app, ":ns scale\r")
-        await settled(pilot, app)
+        await settled(pilot, app, terminal_read(app, ":ns scale\r"))
         await until(pilot, lambda: app.state.namespace == "scale")
         await until(pilot, lambda: list(app.state.images) == [TOOLS])
         assert isinstance(app.screen, MainScreen)
         assert app.main.query_one("#cmdline").has_class("hidden")
         assert app.main.focused_pane() == "containers"
         # And straight on, in one more read: a jump, then a filter on the new pane.
-        terminal_read(app, ":images\r/sleep")
-        await settled(pilot, app)
+        await settled(pilot, app, terminal_read(app, ":images\r/sleep"))
         assert app.main.focused_pane() == "images"
         assert focused_input(app).value == "sleep"
         assert app.main.table("images").filter_text == "sleep"
@@ -125,8 +129,7 @@ async def test_filter_typed_ahead_as_one_burst(client: Client, console: AppFacto
     app = console()
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: len(app.state.images) == 2)
-        burst(app, "2", "slash", *"busy")
-        await settled(pilot, app)
+        await settled(pilot, app, burst(app, "2", "slash", *"busy"))
         assert focused_input(app).value == "busy"
         table = app.main.table("images")
         assert [str(table.get_row_at(i)[0]) for i in range(table.row_count)] == [BUSYBOX]
@@ -136,15 +139,13 @@ async def test_pull_then_paste_lands_in_the_reference(client: Client, console: A
     app = console()
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.state.connected)
-        terminal_read(app, f"p{PASTE_START}{TOOLS}{PASTE_END}")
-        await settled(pilot, app)
+        await settled(pilot, app, terminal_read(app, f"p{PASTE_START}{TOOLS}{PASTE_END}"))
         assert isinstance(app.screen, PullScreen)
         assert focused_input(app).value == TOOLS
         # Typed rather than pasted, the same.
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, MainScreen))
-        terminal_read(app, f"p{BUSYBOX}")
-        await settled(pilot, app)
+        await settled(pilot, app, terminal_read(app, f"p{BUSYBOX}"))
         assert isinstance(app.screen, PullScreen)
         assert focused_input(app).value == BUSYBOX
 
@@ -158,19 +159,16 @@ async def test_a_dialog_gets_the_keys_after_the_one_that_opened_it(
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: len(app.state.images) == 2)
         # `D` then `n`: the confirmation gets the `n`, and nothing is deleted.
-        terminal_read(app, "2Dn")
-        await settled(pilot, app)
+        await settled(pilot, app, terminal_read(app, "2Dn"))
         assert isinstance(app.screen, MainScreen)
         assert len(app.state.images) == 2
         # `D` then `y`: the confirmation gets the `y`.
-        terminal_read(app, "gDy")
-        await settled(pilot, app)
+        await settled(pilot, app, terminal_read(app, "gDy"))
         await until(pilot, lambda: len(app.state.images) == 1)
         # `n` opens the namespace picker; `j` moves in it, not in the table behind it.
         await seed_namespace(client, "zzz")
         await until(pilot, lambda: "zzz" in app.state.namespaces)
-        terminal_read(app, "nj")
-        await settled(pilot, app)
+        await settled(pilot, app, terminal_read(app, "nj"))
         assert isinstance(app.screen, PickScreen)
         assert app.screen.query_one("OptionList").highlighted == 1
         await pilot.press("escape")
@@ -185,22 +183,20 @@ async def test_paste_works_in_every_input(
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.main.table("containers").selected_key() == created)
         for opener, where in ((":", "cmdline"), ("/", "filter")):
-            terminal_read(app, f"{opener}{PASTE_START}{pasted}{PASTE_END}")
-            await settled(pilot, app)
+            await settled(
+                pilot, app, terminal_read(app, f"{opener}{PASTE_START}{pasted}{PASTE_END}")
+            )
             assert focused_input(app).id == where
             assert focused_input(app).value == pasted
             await pilot.press("escape")
-        terminal_read(app, f"l/{PASTE_START}{pasted}{PASTE_END}")
-        await settled(pilot, app)
+        await settled(pilot, app, terminal_read(app, f"l/{PASTE_START}{pasted}{PASTE_END}"))
         assert isinstance(app.screen, LogsScreen)
         assert focused_input(app).value == pasted
         await pilot.press("escape", "escape")
         await until(pilot, lambda: isinstance(app.screen, MainScreen))
-        terminal_read(app, f"2r{PASTE_START}-x{PASTE_END}")
-        await settled(pilot, app)
+        await settled(pilot, app, terminal_read(app, f"2r{PASTE_START}-x{PASTE_END}"))
         assert isinstance(app.screen, RunScreen)
         assert focused_input(app).value.endswith("-x")
         await pilot.press("escape")
-        terminal_read(app, f"\x10{PASTE_START}delete{PASTE_END}")
-        await settled(pilot, app)
+        await settled(pilot, app, terminal_read(app, f"\x10{PASTE_START}delete{PASTE_END}"))
         assert focused_input(app).value == "delete"
