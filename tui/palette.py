@@ -41,7 +41,9 @@ class ConsoleCommands(Provider):
                 continue
             group = PREFIX.get(c.id.split(".", 1)[0], "console")
             name = f"{group}: {c.title.rstrip('…')}"
-            out.append((name, c.description, partial(main.command_from_palette, c.id)))
+            # The binding id is what a keymap file remaps; the palette is where one looks it up.
+            help_text = f"{c.description} · {c.id}"
+            out.append((name, help_text, partial(main.command_from_palette, c.id)))
         for name in sorted(str(k) for k in main.node.namespaces):
             if name != main.node.namespace:
                 out.append(

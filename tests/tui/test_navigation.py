@@ -280,18 +280,24 @@ async def test_zoom_any_pane_and_back(client: Client, console: AppFactory) -> No
         assert main.maximized is not None
         await pilot.press("escape")
         assert main.maximized is None
-        # `:events` zooms the event log; a jump elsewhere leaves the zoom.
+        # `:events` zooms the event log.
         await pilot.press("colon", *"events", "enter")
         await pilot.pause()
         assert main.maximized is main.event_log
         assert app.focused is main.event_log
         await pilot.press("plus")
         assert main.maximized is None
-        await pilot.press("colon", *"events", "enter", "colon", *"images", "enter")
-        await pilot.pause()
-        assert main.maximized is None
-        assert main.focused_pane() == "images"
         # The namespaces pane zooms too.
         main.table("namespaces").focus()
         await pilot.press("z")
         assert main.maximized is main.table("namespaces")
+        # The zoom follows focus to where a jump goes: what has focus is what shows.
+        await pilot.press("2")
+        assert main.focused_pane() == "images"
+        assert main.maximized is main.query_one("#resources")
+        await pilot.press("colon", *"events", "enter", "colon", *"containers", "enter")
+        await pilot.pause()
+        assert main.focused_pane() == "containers"
+        assert main.maximized is main.query_one("#resources")
+        await pilot.press("escape")
+        assert main.maximized is None

@@ -152,13 +152,17 @@ class MainScreen(Screen[None]):
         return self.query_one(EventLog)
 
     def focused_pane(self) -> str:
-        widget: Widget | None = self.focused
+        return self.pane_of(self.focused) or self._pane
+
+    @staticmethod
+    def pane_of(widget: Widget | None) -> str:
+        """The pane `widget` belongs to, or "" for one outside every pane (the command line)."""
         while widget is not None:
             pane = getattr(widget, "PANE", "")
             if pane:
                 return pane
             widget = widget.parent if isinstance(widget.parent, Widget) else None
-        return self._pane
+        return ""
 
     def client(self) -> Client | None:
         client = self.console.client
@@ -507,8 +511,6 @@ class MainScreen(Screen[None]):
         self.show_pane(CONTENT)
 
     def show_pane(self, pane: str) -> None:
-        if self.maximized is not None and self.maximized is not self.pane_box(pane):
-            self.minimize()
         if pane == EVENTS:
             self.event_log.focus()
             return
@@ -529,11 +531,17 @@ class MainScreen(Screen[None]):
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         # Whatever moved focus to a table (a jump, a click, tab, the end of a filter),
         # that table's tab is the one shown: the tab strip, the table and the footer agree.
-        pane = getattr(event.widget, "PANE", "")
+        # Focus events arrive after their hops up the tree: act on where focus is now.
+        widget = self.focused or event.widget
+        pane = getattr(widget, "PANE", "")
         if pane in commands.RESOURCE_PANES and (
             pane != self._pane or self.query_one(ContentSwitcher).current != pane
         ):
             self._show_tab(pane)
+        zoomed, focused_pane = self.maximized, self.pane_of(widget)
+        if zoomed is not None and focused_pane and zoomed not in widget.ancestors_with_self:
+            # The zoom follows focus to where a jump went, as lazygit's does: what has focus shows.
+            self.maximized = self.pane_box(focused_pane)
         self.recheck_bindings()
 
     def pane_box(self, pane: str) -> Widget:
