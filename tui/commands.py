@@ -178,7 +178,7 @@ COMMANDS: tuple[Command, ...] = (
         id="app.zoom",
         keys="z,plus",
         title="zoom",
-        description="Zoom the focused pane to the full screen (it follows focus); again or esc",
+        description="Zoom the focused pane to the full screen, and back (esc too)",
         panes=(SCREEN,),
         show=False,
     ),
