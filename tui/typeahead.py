@@ -18,10 +18,12 @@ through the (possibly new) screen's queue, which a pushed dialog composes and
 mounts before, and back through the app's, which applies the focus changes
 queued meanwhile. A key waits for at least two rounds (the second catches
 messages the key made a widget post, like an input's Submitted) and more while
-the screen or the focused widget keeps changing. A marker can be lost only
-with the widget or screen carrying it (a key that closed its dialog); a
-watchdog ends such a round, and, so that nothing can wedge the keyboard, any
-round that takes far longer than a busy console ever needs.
+the screen or the focused widget keeps changing. A printable key or a paste
+that goes to an input needs no round: the input keeps it, and it moves no
+focus, so a burst of typing costs what it costs without the queue. A marker
+can be lost only with the widget or screen carrying it (a key that closed its
+dialog); a watchdog ends such a round, and, so that nothing can wedge the
+keyboard, any round that takes far longer than a busy console ever needs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from textual.message import Message
 from textual.message_pump import MessagePump
 from textual.timer import Timer
 from textual.widget import Widget
+from textual.widgets import Input
 
 ReturnType = TypeVar("ReturnType")
 
@@ -103,17 +106,23 @@ class TypeAheadApp(App[ReturnType], Generic[ReturnType]):
             if self._held:
                 self.set_timer(NO_SCREEN_RETRY, self._deliver_next, name="typeahead")
             return
-        if not self._held:
-            self._delivering = False
-            if self._watchdog is not None:
-                self._watchdog.stop()
-                self._watchdog = None
-            return
-        self._delivering = True
-        self._delivered += 1
-        self._rounds = 0
-        await super().on_event(self._held.popleft())
-        self._start_round()
+        while self._held:
+            self._delivering = True
+            self._delivered += 1
+            self._rounds = 0
+            event = self._held.popleft()
+            target = self.focused
+            await super().on_event(event)
+            typed = isinstance(event, events.Paste) or event.is_printable
+            if not (event.is_forwarded and typed and isinstance(target, Input)):
+                self._start_round()
+                return
+            # An input keeps the printable keys and pastes it gets (it stops them), and
+            # they move no focus: the next key may follow at once, as typing into it should.
+        self._delivering = False
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
 
     def _focus_point(self) -> tuple[object, Widget | None]:
         screen = self.screen
