@@ -80,6 +80,9 @@ class TypeAheadApp(App[ReturnType], Generic[ReturnType]):
     @property
     def keys_held(self) -> int:
         """Keys and pastes waiting for the one before them to settle (or settling)."""
+        if self._exit:
+            # An app on its way out delivers nothing more.
+            return 0
         return len(self._held) + (1 if self._delivering else 0)
 
     @property

@@ -39,7 +39,7 @@ def press_waits_for_typed_ahead_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
     async def press_and_settle(pilot: Pilot[Any], *keys: str) -> None:
         await press(pilot, *keys)
-        while getattr(pilot.app, "keys_held", 0):
+        while pilot.app.is_running and getattr(pilot.app, "keys_held", 0):
             await asyncio.sleep(0.005)
 
     monkeypatch.setattr(Pilot, "press", press_and_settle)
