@@ -131,6 +131,9 @@ async def shoot(address: str, refs: dict[str, str], out: Path) -> list[Path]:
         await step(pilot, ("l",), lambda: bool(app.screen.query("#logs-view").first().lines))
         save("logs")
         await pilot.press("escape")
+        await step(pilot, ("colon", *"events", "enter"), lambda: app.main.maximized is not None)
+        save("events-zoomed")
+        await pilot.press("escape")
         await pilot.press("p")
         await pilot.pause(0.3)
         app.screen.query_one("#pull-ref", Input).value = refs["layered"]

@@ -4,10 +4,11 @@
 passes log lines and connection changes to the main screen, repaints changed
 tables shortly after the first change of a burst (one repaint per burst, and
 nothing at all while the node is quiet), and runs
-pulls at app level so they outlive their dialog. `run(args)` is what
-`ctrdeck` calls: it finds or starts the engine, then runs the app, which
-says in a toast and in the event log when it started the bundled engine, with
-its socket and log file.
+pulls at app level so they outlive their dialog. Keys and pastes from the
+terminal go through `TypeAheadApp`, one at a time, so typed-ahead keys land
+where slow typing would put them. `run(args)` is what `ctrdeck` calls: it finds
+or starts the engine, then runs the app, which says in a toast and in the event
+log when it started the bundled engine, with its socket and log file.
 
 For tests and screenshots the app also runs on fixed data: give it a
 `NodeState` and no `connect`, and a fixed `clock`.
@@ -37,6 +38,7 @@ from tui.palette import ConsoleCommands
 from tui.screens.main import MainScreen
 from tui.screens.pull import PullJob, PullScreen
 from tui.state import LogLine, NodeState, Syncer, utc_now
+from tui.typeahead import TypeAheadApp
 
 # A burst of events (a pull sends dozens) lands within this window and costs one repaint.
 REPAINT_DELAY = 0.03
@@ -67,7 +69,7 @@ class Settings:
     tls: ClientTLS | None = None
 
 
-class CtrdeckApp(App[int]):
+class CtrdeckApp(TypeAheadApp[int]):
     CSS_PATH = "app.tcss"
     TITLE = "ctrdeck"
     COMMANDS: ClassVar = App.COMMANDS | {ConsoleCommands}

@@ -2,10 +2,11 @@
 
 A `Command` names its binding id (what a keymap file remaps), its default keys,
 the panes it acts in, whether it changes the node (read-only mode hides and
-refuses those), whether it asks first, and the `ctr` command line it is
-equivalent to (the teaching toggle writes that line into the event log). The
-key bindings, the footer, the help screen and the command palette are all
-derived from this table, so they cannot disagree.
+refuses those), whether it asks first, the `ctr` command line it is
+equivalent to (the teaching toggle writes that line into the event log), and
+for a container the task statuses it applies to (the footer offers no start
+for a running one). The key bindings, the footer, the help screen and the
+command palette are all derived from this table, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Command:
     ctr: Mapping[str, str] = field(default_factory=dict)
     show: bool = True
     key_display: str | None = None
+    # The selected container's task statuses the command applies to ("" is no task); () is any.
+    statuses: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -176,6 +179,14 @@ COMMANDS: tuple[Command, ...] = (
         show=False,
     ),
     Command(
+        id="app.zoom",
+        keys="z,plus",
+        title="zoom",
+        description="Zoom the focused pane to the full screen, and back (esc too)",
+        panes=(SCREEN,),
+        show=False,
+    ),
+    Command(
         id="app.quit",
         keys="q",
         title="quit",
@@ -200,6 +211,7 @@ COMMANDS: tuple[Command, ...] = (
         description="Start the selected container's task",
         panes=(CONTAINERS,),
         mutates=True,
+        statuses=("", "CREATED", "STOPPED", "UNKNOWN"),
         ctr={CONTAINERS: "ctr -n {ns} task start -d {id}"},
     ),
     Command(
@@ -210,15 +222,17 @@ COMMANDS: tuple[Command, ...] = (
         panes=(CONTAINERS,),
         mutates=True,
         key_display="␣",
+        statuses=("RUNNING", "PAUSED"),
         ctr={CONTAINERS: "ctr -n {ns} task {verb} {id}"},
     ),
     Command(
         id="container.kill",
-        keys="k",
+        keys="ctrl+k",
         title="kill…",
         description="Send a signal (chosen from a list) to the selected task",
         panes=(CONTAINERS,),
         mutates=True,
+        statuses=("RUNNING", "PAUSED", "PAUSING", "CREATED", "UNKNOWN"),
         ctr={CONTAINERS: "ctr -n {ns} task kill{flags} -s {signal} {id}"},
     ),
     Command(
@@ -329,8 +343,7 @@ def for_pane(pane: str) -> tuple[Command, ...]:
 def bindings(pane: str, *, vim: bool = True) -> list[Binding]:
     """The bindings a pane's widget declares: its commands, then vim movement.
 
-    `k` kills in the containers pane (the kill dialog asks first, so a vim reflex
-    never sends a signal), so vim's `k` moves up everywhere else.
+    Vim's keys move in every pane; no command takes them (kill is k9s' `ctrl+k`).
     """
     out = [c.binding() for c in for_pane(pane)]
     taken = {k for c in for_pane(pane) for k in c.keys.split(",")}
@@ -352,19 +365,24 @@ def display_key(key: str) -> str:
         "question_mark": "?",
         "colon": ":",
         "slash": "/",
+        "plus": "+",
         "space": "space",
         "enter": "enter",
     }.get(key, key)
 
 
+def commands_by_key(pane: str, keymap: Mapping[str, str]) -> dict[str, Command]:
+    """What each key does in `pane`: its own commands first, then the screen-wide ones."""
+    out: dict[str, Command] = {}
+    for c in (*for_pane(SCREEN), *for_pane(pane)):
+        for key in keys_of(c, keymap):
+            out[key] = c
+    return out
+
+
 def refused_keys(pane: str, keymap: Mapping[str, str]) -> dict[str, Command]:
     """Keys that would change the node from `pane`: what read-only mode refuses."""
-    out: dict[str, Command] = {}
-    for c in COMMANDS:
-        if c.mutates and (pane in c.panes or SCREEN in c.panes):
-            for key in keys_of(c, keymap):
-                out[key] = c
-    return out
+    return {key: c for key, c in commands_by_key(pane, keymap).items() if c.mutates}
 
 
 def help_rows(pane: str, keymap: Mapping[str, str], read_only: bool) -> Iterable[tuple[str, str]]:

@@ -148,7 +148,7 @@ class NodeState:
     """Rows by key, with the set of tables changed since the screen last looked."""
 
     def __init__(self, namespace: str, address: str = "") -> None:
-        self.namespace = namespace
+        self._namespace = namespace
         self.address = address
         self.version = ""
         self.connected = False
@@ -160,6 +160,17 @@ class NodeState:
         # Called when the first table goes dirty after a `take_dirty`: the screen
         # schedules one repaint for the whole burst instead of polling.
         self.on_dirty: Callable[[], None] | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @namespace.setter
+    def namespace(self, name: str) -> None:
+        # The namespaces pane marks the current one: a switch changes it even when no row did.
+        if name != self._namespace:
+            self._namespace = name
+            self.mark(NAMESPACES)
 
     @property
     def namespaces(self) -> dict[Hashable, NamespaceRow]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 
 from core.client import Client
 from tests.engine_proc import EngineProcess
@@ -23,6 +26,23 @@ def isolated_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     yield
     monkeypatch.undo()
     time.tzset()
+
+
+@pytest.fixture(autouse=True)
+def press_waits_for_typed_ahead_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pilot.press` returns once the keys are handled, as tests assume.
+
+    Pilot waits until the process looks idle; on a loaded machine it can look
+    idle while a key still waits its turn in the console's type-ahead queue.
+    """
+    press = Pilot.press
+
+    async def press_and_settle(pilot: Pilot[Any], *keys: str) -> None:
+        await press(pilot, *keys)
+        while pilot.app.is_running and getattr(pilot.app, "keys_held", 0):
+            await asyncio.sleep(0.005)
+
+    monkeypatch.setattr(Pilot, "press", press_and_settle)
 
 
 AppFactory = Callable[..., CtrdeckApp]

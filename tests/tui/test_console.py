@@ -165,7 +165,7 @@ async def test_read_only_hides_and_refuses(client: Client, console: AppFactory) 
         shown = {b.binding.id for b in app.active_bindings.values() if b.enabled and b.binding.show}
         assert "table.delete" not in shown and "container.kill" not in shown
         assert "table.inspect" in shown
-        for key in ("D", "k", "s", "space", "p"):
+        for key in ("D", "ctrl+k", "s", "space", "p"):
             await pilot.press(key)
             await pilot.pause()
             assert isinstance(app.screen, MainScreen), key
@@ -255,19 +255,16 @@ async def test_keymap_file_remaps_a_binding(
         assert isinstance(app.screen, ConfirmScreen)
 
 
-async def test_kill_offers_signals_and_start_explains_itself(
-    client: Client, console: AppFactory
-) -> None:
+async def test_kill_without_a_task_explains_itself(client: Client, console: AppFactory) -> None:
     await seed_image(client, BUSYBOX)
     await seed_container(client, "web-1", BUSYBOX)
     app = console()
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: rows(app, "containers") == ["web-1"])
-        await pilot.press("k")
-        assert isinstance(app.screen, PickScreen)
-        assert [v for v, _ in app.screen.options][:2] == ["SIGTERM", "SIGKILL"]
-        await pilot.press("escape")
-        assert isinstance(app.screen, MainScreen)
+        await pilot.press("ctrl+k")
+        await pilot.pause()
+        assert not isinstance(app.screen, PickScreen)
+        assert "web-1 has no task: nothing to kill" in notices(app)
 
 
 async def test_lost_engine_shows_a_banner_and_reconnects(

@@ -223,11 +223,11 @@ async def test_palette_opens_the_engine_view() -> None:
     app = fixed_app_with_health()
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.pause()
-        ids = [help_id for _name, help_id, _cb in ConsoleCommands(app.main)._entries()]
-        assert "app.engine" in ids
+        entries = ConsoleCommands(app.main)._entries()
+        assert any(name == "console: engine" and "app.engine" in h for name, h, _cb in entries)
         await pilot.press("ctrl+p")
         await pilot.pause()
-        await pilot.press(*"Engine health")
+        await pilot.press(*"console: engine")
         await pilot.pause(0.5)
         await pilot.press("enter")
         screen = await engine_view(pilot)

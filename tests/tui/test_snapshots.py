@@ -1,4 +1,4 @@
-"""SVG snapshots of the console on a fixed node: main screen, help, inspect, pull, the Run form.
+"""SVG snapshots of the console on a fixed node: main screen, help, inspect, pulls, Run, a zoom.
 
 The app runs on `tests/tui/fixed.py` (no engine, a frozen clock, UTC), so the
 SVGs are the same on every run; `pytest --snapshot-update tests/tui` rewrites
@@ -111,3 +111,12 @@ def test_run_form_at_80x24(snap_compare: Any) -> None:
         await settle(pilot)
 
     assert snap_compare(fixed_app(), terminal_size=(80, 24), run_before=run_form)
+
+
+def test_event_log_zoomed(snap_compare: Any) -> None:
+    async def zoom(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pilot.press("colon", *"events", "enter")
+        await settle(pilot)
+
+    assert snap_compare(fixed_app(), terminal_size=(120, 36), run_before=zoom)

@@ -2,7 +2,7 @@
 
 An image is pushed to a test registry on 127.0.0.1 and pulled into the engine
 with Debian's `ctr`; the console then runs it (`r`), pauses and resumes it
-(space), follows its log (`l`), kills it with a chosen signal (`k`), starts it
+(space), follows its log (`l`), kills it with a chosen signal (`ctrl+k`), starts it
 again (`s`) and deletes it (`D`), checking each step with `ctr` too. Whatever a
 test leaves running is killed and removed at the end.
 """
@@ -88,8 +88,7 @@ async def test_run_pause_logs_kill_start_delete(
         await pilot.press("escape", "escape")
         assert isinstance(app.screen, MainScreen)
 
-        app.main.action_command("container.kill")
-        await pilot.pause()
+        await pilot.press("ctrl+k")
         assert isinstance(app.screen, PickScreen)
         app.screen.dismiss(Pick("SIGKILL"))
         await until(pilot, lambda: status(app, "t1") == "STOPPED", timeout=30)

@@ -9,7 +9,7 @@ as plain text (`tui.plain`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from textual import on
 from textual.app import ComposeResult
@@ -62,6 +62,29 @@ class Pick:
     all_processes: bool = False
 
 
+class StopAtEnds(OptionList):
+    """An option list whose cursor stops at the first and last option instead of wrapping.
+
+    A list of signals must not turn "one more up from SIGTERM" into SIGCONT or SIGSTOP.
+    """
+
+    def action_cursor_up(self) -> None:
+        self._step(-1)
+
+    def action_cursor_down(self) -> None:
+        self._step(1)
+
+    def _step(self, direction: Literal[-1, 1]) -> None:
+        if self.highlighted is None:
+            self.highlighted = 0 if self.option_count else None
+            return
+        target = self.highlighted + direction
+        while 0 <= target < self.option_count and self.get_option_at_index(target).disabled:
+            target += direction
+        if 0 <= target < self.option_count:
+            self.highlighted = target
+
+
 class PickScreen(ModalScreen[Pick | None]):
     """Pick one option (a signal, a namespace); `a` toggles "all processes" when offered."""
 
@@ -69,6 +92,8 @@ class PickScreen(ModalScreen[Pick | None]):
         Binding("escape", "cancel", "cancel", id="pick.cancel"),
         Binding("j", "cursor('down')", show=False, id="pick.down"),
         Binding("k", "cursor('up')", show=False, id="pick.up"),
+        Binding("g", "cursor('first')", show=False, id="pick.top"),
+        Binding("G", "cursor('last')", show=False, id="pick.bottom"),
     ]
 
     def __init__(
@@ -88,7 +113,7 @@ class PickScreen(ModalScreen[Pick | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(plain(self.title_text), classes="dialog-title")
-            yield OptionList(*(Option(plain(label), id=value) for value, label in self.options))
+            yield StopAtEnds(*(Option(plain(label), id=value) for value, label in self.options))
             if self.offer_all:
                 yield Checkbox("all processes in the container (a)", id="all")
 
@@ -107,10 +132,13 @@ class PickScreen(ModalScreen[Pick | None]):
 
     def action_cursor(self, direction: str) -> None:
         option_list = self.query_one(OptionList)
-        if direction == "down":
-            option_list.action_cursor_down()
-        else:
-            option_list.action_cursor_up()
+        moves = {
+            "down": option_list.action_cursor_down,
+            "up": option_list.action_cursor_up,
+            "first": option_list.action_first,
+            "last": option_list.action_last,
+        }
+        moves[direction]()
 
     @on(OptionList.OptionSelected)
     def chosen(self, event: OptionList.OptionSelected) -> None:

@@ -41,8 +41,8 @@ def help_table(pane: str, keymap: Mapping[str, str], read_only: bool) -> Table:
         table.add_row("", "", "")
     table.add_row("ctrl+p", "Command palette: every action by name", "")
     table.add_row("tab 1-4", "Next pane; containers, images, snapshots, content", "")
-    table.add_row("j k g G", "Down, up, top, bottom (k kills in the containers pane)", "nav.*")
-    table.add_row("esc", "Close a dialog, clear a filter", "")
+    table.add_row("j k g G", "Down, up, top, bottom", "nav.*")
+    table.add_row("esc", "Close a dialog, clear a filter, leave a zoom", "")
     return table
 
 

@@ -31,7 +31,7 @@ from textual.color import Color
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, Input, Static
+from textual.widgets import ContentSwitcher, DataTable, Input, Static
 
 from core import status as engine_status
 from core.api.containerd.services.images import v1 as images_api
@@ -102,12 +102,15 @@ CMDLINE_HELP = (
 
 class MainScreen(Screen[None]):
     BINDINGS: ClassVar[list[Binding]] = [c.binding() for c in commands.for_pane(commands.SCREEN)]
+    # A zoomed pane keeps the top bar, the command line and the keys around it.
+    ALLOW_IN_MAXIMIZED_VIEW = "#topbar, #banner, #cmdline, KeyFooter"
 
     def __init__(self) -> None:
         super().__init__()
         self._pane = CONTAINERS
         self._filter_target: str | None = None
         self._shown_titles: dict[str, object] = {}
+        self._applicable: tuple[str, frozenset[str]] = ("", frozenset())
         self.error_style = "bold"
 
     @property
@@ -155,13 +158,17 @@ class MainScreen(Screen[None]):
         return self.query_one(EventLog)
 
     def focused_pane(self) -> str:
-        widget: Widget | None = self.focused
+        return self.pane_of(self.focused) or self._pane
+
+    @staticmethod
+    def pane_of(widget: Widget | None) -> str:
+        """The pane `widget` belongs to, or "" for one outside every pane (the command line)."""
         while widget is not None:
             pane = getattr(widget, "PANE", "")
             if pane:
                 return pane
             widget = widget.parent if isinstance(widget.parent, Widget) else None
-        return self._pane
+        return ""
 
     def client(self) -> Client | None:
         client = self.console.client
@@ -226,6 +233,7 @@ class MainScreen(Screen[None]):
                 {k: NamespacesTable.cells(r, node.namespace) for k, r in node.namespaces.items()}
             )
         self.retitle()
+        self.recheck_bindings()
 
     def retitle(self) -> None:
         node = self.node
@@ -301,16 +309,64 @@ class MainScreen(Screen[None]):
             command = commands.BY_ID.get(str(parameters[0]))
             if command is not None and command.mutates and self.read_only:
                 return False
+            if command is not None and not self.applies(command, self.focused_pane()):
+                return False
         return True
 
+    def applies(self, command: commands.Command, pane: str) -> bool:
+        """Whether `command` has something to act on in `pane`: a selected row, in a fitting state.
+
+        The footer shows only what applies (no start for a running container);
+        a key for something that does not apply says why instead.
+        """
+        if commands.SCREEN in command.panes or pane not in command.panes or pane == EVENTS:
+            return True
+        key = self.table(pane).selected_key()
+        if key is None:
+            return False
+        if pane == CONTAINERS and command.statuses:
+            row = self.node.containers.get(str(key))
+            return (row.status if row is not None else "") in command.statuses
+        return True
+
+    def recheck_bindings(self) -> None:
+        """Refresh the footer when what applies to the selected row changed, and only then."""
+        pane = self.focused_pane()
+        applicable = (
+            pane,
+            frozenset(c.id for c in commands.for_pane(pane) if self.applies(c, pane)),
+        )
+        if applicable != self._applicable:
+            self._applicable = applicable
+            self.refresh_bindings()
+
+    @on(DataTable.RowHighlighted)
+    def row_highlighted(self) -> None:
+        self.recheck_bindings()
+
     def on_key(self, event: events.Key) -> None:
-        if not self.read_only or isinstance(self.focused, Input):
+        if isinstance(self.focused, Input):
             return
-        refused = commands.refused_keys(self.focused_pane(), self.console.settings.keymap)
-        command = refused.get(event.key)
-        if command is not None:
+        pane = self.focused_pane()
+        command = commands.commands_by_key(pane, self.console.settings.keymap).get(event.key)
+        if command is None:
+            return
+        if command.mutates and self.read_only:
             event.stop()
             self.refuse(command)
+        elif not self.applies(command, pane):
+            event.stop()
+            self.explain(command, pane)
+
+    def explain(self, command: commands.Command, pane: str) -> None:
+        key = self.table(pane).selected_key()
+        if key is None:
+            self.notify(f"no {commands.PANE_TITLES[pane].lower()} selected", severity="warning")
+            return
+        row = self.node.containers.get(str(key))
+        status = row.status if row is not None else ""
+        state = f"is {status.lower()}" if status else "has no task"
+        self.notify(f"{key} {state}: nothing to {command.title.rstrip('…')}", severity="warning")
 
     def refuse(self, command: commands.Command) -> None:
         self.notify(
@@ -321,12 +377,27 @@ class MainScreen(Screen[None]):
         )
 
     def action_command(self, command_id: str) -> None:
+        self.run_command(command_id, self.focused_pane())
+
+    def command_from_palette(self, command_id: str) -> None:
+        """Run a command the palette found; one that acts on another pane shows that pane first."""
+        command = commands.BY_ID[command_id]
+        pane = self.focused_pane()
+        if commands.SCREEN not in command.panes and pane not in command.panes:
+            pane = command.panes[0]
+            self.show_pane(pane)
+        self.run_command(command_id, pane)
+
+    def run_command(self, command_id: str, pane: str) -> None:
         command = commands.BY_ID[command_id]
         if command.mutates and self.read_only:
             self.refuse(command)
             return
+        if not self.applies(command, pane):
+            self.explain(command, pane)
+            return
         handler = getattr(self, "do_" + command_id.replace(".", "_"))
-        handler(self.focused_pane())
+        handler(pane)
 
     def teach(self, command_id: str, pane: str, flags: str = "", **fields: str) -> None:
         command = commands.BY_ID[command_id]
@@ -511,16 +582,46 @@ class MainScreen(Screen[None]):
             else:
                 self.table(NAMESPACES).focus()
             return
+        self._show_tab(pane)
+        self.table(pane).focus()
+
+    def _show_tab(self, pane: str) -> None:
         self._pane = pane
         self.query_one(ContentSwitcher).current = pane
-        self.table(pane).focus()
         self.retitle()
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
-        pane = getattr(event.widget, "PANE", "")
-        if pane in commands.RESOURCE_PANES and pane != self._pane:
-            self._pane = pane
-            self.retitle()
+        # Whatever moved focus to a table (a jump, a click, tab, the end of a filter),
+        # that table's tab is the one shown: the tab strip, the table and the footer agree.
+        # Focus events arrive after their hops up the tree: act on where focus is now.
+        widget = self.focused or event.widget
+        pane = getattr(widget, "PANE", "")
+        if pane in commands.RESOURCE_PANES and (
+            pane != self._pane or self.query_one(ContentSwitcher).current != pane
+        ):
+            self._show_tab(pane)
+        zoomed, focused_pane = self.maximized, self.pane_of(widget)
+        if zoomed is not None and focused_pane and zoomed not in widget.ancestors_with_self:
+            # The zoom follows focus to where a jump went, as lazygit's does: what has focus shows.
+            self.maximized = self.pane_box(focused_pane)
+        self.recheck_bindings()
+
+    def pane_box(self, pane: str) -> Widget:
+        """The widget that zooming `pane` fills the screen with."""
+        if pane == EVENTS:
+            return self.event_log
+        if pane == NAMESPACES:
+            return self.table(NAMESPACES)
+        return self.query_one("#resources")
+
+    def do_app_zoom(self, pane: str) -> None:
+        if self.maximized is not None:
+            self.minimize()
+        else:
+            self.zoom(pane)
+
+    def zoom(self, pane: str) -> None:
+        self.maximized = self.pane_box(pane)
 
     def switch_namespace(self, namespace: str) -> None:
         if namespace == self.node.namespace:
@@ -544,6 +645,9 @@ class MainScreen(Screen[None]):
             "ns:NAME topic:/tasks words (esc clears)" if pane == EVENTS else "filter (esc clears)"
         )
         box.value = current
+        if self.maximized is not None and self.maximized is not self.pane_box(self._pane):
+            # The filter box sits above the tables; a zoomed event log would hide it.
+            self.minimize()
         box.remove_class("hidden")
         box.focus()
 
@@ -606,6 +710,8 @@ class MainScreen(Screen[None]):
             self.app.exit()
         elif verb in JUMPS:
             self.show_pane(JUMPS[verb])
+            if JUMPS[verb] == EVENTS:
+                self.zoom(EVENTS)
         elif verb in ("ns", "namespace"):
             if args:
                 self.switch_namespace(args[0])
@@ -656,7 +762,7 @@ class MainScreen(Screen[None]):
         client = self.client()
         if image is None or client is None:
             return
-        self.open_run(client, str(image))
+        self.open_run(client, str(image), self.console.hold_keys())
 
     def suggested_id(self, image: str) -> str:
         base = re.sub(r"[^A-Za-z0-9_.-]", "-", image.rsplit("/", 1)[-1].split("@")[0])
@@ -667,7 +773,14 @@ class MainScreen(Screen[None]):
         return f"{suggested}-{n}"
 
     @work(group="actions")
-    async def open_run(self, client: Client, image: str) -> None:
+    async def open_run(self, client: Client, image: str, release: Callable[[], None]) -> None:
+        # Keys typed meanwhile belong to the form: they are held until it is pushed.
+        try:
+            await self._push_run_form(client, image)
+        finally:
+            release()
+
+    async def _push_run_form(self, client: Client, image: str) -> None:
         # The form shows what the image runs by default, so an empty field says something.
         try:
             config = (await operations.image_detail(client, image)).config or {}

@@ -2,11 +2,13 @@
 
 Textual's footer lays every key out in a row and lets the last ones collide
 with the palette key at 80 columns. This one keeps Textual's key widgets (so a
-click still presses the key) but chooses which to show: keys are ranked (help
-first, since it lists everything else, then the pane's own actions, then the
-screen-wide ones), the best-ranked that fit are kept, and they are shown in the
-order the screen declares them. The palette key shows only when every other
-key did and there is room left (`ctrl+p` works anyway).
+click still presses the key) but chooses which to show: keys are ranked (help,
+the command line and quit first, since they lead to everything else, then the
+pane's own actions, then the screen-wide ones), the best-ranked that fit are
+kept, and they are shown in the order the screen declares them. Actions that do
+not apply to the selected row are not offered at all (see `MainScreen.applies`).
+The palette key shows only when every other key did and there is room left
+(`ctrl+p` works anyway).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from tui import commands
 
 # Lower ranks win the room. Commands not named here come after these, in order.
 RANKED = (
+    # Help, the command line and quit lead the way to everything else: they always stay.
     "app.help",
+    "app.command_line",
+    "app.quit",
     "table.inspect",
     "container.start",
     "container.pause",
@@ -34,8 +39,6 @@ RANKED = (
     "table.filter",
     "table.delete",
     "events.clear",
-    "app.command_line",
-    "app.quit",
 )
 RANK = {commands.BY_ID[cid].binding().action: rank for rank, cid in enumerate(RANKED)}
 PALETTE_CLASS = "-command-palette"

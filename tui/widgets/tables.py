@@ -228,8 +228,9 @@ class ContainersTable(ResourceTable):
     BINDINGS: ClassVar[list[Binding]] = commands.bindings(CONTAINERS)
     COLUMNS = (
         Column("id", "ID", 16, essential=True),
-        Column("image", "IMAGE", 24, keep=5),
-        Column("status", "STATUS", 11, essential=True),
+        Column("image", "IMAGE", 23, keep=5),
+        # STOPPED(137) in full: an exit status cut short is no status at all.
+        Column("status", "STATUS", 12, essential=True),
         # At 80 columns CPU and MEM say more about a container than its pid and uptime.
         Column("pid", "PID", 7, keep=1),
         Column("up", "UP", 7, keep=2),
@@ -243,7 +244,7 @@ class ContainersTable(ResourceTable):
         live = row.status in ("RUNNING", "PAUSED")
         return {
             "id": fit(row.id, 16),
-            "image": fit(row.image, 24, keep_right=True),
+            "image": fit(row.image, 23, keep_right=True),
             "status": _status_text(row, styles),
             "pid": str(row.pid) if live and row.pid else "-",
             "up": age(row.started, now) if live else "-",
