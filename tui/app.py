@@ -16,19 +16,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import ClassVar
 
+from rich.console import RenderableType
+from textual import events
+from textual._compositor import CompositorUpdate
 from textual.app import App
 from textual.css.query import NoMatches
+from textual.screen import Screen
 
 from core.api.containerd.services.images import v1 as images_api
 from core.client import Client
+from tui import frames, launcher, operations
 from tui import keymap as keymaps
-from tui import launcher, operations
 from tui.palette import ConsoleCommands
 from tui.screens.main import MainScreen
 from tui.screens.pull import PullJob
@@ -54,7 +60,8 @@ class Settings:
 
 
 class CtrdeckApp(App[int]):
-    CSS_PATH = "app.tcss"
+    # Read as a package resource, not a file beside the module: it works from a zipapp too.
+    CSS = resources.files("tui").joinpath("app.tcss").read_text(encoding="utf-8")
     TITLE = "ctrdeck"
     COMMANDS: ClassVar = App.COMMANDS | {ConsoleCommands}
 
@@ -70,6 +77,10 @@ class CtrdeckApp(App[int]):
         super().__init__()
         # Over SSH every animated frame is bytes on the wire; nothing here animates.
         self.animation_level = "none"
+        if self.no_color or self.console.color_system is None:
+            # Textual would send greys under NO_COLOR and 24-bit colour to TERM=dumb.
+            self.no_color = True
+            self._filters = [frames.Colourless()]
         self.settings = settings
         self.connect = connect
         self.clock = clock
@@ -80,6 +91,7 @@ class CtrdeckApp(App[int]):
         self.pull_job: PullJob | None = None
         self._initial_lines = list(log_lines)
         self._repaint_pending = False
+        self._shadow = frames.Shadow(frames.Alphabet(getattr(sys.__stderr__, "encoding", None)))
 
     @property
     def main(self) -> MainScreen:
@@ -105,6 +117,17 @@ class CtrdeckApp(App[int]):
         self.state.take_dirty()
         self.state.on_dirty = self.schedule_repaint
         self.set_interval(AGE_REFRESH, self.refresh_ages)
+
+    def _display(self, screen: Screen, renderable: RenderableType | None) -> None:
+        # Textual sends every refreshed region whole; the shadow turns that into the
+        # cells that changed, and nothing at all when nothing visible did.
+        if isinstance(renderable, CompositorUpdate) and not self.is_headless:
+            renderable = self._shadow.update(renderable, self.console._color_system)
+        super()._display(screen, renderable)
+
+    def on_resize(self, event: events.Resize) -> None:
+        # A resized terminal reflows or clears what it showed.
+        self._shadow.reset()
 
     def on_unmount(self) -> None:
         if self.client is not None:
@@ -212,4 +235,13 @@ def run(args: argparse.Namespace) -> int:
             f"ctrdeck: the bundled engine keeps running on {settings.address} "
             f"(log: {started.log_path}); `ctrdeck engine stop` stops it"
         )
-    return app.return_code or 0
+    return exit_status(app)
+
+
+def exit_status(app: App[object]) -> int:
+    """The console's exit status: 0 only when it quit as asked, never after a crash."""
+    code = app.return_code
+    if app._exception is not None:
+        return code or 1
+    # An app that stopped without an exit of its own did not end well either.
+    return 1 if code is None else code

@@ -17,6 +17,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, OptionList, Select
 from textual.widgets.option_list import Option
 
+from tui.widgets.checkbox import Tickbox
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Ask before something destructive; `y` confirms, `n` or esc cancels."""
@@ -85,7 +87,7 @@ class PickScreen(ModalScreen[Pick | None]):
             yield Label(self.title_text, classes="dialog-title")
             yield OptionList(*(Option(label, id=value) for value, label in self.options))
             if self.offer_all:
-                yield Checkbox("all processes in the container (a)", id="all")
+                yield Tickbox("all processes in the container (a)", id="all")
 
     def on_mount(self) -> None:
         option_list = self.query_one(OptionList)
