@@ -89,17 +89,23 @@ class Alphabet:
             return text
         folded = self._cache.get(text)
         if folded is None:
-            folded = "".join(self._char(c) for c in text.translate(ASCII_GLYPHS))
+            folded = "".join(self._char(c) for c in text)
             if len(self._cache) < 4096:
                 self._cache[text] = folded
         return folded
 
     def _char(self, char: str) -> str:
+        if self._carries(char):
+            return char
+        stand_in = char.translate(ASCII_GLYPHS)
+        return stand_in if stand_in != char else "?" * max(cell_len(char), 1)
+
+    def _carries(self, char: str) -> bool:
         try:
             char.encode(self._encoding)
         except UnicodeEncodeError:
-            return "?" * max(cell_len(char), 1)
-        return char
+            return False
+        return True
 
 
 class Writes(CompositorUpdate):

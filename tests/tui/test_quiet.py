@@ -20,11 +20,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.color import ColorSystem
+from rich.console import Console
+from rich.segment import Segment
+from rich.style import Style
+from textual._compositor import LayoutUpdate
+from textual.geometry import Region
+from textual.strip import Strip
+from textual.widgets import Checkbox
 
 from tests.engine_proc import EngineProcess
 from tests.helpers import ctr
 from tests.registry import busybox_image
+from tests.tui.fixed import fixed_app, fixed_pull_job
 from tests.tui.terminal import Terminal, console_argv, console_env
+from tui.app import CtrdeckApp
+from tui.frames import Alphabet, Shadow
+from tui.screens import dialogs, pull
+from tui.screens.dialogs import PickScreen
+from tui.screens.pull import PullScreen
 
 IMAGE = "docker.io/library/quiet-busybox:latest"
 RUNNING = 5
@@ -53,7 +67,7 @@ def import_busybox(address: Path, work: Path) -> None:
 
 @pytest.fixture
 def busy(engine: EngineProcess, tmp_path: Path) -> Iterator[EngineProcess]:
-    """The engine with five busybox containers running `sleep` (first in the table), 30 more created."""
+    """The engine with five busybox containers running `sleep` (first in the table), 30 more."""
     import_busybox(engine.address, tmp_path)
     fifos = engine.base / "fifo"
     started: list[str] = []
@@ -238,3 +252,71 @@ def test_quitting_exits_zero(
     term.wait_for(lambda out: b"Containers" in out)
     term.press("q")
     assert term.exit_code() == 0
+
+
+def screen_text(app: CtrdeckApp) -> str:
+    """The screen as plain text, from the compositor (what a terminal would show)."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+async def test_checkbox_state_reads_in_text_everywhere() -> None:
+    app = fixed_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.push_screen(
+            PickScreen("Kill web-1: which signal?", [("SIGTERM", "SIGTERM")], offer_all=True)
+        )
+        await pilot.pause()
+        assert "[ ] all processes" in screen_text(app)
+        await pilot.press("a")
+        await pilot.pause()
+        assert "[x] all processes" in screen_text(app)
+        await pilot.press("escape")
+        app.push_screen(PullScreen(snapshotters=["overlayfs"]))
+        await pilot.pause()
+        assert "[ ] plain HTTP" in screen_text(app)
+        app.screen.query_one("#pull-plain-http", Checkbox).value = True
+        await pilot.pause()
+        assert "[x] plain HTTP" in screen_text(app)
+    # Every checkbox the console shows is one that reads in text.
+    for module in (dialogs, pull):
+        assert "Checkbox(" not in Path(module.__file__).read_text()
+
+
+async def test_finished_pull_dialog_stops_redrawing() -> None:
+    app = fixed_app()
+    job = fixed_pull_job()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = PullScreen(job=job)
+        app.push_screen(screen)
+        await pilot.pause()
+        assert screen._timer is not None
+        job.finish()
+        await pilot.pause(0.5)
+        assert screen._timer is None
+        assert "done:" in screen_text(app)
+
+
+def test_shadow_writes_only_changed_cells_and_nothing_twice() -> None:
+    shadow = Shadow(Alphabet("utf-8"))
+    bold = Style(bold=True)
+
+    def frame(*cells: str) -> LayoutUpdate:
+        line = [Strip([Segment(text, bold if i == 1 else None) for i, text in enumerate(cells)])]
+        return LayoutUpdate([line], Region(0, 0, 12, 1))
+
+    first = shadow.update(frame("id  ", "RUNNING", " "), ColorSystem.TRUECOLOR)
+    assert first is not None and "RUNNING" in first.render_segments(Console())
+    assert shadow.update(frame("id  ", "RUNNING", " "), ColorSystem.TRUECOLOR) is None
+    changed = shadow.update(frame("id  ", "PAUSED ", " "), ColorSystem.TRUECOLOR)
+    assert changed is not None
+    text = changed.render_segments(Console())
+    assert "PAUSED" in text and "id" not in text
+    shadow.reset()
+    assert shadow.update(frame("id  ", "PAUSED ", " "), ColorSystem.TRUECOLOR) is not None
+
+
+def test_alphabet_folds_what_the_encoding_cannot_carry() -> None:
+    latin1 = Alphabet("iso-8859-1")
+    assert latin1.fold("╭─ ctrdeck ▸ · é ─╮") == "+- ctrdeck > · é -+"
+    assert latin1.fold("日本") == "????"
+    assert Alphabet("utf-8").fold("╭─╮") == "╭─╮"
