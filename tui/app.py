@@ -98,6 +98,8 @@ class CtrdeckApp(App[int]):
         return self.get_screen("main")  # type: ignore[return-value]
 
     async def on_mount(self) -> None:
+        # Back from a suspension, the terminal shows whatever ran meanwhile.
+        self.app_resume_signal.subscribe(self, lambda _app: self._shadow.reset())
         self.set_theme(self.settings.theme)
         self.set_keymap(self.settings.keymap)
         self.install_screen(MainScreen(), "main")
