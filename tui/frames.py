@@ -144,8 +144,8 @@ class Shadow:
             self.reset()
             return update
         system = color_system or ColorSystem.TRUECOLOR
-        out: list[str] = []
-        # A run of changed cells that share their codes is drawn with one SGR sequence.
+        out = _Output()
+        # A run of changed cells that share their codes is drawn as one piece of text.
         run: list[str] = []
         run_style: Style | None = None
         run_code = ""
@@ -166,17 +166,18 @@ class Shadow:
                     codes[x:end] = [code] * width
                     if cursor != (x, y) or code != run_code:
                         if run:
-                            out.append(_draw(run_style, run_code, "".join(run)))
+                            out.draw(run_style, run_code, "".join(run))
                             run.clear()
                         if cursor != (x, y):
-                            out.append(f"\x1b[{y + 1};{x + 1}H")
+                            out.move(x, y)
                         run_style, run_code = style, code
                     run.append(self.alphabet.fold(text))
                     cursor = (end, y)
                 x = end
         if run:
-            out.append(_draw(run_style, run_code, "".join(run)))
-        return Writes("".join(out)) if out else None
+            out.draw(run_style, run_code, "".join(run))
+        text = out.finish()
+        return Writes(text) if text else None
 
     def _row(self, y: int, width: int) -> tuple[list[str | None], list[str | None]]:
         while len(self._chars) <= y:
@@ -216,11 +217,39 @@ def _code(style: Style | None, system: ColorSystem) -> str:
     return f"{code}\x00{style._link}" if style._link else code
 
 
-def _draw(style: Style | None, code: str, text: str) -> str:
-    if style is None:
-        return text
-    ansi = code.partition("\x00")[0]
-    output = f"\x1b[{ansi}m{text}\x1b[0m" if ansi else text
-    if style._link:
-        output = f"\x1b]8;id={style._link_id};{style._link}\x1b\\{output}\x1b]8;;\x1b\\"
-    return output
+class _Output:
+    """Terminal sequences that keep the SGR state between pieces.
+
+    Moving the cursor leaves colours and attributes as they are, so rows that
+    share a style (most of a table) send their codes once, not once a piece.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._codes = ""
+
+    def move(self, x: int, y: int) -> None:
+        self._parts.append(f"\x1b[{y + 1};{x + 1}H")
+
+    def draw(self, style: Style | None, code: str, text: str) -> None:
+        ansi, _, link = code.partition("\x00")
+        if link and style is not None:
+            # A hyperlink is drawn whole, and leaves the state reset.
+            self._set("")
+            self._parts.append(
+                f"\x1b]8;id={style._link_id};{style._link}\x1b\\"
+                f"\x1b[{ansi}m{text}\x1b[0m\x1b]8;;\x1b\\"
+            )
+            return
+        self._set(ansi)
+        self._parts.append(text)
+
+    def _set(self, ansi: str) -> None:
+        if ansi != self._codes:
+            self._parts.append(f"\x1b[0;{ansi}m" if ansi else "\x1b[0m")
+            self._codes = ansi
+
+    def finish(self) -> str:
+        # Whatever is written after a frame (Textual's cursor move) starts from no style.
+        self._set("")
+        return "".join(self._parts)
