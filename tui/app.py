@@ -3,9 +3,10 @@
 `CtrdeckApp` is thin: it owns the `NodeState`, runs the `Syncer` in a worker,
 passes log lines and connection changes to the main screen, repaints changed
 tables shortly after the first change of a burst (one repaint per burst, and
-nothing at all while the node is quiet), and runs
-pulls at app level so they outlive their dialog. `run(args)` is what
-`ctrdeck` calls: it finds or starts the engine, then runs the app.
+nothing at all while the node is quiet), sends the terminal only the cells
+that changed (`tui/frames.py`), and runs pulls at app level so they outlive
+their dialog. `run(args)` is what `ctrdeck` calls: it finds or starts the
+engine, then runs the app, and exits non-zero if the app crashed.
 
 For tests and screenshots the app also runs on fixed data: give it a
 `NodeState` and no `connect`, and a fixed `clock`.
