@@ -20,7 +20,12 @@ Against Debian's containerd and against ctrdeck's engine, each seeded through
 Prints a markdown table of ratios (ctrdeck / containerd; both columns run the
 same console, so the ratio shows what the engine changes).
 
+With `--ssh-only` it measures instead what an SSH link carries, at 80x24 and
+160x45 with five real busybox containers running (`ctr run -d`) and thirty
+more created: bytes per second idle, idle with a dialog open, and bytes per key.
+
     .venv/bin/python -m bench.bench_console [--idle-seconds 60] [--starts 5] [--presses 30]
+    .venv/bin/python -m bench.bench_console --ssh-only [--ssh-idle 30] [--presses 20]
 """
 
 from __future__ import annotations
@@ -64,6 +69,14 @@ TARGET = Descriptor(
     media_type="application/vnd.oci.image.index.v1+json", digest="sha256:" + "b" * 64, size=1234
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# A key's frame is what the console writes within a second of it, and until it pauses.
+KEY_WINDOW = 1.0
+QUIET = 0.3
+# The SSH figures: a node with a few containers running, at two terminal sizes.
+SSH_NS = "bench-ssh"
+SSH_RUNNING = 5
+SSH_CREATED = 30
+SSH_SIZES = ((80, 24), (160, 45))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -113,10 +126,19 @@ async def seed(client: Client, containers: int, images: int) -> None:
 class PtyConsole:
     """One console process on a pseudo-terminal, with an emulated screen of what it drew."""
 
-    def __init__(self, address: str, config_home: Path, argv: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        config_home: Path,
+        argv: list[str] | None = None,
+        *,
+        cols: int = COLS,
+        rows: int = ROWS,
+    ) -> None:
         self.argv = argv or [sys.executable, "-m", "tui.cli", "--address", address, "--no-start"]
         self.config_home = config_home
-        self.screen = pyte.Screen(COLS, ROWS)
+        self.cols, self.rows = cols, rows
+        self.screen = pyte.Screen(cols, rows)
         self.stream = pyte.Stream(self.screen)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.bytes_out = 0
@@ -128,7 +150,7 @@ class PtyConsole:
 
     def start(self) -> None:
         master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", self.rows, self.cols, 0, 0))
         env = dict(
             os.environ,
             TERM="xterm-256color",
@@ -197,13 +219,26 @@ class PtyConsole:
         """The container id on the row the table cursor highlights."""
         header = next(y for y, line in enumerate(self.lines) if " ID " in line)
         x = self.lines[header].index(" ID ") + 1
-        rows = [y for y in range(header + 1, ROWS) if self.lines[y][x:].startswith("bench-")]
+        rows = [y for y in range(header + 1, self.rows) if self.lines[y][x:].startswith("bench-")]
         backgrounds = [self.screen.buffer[y][x].bg for y in rows]
         # The cursor row is the one row painted in a background of its own.
         for y, bg in zip(rows, backgrounds, strict=True):
             if backgrounds.count(bg) == 1:
                 return self.lines[y][x:].split()[0]
         return ""
+
+    async def key_bytes(self, key: str) -> int:
+        """The bytes the console writes in answer to one key: a second's worth, then until quiet.
+
+        A frame can come in parts (a dialog mounts, then fills in), so the
+        window is fixed rather than ended by the first pause.
+        """
+        before = self.bytes_out
+        self.press(key)
+        await asyncio.sleep(KEY_WINDOW)
+        while time.perf_counter() - self.last_output < QUIET:
+            await asyncio.sleep(0.02)
+        return self.bytes_out - before
 
     def cpu(self) -> float:
         assert self.proc is not None
@@ -398,6 +433,101 @@ async def measure(running: engines.Running, args: argparse.Namespace) -> dict[st
     return results
 
 
+async def ssh_bytes(running: engines.Running, args: argparse.Namespace) -> dict[str, float]:
+    """Terminal output at 80x24 and 160x45 with real busybox containers running.
+
+    What an SSH link carries: bytes per second while idle (the metrics tick
+    every 2 s, ages every 5 s), idle with the help dialog open over the table,
+    and bytes per key (`j` through a table longer than the screen, `2`/`1`
+    switching tabs, `?` opening help).
+    """
+    from bench import bench_tasks
+
+    def ctr(*argv: str) -> str:
+        return bench_tasks.checked(
+            ["ctr", "--address", str(running.address), "--namespace", SSH_NS, *argv]
+        )
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ssh-"))
+    client = Client(str(running.address), SSH_NS)
+    out: dict[str, float] = {}
+    try:
+        archive = bench_tasks.image_archive(work)
+        ctr("images", "import", "--base-name", bench_tasks.IMAGE.rsplit(":", 1)[0], str(archive))
+        fifos = running.base / "fifo"
+        for i in range(SSH_RUNNING):
+            ctr(
+                "run",
+                "-d",
+                "--fifo-dir",
+                str(fifos),
+                bench_tasks.IMAGE,
+                f"run-{i}",
+                "sleep",
+                "86400",
+            )
+        for i in range(SSH_CREATED):
+            ctr("containers", "create", bench_tasks.IMAGE, f"zz-idle-{i:02d}")
+        argv = [sys.executable, "-m", "tui.cli", "-a", str(running.address), "-n", SSH_NS]
+        with config_home() as home:
+            for cols, rows in SSH_SIZES:
+                size = f"{cols}x{rows}"
+                console = PtyConsole("", home, [*argv, "--no-start"], cols=cols, rows=rows)
+                console.start()
+                try:
+                    await console.until(lambda c=console: c.has("run-4") and c.has("RUNNING"))
+                    # Past the "connected" notification's timeout, whose removal is a repaint.
+                    await asyncio.sleep(6.0)
+                    b0, t0 = console.bytes_out, time.perf_counter()
+                    await asyncio.sleep(args.ssh_idle)
+                    out[f"idle {size}"] = (console.bytes_out - b0) / (time.perf_counter() - t0)
+                    js = [await console.key_bytes("j") for _ in range(args.presses)]
+                    out[f"j mean {size}"] = sum(js) / len(js)
+                    out[f"j max {size}"] = max(js)
+                    out[f"tab {size}"] = (
+                        await console.key_bytes("2") + await console.key_bytes("1")
+                    ) / 2
+                    out[f"help {size}"] = await console.key_bytes("?")
+                    await asyncio.sleep(1.0)
+                    b0, t0 = console.bytes_out, time.perf_counter()
+                    await asyncio.sleep(args.ssh_idle)
+                    out[f"dialog {size}"] = (console.bytes_out - b0) / (time.perf_counter() - t0)
+                finally:
+                    console.stop()
+    finally:
+        await bench_tasks.sweep(client)
+        client.close()
+        bench_tasks.remove_namespace_cgroups(SSH_NS)
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def ssh_figures(r: dict[str, float]) -> list[tuple[str, float, str]]:
+    rows = []
+    for cols, rows_ in SSH_SIZES:
+        size = f"{cols}x{rows_}"
+        rows += [
+            (f"{size}: idle, {SSH_RUNNING} containers running", r[f"idle {size}"], "B/s"),
+            (f"{size}: idle, help dialog open over them", r[f"dialog {size}"], "B/s"),
+            (f"{size}: `j` in a table longer than the screen, mean", r[f"j mean {size}"], "B"),
+            (f"{size}: `j`, the most one press wrote", r[f"j max {size}"], "B"),
+            (f"{size}: `2`/`1` switch tabs", r[f"tab {size}"], "B"),
+            (f"{size}: `?` opens help", r[f"help {size}"], "B"),
+        ]
+    return rows
+
+
+def ssh_report(results: dict[str, dict[str, float]]) -> str:
+    if len(results) == 2:
+        cd, cx = ssh_figures(results["containerd"]), ssh_figures(results["ctrdeck"])
+        rows = table([(w, a, b, u) for (w, a, u), (_, b, _) in zip(cd, cx, strict=True)])
+        return rows.replace("| nanx |", "| both none |")
+    ((name, r),) = results.items()
+    lines = [f"| measure | {name} |", "|---|---|"]
+    lines += [f"| {w} | {v:.0f} {u} |" for w, v, u in ssh_figures(r)]
+    return "\n".join(lines)
+
+
 def figures(r: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, float, str]]:
     """(what, value, unit) of one engine's run, in the order the table prints them."""
     n = f"{args.containers:,}"
@@ -445,7 +575,21 @@ def main() -> None:
     parser.add_argument("--containers", type=int, default=CONTAINERS)
     parser.add_argument("--images", type=int, default=IMAGES)
     parser.add_argument("--only", choices=("containerd", "ctrdeck"), help="one engine only")
+    parser.add_argument(
+        "--ssh-only", action="store_true", help="only the terminal-output (SSH) figures"
+    )
+    parser.add_argument("--ssh-idle", type=float, default=30.0, help="idle window, SSH figures")
     args = parser.parse_args()
+    if args.ssh_only:
+        ssh: dict[str, dict[str, float]] = {}
+        for start in (engines.containerd, engines.ctrdeck):
+            if args.only and args.only != start.__name__:
+                continue
+            with start() as running:
+                ssh[running.name] = asyncio.run(ssh_bytes(running, args))
+        print(f"machine: {engines.machine()}\n")
+        print(ssh_report(ssh))
+        return
     results: dict[str, dict[str, Any]] = {}
     for start in (engines.containerd, engines.ctrdeck):
         if args.only and args.only != start.__name__:

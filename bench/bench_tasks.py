@@ -165,10 +165,10 @@ async def active_snapshots(client: Client) -> list[str]:
     return found
 
 
-def remove_namespace_cgroups() -> None:
+def remove_namespace_cgroups(namespace: str = NS) -> None:
     """containerd leaves the namespace's parent cgroups behind; so may the runc floor."""
     for controller in Path("/sys/fs/cgroup").iterdir():
-        top = controller / NS
+        top = controller / namespace
         if not top.is_dir():
             continue
         for sub in sorted(top.rglob("*"), reverse=True):

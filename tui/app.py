@@ -3,12 +3,14 @@
 `CtrdeckApp` is thin: it owns the `NodeState`, runs the `Syncer` in a worker,
 passes log lines and connection changes to the main screen, repaints changed
 tables shortly after the first change of a burst (one repaint per burst, and
-nothing at all while the node is quiet), and runs
-pulls at app level so they outlive their dialog. Keys and pastes from the
-terminal go through `TypeAheadApp`, one at a time, so typed-ahead keys land
-where slow typing would put them. `run(args)` is what `ctrdeck` calls: it finds
-or starts the engine, then runs the app, which says in a toast and in the event
-log when it started the bundled engine, with its socket and log file.
+nothing at all while the node is quiet), sends the terminal only the cells
+that changed (`tui/frames.py`), and runs pulls at app level so they outlive
+their dialog. Keys and pastes from the terminal go through `TypeAheadApp`, one
+at a time, so typed-ahead keys land where slow typing would put them.
+`run(args)` is what `ctrdeck` calls: it finds or starts the engine, then runs
+the app, which says in a toast and in the event log when it started the
+bundled engine, with its socket and log file, and exits non-zero if the app
+crashed.
 
 For tests and screenshots the app also runs on fixed data: give it a
 `NodeState` and no `connect`, and a fixed `clock`.
@@ -19,21 +21,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import ClassVar
 
 from rich.cells import cell_len
+from rich.console import RenderableType
+from textual import events
+from textual._compositor import CompositorUpdate
 from textual.app import App
 from textual.css.query import NoMatches
 from textual.notifications import Notify, SeverityLevel
+from textual.screen import Screen
 
 from core.api.containerd.services.images import v1 as images_api
 from core.client import Client, ClientTLS
+from tui import frames, launcher, operations, plain
 from tui import keymap as keymaps
-from tui import launcher, operations, plain
 from tui.palette import ConsoleCommands
 from tui.screens.main import MainScreen
 from tui.screens.pull import PullJob, PullScreen
@@ -70,7 +78,8 @@ class Settings:
 
 
 class CtrdeckApp(TypeAheadApp[int]):
-    CSS_PATH = "app.tcss"
+    # Read as a package resource, not a file beside the module: it works from a zipapp too.
+    CSS = resources.files("tui").joinpath("app.tcss").read_text(encoding="utf-8")
     TITLE = "ctrdeck"
     COMMANDS: ClassVar = App.COMMANDS | {ConsoleCommands}
 
@@ -87,6 +96,10 @@ class CtrdeckApp(TypeAheadApp[int]):
         super().__init__()
         # Over SSH every animated frame is bytes on the wire; nothing here animates.
         self.animation_level = "none"
+        if self.no_color or self.console.color_system is None:
+            # Textual would send greys under NO_COLOR and 24-bit colour to TERM=dumb.
+            self.no_color = True
+            self._filters = [frames.Colourless()]
         self.settings = settings
         self.connect = connect
         self.clock = clock
@@ -100,12 +113,15 @@ class CtrdeckApp(TypeAheadApp[int]):
         self._initial_lines = list(log_lines)
         self.launched = launched
         self._repaint_pending = False
+        self._shadow = frames.Shadow(frames.Alphabet(getattr(sys.__stderr__, "encoding", None)))
 
     @property
     def main(self) -> MainScreen:
         return self.get_screen("main")  # type: ignore[return-value]
 
     async def on_mount(self) -> None:
+        # Back from a suspension, the terminal shows whatever ran meanwhile.
+        self.app_resume_signal.subscribe(self, lambda _app: self._shadow.reset())
         self.set_theme(self.settings.theme)
         self.set_keymap(self.settings.keymap)
         self.install_screen(MainScreen(), "main")
@@ -127,6 +143,17 @@ class CtrdeckApp(TypeAheadApp[int]):
         self.state.take_dirty()
         self.state.on_dirty = self.schedule_repaint
         self.set_interval(AGE_REFRESH, self.refresh_ages)
+
+    def _display(self, screen: Screen, renderable: RenderableType | None) -> None:
+        # Textual sends every refreshed region whole; the shadow turns that into the
+        # cells that changed, and nothing at all when nothing visible did.
+        if isinstance(renderable, CompositorUpdate) and not self.is_headless:
+            renderable = self._shadow.update(renderable, self.console._color_system)
+        super()._display(screen, renderable)
+
+    def on_resize(self, event: events.Resize) -> None:
+        # A resized terminal reflows or clears what it showed.
+        self._shadow.reset()
 
     def on_unmount(self) -> None:
         if self.client is not None:
@@ -320,4 +347,13 @@ def run(args: argparse.Namespace) -> int:
             f"ctrdeck: the bundled engine keeps running on {settings.address} "
             f"(log: {started.log_path}); `ctrdeck engine stop` stops it"
         )
-    return app.return_code or 0
+    return exit_status(app)
+
+
+def exit_status(app: App[object]) -> int:
+    """The console's exit status: 0 only when it quit as asked, never after a crash."""
+    code = app.return_code
+    if app._exception is not None:
+        return code or 1
+    # An app that stopped without an exit of its own did not end well either.
+    return 1 if code is None else code

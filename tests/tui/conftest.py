@@ -21,6 +21,8 @@ def isolated_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     """No developer keymap leaks in, and times render the same everywhere."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("NO_COLOR", raising=False)
+    # A CI without a terminal may say TERM=dumb, which draws without colour.
+    monkeypatch.setenv("TERM", "xterm-256color")
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     yield

@@ -21,6 +21,7 @@ from textual.widgets.option_list import Option
 
 from tui.plain import plain
 from tui.spec import OptionError, RunOptions
+from tui.widgets.checkbox import Tickbox
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -115,7 +116,7 @@ class PickScreen(ModalScreen[Pick | None]):
             yield Label(plain(self.title_text), classes="dialog-title")
             yield StopAtEnds(*(Option(plain(label), id=value) for value, label in self.options))
             if self.offer_all:
-                yield Checkbox("all processes in the container (a)", id="all")
+                yield Tickbox("all processes in the container (a)", id="all")
 
     def on_mount(self) -> None:
         option_list = self.query_one(OptionList)
@@ -214,9 +215,9 @@ class RunScreen(ModalScreen[RunOptions | None]):
                 yield Label("runtime")
                 yield Input(self.runtime, id="run-runtime", compact=True)
             with Horizontal(classes="run-flags"):
-                yield Checkbox("tty", id="run-tty", compact=True)
-                yield Checkbox("remove when it exits", id="run-rm", compact=True)
-                yield Checkbox("read-only rootfs", id="run-read-only", compact=True)
+                yield Tickbox("tty", id="run-tty", compact=True)
+                yield Tickbox("remove when it exits", id="run-rm", compact=True)
+                yield Tickbox("read-only rootfs", id="run-read-only", compact=True)
             yield Label("", id="run-problem", classes="dialog-detail hidden")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Run", id="run", variant="primary", compact=True)

@@ -3,7 +3,8 @@
 `PullJob` is the model of one pull (no widgets): it folds the engine's
 `PullImageProgress` stream into per-layer bytes, state and rate. The stream runs
 in an app-level worker, so hiding the dialog (esc) leaves the pull going; the
-screen re-renders the job a few times a second, however fast progress arrives.
+screen re-renders the job a few times a second, however fast progress arrives,
+and stops once the job has finished.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
+from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from core.api.containerd.services.images import v1 as images_api
 from tui.plain import plain
 from tui.state import utc_now
+from tui.widgets.checkbox import Tickbox
 from tui.widgets.tables import short_digest, size
 
 RENDER_INTERVAL = 0.2
@@ -174,6 +177,7 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
         self.snapshotter = snapshotter
         self.platform = platform
         self.ref = ref
+        self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog pull") as box:
@@ -197,7 +201,7 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
                     with Vertical():
                         yield Label("platform")
                         yield Input(self.platform, id="pull-platform")
-                yield Checkbox(
+                yield Tickbox(
                     "plain HTTP (a registry without TLS; loopback falls back by itself)",
                     self.plain_http.get(registry_host(self.ref), False) if self.ref else False,
                     id="pull-plain-http",
@@ -211,15 +215,23 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
     def on_mount(self) -> None:
         if self.job is None:
             self.query_one("#pull-ref", Input).focus()
-        else:
-            self.set_interval(RENDER_INTERVAL, self.redraw)
+            return
+        # Drawn once now (a finished job is shown, and its error seen, without a timer).
+        self.redraw()
+        if not self.job.finished:
+            self._timer = self.set_interval(RENDER_INTERVAL, self.redraw)
 
     def redraw(self) -> None:
-        if self.job is not None:
-            self.query_one("#pull-progress", Static).update(render_job(self.job))
-            self.query_one(".pull").border_subtitle = subtitle(self.job)
-            if self.job.error:
-                self.job.error_seen = True
+        if self.job is None:
+            return
+        self.query_one("#pull-progress", Static).update(render_job(self.job))
+        self.query_one(".pull").border_subtitle = subtitle(self.job)
+        if self.job.error:
+            self.job.error_seen = True
+        if self.job.finished and self._timer is not None:
+            # The last frame shows how it ended; a finished job never changes again.
+            self._timer.stop()
+            self._timer = None
 
     @on(Input.Changed, "#pull-ref")
     def ref_changed(self, event: Input.Changed) -> None:

@@ -2,17 +2,19 @@
 
 `ResourceTable` is a DataTable that is only ever told the full set of rows it
 should show (already formatted, keyed like the model) and works out the
-difference itself: rows are added, changed cell by cell, or removed by key,
-so a refresh never clears and rebuilds the table. Its filter is applied before
-that difference, so filtering is the same keyed update. Columns have fixed
-widths and drop from the right when the table is too narrow for them, except
-the ones marked essential (an ID, a status), which stay to the last.
-Every cell reaches the screen as plain text (`tui.plain`): a snapshot key or
-an image name is data, never markup or a terminal control code.
+difference itself: rows are added, changed cell by cell (repainting that row
+only), or removed by key, so a refresh never clears and rebuilds the table.
+Its filter is applied before that difference, so filtering is the same keyed
+update. Columns have fixed widths and drop from the right when the table is
+too narrow for them, except the ones marked essential (an ID, a status),
+which stay to the last. Every cell reaches the screen as plain text
+(`tui.plain`): a snapshot key or an image name is data, never markup or a
+terminal control code.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +24,7 @@ import humanize
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist, RowKey
 
 from tui import commands
 from tui.plain import plain
@@ -171,17 +173,33 @@ class ResourceTable(DataTable[Cell]):
             if shown == cells:
                 # The common case on a refresh of 2,000 rows: nothing to touch.
                 continue
-            for column in self._columns:
-                value = cells.get(column.key, "")
-                if shown.get(column.key, "") != value:
-                    try:
-                        self.update_cell(rid, column.key, _as_text(value))
-                    except (CellDoesNotExist, RowDoesNotExist):
-                        continue
+            changed = {
+                column.key: _as_text(cells.get(column.key, ""))
+                for column in self._columns
+                if shown.get(column.key, "") != cells.get(column.key, "")
+            }
+            if changed:
+                self._update_row(rid, changed)
             self._on_screen[rid] = cells
         self._shown = wanted
         if added and len(self._shown) > 1:
             self.sort(self.SORT_COLUMN or self._columns[0].key, key=_sort_key)
+
+    def _update_row(self, rid: str, changed: Cells) -> None:
+        """Set a row's changed cells and repaint that row only.
+
+        `DataTable.update_cell` repaints the whole table for each cell, every
+        visible row re-rendered for one changed CPU figure.
+        """
+        row = self._data.get(RowKey(rid))
+        if row is None:
+            return
+        for key, value in changed.items():
+            row[ColumnKey(key)] = value
+        # The table's row caches are keyed by this count.
+        self._update_count += 1
+        with contextlib.suppress(RowDoesNotExist):
+            self.refresh_row(self.get_row_index(rid))
 
     def selected_key(self) -> Hashable | None:
         if not self.row_count:
