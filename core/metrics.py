@@ -90,7 +90,8 @@ class EngineMetrics:
             ["method"],
             registry=self.registry,
         )
-        self.registry.register(_EngineCollector(engine))
+        self.collector = _EngineCollector(engine)
+        self.registry.register(self.collector)
         global _active
         _active = self
 
@@ -113,6 +114,31 @@ class EngineMetrics:
         """The Prometheus text format of every metric, collected now."""
         return generate_latest(self.registry)
 
+    async def scrape(self) -> bytes:
+        """`exposition`, with every task's cgroup files read in a worker first.
+
+        Reading them is file I/O per task, which must not stall the engine's
+        loop at each scrape; the rest of a collection reads memory only.
+        """
+        tasks = [(t.namespace, t.id, t.cgroup) for t in self.engine.tasks.list()]
+        self.collector.usage = await asyncio.to_thread(_read_usage, tasks)
+        try:
+            return self.exposition()
+        finally:
+            self.collector.usage = {}
+
+
+def _read_usage(
+    tasks: list[tuple[str, str, cgroups.Cgroup]],
+) -> dict[tuple[str, str], tuple[int | None, float | None]]:
+    usage = {}
+    for namespace, cid, cgroup in tasks:
+        try:
+            usage[namespace, cid] = cgroups.usage(cgroup.stats())
+        except CtrdeckError:
+            continue  # a task whose cgroup is gone, or a host without cgroups
+    return usage
+
 
 # The engine process runs one engine; the pull pipeline reports to it through
 # `observe_pull` without having to carry the metrics object around.
@@ -130,6 +156,8 @@ class _EngineCollector(Collector):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Each task's (memory, CPU) for the scrape under way, read off the loop by `scrape`.
+        self.usage: dict[tuple[str, str], tuple[int | None, float | None]] = {}
 
     def describe(self) -> list[Metric]:
         # Declaring the families without reading anything keeps registration
@@ -184,15 +212,11 @@ class _EngineCollector(Collector):
         f["content_bytes"].add_metric([], engine.content.total_bytes())
         for snapshotter, count in sorted(self._snapshot_counts().items()):
             f["snapshots"].add_metric([snapshotter], count)
-        for task in engine.tasks.list():
-            try:
-                memory, cpu = cgroups.usage(task.cgroup.stats())
-            except CtrdeckError:
-                continue  # a task whose cgroup is gone, or a host without cgroups
+        for (namespace, cid), (memory, cpu) in sorted(self.usage.items()):
             if memory is not None:
-                f["memory"].add_metric([task.namespace, task.id], memory)
+                f["memory"].add_metric([namespace, cid], memory)
             if cpu is not None:
-                f["cpu"].add_metric([task.namespace, task.id], cpu)
+                f["cpu"].add_metric([namespace, cid], cpu)
         yield from f.values()
 
     def _snapshot_counts(self) -> dict[str, int]:
@@ -289,7 +313,7 @@ async def _answer(
         await _respond(writer, 405, b"method not allowed\n", extra=[("Allow", "GET, HEAD")])
         return
     try:
-        body = metrics.exposition()
+        body = await metrics.scrape()
     except Exception as exc:
         # A broken collector must not take the listener down, and the
         # scraper should see why its target failed.

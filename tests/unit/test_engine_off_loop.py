@@ -7,7 +7,8 @@ something claims during the sweep (a Content.Write pin, a pull reusing it, a
 commit starting) stays; a write landing during the mark sends the collection
 back to marking, so it never removes what that write made reachable. The
 content-bytes gauge is counted once and then kept by commits and deletes, so a
-scrape never walks the blob directory. A registry client builds an HTTPS
+scrape never walks the blob directory, and a scrape reads the tasks' cgroup
+files in a worker. A registry client builds an HTTPS
 endpoint's TLS context in a worker thread.
 
 How long the loop stalls is measured by `bench/bench_gc.py`, not asserted here.
@@ -26,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from core.api.io.containerd.cgroups.v2 import MemoryStat
+from core.api.io.containerd.cgroups.v2 import Metrics as V2Metrics
 from core.client import Client
 from core.config import from_dict
 from core.content.store import ContentStore
@@ -37,6 +40,7 @@ from core.images.hosts import Hosts
 from core.images.pull import own_blob
 from core.images.registry import RegistryClient, RetryPolicy
 from core.metadata.images import Image
+from core.metrics import EngineMetrics
 from core.server import EngineServer
 
 NAMESPACE = "offloop"
@@ -313,3 +317,26 @@ async def test_tls_settings_are_built_in_a_worker(
         with pytest.raises(Unavailable):
             await client.resolve("127.0.0.1:1/app:v1")
     assert built_in and threading.main_thread() not in built_in
+
+
+async def test_a_scrape_reads_cgroup_files_in_a_worker(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readers: list[threading.Thread] = []
+
+    class Cgroup:
+        def stats(self) -> V2Metrics:
+            readers.append(threading.current_thread())
+            return V2Metrics(memory=MemoryStat(usage=4096))
+
+    class Task:
+        namespace, id, cgroup = NAMESPACE, "scraped", Cgroup()
+
+    monkeypatch.setattr(engine.tasks, "list", lambda: [Task()])
+    metrics = EngineMetrics(engine)
+    body = await metrics.scrape()
+    assert readers and threading.main_thread() not in readers
+    assert (
+        f'container_memory_usage_bytes{{container="scraped",namespace="{NAMESPACE}"}} 4096.0'
+        in body.decode()
+    )
