@@ -9,7 +9,7 @@ packages=(
   python3 python3-venv python3-dev
   containerd runc crun conmon
   docker-registry skopeo busybox-static btrfs-progs prometheus
-  iproute2 procps util-linux kmod tar gzip zstd openssl curl ca-certificates
+  iproute2 procps util-linux kmod tar gzip zstd openssl curl ca-certificates locales
 )
 missing=()
 for p in "${packages[@]}"; do
