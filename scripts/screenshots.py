@@ -39,6 +39,7 @@ from tests.registry import (  # noqa: E402
 from tests.tui.support import chatty_image, worker_image  # noqa: E402
 from tui import operations  # noqa: E402
 from tui.app import CtrdeckApp, Settings  # noqa: E402
+from tui.screens.dialogs import RunScreen  # noqa: E402
 from tui.spec import RunOptions  # noqa: E402
 
 CONTAINERS = ("web-1", "web-2", "batch-7", "worker-3")
@@ -120,6 +121,13 @@ async def shoot(address: str, refs: dict[str, str], out: Path) -> list[Path]:
         save("main")
         await step(pilot, ("2",), lambda: app.main.table("images").row_count == 4)
         save("images")
+        await step(pilot, ("r",), lambda: isinstance(app.screen, RunScreen))
+        for field in app.screen.query(Input):
+            field.cursor_blink = False
+        app.screen.query_one("#run-env", Input).value = "GREETING=hello"
+        await pilot.pause(0.3)
+        save("run")
+        await pilot.press("escape")
         await step(pilot, ("3",), lambda: app.main.table("snapshots").row_count > 0)
         save("snapshots")
         await step(pilot, ("2", "g", "enter"), lambda: len(app.screen.query(".section")) > 2)
