@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.api.containerd.types import Descriptor
+from core.images.platforms import parse
 from tests.tui.fixed import fixed_app
 from tui import commands, keymap, oci, spec
 from tui.palette import ConsoleCommands
@@ -64,8 +66,14 @@ def test_keymap_file() -> None:
 
 def test_chain_id_and_platform_choice() -> None:
     a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
-    assert oci.chain_id([a]) == a
-    assert oci.chain_id([a, b]) == ("sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest())
+
+    def detail(*diff_ids: str) -> oci.ImageDetail:
+        layers = [oci.Layer("sha256:" + "c" * 64, "", 1, diff_id) for diff_id in diff_ids]
+        return oci.ImageDetail(target=Descriptor(), layers=layers)
+
+    assert detail().chain_id == ""
+    assert detail(a).chain_id == a
+    assert detail(a, b).chain_id == "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
     index = {
         "manifests": [
             {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "arm",
@@ -74,10 +82,10 @@ def test_chain_id_and_platform_choice() -> None:
              "platform": {"os": "linux", "architecture": "amd64"}},
         ]
     }  # fmt: skip
-    assert oci.choose_manifest(index, "linux/amd64")["digest"] == "amd"
-    assert oci.choose_manifest(index, "linux/arm64")["digest"] == "arm"
+    assert oci.choose_manifest(index, parse("linux/amd64"))["digest"] == "amd"
+    assert oci.choose_manifest(index, parse("linux/arm64"))["digest"] == "arm"
     with pytest.raises(oci.ImageWalkError, match="no manifest for linux/s390x"):
-        oci.choose_manifest(index, "linux/s390x")
+        oci.choose_manifest(index, parse("linux/s390x"))
 
 
 def test_event_log_filter() -> None:
