@@ -12,12 +12,12 @@ import pytest
 from core.api.containerd.types import Descriptor
 from core.images.platforms import parse
 from tests.tui.fixed import fixed_app
-from tui import commands, keymap, oci, spec
+from tui import commands, keymap, oci, pull_cli, spec
 from tui.palette import ConsoleCommands
 from tui.state import CONTAINERS, ContainerRow, LogLine, NodeState, age
 from tui.widgets.event_log import matches, parse_filter
 from tui.widgets.footer import KeyFooter
-from tui.widgets.tables import Column, visible_columns
+from tui.widgets.tables import Column, size, visible_columns
 
 
 def test_no_two_commands_share_a_key_in_one_pane() -> None:
@@ -86,6 +86,12 @@ def test_chain_id_and_platform_choice() -> None:
     assert oci.choose_manifest(index, parse("linux/arm64"))["digest"] == "arm"
     with pytest.raises(oci.ImageWalkError, match="no manifest for linux/s390x"):
         oci.choose_manifest(index, parse("linux/s390x"))
+
+
+def test_the_shell_and_the_console_show_sizes_alike() -> None:
+    for n in (0, 1, 1536, 23 << 20, 5 << 30):
+        assert pull_cli.human(n) == size(n)
+    assert pull_cli.human(1536) == "1.5 KiB"
 
 
 def test_event_log_filter() -> None:
