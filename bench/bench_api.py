@@ -14,14 +14,14 @@ import argparse
 import asyncio
 import time
 
-from bench import engines
-from bench.stats import summary, table
+from bench.stats import machine, summary, table
 from core.api.containerd import events, types
 from core.api.containerd.services.events import v1 as ev
 from core.api.containerd.services.images import v1 as images
 from core.api.containerd.services.namespaces import v1 as namespaces
 from core.client import Client
 from core.typeurl import pack
+from tests import engine_proc
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args()
     results = {}
-    for start in (engines.containerd, engines.ctrdeck):
+    for start in (engine_proc.containerd, engine_proc.ctrdeck):
         with start() as running:
             results[running.name] = asyncio.run(measure(str(running.address), args.calls))
     cd, cx = results["containerd"], results["ctrdeck"]
@@ -135,7 +135,7 @@ def main() -> None:
         rows.append(
             (f"event publish→receive, 50 subscribers, {p}", cd["events"][p], cx["events"][p], "ms")
         )
-    print(f"machine: {engines.machine()}\n")
+    print(f"machine: {machine()}\n")
     print(table(rows))
     print(
         f"\nevents delivered: containerd {cd['events']['delivered']:.0%}, "

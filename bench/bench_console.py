@@ -51,13 +51,13 @@ from typing import Any
 
 import pyte
 
-from bench import engines
-from bench.stats import pct, table
+from bench.stats import machine, pct, table
 from core.api.containerd.services.containers import v1 as containers_api
 from core.api.containerd.services.images import v1 as images_api
 from core.api.containerd.types import Descriptor
 from core.api.google.protobuf import Any as AnyMessage
 from core.client import Client
+from tests import engine_proc
 
 COLS, ROWS = 120, 40
 CONTAINERS = 2000
@@ -156,7 +156,7 @@ class PtyConsole:
             TERM="xterm-256color",
             COLORTERM="truecolor",
             XDG_CONFIG_HOME=str(self.config_home),
-            PYTHONPATH=str(engines.ROOT),
+            PYTHONPATH=str(engine_proc.ROOT),
         )
         env.pop("NO_COLOR", None)
         self.launched = time.perf_counter()
@@ -165,7 +165,7 @@ class PtyConsole:
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            cwd=engines.ROOT,
+            cwd=engine_proc.ROOT,
             env=env,
             start_new_session=True,
             # The pty becomes the console's controlling terminal, as under sshd.
@@ -401,7 +401,7 @@ async def idle(console: PtyConsole, engine_pid: int, seconds: float) -> dict[str
     }
 
 
-async def measure(running: engines.Running, args: argparse.Namespace) -> dict[str, Any]:
+async def measure(running: engine_proc.Running, args: argparse.Namespace) -> dict[str, Any]:
     address = str(running.address)
     client = Client(address, "default")
     results: dict[str, Any] = {}
@@ -433,7 +433,7 @@ async def measure(running: engines.Running, args: argparse.Namespace) -> dict[st
     return results
 
 
-async def ssh_bytes(running: engines.Running, args: argparse.Namespace) -> dict[str, float]:
+async def ssh_bytes(running: engine_proc.Running, args: argparse.Namespace) -> dict[str, float]:
     """Terminal output at 80x24 and 160x45 with real busybox containers running.
 
     What an SSH link carries: bytes per second while idle (the metrics tick
@@ -582,21 +582,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.ssh_only:
         ssh: dict[str, dict[str, float]] = {}
-        for start in (engines.containerd, engines.ctrdeck):
+        for start in (engine_proc.containerd, engine_proc.ctrdeck):
             if args.only and args.only != start.__name__:
                 continue
             with start() as running:
                 ssh[running.name] = asyncio.run(ssh_bytes(running, args))
-        print(f"machine: {engines.machine()}\n")
+        print(f"machine: {machine()}\n")
         print(ssh_report(ssh))
         return
     results: dict[str, dict[str, Any]] = {}
-    for start in (engines.containerd, engines.ctrdeck):
+    for start in (engine_proc.containerd, engine_proc.ctrdeck):
         if args.only and args.only != start.__name__:
             continue
         with start() as running:
             results[running.name] = asyncio.run(measure(running, args))
-    print(f"machine: {engines.machine()}\n")
+    print(f"machine: {machine()}\n")
     print(f"console: {COLS}x{ROWS} pty, {args.containers:,} containers, {args.images} images\n")
     print(report(results, args))
     with config_home() as home:

@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import engines
-from bench.stats import table
+from bench.stats import machine, table
 from core.api.containerd.services.images import v1 as images
 from core.client import Client
+from tests import engine_proc
 from tests.registry import Built, build_image, file, make_layer, running_registry, single
 
 FILE_SIZE = 1 << 20
@@ -112,14 +112,14 @@ def main() -> None:
             order = ["containerd", "ctrdeck"] if round_ % 2 == 0 else ["ctrdeck", "containerd"]
             for name in order:
                 if name == "containerd":
-                    with engines.containerd() as running:
+                    with engine_proc.containerd() as running:
                         times[name].append(containerd_pull(str(running.address), ref))
                 else:
-                    with engines.ctrdeck() as running:
+                    with engine_proc.ctrdeck() as running:
                         times[name].append(asyncio.run(ctrdeck_pull(str(running.address), ref)))
             times["floor"].append(floor(registry.url, "bench/pull", built))
     cd, cx, fl = (statistics.median(times[k]) for k in ("containerd", "ctrdeck", "floor"))
-    print(f"machine: {engines.machine()}\n")
+    print(f"machine: {machine()}\n")
     print(
         f"image: {args.layers} gzip layers, {size / (1 << 20):.1f} MiB compressed, "
         f"{args.rounds} rounds, medians\n"

@@ -37,13 +37,13 @@ from pathlib import Path
 from grpclib import GRPCError
 from grpclib.exceptions import StreamTerminatedError
 
-from bench import engines
-from bench.stats import summary, table
+from bench.stats import machine, summary, table
 from core.api.containerd.services.containers import v1 as containers
 from core.api.containerd.services.snapshots import v1 as snapshots
 from core.api.containerd.services.tasks import v1 as tasks
 from core.api.containerd.v1.types import Status
 from core.client import Client
+from tests import engine_proc
 from tests.registry import busybox_image, busybox_layer
 
 NS = "bench-tasks"
@@ -57,7 +57,7 @@ SETTLE = 1.0
 class Target:
     """One engine under test, and the FIFO directory `ctr run` uses for it."""
 
-    running: engines.Running
+    running: engine_proc.Running
 
     @property
     def fifos(self) -> Path:
@@ -281,7 +281,7 @@ def processes(match: Callable[[list[str]], bool]) -> list[int]:
     return found
 
 
-def monitor_matcher(running: engines.Running) -> Callable[[list[str]], bool]:
+def monitor_matcher(running: engine_proc.Running) -> Callable[[list[str]], bool]:
     """Which processes are this engine's per-container monitors."""
     if running.name == "containerd":
         address = str(running.address)
@@ -417,7 +417,7 @@ def main() -> None:
     try:
         archive = image_archive(work)
         floor = runc_floor(args.reps)
-        for start in (engines.containerd, engines.ctrdeck):
+        for start in (engine_proc.containerd, engine_proc.ctrdeck):
             with start() as running:
                 target = Target(running)
                 import_image(target, archive)
@@ -426,7 +426,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         remove_namespace_cgroups()
     cd, cx = results["containerd"], results["ctrdeck"]
-    print(f"machine: {engines.machine()} · {runc_version()}\n")
+    print(f"machine: {machine()} · {runc_version()}\n")
     print(table(ratio_rows(cd, cx)))
     detached, true = summary(floor["detached"]), summary(floor["true"])
     print(

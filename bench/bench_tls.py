@@ -1,4 +1,4 @@
-"""TLS benchmark: a unary call over the Unix socket, plaintext TCP and mutual TLS, both engines.
+"""TLS benchmark: a unary call over the Unix socket, plaintext TCP and mutual TLS, both engine_proc.
 
 Both engines get a TCP listener on 127.0.0.1 with certificates made for the run
 (`tests/tls_certs.py`: EC P-256, TLS 1.3): once plaintext, once with
@@ -25,11 +25,11 @@ from pathlib import Path
 
 from grpclib.const import Cardinality
 
-from bench import engines
-from bench.stats import summary, table
+from bench.stats import machine, summary, table
 from core.api.containerd.services.version import v1 as version
 from core.api.google.protobuf import Empty
 from core.client import Client, ClientTLS
+from tests import engine_proc
 from tests.tls_certs import Pki, make_pki
 
 CRI_VERSION = "/runtime.v1.RuntimeService/Version"
@@ -127,9 +127,9 @@ def main() -> None:
                 port = free_port()
                 grpc = tcp_config(port, pki if use else None)
                 if name == "containerd":
-                    start = engines.containerd(grpc + cri_tcp, cri=True)
+                    start = engine_proc.containerd(grpc + cri_tcp, cri=True)
                 else:
-                    start = engines.ctrdeck(f"version = 2\n[grpc]\n{grpc}")
+                    start = engine_proc.ctrdeck(f"version = 2\n[grpc]\n{grpc}")
                 with start as running:
                     address = f"tcp://127.0.0.1:{port}"
                     results.setdefault(name, {})[mode] = asyncio.run(
@@ -146,7 +146,7 @@ def main() -> None:
         cd, cx = results["containerd"][mode][key], results["ctrdeck"][mode][key]
         for p in ("p50", "p99"):
             rows.append((f"{what}, {p}", cd[p], cx[p], "ms"))
-    print(f"machine: {engines.machine()}\n")
+    print(f"machine: {machine()}\n")
     print(table(rows))
     print("\nover TCP / over the Unix socket, p50, each pair timed alternately:")
     for name, r in results.items():

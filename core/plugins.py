@@ -12,7 +12,6 @@ shows containerd's unusable ones, so asking for them explains itself.
 
 from __future__ import annotations
 
-import platform as _platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,14 +35,6 @@ class Plugin:
         if not self.error:
             return "ok"
         return "skip" if "skip plugin" in self.error else "error"
-
-
-def host_platform() -> tuple[str, str, str]:
-    """The host's OCI platform (os, architecture, variant)."""
-    machine = _platform.machine().lower()
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
-    variant = {"arm64": "v8", "arm": "v7"}.get(arch, "")
-    return "linux", arch, variant
 
 
 SNAPSHOTTER = "io.containerd.snapshotter.v1"

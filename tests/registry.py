@@ -48,7 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from core.descriptor import Descriptor
-from core.images import mediatypes
+from core.images import mediatypes, platforms
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 BUSYBOX_BIN = "/bin/busybox"
@@ -341,7 +341,7 @@ def busybox_layer() -> Layer:
 @functools.cache
 def busybox_image() -> Built:
     """One layer: a runnable busybox root for linux on this host's architecture."""
-    return single(build_image([busybox_layer()], architecture=_host_arch()))
+    return single(build_image([busybox_layer()], architecture=platforms.host().architecture))
 
 
 def layered_entries() -> tuple[list[Entry], list[Entry]]:
@@ -379,7 +379,7 @@ def layered_image() -> Built:
     """busybox + a layer of files + a layer deleting some (`.wh.`) and making one dir opaque."""
     middle, top = layered_entries()
     layers = [busybox_layer(), make_layer(middle), make_layer(top)]
-    return single(build_image(layers, architecture=_host_arch()))
+    return single(build_image(layers, architecture=platforms.host().architecture))
 
 
 @functools.cache
@@ -389,11 +389,6 @@ def multiplatform_image() -> Built:
     arm_layer = make_layer([file("hello-arm64.txt", "this is the arm64 image\n")])
     arm64 = build_image([arm_layer], architecture="arm64", variant="v8", cmd=("/hello",))
     return index_of([amd64, arm64])
-
-
-def _host_arch() -> str:
-    machine = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
 def expected_tree(layers: list[Layer]) -> dict[str, Entry]:

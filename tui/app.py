@@ -23,10 +23,8 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
-from pathlib import Path
 from typing import ClassVar
 
 from rich.cells import cell_len
@@ -39,9 +37,10 @@ from textual.notifications import Notify, SeverityLevel
 from textual.screen import Screen
 
 from core.api.containerd.services.images import v1 as images_api
-from core.client import Client, ClientTLS
+from core.client import Client
 from tui import frames, launcher, operations, plain
 from tui import keymap as keymaps
+from tui.console import Settings
 from tui.palette import ConsoleCommands
 from tui.screens.main import MainScreen
 from tui.screens.pull import PullJob, PullScreen
@@ -61,20 +60,6 @@ TOAST_TITLE_CHARS = 40
 # all round, a one-cell left border, and a blank line above it.
 TOAST_WIDTH = 60
 TOAST_FRAME = 3
-
-
-@dataclass
-class Settings:
-    address: str
-    namespace: str
-    read_only: bool = False
-    teaching: bool = False
-    theme: str = "dark"
-    snapshotter: str = "overlayfs"
-    keymap: dict[str, str] = field(default_factory=dict)
-    keymap_path: Path = field(default_factory=keymaps.default_path)
-    # How to reach a tcp:// engine; None for a local socket or --plaintext.
-    tls: ClientTLS | None = None
 
 
 class CtrdeckApp(TypeAheadApp[int]):
@@ -124,7 +109,7 @@ class CtrdeckApp(TypeAheadApp[int]):
         self.app_resume_signal.subscribe(self, lambda _app: self._shadow.reset())
         self.set_theme(self.settings.theme)
         self.set_keymap(self.settings.keymap)
-        self.install_screen(MainScreen(), "main")
+        self.install_screen(MainScreen(self), "main")
         await self.push_screen("main")
         for line in self._initial_lines:
             self.main.event_log.add(line)

@@ -3,41 +3,29 @@
 From an image's target descriptor this module reads the index (if any), picks
 the manifest for a platform, reads the config and lists the layers, and works
 out the chain ID of the top layer (what a container's snapshot grows from).
-The JSON parsing and the digest arithmetic are pure functions; only
+Media types, platforms (the host's, and which manifest it runs) and chain IDs
+are core's (`core.images`), so the console picks what a pull unpacked; only
 `read_blob` and `walk` talk to the engine.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform as host
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.api.containerd.services.content import v1 as content_api
 from core.api.containerd.types import Descriptor
 from core.client import Client
+from core.images import mediatypes
+from core.images.handlers import chain_ids
+from core.images.platforms import Platform, host, only
 
-INDEX_TYPES = {
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-}
-MANIFEST_TYPES = {
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-}
 MAX_JSON_BLOB = 8 << 20
-_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 
 
 class ImageWalkError(Exception):
     """The image's blobs could not be read or parsed; the message says which and why."""
-
-
-def host_platform() -> str:
-    machine = host.machine()
-    return f"linux/{_ARCH.get(machine, machine)}"
 
 
 @dataclass(frozen=True)
@@ -72,40 +60,37 @@ class ImageDetail:
 
     @property
     def chain_id(self) -> str:
-        return chain_id([layer.diff_id for layer in self.layers])
+        """The snapshot name of the top layer; empty for an image without layers."""
+        chain = chain_ids([layer.diff_id for layer in self.layers])
+        return chain[-1] if chain else ""
 
 
-def chain_id(diff_ids: list[str]) -> str:
-    """The snapshot name of the top layer: containerd's identity chain over diff IDs."""
-    if not diff_ids:
-        return ""
-    current = diff_ids[0]
-    for diff_id in diff_ids[1:]:
-        current = "sha256:" + hashlib.sha256(f"{current} {diff_id}".encode()).hexdigest()
-    return current
+def platform_of(data: Any, what: str) -> Platform:
+    """The platform an index entry or an image config names; ImageWalkError if malformed."""
+    try:
+        return Platform.from_oci(data)
+    except (AttributeError, TypeError):
+        raise ImageWalkError(f"the {what} names a platform that is not an OCI platform") from None
 
 
-def platform_string(p: dict[str, Any]) -> str:
-    parts = [p.get("os", ""), p.get("architecture", "")]
-    if p.get("variant"):
-        parts.append(p["variant"])
-    return "/".join(parts)
+def choose_manifest(index: dict[str, Any], wanted: Platform) -> dict[str, Any]:
+    """The manifest descriptor of `index` a `wanted` host runs, as a pull chooses it.
 
-
-def choose_manifest(index: dict[str, Any], wanted: str) -> dict[str, Any]:
-    """The manifest descriptor of `index` for platform `wanted` (os/arch[/variant])."""
-    manifests = [m for m in index.get("manifests", []) if m.get("mediaType") in MANIFEST_TYPES]
+    The exact platform first, then the ones it also runs (containerd's default
+    matcher); an entry without a platform matches any host.
+    """
+    manifests = [
+        m for m in index.get("manifests", []) if mediatypes.is_manifest(str(m.get("mediaType", "")))
+    ]
     if not manifests:
         raise ImageWalkError("the image index lists no manifests")
-    for m in manifests:
-        p = m.get("platform")
-        if p and (platform_string(p) == wanted or platform_string(p).startswith(wanted + "/")):
-            return m
-    for m in manifests:
-        if not m.get("platform"):
-            return m
-    have = ", ".join(platform_string(m["platform"]) for m in manifests if m.get("platform"))
-    raise ImageWalkError(f"the image has no manifest for {wanted} (it has {have})")
+    placed = [m for m in manifests if m.get("platform")]
+    ranked = only(wanted).select(placed, lambda m: platform_of(m["platform"], "image index"))
+    chosen = [*ranked, *(m for m in manifests if not m.get("platform"))]
+    if not chosen:
+        have = ", ".join(str(platform_of(m["platform"], "image index")) for m in placed)
+        raise ImageWalkError(f"the image has no manifest for {wanted} (it has {have})")
+    return chosen[0]
 
 
 def parse_json(data: bytes, what: str) -> dict[str, Any]:
@@ -129,16 +114,18 @@ async def read_blob(client: Client, digest: str, limit: int = MAX_JSON_BLOB) -> 
     return b"".join(chunks)
 
 
-async def walk(client: Client, target: Descriptor, wanted: str | None = None) -> ImageDetail:
+async def walk(client: Client, target: Descriptor, wanted: Platform | None = None) -> ImageDetail:
     """Read index, manifest and config of an image for one platform (the host's by default)."""
-    wanted = wanted or host_platform()
+    wanted = wanted or host()
     detail = ImageDetail(target=target)
     root = parse_json(await read_blob(client, target.digest), "image's root blob")
     media_type = target.media_type or root.get("mediaType", "")
-    if media_type in INDEX_TYPES or "manifests" in root:
+    if mediatypes.is_index(str(media_type)) or "manifests" in root:
         detail.index = root
         detail.platforms = [
-            platform_string(m["platform"]) for m in root.get("manifests", []) if m.get("platform")
+            str(platform_of(m["platform"], "image index"))
+            for m in root.get("manifests", [])
+            if m.get("platform")
         ]
         chosen = choose_manifest(root, wanted)
         detail.manifest_descriptor = chosen
@@ -159,5 +146,5 @@ async def walk(client: Client, target: Descriptor, wanted: str | None = None) ->
             )
         )
     if not detail.platforms and detail.config:
-        detail.platforms = [platform_string(detail.config)]
+        detail.platforms = [str(platform_of(detail.config, "image config"))]
     return detail

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+import humanize
 from grpclib import GRPCError
 
 from core.api.containerd.services.images import v1 as images_api
@@ -28,12 +29,9 @@ def short(digest: str) -> str:
     return digest.removeprefix("sha256:")[:12]
 
 
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GiB"
+def human(n: int) -> str:
+    """Bytes as the console's tables show them (`1.5 KiB`, `23.0 MiB`)."""
+    return humanize.naturalsize(n, binary=True, format="%.1f")
 
 
 class PlainReport:

@@ -7,7 +7,7 @@ from core.api.containerd.services.introspection import v1 as api
 from core.api.google.protobuf import Empty
 from core.api.google.rpc import Status
 from core.engine import Engine
-from core.plugins import host_platform
+from core.images import platforms
 
 
 class IntrospectionService(api.IntrospectionBase):
@@ -15,7 +15,8 @@ class IntrospectionService(api.IntrospectionBase):
         self.engine = engine
 
     async def plugins(self, message: api.PluginsRequest) -> api.PluginsResponse:
-        os_, arch, variant = host_platform()
+        host = platforms.host()
+        here = [types.Platform(os=host.os, architecture=host.architecture, variant=host.variant)]
         out = []
         for p in self.engine.plugins.list(list(message.filters)):
             out.append(
@@ -23,9 +24,7 @@ class IntrospectionService(api.IntrospectionBase):
                     type=p.type,
                     id=p.id,
                     requires=list(p.requires),
-                    platforms=[types.Platform(os=os_, architecture=arch, variant=variant)]
-                    if p.platforms
-                    else [],
+                    platforms=here if p.platforms else [],
                     exports=dict(p.exports),
                     capabilities=list(p.capabilities),
                     init_err=Status(code=2, message=p.error) if p.error else None,

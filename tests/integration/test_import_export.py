@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.engines import containerd
 from core.api.containerd.services.images import v1 as images_api
 from core.client import Client
 from core.images.handlers import chain_ids
-from tests.engine_proc import ROOT, EngineProcess
+from tests.engine_proc import ROOT, EngineProcess, containerd
 from tests.helpers import ctr
 from tests.integration.test_pull import expected_of, pull, snapshot_keys, view_tree
 from tests.registry import Registry, layered_image, multiplatform_image

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator
 import pytest
 from textual.widgets import Input
 
-from bench.engines import Running
-from bench.engines import containerd as start_containerd
 from core.api.containerd.services.snapshots import v1 as snapshots_api
 from core.client import Client
+from tests.engine_proc import Running
+from tests.engine_proc import containerd as start_containerd
 from tests.helpers import ctr
 from tests.tui.support import seed_container, seed_image, seed_namespace, until
 from tests.tui.test_console import BUSYBOX, log_text, rows

@@ -21,10 +21,10 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Static
 
-from bench.engines import Running
-from bench.engines import containerd as start_containerd
 from core.client import Client
 from core.status import EngineStatus, PluginStatus
+from tests.engine_proc import Running
+from tests.engine_proc import containerd as start_containerd
 from tests.tui.conftest import AppFactory
 from tests.tui.fixed import ADDRESS, NOW, fixed_app
 from tests.tui.support import until

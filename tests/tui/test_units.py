@@ -9,13 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.api.containerd.types import Descriptor
+from core.images.platforms import parse
 from tests.tui.fixed import fixed_app
-from tui import commands, keymap, oci, spec
+from tui import commands, keymap, oci, pull_cli, spec
 from tui.palette import ConsoleCommands
 from tui.state import CONTAINERS, ContainerRow, LogLine, NodeState, age
 from tui.widgets.event_log import matches, parse_filter
 from tui.widgets.footer import KeyFooter
-from tui.widgets.tables import Column, visible_columns
+from tui.widgets.tables import Column, size, visible_columns
 
 
 def test_no_two_commands_share_a_key_in_one_pane() -> None:
@@ -64,8 +66,14 @@ def test_keymap_file() -> None:
 
 def test_chain_id_and_platform_choice() -> None:
     a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
-    assert oci.chain_id([a]) == a
-    assert oci.chain_id([a, b]) == ("sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest())
+
+    def detail(*diff_ids: str) -> oci.ImageDetail:
+        layers = [oci.Layer("sha256:" + "c" * 64, "", 1, diff_id) for diff_id in diff_ids]
+        return oci.ImageDetail(target=Descriptor(), layers=layers)
+
+    assert detail().chain_id == ""
+    assert detail(a).chain_id == a
+    assert detail(a, b).chain_id == "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
     index = {
         "manifests": [
             {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "arm",
@@ -74,10 +82,16 @@ def test_chain_id_and_platform_choice() -> None:
              "platform": {"os": "linux", "architecture": "amd64"}},
         ]
     }  # fmt: skip
-    assert oci.choose_manifest(index, "linux/amd64")["digest"] == "amd"
-    assert oci.choose_manifest(index, "linux/arm64")["digest"] == "arm"
+    assert oci.choose_manifest(index, parse("linux/amd64"))["digest"] == "amd"
+    assert oci.choose_manifest(index, parse("linux/arm64"))["digest"] == "arm"
     with pytest.raises(oci.ImageWalkError, match="no manifest for linux/s390x"):
-        oci.choose_manifest(index, "linux/s390x")
+        oci.choose_manifest(index, parse("linux/s390x"))
+
+
+def test_the_shell_and_the_console_show_sizes_alike() -> None:
+    for n in (0, 1, 1536, 23 << 20, 5 << 30):
+        assert pull_cli.human(n) == size(n)
+    assert pull_cli.human(1536) == "1.5 KiB"
 
 
 def test_event_log_filter() -> None:

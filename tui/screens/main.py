@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Awaitable, Callable, Hashable
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar, cast
 
 from rich.table import Table
 from rich.text import Text
@@ -39,6 +39,7 @@ from core.client import Client
 from tui import commands, operations
 from tui import spec as specs
 from tui.commands import CONTAINERS, CONTENT, EVENTS, IMAGES, NAMESPACES, SNAPSHOTS
+from tui.console import Console
 from tui.plain import plain
 from tui.screens.dialogs import ConfirmScreen, Pick, PickScreen, RunScreen
 from tui.screens.engine import EngineScreen, health_text
@@ -66,9 +67,6 @@ from tui.widgets.tables import (
     SnapshotsTable,
     short_digest,
 )
-
-if TYPE_CHECKING:
-    from tui.app import CtrdeckApp
 
 NARROW = 100
 # Deleting an image in use names this many of its containers, then counts the rest.
@@ -105,17 +103,14 @@ class MainScreen(Screen[None]):
     # A zoomed pane keeps the top bar, the command line and the keys around it.
     ALLOW_IN_MAXIMIZED_VIEW = "#topbar, #banner, #cmdline, KeyFooter"
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console) -> None:
         super().__init__()
+        self.console = console
         self._pane = CONTAINERS
         self._filter_target: str | None = None
         self._shown_titles: dict[str, object] = {}
         self._applicable: tuple[str, frozenset[str]] = ("", frozenset())
         self.error_style = "bold"
-
-    @property
-    def console(self) -> CtrdeckApp:
-        return cast("CtrdeckApp", self.app)
 
     @property
     def node(self) -> NodeState:
