@@ -17,7 +17,6 @@ from collections import deque
 from typing import ClassVar
 
 from rich.text import Text
-from textual import events
 from textual.binding import Binding
 from textual.widgets import RichLog
 
@@ -58,10 +57,8 @@ class EventLog(RichLog):
     BINDINGS: ClassVar[list[Binding]] = commands.bindings(commands.EVENTS)
 
     def __init__(self, *, capacity: int = CAPACITY, id: str | None = None) -> None:
-        # Long lines (a taught `ctr run` with its flags, a note holding a whole
-        # error) wrap: a horizontal scrollbar would hide their ends from the keyboard.
         super().__init__(
-            max_lines=capacity, wrap=True, markup=False, auto_scroll=True, min_width=20, id=id
+            max_lines=capacity, wrap=False, markup=False, auto_scroll=True, min_width=20, id=id
         )
         self.can_focus = True
         self.buffer: deque[LogLine] = deque(maxlen=capacity)
@@ -72,19 +69,9 @@ class EventLog(RichLog):
         self._terms: list[tuple[str, str]] = []
         self.styles_by_kind: dict[str, str] = {}
         self._flush_pending = False
-        self._laid_out_for = 0
 
     def on_mount(self) -> None:
         self._retitle()
-
-    def on_resize(self, event: events.Resize) -> None:
-        # A line wraps at the width the log had when it was written: a zoom or a
-        # resized terminal lays the kept lines out again (a paused log keeps its page).
-        if event.size.width != self._laid_out_for and not self.paused:
-            self._laid_out_for = event.size.width
-            self.pending = [line for line in self.buffer if matches(line, self._terms)]
-            self.clear()
-            self.flush()
 
     def add(self, line: LogLine) -> None:
         self.buffer.append(line)
