@@ -206,8 +206,8 @@ class _EngineCollector(Collector):
         engine = self.engine
         f["published"].add_metric([], engine.events.published)
         f["subscribers"].add_metric([], engine.events.subscriber_count)
-        f["gc_runs"].add_metric([], engine.gc_runs)
-        for kind, count in sorted(engine.gc_removed.items()):
+        f["gc_runs"].add_metric([], engine.gc.runs)
+        for kind, count in sorted(engine.gc.removed.items()):
             f["gc_removed"].add_metric([kind], count)
         f["content_bytes"].add_metric([], engine.content.total_bytes())
         for snapshotter, count in sorted(self._snapshot_counts().items()):

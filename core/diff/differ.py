@@ -268,7 +268,7 @@ class Differ:
             )
             size = writer.offset
             all_labels = {**(labels or {}), UNCOMPRESSED_LABEL: diff_id}
-            digest = await self.engine.commit_blob(
+            digest = await self.engine.gc.commit_blob(
                 namespace, lease, writer, size, "", all_labels, ref
             )
         finally:

@@ -275,7 +275,7 @@ def own_blob(
         _attach(engine, namespace, lease, desc.digest)
         set_labels(engine, namespace, desc.digest, labels)
         return True
-    engine.spare_blob(desc.digest)
+    engine.gc.pins.spare(desc.digest)
     if not engine.content.exists(desc.digest):
         return False
     meta.add(namespace, desc.digest, engine.content.info(desc.digest).size, labels, lease)
@@ -356,7 +356,7 @@ async def commit_ingest(
 ) -> None:
     """Commit a fully written ingest, record it with its labels, and forget the ingest."""
 
-    await engine.commit_blob(namespace, lease, writer, desc.size, desc.digest, labels, ref)
+    await engine.gc.commit_blob(namespace, lease, writer, desc.size, desc.digest, labels, ref)
     set_labels(engine, namespace, desc.digest, labels)
 
 
@@ -765,7 +765,7 @@ class Puller:
         with contextlib.suppress(CtrdeckError):
             self.engine.metadata.leases.delete(namespace, lease)
         # After a failure, what the pull committed goes now, before the caller hears of it.
-        await self.engine.collect_garbage(wait=collect)
+        await self.engine.gc.collect(wait=collect)
 
 
 def request_from(

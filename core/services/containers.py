@@ -109,5 +109,5 @@ class ContainersService(api.ContainersBase):
         self.engine.check_container_deletable(ns, message.id)
         self.store.delete(ns, message.id)
         self.engine.events.publish(ns, "/containers/delete", events.ContainerDelete(id=message.id))
-        await self.engine.collect_garbage(wait=False)
+        await self.engine.gc.collect(wait=False)
         return Empty()

@@ -110,7 +110,7 @@ class ImagesService(api.ImagesBase):
         ns = context.namespace()
         self.store.delete(ns, message.name)
         self.engine.events.publish(ns, "/images/delete", api.ImageDelete(name=message.name))
-        await self.engine.collect_garbage(wait=message.sync)
+        await self.engine.gc.collect(wait=message.sync)
         return Empty()
 
     async def pull(self, message: api.PullImageRequest) -> AsyncIterator[api.PullImageProgress]:

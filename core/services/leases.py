@@ -30,7 +30,7 @@ class LeasesService(api.LeasesBase):
 
     async def delete(self, message: api.DeleteRequest) -> Empty:
         self.store.delete(context.namespace(), message.id)
-        await self.engine.collect_garbage(wait=message.sync)
+        await self.engine.gc.collect(wait=message.sync)
         return Empty()
 
     async def list(self, message: api.ListRequest) -> api.ListResponse:
@@ -43,7 +43,7 @@ class LeasesService(api.LeasesBase):
 
     async def delete_resource(self, message: api.DeleteResourceRequest) -> Empty:
         self.store.delete_resource(context.namespace(), message.id, resource_in(message.resource))
-        await self.engine.collect_garbage(wait=False)
+        await self.engine.gc.collect(wait=False)
         return Empty()
 
     async def list_resources(self, message: api.ListResourcesRequest) -> api.ListResourcesResponse:

@@ -82,7 +82,7 @@ class SnapshotsService(api.SnapshotsBase):
         ns = context.namespace()
         await sn.remove(ns, message.key, context.lease())
         self.engine.events.publish(ns, "/snapshot/remove", events.SnapshotRemove(key=message.key))
-        await self.engine.collect_garbage(wait=False)
+        await self.engine.gc.collect(wait=False)
         return Empty()
 
     async def stat(self, message: api.StatSnapshotRequest) -> api.StatSnapshotResponse:
