@@ -21,6 +21,7 @@ from core.errors import FailedPrecondition, InvalidArgument
 from core.events.exchange import Exchange
 from core.gc import GarbageCollector
 from core.images import registry
+from core.images.pull import PullObserver
 from core.metadata import Metadata
 from core.metadata.containers import Container
 from core.metadata.snapshots import SnapshotStore
@@ -102,6 +103,8 @@ class Engine:
             )
         )
         self.uuid = self._server_uuid()
+        # Told of every finished pull; the server adds its metrics here.
+        self.pull_observers: list[PullObserver] = []
         self.gc = GarbageCollector(
             self.metadata, self.content, self.snapshot_records, self.snapshotters
         )

@@ -105,12 +105,12 @@ class EngineServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.engine = Engine(config)
+        self.metrics = metrics.EngineMetrics(self.engine)
+        self.engine.pull_observers.append(self.metrics.observe_pull)
         self.services = build_services(self.engine)
         self.servers: list[Server] = []
-        self.observers: list[status.Observer] = []
+        self.observers: list[status.Observer] = [self.metrics.observe_grpc]
         self.socket_path = Path(config.grpc.address)
-        self.metrics = metrics.EngineMetrics(self.engine)
-        self.observers.append(self.metrics.observe_grpc)
         self.metrics_listener: metrics.MetricsListener | None = None
         self.owns_socket = False
         self.tcp_socket: socket.socket | None = None

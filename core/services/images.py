@@ -66,7 +66,7 @@ class ImagesService(api.ImagesBase):
         self.engine = engine
         self.store = engine.metadata.images
         self.encoded = EncodingCache()
-        self.puller = Puller(engine)
+        self.puller = Puller(engine, engine.pull_observers)
 
     def _sendable(self, image: Image) -> None:
         check_sendable(
