@@ -2,8 +2,8 @@
 
 `Engine` opens the metadata database and the content store under `root`, makes
 the events exchange, and records every part in the plugin registry with
-containerd's plugin types. Services receive the engine and use only the parts
-they serve.
+containerd's plugin types and, as its `requires`, the types of the parts it was
+built with. Services receive the engine and use only the parts they serve.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from core.config import Config
 from core.content.store import ContentStore
+from core.diff.differ import Differ
 from core.errors import FailedPrecondition, InvalidArgument
 from core.events.exchange import Exchange
 from core.gc import GarbageCollector
@@ -36,21 +38,6 @@ from core.snapshots.mount import Mount
 
 log = logging.getLogger("ctrdeck.engine")
 
-GRPC_SERVICES = [
-    "containers",
-    "content",
-    "diff",
-    "events",
-    "healthcheck",
-    "images",
-    "introspection",
-    "leases",
-    "namespaces",
-    "snapshots",
-    "tasks",
-    "version",
-]
-
 
 class Engine:
     def __init__(self, config: Config) -> None:
@@ -62,12 +49,13 @@ class Engine:
         self.state.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.plugins = Registry()
         self.events = Exchange()
-        self.plugins.add(Plugin("io.containerd.event.v1", "exchange"))
+        self.plugins.add(Plugin("io.containerd.event.v1", "exchange"), self.events)
 
         content_root = self.root / "io.containerd.content.v1.content"
         self.content = ContentStore(content_root)
         self.plugins.add(
-            Plugin("io.containerd.content.v1", "content", exports={"root": str(content_root)})
+            Plugin("io.containerd.content.v1", "content", exports={"root": str(content_root)}),
+            self.content,
         )
 
         meta_root = self.root / "io.containerd.metadata.v1.sqlite"
@@ -77,16 +65,23 @@ class Engine:
         self.snapshot_records = SnapshotStore(
             self.metadata.db, self.metadata.namespaces, self.metadata.leases
         )
+        self.plugins.add(
+            Plugin("io.containerd.metadata.v1", "sqlite", exports={"root": str(meta_root)}),
+            self.metadata,
+            self.snapshot_records,
+        )
         self.snapshotters: dict[str, Snapshotter] = {}
         for loaded in load_snapshotters(config, self.root, self.snapshot_records):
             self.plugins.add(
                 Plugin(
                     SNAPSHOTTER_PLUGIN,
                     loaded.name,
+                    requires=self.plugins.requires(self.snapshot_records),
                     exports={"root": str(loaded.root)},
                     platforms=True,
                     error=loaded.error,
-                )
+                ),
+                *([] if loaded.error else [loaded.snapshotter]),
             )
             if loaded.error:
                 log.info("snapshotter %s not loaded: %s", loaded.name, loaded.error)
@@ -94,47 +89,32 @@ class Engine:
                 self.snapshotters[loaded.name] = loaded.snapshotter
         for absent in absent_snapshotters(config.plugins, self.root):
             self.plugins.add(absent)
-        self.plugins.add(
-            Plugin(
-                "io.containerd.metadata.v1",
-                "sqlite",
-                requires=["io.containerd.content.v1", "io.containerd.snapshotter.v1"],
-                exports={"root": str(meta_root)},
-            )
-        )
         self.uuid = self._server_uuid()
         # Told of every finished pull; the server adds its metrics here.
         self.pull_observers: list[PullObserver] = []
-        self.gc = GarbageCollector(
-            self.metadata, self.content, self.snapshot_records, self.snapshotters
+        gc_parts = (self.metadata, self.content, self.snapshot_records, self.snapshotters)
+        self.gc = GarbageCollector(*gc_parts)
+        self.plugins.add(
+            Plugin("io.containerd.gc.v1", "scheduler", requires=self.plugins.requires(*gc_parts)),
+            self.gc,
         )
         self.plugins.add(
-            Plugin("io.containerd.gc.v1", "scheduler", requires=["io.containerd.metadata.v1"])
-        )
-        self.plugins.add(
-            Plugin("io.containerd.differ.v1", "walking", requires=["io.containerd.metadata.v1"])
+            Plugin("io.containerd.differ.v1", "walking", requires=self.requires(Differ.PARTS))
         )
         self._build_tasks(config)
-        for name in GRPC_SERVICES:
-            self.plugins.add(
-                Plugin(
-                    "io.containerd.grpc.v1",
-                    name,
-                    requires=["io.containerd.metadata.v1", "io.containerd.event.v1"],
-                )
-            )
-        self._export_engine_facts()
 
-    def _export_engine_facts(self) -> None:
-        # A client learns the engine's own facts only through the API, and the
-        # protos have no field for them: Introspection's exports carry them to
-        # `core.status`; containerd's clients show exports and act on none.
+    def requires(self, names: Iterable[str]) -> list[str]:
+        """The plugin types of the engine's parts called `names`, for a plugin built with them."""
+        return self.plugins.requires(*(getattr(self, name) for name in names))
+
+    def facts(self) -> dict[str, str]:
+        """The engine's own facts, which Introspection exports on its own plugin.
+
+        A client learns them only through the API, and the protos have no field
+        for them; containerd's clients show exports and act on none.
+        """
         started_at = datetime.fromtimestamp(self.started, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        for plugin in self.plugins.plugins:
-            if (plugin.type, plugin.id) == ("io.containerd.grpc.v1", "introspection"):
-                plugin.exports.update(
-                    {"started_at": started_at, "root": str(self.root), "state": str(self.state)}
-                )
+        return {"started_at": started_at, "root": str(self.root), "state": str(self.state)}
 
     def namespace_owners(self, namespace: str) -> list[str]:
         """Kinds of resource outside the metadata tables that keep a namespace alive."""
@@ -166,11 +146,23 @@ class Engine:
                     error=f"skip plugin: {self.runtimes.missing[name]}"
                     if name in self.runtimes.missing
                     else "",
-                )
+                ),
+                *([runtime] if runtime else []),
             )
         options = config.plugins.get("io.containerd.runtime.v2.task", {})
         log_max = options.get("log_size_max", DEFAULT_LOG_MAX)
         layout = cgroups.detect()
+        # Task metrics come from cgroupfs; a host without it says so here.
+        self.plugins.add(
+            Plugin(
+                "io.containerd.monitor.v1",
+                "cgroups",
+                error=f"cgroup statistics are unavailable: {layout.reason}"
+                if layout.version == 0
+                else "",
+            ),
+            layout,
+        )
         self.tasks = TaskManager(
             self.state,
             self.runtimes,
@@ -184,20 +176,15 @@ class Engine:
             Plugin(
                 "io.containerd.runtime.v2",
                 "task",
-                requires=["io.containerd.event.v1", "io.containerd.metadata.v1"],
+                # What it is built with: the runtimes, the exchange it publishes
+                # on, the snapshotters its rootfs lookup asks, the cgroups layout.
+                requires=self.plugins.requires(
+                    self.runtimes.available, self.events, self.snapshotters, layout
+                ),
                 exports={"root": str(self.root / TASK_DIR), "state": str(self.state / TASK_DIR)},
                 platforms=True,
-            )
-        )
-        # Task metrics come from cgroupfs; a host without it says so here.
-        self.plugins.add(
-            Plugin(
-                "io.containerd.monitor.v1",
-                "cgroups",
-                error=f"cgroup statistics are unavailable: {layout.reason}"
-                if layout.version == 0
-                else "",
-            )
+            ),
+            self.tasks,
         )
 
     async def _snapshot_mounts(self, namespace: str, container: Container) -> list[Mount]:

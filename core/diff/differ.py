@@ -188,6 +188,9 @@ class CountingReader:
 class Differ:
     """containerd's `walking` differ over the engine's content store and metadata."""
 
+    PARTS = ("content", "metadata", "gc", "snapshotters")
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 

@@ -50,6 +50,9 @@ def container_in(message: api.Container | None) -> Container:
 
 
 class ContainersService(api.ContainersBase):
+    PARTS: tuple[str, ...] = ("metadata", "events", "gc", "tasks")
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.store = engine.metadata.containers

@@ -61,6 +61,9 @@ class _Shared:
 
 
 class ContentService(api.ContentBase):
+    PARTS: tuple[str, ...] = ("metadata", "content", "events", "gc")
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.meta = engine.metadata.content

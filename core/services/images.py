@@ -62,6 +62,16 @@ def image_in(message: api.Image | None) -> Image:
 
 
 class ImagesService(api.ImagesBase):
+    PARTS: tuple[str, ...] = (
+        "metadata",
+        "content",
+        "events",
+        "gc",
+        "snapshot_records",
+        "snapshotters",
+    )
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.store = engine.metadata.images

@@ -20,6 +20,9 @@ def resource_in(r: api.Resource | None) -> Resource:
 
 
 class LeasesService(api.LeasesBase):
+    PARTS: tuple[str, ...] = ("metadata", "gc")
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.store = engine.metadata.leases

@@ -42,6 +42,9 @@ def mounts_out(mounts: list[Mount]) -> list[types.Mount]:
 
 
 class SnapshotsService(api.SnapshotsBase):
+    PARTS: tuple[str, ...] = ("events", "gc", "snapshotters")
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
