@@ -684,7 +684,8 @@ class Puller:
     """Runs pulls for the engine and lets concurrent callers of the same pull share it.
 
     Each pull that stores its image is reported to every one of `observers`
-    (the engine wires its metrics there), so the pipeline knows no observer.
+    (`engine.pull_observers`, where the server adds its metrics), so the
+    pipeline imports no observer.
     """
 
     def __init__(self, engine: Engine, observers: Sequence[PullObserver] = ()) -> None:
