@@ -106,7 +106,7 @@ async def main(blobs: int) -> None:
             metrics.exposition()
 
         async def collect() -> None:
-            result = await engine.collect_garbage(wait=True)
+            result = await engine.gc.collect(wait=True)
             assert result is not None and len(result.content_removed) == blobs
 
         idle_for = [1.0]

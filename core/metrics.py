@@ -92,8 +92,6 @@ class EngineMetrics:
         )
         self.collector = _EngineCollector(engine)
         self.registry.register(self.collector)
-        global _active
-        _active = self
 
     def observe_grpc(
         self, method: str, namespace: str | None, code: Status, seconds: float
@@ -108,6 +106,7 @@ class EngineMetrics:
         self.grpc_duration.labels(method).observe(seconds)
 
     def observe_pull(self, namespace: str, seconds: float) -> None:
+        """A `Puller` observer: one image pull that stored its image."""
         self.pull_duration.labels(namespace).observe(seconds)
 
     def exposition(self) -> bytes:
@@ -138,17 +137,6 @@ def _read_usage(
         except CtrdeckError:
             continue  # a task whose cgroup is gone, or a host without cgroups
     return usage
-
-
-# The engine process runs one engine; the pull pipeline reports to it through
-# `observe_pull` without having to carry the metrics object around.
-_active: EngineMetrics | None = None
-
-
-def observe_pull(namespace: str, seconds: float) -> None:
-    """Record one finished image pull; a no-op when no engine is running here."""
-    if _active is not None:
-        _active.observe_pull(namespace, seconds)
 
 
 class _EngineCollector(Collector):
@@ -206,8 +194,8 @@ class _EngineCollector(Collector):
         engine = self.engine
         f["published"].add_metric([], engine.events.published)
         f["subscribers"].add_metric([], engine.events.subscriber_count)
-        f["gc_runs"].add_metric([], engine.gc_runs)
-        for kind, count in sorted(engine.gc_removed.items()):
+        f["gc_runs"].add_metric([], engine.gc.runs)
+        for kind, count in sorted(engine.gc.removed.items()):
             f["gc_removed"].add_metric([kind], count)
         f["content_bytes"].add_metric([], engine.content.total_bytes())
         for snapshotter, count in sorted(self._snapshot_counts().items()):
@@ -220,20 +208,8 @@ class _EngineCollector(Collector):
         yield from f.values()
 
     def _snapshot_counts(self) -> dict[str, int]:
-        counts = {
-            p.id: 0
-            for p in self.engine.plugins.plugins
-            if p.type == "io.containerd.snapshotter.v1" and p.status == "ok"
-        }
-        conn = self.engine.metadata.db.conn
-        # The snapshots table arrives with the snapshotters; until then (and
-        # in a database from before it) there is nothing to count.
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(snapshots)")}
-        if "snapshotter" in columns:
-            rows = conn.execute("SELECT snapshotter, COUNT(*) FROM snapshots GROUP BY snapshotter")
-            for snapshotter, count in rows:
-                counts[snapshotter] = count
-        return counts
+        # A loaded snapshotter with no snapshots still reports its zero.
+        return dict.fromkeys(self.engine.snapshotters, 0) | self.engine.snapshot_records.counts()
 
 
 # --- the HTTP listener -------------------------------------------------------

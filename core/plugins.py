@@ -4,8 +4,10 @@ Introspection reports this list the way containerd reports its plugins: a type
 and an id in containerd's naming, the types it requires, the platforms it
 serves, exports such as its root directory, and an init error for a part that
 was skipped (a snapshotter whose filesystem is missing, a runtime whose binary
-is not installed). The engine registers each part as it builds it, so the list
-is always the engine's real state. Snapshotters containerd has and ctrdeck does
+is not installed). The engine registers each part as it builds it, with the
+objects the plugin stands for, and a plugin's `requires` are the types of the
+parts it was actually given (`Registry.requires`), so the list is always the
+engine's real state and wiring. Snapshotters containerd has and ctrdeck does
 not (devmapper, zfs) are listed skipped with the reason, as `ctr plugins ls -d`
 shows containerd's unusable ones, so asking for them explains itself.
 """
@@ -75,10 +77,29 @@ def absent_snapshotters(plugins: Mapping[str, Any], engine_root: Path) -> list[P
 class Registry:
     def __init__(self) -> None:
         self.plugins: list[Plugin] = []
+        self._parts: list[tuple[object, str]] = []
 
-    def add(self, plugin: Plugin) -> Plugin:
+    def add(self, plugin: Plugin, *parts: object) -> Plugin:
+        """Record `plugin`; `parts` are the objects it stands for, as `requires` finds them."""
         self.plugins.append(plugin)
+        self._parts.extend((part, plugin.type) for part in parts)
         return plugin
+
+    def requires(self, *parts: object) -> list[str]:
+        """The plugin types of `parts` (a mapping stands for its values), each once, in order.
+
+        What a plugin requires is the types of the parts it is built with; a
+        part nobody registered is a wiring mistake, and raises `LookupError`.
+        """
+        types: list[str] = []
+        for part in parts:
+            for one in part.values() if isinstance(part, Mapping) else [part]:
+                found = next((t for p, t in self._parts if p is one), None)
+                if found is None:
+                    raise LookupError(f"{one!r} is not a registered part")
+                if found not in types:
+                    types.append(found)
+        return types
 
     def list(self, filter_strings: list[str]) -> list[Plugin]:
         match = filters.parse_all(filter_strings)

@@ -36,6 +36,7 @@ from core.config import Config
 from core.connection import HardenedServer, Limits
 from core.engine import Engine
 from core.errors import FailedPrecondition, InvalidArgument
+from core.plugins import Plugin
 from core.services import messages, status
 from core.services.codec import Codec
 from core.services.containers import ContainersService
@@ -52,23 +53,33 @@ from core.services.version import VersionService
 
 log = logging.getLogger("ctrdeck.server")
 
+GRPC_PLUGIN = "io.containerd.grpc.v1"
+
 
 def build_services(engine: Engine) -> list[Any]:
-    services: list[Any] = [
-        VersionService(),
-        IntrospectionService(engine),
-        NamespacesService(engine),
-        ImagesService(engine),
-        ContentService(engine),
-        DiffService(engine),
-        ContainersService(engine),
-        LeasesService(engine),
-        EventsService(engine),
-        SnapshotsService(engine),
-        TasksService(engine),
-    ]
-    services.append(Health())
-    return ServerReflection.extend(services, pool=default_google_proto_descriptor_pool)
+    """Every gRPC service over `engine`, each recorded as a plugin requiring the parts it uses."""
+    services: dict[str, Any] = {
+        "version": VersionService(),
+        "introspection": IntrospectionService(engine),
+        "namespaces": NamespacesService(engine),
+        "images": ImagesService(engine),
+        "content": ContentService(engine),
+        "diff": DiffService(engine),
+        "containers": ContainersService(engine),
+        "leases": LeasesService(engine),
+        "events": EventsService(engine),
+        "snapshots": SnapshotsService(engine),
+        "tasks": TasksService(engine),
+        "healthcheck": Health(),
+    }
+    for name, service in sorted(services.items()):
+        # grpclib's Health uses none of the engine's parts.
+        requires = engine.requires(getattr(service, "PARTS", ()))
+        exports = engine.facts() if name == "introspection" else {}
+        engine.plugins.add(Plugin(GRPC_PLUGIN, name, requires=requires, exports=exports), service)
+    return ServerReflection.extend(
+        list(services.values()), pool=default_google_proto_descriptor_pool
+    )
 
 
 def socket_is_live(path: Path) -> bool:
@@ -105,12 +116,12 @@ class EngineServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.engine = Engine(config)
+        self.metrics = metrics.EngineMetrics(self.engine)
+        self.engine.pull_observers.append(self.metrics.observe_pull)
         self.services = build_services(self.engine)
         self.servers: list[Server] = []
-        self.observers: list[status.Observer] = []
+        self.observers: list[status.Observer] = [self.metrics.observe_grpc]
         self.socket_path = Path(config.grpc.address)
-        self.metrics = metrics.EngineMetrics(self.engine)
-        self.observers.append(self.metrics.observe_grpc)
         self.metrics_listener: metrics.MetricsListener | None = None
         self.owns_socket = False
         self.tcp_socket: socket.socket | None = None
@@ -159,7 +170,7 @@ class EngineServer:
             metrics_at = listeners.bound_address(self.metrics_listener.server.sockets[0])
         facts = listeners.exports(str(self.socket_path), tcp, tcp_security, metrics_at)
         for plugin in self.engine.plugins.plugins:
-            if (plugin.type, plugin.id) == ("io.containerd.grpc.v1", "introspection"):
+            if (plugin.type, plugin.id) == (GRPC_PLUGIN, "introspection"):
                 plugin.exports.update(facts)
 
     async def start(self) -> None:

@@ -188,6 +188,9 @@ class CountingReader:
 class Differ:
     """containerd's `walking` differ over the engine's content store and metadata."""
 
+    PARTS = ("content", "metadata", "gc", "snapshotters")
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -268,7 +271,7 @@ class Differ:
             )
             size = writer.offset
             all_labels = {**(labels or {}), UNCOMPRESSED_LABEL: diff_id}
-            digest = await self.engine.commit_blob(
+            digest = await self.engine.gc.commit_blob(
                 namespace, lease, writer, size, "", all_labels, ref
             )
         finally:

@@ -385,13 +385,13 @@ class Importer:
         except BaseException:
             with contextlib.suppress(CtrdeckError):
                 self.engine.metadata.leases.delete(self.namespace, lease)
-            await self.engine.collect_garbage(wait=True)
+            await self.engine.gc.collect(wait=True)
             raise
         finally:
             await asyncio.to_thread(archive.close)
         with contextlib.suppress(CtrdeckError):
             self.engine.metadata.leases.delete(self.namespace, lease)
-        await self.engine.collect_garbage(wait=False)
+        await self.engine.gc.collect(wait=False)
         return images
 
     def _name(self, annotations: Mapping[str, str]) -> str:

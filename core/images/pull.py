@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -51,7 +51,6 @@ from core.images.unpack import Unpacker
 from core.metadata.content import ingest_key
 from core.metadata.images import Image
 from core.metadata.leases import EXPIRE_LABEL, Resource
-from core.metrics import observe_pull
 
 if TYPE_CHECKING:
     from core.engine import Engine
@@ -275,7 +274,7 @@ def own_blob(
         _attach(engine, namespace, lease, desc.digest)
         set_labels(engine, namespace, desc.digest, labels)
         return True
-    engine.spare_blob(desc.digest)
+    engine.gc.pins.spare(desc.digest)
     if not engine.content.exists(desc.digest):
         return False
     meta.add(namespace, desc.digest, engine.content.info(desc.digest).size, labels, lease)
@@ -356,7 +355,7 @@ async def commit_ingest(
 ) -> None:
     """Commit a fully written ingest, record it with its labels, and forget the ingest."""
 
-    await engine.commit_blob(namespace, lease, writer, desc.size, desc.digest, labels, ref)
+    await engine.gc.commit_blob(namespace, lease, writer, desc.size, desc.digest, labels, ref)
     set_labels(engine, namespace, desc.digest, labels)
 
 
@@ -677,11 +676,21 @@ class _Pipeline:
             self.job.set_state(desc.digest, DOWNLOADED)
 
 
-class Puller:
-    """Runs pulls for the engine and lets concurrent callers of the same pull share it."""
+PullObserver = Callable[[str, float], None]
+"""Told of each finished pull: its namespace and its duration in seconds."""
 
-    def __init__(self, engine: Engine) -> None:
+
+class Puller:
+    """Runs pulls for the engine and lets concurrent callers of the same pull share it.
+
+    Each pull that stores its image is reported to every one of `observers`
+    (`engine.pull_observers`, where the server adds its metrics), so the
+    pipeline imports no observer.
+    """
+
+    def __init__(self, engine: Engine, observers: Sequence[PullObserver] = ()) -> None:
         self.engine = engine
+        self.observers = observers
         self._jobs: dict[tuple[str, PullRequest], PullJob] = {}
         # One client per way of reaching registries, kept across pulls: its connections,
         # tokens and TLS setup (tens of milliseconds) are reused.
@@ -755,7 +764,9 @@ class Puller:
             job.image = image
             job.phase, job.message = "done", f"pulled {image.name}"
             await self._drop_lease(ns, lease, collect=False)
-            observe_pull(ns, time.monotonic() - started)
+            took = time.monotonic() - started
+            for observe in self.observers:
+                observe(ns, took)
         finally:
             job.done = True
             self._jobs.pop(key, None)
@@ -765,7 +776,7 @@ class Puller:
         with contextlib.suppress(CtrdeckError):
             self.engine.metadata.leases.delete(namespace, lease)
         # After a failure, what the pull committed goes now, before the caller hears of it.
-        await self.engine.collect_garbage(wait=collect)
+        await self.engine.gc.collect(wait=collect)
 
 
 def request_from(

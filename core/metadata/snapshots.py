@@ -306,6 +306,13 @@ class SnapshotStore:
         )
         return [r[0] for r in rows]
 
+    def counts(self) -> dict[str, int]:
+        """How many snapshot records each snapshotter has, over every namespace."""
+        rows = self.db.conn.execute(
+            "SELECT snapshotter, COUNT(*) FROM snapshots GROUP BY snapshotter"
+        )
+        return {snapshotter: count for snapshotter, count in rows}
+
     def graph(
         self, snapshotters: Iterable[str]
     ) -> Iterator[tuple[str, str, str, str, dict[str, str]]]:

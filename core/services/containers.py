@@ -50,6 +50,9 @@ def container_in(message: api.Container | None) -> Container:
 
 
 class ContainersService(api.ContainersBase):
+    PARTS: tuple[str, ...] = ("metadata", "events", "gc", "tasks")
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.store = engine.metadata.containers
@@ -109,5 +112,5 @@ class ContainersService(api.ContainersBase):
         self.engine.check_container_deletable(ns, message.id)
         self.store.delete(ns, message.id)
         self.engine.events.publish(ns, "/containers/delete", events.ContainerDelete(id=message.id))
-        await self.engine.collect_garbage(wait=False)
+        await self.engine.gc.collect(wait=False)
         return Empty()

@@ -61,6 +61,9 @@ class _Shared:
 
 
 class ContentService(api.ContentBase):
+    PARTS: tuple[str, ...] = ("metadata", "content", "events", "gc")
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.meta = engine.metadata.content
@@ -90,7 +93,7 @@ class ContentService(api.ContentBase):
         self.engine.events.publish(
             ns, "/content/delete", events.ContentDelete(digest=message.digest)
         )
-        await self.engine.collect_garbage(wait=False)
+        await self.engine.gc.collect(wait=False)
         return Empty()
 
     async def read(self, message: api.ReadContentRequest) -> AsyncIterator[api.ReadContentResponse]:
@@ -169,15 +172,15 @@ class ContentService(api.ContentBase):
             if isinstance(writer, Writer):
                 writer.close()
             elif isinstance(writer, _Shared):
-                self.engine.unpin_blob(writer.digest_value)
+                self.engine.gc.pins.unpin(writer.digest_value)
 
     async def _open(
         self, ns: str, ref: str, total: int, expected: str, lease: str | None
     ) -> Writer | _Shared:
-        if expected and self.engine.pin_blob(expected):
+        if expected and self.engine.gc.pins.pin(expected):
             size = self.store.info(expected).size
             if total and size != total:
-                self.engine.unpin_blob(expected)
+                self.engine.gc.pins.unpin(expected)
                 raise InvalidArgument(f"content {expected} has size {size}, not {total}")
             return _Shared(expected, size)
         writer = await asyncio.to_thread(
@@ -212,7 +215,7 @@ class ContentService(api.ContentBase):
             elif req.offset > 0 and req.offset != writer.offset:
                 writer.write(b"", req.offset)
         if req.action == api.WriteAction.COMMIT:
-            digest = await self.engine.commit_blob(
+            digest = await self.engine.gc.commit_blob(
                 ns, lease, writer, total, expected, req.labels, ref
             )
             resp.digest = digest

@@ -24,6 +24,9 @@ def mounts_in(mounts: list[types.Mount]) -> list[Mount]:
 
 
 class DiffService(api.DiffBase):
+    PARTS: tuple[str, ...] = Differ.PARTS
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.differ = Differ(engine)
 

@@ -15,6 +15,9 @@ from core.services.codec import Preencoded
 
 
 class EventsService(api.EventsBase):
+    PARTS: tuple[str, ...] = ("events",)
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 

@@ -62,11 +62,21 @@ def image_in(message: api.Image | None) -> Image:
 
 
 class ImagesService(api.ImagesBase):
+    PARTS: tuple[str, ...] = (
+        "metadata",
+        "content",
+        "events",
+        "gc",
+        "snapshot_records",
+        "snapshotters",
+    )
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.store = engine.metadata.images
         self.encoded = EncodingCache()
-        self.puller = Puller(engine)
+        self.puller = Puller(engine, engine.pull_observers)
 
     def _sendable(self, image: Image) -> None:
         check_sendable(
@@ -110,7 +120,7 @@ class ImagesService(api.ImagesBase):
         ns = context.namespace()
         self.store.delete(ns, message.name)
         self.engine.events.publish(ns, "/images/delete", api.ImageDelete(name=message.name))
-        await self.engine.collect_garbage(wait=message.sync)
+        await self.engine.gc.collect(wait=message.sync)
         return Empty()
 
     async def pull(self, message: api.PullImageRequest) -> AsyncIterator[api.PullImageProgress]:

@@ -11,6 +11,9 @@ from core.images import platforms
 
 
 class IntrospectionService(api.IntrospectionBase):
+    PARTS: tuple[str, ...] = ()
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 

@@ -20,6 +20,9 @@ def resource_in(r: api.Resource | None) -> Resource:
 
 
 class LeasesService(api.LeasesBase):
+    PARTS: tuple[str, ...] = ("metadata", "gc")
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.store = engine.metadata.leases
@@ -30,7 +33,7 @@ class LeasesService(api.LeasesBase):
 
     async def delete(self, message: api.DeleteRequest) -> Empty:
         self.store.delete(context.namespace(), message.id)
-        await self.engine.collect_garbage(wait=message.sync)
+        await self.engine.gc.collect(wait=message.sync)
         return Empty()
 
     async def list(self, message: api.ListRequest) -> api.ListResponse:
@@ -43,7 +46,7 @@ class LeasesService(api.LeasesBase):
 
     async def delete_resource(self, message: api.DeleteResourceRequest) -> Empty:
         self.store.delete_resource(context.namespace(), message.id, resource_in(message.resource))
-        await self.engine.collect_garbage(wait=False)
+        await self.engine.gc.collect(wait=False)
         return Empty()
 
     async def list_resources(self, message: api.ListResourcesRequest) -> api.ListResourcesResponse:

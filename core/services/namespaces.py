@@ -23,6 +23,9 @@ def _validate(name: str) -> None:
 
 
 class NamespacesService(api.NamespacesBase):
+    PARTS: tuple[str, ...] = ("metadata", "events", "snapshot_records", "tasks")
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.store = engine.metadata.namespaces

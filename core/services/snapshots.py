@@ -42,6 +42,9 @@ def mounts_out(mounts: list[Mount]) -> list[types.Mount]:
 
 
 class SnapshotsService(api.SnapshotsBase):
+    PARTS: tuple[str, ...] = ("events", "gc", "snapshotters")
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -82,7 +85,7 @@ class SnapshotsService(api.SnapshotsBase):
         ns = context.namespace()
         await sn.remove(ns, message.key, context.lease())
         self.engine.events.publish(ns, "/snapshot/remove", events.SnapshotRemove(key=message.key))
-        await self.engine.collect_garbage(wait=False)
+        await self.engine.gc.collect(wait=False)
         return Empty()
 
     async def stat(self, message: api.StatSnapshotRequest) -> api.StatSnapshotResponse:

@@ -59,6 +59,9 @@ def json_any(value: Any | None, kind: str, what: str) -> bytes:
 
 
 class TasksService(api.TasksBase):
+    PARTS: tuple[str, ...] = ("metadata", "tasks")
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 

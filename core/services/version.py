@@ -13,5 +13,8 @@ REVISION = f"ctrdeck-{__version__}"
 
 
 class VersionService(api.VersionBase):
+    PARTS: tuple[str, ...] = ()
+    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+
     async def version(self, message: Empty) -> api.VersionResponse:
         return api.VersionResponse(version=VERSION, revision=REVISION)

@@ -35,6 +35,8 @@ from core.api.google.protobuf import Any as AnyMessage
 from core.client import Client
 from core.errors import InvalidArgument
 from tests.engine_proc import EngineProcess
+from tests.integration.test_pull import pull
+from tests.registry import Registry, layered_image
 
 pytestmark = pytest.mark.integration
 
@@ -151,6 +153,17 @@ async def test_promtool_accepts_the_endpoint_and_every_metric_is_there(
     assert got[count] == 1
     assert got[("ctrdeck_event_subscribers", ())] == 0
     assert got[("ctrdeck_gc_removed_total", (("kind", "content"),))] == 0
+
+
+async def test_a_pull_is_observed_by_the_duration_histogram(
+    metrics_engine: tuple[EngineProcess, int], metrics_client: Client, registry: Registry
+) -> None:
+    # The pipeline reports to the observers the engine wired, not to a global.
+    _, port = metrics_engine
+    count = ("container_image_pull_duration_seconds_count", (("namespace", "default"),))
+    assert count not in samples((await scrape(port)).text)
+    await pull(metrics_client, registry.push(layered_image(), "test/observed"))
+    assert samples((await scrape(port)).text)[count] == 1
 
 
 async def test_engine_health_figures_follow_the_engine(

@@ -130,7 +130,7 @@ def after_first_unlink(
         loop.call_soon_threadsafe(run_on_loop)
         assert answered.wait(30), "the loop did not run while the sweep was unlinking"
 
-    hooked = _Hooked(engine._blob_lock, wait_for_the_loop)
+    hooked = _Hooked(engine.gc.pins.lock, wait_for_the_loop)
 
     def deleting(digest: str) -> None:
         threads.append(threading.current_thread())
@@ -138,7 +138,7 @@ def after_first_unlink(
         hooked.unlinked = True
 
     monkeypatch.setattr(engine.content, "delete", deleting)
-    monkeypatch.setattr(engine, "_blob_lock", hooked, raising=False)
+    monkeypatch.setattr(engine.gc.pins, "lock", hooked)
     return threads
 
 
@@ -178,15 +178,15 @@ async def test_the_sweep_unlinks_in_a_worker_while_the_engine_answers(
 
     threads = after_first_unlink(engine, monkeypatch, a_call)
     marked_in: list[threading.Thread] = []
-    mark = engine.collector.mark
+    mark = engine.gc.marker.mark
 
     def marking(md: Any) -> Any:
         marked_in.append(threading.current_thread())
         return mark(md)
 
-    monkeypatch.setattr(engine.collector, "mark", marking)
+    monkeypatch.setattr(engine.gc.marker, "mark", marking)
 
-    result = await engine.collect_garbage(wait=True)
+    result = await engine.gc.collect(wait=True)
 
     assert result is not None and len(result.content_removed) == 50
     assert marked_in and threading.main_thread() not in marked_in
@@ -205,20 +205,20 @@ async def test_a_blob_claimed_during_the_sweep_stays(
         # A Content.Write that found a blob stored, and a pull that reuses one.
         pinned, reused = [d for d in digests if engine.content.exists(d)][:2]
         claimed.extend([pinned, reused])
-        assert engine.pin_blob(pinned)
+        assert engine.gc.pins.pin(pinned)
         size = engine.content.info(reused).size
         desc = Descriptor("application/octet-stream", reused, size)
         assert own_blob(engine, NAMESPACE, None, desc, {})
 
     after_first_unlink(engine, monkeypatch, claim)
-    removed = await engine.sweep_blobs()
+    removed = await engine.gc.sweep_blobs()
 
     pinned, reused = claimed
     assert removed == 18
     assert engine.content.exists(pinned) and engine.content.exists(reused)
     assert engine.metadata.content.has(NAMESPACE, reused)
-    engine.unpin_blob(pinned)
-    assert await engine.sweep_blobs() == 1 and not engine.content.exists(pinned)
+    engine.gc.pins.unpin(pinned)
+    assert await engine.gc.sweep_blobs() == 1 and not engine.content.exists(pinned)
 
 
 async def test_a_commit_starting_stops_the_sweep_until_it_is_done(
@@ -227,16 +227,15 @@ async def test_a_commit_starting_stops_the_sweep_until_it_is_done(
     digests = [store_blob(engine, i, owned=False) for i in range(20)]
 
     def commit_starts() -> None:
-        with engine._blob_lock:
-            engine.commits_in_flight += 1
+        engine.gc.pins.commit_started()
 
     after_first_unlink(engine, monkeypatch, commit_starts)
-    removed = await engine.sweep_blobs()
+    removed = await engine.gc.sweep_blobs()
 
     assert removed == 1, "the sweep stopped at the commit"
     assert sum(engine.content.exists(d) for d in digests) == 19
-    engine.commits_in_flight -= 1
-    assert await engine.sweep_blobs() == 19
+    engine.gc.pins.commit_finished()
+    assert await engine.gc.sweep_blobs() == 19
 
 
 async def test_a_write_during_the_mark_sends_it_back_to_marking(
@@ -244,7 +243,7 @@ async def test_a_write_during_the_mark_sends_it_back_to_marking(
 ) -> None:
     kept = store_blob(engine, 1)
     loop = asyncio.get_running_loop()
-    mark = engine.collector.mark
+    mark = engine.gc.marker.mark
     marks = 0
 
     def image_now() -> None:
@@ -263,8 +262,8 @@ async def test_a_write_during_the_mark_sends_it_back_to_marking(
             assert done.wait(30)
         return plan
 
-    monkeypatch.setattr(engine.collector, "mark", marking)
-    result = await engine.collect_garbage(wait=True)
+    monkeypatch.setattr(engine.gc.marker, "mark", marking)
+    result = await engine.gc.collect(wait=True)
 
     assert marks == 2
     assert result is not None and result.content_removed == []

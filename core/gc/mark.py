@@ -1,4 +1,4 @@
-"""Garbage collection: mark what is reachable, sweep the rest.
+"""The mark: what is reachable from the roots, and the sweep of the records that are not.
 
 Roots, per namespace as in containerd: image targets, containers, anything
 labelled `containerd.io/gc.root`, and everything attached to a lease that has
@@ -7,9 +7,9 @@ labels to blobs and `containerd.io/gc.ref.snapshot.<snapshotter>` labels to
 snapshots; a lease labelled `containerd.io/gc.flat` protects only what is
 attached to it. `mark` only reads, so it can run on a connection of its own in
 a worker thread; `sweep` removes what a mark found dead. `collect` does both in
-one transaction; the engine marks off the loop and sweeps on it, in steps, only
-while no other write lands (see `Engine._collect_metadata`). Blob files nobody
-owns any more are removed afterwards.
+one transaction; `GarbageCollector` (`core/gc/collector.py`) marks off the loop
+and sweeps on it, in steps, only while no other write lands, then removes the
+blob files nobody owns any more.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def references(namespace: str, labels: Mapping[str, str]) -> Iterable[Node]:
                 yield (f"snapshots/{snapshotter}", namespace, value)
 
 
-class Collector:
+class Marker:
     """Marks and sweeps the metadata; snapshot graphs come from `snapshot_graph`.
 
     `snapshot_graph(md)` yields a `SnapshotRow` for every snapshot record in `md`,
