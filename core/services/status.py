@@ -110,24 +110,9 @@ def install(server: Any, observers: list[Observer]) -> None:
             code = Status.OK
             try:
                 await inner(stream)
-            except errors.CtrdeckError as exc:
+            except (errors.CtrdeckError, ConnectionError, TimeoutError) as exc:
                 code = status_of(exc)
-                log.info(
-                    "request failed",
-                    extra={
-                        "method": method,
-                        "namespace": namespace,
-                        "code": code.name,
-                        "err": str(exc),
-                    },
-                )
-                raise GRPCError(code, str(exc)) from None
-            except GRPCError as exc:
-                code = exc.status
-                raise
-            except (ConnectionError, TimeoutError) as exc:
-                code = status_of(exc)
-                message = _os_message(exc)
+                message = str(exc) if isinstance(exc, errors.CtrdeckError) else _os_message(exc)
                 log.info(
                     "request failed",
                     extra={
@@ -138,6 +123,9 @@ def install(server: Any, observers: list[Observer]) -> None:
                     },
                 )
                 raise GRPCError(code, message) from None
+            except GRPCError as exc:
+                code = exc.status
+                raise
             except Exception as exc:
                 code = Status.UNKNOWN
                 log.exception("request failed", extra={"method": method, "namespace": namespace})

@@ -231,23 +231,28 @@ def everything_under(*roots: Path) -> list[Path]:
     return found
 
 
-async def test_another_user_reads_no_bundle_spec_log_or_database(
-    nsclient: Client, tengine: EngineProcess, workdir: Path
-) -> None:
-    c = nsclient
-    spec = spec_any(c.namespace, "secretive", ["sh", "-c", "echo $SECRET_TOKEN; sleep 1000"])
+async def create_with_secret(c: Client, cid: str, args: list[str]) -> None:
+    """A runc container whose environment holds SECRET_TOKEN."""
+    spec = spec_any(c.namespace, cid, args)
     body = json.loads(spec.value)
     body["process"]["env"].append(f"SECRET_TOKEN={SECRET}")
     spec.value = json.dumps(body).encode()
     await c.containers.create(
         containers.CreateContainerRequest(
             container=containers.Container(
-                id="secretive",
+                id=cid,
                 runtime=containers.ContainerRuntime(name="io.containerd.runc.v2"),
                 spec=spec,
             )
         )
     )
+
+
+async def test_another_user_reads_no_bundle_spec_log_or_database(
+    nsclient: Client, tengine: EngineProcess, workdir: Path
+) -> None:
+    c = nsclient
+    await create_with_secret(c, "secretive", ["sh", "-c", "echo $SECRET_TOKEN; sleep 1000"])
     await c.tasks.create(
         tasks.CreateTaskRequest(container_id="secretive", rootfs=rootfs_mounts(workdir / "rootfs"))
     )
@@ -279,19 +284,7 @@ async def test_an_older_engines_bundles_and_database_are_tightened_at_start(
     ns = "loose"
     c = Client(str(engine.address), ns)
     try:
-        spec = spec_any(ns, "old", ["sleep", "1000"])
-        body = json.loads(spec.value)
-        body["process"]["env"].append(f"SECRET_TOKEN={SECRET}")
-        spec.value = json.dumps(body).encode()
-        await c.containers.create(
-            containers.CreateContainerRequest(
-                container=containers.Container(
-                    id="old",
-                    runtime=containers.ContainerRuntime(name="io.containerd.runc.v2"),
-                    spec=spec,
-                )
-            )
-        )
+        await create_with_secret(c, "old", ["sleep", "1000"])
         await c.tasks.create(
             tasks.CreateTaskRequest(container_id="old", rootfs=rootfs_mounts(workdir / "rootfs"))
         )

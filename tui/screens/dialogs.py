@@ -24,6 +24,16 @@ from tui.spec import OptionError, RunOptions
 from tui.widgets.checkbox import Tickbox
 
 
+def snapshotter_select(names: list[str], current: str, widget_id: str) -> Select[str]:
+    """A choice among the engine's snapshotters, on `current` when the engine has it."""
+    return Select(
+        [(plain(name), name) for name in names],
+        value=current if current in names else Select.BLANK,
+        allow_blank=False,
+        id=widget_id,
+    )
+
+
 class ConfirmScreen(ModalScreen[bool]):
     """Ask before something destructive; `y` confirms, `n` or esc cancels."""
 
@@ -204,14 +214,7 @@ class RunScreen(ModalScreen[RunOptions | None]):
                 yield Label("mount")
                 yield Input(placeholder="none (SRC:DST[:ro])", id="run-mount", compact=True)
                 yield Label("snapshotter")
-                yield Select(
-                    [(plain(s), s) for s in self.snapshotters],
-                    value=self.snapshotter
-                    if self.snapshotter in self.snapshotters
-                    else Select.BLANK,
-                    allow_blank=False,
-                    id="run-snapshotter",
-                )
+                yield snapshotter_select(self.snapshotters, self.snapshotter, "run-snapshotter")
                 yield Label("runtime")
                 yield Input(self.runtime, id="run-runtime", compact=True)
             with Horizontal(classes="run-flags"):

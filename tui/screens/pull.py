@@ -28,6 +28,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from core.api.containerd.services.images import v1 as images_api
 from tui.plain import plain
+from tui.screens.dialogs import snapshotter_select
 from tui.state import utc_now
 from tui.widgets.checkbox import Tickbox
 from tui.widgets.tables import short_digest, size
@@ -190,13 +191,8 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
                 with Horizontal(classes="pull-row"):
                     with Vertical():
                         yield Label("snapshotter")
-                        yield Select(
-                            [(plain(s), s) for s in self.snapshotters],
-                            value=self.snapshotter
-                            if self.snapshotter in self.snapshotters
-                            else Select.BLANK,
-                            allow_blank=False,
-                            id="pull-snapshotter",
+                        yield snapshotter_select(
+                            self.snapshotters, self.snapshotter, "pull-snapshotter"
                         )
                     with Vertical():
                         yield Label("platform")
