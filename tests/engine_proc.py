@@ -67,6 +67,20 @@ def terminate(proc: subprocess.Popen[bytes]) -> int:
     return proc.returncode
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """One `ctrdeck` command as a whole process, its output captured (wide, no stdin)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200")
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 class EngineProcess:
     name = "ctrdeck"
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,25 +15,13 @@ from core.api.containerd.services.introspection import v1 as introspection
 from core.api.google.rpc import Status as RpcStatus
 from core.client import Client
 from core.services.version import VERSION
-from tests.engine_proc import ROOT, EngineProcess
+from tests.engine_proc import EngineProcess, run_cli
 
 pytestmark = pytest.mark.integration
 
 
-def ctrdeck(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-m", "tui.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-    )
-
-
 def test_human_status_of_a_live_engine(engine: EngineProcess) -> None:
-    proc = ctrdeck("engine", "status", "--address", str(engine.address))
+    proc = run_cli("engine", "status", "--address", str(engine.address))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "engine answers" in out
@@ -52,7 +37,7 @@ def test_human_status_of_a_live_engine(engine: EngineProcess) -> None:
 
 
 def test_json_status_of_a_live_engine(engine: EngineProcess) -> None:
-    proc = ctrdeck("engine", "status", "--json", "-a", str(engine.address))
+    proc = run_cli("engine", "status", "--json", "-a", str(engine.address))
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["answering"] is True
@@ -76,7 +61,7 @@ def test_dead_socket_exits_1_with_a_clear_message() -> None:
     base = Path(tempfile.mkdtemp(prefix="ctrdeck-dead-", dir="/tmp"))
     try:
         missing = base / "missing.sock"
-        proc = ctrdeck("engine", "status", "-a", str(missing))
+        proc = run_cli("engine", "status", "-a", str(missing))
         assert proc.returncode == 1
         assert proc.stdout == ""
         assert f"no socket at {missing}" in proc.stderr
@@ -86,7 +71,7 @@ def test_dead_socket_exits_1_with_a_clear_message() -> None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(str(stale))
         s.close()
-        proc = ctrdeck("engine", "status", "--json", "-a", str(stale))
+        proc = run_cli("engine", "status", "--json", "-a", str(stale))
         assert proc.returncode == 1
         doc = json.loads(proc.stdout)
         assert doc["answering"] is False

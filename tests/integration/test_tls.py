@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ import pytest
 from core import status
 from core.client import Client, ClientTLS
 from core.tls import ConnectFailed
-from tests.engine_proc import ROOT, EngineProcess
+from tests.engine_proc import EngineProcess, run_cli
 from tests.integration.test_grpcurl import _free_port, _grpcurl
 from tests.tls_certs import Pki, make_pki
 
@@ -84,19 +82,6 @@ def client_tls(pki: Pki) -> ClientTLS:
 
 def where(address: str) -> str:
     return address.removeprefix("tcp://")
-
-
-def ctrdeck(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-m", "tui.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 # --- the project's client --------------------------------------------------------------
@@ -248,30 +233,30 @@ def test_commands_take_tls_options(mtls_engine, pki: Pki) -> None:  # type: igno
     engine, address = mtls_engine
     creds = ["--tls-ca", str(pki.ca), "--tls-cert", str(pki.client_cert)]
     creds += ["--tls-key", str(pki.client_key)]
-    shown = ctrdeck("engine", "status", "-a", address, *creds)
+    shown = run_cli("engine", "status", "-a", address, *creds)
     assert shown.returncode == 0, shown.stderr
     assert f"{address}  mTLS" in shown.stdout
     assert f"unix://{engine.address}  plaintext" in shown.stdout
-    as_json = json.loads(ctrdeck("engine", "status", "--json", "-a", address, *creds).stdout)
+    as_json = json.loads(run_cli("engine", "status", "--json", "-a", address, *creds).stdout)
     assert {"kind": "grpc", "address": address, "security": "mtls"} in as_json["listeners"]
     # Reaching the engine is proven by its answer about an image it does not have.
-    removed = ctrdeck("images", "rm", "-a", address, *creds, "no-such-image")
+    removed = run_cli("images", "rm", "-a", address, *creds, "no-such-image")
     assert removed.returncode == 1
     assert "not found" in removed.stderr
-    refused = ctrdeck("engine", "status", "-a", address, "--tls-ca", str(pki.ca))
+    refused = run_cli("engine", "status", "-a", address, "--tls-ca", str(pki.ca))
     assert refused.returncode == 1
     assert "requires a client certificate" in refused.stderr
     assert where(address) in refused.stderr
     assert "Traceback" not in refused.stderr
-    console = ctrdeck("-a", address, "--tls-ca", str(pki.other_ca))
+    console = run_cli("-a", address, "--tls-ca", str(pki.other_ca))
     assert console.returncode == 1
     assert "does not trust" in console.stdout
     assert where(address) in console.stdout
     assert "Traceback" not in console.stdout + console.stderr
-    wrong = ctrdeck("engine", "status", "-a", str(engine.address), "--tls-ca", str(pki.ca))
+    wrong = run_cli("engine", "status", "-a", str(engine.address), "--tls-ca", str(pki.ca))
     assert wrong.returncode == 2
     assert "only for a tcp://host:port address" in wrong.stderr
-    serve = ctrdeck("engine", "-a", address, "--root", "/nonexistent/r")
+    serve = run_cli("engine", "-a", address, "--root", "/nonexistent/r")
     assert serve.returncode == 2
     assert "the TCP listener is [grpc] tcp_address and tcp_tls_*" in serve.stderr
 
@@ -285,7 +270,7 @@ def run_engine(base: Path, config: str) -> subprocess.CompletedProcess[str]:
     (base / "config.toml").write_text(config)
     cmd = ["engine", "--config", str(base / "config.toml"), "--root", str(base / "root")]
     cmd += ["--state", str(base / "state"), "--address", str(base / "s.sock")]
-    return ctrdeck(*cmd)
+    return run_cli(*cmd)
 
 
 def test_plaintext_off_loopback_refuses_to_start(tmp_path: Path) -> None:
