@@ -31,16 +31,9 @@ from typing import IO, TYPE_CHECKING, Any
 from core.descriptor import Descriptor
 from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument, NotFound
 from core.images import handlers, mediatypes, platforms
+from core.images.blobs import Blobs, ref_kind
 from core.images.platforms import Matcher
-from core.images.pull import (
-    abort_ingest,
-    commit_ingest,
-    new_lease,
-    open_ingest,
-    own_blob,
-    ref_kind,
-    register_image,
-)
+from core.images.records import ImageRecords
 from core.images.reference import parse
 from core.images.unpack import Unpacker
 from core.metadata.images import Image
@@ -345,12 +338,16 @@ class Importer:
 
     def __init__(self, engine: Engine, namespace: str, options: ImportOptions) -> None:
         self.engine = engine
+        self.blobs = Blobs(engine.content, engine.metadata, engine.gc)
+        self.records = ImageRecords(
+            engine.metadata.images, engine.metadata.leases, engine.gc, engine.events.publish
+        )
         self.namespace = namespace
         self.options = options
 
     async def run(self, path: Path) -> list[Image]:
         archive = await asyncio.to_thread(_Archive, path)
-        lease = new_lease(self.engine, self.namespace)
+        lease = self.records.new_lease(self.namespace)
         try:
             unpacker = (
                 Unpacker(self.engine, self.namespace, lease, self.options.snapshotter)
@@ -379,19 +376,15 @@ class Importer:
             for root in roots:
                 await self._store_tree(archive, lease, root.desc)
                 image = Image(name=root.name, target=root.desc, labels=dict(self.options.labels))
-                images.append(register_image(self.engine, self.namespace, image))
+                images.append(self.records.register(self.namespace, image))
                 if unpacker is not None:
                     await self._unpack(unpacker, root.desc, matcher)
         except BaseException:
-            with contextlib.suppress(CtrdeckError):
-                self.engine.metadata.leases.delete(self.namespace, lease)
-            await self.engine.gc.collect(wait=True)
+            await self.records.drop_lease(self.namespace, lease, failed=True)
             raise
         finally:
             await asyncio.to_thread(archive.close)
-        with contextlib.suppress(CtrdeckError):
-            self.engine.metadata.leases.delete(self.namespace, lease)
-        await self.engine.gc.collect(wait=False)
+        await self.records.drop_lease(self.namespace, lease, failed=False)
         return images
 
     def _name(self, annotations: Mapping[str, str]) -> str:
@@ -501,20 +494,20 @@ class Importer:
         source: Callable[[], IO[bytes]],
         labels: Mapping[str, str],
     ) -> None:
-        engine, ns = self.engine, self.namespace
-        if own_blob(engine, ns, lease, desc, labels):
+        blobs, ns = self.blobs, self.namespace
+        if blobs.own(ns, lease, desc, labels):
             return
         ref = f"import-{ref_kind(desc)}-{desc.digest}"
-        writer = await open_ingest(engine, ns, lease, ref, desc, labels)
+        writer = await blobs.open_ingest(ns, lease, ref, desc, labels)
         if writer is None:
             return
         try:
             if writer.offset:
                 writer.truncate(0)
             await asyncio.to_thread(_copy, source, writer.write)
-            await commit_ingest(engine, ns, lease, ref, writer, desc, labels)
+            await blobs.commit_ingest(ns, lease, ref, writer, desc, labels)
         except FailedPrecondition as exc:
-            abort_ingest(engine, ns, ref)
+            blobs.abort_ingest(ns, ref)
             raise FailedPrecondition(f"blob {desc.digest} in the archive: {exc.message}") from exc
         finally:
             writer.close()

@@ -21,7 +21,7 @@ from core.descriptor import Descriptor
 from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument, NotFound
 from core.images import handlers, mediatypes, platforms
 from core.images.hosts import Hosts
-from core.images.pull import LayerProgress, Progress, PullJob, PullRequest
+from core.images.progress import LayerProgress, Progress, PullJob, PullRequest
 from core.images.reference import Reference, parse
 from core.images.registry import RegistryClient
 from core.metadata.images import Image

@@ -36,8 +36,8 @@ from core.descriptor import Descriptor
 from core.engine import Engine
 from core.errors import Unavailable
 from core.images import hosts
+from core.images.blobs import Blobs
 from core.images.hosts import Hosts
-from core.images.pull import own_blob
 from core.images.registry import RegistryClient, RetryPolicy
 from core.metadata.images import Image
 from core.metrics import EngineMetrics
@@ -208,7 +208,7 @@ async def test_a_blob_claimed_during_the_sweep_stays(
         assert engine.gc.pins.pin(pinned)
         size = engine.content.info(reused).size
         desc = Descriptor("application/octet-stream", reused, size)
-        assert own_blob(engine, NAMESPACE, None, desc, {})
+        assert Blobs(engine.content, engine.metadata, engine.gc).own(NAMESPACE, None, desc, {})
 
     after_first_unlink(engine, monkeypatch, claim)
     removed = await engine.gc.sweep_blobs()
