@@ -26,8 +26,9 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
+from core.content.store import ContentStore
 from core.descriptor import Descriptor
 from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument, NotFound
 from core.images import handlers, mediatypes, platforms
@@ -35,11 +36,9 @@ from core.images.blobs import Blobs, ref_kind
 from core.images.platforms import Matcher
 from core.images.records import ImageRecords
 from core.images.reference import parse
-from core.images.unpack import Unpacker
-from core.metadata.images import Image
-
-if TYPE_CHECKING:
-    from core.engine import Engine
+from core.images.unpack import Unpacker, Unpackers
+from core.metadata.content import ContentMetadata
+from core.metadata.images import Image, ImageStore
 
 CHUNK = 1 << 20
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
@@ -103,14 +102,18 @@ def _put(out: queue.Queue[Any], stop: threading.Event, item: Any) -> None:
 class Exporter:
     """Writes images of one namespace as a tarball stream."""
 
-    def __init__(self, engine: Engine, namespace: str) -> None:
-        self.engine = engine
+    def __init__(
+        self, content: ContentStore, records: ContentMetadata, images: ImageStore, namespace: str
+    ) -> None:
+        self.content = content
+        self.records = records
+        self.images = images
         self.namespace = namespace
 
     def _read(self, desc: Descriptor) -> bytes:
-        if not self.engine.metadata.content.has(self.namespace, desc.digest):
+        if not self.records.has(self.namespace, desc.digest):
             raise NotFound(f"content {desc.digest}")
-        return self.engine.content.path(desc.digest).read_bytes()
+        return self.content.path(desc.digest).read_bytes()
 
     def plan(self, names: list[str], platform: str, docker_manifest: bool) -> list[_Exported]:
         """What each image contributes: its blobs, and its docker-archive entry."""
@@ -119,7 +122,7 @@ class Exporter:
         matcher = platforms.only(platforms.parse(platform)) if platform else None
         out = []
         for name in names:
-            image = self.engine.metadata.images.get(self.namespace, name)
+            image = self.images.get(self.namespace, name)
             blobs = self._blobs(image.target, matcher)
             docker = self._docker_entry(image, matcher) if docker_manifest else None
             out.append(_Exported(image, blobs, docker))
@@ -127,7 +130,7 @@ class Exporter:
 
     def _blobs(self, root: Descriptor, matcher: Matcher | None) -> list[Descriptor]:
         found: list[Descriptor] = []
-        meta = self.engine.metadata.content
+        meta = self.records
 
         def visit(desc: Descriptor, required: bool) -> None:
             if not meta.has(self.namespace, desc.digest):
@@ -163,11 +166,7 @@ class Exporter:
         desc = image.target
         if mediatypes.is_index(desc.media_type):
             kids = handlers.index_entries(self._read(desc), f"index {desc.digest}")
-            present = [
-                k
-                for k in kids
-                if self.engine.metadata.content.has(self.namespace, k.descriptor.digest)
-            ]
+            present = [k for k in kids if self.records.has(self.namespace, k.descriptor.digest)]
             try:
                 desc = handlers.select_manifests(
                     present, matcher or platforms.default_matcher(), 1
@@ -194,7 +193,7 @@ class Exporter:
         exported = self.plan(names, platform, docker_manifest)
         out: queue.Queue[bytes | BaseException | None] = queue.Queue(_QUEUE_DEPTH)
         stop = threading.Event()
-        paths = {d.digest: self.engine.content.path(d.digest) for e in exported for d in e.blobs}
+        paths = {d.digest: self.content.path(d.digest) for e in exported for d in e.blobs}
         worker = threading.Thread(
             target=self._write, args=(exported, paths, out, stop), daemon=True, name="export"
         )
@@ -336,12 +335,17 @@ class _Archive:
 class Importer:
     """Imports one spooled tarball into a namespace."""
 
-    def __init__(self, engine: Engine, namespace: str, options: ImportOptions) -> None:
-        self.engine = engine
-        self.blobs = Blobs(engine.content, engine.metadata, engine.gc)
-        self.records = ImageRecords(
-            engine.metadata.images, engine.metadata.leases, engine.gc, engine.events.publish
-        )
+    def __init__(
+        self,
+        blobs: Blobs,
+        records: ImageRecords,
+        unpackers: Unpackers,
+        namespace: str,
+        options: ImportOptions,
+    ) -> None:
+        self.blobs = blobs
+        self.records = records
+        self.unpackers = unpackers
         self.namespace = namespace
         self.options = options
 
@@ -350,7 +354,7 @@ class Importer:
         lease = self.records.new_lease(self.namespace)
         try:
             unpacker = (
-                Unpacker(self.engine, self.namespace, lease, self.options.snapshotter)
+                self.unpackers.open(self.namespace, lease, self.options.snapshotter)
                 if self.options.unpack
                 else None
             )
@@ -475,7 +479,7 @@ class Importer:
             seen.add(desc.digest)
             member = archive.blob_name(desc.digest)
             if not archive.has(member):
-                if required and not self.engine.metadata.content.has(self.namespace, desc.digest):
+                if required and not self.blobs.has(self.namespace, desc.digest):
                     raise NotFound(f"blob {desc.digest} is not in the archive")
                 continue
             labels: dict[str, str] = {}
@@ -514,15 +518,11 @@ class Importer:
 
     async def _unpack(self, unpacker: Unpacker, root: Descriptor, matcher: Matcher) -> None:
         desc = root
-        content = self.engine.content
+        content = self.blobs.content
         if mediatypes.is_index(desc.media_type):
             data = await asyncio.to_thread(content.path(desc.digest).read_bytes)
             kids = handlers.index_entries(data, f"index {desc.digest}")
-            present = [
-                k
-                for k in kids
-                if self.engine.metadata.content.has(self.namespace, k.descriptor.digest)
-            ]
+            present = [k for k in kids if self.blobs.has(self.namespace, k.descriptor.digest)]
             try:
                 desc = handlers.select_manifests(present, matcher, 1)[0]
             except NotFound:

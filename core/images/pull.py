@@ -28,7 +28,6 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from core.descriptor import Descriptor
 from core.errors import (
@@ -57,11 +56,8 @@ from core.images.progress import (
 from core.images.records import ImageRecords
 from core.images.reference import Reference, parse
 from core.images.registry import RegistryClient
-from core.images.unpack import Unpacker
+from core.images.unpack import Unpacker, Unpackers
 from core.metadata.images import Image
-
-if TYPE_CHECKING:
-    from core.engine import Engine
 
 log = logging.getLogger("ctrdeck.pull")
 
@@ -187,16 +183,16 @@ class _Pipeline:
 
     def __init__(
         self,
-        engine: Engine,
         blobs: Blobs,
         records: ImageRecords,
+        unpackers: Unpackers,
         job: PullJob,
         lease: str,
         client: RegistryClient,
     ) -> None:
-        self.engine = engine
         self.blobs = blobs
         self.records = records
+        self.unpackers = unpackers
         self.client = client
         self.job = job
         self.ns = job.namespace
@@ -208,16 +204,15 @@ class _Pipeline:
         self.repo = repo
 
     def _source(self, digest: str) -> dict[str, str]:
-        meta = self.engine.metadata.content
         existing = ""
-        if meta.has(self.ns, digest):
-            existing = meta.get(self.ns, digest).labels.get(self.source_key, "")
+        if self.blobs.has(self.ns, digest):
+            existing = self.blobs.labels(self.ns, digest).get(self.source_key, "")
         return {self.source_key: handlers.merge_source(existing, self.repo)}
 
     async def run(self) -> Image:
         request = self.request
         unpacker = (
-            Unpacker(self.engine, self.ns, self.lease, request.snapshotter)
+            self.unpackers.open(self.ns, self.lease, request.snapshotter)
             if request.unpack
             else None
         )
@@ -259,7 +254,7 @@ class _Pipeline:
             )
         self.job.changed(urgent=True)
         await self._fetch_blob(client, manifest.config)
-        config_path = self.engine.content.path(manifest.config.digest)
+        config_path = self.blobs.content.path(manifest.config.digest)
         config = handlers.read_config(
             await asyncio.to_thread(config_path.read_bytes),
             f"config {manifest.config.digest}",
@@ -451,19 +446,27 @@ PullObserver = Callable[[str, float], None]
 
 
 class Puller:
-    """Runs pulls for the engine and lets concurrent callers of the same pull share it.
+    """Runs pulls and lets concurrent callers of the same pull share it.
 
-    Each pull that stores its image is reported to every one of `observers`
-    (`engine.pull_observers`, where the server adds its metrics), so the
-    pipeline imports no observer.
+    It stores blobs through `blobs`, keeps its lease and image record through
+    `records`, unpacks through `unpackers` and reaches registries as the hosts
+    directory `hosts_dir` says. Each pull that stores its image is reported to
+    every one of `observers` (`engine.pull_observers`, where the server adds its
+    metrics), so the pipeline imports no observer.
     """
 
-    def __init__(self, engine: Engine, observers: Sequence[PullObserver] = ()) -> None:
-        self.engine = engine
-        self.blobs = Blobs(engine.content, engine.metadata, engine.gc)
-        self.records = ImageRecords(
-            engine.metadata.images, engine.metadata.leases, engine.gc, engine.events.publish
-        )
+    def __init__(
+        self,
+        blobs: Blobs,
+        records: ImageRecords,
+        unpackers: Unpackers,
+        hosts_dir: str,
+        observers: Sequence[PullObserver] = (),
+    ) -> None:
+        self.blobs = blobs
+        self.records = records
+        self.unpackers = unpackers
+        self.hosts_dir = hosts_dir
         self.observers = observers
         self._jobs: dict[tuple[str, PullRequest], PullJob] = {}
         # One client per way of reaching registries, kept across pulls: its connections,
@@ -471,7 +474,7 @@ class Puller:
         self._clients: dict[tuple[str, bool], RegistryClient] = {}
 
     def client(self, plain_http: bool) -> RegistryClient:
-        config_path = self.engine.config.registry.config_path
+        config_path = self.hosts_dir
         key = (config_path, plain_http)
         if key not in self._clients:
             self._clients[key] = RegistryClient(Hosts(config_path, plain_http=plain_http))
@@ -522,7 +525,9 @@ class Puller:
         lease = self.records.new_lease(ns)
         try:
             client = self.client(job.request.plain_http)
-            image = await _Pipeline(self.engine, self.blobs, self.records, job, lease, client).run()
+            image = await _Pipeline(
+                self.blobs, self.records, self.unpackers, job, lease, client
+            ).run()
         except BaseException as exc:
             error = first_error(exc)
             if isinstance(error, asyncio.CancelledError):

@@ -15,9 +15,8 @@ from core import context
 from core.api.containerd.services.images import v1 as api
 from core.api.google.protobuf import Empty
 from core.engine import Engine
-from core.images.archive import Exporter, Importer, ImportOptions, spool
-from core.images.pull import Progress, Puller, request_from
-from core.images.push import Pusher
+from core.images.archive import Importer, ImportOptions, spool
+from core.images.pull import Progress, request_from
 from core.metadata.images import Image
 from core.services.codec import EncodingCache, Preencoded, check_sendable, repeated
 from core.services.convert import descriptor_in, descriptor_out, ts
@@ -76,7 +75,7 @@ class ImagesService(api.ImagesBase):
         self.engine = engine
         self.store = engine.metadata.images
         self.encoded = EncodingCache()
-        self.puller = Puller(engine, engine.pull_observers)
+        self.puller = engine.puller
 
     def _sendable(self, image: Image) -> None:
         check_sendable(
@@ -158,20 +157,23 @@ class ImagesService(api.ImagesBase):
                 unpack=not first.skip_unpack,
                 labels=dict(first.labels),
             )
-            images = await Importer(self.engine, ns, options).run(path)
+            importer = Importer(
+                self.engine.blobs, self.engine.image_records, self.engine.unpackers, ns, options
+            )
+            images = await importer.run(path)
         finally:
             path.unlink(missing_ok=True)
         return api.ImportImageResponse(images=[image_out(i) for i in images])
 
     async def export(self, message: api.ExportImageRequest) -> AsyncIterator[api.ExportImageChunk]:
-        exporter = Exporter(self.engine, context.namespace())
+        exporter = self.engine.exporter(context.namespace())
         async for chunk in exporter.stream(
             list(message.names), message.platform, not message.skip_docker_manifest
         ):
             yield api.ExportImageChunk(data=chunk)
 
     async def push(self, message: api.PushImageRequest) -> AsyncIterator[api.PullImageProgress]:
-        pusher = Pusher(self.engine, context.namespace())
+        pusher = self.engine.pusher(context.namespace())
         async for progress in pusher.push(
             message.name,
             message.ref,
