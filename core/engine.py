@@ -21,12 +21,13 @@ from pathlib import Path
 
 from core.config import Config
 from core.content.store import ContentStore
+from core.content.write import Writes
 from core.diff.differ import Differ
 from core.errors import FailedPrecondition, InvalidArgument
 from core.events.exchange import Exchange
 from core.gc import GarbageCollector
 from core.images import registry
-from core.images.archive import Exporter
+from core.images.archive import IMPORT_SPOOL, Exporter, Imports
 from core.images.blobs import Blobs
 from core.images.pull import Puller, PullObserver
 from core.images.push import Pusher
@@ -106,6 +107,7 @@ class Engine:
             Plugin("io.containerd.gc.v1", "scheduler", requires=self.plugins.requires(*gc_parts)),
             self.gc,
         )
+        self.writes = Writes(self.content, self.metadata.content, self.gc)
         differ_parts = (self.content, self.metadata, self.gc, self.snapshotters)
         self.differ = Differ(self.content, self.metadata.content, self.gc, self.snapshotters)
         self.plugins.add(
@@ -137,6 +139,9 @@ class Engine:
             self.unpackers,
             config.registry.config_path,
             self.pull_observers,
+        )
+        self.imports = Imports(
+            self.blobs, self.image_records, self.unpackers, self.root / IMPORT_SPOOL
         )
         # Export and push work on one namespace each: these make one for a namespace.
         self.exporter: Callable[[str], Exporter] = functools.partial(

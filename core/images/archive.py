@@ -41,6 +41,8 @@ from core.metadata.content import ContentMetadata
 from core.metadata.images import Image, ImageStore
 
 CHUNK = 1 << 20
+IMPORT_SPOOL = "io.containerd.grpc.v1.images.import"
+"""Where, under the engine root, imported tarballs wait while they are read."""
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 _QUEUE_DEPTH = 8
 
@@ -575,6 +577,32 @@ def _copy(source: Callable[[], IO[bytes]], write: Callable[[bytes], int]) -> Non
     with source() as f:
         while chunk := f.read(CHUNK):
             write(chunk)
+
+
+class Imports:
+    """Imports tarball streams: each is spooled to a file under `spool_dir`, then read.
+
+    The spool lives under the engine root, on disk rather than in the state
+    tmpfs, since a tarball may be large; the file goes once the import ends.
+    """
+
+    def __init__(
+        self, blobs: Blobs, records: ImageRecords, unpackers: Unpackers, spool_dir: Path
+    ) -> None:
+        self.blobs = blobs
+        self.records = records
+        self.unpackers = unpackers
+        self.spool_dir = spool_dir
+
+    async def run(
+        self, namespace: str, chunks: AsyncIterator[bytes], options: ImportOptions
+    ) -> list[Image]:
+        path = await spool(chunks, self.spool_dir)
+        try:
+            importer = Importer(self.blobs, self.records, self.unpackers, namespace, options)
+            return await importer.run(path)
+        finally:
+            path.unlink(missing_ok=True)
 
 
 async def spool(chunks: AsyncIterator[bytes], directory: Path) -> Path:
