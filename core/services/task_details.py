@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from core import context
 from core.api.containerd.v1.types import Status
@@ -20,7 +21,6 @@ from core.api.ctrdeck.services.tasks import v1 as api
 from core.engine import Engine
 from core.errors import InvalidArgument
 from core.runtime import proctime, tasklog
-from core.runtime.tasks import Task
 
 
 class TaskDetailsService(api.TaskDetailsBase):
@@ -30,24 +30,29 @@ class TaskDetailsService(api.TaskDetailsBase):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def _task(self, namespace: str, container_id: str) -> Task:
+    def _log_of(
+        self, namespace: str, container_id: str, exec_id: str
+    ) -> tuple[Path, asyncio.Event, str]:
+        """The process's log, the event set when it exits, and its name for errors."""
         if not container_id:
             raise InvalidArgument("container_id is required")
         # An unknown container says so before a known one without a task does.
         self.engine.metadata.containers.get(namespace, container_id)
-        return self.engine.tasks.get(namespace, container_id)
+        proc = self.engine.tasks.get(namespace, container_id).lookup(exec_id)
+        what = f"exec {exec_id} of task {container_id}" if exec_id else f"task {container_id}"
+        return proc.log_path, proc.done, what
 
     async def log(self, message: api.LogRequest) -> AsyncIterator[api.LogChunk]:
         tasklog.validate(message.offset, message.tail_lines)
-        task = self._task(context.namespace(), message.container_id)
-        proc = task.lookup(message.exec_id)
-        what = f"exec {proc.exec_id} of task {task.id}" if proc.exec_id else f"task {task.id}"
+        path, exited, what = self._log_of(
+            context.namespace(), message.container_id, message.exec_id
+        )
         chunks = tasklog.read(
-            proc.log_path,
+            path,
             what,
             offset=message.offset,
             tail_lines=message.tail_lines,
-            exited=proc.done if message.follow else None,
+            exited=exited if message.follow else None,
         )
         async for offset, data in chunks:
             yield api.LogChunk(data=data, offset=offset)
