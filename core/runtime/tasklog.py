@@ -17,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from core.errors import InvalidArgument, NotFound
+
+T = TypeVar("T")
 
 CHUNK = 64 * 1024
 POLL_INTERVAL = 0.2
@@ -56,6 +59,17 @@ def _same_file(fd: int, path: Path) -> bool:
     return (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino)
 
 
+async def _in_worker(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a worker thread; a cancelled caller still waits for it to return,
+    so the file descriptor it reads is never closed under it."""
+    running = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait({running})
+        raise
+
+
 def validate(offset: int, tail_lines: int) -> None:
     if offset < 0:
         raise InvalidArgument(f"offset {offset} must not be negative")
@@ -86,7 +100,7 @@ async def read(
     try:
         size = os.fstat(fd).st_size
         if tail_lines:
-            position = await asyncio.to_thread(_tail_offset, fd, size, tail_lines)
+            position = await _in_worker(_tail_offset, fd, size, tail_lines)
         elif offset > size:
             raise InvalidArgument(
                 f"offset {offset} is past the end of the log of {what} ({size} bytes)"
@@ -95,7 +109,7 @@ async def read(
             position = offset
         while True:
             finished = exited is not None and exited.is_set()
-            data = await asyncio.to_thread(os.pread, fd, CHUNK, position)
+            data = await _in_worker(os.pread, fd, CHUNK, position)
             if data:
                 yield position, data
                 position += len(data)
@@ -104,7 +118,7 @@ async def read(
                 return
             if not _same_file(fd, path):
                 # Read again: the old file is complete only now that it has been replaced.
-                rest = await asyncio.to_thread(os.pread, fd, CHUNK, position)
+                rest = await _in_worker(os.pread, fd, CHUNK, position)
                 if rest:
                     yield position, rest
                     position += len(rest)

@@ -26,7 +26,9 @@ from grpclib.const import Status as Code
 from core.api.containerd.services.tasks import v1 as tasks
 from core.api.ctrdeck.services.tasks import v1 as details
 from core.client import Client
+from core.runtime.tasks import TASK_DIR
 from tests.engine_proc import EngineProcess
+from tests.helpers import eventually
 from tests.integration.test_tasks import (
     BUSYBOX,
     cleanup_namespace,
@@ -165,24 +167,37 @@ async def test_follow_crosses_a_log_rotation(nsclient: Client, workdir: Path) ->
         go.unlink(missing_ok=True)
 
 
-async def test_a_client_that_cancels_a_follow_leaves_the_engine_serving(
-    nsclient: Client, workdir: Path
+def engine_opens(engine: EngineProcess, path: Path) -> bool:
+    """Whether the engine process holds `path` open."""
+    assert engine.proc is not None
+    fds = Path(f"/proc/{engine.proc.pid}/fd")
+    found = False
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            found = found or os.readlink(fd) == str(path)
+    return found
+
+
+async def test_a_client_that_cancels_a_follow_ends_it_in_the_engine(
+    lengine: EngineProcess, nsclient: Client, workdir: Path
 ) -> None:
     await run(nsclient, workdir, "quiet", "echo hello; sleep 600")
+    log = lengine.state / TASK_DIR / nsclient.namespace / "quiet" / "log"
+    seen = asyncio.Event()
 
     async def follow() -> None:
         async for _ in nsclient.task_log("quiet", follow=True):
-            pass
+            seen.set()
 
     reader = asyncio.create_task(follow())
-    data, _ = await read_all(nsclient, "quiet")
-    while data != b"hello\n":
-        await asyncio.sleep(0.05)
-        data, _ = await read_all(nsclient, "quiet")
-    assert not reader.done()
+    async with asyncio.timeout(30):
+        await seen.wait()
+    # The task runs on: only the engine's follow holds the log open.
+    assert not reader.done() and engine_opens(lengine, log)
     reader.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await reader
+    await eventually(lambda: not engine_opens(lengine, log), timeout=30)
     assert await read_all(nsclient, "quiet", tail_lines=1) == (b"hello\n", [0])
 
 
