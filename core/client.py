@@ -172,11 +172,13 @@ class Client:
         offset: int = 0,
         tail_lines: int = 0,
         follow: bool = False,
+        file: str = "",
     ) -> AsyncIterator[task_details.LogChunk]:
         """A process's output log from `offset` or its last `tail_lines` lines.
 
         With `follow`, new output keeps coming until the process has exited;
-        stopping the iteration cancels the call.
+        stopping the iteration cancels the call. `file` (a chunk's) says which
+        file `offset` counts in, to resume across the engine's log rotation.
         """
         request = task_details.LogRequest(
             container_id=container_id,
@@ -184,6 +186,7 @@ class Client:
             offset=offset,
             tail_lines=tail_lines,
             follow=follow,
+            file=file,
         )
         async for chunk in self.task_details.log(request):
             yield chunk

@@ -30,6 +30,7 @@ from core.api.containerd.services.snapshots import v1 as snapshots_api
 from core.api.containerd.services.tasks import v1 as tasks_api
 from core.api.containerd.v1.types import Process
 from core.api.containerd.v1.types import Status as TaskStatus
+from core.api.ctrdeck.services.tasks.v1 import LogChunk
 from core.client import Client
 from core.errors import CtrdeckError
 from tui import oci
@@ -42,6 +43,8 @@ KILL_WAIT = 10.0
 EARLY_EXIT = 1.5
 TAIL_LINES = 5
 NO_LOGS = "no logs for this container"
+# Seconds between asking again for a log whose engine went away.
+LOG_RETRY = 1.0
 # Lines asked for to find the last TAIL_LINES that are not blank.
 TAIL_READ_LINES = 50
 
@@ -411,19 +414,56 @@ async def follow_log(client: Client, container_id: str, tail_lines: int) -> Asyn
 
     Through ctrdeck's `TaskDetails.Log`: the console never opens the engine's
     files, so this works the same for an engine on another host. A containerd
-    serves no such call and keeps no log; that says so in words.
+    serves no such call and keeps no log; that says so in words. When the
+    engine goes away after output arrived (a restart, a dropped link), it asks
+    again, until the engine answers, from the byte after the last one shown,
+    in the file that byte came from (the engine continues in its rotated log
+    if it started a fresh one meanwhile).
     """
-    with engine_call("Logs", f"follow the log of {container_id}"):
+    resume: tuple[str, int] | None = None
+    while True:
         try:
-            async for chunk in client.task_log(container_id, tail_lines=tail_lines, follow=True):
-                yield chunk.data
-        except GRPCError as exc:
-            if not is_not_found(exc):
-                raise
-            raise ConsoleError(
-                f"{NO_LOGS}: {exc.message or 'not found'} "
-                "(a container's log begins when its task is started)"
-            ) from None
+            with engine_call("Logs", f"follow the log of {container_id}"):
+                async for chunk in _follow_once(client, container_id, tail_lines, resume):
+                    resume = (chunk.file, chunk.offset + len(chunk.data))
+                    yield chunk.data
+            return
+        except _Lost as lost:
+            if resume is None:
+                raise ConsoleError(
+                    f"follow the log of {container_id}: the engine is not reachable ({lost})"
+                ) from None
+            await asyncio.sleep(LOG_RETRY)
+
+
+class _Lost(Exception):
+    """The engine went away while a log was followed; ask again."""
+
+
+async def _follow_once(
+    client: Client, container_id: str, tail_lines: int, resume: tuple[str, int] | None
+) -> AsyncIterator[LogChunk]:
+    file, offset = resume or ("", 0)
+    try:
+        async for chunk in client.task_log(
+            container_id,
+            offset=offset,
+            tail_lines=0 if resume else tail_lines,
+            follow=True,
+            file=file,
+        ):
+            yield chunk
+    except CONNECTION_ERRORS as exc:
+        raise _Lost(str(exc) or type(exc).__name__) from None
+    except GRPCError as exc:
+        if exc.status is Status.UNAVAILABLE:
+            raise _Lost(exc.message or "unavailable") from None
+        if not is_not_found(exc):
+            raise
+        raise ConsoleError(
+            f"{NO_LOGS}: {exc.message or 'not found'} "
+            "(a container's log begins when its task is started)"
+        ) from None
 
 
 # --- snapshots, content, namespaces -----------------------------------------

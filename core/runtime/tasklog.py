@@ -2,8 +2,10 @@
 
 The monitor appends a process's output to `log` in its directory and, at the
 engine's `log_max`, renames it to `log.1` and starts a fresh `log`
-(`core.runtime.monitor.Log`). `read` yields `(offset, data)` chunks of one log,
-offsets counting within the file they come from. Following keeps the file open:
+(`core.runtime.monitor.Log`). `read` yields `(file, offset, data)` chunks of one
+log, offsets counting within the file they come from, `file` naming that file
+(its device and inode), so a client can resume where it was: in `log.1` if the
+file it read has been rotated since. Following keeps the file open:
 when the name points at a new file, what the old one still holds is read to its
 end (the monitor closed it before the rename, so that end is final) and the new
 file is read from 0. It ends once the process has exited and everything written
@@ -50,6 +52,35 @@ def _tail_offset(fd: int, size: int, lines: int) -> int:
     return 0
 
 
+def file_id(fd: int) -> str:
+    held = os.fstat(fd)
+    return f"{held.st_dev}:{held.st_ino}"
+
+
+def _open(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+
+
+def _resume_in(path: Path, fd: int, file: str) -> tuple[int, bool]:
+    """The file to resume `file` in: `fd` itself, or the rotated `log.1` if that is it.
+
+    The second value says whether `file` was found; if not, the caller starts
+    the current file from 0.
+    """
+    if file_id(fd) == file:
+        return fd, True
+    rotated = _open(path.with_name(path.name + ".1"))
+    if rotated is not None:
+        if file_id(rotated) == file:
+            os.close(fd)
+            return rotated, True
+        os.close(rotated)
+    return fd, False
+
+
 def _same_file(fd: int, path: Path) -> bool:
     try:
         current = path.stat()
@@ -85,19 +116,26 @@ async def read(
     *,
     offset: int = 0,
     tail_lines: int = 0,
+    file: str = "",
     exited: asyncio.Event | None = None,
-) -> AsyncIterator[tuple[int, bytes]]:
-    """The log at `path` as `(offset, data)` chunks; with `exited`, followed until it is set.
+) -> AsyncIterator[tuple[str, int, bytes]]:
+    """The log at `path` as `(file, offset, data)` chunks; with `exited`, followed until it is set.
 
-    `what` names the process in errors ("task web"). Without `exited` the
-    chunks end at the file's end as it is now.
+    `what` names the process in errors ("task web"). `file` is the file
+    `offset` counts in (a chunk's `file`, to resume); empty means the current
+    one; a rotated file is read to its end, then the current one. Without
+    `exited` the chunks end at the current file's end as it is now.
     """
     validate(offset, tail_lines)
+    if file and tail_lines:
+        raise InvalidArgument("a file to resume in goes with an offset, not tail_lines")
+    fd = _open(path)
+    if fd is None:
+        raise NotFound(f"{what} keeps no log")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise NotFound(f"{what} keeps no log") from None
-    try:
+        if file:
+            fd, found = _resume_in(path, fd, file)
+            offset = offset if found else 0
         size = os.fstat(fd).st_size
         if tail_lines:
             position = await _in_worker(_tail_offset, fd, size, tail_lines)
@@ -111,24 +149,22 @@ async def read(
             finished = exited is not None and exited.is_set()
             data = await _in_worker(os.pread, fd, CHUNK, position)
             if data:
-                yield position, data
+                yield file_id(fd), position, data
                 position += len(data)
                 continue
-            if exited is None:
-                return
             if not _same_file(fd, path):
                 # Read again: the old file is complete only now that it has been replaced.
                 rest = await _in_worker(os.pread, fd, CHUNK, position)
                 if rest:
-                    yield position, rest
+                    yield file_id(fd), position, rest
                     position += len(rest)
                     continue
-                with contextlib.suppress(FileNotFoundError):
-                    fresh = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fresh = _open(path)
+                if fresh is not None:
                     os.close(fd)
                     fd, position = fresh, 0
                 continue
-            if finished:
+            if exited is None or finished:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(exited.wait(), POLL_INTERVAL)

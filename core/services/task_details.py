@@ -52,10 +52,11 @@ class TaskDetailsService(api.TaskDetailsBase):
             what,
             offset=message.offset,
             tail_lines=message.tail_lines,
+            file=message.file,
             exited=exited if message.follow else None,
         )
-        async for offset, data in chunks:
-            yield api.LogChunk(data=data, offset=offset)
+        async for file, offset, data in chunks:
+            yield api.LogChunk(data=data, offset=offset, file=file)
 
     async def started(self, message: api.StartedRequest) -> api.StartedResponse:
         running = [

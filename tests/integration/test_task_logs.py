@@ -151,18 +151,28 @@ async def test_follow_crosses_a_log_rotation(nsclient: Client, workdir: Path) ->
     first, second = "a" * 2999, "b" * 2999
     script = f"echo {first}; while [ ! -e {inside} ]; do sleep 0.05; done; echo {second}"
     await run(nsclient, workdir, "rotate", script)
-    seen, offsets = b"", []
+    seen, offsets, files = b"", [], []
     try:
         async with asyncio.timeout(60):
             async for chunk in nsclient.task_log("rotate", follow=True):
                 seen += chunk.data
                 offsets.append(chunk.offset)
+                files.append(chunk.file)
                 if seen == f"{first}\n".encode():
                     go.touch()
         assert seen == f"{first}\n{second}\n".encode()
         # The second line is in the fresh file, from its beginning.
-        assert offsets == [0, 0]
+        assert offsets == [0, 0] and files[0] != files[1]
         assert (await read_all(nsclient, "rotate"))[0] == f"{second}\n".encode()
+        # A client that had read the first line resumes in the rotated file, then the fresh one.
+        resumed = [
+            (c.file, c.offset, c.data)
+            async for c in nsclient.task_log("rotate", file=files[0], offset=3000)
+        ]
+        assert resumed == [(files[1], 0, f"{second}\n".encode())]
+        # A file the engine no longer keeps: the current one from its start.
+        gone = await read_all(nsclient, "rotate", file="0:0", offset=3000)
+        assert gone == (f"{second}\n".encode(), [0])
     finally:
         go.unlink(missing_ok=True)
 

@@ -123,3 +123,26 @@ async def test_the_console_opens_no_engine_path_and_reads_no_proc() -> None:
         assert "/proc" not in text, source
         # A task's log rebuilt as <state>/<ns>/<id>/log from Introspection's exports.
         assert not re.search(r'/ "log"|exports\.get\("state"\)', text), source
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")
+@pytest.mark.skipif(BUSYBOX is None, reason="busybox-static is not installed")
+async def test_the_log_view_follows_on_after_the_engine_restarts(
+    engine: EngineProcess, console: AppFactory, nsclient: Client, workdir: Path
+) -> None:
+    go = workdir / "rootfs" / "tmp" / "go"
+    script = "echo before; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo after"
+    await run(nsclient, workdir, "steady", script)
+    app = console(namespace=NAMESPACE)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.main.table("containers").selected_key() == "steady")
+        await pilot.press("l")
+        assert isinstance(app.screen, LogsScreen)
+        logs = app.screen
+        await until(pilot, lambda: lines_of(logs) == ["before"])
+        # The task's monitor outlives the engine; the view asks again once it is back.
+        engine.kill()
+        engine.start()
+        go.touch()
+        await until(pilot, lambda: "ended: the task exited" in title_of(logs), timeout=60)
+        assert lines_of(logs) == ["before", "after"]

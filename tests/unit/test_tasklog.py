@@ -19,7 +19,16 @@ from core.runtime import tasklog
 
 
 async def collect(path: Path, **kwargs: object) -> list[tuple[int, bytes]]:
-    return [chunk async for chunk in tasklog.read(path, "task t", **kwargs)]  # type: ignore[arg-type]
+    """`(offset, data)` of each chunk, all from the file at `path` now."""
+    chunks = [chunk async for chunk in tasklog.read(path, "task t", **kwargs)]  # type: ignore[arg-type]
+    if chunks:
+        assert {file for file, _, _ in chunks} == {ident(path)}
+    return [(offset, data) for _, offset, data in chunks]
+
+
+def ident(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 @pytest.mark.parametrize(
@@ -64,10 +73,13 @@ async def test_a_follower_crosses_a_rotation_and_ends_after_the_exit(tmp_path: P
     log.write_bytes(b"first\n")
     exited = asyncio.Event()
     seen: list[tuple[int, bytes]] = []
+    first = ident(log)
+    files: list[str] = []
 
     async def follow() -> None:
-        async for chunk in tasklog.read(log, "task t", exited=exited):
-            seen.append(chunk)
+        async for file, offset, data in tasklog.read(log, "task t", exited=exited):
+            files.append(file)
+            seen.append((offset, data))
 
     async def settled(count: int) -> None:
         while len(seen) < count:
@@ -85,3 +97,22 @@ async def test_a_follower_crosses_a_rotation_and_ends_after_the_exit(tmp_path: P
         exited.set()
         await reader
     assert seen == [(0, b"first\n"), (6, b"old tail\n"), (0, b"fresh\n")]
+    assert files == [first, first, ident(log)]
+
+
+async def test_resuming_continues_in_the_rotated_file(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.write_bytes(b"one\n")
+    was = ident(log)
+    # While the client was away: more output, a rotation, output in the fresh file.
+    with open(log, "ab") as f:
+        f.write(b"two\n")
+    os.replace(log, tmp_path / "log.1")
+    log.write_bytes(b"three\n")
+    chunks = [c async for c in tasklog.read(log, "task t", file=was, offset=4)]
+    assert chunks == [(was, 4, b"two\n"), (ident(log), 0, b"three\n")]
+    # A file no longer kept: the current one from its start.
+    (tmp_path / "log.1").unlink()
+    assert await collect(log, file=was, offset=4) == [(0, b"three\n")]
+    with pytest.raises(InvalidArgument, match="not tail_lines"):
+        await collect(log, file=was, tail_lines=1)

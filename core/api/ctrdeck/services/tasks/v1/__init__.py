@@ -52,6 +52,12 @@ class LogChunk(betterproto2.Message):
     the length of data, or at 0 once the engine started a fresh file.
     """
 
+    file: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Which file data comes from (opaque; it changes when the engine starts a
+    fresh file): give it back with the next offset to resume.
+    """
+
 
 default_message_pool.register_message("ctrdeck.services.tasks.v1", "LogChunk", LogChunk)
 
@@ -88,6 +94,14 @@ class LogRequest(betterproto2.Message):
     follow: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
     """
     Keep sending new output until the process has exited.
+    """
+
+    file: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    The file offset counts in, as a LogChunk named it, to resume a follow:
+    if the engine has rotated that file meanwhile, the rest of it comes
+    first, then the current file from 0; a file no longer kept means the
+    current file from 0. Empty: the current file.
     """
 
 
@@ -212,7 +226,7 @@ class TaskDetailsStub(betterproto2_grpclib.ServiceStub):
 from .....google import protobuf as ____google__protobuf__
 
 CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b'\n,ctrdeck/services/tasks/v1/task_details.proto\x12\x19ctrdeck.services.tasks.v1\x1a\x1fgoogle/protobuf/timestamp.proto"\x97\x01\n\nLogRequest\x12!\n\x0ccontainer_id\x18\x01 \x01(\tR\x0bcontainerId\x12\x17\n\x07exec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x1d\n\ntail_lines\x18\x04 \x01(\x03R\ttailLines\x12\x16\n\x06follow\x18\x05 \x01(\x08R\x06follow"6\n\x08LogChunk\x12\x12\n\x04data\x18\x01 \x01(\x0cR\x04data\x12\x16\n\x06offset\x18\x02 \x01(\x03R\x06offset"\x10\n\x0eStartedRequest"}\n\x0bTaskStarted\x12!\n\x0ccontainer_id\x18\x01 \x01(\tR\x0bcontainerId\x12\x10\n\x03pid\x18\x02 \x01(\rR\x03pid\x129\n\nstarted_at\x18\x03 \x01(\x0b2\x1a.google.protobuf.TimestampR\tstartedAt"O\n\x0fStartedResponse\x12<\n\x05tasks\x18\x01 \x03(\x0b2&.ctrdeck.services.tasks.v1.TaskStartedR\x05tasks2\xc4\x01\n\x0bTaskDetails\x12S\n\x03Log\x12%.ctrdeck.services.tasks.v1.LogRequest\x1a#.ctrdeck.services.tasks.v1.LogChunk0\x01\x12`\n\x07Started\x12).ctrdeck.services.tasks.v1.StartedRequest\x1a*.ctrdeck.services.tasks.v1.StartedResponseb\x06proto3'
+    b'\n,ctrdeck/services/tasks/v1/task_details.proto\x12\x19ctrdeck.services.tasks.v1\x1a\x1fgoogle/protobuf/timestamp.proto"\xab\x01\n\nLogRequest\x12!\n\x0ccontainer_id\x18\x01 \x01(\tR\x0bcontainerId\x12\x17\n\x07exec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x1d\n\ntail_lines\x18\x04 \x01(\x03R\ttailLines\x12\x16\n\x06follow\x18\x05 \x01(\x08R\x06follow\x12\x12\n\x04file\x18\x06 \x01(\tR\x04file"J\n\x08LogChunk\x12\x12\n\x04data\x18\x01 \x01(\x0cR\x04data\x12\x16\n\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n\x04file\x18\x03 \x01(\tR\x04file"\x10\n\x0eStartedRequest"}\n\x0bTaskStarted\x12!\n\x0ccontainer_id\x18\x01 \x01(\tR\x0bcontainerId\x12\x10\n\x03pid\x18\x02 \x01(\rR\x03pid\x129\n\nstarted_at\x18\x03 \x01(\x0b2\x1a.google.protobuf.TimestampR\tstartedAt"O\n\x0fStartedResponse\x12<\n\x05tasks\x18\x01 \x03(\x0b2&.ctrdeck.services.tasks.v1.TaskStartedR\x05tasks2\xc4\x01\n\x0bTaskDetails\x12S\n\x03Log\x12%.ctrdeck.services.tasks.v1.LogRequest\x1a#.ctrdeck.services.tasks.v1.LogChunk0\x01\x12`\n\x07Started\x12).ctrdeck.services.tasks.v1.StartedRequest\x1a*.ctrdeck.services.tasks.v1.StartedResponseb\x06proto3'
 )
 
 
