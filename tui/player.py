@@ -103,7 +103,9 @@ class Player:
 
     def seek(self, position: float) -> None:
         """Jump to `position` (clamped to the recording): the tables and log as they were then."""
-        position = min(max(position, 0.0), self.duration)
+        # The first records (the snapshot) come a moment after the header's start.
+        first = self.times[0] if self.times else 0.0
+        position = min(max(position, first), self.duration)
         end = bisect.bisect_right(self.times, position)
         start = self._rebuild_from(end)
         if end >= self._next and start <= self._next:

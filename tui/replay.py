@@ -234,8 +234,11 @@ class ReplayApp(CtrdeckApp):
     def replay(self) -> ReplayScreen:
         return cast(ReplayScreen, self.main)
 
-    async def on_mount(self) -> None:
-        await super().on_mount()
+    def on_mount(self) -> None:
+        # Textual runs CtrdeckApp's on_mount after this one: start once it has.
+        self.call_later(self.start_playing)
+
+    def start_playing(self) -> None:
         cut = self.player.recording.cut
         if cut:
             self.note(f"the recording ends early ({cut}): it plays up to its last whole record")
