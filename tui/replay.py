@@ -41,7 +41,7 @@ class Timeline(Static):
     """`▶ 0:42 ━━━━━●──── 5:00 · 10x`, and the playback keys while they fit."""
 
     def show(self, player: Player) -> None:
-        mark = "⏸" if player.paused else "▶"
+        mark = "paused" if player.paused else "▶"
         speed = f"{player.speed:g}x"
         here, length = (
             recording.format_duration(player.position),

@@ -74,6 +74,7 @@ class ConsoleServer(Server):
         self.secret = secret
         self.max_sessions = max_sessions
         self.sessions = 0
+        self._services: set[AppService] = set()
 
     async def _make_app(self) -> web.Application:
         app = await super()._make_app()
@@ -120,17 +121,22 @@ class ConsoleServer(Server):
             download_manager=self.download_manager,
             debug=self.debug,
         )
+        self._services.add(service)
         try:
             await service.start(width, height)
             with contextlib.suppress(Exception):
                 await self._process_messages(websocket, service)
         finally:
             self.sessions -= 1
+            self._services.discard(service)
             await _stop(service)
         return websocket
 
     async def on_startup(self, app: web.Application) -> None:
         """textual-serve's banner would print the URL without its key; `run` prints it."""
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        await asyncio.gather(*(_stop(s) for s in list(self._services)))
 
 
 async def _stop(service: AppService) -> None:

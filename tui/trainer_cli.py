@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,13 @@ def run(args: argparse.Namespace) -> int:
         from tui import replay
 
         return replay.run(args)
-    from tui import serve
-
+    try:
+        from tui import serve
+    except ImportError as exc:
+        print(
+            f"ctrdeck serve: {exc.name} is not installed; install ctrdeck's serve extra "
+            "(pip install 'ctrdeck[serve]')",
+            file=sys.stderr,
+        )
+        return 2
     return serve.run(args)
