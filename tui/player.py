@@ -41,7 +41,8 @@ class Player:
     ) -> None:
         self.recording = rec
         self.records = rec.records
-        self.times = [float(r["t"]) for r in self.records]
+        self.times = rec.records.times
+        kinds = rec.records.kinds
         self.state = state
         self.on_log = on_log
         self.on_reset_log = on_reset_log
@@ -55,15 +56,16 @@ class Player:
         self._meta: dict[str, dict[str, Any]] = {}
         # Per namespace, the indexes of its snapshots, to seek from the last one.
         self._snaps: dict[str, list[int]] = {}
-        self._events = [
-            i for i, r in enumerate(self.records) if r.get("k") == "log" and _is_event(r)
-        ]
-        for i, r in enumerate(self.records):
-            if r.get("k") == "snap":
-                self._snaps.setdefault(str(r.get("ns", "")), []).append(i)
+        self._logs = [i for i, kind in enumerate(kinds) if kind == "log"]
+        first_snap: tuple[int, str] | None = None
+        for i, kind in enumerate(kinds):
+            if kind == "snap":
+                ns = str(self.records[i].get("ns", ""))
+                self._snaps.setdefault(ns, []).append(i)
+                first_snap = first_snap or (i, ns)
         wanted = str(rec.header.get("namespace") or "")
-        if wanted not in self._snaps and self._snaps:
-            wanted = str(self.records[min(i[0] for i in self._snaps.values())]["ns"])
+        if wanted not in self._snaps and first_snap is not None:
+            wanted = first_snap[1]
         if wanted:
             state.namespace = wanted
         state.address = str(rec.header.get("address", ""))
@@ -123,10 +125,10 @@ class Player:
             else:
                 self._apply(record, live=False)
         # The log shows what came before the snapshot too, back to its capacity.
+        k = bisect.bisect_left(self._logs, start)
         before = [
             recording.decode_line(self.records[i].get("line") or {})
-            for i in range(max(0, start - LOG_KEEP), start)
-            if self.records[i].get("k") == "log"
+            for i in self._logs[max(0, k - (LOG_KEEP - len(lines))) : k]
         ]
         self._next = end
         self.position = position
@@ -143,12 +145,13 @@ class Player:
 
     def step(self) -> bool:
         """Move to the next recorded event and pause there; False when there is none."""
-        k = bisect.bisect_left(self._events, self._next)
         self.paused = True
-        if k >= len(self._events):
-            return False
-        self.advance(self.times[self._events[k]])
-        return True
+        for k in range(bisect.bisect_left(self._logs, self._next), len(self._logs)):
+            i = self._logs[k]
+            if _is_event(self.records[i]):
+                self.advance(self.times[i])
+                return True
+        return False
 
     def faster(self, up: bool) -> float:
         i = bisect.bisect_left(SPEEDS, self.speed)

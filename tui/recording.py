@@ -16,12 +16,16 @@ This module also turns the console's rows to JSON and back.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import dataclasses
 import json
 import struct
+import sys
 import time
 import zlib
-from collections.abc import Hashable, Iterator
+from array import array
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +53,8 @@ MAGIC = b"CDRF"
 _FRAME = struct.Struct(">4sII")
 # A frame larger than this is damage, not data: the writer flushes long before.
 MAX_FRAME = 64 * 1024 * 1024
+# Decoded frames kept at once: playing reads one, a seek back a few before it.
+CACHED_FRAMES = 8
 ROW_TYPES: dict[str, type] = {
     NAMESPACES: NamespaceRow,
     IMAGES: ImageRow,
@@ -63,12 +69,58 @@ class RecordingError(Exception):
     """The file is not a recording this console can open; the message says why."""
 
 
+class Records(Sequence[dict[str, Any]]):
+    """A recording's records, kept as their compressed frames and decoded when asked for.
+
+    An hour of a busy node is about a million records: held as dicts it would
+    take a gigabyte, held as frames it takes the file's size. Reading the file
+    keeps each record's time and kind (`times`, `kinds`) for seeking; a record
+    is parsed when the player reaches it, from a small cache of decoded frames.
+    """
+
+    def __init__(self) -> None:
+        self.times = array("d")
+        self.kinds: list[str] = []
+        # Per frame: its compressed bytes, or its lines when some had to be dropped.
+        self._frames: list[bytes | list[bytes]] = []
+        self._starts: list[int] = []
+        self._cache: dict[int, list[bytes]] = {}
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    def add_frame(self, data: bytes, lines: list[bytes], whole: bool) -> None:
+        self._starts.append(len(self.kinds) - len(lines))
+        self._frames.append(data if whole else lines)
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+        if i < 0:
+            i += len(self.kinds)
+        if not 0 <= i < len(self.kinds):
+            raise IndexError(i)
+        frame = bisect.bisect_right(self._starts, i) - 1
+        lines = self._cache.get(frame)
+        if lines is None:
+            stored = self._frames[frame]
+            lines = (
+                self._decompressor.decompress(stored).split(b"\n")
+                if isinstance(stored, bytes)
+                else stored
+            )
+            if len(self._cache) >= CACHED_FRAMES:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[frame] = lines
+        record = json.loads(lines[i - self._starts[frame]])
+        return record if isinstance(record, dict) else {"t": self.times[i], "k": ""}
+
+
 @dataclass
 class Recording:
     """What a file held: its header, its records in order, and whether it ended cleanly."""
 
     header: dict[str, Any]
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: Records = field(default_factory=Records)
     # Why reading stopped before the end of the file, or "" when it did not.
     cut: str = ""
 
@@ -78,7 +130,26 @@ class Recording:
 
     @property
     def duration(self) -> float:
-        return float(self.records[-1]["t"]) if self.records else 0.0
+        return self.records.times[-1] if self.records.times else 0.0
+
+
+def _scan(line: bytes) -> tuple[float, str] | None:
+    """A record's time and kind; the writer's own layout is read without parsing the rest."""
+    if not line.strip():
+        return 0.0, ""
+    if line.startswith(b'{"t":'):
+        comma = line.find(b",", 5)
+        if comma > 0 and line.startswith(b'"k":"', comma + 1):
+            end = line.find(b'"', comma + 6)
+            with contextlib.suppress(ValueError):
+                return float(line[5:comma]), line[comma + 6 : end].decode()
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(record, dict) and isinstance(record.get("t"), int | float):
+        return float(record["t"]), str(record.get("k", ""))
+    return 0.0, ""
 
 
 def _frame(payload: bytes) -> bytes:
@@ -86,8 +157,8 @@ def _frame(payload: bytes) -> bytes:
     return _FRAME.pack(MAGIC, len(data), zlib.crc32(data)) + data
 
 
-def _frames(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None, str]]:
-    """(offset, payload, "") per whole frame; a last (offset, None, why) when one is not whole."""
+def _frames(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None, str, bytes]]:
+    """(offset, payload, "", compressed) per whole frame; (offset, None, why, b"") for a bad one."""
     decompressor = zstandard.ZstdDecompressor()
     while True:
         offset = stream.tell()
@@ -95,33 +166,33 @@ def _frames(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None, str]]:
         if not head:
             return
         if len(head) < _FRAME.size:
-            yield offset, None, f"a frame header cut short at byte {offset}"
+            yield offset, None, f"a frame header cut short at byte {offset}", b""
             return
         magic, length, crc = _FRAME.unpack(head)
         if magic != MAGIC or length > MAX_FRAME:
-            yield offset, None, f"no frame at byte {offset}"
+            yield offset, None, f"no frame at byte {offset}", b""
             return
         data = stream.read(length)
         if len(data) < length:
-            yield offset, None, f"a frame cut short at byte {offset}"
+            yield offset, None, f"a frame cut short at byte {offset}", b""
             return
         if zlib.crc32(data) != crc:
-            yield offset, None, f"a damaged frame at byte {offset}"
+            yield offset, None, f"a damaged frame at byte {offset}", b""
             return
         try:
             payload = decompressor.decompress(data)
         except zstandard.ZstdError:
-            yield offset, None, f"a frame that does not decompress at byte {offset}"
+            yield offset, None, f"a frame that does not decompress at byte {offset}", b""
             return
-        yield offset, payload, ""
+        yield offset, payload, "", data
 
 
-def _header(path: Path, frames: Iterator[tuple[int, bytes | None, str]]) -> dict[str, Any]:
+def _header(path: Path, frames: Iterator[tuple[int, bytes | None, str, bytes]]) -> dict[str, Any]:
     what = f"{path} is not a ctrdeck recording"
     first = next(frames, None)
     if first is None:
         raise RecordingError(f"{what}: the file is empty")
-    _offset, payload, why = first
+    _offset, payload, why, _data = first
     if payload is None:
         raise RecordingError(f"{what}: its header is damaged ({why})")
     try:
@@ -152,26 +223,39 @@ def read(path: Path) -> Recording:
     with stream:
         frames = _frames(stream)
         recording = Recording(_header(path, frames))
-        for _offset, payload, why in frames:
+        records = recording.records
+        for _offset, payload, why, data in frames:
             if payload is None:
                 recording.cut = why
                 break
-            for line in payload.splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
+            kept: list[bytes] = []
+            for line in payload.split(b"\n"):
+                found = _scan(line)
+                if found is None:
                     recording.cut = "a record that is not JSON"
-                    return recording
-                if isinstance(record, dict) and isinstance(record.get("t"), int | float):
-                    recording.records.append(record)
+                    break
+                if not found[1]:
+                    continue
+                records.times.append(found[0])
+                records.kinds.append(sys.intern(found[1]))
+                kept.append(line)
+            if kept:
+                whole = len(kept) == payload.count(b"\n") + 1
+                records.add_frame(data, kept, whole)
+            if recording.cut:
+                break
     return recording
 
 
 class Writer:
     """Appends records to a recording, a frame per `flush`; reopens an existing one to append."""
 
-    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+    def __init__(
+        self, path: Path, header: dict[str, Any], clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = path
+        # Wall-clock seconds; a benchmark writes an hour of records in a few seconds with its own.
+        self.clock = clock
         self._pending: list[bytes] = []
         self._stream = self._open(path, header)
         self.records = 0
@@ -183,7 +267,7 @@ class Writer:
                 frames = _frames(existing)
                 self.header = _header(path, frames)
                 end = existing.tell()
-                for offset, payload, _why in frames:
+                for offset, payload, _why, _data in frames:
                     end = existing.tell() if payload is not None else offset
                     if payload is None:
                         break
@@ -191,7 +275,7 @@ class Writer:
             stream.truncate(end)
             stream.seek(end)
             return stream
-        self.header = {"format": FORMAT, "version": VERSION, "started": time.time(), **header}
+        self.header = {"format": FORMAT, "version": VERSION, "started": self.clock(), **header}
         try:
             stream = path.open("xb")
         except FileExistsError:
@@ -205,7 +289,7 @@ class Writer:
         return float(self.header["started"])
 
     def elapsed(self) -> float:
-        return round(time.time() - self.started, 3)
+        return round(self.clock() - self.started, 3)
 
     def add(self, kind: str, **fields: Any) -> None:
         record = {"t": self.elapsed(), "k": kind, **fields}

@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,11 +29,24 @@ from tui.state import CONTAINERS, IMAGES, ContainerRow, ImageRow, LogLine, NodeS
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def write_session(path: Path) -> None:
-    """A small session: a snapshot, a container that runs, pauses and goes, with log lines."""
+def ticking(step: float) -> Callable[[], float]:
+    """A clock that moves on `step` seconds each time it is read: one record every `step`."""
+    now = [T0.timestamp() - step]
+
+    def clock() -> float:
+        now[0] += step
+        return now[0]
+
+    return clock
+
+
+def write_session(path: Path, step: float = 10.0) -> None:
+    """A small session, a record every `step` seconds: a snapshot, a container that runs,
+    pauses and goes, with log lines."""
     state = NodeState("default", "/run/x.sock")
     state.upsert(IMAGES, "busybox:1", ImageRow("busybox:1", "sha256:aa", "m", 10, "linux/amd64"))
-    recorder = Recorder(recording.Writer(path, {"address": "/run/x.sock", "namespace": "default"}))
+    header = {"address": "/run/x.sock", "namespace": "default"}
+    recorder = Recorder(recording.Writer(path, header, ticking(step)))
     recorder.watch(state)
     row = ContainerRow("c1", "busybox:1", "io.containerd.runc.v2", created=T0)
     for status in ("", "RUNNING", "PAUSED", "RUNNING", "STOPPED"):
@@ -177,15 +191,14 @@ def test_seeking_back_and_forth_gives_what_playing_gives(tmp_path: Path) -> None
     path = tmp_path / "s.rec"
     write_session(path)
     rec = recording.read(path)
-    for i, record in enumerate(rec.records):
-        record["t"] = float(i)
+    assert list(rec.records.times) == [10.0 * (i + 1) for i in range(len(rec.records))]
     played = NodeState("default")
     seeked = NodeState("default")
     p1 = Player(rec, played, on_log=lambda line: None, on_reset_log=lambda lines: None)
     p2 = Player(rec, seeked, on_log=lambda line: None, on_reset_log=lambda lines: None)
-    for t in range(len(rec.records)):
+    for t in rec.records.times:
         p1.advance(t)
-        p2.seek(len(rec.records))
+        p2.seek(rec.duration)
         p2.seek(t)
         assert played.tables == seeked.tables, t
 
