@@ -24,10 +24,10 @@ import contextlib
 import dataclasses
 import signal
 import sys
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tui import recording
 from tui.state import TABLES, LogLine, NodeState
@@ -131,10 +131,16 @@ class Recorder:
         self.writer.close()
 
 
+class LogHook(Protocol):
+    """Where the console's log lines pass (its `EventLog`): tells `on_add` of each one."""
+
+    on_add: Callable[[LogLine], None] | None
+
+
 class ConsoleRecording:
     """`:record`: what a running console's state and event log see, until `:record stop`."""
 
-    def __init__(self, path: Path, state: NodeState, log_hook: Any) -> None:
+    def __init__(self, path: Path, state: NodeState, log_hook: LogHook) -> None:
         self.path = path
         self.recorder = Recorder(
             recording.Writer(path, {"address": state.address, "namespace": state.namespace})
@@ -153,6 +159,14 @@ def console_command(
     app: Any, current: ConsoleRecording | None, args: list[str]
 ) -> ConsoleRecording | None:
     """`:record [FILE]` / `:record stop` on a running console; the recording that is on after."""
+    if app.is_web:
+        # A browser's user is not the server's: they may not write files where it runs.
+        app.notify(
+            "recording is off in a served console: it would write files on the server",
+            severity="warning",
+            title="refused",
+        )
+        return None
     if args[:1] == ["stop"]:
         if current is None:
             app.notify("not recording", severity="warning", title="record")

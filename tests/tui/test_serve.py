@@ -121,7 +121,7 @@ def screen_of(driver: object, cols: int, rows: int) -> str:
 
 
 async def test_the_console_in_a_real_browser(
-    client: Client, server: tuple[str, subprocess.Popen[str]]
+    client: Client, server: tuple[str, subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
         pytest.skip("Debian's chromium and chromedriver (package chromium-driver) are needed")
@@ -162,6 +162,10 @@ async def test_the_console_in_a_real_browser(
         wait(lambda: "docker.io/library/web:1" in drawn(), what="the images pane")
         keys.send_keys("p")
         wait(lambda: "read-only" in drawn() and "refused" in drawn(), what="the refusal")
+        # A browser's user may not write files where the server runs.
+        keys.send_keys(f":record {tmp_path / 'x.rec'}\n")
+        wait(lambda: "recording is off in a served console" in drawn(), what="no recording")
+        assert not (tmp_path / "x.rec").exists()
         keys.send_keys("1")
         time.sleep(1)
         SHOTS.mkdir(exist_ok=True)
