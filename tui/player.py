@@ -51,12 +51,15 @@ class Player:
         self.speed = 1.0
         self.paused = False
         self.pause_at: float | None = None
+        # Whether the shown namespace follows the recorded console's; not once the viewer picks one.
+        self.follow = True
         self._next = 0
         self._tables: dict[str, dict[str, dict[Hashable, Any]]] = {}
         self._meta: dict[str, dict[str, Any]] = {}
         # Per namespace, the indexes of its snapshots, to seek from the last one.
         self._snaps: dict[str, list[int]] = {}
         self._logs = [i for i, kind in enumerate(kinds) if kind == "log"]
+        self._views = [i for i, kind in enumerate(kinds) if kind == "view"]
         first_snap: tuple[int, str] | None = None
         for i, kind in enumerate(kinds):
             if kind == "snap":
@@ -68,6 +71,7 @@ class Player:
             wanted = first_snap[1]
         if wanted:
             state.namespace = wanted
+        self._first_namespace = state.namespace
         state.address = str(rec.header.get("address", ""))
         state.connected = True
 
@@ -132,8 +136,15 @@ class Player:
         ]
         self._next = end
         self.position = position
-        self.show_namespace(self.state.namespace)
+        self.show_namespace(self._viewed(end) if self.follow else self.state.namespace)
         self.on_reset_log((before + lines)[-LOG_KEEP:])
+
+    def _viewed(self, end: int) -> str:
+        """The namespace the recorded console showed before record `end`."""
+        k = bisect.bisect_left(self._views, end)
+        if k == 0:
+            return self._first_namespace
+        return str(self.records[self._views[k - 1]].get("ns", self._first_namespace))
 
     def _rebuild_from(self, end: int) -> int:
         """The index to rebuild from for a position whose next record is `end`."""
@@ -192,6 +203,8 @@ class Player:
                 self.show_namespace(ns)
         elif kind == "row":
             self._apply_row(record, ns, shown)
+        elif kind == "view" and live and self.follow:
+            self.show_namespace(ns)
         elif kind == "conn" and live:
             self.state.connected = bool(record.get("up"))
             self.on_connection(self.state.connected, str(record.get("detail", "")))

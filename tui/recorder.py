@@ -7,7 +7,8 @@ reconnect and every `KEYFRAME_INTERVAL` so a replay seeks without reading from
 the start; a `row` for each row that changed (only the fields that changed,
 for one already recorded: task metrics are a container's `cpu` and `memory`);
 a `log` per event-log line (events, notes, and `ctr` lines when teaching is
-on); and `conn` when the engine is lost or back. Frames go to disk every
+on); `conn` when the engine is lost or back; and `view` when the console
+moved to another namespace, which a replay follows. Frames go to disk every
 `FLUSH_INTERVAL`, so a writer killed at any point loses at most that much.
 
 `record` is the headless command: it runs a `Syncer` per namespace recorded
@@ -57,8 +58,14 @@ class Recorder:
         if state not in self._states:
             self._states.append(state)
         self.snapshot(state)
+        shown = [state.namespace]
 
         def changed(table: str, key: Hashable, row: Any) -> None:
+            if state.namespace != shown[0]:
+                # The console moved to another namespace: a replay follows it there.
+                shown[0] = state.namespace
+                self.writer.add("view", ns=state.namespace)
+                self.snapshot(state)
             self.row(state.namespace, table, key, row)
 
         state.on_change = changed

@@ -171,6 +171,7 @@ class ReplayScreen(MainScreen):
     def switch_namespace(self, namespace: str) -> None:
         if namespace == self.node.namespace:
             return
+        self.player.follow = False
         self.player.show_namespace(namespace)
         self.console.note(f"namespace {namespace}")
         self.refresh_view({commands.NAMESPACES})

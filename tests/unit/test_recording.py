@@ -240,3 +240,32 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         recording.parse_duration(text)
+
+
+def test_a_replay_follows_the_namespace_the_console_moved_to(tmp_path: Path) -> None:
+    path = tmp_path / "ns.rec"
+    state = NodeState("a")
+    state.upsert(CONTAINERS, "in-a", ContainerRow("in-a", "i", "r"))
+    recorder = Recorder(recording.Writer(path, {"namespace": "a"}, ticking(1.0)))
+    recorder.watch(state)
+    state.namespace = "b"
+    state.clear_namespaced()
+    state.upsert(CONTAINERS, "in-b", ContainerRow("in-b", "i", "r"))
+    recorder.close()
+    rec = recording.read(path)
+    shown = NodeState("a")
+    player = Player(rec, shown, on_log=lambda line: None, on_reset_log=lambda lines: None)
+    player.seek(1)
+    assert (shown.namespace, list(shown.containers)) == ("a", ["in-a"])
+    player.advance(rec.duration)
+    assert (shown.namespace, list(shown.containers)) == ("b", ["in-b"])
+    player.seek(1)
+    assert (shown.namespace, list(shown.containers)) == ("a", ["in-a"])
+    player.seek(rec.duration)
+    assert shown.namespace == "b"
+    # Once the viewer picks a namespace, the replay stays there.
+    player.follow = False
+    player.show_namespace("a")
+    player.seek(1)
+    player.advance(rec.duration)
+    assert (shown.namespace, list(shown.containers)) == ("a", ["in-a"])
