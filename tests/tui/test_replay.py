@@ -85,6 +85,8 @@ async def test_a_recorded_session_replays_as_the_live_console_showed_it(
             # Let the log settle (the flush after a burst), then look, all in one go.
             await pilot.pause(0.3)
             points.append((writer.elapsed(), shown(app, since)))
+            # Times are to the millisecond: what comes next must not share this one's.
+            await pilot.pause(0.05)
 
         await point()
         app.main.run_line(f"pull --plain-http {pushed}")
