@@ -24,6 +24,7 @@ from core.images.hosts import Hosts
 from core.images.pull import LayerProgress, Progress, PullJob, PullRequest
 from core.images.reference import Reference, parse
 from core.images.registry import RegistryClient
+from core.images.registry_push import RegistryPusher
 from core.metadata.images import Image
 
 if TYPE_CHECKING:
@@ -89,14 +90,15 @@ class Pusher:
 
         async def work() -> None:
             async with RegistryClient(hosts, credentials=credentials) as client:
+                pusher = RegistryPusher(client)
                 async with asyncio.TaskGroup() as group:
                     for d in blobs:
-                        group.create_task(self._blob(client, ref, d, job, queue))
+                        group.create_task(self._blob(pusher, ref, d, job, queue))
                 for d in order:
                     if _is_document(d):
                         body = await asyncio.to_thread(self._read, d)
                         tag = ref.tag if d.digest == root.digest and not ref.digest else d.digest
-                        await client.push_manifest(ref, d, body, tag=tag or d.digest)
+                        await pusher.push_manifest(ref, d, body, tag=tag or d.digest)
 
         task = asyncio.create_task(work())
         task.add_done_callback(
@@ -123,7 +125,7 @@ class Pusher:
 
     async def _blob(
         self,
-        client: RegistryClient,
+        pusher: RegistryPusher,
         ref: Reference,
         desc: Descriptor,
         job: PullJob,
@@ -145,7 +147,7 @@ class Pusher:
 
         job.layers[desc.digest].state = "uploading"
         queue.put_nowait(job.snapshot())
-        uploaded = await client.push_blob(
+        uploaded = await pusher.push_blob(
             ref, desc, stream, mount_from=sources[0] if sources else "", progress=sent
         )
         layer = job.layers[desc.digest]
