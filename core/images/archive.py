@@ -597,3 +597,16 @@ async def spool(chunks: AsyncIterator[bytes], directory: Path) -> Path:
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+def sweep_spool(directory: Path) -> int:
+    """Remove import spool files a crashed engine left behind; return how many.
+
+    Called once at start, before any import can be spooling, so every file there is a leftover.
+    """
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for leftover in directory.glob("import-*.tar"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -44,6 +44,7 @@ from core.errors import (
     Unavailable,
 )
 from core.images import handlers, mediatypes, platforms
+from core.images.credentials import request_credentials, split_wire_user
 from core.images.hosts import Hosts
 from core.images.reference import Reference, parse
 from core.images.registry import RegistryClient
@@ -61,6 +62,8 @@ LEASE_TTL = timedelta(hours=24)
 PROGRESS_INTERVAL = 0.1
 """Least time between two progress messages that carry only byte counts."""
 LOCK_RETRY = 0.05
+MAX_INDEX_DEPTH = 4
+"""Most levels of indexes above a manifest; deeper is a loop or an attack."""
 TEE_LIMIT = 32 << 20
 """Most bytes of a layer held in memory for a streaming unpack."""
 
@@ -81,6 +84,7 @@ class PullRequest:
     unpack: bool = True
     labels: tuple[tuple[str, str], ...] = ()
     plain_http: bool = False
+    user: str = field(default="", repr=False)
 
 
 @dataclass
@@ -460,18 +464,28 @@ class _Pipeline:
         self.job.set_phase("fetching", f"resolved {self.ref} to {root.digest}")
         manifest_desc = root
         data = await client.fetch_manifest(self.ref, root)
-        if mediatypes.is_index(root.media_type):
-            entries = handlers.index_entries(data, f"index {root.digest}")
-            labels = handlers.gc_labels(entries) | self._source(root.digest)
+        depth = 0
+        while mediatypes.is_index(manifest_desc.media_type):
+            # Nested indexes are followed to the platform's manifest, as containerd does.
+            depth += 1
+            if depth > MAX_INDEX_DEPTH:
+                raise FailedPrecondition(
+                    f"{self.ref}: image indexes nested more than {MAX_INDEX_DEPTH} deep "
+                    f"(at {manifest_desc.digest})"
+                )
+            entries = handlers.index_entries(data, f"index {manifest_desc.digest}")
+            labels = handlers.gc_labels(entries) | self._source(manifest_desc.digest)
             await commit_bytes(
-                self.engine, self.ns, self.lease, f"index-{root.digest}", root, data, labels
+                self.engine,
+                self.ns,
+                self.lease,
+                f"index-{manifest_desc.digest}",
+                manifest_desc,
+                data,
+                labels,
             )
             manifest_desc = handlers.select_manifests(entries, matcher, 1)[0]
             data = await client.fetch_manifest(self.ref, manifest_desc)
-            if mediatypes.is_index(manifest_desc.media_type):
-                raise FailedPrecondition(
-                    f"{self.ref}: nested image indexes ({manifest_desc.digest}) are not supported"
-                )
         manifest = handlers.read_manifest(data, f"manifest {manifest_desc.digest}")
         kids = handlers.children(manifest_desc, data)
         await commit_bytes(
@@ -703,6 +717,15 @@ class Puller:
             self._clients[key] = RegistryClient(Hosts(config_path, plain_http=plain_http))
         return self._clients[key]
 
+    def client_for(self, request: PullRequest) -> RegistryClient:
+        """The shared client, seen with this request's credentials (kept for it alone)."""
+        shared = self.client(request.plain_http)
+        ref = parse(request.ref)
+        upstream = {ref.registry_host, shared.hosts.endpoints(ref.domain)[-1].host}
+        return shared.with_credentials(
+            request_credentials(upstream, request.user, self.engine.config.registry.auths)
+        )
+
     async def pull(self, namespace: str, request: PullRequest) -> AsyncIterator[Progress]:
         """Progress of the pull of `request`, starting it unless the same one is running.
 
@@ -710,6 +733,7 @@ class Puller:
         progress that shows it. When every caller has gone, the pull is cancelled.
         """
         parse(request.ref)
+        split_wire_user(request.user)
         if request.platform:
             platforms.parse(request.platform)
         key = (namespace, request)
@@ -747,7 +771,7 @@ class Puller:
         started = time.monotonic()
         lease = new_lease(engine, ns)
         try:
-            client = self.client(job.request.plain_http)
+            client = self.client_for(job.request)
             image = await _Pipeline(engine, job, lease, client).run()
         except BaseException as exc:
             error = first_error(exc)
@@ -787,6 +811,7 @@ def request_from(
     unpack: bool = True,
     labels: Mapping[str, str] | None = None,
     plain_http: bool = False,
+    user: str = "",
 ) -> PullRequest:
     return PullRequest(
         ref=ref,
@@ -795,4 +820,5 @@ def request_from(
         unpack=unpack,
         labels=tuple(sorted((labels or {}).items())),
         plain_http=plain_http,
+        user=user,
     )

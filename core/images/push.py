@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from core.descriptor import Descriptor
-from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument, NotFound
+from core.errors import CtrdeckError, FailedPrecondition, NotFound
 from core.images import handlers, mediatypes, platforms
+from core.images.credentials import request_credentials
 from core.images.hosts import Hosts
 from core.images.pull import LayerProgress, Progress, PullJob, PullRequest
 from core.images.reference import Reference, parse
@@ -75,17 +76,13 @@ class Pusher:
         image = self.engine.metadata.images.get(self.namespace, name)
         ref = parse(remote or name)
         root, order = self.plan(image, platform)
-        credentials: Callable[[str], tuple[str, str] | None] | None = None
-        if user:
-            username, sep, secret = user.partition(":")
-            if not sep:
-                raise InvalidArgument("user must be USERNAME:SECRET")
-            credentials = lambda _host: (username, secret)  # noqa: E731
+        hosts = Hosts(self.engine.config.registry.config_path, plain_http=plain_http)
+        upstream = {ref.registry_host, hosts.endpoints(ref.domain)[-1].host}
+        credentials = request_credentials(upstream, user, self.engine.config.registry.auths)
         job = PullJob(self.namespace, PullRequest(ref=str(ref)), phase="pushing")
         blobs = [d for d in order if not _is_document(d)]
         for d in blobs:
             job.layers[d.digest] = LayerProgress(d.digest, d.media_type, d.size)
-        hosts = Hosts(self.engine.config.registry.config_path, plain_http=plain_http)
         queue: asyncio.Queue[Progress | BaseException | None] = asyncio.Queue()
 
         async def work() -> None:

@@ -3,7 +3,8 @@
 This module owns the HTTP conversation with registries for reading (the OCI distribution spec,
 as Docker Hub, docker-registry and containerd's `remotes/docker` speak it): resolving a tag or
 digest to the root descriptor, fetching manifests and blobs with every byte checked against the
-digest, resuming a blob with `Range`, following redirects, trying a host's endpoints in order
+digest, resuming a blob with `Range`, following redirects (never taking the registry's
+Authorization to another host, and naming a loop), trying a host's endpoints in order
 (mirrors first), and the one retry policy every operation shares: connection errors, 5xx and
 429 are retried with a bounded exponential backoff (honouring `Retry-After`), a download that
 keeps making progress keeps its budget. Authentication is `registry_auth`'s, pushing is
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import hashlib
 import json
@@ -57,6 +59,8 @@ CHUNK_SIZE = 1 << 20
 MAX_MANIFEST_SIZE = 4 << 20
 """containerd refuses manifests and indexes above 4 MiB; so do we."""
 ERROR_BODY_LIMIT = 64 << 10
+MAX_REDIRECTS = 10
+"""As Go's HTTP client (containerd's): more redirects than this is a loop."""
 
 Progress = Callable[[int], None]
 """Called with the number of bytes of the blob now held (including a resumed prefix)."""
@@ -166,6 +170,15 @@ class RegistryClient:
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 15.0))
         self._clients: dict[tuple[object, ...], httpx.AsyncClient] = {}
         self._manifests: dict[str, bytes] = {}
+
+    def with_credentials(self, credentials: Credentials | None) -> RegistryClient:
+        """This client for one request's credentials: the same connections, its own tokens.
+
+        Tokens are cached per identity, so one caller's never serve another's request.
+        """
+        view = copy.copy(self)
+        view._auth = Authorizer(credentials)
+        return view
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -336,7 +349,10 @@ class RegistryClient:
             client = httpx.AsyncClient(
                 verify=verify,
                 transport=_HTTPFallback(verify) if ep.http_fallback else None,
+                # A redirect to another host (object storage) drops Authorization: httpx
+                # strips it whenever the origin changes.
                 follow_redirects=True,
+                max_redirects=MAX_REDIRECTS,
                 timeout=self._timeout,
                 headers={"User-Agent": f"ctrdeck/{__version__}"},
             )
@@ -418,7 +434,15 @@ class RegistryClient:
             )
             try:
                 response = await client.send(request, stream=True)
-            except httpx.TransportError as exc:
+            except httpx.TooManyRedirects as exc:
+                raise FailedPrecondition(
+                    f"registry {ep.host} redirected {method} {httpx.URL(url).path} more than "
+                    f"{MAX_REDIRECTS} times (a redirect loop?), last to "
+                    f"{exc.request.url.copy_with(query=None)}"
+                ) from exc
+            except (httpx.TransportError, ssl.SSLError) as exc:
+                # httpcore passes a TLS alert after the handshake (TLS 1.3 refusing a client
+                # certificate) up as the bare ssl.SSLError.
                 fatal = tls_error(ep.host, exc)
                 if fatal is not None:
                     raise fatal from exc

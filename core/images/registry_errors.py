@@ -85,7 +85,7 @@ def tls_failure(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
-def tls_error(host: str, exc: httpx.TransportError) -> FailedPrecondition | None:
+def tls_error(host: str, exc: BaseException) -> FailedPrecondition | None:
     """A clear error for a failed TLS handshake with `host`, or None for other failures."""
     tls = tls_failure(exc)
     if tls is None:
@@ -94,6 +94,11 @@ def tls_error(host: str, exc: httpx.TransportError) -> FailedPrecondition | None
         return FailedPrecondition(
             f"TLS certificate of registry {host} not trusted: {tls.verify_message or tls}; "
             "add its CA with `ca` in hosts.toml (or `skip_verify = true`)"
+        )
+    if "CERTIFICATE" in (tls.reason or ""):
+        return FailedPrecondition(
+            f"TLS handshake with registry {host} failed: it refused our client certificate "
+            f"or the lack of one ({tls.reason}); set `client` in hosts.toml"
         )
     return FailedPrecondition(
         f"TLS handshake with registry {host} failed: {tls}; if it serves plain HTTP, "

@@ -15,7 +15,7 @@ from core import context
 from core.api.containerd.services.images import v1 as api
 from core.api.google.protobuf import Empty
 from core.engine import Engine
-from core.images.archive import Exporter, Importer, ImportOptions, spool
+from core.images.archive import Exporter, Importer, ImportOptions, spool, sweep_spool
 from core.images.pull import Progress, Puller, request_from
 from core.images.push import Pusher
 from core.metadata.images import Image
@@ -77,6 +77,7 @@ class ImagesService(api.ImagesBase):
         self.store = engine.metadata.images
         self.encoded = EncodingCache()
         self.puller = Puller(engine, engine.pull_observers)
+        sweep_spool(engine.root / IMPORT_SPOOL)
 
     def _sendable(self, image: Image) -> None:
         check_sendable(
@@ -131,6 +132,7 @@ class ImagesService(api.ImagesBase):
             unpack=not message.skip_unpack,
             labels=message.labels,
             plain_http=message.plain_http,
+            user=message.user,
         )
         async for progress in self.puller.pull(context.namespace(), request):
             yield progress_out(progress)
