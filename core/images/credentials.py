@@ -84,13 +84,13 @@ def docker_credentials(host: str, config_dir: Path | None = None) -> tuple[str, 
     if not isinstance(doc, dict):
         raise InvalidArgument(f"{path} must hold a JSON object")
     keys = _server_keys(host)
-    helpers = doc.get("credHelpers") or {}
+    helpers = doc.get("credHelpers", {})
     if not isinstance(helpers, dict):
         raise InvalidArgument(f"{path}: credHelpers must be an object")
     for key in keys:
         if isinstance(helpers.get(key), str) and helpers[key]:
             return run_helper(helpers[key], key)
-    auths = doc.get("auths") or {}
+    auths = doc.get("auths", {})
     if not isinstance(auths, dict):
         raise InvalidArgument(f"{path}: auths must be an object")
     for key in keys:
