@@ -87,13 +87,9 @@ def unserved_message(service: str) -> str:
 
 def pull_elsewhere(address: str, namespace: str, request: images_api.PullImageRequest) -> str:
     """What to do when the engine has no `Images.Pull` (containerd has none): the ctr line."""
-    flags = " --plain-http" if request.plain_http else ""
-    if request.snapshotter:
-        flags += f" --snapshotter {shlex.quote(request.snapshotter)}"
-    if request.platform:
-        flags += f" --platform {shlex.quote(request.platform)}"
     line = (
-        f"ctr -a {shlex.quote(address)} -n {shlex.quote(namespace)} images pull{flags} "
+        f"ctr -a {shlex.quote(address)} -n {shlex.quote(namespace)} images pull"
+        f"{specs.pull_flags(request)} "
         f"{shlex.quote(request.ref)}"
     )
     return (
