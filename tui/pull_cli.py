@@ -183,6 +183,7 @@ async def _pull(args: argparse.Namespace) -> int:
         plain_http=args.plain_http,
         skip_unpack=args.skip_unpack,
         user=registry_user(args.ref, args.user),
+        all_platforms=args.all_platforms,
     )
     async with _client(args) as client:
         image = await _follow(client.images.pull(request))
@@ -325,6 +326,11 @@ def add_parsers(
     add_globals(pull_parser)
     pull_parser.add_argument("--snapshotter", help="snapshotter to unpack into")
     pull_parser.add_argument("--platform", help="platform to pull, e.g. linux/arm64")
+    pull_parser.add_argument(
+        "--all-platforms",
+        action="store_true",
+        help="fetch every platform's content (only --platform, or this host's, is unpacked)",
+    )
     pull_parser.add_argument("--plain-http", action="store_true", help="talk HTTP, not HTTPS")
     pull_parser.add_argument("--skip-unpack", action="store_true", help="only fetch the blobs")
     pull_parser.add_argument(

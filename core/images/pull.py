@@ -85,6 +85,7 @@ class PullRequest:
     labels: tuple[tuple[str, str], ...] = ()
     plain_http: bool = False
     user: str = field(default="", repr=False)
+    all_platforms: bool = False
 
 
 @dataclass
@@ -465,6 +466,7 @@ class _Pipeline:
         manifest_desc = root
         data = await client.fetch_manifest(self.ref, root)
         depth = 0
+        others: list[Descriptor] = []
         while mediatypes.is_index(manifest_desc.media_type):
             # Nested indexes are followed to the platform's manifest, as containerd does.
             depth += 1
@@ -485,6 +487,8 @@ class _Pipeline:
                 labels,
             )
             manifest_desc = handlers.select_manifests(entries, matcher, 1)[0]
+            if request.all_platforms:
+                others += [e.descriptor for e in entries if e.descriptor != manifest_desc]
             data = await client.fetch_manifest(self.ref, manifest_desc)
         manifest = handlers.read_manifest(data, f"manifest {manifest_desc.digest}")
         kids = handlers.children(manifest_desc, data)
@@ -521,6 +525,8 @@ class _Pipeline:
                 f"config lists {len(config.diff_ids)} diff IDs"
             )
         await self._layers(client, manifest, config.diff_ids, unpacker)
+        for other in others:
+            await self._fetch_content(client, other, depth)
         if unpacker is not None and manifest.layers:
             chains = handlers.chain_ids(config.diff_ids)
             await unpacker.finish(manifest.config, chains[-1])
@@ -609,6 +615,42 @@ class _Pipeline:
                     group.create_task(fetch(i, layer))
                 if unpacker is not None:
                     group.create_task(unpack())
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None
+
+    async def _fetch_content(self, client: RegistryClient, desc: Descriptor, depth: int) -> None:
+        """Fetch, without unpacking, everything under another platform's index entry."""
+        data = await client.fetch_manifest(self.ref, desc)
+        if mediatypes.is_index(desc.media_type):
+            if depth >= MAX_INDEX_DEPTH:
+                raise FailedPrecondition(
+                    f"{self.ref}: image indexes nested more than {MAX_INDEX_DEPTH} deep "
+                    f"(at {desc.digest})"
+                )
+            entries = handlers.index_entries(data, f"index {desc.digest}")
+            labels = handlers.gc_labels(entries) | self._source(desc.digest)
+        else:
+            manifest = handlers.read_manifest(data, f"manifest {desc.digest}")
+            labels = handlers.gc_labels(handlers.children(desc, data)) | self._source(desc.digest)
+            for layer in manifest.layers:
+                self.job.layers.setdefault(
+                    layer.digest, LayerProgress(layer.digest, layer.media_type, layer.size)
+                )
+            self.job.changed(urgent=True)
+        kind = "index" if mediatypes.is_index(desc.media_type) else "manifest"
+        await commit_bytes(
+            self.engine, self.ns, self.lease, f"{kind}-{desc.digest}", desc, data, labels
+        )
+        if mediatypes.is_index(desc.media_type):
+            for entry in entries:
+                await self._fetch_content(client, entry.descriptor, depth + 1)
+            return
+        await self._fetch_blob(client, manifest.config)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for digest in dict.fromkeys(layer.digest for layer in manifest.layers):
+                    layer = next(d for d in manifest.layers if d.digest == digest)
+                    group.create_task(self._fetch_blob(client, layer, track=True))
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
 
@@ -812,6 +854,7 @@ def request_from(
     labels: Mapping[str, str] | None = None,
     plain_http: bool = False,
     user: str = "",
+    all_platforms: bool = False,
 ) -> PullRequest:
     return PullRequest(
         ref=ref,
@@ -821,4 +864,5 @@ def request_from(
         labels=tuple(sorted((labels or {}).items())),
         plain_http=plain_http,
         user=user,
+        all_platforms=all_platforms,
     )

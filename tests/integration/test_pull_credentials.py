@@ -7,7 +7,7 @@ The real engine and `ctrdeck pull` against a real docker-registry on 127.0.0.1 b
 not refresh, and a redirect loop each fail with a clear message and leave nothing behind: no
 image, no content, no ingest, no lease. A blob redirect to a second loopback host carries no
 Authorization; nested indexes are followed to the platform's manifest; import spool files a
-crashed engine left are swept at start.
+crashed engine left are swept at start; `--all-platforms` fetches every platform's content.
 """
 
 from __future__ import annotations
@@ -241,6 +241,21 @@ async def test_nested_index_resolves_to_the_platform_manifest(
         content_api.InfoRequest(digest=arm64.layers[0].descriptor.digest)
     )
     assert info.info is not None
+
+
+async def test_all_platforms_fetches_every_platform(
+    engine: EngineProcess, client: Client, registry: Registry
+) -> None:
+    built = multiplatform_image()
+    ref = registry.push(built, "test/everywhere", "v1")
+    code, said = cli_pull(engine, ref, "--all-platforms", "--platform", "linux/amd64")
+    assert code == 0, said
+    stored = {
+        info.digest
+        async for page in client.content.list(content_api.ListContentRequest())
+        for info in page.info
+    }
+    assert set(built.blobs()) <= stored
 
 
 def test_import_spool_leftovers_swept_at_start() -> None:
