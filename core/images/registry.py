@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import functools
 import hashlib
 import json
@@ -282,7 +283,8 @@ class RegistryClient:
                     )
 
                 try:
-                    async for attempt in self.retry.retrying(gave_up, lambda: held.position):
+                    retrying = self.policy(ep).retrying(gave_up, lambda: held.position)
+                    async for attempt in retrying:
                         with attempt:
                             async with contextlib.aclosing(
                                 self._stream_blob(ep, ref, desc, held.position)
@@ -316,6 +318,11 @@ class RegistryClient:
                 )
 
     # -- the request core, shared with registry_push ------------------------------------------
+
+    def policy(self, ep: Endpoint) -> RetryPolicy:
+        """The retry policy at `ep`: a mirror gets one try, since the next endpoint can
+        carry on where it failed (a download resumes at the byte it reached)."""
+        return dataclasses.replace(self.retry, attempts=1) if ep.mirror else self.retry
 
     def endpoints(self, ref: Reference, capability: str) -> list[Endpoint]:
         endpoints = [ep for ep in self.hosts.endpoints(ref.domain) if ep.can(capability)]
@@ -405,7 +412,7 @@ class RegistryClient:
                 f"cannot reach registry {ep.host} ({ep.base_url}) after {attempts} attempts: {exc}"
             )
 
-        response: httpx.Response = await self.retry.retrying(gave_up)(attempt)
+        response: httpx.Response = await self.policy(ep).retrying(gave_up)(attempt)
         return response
 
     async def _attempt(
