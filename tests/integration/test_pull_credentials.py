@@ -4,10 +4,11 @@ The real engine and `ctrdeck pull` against a real docker-registry on 127.0.0.1 b
 (Basic): `--user NAME:PASSWORD`, Docker's config.json (`auths`, and `credHelpers` through a
 `docker-credential-*` helper the test puts on PATH), and the engine's own
 `registry.configs."<host>".auth`. A wrong password, an identity token the token server will
-not refresh, and a redirect loop each fail with a clear message and leave nothing behind: no
-image, no content, no ingest, no lease. A blob redirect to a second loopback host carries no
-Authorization; nested indexes are followed to the platform's manifest; import spool files a
-crashed engine left are swept at start; `--all-platforms` fetches every platform's content.
+not refresh, a redirect loop and a mirror with a certificate no CA vouches for each fail with
+a clear message and leave nothing behind: no image, no content, no ingest, no lease. A blob
+redirect to a second loopback host carries no Authorization; nested indexes are followed to
+the platform's manifest; import spool files a crashed engine left are swept at start;
+`--all-platforms` fetches every platform's content.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ from tests.engine_proc import EngineProcess, run_cli
 from tests.registry import (
     REFRESH_REFUSED,
     Registry,
+    RegistryTLS,
     TokenServer,
     busybox_image,
     multiplatform_image,
     running_registry,
 )
 from tests.registry_proxy import BlobStorage, RedirectingProxy
+from tests.tls_certs import make_pki
 
 pytestmark = [
     pytest.mark.integration,
@@ -241,6 +244,39 @@ async def test_nested_index_resolves_to_the_platform_manifest(
         content_api.InfoRequest(digest=arm64.layers[0].descriptor.digest)
     )
     assert info.info is not None
+
+
+async def test_mirror_with_a_bad_certificate_leaves_nothing(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    tls = RegistryTLS(pki.server_cert, pki.server_key)
+    with running_registry(tls=tls) as mirror, running_registry() as upstream:
+        upstream.push(busybox_image(), "test/mirrored", "v1")
+        hosts = tmp_path / "certs.d" / "example.test"
+        hosts.mkdir(parents=True)
+        (hosts / "hosts.toml").write_text(
+            f'server = "http://{upstream.host}"\n\n'
+            f'[host."https://{mirror.host}"]\n  capabilities = ["pull", "resolve"]\n'
+            f'  ca = "{pki.other_ca}"\n'
+        )
+        config = (
+            'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+            f'config_path = "{tmp_path / "certs.d"}"\n'
+        )
+        engine = EngineProcess(config=config).start()
+        client = Client(str(engine.address), "default")
+        try:
+            request = images_api.PullImageRequest(ref="example.test/test/mirrored:v1")
+            with pytest.raises(GRPCError) as raised:
+                async for _ in client.images.pull(request):
+                    pass
+            assert raised.value.status == Status.FAILED_PRECONDITION
+            assert f"TLS certificate of registry {mirror.host} not trusted" in (
+                raised.value.message or ""
+            )
+            await assert_nothing_left(client)
+        finally:
+            client.close()
+            engine.stop(cleanup=True)
 
 
 async def test_all_platforms_fetches_every_platform(
