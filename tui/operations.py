@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import shlex
 import signal as signals
@@ -34,6 +35,8 @@ from core.api.containerd.v1.types import Process
 from core.api.containerd.v1.types import Status as TaskStatus
 from core.client import Client
 from core.errors import CtrdeckError
+from core.images.credentials import docker_credentials, wire_user
+from core.images.reference import parse
 from tui import oci
 from tui import spec as specs
 
@@ -163,6 +166,20 @@ def pull_request(
 async def pull(
     client: Client, request: images_api.PullImageRequest
 ) -> AsyncIterator[images_api.PullImageProgress]:
+    """The engine's pull of `request`; without a user, with Docker's config.json entry for
+    the registry (sent with this call only: the job and its teaching line never hold it)."""
+    if not request.user:
+        try:
+            domain = parse(request.ref).domain
+        except CtrdeckError:
+            domain = ""  # the engine names what is wrong with the reference
+        try:
+            found = await asyncio.to_thread(docker_credentials, domain) if domain else None
+        except CtrdeckError as exc:
+            raise ConsoleError(f"pull {request.ref}: {exc.message}") from None
+        if found is not None:
+            request = copy.copy(request)
+            request.user = wire_user(found)
     with engine_call("Pull", f"pull {request.ref}"):
         async for progress in client.images.pull(request):
             yield progress

@@ -2,12 +2,17 @@
 
 The password field never echoes; the pull uses the credentials for this request; the
 teaching line shows `--user NAME` and never the password, and neither does anything the
-console shows or keeps in its event log.
+console shows or keeps in its event log. Without a user, Docker's config.json is used for the
+call, and the job never holds it.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from textual.widgets import Input
@@ -55,3 +60,26 @@ async def test_pull_dialog_with_user_and_masked_password(
         taught = [line.detail for line in app.main.event_log.buffer if line.kind == "ctr"]
         assert any("images pull --plain-http --user alice " in t and ref in t for t in taught)
         assert not any(SECRET in line for line in lines)
+
+
+async def test_pull_dialog_uses_docker_config_without_a_user(
+    engine: EngineProcess, console: AppFactory, private: tuple[Registry, str]
+) -> None:
+    reg, ref = private
+    docker = Path(os.environ["DOCKER_CONFIG"])
+    docker.mkdir(parents=True, exist_ok=True)
+    auth = base64.b64encode(f"alice:{SECRET}".encode()).decode()
+    (docker / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": auth}}}))
+    app = console()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state.connected)
+        await pilot.press("p")
+        assert isinstance(app.screen, PullScreen)
+        app.screen.query_one("#pull-ref", Input).value = ref
+        await pilot.click("#pull-plain-http")
+        await pilot.click("#pull-go")
+        assert isinstance(app.screen, PullScreen) and app.screen.job is not None
+        job = app.screen.job
+        await until(pilot, lambda: job.finished, timeout=60)
+        assert not job.error
+        assert job.request.user == ""
