@@ -166,8 +166,10 @@ def pull_request(
 async def pull(
     client: Client, request: images_api.PullImageRequest
 ) -> AsyncIterator[images_api.PullImageProgress]:
-    """The engine's pull of `request`; without a user, with Docker's config.json entry for
-    the registry (sent with this call only: the job and its teaching line never hold it)."""
+    """The engine's pull of `request`, with Docker's config.json entry when it has no user.
+
+    That entry goes with this call only: the job and its teaching line never hold it.
+    """
     if not request.user:
         try:
             domain = parse(request.ref).domain

@@ -163,8 +163,10 @@ def _run(command: str, coro: object) -> int:
 
 
 def registry_user(ref: str, user: str | None) -> str:
-    """The request's `user`: `--user` (prompting for a missing password), else Docker's
-    config.json entry for the reference's registry, else anonymous."""
+    """The request's `user`: from `--user`, else from Docker's config.json, else none.
+
+    A `--user` without a password prompts for it, as ctr does.
+    """
     if user:
         return wire_user(parse_user(user))
     try:

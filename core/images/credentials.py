@@ -9,7 +9,9 @@ or an `identitytoken`), then `credsStore`, the last two through the `docker-cred
 helper protocol (`get` with the server URL on stdin, JSON on stdout). An identity token is
 returned with the username `<token>`, which the engine's auth reads as an OAuth2 refresh token.
 `config_auth` checks one host's entry of the engine's own registry config (CRI's
-`registry.configs."<host>".auth`). Every malformed source is a clear InvalidArgument naming it.
+`registry.configs."<host>".auth`), and `request_credentials` says, in the engine, which host
+gets a request's credentials and which the configured ones. Every malformed source is a clear
+InvalidArgument naming it.
 """
 
 from __future__ import annotations

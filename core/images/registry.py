@@ -196,12 +196,12 @@ class RegistryClient:
 
     async def resolve(self, ref: Reference | str) -> Descriptor:
         """The root descriptor (index, manifest list or manifest) a tag or digest names."""
-        ref = _as_ref(ref)
+        ref = as_ref(ref)
         return await self._each_endpoint(ref, RESOLVE, lambda ep: self._resolve_at(ep, ref))
 
     async def fetch_manifest(self, ref: Reference | str, desc: Descriptor) -> bytes:
         """The bytes of a manifest or index, checked against `desc`'s digest and size."""
-        ref = _as_ref(ref)
+        ref = as_ref(ref)
         cached = self._manifests.pop(desc.digest, None)
         if cached is not None:
             return cached
@@ -265,7 +265,7 @@ class RegistryClient:
         the iteration, so a caller that commits only after the loop never commits bad data.
         Close the iterator (`contextlib.aclosing`) if you stop early.
         """
-        ref = _as_ref(ref)
+        ref = as_ref(ref)
         validate_digest(desc.digest)
         if offset < 0 or (desc.size and offset > desc.size):
             raise InvalidArgument(f"resume offset {offset} outside blob of {desc.size} bytes")
@@ -320,8 +320,10 @@ class RegistryClient:
     # -- the request core, shared with registry_push ------------------------------------------
 
     def policy(self, ep: Endpoint) -> RetryPolicy:
-        """The retry policy at `ep`: a mirror gets one try, since the next endpoint can
-        carry on where it failed (a download resumes at the byte it reached)."""
+        """The retry policy at `ep`: one try at a mirror, whose successor carries on.
+
+        A download resumes at the next endpoint from the byte the mirror reached.
+        """
         return dataclasses.replace(self.retry, attempts=1) if ep.mirror else self.retry
 
     def endpoints(self, ref: Reference, capability: str) -> list[Endpoint]:
@@ -643,7 +645,7 @@ class _HTTPFallback(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def _as_ref(ref: Reference | str) -> Reference:
+def as_ref(ref: Reference | str) -> Reference:
     return ref if isinstance(ref, Reference) else parse(ref)
 
 

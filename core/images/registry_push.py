@@ -18,7 +18,7 @@ import httpx
 from core.descriptor import Descriptor, validate_digest
 from core.errors import CtrdeckError, FailedPrecondition, Unavailable
 from core.images.hosts import PUSH, Endpoint
-from core.images.reference import Reference, parse
+from core.images.reference import Reference
 from core.images.registry import (
     CHUNK_SIZE,
     ERROR_BODY_LIMIT,
@@ -26,6 +26,7 @@ from core.images.registry import (
     Progress,
     RegistryClient,
     Retryable,
+    as_ref,
     read_limited,
     verify,
 )
@@ -43,7 +44,7 @@ class RegistryPusher:
         self.client = client
 
     async def blob_exists(self, ref: Reference | str, desc: Descriptor) -> bool:
-        ref = _as_ref(ref)
+        ref = as_ref(ref)
         ep = self.client.endpoints(ref, PUSH)[0]
         response, _ = await self.client.request(
             ep, ref, "HEAD", f"blobs/{desc.digest}", actions="pull,push"
@@ -71,7 +72,7 @@ class RegistryPusher:
         in PATCH pieces of that size; otherwise in one streamed PUT. A dropped connection starts
         a fresh upload session, within the retry budget.
         """
-        ref = _as_ref(ref)
+        ref = as_ref(ref)
         validate_digest(desc.digest)
         async with self.client.uploads:
             if await self.blob_exists(ref, desc):
@@ -84,7 +85,7 @@ class RegistryPusher:
                     f"{attempts} attempts: {exc}"
                 )
 
-            uploaded: bool = await self.client.retry.retrying(gave_up)(
+            uploaded: bool = await self.client.policy(ep).retrying(gave_up)(
                 self._upload, ep, ref, desc, source, mount_from, chunk_size, progress
             )
             return uploaded
@@ -93,7 +94,7 @@ class RegistryPusher:
         self, ref: Reference | str, desc: Descriptor, body: bytes, *, tag: str = ""
     ) -> None:
         """PUT a manifest or index under `tag` (default: the reference's tag, else its digest)."""
-        ref = _as_ref(ref)
+        ref = as_ref(ref)
         verify(body, desc.digest, "local content", "manifest to push")
         target = tag or ref.tag or desc.digest
         ep = self.client.endpoints(ref, PUSH)[0]
@@ -218,10 +219,6 @@ class RegistryPusher:
         if not location:
             raise FailedPrecondition(f"registry {ep.host} started an upload without a Location")
         return str(response.url.join(location))
-
-
-def _as_ref(ref: Reference | str) -> Reference:
-    return ref if isinstance(ref, Reference) else parse(ref)
 
 
 async def _close_after_read(response: httpx.Response) -> bytes:
