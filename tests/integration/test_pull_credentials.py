@@ -31,10 +31,10 @@ from core.api.containerd.services.leases import v1 as leases_api
 from core.client import Client
 from core.descriptor import Descriptor
 from core.images import mediatypes
+from core.images.archive import IMPORT_SPOOL
 from core.images.hosts import Hosts
 from core.images.registry import RegistryClient
 from core.images.registry_push import RegistryPusher
-from core.services.images import IMPORT_SPOOL
 from tests.engine_proc import EngineProcess, run_cli
 from tests.registry import (
     REFRESH_REFUSED,
