@@ -28,6 +28,7 @@ import platformdirs
 
 from core import listeners
 from core.errors import InvalidArgument
+from core.images.credentials import config_auth
 
 APP_NAME = "ctrdeck"
 CONFIG_VERSION = 2
@@ -93,6 +94,8 @@ class RuntimeConfig:
 @dataclass(frozen=True)
 class RegistryConfig:
     config_path: str = ""
+    auths: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    """Per-host credentials (`registry.configs."<host>".auth`), never printed."""
 
 
 def _default_runtimes() -> dict[str, RuntimeConfig]:
@@ -239,7 +242,10 @@ def from_dict(data: Mapping[str, Any], *, source: str = "config") -> Config:
         )
 
     reg = r.table(cri, _CRI_REGISTRY)
-    registry = RegistryConfig(config_path=r.string(reg, (*_CRI_REGISTRY, "config_path"), ""))
+    registry = RegistryConfig(
+        config_path=r.string(reg, (*_CRI_REGISTRY, "config_path"), ""),
+        auths=_registry_auths(r, reg),
+    )
 
     # What is modelled above must not also linger in the raw tables.
     for key in ("default_runtime_name", "snapshotter", "runtimes"):
@@ -265,6 +271,23 @@ def from_dict(data: Mapping[str, Any], *, source: str = "config") -> Config:
         registry=registry,
         plugins=plugins,
     )
+
+
+def _registry_auths(r: _Reader, reg: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """`configs."<host>".auth` tables, taken out of the raw tables (they hold secrets)."""
+    key = (*_CRI_REGISTRY, "configs")
+    configs = r.table(reg, key)
+    auths: dict[str, tuple[str, str]] = {}
+    for host, table in list(configs.items()):
+        where = (*key, host)
+        entry = r.as_table(table, where).pop("auth", None)
+        if entry is not None:
+            auths[host] = config_auth(entry, f"{r.source}: {_format_key((*where, 'auth'))}")
+        if not table:
+            del configs[host]
+    if not configs:
+        reg.pop("configs", None)
+    return auths
 
 
 def _check_tcp(r: _Reader, g: GrpcConfig) -> None:

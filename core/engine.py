@@ -139,6 +139,7 @@ class Engine:
             self.unpackers,
             config.registry.config_path,
             self.pull_observers,
+            auths=config.registry.auths,
         )
         self.imports = Imports(
             self.blobs, self.image_records, self.unpackers, self.root / IMPORT_SPOOL
@@ -153,6 +154,7 @@ class Engine:
             self.metadata.content,
             self.metadata.images,
             config.registry.config_path,
+            auths=config.registry.auths,
         )
 
     def requires(self, names: Iterable[str]) -> list[str]:

@@ -452,6 +452,7 @@ class Registry:
     port: int = field(default_factory=free_port)
     users: dict[str, str] = field(default_factory=dict)
     token: TokenServer | None = None
+    tls: RegistryTLS | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -460,7 +461,7 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def storage(self) -> Path:
@@ -490,6 +491,14 @@ class Registry:
             f"  addr: {self.host}",
             "  secret: ctrdeck-test-secret",
         ]
+        if self.tls is not None:
+            lines += [
+                "  tls:",
+                f"    certificate: {self.tls.cert}",
+                f"    key: {self.tls.key}",
+            ]
+            if self.tls.client_ca is not None:
+                lines += ["    clientcas:", f"      - {self.tls.client_ca}"]
         if self.users:
             htpasswd = self.workdir / "htpasswd"
             htpasswd.write_text("".join(f"{u}:{_bcrypt(p)}\n" for u, p in self.users.items()))
@@ -523,6 +532,14 @@ class Registry:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log_text()}")
+            if self.tls is not None:
+                # A TLS registry may want a client certificate: a listening port will do.
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return self
+                except OSError:
+                    time.sleep(0.05)
+                    continue
             try:
                 with urllib.request.urlopen(f"{self.url}/v2/", timeout=1):
                     return self
@@ -595,12 +612,23 @@ class Registry:
             shutil.rmtree(layout, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class RegistryTLS:
+    """The registry's certificate and key, and the CA its clients' certificates need."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
 @contextlib.contextmanager
 def running_registry(
-    users: dict[str, str] | None = None, token: TokenServer | None = None
+    users: dict[str, str] | None = None,
+    token: TokenServer | None = None,
+    tls: RegistryTLS | None = None,
 ) -> Iterator[Registry]:
     workdir = Path(tempfile.mkdtemp(prefix="ctrdeck-registry-"))
-    reg = Registry(workdir, users=dict(users or {}), token=token)
+    reg = Registry(workdir, users=dict(users or {}), token=token, tls=tls)
     try:
         yield reg.start()
     finally:
@@ -630,6 +658,7 @@ def _b64url(data: bytes) -> str:
 
 
 DENIED_MESSAGE = "anonymous access to this registry is disabled by policy"
+REFRESH_REFUSED = "refresh token expired or revoked"
 
 
 class TokenServer:
@@ -645,12 +674,19 @@ class TokenServer:
     service = "ctrdeck-test-registry"
 
     def __init__(
-        self, workdir: Path, users: dict[str, str] | None = None, deny_anonymous: bool = False
+        self,
+        workdir: Path,
+        users: dict[str, str] | None = None,
+        deny_anonymous: bool = False,
+        validity: int | None = None,
     ) -> None:
         self.workdir = workdir
         self.users = dict(users or {})
         self.deny_anonymous = deny_anonymous
+        self.validity = validity
         self.requests: list[tuple[str, list[str]]] = []
+        self.refreshes: list[tuple[str, list[str]]] = []
+        self.refresh_tokens: dict[str, str] = {}
         self.key = workdir / "token.key"
         self.cert = workdir / "token.crt"
         subprocess.run(
@@ -693,11 +729,13 @@ class TokenServer:
             access.append({"type": kind, "name": name, "actions": granted})
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
+        # docker-registry allows 60 s of clock skew past `exp`; `validity` is what it accepts.
+        exp = now + 300 if self.validity is None else now + self.validity - 60
         claims = {
             "iss": self.issuer,
             "sub": user,
             "aud": self.service,
-            "exp": now + 300,
+            "exp": exp,
             "nbf": now - 10,
             "iat": now,
             "jti": uuid.uuid4().hex,
@@ -742,11 +780,34 @@ class TokenServer:
                     self.end_headers()
                     self.wfile.write(denied)
                     return
-                body = json.dumps({"token": server.sign(user, scopes), "expires_in": 300})
-                self.send_response(200)
+                answer: dict[str, Any] = {"token": server.sign(user, scopes), "expires_in": 300}
+                if user:
+                    refresh = uuid.uuid4().hex
+                    server.refresh_tokens[refresh] = user
+                    answer["refresh_token"] = refresh
+                self._json(200, answer)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                scopes = " ".join(form.get("scope", [])).split()
+                refresh = (form.get("refresh_token") or [""])[0]
+                user = server.refresh_tokens.get(refresh, "")
+                server.refreshes.append((user, scopes))
+                if form.get("grant_type") != ["refresh_token"] or not user:
+                    self._json(
+                        401,
+                        {"errors": [{"code": "UNAUTHORIZED", "message": REFRESH_REFUSED}]},
+                    )
+                    return
+                self._json(200, {"access_token": server.sign(user, scopes), "expires_in": 300})
+
+            def _json(self, status: int, answer: dict[str, Any]) -> None:
+                body = json.dumps(answer).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body.encode())
+                self.wfile.write(body)
 
         return Handler

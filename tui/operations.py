@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import shlex
 import signal as signals
@@ -33,6 +34,8 @@ from core.api.containerd.v1.types import Status as TaskStatus
 from core.api.ctrdeck.services.tasks.v1 import LogChunk
 from core.client import Client
 from core.errors import CtrdeckError
+from core.images.credentials import docker_credentials, wire_user
+from core.images.reference import parse
 from tui import oci
 from tui import spec as specs
 
@@ -91,13 +94,9 @@ def unserved_message(service: str) -> str:
 
 def pull_elsewhere(address: str, namespace: str, request: images_api.PullImageRequest) -> str:
     """What to do when the engine has no `Images.Pull` (containerd has none): the ctr line."""
-    flags = " --plain-http" if request.plain_http else ""
-    if request.snapshotter:
-        flags += f" --snapshotter {shlex.quote(request.snapshotter)}"
-    if request.platform:
-        flags += f" --platform {shlex.quote(request.platform)}"
     line = (
-        f"ctr -a {shlex.quote(address)} -n {shlex.quote(namespace)} images pull{flags} "
+        f"ctr -a {shlex.quote(address)} -n {shlex.quote(namespace)} images pull"
+        f"{specs.pull_flags(request)} "
         f"{shlex.quote(request.ref)}"
     )
     return (
@@ -171,6 +170,22 @@ def pull_request(
 async def pull(
     client: Client, request: images_api.PullImageRequest
 ) -> AsyncIterator[images_api.PullImageProgress]:
+    """The engine's pull of `request`, with Docker's config.json entry when it has no user.
+
+    That entry goes with this call only: the job and its teaching line never hold it.
+    """
+    if not request.user:
+        try:
+            domain = parse(request.ref).domain
+        except CtrdeckError:
+            domain = ""  # the engine names what is wrong with the reference
+        try:
+            found = await asyncio.to_thread(docker_credentials, domain) if domain else None
+        except CtrdeckError as exc:
+            raise ConsoleError(f"pull {request.ref}: {exc.message}") from None
+        if found is not None:
+            request = copy.copy(request)
+            request.user = wire_user(found)
     with engine_call("Pull", f"pull {request.ref}"):
         async for progress in client.images.pull(request):
             yield progress

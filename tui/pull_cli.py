@@ -21,6 +21,9 @@ from grpclib import GRPCError
 
 from core.api.containerd.services.images import v1 as images_api
 from core.client import Client
+from core.errors import CtrdeckError
+from core.images.credentials import docker_credentials, parse_user, wire_user
+from core.images.reference import parse
 
 CHUNK = 1 << 20
 
@@ -150,13 +153,28 @@ def _run(command: str, coro: object) -> int:
 
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
-    except (GRPCError, OSError, ConnectionError, LaunchError) as exc:
+    except (GRPCError, OSError, ConnectionError, LaunchError, CtrdeckError) as exc:
         return _fail(command, exc)
     except KeyboardInterrupt:
         return 130
 
 
 # -- pull and push --------------------------------------------------------------------------
+
+
+def registry_user(ref: str, user: str | None) -> str:
+    """The request's `user`: from `--user`, else from Docker's config.json, else none.
+
+    A `--user` without a password prompts for it, as ctr does.
+    """
+    if user:
+        return wire_user(parse_user(user))
+    try:
+        domain = parse(ref).domain
+    except CtrdeckError:
+        return ""  # the engine names what is wrong with the reference
+    found = docker_credentials(domain)
+    return wire_user(found) if found else ""
 
 
 async def _pull(args: argparse.Namespace) -> int:
@@ -166,6 +184,8 @@ async def _pull(args: argparse.Namespace) -> int:
         platform=args.platform or "",
         plain_http=args.plain_http,
         skip_unpack=args.skip_unpack,
+        user=registry_user(args.ref, args.user),
+        all_platforms=args.all_platforms,
     )
     async with _client(args) as client:
         image = await _follow(client.images.pull(request))
@@ -184,7 +204,7 @@ async def _push(args: argparse.Namespace) -> int:
         ref=args.remote or "",
         platform=args.platform or "",
         plain_http=args.plain_http,
-        user=args.user or "",
+        user=registry_user(args.remote or args.name, args.user),
     )
     async with _client(args) as client:
         await _follow(client.images.push(request))
@@ -308,8 +328,20 @@ def add_parsers(
     add_globals(pull_parser)
     pull_parser.add_argument("--snapshotter", help="snapshotter to unpack into")
     pull_parser.add_argument("--platform", help="platform to pull, e.g. linux/arm64")
+    pull_parser.add_argument(
+        "--all-platforms",
+        action="store_true",
+        help="fetch every platform's content (only --platform, or this host's, is unpacked)",
+    )
     pull_parser.add_argument("--plain-http", action="store_true", help="talk HTTP, not HTTPS")
     pull_parser.add_argument("--skip-unpack", action="store_true", help="only fetch the blobs")
+    pull_parser.add_argument(
+        "--user",
+        "-u",
+        metavar="NAME[:PASSWORD]",
+        help="registry credentials (asks for the password when it is left out; "
+        "default: Docker's config.json)",
+    )
     pull_parser.add_argument("ref", help="image reference, e.g. docker.io/library/alpine:3.20")
 
     images_parser = sub.add_parser("images", help="push, import, export, tag and remove images")
@@ -320,7 +352,13 @@ def add_parsers(
     add_globals(push)
     push.add_argument("--platform", help="push only this platform's manifest")
     push.add_argument("--plain-http", action="store_true", help="talk HTTP, not HTTPS")
-    push.add_argument("--user", "-u", help="registry credentials as USER:SECRET")
+    push.add_argument(
+        "--user",
+        "-u",
+        metavar="NAME[:PASSWORD]",
+        help="registry credentials (asks for the password when it is left out; "
+        "default: Docker's config.json)",
+    )
     push.add_argument("name", help="local image name")
     push.add_argument("remote", nargs="?", help="remote reference (default: the image's name)")
 

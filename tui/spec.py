@@ -9,7 +9,8 @@ the Run form's text fields and says what is wrong with them; `ctr_flags` gives
 back the flags of the equivalent `ctr run`. The console has no view of the
 image's /etc/passwd, so only a numeric user is honoured and a named one runs as
 root; an image with no command runs a shell. The result goes into the container
-as JSON under the OCI spec type URL.
+as JSON under the OCI spec type URL. `pull_flags` gives ctr's flags for a pull request,
+with `--user NAME` and never the password.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import oci
+from core.api.containerd.services.images import v1 as images_api
 from core.api.google.protobuf import Any as AnyMessage
 
 SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
@@ -201,3 +203,15 @@ def terminal(spec: dict[str, Any] | None) -> bool:
 
 def pack(spec: dict[str, Any]) -> AnyMessage:
     return AnyMessage(type_url=SPEC_URL, value=json.dumps(spec).encode())
+
+
+def pull_flags(request: images_api.PullImageRequest) -> str:
+    """The request as ctr's pull flags: `--user` carries the name only, never the secret."""
+    flags = " --plain-http" if request.plain_http else ""
+    if request.user:
+        flags += f" --user {shlex.quote(request.user.partition(':')[0])}"
+    if request.snapshotter:
+        flags += f" --snapshotter {shlex.quote(request.snapshotter)}"
+    if request.platform:
+        flags += f" --platform {shlex.quote(request.platform)}"
+    return flags

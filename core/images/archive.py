@@ -583,7 +583,8 @@ class Imports:
     """Imports tarball streams: each is spooled to a file under `spool_dir`, then read.
 
     The spool lives under the engine root, on disk rather than in the state
-    tmpfs, since a tarball may be large; the file goes once the import ends.
+    tmpfs, since a tarball may be large; the file goes once the import ends, and
+    what a crashed engine left there goes when the next one wires its imports.
     """
 
     def __init__(
@@ -593,6 +594,7 @@ class Imports:
         self.records = records
         self.unpackers = unpackers
         self.spool_dir = spool_dir
+        sweep_spool(spool_dir)
 
     async def run(
         self, namespace: str, chunks: AsyncIterator[bytes], options: ImportOptions
@@ -618,3 +620,16 @@ async def spool(chunks: AsyncIterator[bytes], directory: Path) -> Path:
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+def sweep_spool(directory: Path) -> int:
+    """Remove import spool files a crashed engine left behind; return how many.
+
+    Called once at start, before any import can be spooling, so every file there is a leftover.
+    """
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for leftover in directory.glob("import-*.tar"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -49,6 +49,8 @@ class Endpoint:
     client_pairs: tuple[tuple[str, str], ...] = ()
     header: tuple[tuple[str, str], ...] = ()
     http_fallback: bool = False
+    mirror: bool = False
+    """Tried before the upstream server, which takes over when this one fails."""
 
     @property
     def base_url(self) -> str:
@@ -101,7 +103,10 @@ class Hosts:
 
     def endpoints(self, domain: str) -> list[Endpoint]:
         """Endpoints for the reference domain `domain`, in the order they are to be tried."""
-        return [_with_fallback(ep) for ep in self._endpoints(domain)]
+        found = self._endpoints(domain)
+        return [
+            replace(_with_fallback(ep), mirror=i < len(found) - 1) for i, ep in enumerate(found)
+        ]
 
     def _endpoints(self, domain: str) -> list[Endpoint]:
         directory = self._host_dir(domain)

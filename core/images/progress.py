@@ -34,6 +34,9 @@ class PullRequest:
     unpack: bool = True
     labels: tuple[tuple[str, str], ...] = ()
     plain_http: bool = False
+    # "name:secret" for the reference's registry, for this pull only; never printed.
+    user: str = field(default="", repr=False)
+    all_platforms: bool = False
 
 
 @dataclass

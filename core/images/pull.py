@@ -39,6 +39,7 @@ from core.errors import (
 )
 from core.images import handlers, mediatypes, platforms
 from core.images.blobs import Blobs, ref_kind
+from core.images.credentials import request_credentials, split_wire_user
 from core.images.hosts import Hosts
 from core.images.progress import (
     DOWNLOADED,
@@ -63,6 +64,8 @@ log = logging.getLogger("ctrdeck.pull")
 
 PROGRESS_INTERVAL = 0.1
 """Least time between two progress messages that carry only byte counts."""
+MAX_INDEX_DEPTH = 4
+"""Most levels of indexes above a manifest; deeper is a loop or an attack."""
 TEE_LIMIT = 32 << 20
 """Most bytes of a layer held in memory for a streaming unpack."""
 
@@ -226,18 +229,25 @@ class _Pipeline:
         self.job.set_phase("fetching", f"resolved {self.ref} to {root.digest}")
         manifest_desc = root
         data = await client.fetch_manifest(self.ref, root)
-        if mediatypes.is_index(root.media_type):
-            entries = handlers.index_entries(data, f"index {root.digest}")
-            labels = handlers.gc_labels(entries) | self._source(root.digest)
+        depth = 0
+        others: list[Descriptor] = []
+        while mediatypes.is_index(manifest_desc.media_type):
+            # Nested indexes are followed to the platform's manifest, as containerd does.
+            depth += 1
+            if depth > MAX_INDEX_DEPTH:
+                raise FailedPrecondition(
+                    f"{self.ref}: image indexes nested more than {MAX_INDEX_DEPTH} deep "
+                    f"(at {manifest_desc.digest})"
+                )
+            entries = handlers.index_entries(data, f"index {manifest_desc.digest}")
+            labels = handlers.gc_labels(entries) | self._source(manifest_desc.digest)
             await self.blobs.commit_bytes(
-                self.ns, self.lease, f"index-{root.digest}", root, data, labels
+                self.ns, self.lease, f"index-{manifest_desc.digest}", manifest_desc, data, labels
             )
             manifest_desc = handlers.select_manifests(entries, matcher, 1)[0]
+            if request.all_platforms:
+                others += [e.descriptor for e in entries if e.descriptor != manifest_desc]
             data = await client.fetch_manifest(self.ref, manifest_desc)
-            if mediatypes.is_index(manifest_desc.media_type):
-                raise FailedPrecondition(
-                    f"{self.ref}: nested image indexes ({manifest_desc.digest}) are not supported"
-                )
         manifest = handlers.read_manifest(data, f"manifest {manifest_desc.digest}")
         kids = handlers.children(manifest_desc, data)
         await self.blobs.commit_bytes(
@@ -272,6 +282,8 @@ class _Pipeline:
                 f"config lists {len(config.diff_ids)} diff IDs"
             )
         await self._layers(client, manifest, config.diff_ids, unpacker)
+        for other in others:
+            await self._fetch_content(client, other, depth)
         if unpacker is not None and manifest.layers:
             chains = handlers.chain_ids(config.diff_ids)
             await unpacker.finish(manifest.config, chains[-1])
@@ -363,6 +375,42 @@ class _Pipeline:
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
 
+    async def _fetch_content(self, client: RegistryClient, desc: Descriptor, depth: int) -> None:
+        """Fetch, without unpacking, everything under another platform's index entry."""
+        data = await client.fetch_manifest(self.ref, desc)
+        if mediatypes.is_index(desc.media_type):
+            if depth >= MAX_INDEX_DEPTH:
+                raise FailedPrecondition(
+                    f"{self.ref}: image indexes nested more than {MAX_INDEX_DEPTH} deep "
+                    f"(at {desc.digest})"
+                )
+            entries = handlers.index_entries(data, f"index {desc.digest}")
+            labels = handlers.gc_labels(entries) | self._source(desc.digest)
+        else:
+            manifest = handlers.read_manifest(data, f"manifest {desc.digest}")
+            labels = handlers.gc_labels(handlers.children(desc, data)) | self._source(desc.digest)
+            for layer in manifest.layers:
+                self.job.layers.setdefault(
+                    layer.digest, LayerProgress(layer.digest, layer.media_type, layer.size)
+                )
+            self.job.changed(urgent=True)
+        kind = "index" if mediatypes.is_index(desc.media_type) else "manifest"
+        await self.blobs.commit_bytes(
+            self.ns, self.lease, f"{kind}-{desc.digest}", desc, data, labels
+        )
+        if mediatypes.is_index(desc.media_type):
+            for entry in entries:
+                await self._fetch_content(client, entry.descriptor, depth + 1)
+            return
+        await self._fetch_blob(client, manifest.config)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for digest in dict.fromkeys(layer.digest for layer in manifest.layers):
+                    layer = next(d for d in manifest.layers if d.digest == digest)
+                    group.create_task(self._fetch_blob(client, layer, track=True))
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None
+
     @staticmethod
     async def _after(ready: list[asyncio.Event], layers: list[Descriptor], i: int) -> None:
         first = next(j for j, layer in enumerate(layers) if layer.digest == layers[i].digest)
@@ -450,9 +498,10 @@ class Puller:
 
     It stores blobs through `blobs`, keeps its lease and image record through
     `records`, unpacks through `unpackers` and reaches registries as the hosts
-    directory `hosts_dir` says. Each pull that stores its image is reported to
-    every one of `observers` (`engine.pull_observers`, where the server adds its
-    metrics), so the pipeline imports no observer.
+    directory `hosts_dir` says, with the request's credentials for its registry
+    and `auths` (the engine's per-host entries) elsewhere. Each pull that stores
+    its image is reported to every one of `observers` (`engine.pull_observers`,
+    where the server adds its metrics), so the pipeline imports no observer.
     """
 
     def __init__(
@@ -462,12 +511,15 @@ class Puller:
         unpackers: Unpackers,
         hosts_dir: str,
         observers: Sequence[PullObserver] = (),
+        auths: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.blobs = blobs
         self.records = records
         self.unpackers = unpackers
         self.hosts_dir = hosts_dir
         self.observers = observers
+        # The engine's registry.configs."<host>".auth entries, for hosts a pull names no user for.
+        self.auths = auths or {}
         self._jobs: dict[tuple[str, PullRequest], PullJob] = {}
         # One client per way of reaching registries, kept across pulls: its connections,
         # tokens and TLS setup (tens of milliseconds) are reused.
@@ -480,6 +532,13 @@ class Puller:
             self._clients[key] = RegistryClient(Hosts(config_path, plain_http=plain_http))
         return self._clients[key]
 
+    def client_for(self, request: PullRequest) -> RegistryClient:
+        """The shared client, seen with this request's credentials (kept for it alone)."""
+        shared = self.client(request.plain_http)
+        ref = parse(request.ref)
+        upstream = {ref.registry_host, shared.hosts.endpoints(ref.domain)[-1].host}
+        return shared.with_credentials(request_credentials(upstream, request.user, self.auths))
+
     async def pull(self, namespace: str, request: PullRequest) -> AsyncIterator[Progress]:
         """Progress of the pull of `request`, starting it unless the same one is running.
 
@@ -487,6 +546,7 @@ class Puller:
         progress that shows it. When every caller has gone, the pull is cancelled.
         """
         parse(request.ref)
+        split_wire_user(request.user)
         if request.platform:
             platforms.parse(request.platform)
         key = (namespace, request)
@@ -524,7 +584,7 @@ class Puller:
         started = time.monotonic()
         lease = self.records.new_lease(ns)
         try:
-            client = self.client(job.request.plain_http)
+            client = self.client_for(job.request)
             image = await _Pipeline(
                 self.blobs, self.records, self.unpackers, job, lease, client
             ).run()
@@ -560,6 +620,8 @@ def request_from(
     unpack: bool = True,
     labels: Mapping[str, str] | None = None,
     plain_http: bool = False,
+    user: str = "",
+    all_platforms: bool = False,
 ) -> PullRequest:
     return PullRequest(
         ref=ref,
@@ -568,4 +630,6 @@ def request_from(
         unpack=unpack,
         labels=tuple(sorted((labels or {}).items())),
         plain_http=plain_http,
+        user=user,
+        all_platforms=all_platforms,
     )

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Mapping
 
 from core.content.store import ContentStore
 from core.descriptor import Descriptor
-from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument, NotFound
+from core.errors import CtrdeckError, FailedPrecondition, NotFound
 from core.images import handlers, mediatypes, platforms
+from core.images.credentials import request_credentials
 from core.images.hosts import Hosts
 from core.images.progress import LayerProgress, Progress, PullJob, PullRequest
 from core.images.reference import Reference, parse
 from core.images.registry import RegistryClient
+from core.images.registry_push import RegistryPusher
 from core.metadata.content import ContentMetadata
 from core.metadata.images import Image, ImageStore
 
@@ -40,12 +42,15 @@ class Pusher:
         images: ImageStore,
         hosts_dir: str,
         namespace: str,
+        auths: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.content = content
         self.records = records
         self.images = images
         self.hosts_dir = hosts_dir
         self.namespace = namespace
+        # The engine's registry.configs."<host>".auth entries, for hosts a push names no user for.
+        self.auths = auths or {}
 
     def _read(self, desc: Descriptor) -> bytes:
         if not self.records.has(self.namespace, desc.digest):
@@ -84,29 +89,26 @@ class Pusher:
         image = self.images.get(self.namespace, name)
         ref = parse(remote or name)
         root, order = self.plan(image, platform)
-        credentials: Callable[[str], tuple[str, str] | None] | None = None
-        if user:
-            username, sep, secret = user.partition(":")
-            if not sep:
-                raise InvalidArgument("user must be USERNAME:SECRET")
-            credentials = lambda _host: (username, secret)  # noqa: E731
+        hosts = Hosts(self.hosts_dir, plain_http=plain_http)
+        upstream = {ref.registry_host, hosts.endpoints(ref.domain)[-1].host}
+        credentials = request_credentials(upstream, user, self.auths)
         job = PullJob(self.namespace, PullRequest(ref=str(ref)), phase="pushing")
         blobs = [d for d in order if not _is_document(d)]
         for d in blobs:
             job.layers[d.digest] = LayerProgress(d.digest, d.media_type, d.size)
-        hosts = Hosts(self.hosts_dir, plain_http=plain_http)
         queue: asyncio.Queue[Progress | BaseException | None] = asyncio.Queue()
 
         async def work() -> None:
             async with RegistryClient(hosts, credentials=credentials) as client:
+                pusher = RegistryPusher(client)
                 async with asyncio.TaskGroup() as group:
                     for d in blobs:
-                        group.create_task(self._blob(client, ref, d, job, queue))
+                        group.create_task(self._blob(pusher, ref, d, job, queue))
                 for d in order:
                     if _is_document(d):
                         body = await asyncio.to_thread(self._read, d)
                         tag = ref.tag if d.digest == root.digest and not ref.digest else d.digest
-                        await client.push_manifest(ref, d, body, tag=tag or d.digest)
+                        await pusher.push_manifest(ref, d, body, tag=tag or d.digest)
 
         task = asyncio.create_task(work())
         task.add_done_callback(
@@ -133,7 +135,7 @@ class Pusher:
 
     async def _blob(
         self,
-        client: RegistryClient,
+        pusher: RegistryPusher,
         ref: Reference,
         desc: Descriptor,
         job: PullJob,
@@ -155,7 +157,7 @@ class Pusher:
 
         job.layers[desc.digest].state = "uploading"
         queue.put_nowait(job.snapshot())
-        uploaded = await client.push_blob(
+        uploaded = await pusher.push_blob(
             ref, desc, stream, mount_from=sources[0] if sources else "", progress=sent
         )
         layer = job.layers[desc.digest]

@@ -128,6 +128,8 @@ class ImagesService(api.ImagesBase):
             unpack=not message.skip_unpack,
             labels=message.labels,
             plain_http=message.plain_http,
+            user=message.user,
+            all_platforms=message.all_platforms,
         )
         async for progress in self.puller.pull(context.namespace(), request):
             yield progress_out(progress)

@@ -22,6 +22,7 @@ from core.images import mediatypes, platforms
 from core.images.hosts import Hosts
 from core.images.reference import parse
 from core.images.registry import RegistryClient, RetryPolicy
+from core.images.registry_push import RegistryPusher
 from tests.registry import (
     Built,
     Registry,
@@ -239,20 +240,20 @@ async def test_push_then_resolve_back(registry: Registry, client: RegistryClient
     image = build_image([layer, big])
     ref = f"{registry.host}/test/pushed:v2"
 
-    assert await client.push_blob(ref, layer.descriptor, layer.blob) is True
-    assert await client.push_blob(ref, layer.descriptor, layer.blob) is False
+    assert await RegistryPusher(client).push_blob(ref, layer.descriptor, layer.blob) is True
+    assert await RegistryPusher(client).push_blob(ref, layer.descriptor, layer.blob) is False
 
     async def stream() -> AsyncIterator[bytes]:
         for start in range(0, len(big.blob), 65536):
             yield big.blob[start : start + 65536]
 
     sent: list[int] = []
-    assert await client.push_blob(
+    assert await RegistryPusher(client).push_blob(
         ref, big.descriptor, stream, chunk_size=100_000, progress=sent.append
     )
     assert sent[-1] == big.descriptor.size
-    await client.push_blob(ref, image.config_descriptor, image.config)
-    await client.push_manifest(ref, image.descriptor, image.manifest)
+    await RegistryPusher(client).push_blob(ref, image.config_descriptor, image.config)
+    await RegistryPusher(client).push_manifest(ref, image.descriptor, image.manifest)
 
     root = await client.resolve(ref)
     assert root.digest == image.descriptor.digest
@@ -260,13 +261,16 @@ async def test_push_then_resolve_back(registry: Registry, client: RegistryClient
 
     other = f"{registry.host}/test/mounted:v1"
     assert (
-        await client.push_blob(other, big.descriptor, big.blob, mount_from="test/pushed") is False
+        await RegistryPusher(client).push_blob(
+            other, big.descriptor, big.blob, mount_from="test/pushed"
+        )
+        is False
     )
     assert await fetch_all(client, other, big.descriptor) == big.blob
 
     wrong = Descriptor(layer.descriptor.media_type, big.descriptor.digest, len(layer.blob))
     with pytest.raises(FailedPrecondition, match="digest"):
-        await client.push_blob(f"{registry.host}/test/wrong:v1", wrong, layer.blob)
+        await RegistryPusher(client).push_blob(f"{registry.host}/test/wrong:v1", wrong, layer.blob)
 
 
 async def test_multiplatform_push_through_client_round_trips(
@@ -277,13 +281,13 @@ async def test_multiplatform_push_through_client_round_trips(
     for image in built.images:
         for digest, data in image.blobs().items():
             if digest != image.descriptor.digest:
-                await client.push_blob(
+                await RegistryPusher(client).push_blob(
                     ref, Descriptor("application/octet-stream", digest, len(data)), data
                 )
-        await client.push_manifest(
+        await RegistryPusher(client).push_manifest(
             ref, image.descriptor, image.manifest, tag=image.descriptor.digest
         )
-    await client.push_manifest(ref, built.descriptor, built.root)
+    await RegistryPusher(client).push_manifest(ref, built.descriptor, built.root)
     root = await client.resolve(ref)
     assert root == Descriptor(mediatypes.OCI_INDEX, built.descriptor.digest, built.descriptor.size)
 
@@ -325,7 +329,9 @@ async def test_bearer_tokens_anonymous_and_with_credentials(workdir: Path) -> No
                 assert token.requests == [("", ["repository:test/tokened:pull"])]
                 image = build_image([make_layer([file("t", "t")])])
                 with pytest.raises(Unauthenticated, match="unauthorized"):
-                    await anonymous.push_blob(ref, image.config_descriptor, image.config)
+                    await RegistryPusher(anonymous).push_blob(
+                        ref, image.config_descriptor, image.config
+                    )
 
             token.requests.clear()
             creds = RegistryClient(
@@ -334,9 +340,9 @@ async def test_bearer_tokens_anonymous_and_with_credentials(workdir: Path) -> No
             async with creds:
                 pushed = f"{reg.host}/test/by-bob:v1"
                 for layer in image.layers:
-                    await creds.push_blob(pushed, layer.descriptor, layer.blob)
-                await creds.push_blob(pushed, image.config_descriptor, image.config)
-                await creds.push_manifest(pushed, image.descriptor, image.manifest)
+                    await RegistryPusher(creds).push_blob(pushed, layer.descriptor, layer.blob)
+                await RegistryPusher(creds).push_blob(pushed, image.config_descriptor, image.config)
+                await RegistryPusher(creds).push_manifest(pushed, image.descriptor, image.manifest)
                 assert (await creds.resolve(pushed)).digest == image.descriptor.digest
             assert token.requests and all(user == "bob" for user, _ in token.requests)
 

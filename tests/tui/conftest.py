@@ -18,8 +18,9 @@ from tui.app import CtrdeckApp, Settings
 
 @pytest.fixture(autouse=True)
 def isolated_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No developer keymap leaks in, and times render the same everywhere."""
+    """No developer keymap or registry login leaks in, and times render the same everywhere."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
     monkeypatch.delenv("NO_COLOR", raising=False)
     # A CI without a terminal may say TERM=dumb, which draws without colour.
     monkeypatch.setenv("TERM", "xterm-256color")

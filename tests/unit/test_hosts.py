@@ -8,6 +8,7 @@ import pytest
 
 from core.errors import InvalidArgument
 from core.images.hosts import ALL_CAPABILITIES, Endpoint, Hosts
+from core.images.registry import RegistryClient, RetryPolicy
 
 
 def write(root: Path, name: str, text: str) -> Path:
@@ -70,6 +71,10 @@ server = "https://registry-1.docker.io"
     assert eps[2].client_pairs == ((str(d / "c.cert"), str(d / "c.key")), (str(d / "both.pem"), ""))
     assert eps[2].capabilities == ALL_CAPABILITIES
     assert eps[3].capabilities == ALL_CAPABILITIES
+    # Mirrors hand over to the next endpoint at once; only the server retries.
+    assert [e.mirror for e in eps] == [True, True, True, False]
+    client = RegistryClient(Hosts(str(tmp_path)), retry=RetryPolicy(attempts=5))
+    assert [client.policy(e).attempts for e in eps] == [1, 1, 1, 5]
 
 
 def test_port_directory_default_dir_and_missing_server(tmp_path: Path) -> None:

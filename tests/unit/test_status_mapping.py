@@ -123,11 +123,12 @@ def test_registry_refusals_are_typed_with_the_registry_message(
 ) -> None:
     message = "requested access to the resource is denied"
     body = json.dumps({"errors": [{"code": "DENIED", "message": message}]}).encode()
-    response = httpx.Response(code, content=body)
+    request = httpx.Request("GET", "http://r.test/v2/app/manifests/v1")
+    response = httpx.Response(code, content=body, request=request)
     client = RegistryClient(Hosts(plain_http=True))
     ref = parse("r.test/app:v1")
     endpoint = client.hosts.endpoints(ref.domain)[0]
-    error = client._status_error(endpoint, ref, response, body, "manifest v1")
+    error = client.status_error(endpoint, ref, response, body, "manifest v1")
     assert type(error) is kind
     assert message in str(error)
     assert "r.test" in str(error)

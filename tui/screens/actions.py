@@ -95,12 +95,7 @@ class Actions(Screen[None]):
             self.notify("a pull is already going; p shows it", severity="warning")
             return
         self.console.plain_http[registry_host(request.ref)] = request.plain_http
-        flags = " --plain-http" if request.plain_http else ""
-        if request.snapshotter:
-            flags += f" --snapshotter {shlex.quote(request.snapshotter)}"
-        if request.platform:
-            flags += f" --platform {shlex.quote(request.platform)}"
-        self.teach("app.pull", commands.SCREEN, flags=flags, ref=request.ref)
+        self.teach("app.pull", commands.SCREEN, flags=specs.pull_flags(request), ref=request.ref)
         self.app.push_screen(PullScreen(job=self.console.start_pull(request)))
 
     def do_app_help(self, pane: str) -> None:

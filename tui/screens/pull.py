@@ -1,4 +1,7 @@
-"""Pull: a dialog for the reference, snapshotter and platform, then per-layer progress.
+"""Pull: a dialog for the reference, snapshotter, platform and credentials, then progress.
+
+The registry user and password go into the request for this pull only: the password field
+never echoes, and `spec.pull_flags` (the teaching line) shows `--user NAME`, never the secret.
 
 `PullJob` is the model of one pull (no widgets): it folds the engine's
 `PullImageProgress` stream into per-layer bytes, state and rate. The stream runs
@@ -197,6 +200,13 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
                     with Vertical():
                         yield Label("platform")
                         yield Input(self.platform, id="pull-platform")
+                with Horizontal(classes="pull-row"):
+                    with Vertical():
+                        yield Label("registry user (optional)")
+                        yield Input(id="pull-user")
+                    with Vertical():
+                        yield Label("password")
+                        yield Input(password=True, id="pull-password")
                 yield Tickbox(
                     "plain HTTP (a registry without TLS; loopback falls back by itself)",
                     self.plain_http.get(registry_host(self.ref), False) if self.ref else False,
@@ -245,12 +255,21 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
             self.notify("a pull needs an image reference", severity="warning")
             return
         plain_http = self.query_one("#pull-plain-http", Checkbox).value
+        user = self.query_one("#pull-user", Input).value.strip()
+        password = self.query_one("#pull-password", Input).value
+        if ":" in user:
+            self.notify("the registry user name cannot hold ':'", severity="warning")
+            return
+        if password and not user:
+            self.notify("a password needs a registry user", severity="warning")
+            return
         self.dismiss(
             images_api.PullImageRequest(
                 ref=ref,
                 snapshotter=str(self.query_one("#pull-snapshotter", Select).value),
                 platform=self.query_one("#pull-platform", Input).value.strip(),
                 plain_http=plain_http,
+                user=f"{user}:{password}" if user else "",
             )
         )
 
