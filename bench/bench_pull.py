@@ -18,15 +18,20 @@ The wall time of the CLI process and the engine process's CPU (utime + stime fro
 for `random`, `curl` of every blob (concurrently) then `tar -xzf` of each layer; for `os`,
 `tar -xzf` of each layer blob, in order, into one directory (GNU tar, no download).
 
+With `--tmpfs` every engine root and baseline directory is on a tmpfs mounted for the run
+instead: on this machine's ext4 the cost of creating a file varies thirtyfold with recent
+deletes anywhere on the disk (docs: perf notes), which swamps an unpack of small files.
+
 Prints markdown tables of medians with the ctrdeck / containerd ratio (below 1 means ctrdeck
 is faster). The disk is shared, so each round runs everything back to back after a `sync`.
 
-    .venv/bin/python -m bench.bench_pull [--rounds 3] [--images random,os] [--cache DIR]
+    .venv/bin/python -m bench.bench_pull [--rounds 3] [--images random,os] [--tmpfs] [--cache DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -35,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench import osimage
@@ -87,10 +92,10 @@ def timed_pull(
     return wall, cpu_seconds(running.proc.pid) - before
 
 
-def curl_floor(registry_url: str, repo: str, built: Built) -> float:
+def curl_floor(registry_url: str, repo: str, built: Built, parent: str) -> float:
     """curl every blob concurrently, then gunzip and untar each layer in order."""
     image = built.images[0]
-    work = Path(tempfile.mkdtemp(prefix="bench-floor-", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="bench-floor-", dir=parent))
     try:
         start = time.perf_counter()
         digests = [built.descriptor.digest, image.config_descriptor.digest] + [
@@ -118,9 +123,9 @@ def curl_floor(registry_url: str, repo: str, built: Built) -> float:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def tar_floor(blobs: list[Path]) -> float:
-    """`tar -xzf` of each layer blob, in order, into one directory under /tmp."""
-    work = Path(tempfile.mkdtemp(prefix="bench-tar-", dir="/tmp"))
+def tar_floor(blobs: list[Path], parent: str) -> float:
+    """`tar -xzf` of each layer blob, in order, into one directory under `parent`."""
+    work = Path(tempfile.mkdtemp(prefix="bench-tar-", dir=parent))
     try:
         start = time.perf_counter()
         for blob in blobs:
@@ -137,7 +142,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", default="random,os", help="comma-separated: random, os")
     parser.add_argument("--cache", type=Path, default=osimage.DEFAULT_CACHE)
+    parser.add_argument("--tmpfs", action="store_true", help="engines and baselines on a tmpfs")
     args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        parent = stack.enter_context(tmpfs()) if args.tmpfs else "/tmp"
+        run(args, parent)
+
+
+@contextlib.contextmanager
+def tmpfs() -> Iterator[str]:
+    where = tempfile.mkdtemp(prefix="bench-pull-tmpfs-", dir="/tmp")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g", "tmpfs", where], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-R", where], check=False)
+        os.rmdir(where)
+
+
+def run(args: argparse.Namespace, parent: str) -> None:
     kinds = [k for k in args.images.split(",") if k]
     built = build(args.layers, args.mb_per_layer) if "random" in kinds else None
     os_image = osimage.build(args.cache) if "os" in kinds else None
@@ -158,22 +181,23 @@ def main() -> None:
                 for name in order:
                     subprocess.run(["sync"], check=True)
                     if name == "containerd":
-                        with engine_proc.containerd() as running:
+                        with engine_proc.containerd(parent=parent) as running:
                             wall, cpu = timed_pull(running, ctr_cmd, refs[kind])
                     else:
-                        with engine_proc.ctrdeck() as running:
+                        with engine_proc.ctrdeck(parent=parent) as running:
                             wall, cpu = timed_pull(running, ctrdeck_cmd, refs[kind])
                     add(f"{kind} {name} wall", wall)
                     add(f"{kind} {name} cpu", cpu)
                 subprocess.run(["sync"], check=True)
                 if kind == "random":
                     assert built is not None
-                    add("random floor", curl_floor(registry.url, "bench/pull", built))
+                    add("random floor", curl_floor(registry.url, "bench/pull", built, parent))
                 else:
                     assert os_image is not None
-                    add("os floor", tar_floor(os_image.blobs))
+                    add("os floor", tar_floor(os_image.blobs, parent))
     med = {k: statistics.median(v) for k, v in samples.items()}
-    print(f"machine: {machine()}\n")
+    where = "tmpfs" if args.tmpfs else "the root disk (ext4) under /tmp"
+    print(f"machine: {machine()}\nengines and baselines on {where}\n")
     rows = []
     notes = []
     if built is not None:
