@@ -14,11 +14,14 @@ time, without following a symbolic link out: absolute names, `..`, links that po
 outside the target or whose target is absolute, and hard links to anything missing
 or outside are refused with InvalidArgument naming the entry, and the apply stops
 there (the caller throws the half-written snapshot away). The uncompressed stream is
-hashed as it is read, giving the layer's diff ID and size.
+hashed as it is read, giving the layer's diff ID and size. Files are not synced one by
+one: one `syncfs` of the target's filesystem at the end makes the whole layer durable
+before anyone commits it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import errno
 import logging
@@ -36,6 +39,7 @@ from core.errors import CtrdeckError, DataLoss, Internal, InvalidArgument
 
 log = logging.getLogger("ctrdeck.diff")
 _T = TypeVar("_T")
+_libc = ctypes.CDLL(None, use_errno=True)
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -60,10 +64,15 @@ class Mode(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Applied:
-    """What was applied: the diff ID (sha256 of the uncompressed tar) and its size."""
+    """What was applied: the diff ID (sha256 of the uncompressed tar) and its size.
+
+    `implied` are the directories the layer needed but did not list, parents first, as
+    paths below the root: their owner and mode came from `lowers` (or 0:0 0755 without).
+    """
 
     digest: str
     size: int
+    implied: tuple[tuple[str, ...], ...] = ()
 
 
 def apply_layer(
@@ -99,15 +108,73 @@ def apply_tar(stream: BinaryIO, root: Path, mode: Mode, *, lowers: Sequence[Path
     """Apply an uncompressed tar stream onto the existing directory `root`."""
     reader = HashingReader(stream)
     root_fd = os.open(root, _DIR_FLAGS)
+    applier = _Applier(root_fd, mode, [Path(p) for p in lowers])
     try:
         tar = _open_stream(reader)
         if tar is not None:
             with tar:
-                _Applier(root_fd, mode, [Path(p) for p in lowers]).run(tar)
+                applier.run(tar)
         reader.drain()
+        _syncfs(root_fd)
     finally:
         os.close(root_fd)
-    return Applied(reader.digest(), reader.size)
+    return Applied(reader.digest(), reader.size, tuple(applier.implied))
+
+
+def copy_up_implied(root: Path, implied: Sequence[tuple[str, ...]], lowers: Sequence[Path]) -> None:
+    """Give directories a layer implied the owner and mode they have in `lowers` (topmost first).
+
+    For a layer applied before its lowers were complete: what `apply_tar` does with lowers
+    at hand, done afterwards. Paths are walked without following links; a path that is no
+    longer a directory is left alone.
+    """
+    for path in implied:
+        found = next((st for st in (_lstat_below(lower, path) for lower in lowers) if st), None)
+        if found is None or not stat.S_ISDIR(found.st_mode):
+            continue
+        fd = _open_below(root, path)
+        if fd is None:
+            continue
+        try:
+            os.fchown(fd, found.st_uid, found.st_gid)
+            os.fchmod(fd, stat.S_IMODE(found.st_mode))
+        finally:
+            os.close(fd)
+
+
+def _open_below(root: Path, path: tuple[str, ...]) -> int | None:
+    """The directory `path` below `root`, every component opened without following links."""
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+    except OSError:
+        return None
+    for part in path:
+        try:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def _lstat_below(root: Path, path: tuple[str, ...]) -> os.stat_result | None:
+    fd = _open_below(root, path[:-1])
+    if fd is None:
+        return None
+    try:
+        return os.lstat(path[-1], dir_fd=fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _syncfs(fd: int) -> None:
+    if _libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise Internal(f"syncing the unpacked layer: {os.strerror(err)}")
 
 
 def _open_stream(reader: HashingReader) -> tarfile.TarFile | None:
@@ -187,6 +254,8 @@ class _Applier:
         # Open descriptors of directories below the root, by their resolved path.
         self.fds: dict[tuple[str, ...], int] = {}
         self.stale: list[int] = []
+        # Directories made because an entry needed them, until the layer lists them itself.
+        self.implied: dict[tuple[str, ...], None] = {}
 
     def run(self, tar: tarfile.TarFile) -> None:
         try:
@@ -320,6 +389,7 @@ class _Applier:
         os.mkdir(part, 0o700, dir_fd=parent_fd)
         os.chown(part, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
         os.chmod(part, mode, dir_fd=parent_fd)
+        self.implied[resolved] = None
 
     def _remove(self, parent_fd: int, name: str) -> None:
         try:
@@ -411,6 +481,7 @@ class _Applier:
                     self.forget()
                 self.fds[path] = fd
             self._set_fd_metadata(fd, member)
+            self.implied.pop(path, None)
             self.dirs.append((member.name, path, _mtime_ns(member)))
         elif member.isreg():
             self._write_file(tar, member, parent_fd, base)
