@@ -11,6 +11,8 @@ half-built snapshot is left behind. After a layer is unpacked its blob gets the
 alive once the work's lease is gone. Snapshot events are published as the Snapshots service
 would. A layer may also be applied from a stream while its blob is still downloading; the
 snapshot is then committed only once the blob has landed verified and the diff ID matched.
+`Unpackers`, wired once by the engine, holds the parts an unpack uses and hands out one
+`Unpacker` per image.
 
 With overlayfs a layer's upper directory depends on the layers below only for the owner and
 mode of directories it implies without listing them, so up to `parallel` layers are applied
@@ -26,40 +28,70 @@ import base64
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
+
+import betterproto2
 
 from core.api.containerd import events
 from core.descriptor import Descriptor
 from core.diff.apply import Applied, apply_layer, copy_up_implied
-from core.diff.differ import CountingReader, Differ, apply_target, overlay_dirs
+from core.diff.differ import CountingReader, Differ, apply_target, overlay_dirs, overlay_roots
 from core.errors import AlreadyExists, CtrdeckError, FailedPrecondition, Internal, InvalidArgument
 from core.images.handlers import GC_SNAPSHOT, UNCOMPRESSED
+from core.metadata.content import ContentMetadata
+from core.metadata.namespaces import NamespaceStore
+from core.metadata.snapshots import SnapshotStore
 from core.snapshots import Mount, Snapshotter
 from core.snapshots.base import in_thread
 from core.snapshots.overlay import OverlaySnapshotter
-
-if TYPE_CHECKING:
-    from core.engine import Engine
 
 DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"
 # Layers applied at once on overlayfs: one applies while the next one's files are written
 # by the kernel; more only compete for the interpreter on a small machine.
 PARALLEL_LAYERS = 2
 
+Publish = Callable[[str, str, betterproto2.Message], None]
 
-def choose_snapshotter(engine: Engine, namespace: str, name: str) -> tuple[str, Snapshotter]:
-    """The snapshotter asked for, else the namespace's default label, else the configured one."""
-    if not name:
-        ns = engine.metadata.namespaces.get(namespace)
-        name = (ns.labels.get(DEFAULT_SNAPSHOTTER_LABEL, "") if ns else "") or (
-            engine.config.default_snapshotter
-        )
-    snapshotter = engine.snapshotters.get(name)
-    if snapshotter is None:
-        raise InvalidArgument(f"snapshotter not loaded: {name}")
-    return name, snapshotter
+
+class Unpackers:
+    """The parts unpacking uses, shared by every pull and import; `open` makes an `Unpacker`."""
+
+    def __init__(
+        self,
+        snapshotters: Mapping[str, Snapshotter],
+        snapshot_records: SnapshotStore,
+        namespaces: NamespaceStore,
+        content_records: ContentMetadata,
+        differ: Differ,
+        publish: Publish,
+        default_snapshotter: str,
+    ) -> None:
+        self.snapshotters = snapshotters
+        self.snapshot_records = snapshot_records
+        self.namespaces = namespaces
+        self.content_records = content_records
+        self.differ = differ
+        self.publish = publish
+        self.default_snapshotter = default_snapshotter
+
+    def choose(self, namespace: str, name: str) -> tuple[str, Snapshotter]:
+        """The snapshotter asked for, else the namespace's default label, else the default."""
+        if not name:
+            ns = self.namespaces.get(namespace)
+            name = (ns.labels.get(DEFAULT_SNAPSHOTTER_LABEL, "") if ns else "") or (
+                self.default_snapshotter
+            )
+        snapshotter = self.snapshotters.get(name)
+        if snapshotter is None:
+            raise InvalidArgument(f"snapshotter not loaded: {name}")
+        return name, snapshotter
+
+    def open(self, namespace: str, lease: str | None, snapshotter: str) -> Unpacker:
+        """An unpacker for one image in `namespace`, under `lease`, into `snapshotter`."""
+        name, chosen = self.choose(namespace, snapshotter)
+        return Unpacker(self, namespace, lease, name, chosen)
 
 
 def extract_key(chain_id: str) -> str:
@@ -71,17 +103,26 @@ def extract_key(chain_id: str) -> str:
 class Unpacker:
     """Unpacks layers of one image, in order, in one namespace under one lease."""
 
-    def __init__(self, engine: Engine, namespace: str, lease: str | None, snapshotter: str) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        parts: Unpackers,
+        namespace: str,
+        lease: str | None,
+        name: str,
+        snapshotter: Snapshotter,
+    ) -> None:
+        self.parts = parts
         self.namespace = namespace
         self.lease = lease
-        self.name, self.snapshotter = choose_snapshotter(engine, namespace, snapshotter)
-        self.differ = Differ(engine)
+        self.name = name
+        self.snapshotter = snapshotter
+        self.differ = parts.differ
+        self.publish = parts.publish
         # Snapshots that copy their parent's tree need it complete before a layer goes on.
-        self.parallel = PARALLEL_LAYERS if isinstance(self.snapshotter, OverlaySnapshotter) else 1
+        self.parallel = PARALLEL_LAYERS if isinstance(snapshotter, OverlaySnapshotter) else 1
 
     def exists(self, chain_id: str) -> bool:
-        return self.engine.snapshot_records.find(self.namespace, self.name, chain_id) is not None
+        return self.parts.snapshot_records.find(self.namespace, self.name, chain_id) is not None
 
     async def layer(
         self,
@@ -119,9 +160,7 @@ class Unpacker:
         ns = self.namespace
         key = extract_key(chain_id)
         mounts = await self.snapshotter.prepare(ns, key, parent, None, self.lease)
-        self.engine.events.publish(
-            ns, "/snapshot/prepare", events.SnapshotPrepare(key=key, parent=parent)
-        )
+        self.publish(ns, "/snapshot/prepare", events.SnapshotPrepare(key=key, parent=parent))
         try:
             applied = await self._apply(layer, diff_id, mounts, stream, progress)
             if landed is not None:
@@ -152,7 +191,7 @@ class Unpacker:
         ns = self.namespace
         stage = extract_key(chain_id)
         staged = await self.snapshotter.prepare(ns, stage, "", None, self.lease)
-        self.engine.events.publish(ns, "/snapshot/prepare", events.SnapshotPrepare(key=stage))
+        self.publish(ns, "/snapshot/prepare", events.SnapshotPrepare(key=stage))
         key = ""
         try:
             applied = await self._apply(layer, diff_id, staged, stream, progress)
@@ -166,9 +205,7 @@ class Unpacker:
                 return False
             key = extract_key(chain_id)
             mounts = await self.snapshotter.prepare(ns, key, parent, None, self.lease)
-            self.engine.events.publish(
-                ns, "/snapshot/prepare", events.SnapshotPrepare(key=key, parent=parent)
-            )
+            self.publish(ns, "/snapshot/prepare", events.SnapshotPrepare(key=key, parent=parent))
             await in_thread(_move_onto, staged, mounts, applied)
             # The staging snapshot's tree has moved; what is left of it is an empty shell.
             await self._remove(stage)
@@ -214,7 +251,7 @@ class Unpacker:
             # Another pull committed the same chain meanwhile; its snapshot is as good.
             await self._remove(key)
             return False
-        self.engine.events.publish(
+        self.publish(
             self.namespace, "/snapshot/commit", events.SnapshotCommit(key=key, name=chain_id)
         )
         return True
@@ -223,9 +260,7 @@ class Unpacker:
         self, stream: BinaryIO, media_type: str, mounts: Sequence[Mount], diff_id: str
     ) -> Applied:
         # The walking differ's placement rules, fed from the download instead of the store.
-        overlay = self.engine.snapshotters.get("overlayfs")
-        roots = [overlay.root] if overlay is not None else []
-        with apply_target(mounts, roots) as target:
+        with apply_target(mounts, overlay_roots([self.snapshotter])) as target:
             return apply_layer(
                 stream,
                 media_type,
@@ -238,18 +273,16 @@ class Unpacker:
     async def finish(self, config: Descriptor, top_chain_id: str) -> None:
         """Point the config at the top of the chain, so the image keeps it from GC."""
         key = GC_SNAPSHOT + self.name
-        self.engine.metadata.content.update(
+        self.parts.content_records.update(
             self.namespace, config.digest, {key: top_chain_id}, [f"labels.{key}"]
         )
 
     async def _remove(self, key: str) -> None:
         await self.snapshotter.remove(self.namespace, key, self.lease)
-        self.engine.events.publish(
-            self.namespace, "/snapshot/remove", events.SnapshotRemove(key=key)
-        )
+        self.publish(self.namespace, "/snapshot/remove", events.SnapshotRemove(key=key))
 
     def _label_uncompressed(self, layer: Descriptor, diff_id: str) -> None:
-        meta = self.engine.metadata.content
+        meta = self.parts.content_records
         record = meta.get(self.namespace, layer.digest)
         if record.labels.get(UNCOMPRESSED) != diff_id:
             meta.update(
