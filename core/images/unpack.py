@@ -45,7 +45,6 @@ from core.metadata.namespaces import NamespaceStore
 from core.metadata.snapshots import SnapshotStore
 from core.snapshots import Mount, Snapshotter
 from core.snapshots.base import in_thread
-from core.snapshots.overlay import OverlaySnapshotter
 
 DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"
 # Layers applied at once on overlayfs: one applies while the next one's files are written
@@ -119,7 +118,7 @@ class Unpacker:
         self.differ = parts.differ
         self.publish = parts.publish
         # Snapshots that copy their parent's tree need it complete before a layer goes on.
-        self.parallel = PARALLEL_LAYERS if isinstance(snapshotter, OverlaySnapshotter) else 1
+        self.parallel = PARALLEL_LAYERS if snapshotter.OVERLAY_LOWERS else 1
 
     def exists(self, chain_id: str) -> bool:
         return self.parts.snapshot_records.find(self.namespace, self.name, chain_id) is not None
