@@ -1,38 +1,55 @@
-"""Pull benchmark: a cold pull and unpack beside Debian's containerd, and beside the floor.
+"""Pull benchmark: a cold pull and unpack beside Debian's containerd, both as whole CLI processes.
 
-Builds a multi-layer image of tens of MB (files of seeded random bytes, so gzip gains
-nothing, in several layers) with the test image builders, pushes it to a docker-registry on
-127.0.0.1, and then, in each round and in alternating order, times:
+Two images, pushed to a docker-registry on 127.0.0.1:
 
-* ctrdeck: `Images.Pull` (server side, unpack into overlayfs) into a freshly started engine;
-* containerd: `ctr image pull --plain-http` into a freshly started Debian containerd;
-* the floor: `curl` of every blob (concurrently), then `tar -xzf` of each layer.
+* `random`: four gzip layers of files of seeded random bytes (tens of MB, gzip gains
+  nothing), built with the test image builders;
+* `os`: a Debian base image made with `mmdebstrap` (`bench/osimage.py`, built once into a
+  cache directory): four gzip layers, about 8,700 entries, mostly small files.
 
-Prints a markdown table of medians with the ctrdeck / containerd ratio (below 1 means ctrdeck
-is faster), as `bench_api` does. The disk is shared, so each round runs all three back to back.
+In each round, for each image, in alternating order, a freshly started engine of each kind
+pulls it with its own CLI as a whole process, so both sides pay the same client start-up:
 
-    .venv/bin/python -m bench.bench_pull [--layers 4] [--mb-per-layer 12] [--rounds 3]
+* ctrdeck: `ctrdeck -a SOCK pull --plain-http REF` (server-side pull, unpack into overlayfs);
+* containerd: `ctr -a SOCK image pull --plain-http REF` (unpack into overlayfs).
+
+The wall time of the CLI process and the engine process's CPU (utime + stime from
+`/proc/PID/stat`, before and after) are recorded. The baselines, on the same disk under /tmp:
+for `random`, `curl` of every blob (concurrently) then `tar -xzf` of each layer; for `os`,
+`tar -xzf` of each layer blob, in order, into one directory (GNU tar, no download).
+
+With `--tmpfs` every engine root and baseline directory is on a tmpfs mounted for the run
+instead: on this machine's ext4 the cost of creating a file varies thirtyfold with recent
+deletes anywhere on the disk (docs: perf notes), which swamps an unpack of small files.
+
+Prints markdown tables of medians with the ctrdeck / containerd ratio (below 1 means ctrdeck
+is faster). The disk is shared, so each round runs everything back to back after a `sync`.
+
+    .venv/bin/python -m bench.bench_pull [--rounds 3] [--images random,os] [--tmpfs] [--cache DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import os
 import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bench import osimage
 from bench.stats import machine, table
-from core.api.containerd.services.images import v1 as images
-from core.client import Client
 from tests import engine_proc
 from tests.registry import Built, build_image, file, make_layer, running_registry, single
 
 FILE_SIZE = 1 << 20
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def build(layers: int, mb_per_layer: int) -> Built:
@@ -46,30 +63,39 @@ def build(layers: int, mb_per_layer: int) -> Built:
     return single(build_image(built))
 
 
-async def ctrdeck_pull(address: str, ref: str) -> float:
-    async with Client(address, "default") as client:
-        start = time.perf_counter()
-        async for progress in client.images.pull(images.PullImageRequest(ref=ref, plain_http=True)):
-            last = progress
-        elapsed = time.perf_counter() - start
-    assert last.phase == "done", last
-    return elapsed
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def containerd_pull(address: str, ref: str) -> float:
+def ctrdeck_cmd(address: str, ref: str) -> list[str]:
+    return [sys.executable, "-m", "tui.cli", "-a", address, "pull", "--plain-http", ref]
+
+
+def ctr_cmd(address: str, ref: str) -> list[str]:
+    return ["ctr", "-a", address, "image", "pull", "--plain-http", ref]
+
+
+def timed_pull(
+    running: engine_proc.Running, cmd: Callable[[str, str], list[str]], ref: str
+) -> tuple[float, float]:
+    """Wall seconds of the CLI process, and the engine's CPU seconds meanwhile."""
+    env = dict(os.environ, PYTHONPATH=str(engine_proc.ROOT))
+    before = cpu_seconds(running.proc.pid)
     start = time.perf_counter()
     subprocess.run(
-        ["ctr", "-a", address, "image", "pull", "--plain-http", ref],
-        check=True,
-        capture_output=True,
-    )
-    return time.perf_counter() - start
+        cmd(str(running.address), ref), check=True, capture_output=True, env=env,
+        cwd=engine_proc.ROOT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    return wall, cpu_seconds(running.proc.pid) - before
 
 
-def floor(registry_url: str, repo: str, built: Built) -> float:
+def curl_floor(registry_url: str, repo: str, built: Built, parent: str) -> float:
     """curl every blob concurrently, then gunzip and untar each layer in order."""
     image = built.images[0]
-    work = Path(tempfile.mkdtemp(prefix="bench-floor-", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="bench-floor-", dir=parent))
     try:
         start = time.perf_counter()
         digests = [built.descriptor.digest, image.config_descriptor.digest] + [
@@ -97,45 +123,114 @@ def floor(registry_url: str, repo: str, built: Built) -> float:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def tar_floor(blobs: list[Path], parent: str) -> float:
+    """`tar -xzf` of each layer blob, in order, into one directory under `parent`."""
+    work = Path(tempfile.mkdtemp(prefix="bench-tar-", dir=parent))
+    try:
+        start = time.perf_counter()
+        for blob in blobs:
+            subprocess.run(["tar", "-xzf", str(blob), "-C", str(work)], check=True)
+        return time.perf_counter() - start
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--mb-per-layer", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--images", default="random,os", help="comma-separated: random, os")
+    parser.add_argument("--cache", type=Path, default=osimage.DEFAULT_CACHE)
+    parser.add_argument("--tmpfs", action="store_true", help="engines and baselines on a tmpfs")
     args = parser.parse_args()
-    built = build(args.layers, args.mb_per_layer)
-    size = sum(layer.descriptor.size for layer in built.images[0].layers)
-    times: dict[str, list[float]] = {"containerd": [], "ctrdeck": [], "floor": []}
+    with contextlib.ExitStack() as stack:
+        parent = stack.enter_context(tmpfs()) if args.tmpfs else "/tmp"
+        run(args, parent)
+
+
+@contextlib.contextmanager
+def tmpfs() -> Iterator[str]:
+    where = tempfile.mkdtemp(prefix="bench-pull-tmpfs-", dir="/tmp")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g", "tmpfs", where], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-R", where], check=False)
+        os.rmdir(where)
+
+
+def run(args: argparse.Namespace, parent: str) -> None:
+    kinds = [k for k in args.images.split(",") if k]
+    built = build(args.layers, args.mb_per_layer) if "random" in kinds else None
+    os_image = osimage.build(args.cache) if "os" in kinds else None
+    samples: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        samples.setdefault(key, []).append(value)
+
     with running_registry() as registry:
-        ref = registry.push(built, "bench/pull")
+        refs = {}
+        if built is not None:
+            refs["random"] = registry.push(built, "bench/pull")
+        if os_image is not None:
+            refs["os"] = osimage.push(os_image, registry.host, "bench/debian")
         for round_ in range(args.rounds):
-            order = ["containerd", "ctrdeck"] if round_ % 2 == 0 else ["ctrdeck", "containerd"]
-            for name in order:
-                if name == "containerd":
-                    with engine_proc.containerd() as running:
-                        times[name].append(containerd_pull(str(running.address), ref))
+            for kind in kinds:
+                order = ["containerd", "ctrdeck"] if round_ % 2 == 0 else ["ctrdeck", "containerd"]
+                for name in order:
+                    subprocess.run(["sync"], check=True)
+                    if name == "containerd":
+                        with engine_proc.containerd(parent=parent) as running:
+                            wall, cpu = timed_pull(running, ctr_cmd, refs[kind])
+                    else:
+                        with engine_proc.ctrdeck(parent=parent) as running:
+                            wall, cpu = timed_pull(running, ctrdeck_cmd, refs[kind])
+                    add(f"{kind} {name} wall", wall)
+                    add(f"{kind} {name} cpu", cpu)
+                subprocess.run(["sync"], check=True)
+                if kind == "random":
+                    assert built is not None
+                    add("random floor", curl_floor(registry.url, "bench/pull", built, parent))
                 else:
-                    with engine_proc.ctrdeck() as running:
-                        times[name].append(asyncio.run(ctrdeck_pull(str(running.address), ref)))
-            times["floor"].append(floor(registry.url, "bench/pull", built))
-    cd, cx, fl = (statistics.median(times[k]) for k in ("containerd", "ctrdeck", "floor"))
-    print(f"machine: {machine()}\n")
-    print(
-        f"image: {args.layers} gzip layers, {size / (1 << 20):.1f} MiB compressed, "
-        f"{args.rounds} rounds, medians\n"
-    )
-    print(
-        table(
-            [
-                ("cold pull + unpack (overlayfs)", cd, cx, "s"),
-                ("floor: curl + gunzip/untar", fl, fl, "s"),
-            ]
+                    assert os_image is not None
+                    add("os floor", tar_floor(os_image.blobs, parent))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    where = "tmpfs" if args.tmpfs else "the root disk (ext4) under /tmp"
+    print(f"machine: {machine()}\nengines and baselines on {where}\n")
+    rows = []
+    notes = []
+    if built is not None:
+        size = sum(layer.descriptor.size for layer in built.images[0].layers)
+        notes.append(f"random: {args.layers} gzip layers, {size / (1 << 20):.1f} MiB compressed")
+        rows += [
+            ("random: cold pull + unpack, CLI wall", med["random containerd wall"],
+             med["random ctrdeck wall"], "s"),
+            ("random: engine CPU", med["random containerd cpu"], med["random ctrdeck cpu"], "s"),
+            ("random floor: curl + tar -xzf", med["random floor"], med["random floor"], "s"),
+        ]  # fmt: skip
+    if os_image is not None:
+        notes.append(
+            f"os: mmdebstrap {osimage.SUITE} minbase, {len(os_image.blobs)} gzip layers, "
+            f"{os_image.compressed / (1 << 20):.1f} MiB compressed, {os_image.entries} entries"
         )
-    )
-    print(f"\nctrdeck / floor: {cx / fl:.2f}x, containerd / floor: {cd / fl:.2f}x")
-    print(
-        "all samples (s): " + ", ".join(f"{k} {[round(t, 3) for t in v]}" for k, v in times.items())
-    )
+        rows += [
+            ("os: cold pull + unpack, CLI wall", med["os containerd wall"],
+             med["os ctrdeck wall"], "s"),
+            ("os: engine CPU", med["os containerd cpu"], med["os ctrdeck cpu"], "s"),
+            ("os floor: tar -xzf of the layers", med["os floor"], med["os floor"], "s"),
+        ]  # fmt: skip
+    print("\n".join(notes) + f"\n{args.rounds} rounds, medians\n")
+    print(table(rows))
+    for kind in kinds:
+        floor = med[f"{kind} floor"]
+        print(
+            f"\n{kind}: ctrdeck / floor {med[f'{kind} ctrdeck wall'] / floor:.2f}x, "
+            f"containerd / floor {med[f'{kind} containerd wall'] / floor:.2f}x"
+        )
+    print("\nall samples (s):")
+    for key, values in samples.items():
+        print(f"  {key}: {[round(v, 3) for v in values]}")
 
 
 if __name__ == "__main__":

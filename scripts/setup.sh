@@ -11,6 +11,7 @@ packages=(
   docker-registry skopeo busybox-static btrfs-progs prometheus
   iproute2 procps util-linux kmod tar gzip zstd openssl curl ca-certificates locales
   chromium chromium-driver
+  mmdebstrap
 )
 missing=()
 for p in "${packages[@]}"; do

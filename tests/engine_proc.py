@@ -145,10 +145,12 @@ def _remove(base: Path) -> None:
 
 
 @contextlib.contextmanager
-def ctrdeck(config: str = "", *, log_level: str = "warn") -> Iterator[Running]:
-    """ctrdeck's engine on a temp root, with `config` as its config.toml if given."""
+def ctrdeck(
+    config: str = "", *, log_level: str = "warn", parent: str = "/tmp"
+) -> Iterator[Running]:
+    """ctrdeck's engine on a temp root under `parent`, with `config` as its config.toml if given."""
     engine = EngineProcess(
-        Path(tempfile.mkdtemp(prefix="bench-cx-", dir="/tmp")),
+        Path(tempfile.mkdtemp(prefix="bench-cx-", dir=parent)),
         config or None,
         log_level=log_level,
     )
@@ -162,11 +164,14 @@ def ctrdeck(config: str = "", *, log_level: str = "warn") -> Iterator[Running]:
 
 
 @contextlib.contextmanager
-def containerd(extra_config: str = "", *, cri: bool = False) -> Iterator[Running]:
-    """containerd on a temp root; `cri` keeps the CRI plugin (its TCP listener serves only CRI)."""
+def containerd(
+    extra_config: str = "", *, cri: bool = False, parent: str = "/tmp"
+) -> Iterator[Running]:
+    """containerd on a temp root under `parent`; `cri` keeps the CRI plugin (its TCP listener
+    serves only CRI)."""
     if shutil.which("containerd") is None:
         raise SystemExit("Debian's containerd package is needed for side-by-side runs")
-    base = Path(tempfile.mkdtemp(prefix="bench-cd-", dir="/tmp"))
+    base = Path(tempfile.mkdtemp(prefix="bench-cd-", dir=parent))
     cfg = base / "config.toml"
     disabled = "" if cri else 'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
     cfg.write_text(

@@ -14,11 +14,14 @@ time, without following a symbolic link out: absolute names, `..`, links that po
 outside the target or whose target is absolute, and hard links to anything missing
 or outside are refused with InvalidArgument naming the entry, and the apply stops
 there (the caller throws the half-written snapshot away). The uncompressed stream is
-hashed as it is read, giving the layer's diff ID and size.
+hashed as it is read, giving the layer's diff ID and size. Files are not synced one by
+one: one `syncfs` of the target's filesystem at the end makes the whole layer durable
+before anyone commits it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import errno
 import logging
@@ -29,12 +32,14 @@ import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from core.diff.compression import DECOMPRESSION_ERRORS, HashingReader, Prefetcher, open_layer
 from core.errors import CtrdeckError, DataLoss, Internal, InvalidArgument
 
 log = logging.getLogger("ctrdeck.diff")
+_T = TypeVar("_T")
+_libc = ctypes.CDLL(None, use_errno=True)
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -46,6 +51,10 @@ XATTR_PAX_PREFIX = "SCHILY.xattr."
 MAX_LINKS = 40
 _CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Directory descriptors an applier keeps open; tar streams list a directory's entries
+# together, so a small cache spares nearly every per-component open.
+_MAX_CACHED_DIRS = 128
 
 
 class Mode(enum.StrEnum):
@@ -55,10 +64,15 @@ class Mode(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Applied:
-    """What was applied: the diff ID (sha256 of the uncompressed tar) and its size."""
+    """What was applied: the diff ID (sha256 of the uncompressed tar) and its size.
+
+    `implied` are the directories the layer needed but did not list, parents first, as
+    paths below the root: their owner and mode came from `lowers` (or 0:0 0755 without).
+    """
 
     digest: str
     size: int
+    implied: tuple[tuple[str, ...], ...] = ()
 
 
 def apply_layer(
@@ -94,15 +108,73 @@ def apply_tar(stream: BinaryIO, root: Path, mode: Mode, *, lowers: Sequence[Path
     """Apply an uncompressed tar stream onto the existing directory `root`."""
     reader = HashingReader(stream)
     root_fd = os.open(root, _DIR_FLAGS)
+    applier = _Applier(root_fd, mode, [Path(p) for p in lowers])
     try:
         tar = _open_stream(reader)
         if tar is not None:
             with tar:
-                _Applier(root_fd, mode, [Path(p) for p in lowers]).run(tar)
+                applier.run(tar)
         reader.drain()
+        _syncfs(root_fd)
     finally:
         os.close(root_fd)
-    return Applied(reader.digest(), reader.size)
+    return Applied(reader.digest(), reader.size, tuple(applier.implied))
+
+
+def copy_up_implied(root: Path, implied: Sequence[tuple[str, ...]], lowers: Sequence[Path]) -> None:
+    """Give directories a layer implied the owner and mode they have in `lowers` (topmost first).
+
+    For a layer applied before its lowers were complete: what `apply_tar` does with lowers
+    at hand, done afterwards. Paths are walked without following links; a path that is no
+    longer a directory is left alone.
+    """
+    for path in implied:
+        found = next((st for st in (_lstat_below(lower, path) for lower in lowers) if st), None)
+        if found is None or not stat.S_ISDIR(found.st_mode):
+            continue
+        fd = _open_below(root, path)
+        if fd is None:
+            continue
+        try:
+            os.fchown(fd, found.st_uid, found.st_gid)
+            os.fchmod(fd, stat.S_IMODE(found.st_mode))
+        finally:
+            os.close(fd)
+
+
+def _open_below(root: Path, path: tuple[str, ...]) -> int | None:
+    """The directory `path` below `root`, every component opened without following links."""
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+    except OSError:
+        return None
+    for part in path:
+        try:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def _lstat_below(root: Path, path: tuple[str, ...]) -> os.stat_result | None:
+    fd = _open_below(root, path[:-1])
+    if fd is None:
+        return None
+    try:
+        return os.lstat(path[-1], dir_fd=fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _syncfs(fd: int) -> None:
+    if _libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise Internal(f"syncing the unpacked layer: {os.strerror(err)}")
 
 
 def _open_stream(reader: HashingReader) -> tarfile.TarFile | None:
@@ -131,7 +203,31 @@ def _at(dir_fd: int, name: str) -> str:
     return f"/proc/self/fd/{dir_fd}/{name}"
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _copy_data(source: BinaryIO, member: tarfile.TarInfo, fd: int) -> None:
+    """A member's data straight from the tar stream (what `extractfile` wraps, minus objects)."""
+    source.seek(member.offset_data)
+    remaining = member.size
+    while remaining:
+        chunk = source.read(min(remaining, _CHUNK))
+        if not chunk:
+            raise tarfile.ReadError(f"unexpected end of data in {member.name!r}")
+        remaining -= len(chunk)
+        _write_all(fd, chunk)
+
+
 def _mtime_ns(member: tarfile.TarInfo) -> int:
+    # tarfile turns a PAX mtime into a float, which loses the last digits of nanoseconds.
+    raw = member.pax_headers.get("mtime", "")
+    sign, digits = (-1, raw[1:]) if raw.startswith("-") else (1, raw)
+    whole, _, frac = digits.partition(".")
+    if whole.isdigit() and (not frac or frac.isdigit()):
+        return sign * (int(whole) * 1_000_000_000 + int((frac + "000000000")[:9]))
     return round(float(member.mtime) * 1e9)
 
 
@@ -147,17 +243,6 @@ def _xattrs(member: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
         yield name, value.encode("utf-8", "surrogateescape")
 
 
-def _remove(parent_fd: int, name: str) -> None:
-    try:
-        st = os.lstat(name, dir_fd=parent_fd)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=parent_fd)
-    else:
-        os.unlink(name, dir_fd=parent_fd)
-
-
 class _Applier:
     def __init__(self, root_fd: int, mode: Mode, lowers: list[Path]) -> None:
         self.root_fd = root_fd
@@ -166,8 +251,20 @@ class _Applier:
         # Resolved paths this layer wrote, and their ancestors: an opaque marker keeps them.
         self.unpacked: set[tuple[str, ...]] = set()
         self.dirs: list[tuple[str, tuple[str, ...], int]] = []
+        # Open descriptors of directories below the root, by their resolved path.
+        self.fds: dict[tuple[str, ...], int] = {}
+        self.stale: list[int] = []
+        # Directories made because an entry needed them, until the layer lists them itself.
+        self.implied: dict[tuple[str, ...], None] = {}
 
     def run(self, tar: tarfile.TarFile) -> None:
+        try:
+            self._run(tar)
+        finally:
+            self.forget()
+            self._close_stale()
+
+    def _run(self, tar: tarfile.TarFile) -> None:
         name = "(first entry)"
         while True:
             try:
@@ -178,6 +275,8 @@ class _Applier:
                 # The stream is read once, so the member list tarfile keeps is only memory.
                 tar.members.clear()
                 self._entry(tar, member)
+                if self.stale:
+                    self._close_stale()
             except (CtrdeckError, *DECOMPRESSION_ERRORS):
                 raise
             except tarfile.TarError as exc:
@@ -188,20 +287,18 @@ class _Applier:
                 raise Internal(f"applying layer entry {name!r}: {exc}") from None
         for name, parts, mtime_ns in reversed(self.dirs):
             fd = self._open_dir(name, list(parts), create=False)
-            if fd is None:
-                continue
-            try:
+            if fd is not None:
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
-            finally:
-                os.close(fd)
+            if self.stale:
+                self._close_stale()
 
     # -- resolving paths -----------------------------------------------------------------------
 
     def _open_dir(self, name: str, parts: list[str], *, create: bool) -> int | None:
-        """Open the directory `parts` below the root, following only links that stay inside.
+        """The directory `parts` below the root, following only links that stay inside.
 
         Missing directories are made when `create` is set, else None is returned. The
-        caller closes the descriptor.
+        descriptor belongs to the applier's cache: the caller must not close it.
         """
         fd, _ = self._resolve(name, parts, create=create)
         return fd
@@ -210,31 +307,30 @@ class _Applier:
         self, name: str, parts: list[str], *, create: bool
     ) -> tuple[int | None, tuple[str, ...]]:
         pending = list(reversed(parts))
-        resolved: list[str] = []
+        resolved: tuple[str, ...] = ()
         links = 0
-        fd = os.dup(self.root_fd)
-        try:
-            while pending:
-                part = pending.pop()
-                if part == "..":
-                    if not resolved:
-                        raise InvalidArgument(
-                            f"layer entry {name!r} resolves through a symbolic link "
-                            "that points outside the root"
-                        )
-                    resolved.pop()
-                    os.close(fd)
-                    fd = os.dup(self.root_fd)
-                    pending.extend(reversed(resolved))
-                    resolved = []
-                    continue
+        fd = self.root_fd
+        fds = self.fds
+        while pending:
+            part = pending.pop()
+            if part == "..":
+                if not resolved:
+                    raise InvalidArgument(
+                        f"layer entry {name!r} resolves through a symbolic link "
+                        "that points outside the root"
+                    )
+                pending.extend(reversed(resolved[:-1]))
+                resolved, fd = (), self.root_fd
+                continue
+            path = (*resolved, part)
+            child = fds.get(path)
+            if child is None:
                 try:
                     child = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
                     if not create:
-                        os.close(fd)
                         return None, ()
-                    self._make_implied_dir(fd, part, (*resolved, part))
+                    self._make_implied_dir(fd, part, path)
                     child = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
                     if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
@@ -242,7 +338,7 @@ class _Applier:
                     st = os.lstat(part, dir_fd=fd)
                     if not stat.S_ISLNK(st.st_mode):
                         raise InvalidArgument(
-                            f"layer entry {name!r} needs {'/'.join((*resolved, part))!r} "
+                            f"layer entry {name!r} needs {'/'.join(path)!r} "
                             "to be a directory, but it is not one"
                         ) from None
                     target = os.readlink(part, dir_fd=fd)
@@ -250,7 +346,7 @@ class _Applier:
                     if target.startswith("/"):
                         raise InvalidArgument(
                             f"layer entry {name!r} would be written through the symbolic link "
-                            f"{'/'.join((*resolved, part))!r} to the absolute path {target!r}"
+                            f"{'/'.join(path)!r} to the absolute path {target!r}"
                         ) from None
                     if links > MAX_LINKS:
                         raise InvalidArgument(
@@ -258,13 +354,27 @@ class _Applier:
                         ) from None
                     pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
                     continue
-                os.close(fd)
-                fd = child
-                resolved.append(part)
-        except BaseException:
+                if len(fds) >= _MAX_CACHED_DIRS:
+                    self.forget()
+                fds[path] = child
+            fd = child
+            resolved = path
+        return fd, resolved
+
+    def forget(self) -> None:
+        """Drop every cached directory descriptor; they are closed after the current entry.
+
+        Called whenever the layer removes a directory (a cached descriptor may then name a
+        directory that is gone) and when the cache is full. The entry being applied may
+        still hold one of them, so closing waits until it is done.
+        """
+        self.stale.extend(self.fds.values())
+        self.fds = {}
+
+    def _close_stale(self) -> None:
+        stale, self.stale = self.stale, []
+        for fd in stale:
             os.close(fd)
-            raise
-        return fd, tuple(resolved)
 
     def _make_implied_dir(self, parent_fd: int, part: str, resolved: tuple[str, ...]) -> None:
         mode, uid, gid = 0o755, 0, 0
@@ -279,6 +389,18 @@ class _Applier:
         os.mkdir(part, 0o700, dir_fd=parent_fd)
         os.chown(part, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
         os.chmod(part, mode, dir_fd=parent_fd)
+        self.implied[resolved] = None
+
+    def _remove(self, parent_fd: int, name: str) -> None:
+        try:
+            st = os.lstat(name, dir_fd=parent_fd)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self.forget()
+            shutil.rmtree(name, dir_fd=parent_fd)
+        else:
+            os.unlink(name, dir_fd=parent_fd)
 
     # -- entries ---------------------------------------------------------------------------------
 
@@ -298,18 +420,15 @@ class _Applier:
         parent_fd, parent = self._resolve(name, parts[:-1], create=not is_removal)
         if parent_fd is None:
             return
-        try:
-            if base == OPAQUE_MARKER:
-                self._opaque(parent_fd, parent)
-            elif base.startswith(WHITEOUT_PREFIX):
-                self._whiteout(parent_fd, base[len(WHITEOUT_PREFIX) :], member)
-            else:
-                self._create(tar, member, parent_fd, parent, base)
-                path = (*parent, base)
-                for i in range(1, len(path) + 1):
-                    self.unpacked.add(path[:i])
-        finally:
-            os.close(parent_fd)
+        if base == OPAQUE_MARKER:
+            self._opaque(parent_fd, parent)
+        elif base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parent_fd, base[len(WHITEOUT_PREFIX) :], member)
+        else:
+            self._create(tar, member, parent_fd, parent, base)
+            path = (*parent, base)
+            for i in range(1, len(path) + 1):
+                self.unpacked.add(path[:i])
 
     def _opaque(self, dir_fd: int, path: tuple[str, ...]) -> None:
         if self.mode is Mode.OVERLAY:
@@ -323,7 +442,7 @@ class _Applier:
         for child, is_dir in children:
             child_path = (*path, child)
             if child_path not in self.unpacked:
-                _remove(dir_fd, child)
+                self._remove(dir_fd, child)
             elif is_dir:
                 fd = os.open(child, _DIR_FLAGS, dir_fd=dir_fd)
                 try:
@@ -334,7 +453,7 @@ class _Applier:
     def _whiteout(self, dir_fd: int, target: str, member: tarfile.TarInfo) -> None:
         if target in ("", ".", ".."):
             raise InvalidArgument(f"layer entry {member.name!r} is not a valid whiteout")
-        _remove(dir_fd, target)
+        self._remove(dir_fd, target)
         if self.mode is Mode.OVERLAY:
             os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dir_fd)
             os.chown(target, member.uid, member.gid, dir_fd=dir_fd, follow_symlinks=False)
@@ -347,27 +466,29 @@ class _Applier:
         parent: tuple[str, ...],
         base: str,
     ) -> None:
-        try:
-            existing: os.stat_result | None = os.lstat(base, dir_fd=parent_fd)
-        except FileNotFoundError:
-            existing = None
-        if existing is not None and not (member.isdir() and stat.S_ISDIR(existing.st_mode)):
-            _remove(parent_fd, base)
-            existing = None
-
         if member.isdir():
-            if existing is None:
-                os.mkdir(base, 0o700, dir_fd=parent_fd)
-            fd = os.open(base, _DIR_FLAGS, dir_fd=parent_fd)
             try:
-                self._set_fd_metadata(fd, member)
-            finally:
-                os.close(fd)
-            self.dirs.append((member.name, (*parent, base), _mtime_ns(member)))
+                os.mkdir(base, 0o700, dir_fd=parent_fd)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(base, dir_fd=parent_fd).st_mode):
+                    self._remove(parent_fd, base)
+                    os.mkdir(base, 0o700, dir_fd=parent_fd)
+            path = (*parent, base)
+            fd = self.fds.get(path)
+            if fd is None:
+                fd = os.open(base, _DIR_FLAGS, dir_fd=parent_fd)
+                if len(self.fds) >= _MAX_CACHED_DIRS:
+                    self.forget()
+                self.fds[path] = fd
+            self._set_fd_metadata(fd, member)
+            self.implied.pop(path, None)
+            self.dirs.append((member.name, path, _mtime_ns(member)))
         elif member.isreg():
             self._write_file(tar, member, parent_fd, base)
         elif member.issym():
-            os.symlink(member.linkname, base, dir_fd=parent_fd)
+            self._replacing(
+                parent_fd, base, lambda: os.symlink(member.linkname, base, dir_fd=parent_fd)
+            )
             self._set_path_metadata(parent_fd, base, member, chmod=False)
         elif member.islnk():
             self._hard_link(member, parent_fd, base)
@@ -377,28 +498,45 @@ class _Applier:
             else:
                 kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
                 device = os.makedev(member.devmajor, member.devminor)
-            os.mknod(base, kind | 0o600, device, dir_fd=parent_fd)
+            self._replacing(
+                parent_fd, base, lambda: os.mknod(base, kind | 0o600, device, dir_fd=parent_fd)
+            )
             self._set_path_metadata(parent_fd, base, member, chmod=True)
         else:
             raise InvalidArgument(
                 f"layer entry {member.name!r} has unsupported tar type {member.type!r}"
             )
 
+    def _replacing(self, parent_fd: int, base: str, make: Callable[[], _T]) -> _T:
+        """`make()` the entry; if something is already there, remove it and make it again.
+
+        A fresh snapshot rarely holds the name already, so trying first spares a stat.
+        """
+        try:
+            return make()
+        except FileExistsError:
+            self._remove(parent_fd, base)
+            return make()
+
     def _write_file(
         self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int, base: str
     ) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(base, flags, 0o600, dir_fd=parent_fd)
-        with open(fd, "wb", buffering=0, closefd=True) as out:
-            source = tar.extractfile(member)
-            if source is not None:
+        fd = self._replacing(
+            parent_fd, base, lambda: os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
+        )
+        try:
+            if member.sparse is None:
+                _copy_data(tar.fileobj, member, fd)  # type: ignore[arg-type]
+            else:
+                source = tar.extractfile(member)
+                assert source is not None
                 while chunk := source.read(_CHUNK):
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[out.write(view) :]
+                    _write_all(fd, chunk)
             self._set_fd_metadata(fd, member)
             mtime = _mtime_ns(member)
             os.utime(fd, ns=(mtime, mtime))
+        finally:
+            os.close(fd)
 
     def _hard_link(self, member: tarfile.TarInfo, parent_fd: int, base: str) -> None:
         try:
@@ -416,7 +554,8 @@ class _Applier:
                 f"layer entry {member.name!r} is a hard link to {member.linkname!r}, "
                 "which does not exist"
             )
-        try:
+
+        def link() -> None:
             try:
                 st = os.lstat(target[-1], dir_fd=target_fd)
             except FileNotFoundError:
@@ -436,8 +575,8 @@ class _Applier:
                 dst_dir_fd=parent_fd,
                 follow_symlinks=False,
             )
-        finally:
-            os.close(target_fd)
+
+        self._replacing(parent_fd, base, link)
 
     # -- metadata --------------------------------------------------------------------------------
 

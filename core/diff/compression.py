@@ -19,6 +19,7 @@ import zlib
 from typing import BinaryIO
 
 import zstandard
+from isal import igzip, isal_zlib
 
 from core.errors import InvalidArgument
 
@@ -54,6 +55,7 @@ DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
     gzip.BadGzipFile,
     EOFError,
     zlib.error,
+    isal_zlib.error,
     zstandard.ZstdError,
 )
 
@@ -110,7 +112,8 @@ def open_layer(raw: BinaryIO, media_type: str) -> BinaryIO:
     kind = detect(head)
     stream = io.BufferedReader(_Prefixed(head, raw), _CHUNK)
     if kind == GZIP:
-        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+        # ISA-L's inflate reads the same gzip streams at about 2.5 times zlib's speed.
+        return igzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
     if kind == ZSTD:
         return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)  # type: ignore[return-value]
     return stream  # type: ignore[return-value]

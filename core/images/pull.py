@@ -27,7 +27,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 from core.descriptor import Descriptor
 from core.errors import (
@@ -315,50 +315,63 @@ class _Pipeline:
 
             return report
 
-        async def unpack() -> None:
+        chains = handlers.chain_ids(diff_ids)
+        count = len(manifest.layers)
+        # Set once a layer's snapshot is there; a layer starts once the one `parallel` below
+        # it is done, and goes onto its parent once that one is (see core/images/unpack.py).
+        done = [asyncio.Event() for _ in manifest.layers]
+
+        async def unpack(i: int, layer: Descriptor) -> None:
             assert unpacker is not None
-            chains = handlers.chain_ids(diff_ids)
-            count = len(manifest.layers)
-            for i, layer in enumerate(manifest.layers):
-                parent = chains[i - 1] if i else ""
-                tee = tees.get(layer.digest)
-                if all(r.is_set() for r in ready):
-                    self.job.set_phase("unpacking", f"layer {i + 1} of {count}")
-                else:
-                    self.job.set_phase(
-                        "fetching", f"unpacking layer {i + 1} of {count} as the rest download"
-                    )
-                streaming = (
-                    not ready[i].is_set()
-                    and not unpacker.exists(chains[i])
-                    and tee is not None
-                    and tee.attach()
+            if i >= unpacker.parallel:
+                await done[i - unpacker.parallel].wait()
+            await unpack_one(i, layer, done[i - 1].wait if i else None)
+            done[i].set()
+
+        async def unpack_one(
+            i: int, layer: Descriptor, below: Callable[[], Awaitable[object]] | None
+        ) -> None:
+            assert unpacker is not None
+            parent = chains[i - 1] if i else ""
+            tee = tees.get(layer.digest)
+            if all(r.is_set() for r in ready):
+                self.job.set_phase("unpacking", f"layer {i + 1} of {count}")
+            else:
+                self.job.set_phase(
+                    "fetching", f"unpacking layer {i + 1} of {count} as the rest download"
                 )
-                if streaming:
-                    assert tee is not None
-                    self.job.set_state(layer.digest, UNPACKING)
-                    try:
-                        await unpacker.layer(
-                            layer, diff_ids[i], chains[i], parent,
-                            stream=tee, landed=ready[i].wait, progress=applied(layer.digest),
-                        )  # fmt: skip
-                    except StreamBroken:
-                        # The download starts over or failed: unpack from the store instead.
-                        streaming = False
-                    finally:
-                        tee.detach()
-                if not streaming:
-                    await ready[i].wait()
-                    if unpacker.exists(chains[i]):
-                        await unpacker.layer(layer, diff_ids[i], chains[i], parent)
-                        if self.job.layers[layer.digest].state != EXISTS:
-                            self.job.set_state(layer.digest, UNPACKED)
-                        continue
-                    self.job.set_state(layer.digest, UNPACKING)
+            streaming = (
+                not ready[i].is_set()
+                and not unpacker.exists(chains[i])
+                and tee is not None
+                and tee.attach()
+            )
+            if streaming:
+                assert tee is not None
+                self.job.set_state(layer.digest, UNPACKING)
+                try:
                     await unpacker.layer(
-                        layer, diff_ids[i], chains[i], parent, progress=applied(layer.digest)
-                    )
-                self.job.set_state(layer.digest, UNPACKED)
+                        layer, diff_ids[i], chains[i], parent, below=below,
+                        stream=tee, landed=ready[i].wait, progress=applied(layer.digest),
+                    )  # fmt: skip
+                except StreamBroken:
+                    # The download starts over or failed: unpack from the store instead.
+                    streaming = False
+                finally:
+                    tee.detach()
+            if not streaming:
+                await ready[i].wait()
+                if unpacker.exists(chains[i]):
+                    await unpacker.layer(layer, diff_ids[i], chains[i], parent)
+                    if self.job.layers[layer.digest].state != EXISTS:
+                        self.job.set_state(layer.digest, UNPACKED)
+                    return
+                self.job.set_state(layer.digest, UNPACKING)
+                await unpacker.layer(
+                    layer, diff_ids[i], chains[i], parent, below=below,
+                    progress=applied(layer.digest),
+                )  # fmt: skip
+            self.job.set_state(layer.digest, UNPACKED)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -371,7 +384,8 @@ class _Pipeline:
                     seen.add(layer.digest)
                     group.create_task(fetch(i, layer))
                 if unpacker is not None:
-                    group.create_task(unpack())
+                    for i, layer in enumerate(manifest.layers):
+                        group.create_task(unpack(i, layer))
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
 

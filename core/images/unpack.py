@@ -13,6 +13,13 @@ would. A layer may also be applied from a stream while its blob is still downloa
 snapshot is then committed only once the blob has landed verified and the diff ID matched.
 `Unpackers`, wired once by the engine, holds the parts an unpack uses and hands out one
 `Unpacker` per image.
+
+With overlayfs a layer's upper directory depends on the layers below only for the owner and
+mode of directories it implies without listing them, so up to `parallel` layers are applied
+at once: a layer whose parent is not committed yet goes into a parentless staging snapshot,
+and once the parent is committed its tree is renamed into a fresh snapshot on the parent
+(implied directories then take their metadata from the lowers) and committed there. Commits
+stay in chain order.
 """
 
 from __future__ import annotations
@@ -22,15 +29,16 @@ import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import BinaryIO
 
 import betterproto2
 
 from core.api.containerd import events
 from core.descriptor import Descriptor
-from core.diff.apply import Applied, apply_layer
-from core.diff.differ import CountingReader, Differ, apply_target, overlay_roots
-from core.errors import AlreadyExists, CtrdeckError, FailedPrecondition, InvalidArgument
+from core.diff.apply import Applied, apply_layer, copy_up_implied
+from core.diff.differ import CountingReader, Differ, apply_target, overlay_dirs, overlay_roots
+from core.errors import AlreadyExists, CtrdeckError, FailedPrecondition, Internal, InvalidArgument
 from core.images.handlers import GC_SNAPSHOT, UNCOMPRESSED
 from core.metadata.content import ContentMetadata
 from core.metadata.namespaces import NamespaceStore
@@ -39,6 +47,9 @@ from core.snapshots import Mount, Snapshotter
 from core.snapshots.base import in_thread
 
 DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"
+# Layers applied at once on overlayfs: one applies while the next one's files are written
+# by the kernel; more only compete for the interpreter on a small machine.
+PARALLEL_LAYERS = 2
 
 Publish = Callable[[str, str, betterproto2.Message], None]
 
@@ -106,6 +117,8 @@ class Unpacker:
         self.snapshotter = snapshotter
         self.differ = parts.differ
         self.publish = parts.publish
+        # Snapshots that copy their parent's tree need it complete before a layer goes on.
+        self.parallel = PARALLEL_LAYERS if snapshotter.OVERLAY_LOWERS else 1
 
     def exists(self, chain_id: str) -> bool:
         return self.parts.snapshot_records.find(self.namespace, self.name, chain_id) is not None
@@ -120,6 +133,7 @@ class Unpacker:
         stream: BinaryIO | None = None,
         landed: Callable[[], Awaitable[object]] | None = None,
         progress: Callable[[int], None] | None = None,
+        below: Callable[[], Awaitable[object]] | None = None,
     ) -> bool:
         """Make the committed snapshot `chain_id`; False if it was already there.
 
@@ -127,42 +141,118 @@ class Unpacker:
         from `stream` as they arrive, and `landed` is awaited before the commit: it returns
         once the blob is in the content store, verified. `progress` hears, from the worker
         thread that applies the layer, how many bytes of the blob it has read so far.
+        `below`, if given, returns once `parent` is committed (or failed): the layer is
+        then applied meanwhile where the snapshotter allows it, else after it.
         """
         if self.exists(chain_id):
             self._label_uncompressed(layer, diff_id)
             return False
+        if below is not None and parent and self.parallel > 1 and not self.exists(parent):
+            return await self._staged(
+                layer, diff_id, chain_id, parent, stream, landed, progress, below
+            )
+        if below is not None:
+            await below()
+            if self.exists(chain_id):
+                self._label_uncompressed(layer, diff_id)
+                return False
         ns = self.namespace
         key = extract_key(chain_id)
         mounts = await self.snapshotter.prepare(ns, key, parent, None, self.lease)
         self.publish(ns, "/snapshot/prepare", events.SnapshotPrepare(key=key, parent=parent))
         try:
-            if stream is None:
-                applied = await self.differ.apply(ns, layer, mounts, progress=progress)
-            else:
-                counted = CountingReader(stream, progress) if progress else stream
-                applied = await in_thread(
-                    self._apply_stream, counted, layer.media_type, mounts, diff_id
-                )
-                if landed is not None:
-                    await landed()
-            if applied.digest != diff_id:
-                raise FailedPrecondition(
-                    f"layer {layer.digest} unpacked to diff ID {applied.digest}, but the image "
-                    f"config says {diff_id}"
-                )
-            try:
-                await self.snapshotter.commit(ns, chain_id, key, None, self.lease)
-            except AlreadyExists:
-                # Another pull committed the same chain meanwhile; its snapshot is as good.
-                await self._remove(key)
+            applied = await self._apply(layer, diff_id, mounts, stream, progress)
+            if landed is not None:
+                await landed()
+            self._check(layer, diff_id, applied)
+            if not await self._commit(key, chain_id):
                 self._label_uncompressed(layer, diff_id)
                 return False
         except BaseException:
             with contextlib.suppress(CtrdeckError):
                 await self._remove(key)
             raise
-        self.publish(ns, "/snapshot/commit", events.SnapshotCommit(key=key, name=chain_id))
         self._label_uncompressed(layer, diff_id)
+        return True
+
+    async def _staged(
+        self,
+        layer: Descriptor,
+        diff_id: str,
+        chain_id: str,
+        parent: str,
+        stream: BinaryIO | None,
+        landed: Callable[[], Awaitable[object]] | None,
+        progress: Callable[[int], None] | None,
+        below: Callable[[], Awaitable[object]],
+    ) -> bool:
+        """Apply into a parentless snapshot now; move it onto `parent` once that is committed."""
+        ns = self.namespace
+        stage = extract_key(chain_id)
+        staged = await self.snapshotter.prepare(ns, stage, "", None, self.lease)
+        self.publish(ns, "/snapshot/prepare", events.SnapshotPrepare(key=stage))
+        key = ""
+        try:
+            applied = await self._apply(layer, diff_id, staged, stream, progress)
+            if landed is not None:
+                await landed()
+            self._check(layer, diff_id, applied)
+            await below()
+            if self.exists(chain_id):
+                await self._remove(stage)
+                self._label_uncompressed(layer, diff_id)
+                return False
+            key = extract_key(chain_id)
+            mounts = await self.snapshotter.prepare(ns, key, parent, None, self.lease)
+            self.publish(ns, "/snapshot/prepare", events.SnapshotPrepare(key=key, parent=parent))
+            await in_thread(_move_onto, staged, mounts, applied)
+            # The staging snapshot's tree has moved; what is left of it is an empty shell.
+            await self._remove(stage)
+            stage = ""
+            if not await self._commit(key, chain_id):
+                self._label_uncompressed(layer, diff_id)
+                return False
+        except BaseException:
+            for leftover in (key, stage):
+                if leftover:
+                    with contextlib.suppress(CtrdeckError):
+                        await self._remove(leftover)
+            raise
+        self._label_uncompressed(layer, diff_id)
+        return True
+
+    async def _apply(
+        self,
+        layer: Descriptor,
+        diff_id: str,
+        mounts: Sequence[Mount],
+        stream: BinaryIO | None,
+        progress: Callable[[int], None] | None,
+    ) -> Applied:
+        if stream is None:
+            return await self.differ.apply(self.namespace, layer, mounts, progress=progress)
+        counted = CountingReader(stream, progress) if progress else stream
+        return await in_thread(self._apply_stream, counted, layer.media_type, mounts, diff_id)
+
+    @staticmethod
+    def _check(layer: Descriptor, diff_id: str, applied: Applied) -> None:
+        if applied.digest != diff_id:
+            raise FailedPrecondition(
+                f"layer {layer.digest} unpacked to diff ID {applied.digest}, but the image "
+                f"config says {diff_id}"
+            )
+
+    async def _commit(self, key: str, chain_id: str) -> bool:
+        """Commit `key` as `chain_id`; False (and `key` removed) if another pull was first."""
+        try:
+            await self.snapshotter.commit(self.namespace, chain_id, key, None, self.lease)
+        except AlreadyExists:
+            # Another pull committed the same chain meanwhile; its snapshot is as good.
+            await self._remove(key)
+            return False
+        self.publish(
+            self.namespace, "/snapshot/commit", events.SnapshotCommit(key=key, name=chain_id)
+        )
         return True
 
     def _apply_stream(
@@ -197,3 +287,16 @@ class Unpacker:
             meta.update(
                 self.namespace, layer.digest, {UNCOMPRESSED: diff_id}, [f"labels.{UNCOMPRESSED}"]
             )
+
+
+def _move_onto(staged: Sequence[Mount], mounts: Sequence[Mount], applied: Applied) -> None:
+    """Rename a staged layer's tree over the empty upper directory of `mounts`."""
+    if len(staged) != 1 or len(mounts) != 1 or mounts[0].type != "overlay":
+        raise Internal("a staged layer needs a bind mount and an overlay mount")
+    upper, lowers = overlay_dirs(mounts[0])
+    if upper is None:
+        raise Internal("the snapshot for a staged layer has no upper directory")
+    source = staged[0].source
+    copy_up_implied(Path(source), applied.implied, lowers)
+    # rename(2) replaces an empty directory; the snapshot's fresh upper is one.
+    os.rename(source, upper)

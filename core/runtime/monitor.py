@@ -23,6 +23,10 @@ up), then detaches from the engine at once. It then:
 
 The first line it writes on its stdout is the engine's answer:
 `ok <process pid> <own pid>` or `error <message on one line>`.
+
+Started with `--template <socket>` instead, it is the template of warm monitors: it
+loads once, leaves the engine's tree, and forks a monitor for each config path sent on
+the socket; such a monitor first answers `pid <own pid>`, then as above, on the socket.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ FIFO_BUFFER_MAX = 1 << 20
 # After the process exits, its output is drained until EOF; processes it left
 # behind outside a PID namespace may hold the pipes open, so give up then.
 DRAIN_SECONDS = 2.0
+# How often a template looks whether its socket is still the one the engine uses.
+TEMPLATE_POLL = 2.0
 
 
 class Log:
@@ -428,12 +434,12 @@ def write_exit(path: str, status: int, exited_at: int, pid: int) -> None:
     os.replace(tmp, path)
 
 
-def detach() -> None:
-    """Leave the engine's process tree: the engine reaps the parent at once."""
+def detach(home: str = "/") -> None:
+    """Leave the engine's (or the template's) process tree: the parent reaps ours at once."""
     if os.fork() > 0:
         os._exit(0)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    os.chdir("/")
+    os.chdir(home)
 
 
 def main(argv: list[str]) -> int:
@@ -441,10 +447,22 @@ def main(argv: list[str]) -> int:
     # the two overlap; one byte on stdin says go, end of file says give up.
     if not os.read(0, 1):
         return 1
-    with open(argv[-1], "rb") as fp:
+    return run(argv[-1], os.fdopen(os.dup(1), "w"), warm=False)
+
+
+def run(cfg_path: str, report: Any, *, warm: bool) -> int:
+    """Load the config, detach, start the process and report, then watch it to its end."""
+    with open(cfg_path, "rb") as fp:
         cfg = marshal.load(fp)
-    report = os.fdopen(os.dup(1), "w")
-    detach()
+    # A warm monitor works in its process's directory: the engine recognises it by that,
+    # since its command line is the template's.
+    detach(cfg["dir"] if warm else "/")
+    if warm:
+        # Forked from the template, it is in no session of its own: make one, so the
+        # engine can end the monitor and the runtime command under it together.
+        os.setsid()
+        report.write(f"pid {os.getpid()}\n")
+        report.flush()
     # Our own stdout and stderr go nowhere the engine waits on: a monitor must
     # never block on, or die with, the engine's pipes.
     errors_fd = os.open(
@@ -474,9 +492,62 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def template(path: str) -> int:
+    """Serve warm monitors: each connection sends a config path, and gets a forked monitor.
+
+    The template listens on `path` (mode 0600), leaves the engine's process tree (so it
+    outlives engine restarts, as monitors do) and forks a monitor per request: no
+    interpreter start, and the pages it loaded stay shared with every monitor. It ends
+    when `path` is removed or replaced (a graceful engine stop, another template).
+    """
+    import contextlib
+    import gc
+    import socket
+
+    with_umask = os.umask(0o177)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener.bind(path)
+    os.umask(with_umask)
+    listener.listen(64)
+    ident = os.stat(path).st_ino
+    if os.fork() > 0:
+        return 0  # the engine waits for this: the socket is ready
+    os.setsid()
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forked monitors detach at once
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.freeze()
+    listener.settimeout(TEMPLATE_POLL)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            try:
+                if os.stat(path).st_ino != ident:
+                    return 0
+            except FileNotFoundError:
+                return 0
+            continue
+        if os.fork() == 0:
+            listener.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            conn.settimeout(None)
+            cfg_path = conn.makefile("rb").readline().decode().strip()
+            os._exit(run(cfg_path, os.fdopen(conn.detach(), "w"), warm=True))
+        conn.close()
+
+
 def boot() -> None:
     """The program's entry point; the engine calls it after importing this module."""
     # os._exit skips the interpreter's teardown: the exit file is written and
     # every descriptor that matters is closed, and the engine learns of the
     # exit only when this process is gone.
+    if sys.argv[2:3] == ["--template"]:
+        os._exit(template(sys.argv[-1]))
     os._exit(main(sys.argv))

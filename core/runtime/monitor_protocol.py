@@ -9,6 +9,14 @@ byte, and reads one reply line: `ok <pid> <monitor pid>` or `error <text>`
 (`watch`); the exit status is in the file the monitor wrote. A pid is taken
 for our monitor only while its command line names the process's config, so a
 reused pid is never mistaken for one (`is_ours`).
+
+Monitors are warm when they can be: one template process per engine state
+directory (`monitor.py --template`, outside the engine's process tree, so it
+survives engine restarts as monitors do) forks each monitor instead of a new
+interpreter starting, which also leaves most of each monitor's pages shared.
+The first Create starts the template; a template that does not answer is
+replaced, and that Create falls back to a cold start. A graceful engine stop
+removes the socket, and the template ends soon after (`stop_template`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import asyncio
 import contextlib
 import marshal
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +42,21 @@ MONITOR = Path(__file__).with_name("monitor.py")
 MONITOR_BOOT = (
     "import sys; sys.path.insert(0, sys.argv[1].rpartition('/')[0]); import monitor; monitor.boot()"
 )
+TEMPLATE_SOCKET = "monitor-template.sock"
+# A Unix socket path must fit in sockaddr_un; longer state paths use cold monitors.
+MAX_SOCKET_PATH = 107
+
+
+class Warm:
+    """A monitor still to be forked from the template at `path`, when `spawn` says go."""
+
+    returncode = None
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+
+Starting = asyncio.subprocess.Process | Warm
 
 
 def console_args(stdio: Stdio) -> list[str]:
@@ -40,12 +64,41 @@ def console_args(stdio: Stdio) -> list[str]:
     return ["--console-socket", "-"] if stdio.terminal else []
 
 
-async def start(directory: Path) -> asyncio.subprocess.Process:
-    """Start the interpreter of the monitor that will use `directory`.
+async def start(directory: Path, tasks_root: Path) -> Starting:
+    """The monitor that will use `directory`: warm from the template of `tasks_root`, or cold.
 
-    It loads and then waits: a byte on its stdin says its config is
-    written, end of file that it is not needed.
+    A cold one is an interpreter started now, which loads and then waits: a byte on its
+    stdin says its config is written, end of file that it is not needed.
     """
+    path = tasks_root / TEMPLATE_SOCKET
+    if await _template(path):
+        return Warm(path)
+    return await _cold(directory)
+
+
+async def _template(path: Path) -> bool:
+    """Whether a template socket is there, starting a template if none is."""
+    if len(str(path)) > MAX_SOCKET_PATH:
+        return False
+    if path.exists():
+        return True
+    path.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+    bundles.make_dir(path.parent, bundles.TASK_ROOT_MODE)
+    starter = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-S", "-c", MONITOR_BOOT, str(MONITOR), "--template", str(path),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    return await starter.wait() == 0 and path.exists()
+
+
+def stop_template(tasks_root: Path) -> None:
+    """Let the template go: it ends once it sees its socket gone."""
+    with contextlib.suppress(OSError):
+        (tasks_root / TEMPLATE_SOCKET).unlink()
+
+
+async def _cold(directory: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-I", "-S", "-c", MONITOR_BOOT, str(MONITOR),
         str(directory / "monitor.cfg"),
@@ -56,9 +109,9 @@ async def start(directory: Path) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
-async def abandon(monitor: asyncio.subprocess.Process) -> None:
+async def abandon(monitor: Starting) -> None:
     """Let a monitor that was never told to go end, and reap it."""
-    if monitor.returncode is not None:
+    if isinstance(monitor, Warm) or monitor.returncode is not None:
         return
     assert monitor.stdin is not None
     monitor.stdin.close()
@@ -70,12 +123,12 @@ async def spawn(
     argv: list[str],
     action: str,
     log_max: int,
-    child: asyncio.subprocess.Process | None = None,
+    child: Starting | None = None,
 ) -> None:
     """Have a monitor for `proc` run `argv`; learn the pids or the runtime's error.
 
-    `child` is a monitor `start` started ahead for `proc.dir`; without one,
-    one is started now.
+    `child` is a monitor `start` made ready ahead for `proc.dir`; without one,
+    one is made ready now.
     """
     proc.task.runtime.make_root(proc.task.namespace)
     control_fifo = proc.dir / "control"
@@ -100,8 +153,17 @@ async def spawn(
     # marshal, not JSON: the monitor then needs no json (and re) import.
     bundles.write_private(proc.dir / "monitor.cfg", marshal.dumps(cfg))
     if child is None:
-        child = await start(proc.dir)
+        child = await start(proc.dir, proc.task.bundle.parent.parent)
     runtime = proc.task.runtime
+    if isinstance(child, Warm):
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(child.path))
+        except OSError:
+            # A template that has gone: the next Create starts another.
+            stop_template(child.path.parent)
+            child = await _cold(proc.dir)
+        else:
+            return await _spawn_warm(proc, action, reader, writer)
     try:
         out, err = await asyncio.wait_for(child.communicate(b"\n"), runtime.timeout)
     except TimeoutError:
@@ -123,6 +185,49 @@ async def spawn(
         detail = err.decode(errors="replace").strip() or f"exit status {child.returncode}"
         raise RuntimeFailed(f"the task monitor did not start: {detail}")
     proc.pid, proc.monitor_pid = int(pids[0]), int(pids[1])
+
+
+async def _spawn_warm(
+    proc: Process, action: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    runtime = proc.task.runtime
+    pid = 0
+    try:
+        writer.write(f"{proc.dir / 'monitor.cfg'}\n".encode())
+        async with asyncio.timeout(runtime.timeout):
+            lines = []
+            while line := (await reader.readline()).decode(errors="replace").strip():
+                word, _, rest = line.partition(" ")
+                if word == "pid" and rest.isdigit():
+                    pid = int(rest)
+                    continue
+                lines.append(line)
+                break
+    except TimeoutError:
+        _kill_group(pid)
+        raise DeadlineExceeded(
+            f"{runtime.name} {action} of {proc.id}: {runtime.binary} did not finish "
+            f"within {runtime.timeout:g} seconds and was killed"
+        ) from None
+    except BaseException:
+        _kill_group(pid)
+        raise
+    finally:
+        writer.close()
+    word, _, rest = (lines[0] if lines else "").partition(" ")
+    if word == "error":
+        raise RuntimeFailed(rest)
+    pids = rest.split()
+    if word != "ok" or len(pids) != 2 or not all(p.isdigit() for p in pids):
+        raise RuntimeFailed("the task monitor did not start: it ended without an answer")
+    proc.pid, proc.monitor_pid = int(pids[0]), int(pids[1])
+
+
+def _kill_group(pid: int) -> None:
+    # The monitor leads its own session; the runtime command under it is in it too.
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def control(proc: Process, line: str, doing: str) -> None:
@@ -155,9 +260,14 @@ def is_ours(proc: Process) -> bool:
     """Whether `proc.monitor_pid` is still the monitor of `proc` (not a reused pid)."""
     try:
         cmdline = Path(f"/proc/{proc.monitor_pid}/cmdline").read_bytes()
+        if str(proc.dir / "monitor.cfg").encode() in cmdline:
+            return True
+        # A warm monitor has the template's command line and works in its own directory.
+        return b"--template" in cmdline and os.readlink(f"/proc/{proc.monitor_pid}/cwd") == str(
+            proc.dir
+        )
     except OSError:
         return False
-    return str(proc.dir / "monitor.cfg").encode() in cmdline
 
 
 def watch(proc: Process, gone: Callable[[Process], None]) -> bool:

@@ -180,7 +180,7 @@ class TaskManager:
         specs.validate_process(raw_spec.get("process"), f'container "{container.id}" spec')
         bundle = self.root / namespace / container.id
         # The monitor's interpreter loads while the bundle is prepared.
-        monitor = await monitors.start(bundle / "init")
+        monitor = await monitors.start(bundle / "init", self.root)
         task: Task | None = None
         try:
             if not mounts and self.rootfs_lookup is not None and container.snapshot_key:
@@ -645,7 +645,8 @@ class TaskManager:
                 self._publish_exit(proc)
 
     async def close(self) -> None:
-        """Stop watching; every container and monitor keeps running."""
+        """Stop watching; every container and monitor keeps running, the template ends."""
+        monitors.stop_template(self.root)
         for task in list(self.tasks.values()):
             for p in task.processes:
                 monitors.unwatch(p)

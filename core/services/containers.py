@@ -1,7 +1,9 @@
 """Containers: container records and their events.
 
 Anys (spec, runtime options, extensions) go back to clients byte for byte as
-they came in; `ctr` decodes the spec again when it starts a task.
+they came in; `ctr` decodes the spec again when it starts a task. A list is
+assembled from each container's cached encoding (keyed by its update time), so
+a console's periodic resync does not encode every spec again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from core.api.containerd.services.containers import v1 as api
 from core.api.google.protobuf import Empty
 from core.engine import Engine
 from core.metadata.containers import Container
-from core.services.codec import check_sendable
+from core.services.codec import EncodingCache, Preencoded, check_sendable, repeated
 from core.services.convert import any_in, any_out, ts
 
 
@@ -56,6 +58,7 @@ class ContainersService(api.ContainersBase):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.store = engine.metadata.containers
+        self.encoded = EncodingCache()
 
     def _sendable(self, c: Container) -> None:
         check_sendable(
@@ -69,8 +72,13 @@ class ContainersService(api.ContainersBase):
         return api.GetContainerResponse(container=container_out(c))
 
     async def list(self, message: api.ListContainersRequest) -> api.ListContainersResponse:
-        found = self.store.list(context.namespace(), list(message.filters))
-        return api.ListContainersResponse(containers=[container_out(c) for c in found])
+        ns = context.namespace()
+        found = self.store.list(ns, list(message.filters))
+        items = (
+            self.encoded.get((ns, c.id, c.created_at, c.updated_at), lambda c=c: container_out(c))
+            for c in found
+        )
+        return Preencoded(repeated(1, items))  # type: ignore[return-value]
 
     async def list_stream(
         self, message: api.ListContainersRequest

@@ -45,3 +45,39 @@ async def test_mask_paths_touch_only_what_they_name(client: Client) -> None:
         )
     )
     assert got.container.extensions == {}
+
+
+async def test_list_answers_each_container_as_it_is_now(client: Client) -> None:
+    # The list is assembled from cached encodings: updates, re-creations and other
+    # namespaces must each show as they are, the same as Get says.
+    await client.containers.create(api.CreateContainerRequest(container=_container(id="l1")))
+    await client.containers.create(
+        api.CreateContainerRequest(container=_container(id="l2", labels={"k": "v"}))
+    )
+
+    async def listed(c: Client = client, filters: tuple[str, ...] = ()) -> dict[str, api.Container]:
+        found = await c.containers.list(api.ListContainersRequest(filters=list(filters)))
+        return {x.id: x for x in found.containers}
+
+    first = await listed()
+    assert set(first) == {"l1", "l2"} and first["l2"].labels == {"k": "v"}
+    assert first["l1"].spec == SPEC
+    await client.containers.update(
+        api.UpdateContainerRequest(
+            container=_container(id="l2", labels={"k": "w"}),
+            update_mask=FieldMask(paths=["labels.k"]),
+        )
+    )
+    again = await listed()
+    assert again["l2"].labels == {"k": "w"}
+    got = await client.containers.get(api.GetContainerRequest(id="l2"))
+    assert again["l2"] == got.container
+    assert set(await listed(filters=("labels.k==w",))) == {"l2"}
+
+    await client.containers.delete(api.DeleteContainerRequest(id="l1"))
+    other = Any(type_url=SPEC.type_url, value=b'{"ociVersion":"1.0.2"}')
+    await client.containers.create(
+        api.CreateContainerRequest(container=_container(id="l1", spec=other))
+    )
+    assert (await listed())["l1"].spec == other
+    assert await listed(client.with_namespace("elsewhere")) == {}

@@ -174,14 +174,21 @@ def remove_namespace_cgroups(namespace: str) -> None:
 
 
 def monitors_of(state: Path) -> list[int]:
-    """Pids of monitor processes still running for bundles under `state`."""
+    """Pids of monitor processes still running for bundles under `state`.
+
+    Warm monitors carry their template's command line but work in their bundle; the
+    template itself (in `/`) is no monitor.
+    """
     found = []
     needle = str(state / TASK_DIR).encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            if needle in (entry / "cmdline").read_bytes():
+            cmdline = (entry / "cmdline").read_bytes()
+            if needle in cmdline and not (
+                b"--template" in cmdline and os.readlink(entry / "cwd") == "/"
+            ):
                 found.append(int(entry.name))
     return found
 
@@ -682,6 +689,74 @@ async def test_restart_keeps_tasks_and_reports_exits(workdir: Path) -> None:
         shutil.rmtree(engine.base, ignore_errors=True)
     assert remaining == []
     assert leftover_mounts == []
+
+
+def templates_of(state: Path) -> list[int]:
+    """Pids of warm-monitor templates serving `state`."""
+    needle = str(state / TASK_DIR).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes()
+            if needle in cmdline and b"--template" in cmdline and os.readlink(entry / "cwd") == "/":
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_warm_monitors_outlive_an_engine_sigkill(workdir: Path) -> None:
+    engine = EngineProcess().start()
+    ns = "warm"
+    c = Client(str(engine.address), ns)
+    runner = ["sh", "-c", "sleep 1000"]
+    try:
+        await create_container(c, "w0", runner)
+        created = await c.tasks.create(
+            tasks.CreateTaskRequest(container_id="w0", rootfs=rootfs_mounts(workdir / "rootfs"))
+        )
+        await c.tasks.start(tasks.StartRequest(container_id="w0"))
+        [template] = templates_of(engine.state)
+        [monitor] = monitors_of(engine.state)
+        assert b"--template" in Path(f"/proc/{monitor}/cmdline").read_bytes()
+        assert os.readlink(f"/proc/{monitor}/cwd") == str(engine.state / TASK_DIR / ns / "w0/init")
+        c.close()
+        engine.kill()
+
+        assert _alive(template) and _alive(monitor)
+        os.kill(created.pid, signal.SIGKILL)
+        await eventually((engine.state / TASK_DIR / ns / "w0/init/exit").exists, timeout=20)
+        engine = EngineProcess(base=engine.base).start()
+        c = Client(str(engine.address), ns)
+        assert (await c.tasks.wait(tasks.WaitRequest(container_id="w0"))).exit_status == 137
+
+        # The restarted engine forks from the same template.
+        await create_container(c, "w1", runner)
+        await c.tasks.create(
+            tasks.CreateTaskRequest(container_id="w1", rootfs=rootfs_mounts(workdir / "rootfs"))
+        )
+        assert templates_of(engine.state) == [template]
+        await c.tasks.kill(tasks.KillRequest(container_id="w1", signal=signal.SIGKILL))
+        assert (await c.tasks.wait(tasks.WaitRequest(container_id="w1"))).exit_status == 137
+    finally:
+        with contextlib.suppress(Exception):
+            await cleanup_namespace(c)
+        c.close()
+        remaining = monitors_of(engine.state)
+        engine.stop(cleanup=False)
+        remove_namespace_cgroups(ns)
+    try:
+        assert remaining == []
+        # A graceful stop lets the template go.
+        await eventually(lambda: templates_of(engine.state) == [], timeout=20)
+    finally:
+        shutil.rmtree(engine.base, ignore_errors=True)
 
 
 def test_state_dir_has_no_stray_fifos(tengine: EngineProcess) -> None:
