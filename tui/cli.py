@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only connect: do not start the bundled engine when nothing answers",
     )
+    from tui import nodes_cli
+
+    nodes_cli.add_options(parser)
     sub = parser.add_subparsers(dest="command")
 
     engine = sub.add_parser("engine", help="run or control the bundled engine")
@@ -98,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tui import pull_cli
 
     pull_cli.add_parsers(sub, _global_options)
+    nodes_cli.add_parser(sub, _global_options)
 
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -220,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         from tui import pull_cli
 
         return pull_cli.pull(args) if args.command == "pull" else pull_cli.images(args)
+    if args.command == "nodes":
+        from tui import nodes_cli
+
+        return nodes_cli.nodes_command(args)
     if args.command == "config":
         from core import config as cfg
 
