@@ -233,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.stdout.write(cfg.render_toml(cfg.default_config()))
         return 0
+    from tui import nodes_cli
+
+    if nodes_cli.wanted(args):
+        from tui import fleet_app
+
+        return fleet_app.run(args)
     from tui import app
 
     return app.run(args)

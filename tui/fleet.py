@@ -43,6 +43,8 @@ HEARTBEAT = 1.0
 DEADLINE = 2.0
 # Reaching a node the first time may include an SSH handshake and a remote command.
 CONNECT_DEADLINE = 20.0
+# A listing of a busy namespace takes longer than a Version call.
+LIST_DEADLINE = 10.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 5.0
 
@@ -203,7 +205,7 @@ class Node:
 
     def _down(self, reason: str) -> None:
         if self.status.phase == UP:
-            self.on_log(LogLine(utc_now(), self.state.namespace, "", f"unreachable: {reason}", "note"))
+            self._note(f"unreachable: {reason}")
         self._set(phase=UNREACHABLE, reason=reason, rtt=None)
 
     async def _wait(self, delay: float) -> None:
@@ -236,9 +238,12 @@ class Node:
     def _syncer_connection(self, up: bool, detail: str) -> None:
         if up:
             self._count(phase=UP, reason="")
-            self.on_log(LogLine(utc_now(), self.state.namespace, "", f"connected ({detail})", "note"))
+            self._note(f"connected ({detail})")
         else:
             self._set(phase=UNREACHABLE, reason=detail)
+
+    def _note(self, text: str) -> None:
+        self.on_log(LogLine(utc_now(), self.state.namespace, "", text, "note"))
 
     def _count(self, **changes: Any) -> None:
         containers = self.state.containers
@@ -305,9 +310,11 @@ async def probe(node: Node) -> NodeStatus:
         return replace(node.status, phase=UNREACHABLE, reason=describe(exc))
     try:
         listing = await asyncio.wait_for(
-            client.containers.list(containers_api.ListContainersRequest()), DEADLINE * 5
+            client.containers.list(containers_api.ListContainersRequest()), LIST_DEADLINE
         )
-        tasks = await asyncio.wait_for(client.tasks.list(tasks_api.ListTasksRequest()), DEADLINE * 5)
+        tasks = await asyncio.wait_for(
+            client.tasks.list(tasks_api.ListTasksRequest()), LIST_DEADLINE
+        )
     except FAILURES as exc:
         return replace(node.status, phase=UNREACHABLE, reason=describe(exc), version=version)
     finally:

@@ -131,7 +131,9 @@ def _parse(spec: NodeSpec, url: str, tls: ClientTLS | None) -> NodeSpec:
             spec, kind=SSH, host=host, user=unquote(parts.username or ""), port=port,
             remote_path=remote, namespace=namespace,
         )  # fmt: skip
-    raise ValueError(f"unknown scheme {parts.scheme!r}: use a socket path, unix://, tcp:// or ssh://")
+    raise ValueError(
+        f"unknown scheme {parts.scheme!r}: use a socket path, unix://, tcp:// or ssh://"
+    )
 
 
 def _unix(spec: NodeSpec, path: str, query: str) -> NodeSpec:
@@ -192,10 +194,12 @@ def _from_toml(path: Path, name: str, value: object) -> NodeSpec:
         return NodeSpec(name, "", problem=f"{path}: node {name}: give a URL, or a table with url")
     unknown = sorted(set(value) - {"url", "namespace", "plaintext", *TLS_KEYS})
     if unknown:
-        return NodeSpec(name, value["url"], problem=f"{path}: node {name}: unknown key {unknown[0]}")
+        problem = f"{path}: node {name}: unknown key {unknown[0]}"
+        return NodeSpec(name, value["url"], problem=problem)
     tls = None
     if any(value.get(k) for k in TLS_KEYS) or not value.get("plaintext", False):
-        tls = ClientTLS(ca=value.get("tls_ca"), cert=value.get("tls_cert"), key=value.get("tls_key"))
+        ca, cert, key = (value.get(k) or "" for k in TLS_KEYS)
+        tls = ClientTLS(ca=ca, cert=cert, key=key)
     spec = parse_url(name, value["url"], tls)
     if spec.kind != TCP:
         spec = replace(spec, tls=None)
@@ -221,7 +225,8 @@ def unique(specs: list[NodeSpec]) -> list[NodeSpec]:
             spec = replace(
                 spec,
                 name=f"{spec.name}#{count}",
-                problem=f"node name {spec.name!r} is used twice; this one ({spec.where}) is left out",
+                problem=f"node name {spec.name!r} is used twice; "
+                f"this one ({spec.where}) is left out",
             )
         out.append(spec)
     return out

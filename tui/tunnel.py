@@ -44,9 +44,7 @@ class TunnelError(Exception):
 def explain(stderr: str, destination: str) -> str:
     """ssh's stderr as one line that says what to do; its last line when nothing known matches."""
     text = stderr.lower()
-    if "remote host identification has changed" in text or "host key for" in text and (
-        "has changed" in text
-    ):
+    if "remote host identification has changed" in text:
         return (
             f"host key mismatch for {destination}: the key it offers is not the one in "
             "known_hosts (checking stays on; verify the host, then fix known_hosts)"
@@ -59,7 +57,10 @@ def explain(stderr: str, destination: str) -> str:
     if "could not resolve hostname" in text or "name or service not known" in text:
         return f"unknown host {destination}: ssh could not resolve it"
     if "permission denied" in text:
-        return f"{destination} refused the key (permission denied): is it in the agent or ~/.ssh/config?"
+        return (
+            f"{destination} refused the key (permission denied): "
+            "is it in the agent or ~/.ssh/config?"
+        )
     if "connection refused" in text:
         return f"{destination} refused the connection (no sshd on that port?)"
     if "timed out" in text:

@@ -90,39 +90,39 @@ async def test_a_hung_or_cut_node_is_marked_and_the_others_keep_updating() -> No
         group.start()
         try:
             for name in ("h1", "h2", "h3"):
-                await until(lambda n=name: phase(group, n) == fleet.UP, 30, f"{name} up")
+                await until(lambda n=name: phase(group, n) == fleet.UP, 30, f"{name} up", group)
             assert group.nodes["h3"].status.engine == "ctrdeck"
             assert group.nodes["h3"].teach_prefix() == "ssh h3"
 
             h1.cut()
-            await until(lambda: phase(group, "h1", group) != fleet.UP, MARKED_WITHIN, "h1 marked")
+            await until(lambda: phase(group, "h1") != fleet.UP, MARKED_WITHIN, "h1 marked", group)
             # The others keep updating meanwhile, the SSH node too.
             await create(str(h2.socket), "while-h1-cut")
             await create(str(h3.socket), "while-h1-cut")
-            await until(lambda: has(group, "h2", "while-h1-cut", group), 10, "h2 updates")
-            await until(lambda: has(group, "h3", "while-h1-cut", group), 10, "h3 updates")
+            await until(lambda: has(group, "h2", "while-h1-cut"), 10, "h2 updates", group)
+            await until(lambda: has(group, "h3", "while-h1-cut"), 10, "h3 updates", group)
             h1.restore()
-            await until(lambda: phase(group, "h1", group) == fleet.UP, 30, "h1 back")
+            await until(lambda: phase(group, "h1") == fleet.UP, 30, "h1 back", group)
             await create(str(h1.socket), "after-restore")
-            await until(lambda: has(group, "h1", "after-restore", group), 10, "h1 updates again")
+            await until(lambda: has(group, "h1", "after-restore"), 10, "h1 updates again", group)
 
             h2.stop_engine()
-            await until(lambda: phase(group, "h2", group) != fleet.UP, MARKED_WITHIN, "h2 marked")
+            await until(lambda: phase(group, "h2") != fleet.UP, MARKED_WITHIN, "h2 marked", group)
             assert "no answer" in group.nodes["h2"].status.reason
             await create(str(h1.socket), "while-h2-stopped")
-            await until(lambda: has(group, "h1", "while-h2-stopped", group), 10, "h1 updates")
+            await until(lambda: has(group, "h1", "while-h2-stopped"), 10, "h1 updates", group)
             h2.continue_engine()
-            await until(lambda: phase(group, "h2", group) == fleet.UP, 30, "h2 back")
+            await until(lambda: phase(group, "h2") == fleet.UP, 30, "h2 back", group)
 
             # The SSH node's link cut: its forward answers nothing, and it comes back by itself.
             h3.cut()
-            await until(lambda: phase(group, "h3", group) != fleet.UP, MARKED_WITHIN, "h3 marked")
+            await until(lambda: phase(group, "h3") != fleet.UP, MARKED_WITHIN, "h3 marked", group)
             await create(str(h1.socket), "while-h3-cut")
-            await until(lambda: has(group, "h1", "while-h3-cut", group), 10, "h1 updates")
+            await until(lambda: has(group, "h1", "while-h3-cut"), 10, "h1 updates", group)
             h3.restore()
-            await until(lambda: phase(group, "h3", group) == fleet.UP, 45, "h3 back")
+            await until(lambda: phase(group, "h3") == fleet.UP, 45, "h3 back", group)
             await create(str(h3.socket), "after-h3")
-            await until(lambda: has(group, "h3", "after-h3", group), 10, "h3 updates again")
+            await until(lambda: has(group, "h3", "after-h3"), 10, "h3 updates again", group)
         finally:
             await group.close()
 
@@ -138,12 +138,12 @@ async def test_a_real_containerd_is_one_node() -> None:
             )
             group.start()
             try:
-                await until(lambda: phase(group, "cd", group) == fleet.UP, 30, "containerd up")
-                await until(lambda: phase(group, "cx", group) == fleet.UP, 30, "ctrdeck up")
+                await until(lambda: phase(group, "cd") == fleet.UP, 30, "containerd up", group)
+                await until(lambda: phase(group, "cx") == fleet.UP, 30, "ctrdeck up", group)
                 assert group.nodes["cd"].status.engine == "containerd"
                 assert group.nodes["cx"].status.engine == "ctrdeck"
                 await create(str(real.address), "on-containerd")
-                await until(lambda: has(group, "cd", "on-containerd", group), 10, "containerd row")
+                await until(lambda: has(group, "cd", "on-containerd"), 10, "containerd row", group)
                 assert not has(group, "cx", "on-containerd")
             finally:
                 await group.close()
@@ -178,9 +178,8 @@ def test_bad_nodes_each_say_why_on_their_row() -> None:
                 'nosocket = "ssh://testhost/run/none/here.sock"\n'
                 'malformed = "tcp://only-a-host"\n'
             )
-            result = run_cli(
-                "nodes", "--json", "--nodes-file", str(nodes_toml), "--node", f"good={engine.address}"
-            )
+            twice = f"good={engine.address}"
+            result = run_cli("nodes", "--json", "--nodes-file", str(nodes_toml), "--node", twice)
             rows = {row["name"]: row for row in json.loads(result.stdout)}
             assert result.returncode == 1, result.stderr
             assert rows["good"]["state"] == "up" and rows["good"]["engine"] == "ctrdeck"

@@ -32,7 +32,8 @@ def test_ssh_url_forms() -> None:
 
 def test_tcp_url_keeps_tls() -> None:
     spec = parse_url("db", "tcp://[::1]:10000")
-    assert (spec.kind, spec.address, spec.host, spec.port) == (TCP, "tcp://[::1]:10000", "::1", 10000)
+    assert (spec.kind, spec.address, spec.port) == (TCP, "tcp://[::1]:10000", 10000)
+    assert spec.host == "::1"
 
 
 @pytest.mark.parametrize(
@@ -90,7 +91,7 @@ def test_nodes_toml_missing_is_empty_and_broken_is_an_error(tmp_path: Path) -> N
     assert nodes.load(tmp_path / "none.toml").nodes == ()
     bad = tmp_path / "bad.toml"
     bad.write_text("[nodes\n")
-    with pytest.raises(nodes.NodesError, match="bad.toml"):
+    with pytest.raises(nodes.NodesError, match=r"bad\.toml"):
         nodes.load(bad)
 
 
