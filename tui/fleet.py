@@ -140,7 +140,8 @@ class Node:
     ) -> None:
         self.spec = spec
         self.name = spec.name
-        self.state = NodeState(spec.namespace or namespace, spec.where)
+        # The top bar and the banner name the node by this.
+        self.state = NodeState(spec.namespace or namespace, f"{spec.name} ({spec.where})")
         self.tunnel: Tunnel | None = tunnels.tunnel(spec) if spec.kind == node_specs.SSH else None
         self.client: Client | None = None
         self.syncer: Syncer | None = None

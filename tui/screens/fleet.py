@@ -62,7 +62,10 @@ class FleetScreen(MainScreen):
         nodes = NodesTable(id=NODES)
         nodes.border_title = "Nodes"
         self.mount(nodes, before="#body")
-        self.query_one(ContentSwitcher).mount(AllContainersTable(id=ALL))
+        everything = AllContainersTable(id=ALL)
+        # The switcher hides the children it was composed with; this one comes later.
+        everything.display = False
+        self.query_one(ContentSwitcher).mount(everything)
         names = list(self.fleet_console.fleet.nodes)
         self.event_log.node_width = min(max(len(n) for n in names), 16)
         # `MainScreen.on_mount` runs next (Textual runs every class's handler) and fills the panes.

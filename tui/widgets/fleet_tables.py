@@ -16,6 +16,7 @@ from collections.abc import Hashable
 from typing import ClassVar
 
 from rich.text import Text
+from textual.binding import Binding
 
 from tui import commands
 from tui.fleet import UP, NodeStatus
@@ -28,6 +29,10 @@ commands.PANE_TITLES.setdefault(NODES, "Nodes")
 
 class NodesTable(ResourceTable):
     PANE = NODES
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("enter", "select_cursor", "show this node"),
+        *commands.bindings(NODES),
+    ]
     COLUMNS = (
         Column("name", "NODE", 14, essential=True),
         Column("state", "STATE", 18, essential=True),
@@ -35,7 +40,8 @@ class NodesTable(ResourceTable):
         Column("version", "VERSION", 20, keep=1),
         Column("rtt", "RTT", 8, keep=2),
         Column("containers", "RUN/ALL", 9, keep=4),
-        Column("reason", "REASON", 60),
+        # Why a node is down matters more than its version or round trip.
+        Column("reason", "REASON", 44, keep=5),
     )
 
     @staticmethod
@@ -49,7 +55,7 @@ class NodesTable(ResourceTable):
             "version": fit(status.version.replace("+ctrdeck.", "+") or "-", 20),
             "rtt": "-" if status.rtt is None else f"{status.rtt * 1000:.1f}ms",
             "containers": f"{status.running}/{status.total}" if counted else "-",
-            "reason": fit(status.reason, 60),
+            "reason": fit(status.reason, 44),
         }
 
     def show(self, statuses: list[NodeStatus], selected: str, error_style: str) -> None:
