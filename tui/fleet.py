@@ -254,11 +254,10 @@ class Node:
             self.status = status
             self.on_change(self)
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        # Its forward goes with the master when the fleet closes the tunnels.
         if self.client is not None:
             self.client.close()
-        if self.tunnel is not None:
-            await self.tunnel.close()
 
 
 class Fleet:
@@ -294,7 +293,7 @@ class Fleet:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for node in self.nodes.values():
-            await node.close()
+            node.close()
         await self.tunnels.close()
 
     def statuses(self) -> list[NodeStatus]:
