@@ -6,12 +6,16 @@ twice are two more, each with its reason on its row, and the console opens
 all the same. `:node NAME` and `N` switch the node the panes show, `A` lists
 every node's containers with a NODE column (moving onto a row selects its
 node, so an action goes there and its toast names it), and the event log
-carries every node's lines with a node column and a `node:NAME` filter.
+carries every node's lines with a node column and a `node:NAME` filter. A
+remote task's log comes through the engine's API over the SSH tunnel.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,18 +23,27 @@ from textual.widgets import DataTable
 
 from core.client import Client
 from tests.engine_proc import EngineProcess
+from tests.integration.test_tasks import (
+    BUSYBOX,
+    cleanup_namespace,
+    make_rootfs,
+    remove_namespace_cgroups,
+)
 from tests.sshd import SSHServer, sshd
 from tests.tui.support import seed_container, until
+from tests.tui.test_logs import lines_of, run
 from tui.app import Settings
 from tui.fleet import INVALID, UP
 from tui.fleet_app import FleetApp
 from tui.nodes import parse_url
 from tui.nodes_cli import FleetPlan
 from tui.screens.fleet import ALL
+from tui.screens.logs import LogsScreen
 from tui.widgets.fleet_tables import AllContainersTable, NodesTable
 
 pytestmark = pytest.mark.integration
 SIZE = (160, 45)
+NAMESPACE = f"fleetlogs{os.getpid()}"
 
 
 @pytest.fixture
@@ -41,6 +54,12 @@ def engines() -> Iterator[tuple[EngineProcess, EngineProcess]]:
     finally:
         a.stop(cleanup=True)
         b.stop(cleanup=True)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    make_rootfs(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture
@@ -180,3 +199,35 @@ async def test_merged_log_with_node_column_filter_and_remote_teaching(
         taught = [line for line in app.main.event_log.buffer if line.kind == "ctr"]
         assert taught and all(line.node == "remote" for line in taught)
         assert taught[0].detail.startswith("ssh testhost ctr -a ")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")
+@pytest.mark.skipif(BUSYBOX is None, reason="busybox-static is not installed")
+async def test_a_remote_tasks_log_comes_through_the_engine_api(
+    engines: tuple[EngineProcess, EngineProcess], server: SSHServer, workdir: Path
+) -> None:
+    """`l` on a task of the ssh:// node: its lines through `TaskDetails.Log` over the tunnel."""
+    remote_engine = engines[1]
+    client = Client(str(remote_engine.address), NAMESPACE)
+    try:
+        await run(client, workdir, "talker", "echo far; echo away; sleep 30")
+        specs = [
+            parse_url("remote", f"ssh://testhost{remote_engine.address}?namespace={NAMESPACE}")
+        ]
+        app = FleetApp(
+            Settings(address="", namespace="default"), FleetPlan(specs, server.ssh_config)
+        )
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: all_up(app, "remote"), 30)
+            await until(pilot, lambda: app.state.containers["talker"].status == "RUNNING")
+            await until(pilot, lambda: app.main.table("containers").selected_key() == "talker")
+            await pilot.press("l")
+            assert isinstance(app.screen, LogsScreen)
+            logs = app.screen
+            await until(pilot, lambda: lines_of(logs) == ["far", "away"])
+            await pilot.press("escape")
+    finally:
+        with contextlib.suppress(Exception):
+            await cleanup_namespace(client)
+        client.close()
+        remove_namespace_cgroups(NAMESPACE)
