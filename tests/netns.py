@@ -1,7 +1,7 @@
 """Test hosts: a network namespace each, joined to this one by a veth pair, running its own engine.
 
-`netns_host(index)` creates namespace `ctdN-<pid>` with `10.231.N.2/24` inside
-and `10.231.N.1/24` on the host end (`vhN-<pid>`), and starts ctrdeck's engine
+`netns_host(index)` creates namespace `ctdN-<pid>` with `10.X.N.2/24` inside
+and `10.X.N.1/24` on the host end (`vhN-<pid>`; X from the pid), and starts ctrdeck's engine
 in it (`ip netns exec`, so the engine's pid is the one a test SIGSTOPs), with a
 plaintext TCP listener on the namespace's address (`tcp_insecure`: it is not
 loopback) and its Unix socket under a temp dir. `cut()` and `restore()` take
@@ -61,7 +61,9 @@ class TestHost:
 def netns_host(index: int, *, tcp: bool = True) -> Iterator[TestHost]:
     tag = os.getpid() % 100000
     netns, veth, peer = f"ctd{index}-{tag}", f"vh{index}-{tag}", f"vn{index}-{tag}"
-    inside, outside = f"10.231.{index}.2", f"10.231.{index}.1"
+    # A subnet of this run's own: a host left over by a crashed run must not take its routes.
+    subnet = f"10.{100 + tag % 100}.{index}"
+    inside, outside = f"{subnet}.2", f"{subnet}.1"
     base = Path(tempfile.mkdtemp(prefix="nshost-", dir="/tmp"))
     ip("netns", "add", netns)
     proc: subprocess.Popen[bytes] | None = None

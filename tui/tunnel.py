@@ -23,6 +23,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -76,12 +77,13 @@ class Master:
         self.base = base
         self.control_path = control_path
         self.spec = spec
-        self.proc: asyncio.subprocess.Process | None = None
+        # Started without an await, so a cancelled caller can never lose track of it.
+        self.proc: subprocess.Popen[bytes] | None = None
         self._lock = asyncio.Lock()
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self.proc is not None and self.proc.poll() is None
 
     async def ensure(self) -> None:
         """Connected, or `TunnelError` with ssh's reason; a dead master is started again."""
@@ -91,20 +93,20 @@ class Master:
             await self.close()
             with contextlib.suppress(FileNotFoundError):
                 self.control_path.unlink()
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.base, "-M", "-N", "-o", "ControlMaster=yes", "--", self.spec.host,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
+            self.proc = subprocess.Popen(
+                [*self.base, "-M", "-N", "-o", "ControlMaster=yes", "--", self.spec.host],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
                 start_new_session=True,
-            )  # fmt: skip
+            )
             loop = asyncio.get_running_loop()
             deadline = loop.time() + FORWARD_TIMEOUT
             while not self.control_path.exists():
-                if self.proc.returncode is not None or loop.time() > deadline:
-                    err = b""
-                    if self.proc.returncode is not None and self.proc.stderr is not None:
-                        err = await self.proc.stderr.read()
+                exited = self.proc.poll() is not None
+                if exited or loop.time() > deadline:
+                    # Its stderr is closed once it exited: the read cannot block.
+                    err = self.proc.stderr.read() if exited and self.proc.stderr else b""
                     await self.close()
                     raise TunnelError(
                         explain(err.decode(errors="replace"), self.spec.ssh_destination())
@@ -124,13 +126,19 @@ class Master:
 
     async def close(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.returncode is None:
+        if proc is None:
+            return
+        if proc.poll() is None:
             proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
+            for _ in range(100):
+                if proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
                 proc.kill()
-                await proc.wait()
+                proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 async def run(args: list[str], timeout: float) -> tuple[int, str, str]:
@@ -144,6 +152,10 @@ async def run(args: list[str], timeout: float) -> tuple[int, str, str]:
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.CancelledError:
+        # A remote command over a dead link would otherwise linger until ssh gives up.
+        proc.kill()
+        raise
     except TimeoutError:
         proc.kill()
         await proc.wait()
