@@ -45,6 +45,8 @@ DEADLINE = 2.0
 CONNECT_DEADLINE = 20.0
 # A listing of a busy namespace takes longer than a Version call.
 LIST_DEADLINE = 10.0
+# Long enough for a new event stream to be open on the engine's side.
+STREAM_SETTLE = 1.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 5.0
 
@@ -239,6 +241,11 @@ class Node:
     def _syncer_connection(self, up: bool, detail: str) -> None:
         if up:
             self._count(phase=UP, reason="")
+            # The syncer resyncs, then subscribes: a change between the two would
+            # wait for the slow resync, so one more follows once the stream is up.
+            syncer = self.syncer
+            if syncer is not None:
+                asyncio.get_running_loop().call_later(STREAM_SETTLE, syncer.request_resync)
             self._note(f"connected ({detail})")
         else:
             self._set(phase=UNREACHABLE, reason=detail)
