@@ -148,8 +148,10 @@ async def measure(engines: list[EngineProcess], args: argparse.Namespace) -> dic
             stdout=subprocess.PIPE,
             text=True,
         )
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), cpu_seconds()
+        marked: set[str] = set()
         while generator.poll() is None:
+            marked |= {n.name for n in app.fleet.nodes.values() if n.status.phase != UP}
             await pilot.pause(0.05)
         ended = time.monotonic()
         made = int(generator.stdout.read().strip() or 0) if generator.stdout else 0
@@ -165,6 +167,10 @@ async def measure(engines: list[EngineProcess], args: argparse.Namespace) -> dic
         while burst_rows() < made and time.monotonic() - ended < 60:
             await pilot.pause(0.02)
         caught_up = time.monotonic()
+        out["console CPU in the burst (% of a core)"] = (
+            (cpu_seconds() - cpu0) / (caught_up - t0) * 100
+        )
+        out["nodes that missed a heartbeat in the burst"] = len(marked)
         out["events offered (/s, fleet)"] = made / (ended - t0)
         out["events applied (/s, fleet)"] = burst_rows() / (caught_up - t0)
         out["lag after the burst (s)"] = caught_up - ended

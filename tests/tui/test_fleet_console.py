@@ -142,6 +142,14 @@ async def test_nodes_pane_switching_and_bad_rows(
         assert "needs a port" in banner
         await pilot.press("colon", *"node nosuch", "enter")
         assert app.selected == "broken"
+        # `:nodes` focuses the Nodes pane; enter there shows the node under the cursor.
+        await pilot.press("colon", *"nodes", "enter")
+        assert isinstance(app.main.focused, NodesTable)
+        await pilot.press("question_mark")
+        assert app.screen is not app.main
+        await pilot.press("escape")
+        await pilot.press("g", "enter")
+        assert app.selected == "a"
 
 
 async def test_all_nodes_view_and_actions_go_to_the_rows_node(
