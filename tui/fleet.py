@@ -18,7 +18,6 @@ twice) never connects; its row says why.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -235,8 +234,8 @@ class Node:
                 self._count(rtt=time.monotonic() - started)
         finally:
             sync.cancel()
-            with contextlib.suppress(BaseException):
-                await sync
+            # Waits for the syncer to end; a cancel of this node's own task still goes through.
+            await asyncio.gather(sync, return_exceptions=True)
 
     def _syncer_connection(self, up: bool, detail: str) -> None:
         if up:

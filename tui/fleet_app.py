@@ -127,7 +127,7 @@ class FleetApp(CtrdeckApp):
         if name == self.selected or name not in self.fleet.nodes:
             return
         self.selected = name
-        self.node.state.take_dirty()
+        # Its dirty tables stay for the repaint already scheduled: the all-nodes view needs them.
         self.screen_main.node_switched()
         if not quiet:
             self.note(f"node {name} ({self.node.spec.where})")

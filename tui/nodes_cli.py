@@ -13,13 +13,18 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.client import ClientTLS
 from core.errors import CtrdeckError
 from tui import nodes as node_specs
 from tui.nodes import NodeSpec
+
+if TYPE_CHECKING:
+    from tui.fleet import NodeStatus
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,10 @@ def add_options(parser: argparse.ArgumentParser, *, top: bool = True) -> None:
     )
 
 
-def add_parser(sub: argparse._SubParsersAction, global_options) -> None:  # type: ignore[type-arg]
+def add_parser(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    global_options: Callable[[argparse.ArgumentParser], None],
+) -> None:
     nodes = sub.add_parser("nodes", help="every node's status: state, engine, RTT, containers")
     global_options(nodes)
     add_options(nodes, top=False)
@@ -117,7 +125,7 @@ def nodes_command(args: argparse.Namespace) -> int:
     return 0 if all(s.phase == fleet.UP for s in statuses) else 1
 
 
-def print_table(statuses: list) -> None:  # type: ignore[type-arg]
+def print_table(statuses: list[NodeStatus]) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text

@@ -172,6 +172,8 @@ async def test_all_nodes_view_and_actions_go_to_the_rows_node(
         await pilot.press("D")
         await pilot.press("y")
         await until(pilot, lambda: "db-on-b" not in app.fleet.nodes["b"].state.containers)
+        # The same engine reached over ssh:// ("remote") loses it too.
+        await until(pilot, lambda: "db-on-b" not in app.fleet.nodes["remote"].state.containers)
         await until(pilot, lambda: table.row_count == 1)
         assert "web-on-a" in app.fleet.nodes["a"].state.containers
         titles = [n.title for n in app._notifications]
