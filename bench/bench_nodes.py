@@ -164,9 +164,21 @@ async def measure(engines: list[EngineProcess], args: argparse.Namespace) -> dic
                 if c.startswith("burst-")
             )
 
+        def burst_events() -> int:
+            return sum(
+                1
+                for line in app.main.event_log.buffer
+                if line.topic == "/containers/create" and line.detail.startswith("burst-")
+            )
+
+        events_in = None
         while burst_rows() < made and time.monotonic() - ended < 60:
+            if events_in is None and burst_events() >= min(made, 1500):
+                events_in = time.monotonic()
             await pilot.pause(0.02)
         caught_up = time.monotonic()
+        if events_in is not None:
+            out["events received, lag after the burst (s)"] = max(0.0, events_in - ended)
         out["console CPU in the burst (% of a core)"] = (
             (cpu_seconds() - cpu0) / (caught_up - t0) * 100
         )
