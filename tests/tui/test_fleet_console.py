@@ -1,13 +1,14 @@
 """The fleet console on real engines: the Nodes pane, switching, the all-nodes view, one log.
 
 Two engines of ours are two nodes (a third is the same engine reached over
-Debian's sshd on 127.0.0.1, tests/sshd.py); a malformed URL and a name used
-twice are two more, each with its reason on its row, and the console opens
-all the same. `:node NAME` and `N` switch the node the panes show, `A` lists
-every node's containers with a NODE column (moving onto a row selects its
-node, so an action goes there and its toast names it), and the event log
-carries every node's lines with a node column and a `node:NAME` filter. A
-remote task's log comes through the engine's API over the SSH tunnel.
+Debian's sshd on 127.0.0.1, tests/sshd.py); a malformed URL, a name used
+twice and a key the host refuses are three more, each with its reason on its
+row, and the console opens all the same. `:node NAME` and `N` switch the node
+the panes show, `A` lists every node's containers with a NODE column (moving
+onto a row selects its node, so an action goes there and its toast names
+it), and the event log carries every node's lines with a node column and a
+`node:NAME` filter. A remote task's log comes through the engine's API over
+the SSH tunnel.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def fleet_app(engines: tuple[EngineProcess, EngineProcess], server: SSHServer) -
         parse_url("remote", f"ssh://testhost{b.address}"),
         parse_url("broken", "tcp://no-port"),
         parse_url("a", "/elsewhere.sock"),
+        parse_url("refused", "ssh://nobody@testhost/x.sock"),
     ]
     settings = Settings(address="", namespace="default", teaching=True)
     return FleetApp(settings, FleetPlan(specs, server.ssh_config))
@@ -118,7 +120,8 @@ async def test_nodes_pane_switching_and_bad_rows(
         await until(pilot, lambda: all_up(app, "a", "b", "remote"), 30)
         await pilot.pause(0.2)
         rows = node_rows(app)
-        assert set(rows) == {"a", "b", "remote", "broken", "a#2"}
+        assert set(rows) == {"a", "b", "remote", "broken", "a#2", "refused"}
+        await until(pilot, lambda: "refused the key" in app.fleet.nodes["refused"].status.reason)
         assert app.fleet.nodes["broken"].status.phase == INVALID
         assert "needs a port" in str(rows["broken"][-1])
         assert "used twice" in str(rows["a#2"][-1])
