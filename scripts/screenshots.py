@@ -3,10 +3,13 @@
 Starts a throwaway engine and a docker-registry on 127.0.0.1, pushes the test
 images (busybox, a multi-layer image, a two-platform index), pulls them with
 Debian's `ctr`, runs real containers through the console's own operations,
-then drives the console with Pilot and saves each view as an SVG. Everything
-it started (containers, engine, registry, temp dirs) is removed at the end.
+then drives the console with Pilot and saves each view as an SVG. The fleet
+console's views (`nodes.svg`, `all-nodes.svg`) come from that engine beside two
+more, one reached through Debian's sshd on 127.0.0.1 (tests/sshd.py), and a
+node whose socket is gone. Everything it started (containers, engines, sshd,
+registry, temp dirs) is removed at the end.
 
-    .venv/bin/python scripts/screenshots.py [--out screenshots]
+    .venv/bin/python scripts/screenshots.py [--out screenshots] [--only fleet]
 
 The browser picture of `ctrdeck serve` (screenshots/serve-browser.png) comes
 from the real-browser test instead:
@@ -41,9 +44,14 @@ from tests.registry import (  # noqa: E402
     multiplatform_image,
     running_registry,
 )
-from tests.tui.support import chatty_image, worker_image  # noqa: E402
+from tests.sshd import sshd  # noqa: E402
+from tests.tui.support import chatty_image, seed_container, worker_image  # noqa: E402
 from tui import operations  # noqa: E402
 from tui.app import CtrdeckApp, Settings  # noqa: E402
+from tui.fleet import UP  # noqa: E402
+from tui.fleet_app import FleetApp  # noqa: E402
+from tui.nodes import parse_url  # noqa: E402
+from tui.nodes_cli import FleetPlan  # noqa: E402
 from tui.screens.dialogs import RunScreen  # noqa: E402
 from tui.spec import RunOptions  # noqa: E402
 
@@ -173,7 +181,53 @@ async def shoot(address: str, refs: dict[str, str], out: Path) -> list[Path]:
     return saved
 
 
-async def session(out: Path, step_timeout: float) -> list[Path]:
+FLEET_CONTAINERS = {
+    "db": ("postgres-0", "postgres-1", "backup-nightly"),
+    "edge": ("haproxy", "certbot", "node-exporter", "promtail"),
+}
+
+
+async def shoot_fleet(address: str, out: Path) -> list[Path]:
+    """The Nodes pane and the all-nodes view, over real engines and a real sshd."""
+    saved: list[Path] = []
+    extra = {name: EngineProcess().start() for name in FLEET_CONTAINERS}
+    try:
+        for name, engine in extra.items():
+            client = Client(str(engine.address), "default")
+            try:
+                for cid in FLEET_CONTAINERS[name]:
+                    await seed_container(client, cid, f"registry.example.com/{name}/{cid}:1")
+            finally:
+                client.close()
+        with sshd("edge-1") as server:
+            specs = [
+                parse_url("local", address),
+                parse_url("db-1", str(extra["db"].address)),
+                parse_url("edge-1", f"ssh://edge-1{extra['edge'].address}"),
+                parse_url("gone", "/run/nowhere/containerd.sock"),
+            ]
+            settings = Settings(address="", namespace="default", teaching=True)
+            app = FleetApp(settings, FleetPlan(specs, server.ssh_config))
+            async with app.run_test(size=(120, 36)) as pilot:
+                nodes = app.fleet.nodes
+                up = ("local", "db-1", "edge-1")
+                await wait_for(pilot, lambda: all(nodes[n].status.phase == UP for n in up))
+                await wait_for(pilot, lambda: len(app.state.containers) == len(CONTAINERS))
+                await pilot.press("colon", *"node db-1", "enter")
+                await pilot.pause(1.0)
+                app.main.query_one("#nodes").focus()
+                await pilot.pause(0.6)
+                saved.append(Path(app.save_screenshot("nodes.svg", str(out))))
+                await pilot.press("A")
+                await pilot.pause(1.0)
+                saved.append(Path(app.save_screenshot("all-nodes.svg", str(out))))
+    finally:
+        for engine in extra.values():
+            engine.stop(cleanup=True)
+    return saved
+
+
+async def session(out: Path, step_timeout: float, only: str = "") -> list[Path]:
     engine = EngineProcess().start()
     address = str(engine.address)
     try:
@@ -189,7 +243,10 @@ async def session(out: Path, step_timeout: float) -> list[Path]:
                 ctr(engine.address, "images", "pull", "--plain-http", refs[name])
             try:
                 await seed(address, refs)
-                return await asyncio.wait_for(shoot(address, refs, out), step_timeout)
+                saved = []
+                if only != "fleet":
+                    saved += await asyncio.wait_for(shoot(address, refs, out), step_timeout)
+                return saved + await asyncio.wait_for(shoot_fleet(address, out), step_timeout)
             finally:
                 await cleanup(address)
     finally:
@@ -200,11 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--only", choices=("fleet",), help="only the fleet console's views")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TZ", "UTC")
     time.tzset()
-    saved = asyncio.run(session(args.out, args.timeout))
+    saved = asyncio.run(session(args.out, args.timeout, args.only or ""))
     for path in saved:
         print(path)
     return 0

@@ -12,6 +12,7 @@ packages=(
   iproute2 procps util-linux kmod tar gzip zstd openssl curl ca-certificates locales
   chromium chromium-driver
   mmdebstrap
+  openssh-server openssh-client
 )
 missing=()
 for p in "${packages[@]}"; do

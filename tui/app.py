@@ -113,7 +113,7 @@ class CtrdeckApp(TypeAheadApp[int]):
         self.app_resume_signal.subscribe(self, lambda _app: self._shadow.reset())
         self.set_theme(self.settings.theme)
         self.set_keymap(self.settings.keymap)
-        self.install_screen(self.MAIN_SCREEN(self), "main")
+        self.install_screen(self.main_screen(), "main")
         await self.push_screen("main")
         for line in self._initial_lines:
             self.main.event_log.add(line)
@@ -132,6 +132,10 @@ class CtrdeckApp(TypeAheadApp[int]):
         self.state.take_dirty()
         self.state.on_dirty = self.schedule_repaint
         self.set_interval(AGE_REFRESH, self.refresh_ages)
+
+    def main_screen(self) -> MainScreen:
+        """The screen the console opens on; a fleet console adds its Nodes pane to it."""
+        return self.MAIN_SCREEN(self)
 
     def _display(self, screen: Screen, renderable: RenderableType | None) -> None:
         # Textual sends every refreshed region whole; the shadow turns that into the

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only connect: do not start the bundled engine when nothing answers",
     )
+    from tui import nodes_cli
+
+    nodes_cli.add_options(parser)
     sub = parser.add_subparsers(dest="command")
 
     engine = sub.add_parser("engine", help="run or control the bundled engine")
@@ -98,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tui import pull_cli
 
     pull_cli.add_parsers(sub, _global_options)
+    nodes_cli.add_parser(sub, _global_options)
 
     from tui import trainer_cli
 
@@ -228,11 +232,21 @@ def main(argv: list[str] | None = None) -> int:
         from tui import trainer_cli
 
         return trainer_cli.run(args)
+    if args.command == "nodes":
+        from tui import nodes_cli
+
+        return nodes_cli.nodes_command(args)
     if args.command == "config":
         from core import config as cfg
 
         sys.stdout.write(cfg.render_toml(cfg.default_config()))
         return 0
+    from tui import nodes_cli
+
+    if nodes_cli.wanted(args):
+        from tui import fleet_app
+
+        return fleet_app.run(args)
     from tui import app
 
     return app.run(args)

@@ -97,6 +97,8 @@ class LogLine:
     topic: str
     detail: str
     kind: str = "event"
+    # The node it came from, in a fleet console; "" when there is one node.
+    node: str = ""
 
 
 class NodeState:

@@ -6,7 +6,8 @@ the screen shortly after the first of a burst arrives, in one batch, so a burst
 costs one repaint and a quiet log costs nothing.
 Pausing stops the writing (the buffer keeps filling, and the title counts what
 is waiting); the view only follows the end while it is scrolled to the end,
-so reading back is never interrupted. The filter (`ns:NAME`, `topic:/tasks`,
+so reading back is never interrupted. In a fleet console each line names its
+node in a column of its own. The filter (`ns:NAME`, `topic:/tasks`, `node:NAME`,
 or any words) re-renders from the buffer. Every line and the filter are shown
 as plain text (`tui.plain`): an event names what the node holds.
 """
@@ -31,11 +32,16 @@ FLUSH_DELAY = 0.03
 
 
 def parse_filter(text: str) -> list[tuple[str, str]]:
-    """`ns:default topic:/tasks web` -> [("ns","default"), ("topic","/tasks"), ("","web")]."""
+    """`ns:default topic:/tasks web` -> [("ns","default"), ("topic","/tasks"), ("","web")].
+
+    `node:NAME` keeps one node's lines in a fleet console.
+    """
     terms: list[tuple[str, str]] = []
     for word in text.split():
         field, sep, value = word.partition(":")
-        if sep and field in ("ns", "namespace", "topic"):
+        if sep and field == "node":
+            terms.append(("node", value))
+        elif sep and field in ("ns", "namespace", "topic"):
             terms.append(("ns" if field != "topic" else "topic", value))
         else:
             terms.append(("", word))
@@ -45,6 +51,8 @@ def parse_filter(text: str) -> list[tuple[str, str]]:
 def matches(line: LogLine, terms: list[tuple[str, str]]) -> bool:
     for field, value in terms:
         if field == "ns" and line.namespace != value:
+            return False
+        if field == "node" and line.node != value:
             return False
         if field == "topic" and value not in line.topic:
             return False
@@ -72,6 +80,7 @@ class EventLog(RichLog):
         self._flush_pending = False
         # Told of every line added (a recorder listens here).
         self.on_add: Callable[[LogLine], None] | None = None
+        self.node_width = 8
 
     def on_mount(self) -> None:
         self._retitle()
@@ -93,16 +102,18 @@ class EventLog(RichLog):
     def format(self, line: LogLine) -> Text:
         stamp = line.time.astimezone()
         detail = clean(line.detail)
+        # A fleet's lines name their node first; one node's never do.
+        node = f"{clean(line.node):<{self.node_width}} " if line.node else ""
         if line.kind == "ctr":
-            return Text(f"  $ {detail}", style=self.styles_by_kind.get("ctr", "bold"))
+            return Text(f"  $ {node}{detail}", style=self.styles_by_kind.get("ctr", "bold"))
         if line.kind == "note":
-            return Text(f"  # {detail}", style=self.styles_by_kind.get("note", "italic"))
+            return Text(f"  # {node}{detail}", style=self.styles_by_kind.get("note", "italic"))
         topic = clean(line.topic)
         if self.compact:
-            return Text(f"{stamp:%H:%M:%S}  {topic:<18} {detail}")
+            return Text(f"{stamp:%H:%M:%S}  {node}{topic:<18} {detail}")
         ms = f"{stamp.microsecond // 1000:03d}"
         namespace = clean(line.namespace)
-        return Text(f"{stamp:%H:%M:%S}.{ms}  {namespace:<10} {topic:<20} {detail}")
+        return Text(f"{stamp:%H:%M:%S}.{ms}  {node}{namespace:<10} {topic:<20} {detail}")
 
     def flush(self) -> None:
         self._flush_pending = False
