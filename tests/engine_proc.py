@@ -85,7 +85,12 @@ class EngineProcess:
     name = "ctrdeck"
 
     def __init__(
-        self, base: Path | None = None, config: str | None = None, *, log_level: str = "debug"
+        self,
+        base: Path | None = None,
+        config: str | None = None,
+        *,
+        log_level: str = "debug",
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.base = base or Path(tempfile.mkdtemp(prefix="ctrdeck-", dir="/tmp"))
         self.root = self.base / "root"
@@ -94,10 +99,14 @@ class EngineProcess:
         self.config = config
         self.log_level = log_level
         self.log = self.base / "engine.log"
+        # A command the engine runs under, e.g. `nsenter --net=...` to keep pod traffic
+        # in a network namespace of the test's own.
+        self.prefix = prefix
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> EngineProcess:
         cmd = [
+            *self.prefix,
             sys.executable,
             "-m",
             "tui.cli",

@@ -91,6 +91,8 @@ class Stdio:
     stdout: str = ""
     stderr: str = ""
     terminal: bool = False
+    # A file the monitor also writes output to in the CRI log format (CRI containers only).
+    cri_log: str = ""
 
 
 @dataclass
@@ -485,6 +487,7 @@ class TaskManager:
             "stdout": proc.stdio.stdout,
             "stderr": proc.stdio.stderr,
             "log": str(proc.log_path),
+            "cri_log": proc.stdio.cri_log,
             "log_max": self.log_max,
             "exit_file": str(proc.dir / "exit"),
             "pid_file": str(proc.dir / "pid"),

@@ -1,0 +1,328 @@
+"""The CRI (runtime.v1) end to end: our own client (stubs from protos/runtime/v1) against the engine.
+
+Pod traffic stays in a network namespace each test creates: the engine runs
+under `nsenter --net=` into it, so the CNI bridge, veths and iptables rules
+are made there and vanish with it. Images reach the engine by `ctr import`
+(pods) or from a registry on loopback (the image service).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import shutil
+import subprocess
+import tarfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from core.api.runtime import v1 as cri
+from core.images import platforms
+from tests.engine_proc import EngineProcess
+from tests.helpers import eventually
+from tests.registry import (
+    BUSYBOX_BIN,
+    Built,
+    build_image,
+    directory,
+    file,
+    make_layer,
+    single,
+    symlink,
+)
+
+APPLETS = (
+    "sh", "cat", "echo", "sleep", "httpd", "wget", "id", "touch", "grep", "sysctl", "mkdir",
+    "dd", "head", "hostname", "ls", "true",
+)  # fmt: skip
+PAUSE = "registry.test/pause:1"
+APP = "registry.test/app:1"
+CRI_LOG = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) (F|P) (.*)$")
+
+
+def _image(cmd: tuple[str, ...], user: str = "") -> Built:
+    entries = [
+        directory("bin"),
+        file("bin/busybox", Path(BUSYBOX_BIN).read_bytes(), 0o755),
+        *(symlink(f"bin/{a}", "busybox") for a in APPLETS),
+        directory("etc"),
+        file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234::/:/bin/sh\n"),
+        file("etc/group", "root:x:0:\napp:x:1234:\n"),
+        directory("proc"),
+        directory("sys"),
+        directory("dev"),
+        directory("tmp", 0o1777),
+    ]
+    arch = platforms.host().architecture
+    return single(build_image([make_layer(entries)], architecture=arch, cmd=cmd, user=user))
+
+
+def _import(engine: EngineProcess, built: Built, ref: str, tmp: Path) -> None:
+    layout = built.write_layout(tmp / f"layout-{secrets.token_hex(4)}", tag=ref)
+    tar = layout.with_suffix(".tar")
+    with tarfile.open(tar, "w") as t:
+        for p in sorted(layout.rglob("*")):
+            t.add(p, arcname=str(p.relative_to(layout)), recursive=False)
+    subprocess.run(
+        ["ctr", "-a", str(engine.address), "-n", "k8s.io", "images", "import", str(tar)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=30)
+
+
+@contextlib.contextmanager
+def _test_netns() -> Iterator[str]:
+    name = f"ctd-cri-{secrets.token_hex(4)}"
+    _run("ip", "netns", "add", name)
+    try:
+        _run("ip", "-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        _run("ip", "netns", "delete", name, check=False)
+
+
+class Node:
+    """An engine in the test's network namespace with a CNI bridge config, and CRI stubs."""
+
+    def __init__(self, tmp: Path, netns: str) -> None:
+        self.tmp = tmp
+        self.netns = netns
+        self.subnet = f"10.{secrets.randbelow(200) + 20}.{secrets.randbelow(250)}"
+        self.conf_dir = tmp / "net.d"
+        self.conf_dir.mkdir()
+        self.ipam_dir = tmp / "ipam"
+        self.write_cni()
+        config = f"""version = 2
+[plugins."io.containerd.grpc.v1.cri"]
+sandbox_image = "{PAUSE}"
+restrict_oom_score_adj = true
+netns_mounts_under_state_dir = true
+[plugins."io.containerd.grpc.v1.cri".cni]
+bin_dir = "/usr/lib/cni"
+conf_dir = "{self.conf_dir}"
+plugin_timeout = 5
+"""
+        self.engine = EngineProcess(
+            config=config, log_level="info", prefix=("nsenter", f"--net=/run/netns/{netns}")
+        )
+
+    def write_cni(self) -> None:
+        conf = {
+            "cniVersion": "0.4.0",
+            "name": "ctrdeck-test",
+            "plugins": [
+                {
+                    "type": "bridge", "bridge": f"cri{secrets.token_hex(3)}", "isGateway": True,
+                    "ipMasq": False,
+                    "ipam": {"type": "host-local", "subnet": f"{self.subnet}.0/24",
+                             "dataDir": str(self.ipam_dir)},
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }  # fmt: skip
+        (self.conf_dir / "10-test.conflist").write_text(json.dumps(conf))
+
+    def leased_ips(self) -> list[str]:
+        d = self.ipam_dir / "ctrdeck-test"
+        return [p.name for p in d.glob(f"{self.subnet}.*")] if d.exists() else []
+
+    def start(self) -> None:
+        self.engine.start()
+        self.channel = Channel(path=str(self.engine.address))
+        self.runtime = cri.RuntimeServiceStub(self.channel)
+        self.images = cri.ImageServiceStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def in_netns(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return _run("ip", "netns", "exec", self.netns, *argv, check=False)
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    for tool in ("ctr", "nsenter", "/usr/lib/cni/bridge", "/usr/lib/cni/portmap"):
+        if shutil.which(tool) is None and not Path(tool).exists():
+            pytest.skip(f"{tool} is not installed")
+    with _test_netns() as netns:
+        n = Node(tmp_path, netns)
+        n.start()
+        try:
+            _import(n.engine, _image(("sleep", "1000000")), PAUSE, tmp_path)
+            _import(n.engine, _image(("sh",), user="app"), APP, tmp_path)
+            yield n
+        finally:
+            n.close()
+            with contextlib.suppress(Exception):
+                await _remove_all(n)
+            n.engine.stop(cleanup=False)
+            subprocess.run(["umount", "-R", str(n.engine.base)], capture_output=True)
+            shutil.rmtree(n.engine.base, ignore_errors=True)
+
+
+async def _remove_all(n: Node) -> None:
+    channel = Channel(path=str(n.engine.address))
+    try:
+        stub = cri.RuntimeServiceStub(channel)
+        pods = await stub.list_pod_sandbox(cri.ListPodSandboxRequest())
+        for pod in pods.items:
+            await stub.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+    finally:
+        channel.close()
+
+
+def pod_config(name: str, tmp: Path, **kw) -> cri.PodSandboxConfig:  # type: ignore[no-untyped-def]
+    return cri.PodSandboxConfig(
+        metadata=cri.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="default"),
+        hostname=kw.pop("hostname", name),
+        log_directory=str(tmp / "logs" / name),
+        labels={"app": name},
+        **kw,
+    )
+
+
+def container_config(name: str, *command: str, **kw) -> cri.ContainerConfig:  # type: ignore[no-untyped-def]
+    return cri.ContainerConfig(
+        metadata=cri.ContainerMetadata(name=name),
+        image=cri.ImageSpec(image=APP),
+        command=list(command),
+        log_path=f"{name}.log",
+        labels={"container": name},
+        **kw,
+    )
+
+
+async def _start(
+    node: Node, pod_id: str, pod: cri.PodSandboxConfig, config: cri.ContainerConfig
+) -> str:
+    created = await node.runtime.create_container(
+        cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=config, sandbox_config=pod)
+    )
+    await node.runtime.start_container(cri.StartContainerRequest(container_id=created.container_id))
+    return created.container_id
+
+
+async def _exec(node: Node, cid: str, *cmd: str, timeout: int = 10) -> cri.ExecSyncResponse:
+    return await node.runtime.exec_sync(
+        cri.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=timeout)
+    )
+
+
+async def test_status_reports_runtime_and_network_ready(node: Node) -> None:
+    status = await node.runtime.status(cri.StatusRequest())
+    conditions = {c.type: c.status for c in status.status.conditions}
+    assert conditions == {"RuntimeReady": True, "NetworkReady": True}
+    version = await node.runtime.version(cri.VersionRequest())
+    assert version.runtime_api_version == "v1"
+    (node.conf_dir / "10-test.conflist").unlink()
+    status = await node.runtime.status(cri.StatusRequest())
+    network = next(c for c in status.status.conditions if c.type == "NetworkReady")
+    assert not network.status and "no network config" in network.message
+
+
+async def test_pod_lifecycle_with_two_containers(node: Node, tmp_path: Path) -> None:
+    host_port = 20000 + secrets.randbelow(20000)
+    pod = pod_config(
+        "web",
+        tmp_path,
+        hostname="web-host",
+        dns_config=cri.DnsConfig(
+            servers=["10.0.0.10"], searches=["example.test"], options=["ndots:2"]
+        ),
+        port_mappings=[cri.PortMapping(container_port=8080, host_port=host_port)],
+        linux=cri.LinuxPodSandboxConfig(sysctls={"kernel.shm_rmid_forced": "1"}),
+    )
+    run = await node.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))
+    pod_id = run.pod_sandbox_id
+    status = (await node.runtime.pod_sandbox_status(
+        cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id)
+    )).status  # fmt: skip
+    assert status.state == cri.PodSandboxState.SANDBOX_READY
+    ip = status.network.ip
+    assert ip.startswith(node.subnet + ".")
+    assert status.labels == {"app": "web"}
+
+    server = await _start(node, pod_id, pod, container_config(
+        "server", "sh", "-c",
+        "mkdir -p /tmp/www && echo hello-from-pod > /tmp/www/index.html && "
+        "echo started; echo to-stderr >&2; exec httpd -f -p 8080 -h /tmp/www",
+    ))  # fmt: skip
+    client = await _start(node, pod_id, pod, container_config("client", "sleep", "100000"))
+
+    async def served() -> bool:
+        r = await _exec(node, client, "wget", "-qO-", "http://127.0.0.1:8080/")
+        return r.exit_code == 0 and r.stdout == b"hello-from-pod\n"
+
+    await eventually(served)
+    # The pod IP from the test's own namespace, and the hostPort on the bridge's gateway.
+    fetched = node.in_netns(BUSYBOX_BIN, "wget", "-qO-", f"http://{ip}:8080/")
+    assert fetched.stdout == "hello-from-pod\n", fetched.stderr
+    fetched = node.in_netns(BUSYBOX_BIN, "wget", "-qO-", f"http://{node.subnet}.1:{host_port}/")
+    assert fetched.stdout == "hello-from-pod\n", fetched.stderr
+
+    assert (await _exec(node, client, "hostname")).stdout == b"web-host\n"
+    resolv = (await _exec(node, client, "cat", "/etc/resolv.conf")).stdout.decode()
+    assert "nameserver 10.0.0.10" in resolv and "search example.test" in resolv
+    assert "options ndots:2" in resolv
+    assert (await _exec(node, client, "sysctl", "-n", "kernel.shm_rmid_forced")).stdout == b"1\n"
+    # The image's USER (app) runs the process when the config names none.
+    assert (await _exec(node, client, "id", "-u")).stdout == b"1234\n"
+
+    failed = await _exec(node, client, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"out\n", b"err\n")
+    with pytest.raises(GRPCError) as timed_out:
+        await _exec(node, client, "sleep", "30", timeout=1)
+    assert timed_out.value.status == Status.DEADLINE_EXCEEDED
+
+    log = tmp_path / "logs" / "web" / "server.log"
+    lines = [CRI_LOG.match(line) for line in log.read_text().splitlines()]
+    assert all(lines), log.read_text()
+    assert [(m.group(1), m.group(2), m.group(3)) for m in lines if m] == [
+        ("stdout", "F", "started"),
+        ("stderr", "F", "to-stderr"),
+    ]
+
+    stats = await node.runtime.container_stats(cri.ContainerStatsRequest(container_id=client))
+    assert stats.stats.attributes.id == client
+    assert stats.stats.memory.working_set_bytes.value > 0
+    listed = await node.runtime.list_container_stats(cri.ListContainerStatsRequest())
+    assert {s.attributes.id for s in listed.stats} == {server, client}
+
+    containers = await node.runtime.list_containers(cri.ListContainersRequest(
+        filter=cri.ContainerFilter(label_selector={"container": "server"})
+    ))  # fmt: skip
+    assert [c.id for c in containers.containers] == [server]
+    assert containers.containers[0].state == cri.ContainerState.CONTAINER_RUNNING
+
+    # ctr sees the CRI's objects in k8s.io, with containerd's labels.
+    ctr = _run("ctr", "-a", str(node.engine.address), "-n", "k8s.io", "containers", "ls", "-q")
+    assert {pod_id, server, client} <= set(ctr.stdout.split())
+
+    await node.runtime.stop_container(cri.StopContainerRequest(container_id=server, timeout=2))
+    await node.runtime.stop_container(cri.StopContainerRequest(container_id=server, timeout=2))
+    done = (await node.runtime.container_status(
+        cri.ContainerStatusRequest(container_id=server)
+    )).status  # fmt: skip
+    assert done.state == cri.ContainerState.CONTAINER_EXITED and done.finished_at > 0
+
+    assert node.leased_ips() == [ip]
+    for _ in range(2):
+        await node.runtime.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    assert node.leased_ips() == []
+    assert not list((node.engine.state / "netns").iterdir())
+    for _ in range(2):
+        await node.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    assert (await node.runtime.list_pod_sandbox(cri.ListPodSandboxRequest())).items == []
+    assert (await node.runtime.list_containers(cri.ListContainersRequest())).containers == []
+    ctr = _run("ctr", "-a", str(node.engine.address), "-n", "k8s.io", "containers", "ls", "-q")
+    assert ctr.stdout.split() == []
