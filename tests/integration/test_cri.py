@@ -1,4 +1,4 @@
-"""The CRI (runtime.v1) end to end: our own client (stubs from protos/runtime/v1) against the engine.
+"""The CRI (runtime.v1) end to end: our own client (runtime.v1 stubs) against the engine.
 
 Pod traffic stays in a network namespace each test creates: the engine runs
 under `nsenter --net=` into it, so the CNI bridge, veths and iptables rules
