@@ -22,6 +22,8 @@ from core.cri.store import Store
 from core.engine import Engine
 from core.errors import InvalidArgument, NotFound, NotImplementedYet
 
+PARTS = ("metadata", "content", "events", "gc", "snapshot_records", "snapshotters", "tasks")
+"""The engine's parts the CRI uses (both services share them): the CRI plugin's `requires`."""
 RUNTIME_NAME = "ctrdeck"
 CRI_VERSION = "v1"
 VERSION = "0.1.0"
@@ -61,7 +63,7 @@ def image_out(image: CriImage) -> cri.Image:
 
 
 class ImageService(cri.ImageServiceBase):
-    PARTS: tuple[str, ...] = ("metadata", "content", "snapshotters", "gc")
+    PARTS: tuple[str, ...] = PARTS
 
     def __init__(self, parts: Cri) -> None:
         self.cri = parts
@@ -133,7 +135,7 @@ async def _snapshot_usage(engine: Engine, snapshotter: str) -> list[tuple[int, i
 
 
 class RuntimeService(cri.RuntimeServiceBase):
-    PARTS: tuple[str, ...] = ("metadata", "tasks", "snapshotters", "content")
+    PARTS: tuple[str, ...] = PARTS
 
     def __init__(self, parts: Cri) -> None:
         self.cri = parts
