@@ -25,7 +25,7 @@ from core.errors import InvalidArgument
 
 SANDBOX_OOM_SCORE_ADJ = -998
 CAP_SYS_RESOURCE = 24
-ALL_CAPS = (
+CAPS_BY_NUMBER = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
     "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
     "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
@@ -34,6 +34,7 @@ ALL_CAPS = (
     "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
     "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
     "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 )  # fmt: skip
 PROPAGATION = {
     cri.MountPropagation.PROPAGATION_PRIVATE: "rprivate",
@@ -50,13 +51,27 @@ def own_oom_score_adj() -> int:
 
 
 def can_lower_oom_score() -> bool:
+    return bool(_own_caps("CapEff") >> CAP_SYS_RESOURCE & 1)
+
+
+def _own_caps(field: str) -> int:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+            if line.startswith(field + ":"):
+                return int(line.split()[1], 16)
     except (OSError, ValueError):
         pass
-    return False
+    return 0
+
+
+def all_caps() -> list[str]:
+    """ "All capabilities", as containerd means it: every one the engine itself holds.
+
+    A runtime cannot grant more than it has; on a host that runs the engine
+    without some (CAP_SYS_RESOURCE here), asking for them would fail the start.
+    """
+    held = _own_caps("CapBnd")
+    return [name for i, name in enumerate(CAPS_BY_NUMBER) if held >> i & 1]
 
 
 def oom_score_adj(wanted: int, restrict: bool) -> int:
@@ -93,12 +108,12 @@ def _cap(name: str) -> str:
 def _capabilities(process: dict[str, Any], caps: cri.Capability | None, privileged: bool) -> None:
     current = list(process["capabilities"]["bounding"])
     if privileged:
-        current = list(ALL_CAPS)
+        current = all_caps()
     elif caps is not None:
         add = [_cap(c) for c in caps.add_capabilities]
         drop = [_cap(c) for c in caps.drop_capabilities]
         if "CAP_ALL" in add:
-            current = list(ALL_CAPS)
+            current = all_caps()
         if "CAP_ALL" in drop:
             current = []
         current = [c for c in current if c not in drop]

@@ -326,3 +326,131 @@ async def test_pod_lifecycle_with_two_containers(node: Node, tmp_path: Path) -> 
     assert (await node.runtime.list_containers(cri.ListContainersRequest())).containers == []
     ctr = _run("ctr", "-a", str(node.engine.address), "-n", "k8s.io", "containers", "ls", "-q")
     assert ctr.stdout.split() == []
+
+
+def _status_field(text: bytes, name: str) -> str:
+    for line in text.decode().splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"{name} not in /proc/self/status")
+
+
+async def _proc_status(node: Node, cid: str) -> bytes:
+    return (await _exec(node, cid, "cat", "/proc/self/status")).stdout
+
+
+async def test_security_context_fields_apply_inside_the_container(
+    node: Node, tmp_path: Path
+) -> None:
+    pod = pod_config("secure", tmp_path)
+    pod_id = (
+        await node.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))
+    ).pod_sandbox_id
+    sc = cri.LinuxContainerSecurityContext
+    restricted = await _start(node, pod_id, pod, container_config(
+        "restricted", "sleep", "100000",
+        linux=cri.LinuxContainerConfig(security_context=sc(
+            run_as_user=cri.Int64Value(value=1234), run_as_group=cri.Int64Value(value=2345),
+            supplemental_groups=[3456], readonly_rootfs=True, no_new_privs=True,
+            capabilities=cri.Capability(add_capabilities=["NET_BIND_SERVICE"],
+                                        drop_capabilities=["ALL"]),
+            seccomp=cri.SecurityProfile(
+                profile_type=cri.SecurityProfileProfileType.RuntimeDefault),
+            masked_paths=["/etc/group"],
+        )),
+    ))  # fmt: skip
+    assert (await _exec(node, restricted, "id", "-u")).stdout == b"1234\n"
+    assert (await _exec(node, restricted, "id", "-g")).stdout == b"2345\n"
+    assert (await _exec(node, restricted, "id", "-G")).stdout.split() == [b"2345", b"3456"]
+    assert (await _exec(node, restricted, "touch", "/new")).exit_code != 0
+    assert (await _exec(node, restricted, "cat", "/etc/group")).stdout == b""
+    status = await _proc_status(node, restricted)
+    assert _status_field(status, "NoNewPrivs") == "1"
+    assert _status_field(status, "Seccomp") == "2"
+    assert int(_status_field(status, "CapBnd"), 16) == 1 << 10  # CAP_NET_BIND_SERVICE
+
+    loose = await _start(node, pod_id, pod, container_config(
+        "loose", "sleep", "100000",
+        linux=cri.LinuxContainerConfig(security_context=sc(
+            run_as_username="app", readonly_paths=["/tmp"],
+            seccomp=cri.SecurityProfile(profile_type=cri.SecurityProfileProfileType.Unconfined),
+        )),
+    ))  # fmt: skip
+    assert (await _exec(node, loose, "id", "-u")).stdout == b"1234\n"
+    assert (await _exec(node, loose, "touch", "/tmp/x")).exit_code != 0
+    status = await _proc_status(node, loose)
+    assert _status_field(status, "Seccomp") == "0"
+    assert _status_field(status, "NoNewPrivs") == "0"
+
+    privileged = await _start(node, pod_id, pod, container_config(
+        "privileged", "sleep", "100000",
+        linux=cri.LinuxContainerConfig(security_context=sc(
+            privileged=True, run_as_user=cri.Int64Value(value=0))),
+    ))  # fmt: skip
+    status = await _proc_status(node, privileged)
+    assert int(_status_field(status, "CapEff"), 16) >> 21 & 1  # CAP_SYS_ADMIN
+    assert _status_field(status, "Seccomp") == "0"
+    assert (await _exec(node, privileged, "touch", "/new")).exit_code == 0
+
+
+async def test_volumes_resources_oom_and_log_reopen(node: Node, tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    volume.chmod(0o777)  # the image's USER (uid 1234) writes into it
+    (volume / "data").write_text("from the host\n")
+    (tmp_path / "volume-link").symlink_to(volume)
+    pod = pod_config("work", tmp_path)
+    pod_id = (
+        await node.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))
+    ).pod_sandbox_id
+    mounts = [
+        cri.Mount(container_path="/ro", host_path=str(tmp_path / "volume-link"), readonly=True),
+        cri.Mount(container_path="/rw", host_path=str(volume),
+                  propagation=cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER),
+    ]  # fmt: skip
+    ticker = await _start(node, pod_id, pod, container_config(
+        "ticker", "sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+        mounts=mounts,
+        linux=cri.LinuxContainerConfig(resources=cri.LinuxContainerResources(
+            memory_limit_in_bytes=64 << 20, cpu_shares=512)),
+    ))  # fmt: skip
+    assert (await _exec(node, ticker, "cat", "/ro/data")).stdout == b"from the host\n"
+    assert (await _exec(node, ticker, "touch", "/ro/x")).exit_code != 0
+    assert (await _exec(node, ticker, "touch", "/rw/x")).exit_code == 0
+    assert (volume / "x").exists()
+
+    memory = Path(f"/sys/fs/cgroup/memory/k8s.io/{ticker}/memory.limit_in_bytes")
+    assert memory.read_text().strip() == str(64 << 20)
+    await node.runtime.update_container_resources(cri.UpdateContainerResourcesRequest(
+        container_id=ticker,
+        linux=cri.LinuxContainerResources(memory_limit_in_bytes=96 << 20),
+    ))  # fmt: skip
+    assert memory.read_text().strip() == str(96 << 20)
+
+    log = tmp_path / "logs" / "work" / "ticker.log"
+    await eventually(lambda: log.exists() and log.read_text().count("\n") >= 2)
+    log.rename(log.with_suffix(".log.1"))
+    await node.runtime.reopen_container_log(cri.ReopenContainerLogRequest(container_id=ticker))
+    await eventually(lambda: log.exists() and log.read_text().count("\n") >= 2)
+    assert all(CRI_LOG.match(line) for line in log.read_text().splitlines())
+
+    hog = await _start(node, pod_id, pod, container_config(
+        "hog", "dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1",
+        linux=cri.LinuxContainerConfig(resources=cri.LinuxContainerResources(
+            memory_limit_in_bytes=32 << 20, memory_swap_limit_in_bytes=32 << 20)),
+    ))  # fmt: skip
+
+    async def exited() -> cri.ContainerStatus | None:
+        s = (await node.runtime.container_status(
+            cri.ContainerStatusRequest(container_id=hog))).status  # fmt: skip
+        return s if s.state == cri.ContainerState.CONTAINER_EXITED else None
+
+    done = await eventually(exited)
+    assert (done.exit_code, done.reason) == (137, "OOMKilled")
+
+    await node.runtime.stop_container(cri.StopContainerRequest(container_id=ticker, timeout=0))
+    with pytest.raises(GRPCError) as stopped:
+        await node.runtime.reopen_container_log(cri.ReopenContainerLogRequest(container_id=ticker))
+    assert stopped.value.status == Status.FAILED_PRECONDITION
+    for _ in range(2):
+        await node.runtime.remove_container(cri.RemoveContainerRequest(container_id=ticker))
