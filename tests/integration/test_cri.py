@@ -454,3 +454,113 @@ async def test_volumes_resources_oom_and_log_reopen(node: Node, tmp_path: Path) 
     assert stopped.value.status == Status.FAILED_PRECONDITION
     for _ in range(2):
         await node.runtime.remove_container(cri.RemoveContainerRequest(container_id=ticker))
+
+
+async def test_a_running_pod_survives_an_engine_sigkill(node: Node, tmp_path: Path) -> None:
+    pod = pod_config("durable", tmp_path)
+    pod_id = (await node.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))).pod_sandbox_id
+    ip = (await node.runtime.pod_sandbox_status(
+        cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id))).status.network.ip  # fmt: skip
+    worker = await _start(node, pod_id, pod, container_config(
+        "worker", "sh", "-c", "echo before; sleep 100000",
+    ))  # fmt: skip
+    node.close()
+    node.engine.kill()
+    node.start()
+
+    status = (await node.runtime.pod_sandbox_status(
+        cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id))).status  # fmt: skip
+    assert status.state == cri.PodSandboxState.SANDBOX_READY and status.network.ip == ip
+    container = (await node.runtime.container_status(
+        cri.ContainerStatusRequest(container_id=worker))).status  # fmt: skip
+    assert container.state == cri.ContainerState.CONTAINER_RUNNING
+    assert (await _exec(node, worker, "echo", "still")).stdout == b"still\n"
+    await node.runtime.reopen_container_log(cri.ReopenContainerLogRequest(container_id=worker))
+
+    assert node.leased_ips() == [ip]
+    await node.runtime.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    container = (await node.runtime.container_status(
+        cri.ContainerStatusRequest(container_id=worker))).status  # fmt: skip
+    assert container.state == cri.ContainerState.CONTAINER_EXITED
+    assert node.leased_ips() == []
+    assert not list((node.engine.state / "netns").iterdir())
+
+
+async def test_stop_after_a_restart_of_an_engine_killed_mid_life(
+    node: Node, tmp_path: Path
+) -> None:
+    """The pod is stopped while the engine is down; a restarted engine still tears it down."""
+    pod = pod_config("orphan", tmp_path)
+    pod_id = (await node.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))).pod_sandbox_id
+    node.close()
+    node.engine.kill()
+    sandbox_pid = json.loads(
+        (node.engine.root / "io.containerd.grpc.v1.cri" / "sandboxes" / f"{pod_id}.json").read_text()
+    )["pid"]
+    subprocess.run(["kill", "-9", str(sandbox_pid)], check=True)
+    node.start()
+    status = (await node.runtime.pod_sandbox_status(
+        cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id))).status  # fmt: skip
+    assert status.state == cri.PodSandboxState.SANDBOX_NOTREADY
+    await node.runtime.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    assert node.leased_ips() == []
+    await node.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+
+
+@pytest.fixture
+async def images(engine: EngineProcess) -> AsyncIterator[cri.ImageServiceStub]:
+    channel = Channel(path=str(engine.address))
+    try:
+        yield cri.ImageServiceStub(channel)
+    finally:
+        channel.close()
+
+
+async def test_image_pull_list_status_remove(images: cri.ImageServiceStub, registry) -> None:  # type: ignore[no-untyped-def]
+    by_uid = _image(("sh",), user="1234:1234")
+    by_name = _image(("sh",), user="app")
+    uid_ref = registry.push(by_uid, "test/by-uid", "v1")
+    name_ref = registry.push(by_name, "test/by-name", "v2")
+    config_id = by_uid.images[0].config_descriptor.digest
+    manifest = by_uid.descriptor.digest
+
+    pulled = await images.pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=uid_ref)))
+    assert pulled.image_ref == config_id
+    await images.pull_image(cri.PullImageRequest(
+        image=cri.ImageSpec(image=name_ref),
+        auth=cri.AuthConfig(username="nobody", password="unused"),
+    ))  # fmt: skip
+
+    listed = {i.id: i for i in (await images.list_images(cri.ListImagesRequest())).images}
+    image = listed[config_id]
+    repo = uid_ref.rsplit(":", 1)[0]
+    assert image.repo_tags == [uid_ref]
+    assert image.repo_digests == [f"{repo}@{manifest}"]
+    assert image.uid is not None and image.uid.value == 1234 and image.username == ""
+    assert image.size > 0
+    named = listed[by_name.images[0].config_descriptor.digest]
+    assert named.uid is None and named.username == "app"
+
+    for ref in (uid_ref, config_id, config_id.removeprefix("sha256:"), f"{repo}@{manifest}"):
+        status = await images.image_status(cri.ImageStatusRequest(image=cri.ImageSpec(image=ref)))
+        assert status.image is not None and status.image.id == config_id, ref
+    missing = await images.image_status(
+        cri.ImageStatusRequest(image=cri.ImageSpec(image="registry.test/none:1"))
+    )
+    assert missing.image is None
+
+    fs = await images.image_fs_info(cri.ImageFsInfoRequest())
+    assert fs.image_filesystems[0].used_bytes.value > 0
+
+    for _ in range(2):
+        await images.remove_image(cri.RemoveImageRequest(image=cri.ImageSpec(image=config_id)))
+    status = await images.image_status(cri.ImageStatusRequest(image=cri.ImageSpec(image=uid_ref)))
+    assert status.image is None
+    remaining = (await images.list_images(cri.ListImagesRequest())).images
+    assert [i.id for i in remaining] == [named.id]
+
+    with pytest.raises(GRPCError) as absent:
+        await images.pull_image(
+            cri.PullImageRequest(image=cri.ImageSpec(image=f"{registry.host}/test/absent:1"))
+        )
+    assert absent.value.status == Status.NOT_FOUND
