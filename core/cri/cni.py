@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cri.config import CniConfig
-from core.errors import DeadlineExceeded, FailedPrecondition, Internal
+from core.errors import CtrdeckError, DeadlineExceeded, FailedPrecondition, Internal
 
 IFNAME = "eth0"
 LOOPBACK_CONF: dict[str, Any] = {"cniVersion": "0.4.0", "name": "cni-loopback", "type": "loopback"}
@@ -212,9 +212,17 @@ class Cni:
         self, network: NetworkList, sandbox_id: str, netns: str, args: str,
         runtime_config: dict[str, Any], prev: dict[str, Any] | None,
     ) -> None:  # fmt: skip
+        # Every plugin gets its DEL even when one before it fails (or hangs), so one
+        # broken plugin does not leak what the others hold; the first error is raised.
+        first: CtrdeckError | None = None
         for plugin in reversed(network.plugins):
             conf = self._config(network, plugin, prev, runtime_config)
-            await self._exec(conf, "DEL", sandbox_id, netns, IFNAME, args)
+            try:
+                await self._exec(conf, "DEL", sandbox_id, netns, IFNAME, args)
+            except CtrdeckError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
     async def delete(
         self, sandbox_id: str, netns: str, args: str, runtime_config: dict[str, Any],

@@ -101,6 +101,11 @@ class Node:
         self.conf_dir = tmp / "net.d"
         self.conf_dir.mkdir()
         self.ipam_dir = tmp / "ipam"
+        # Debian's plugins, and room for the misbehaving ones a test adds.
+        self.bin_dir = tmp / "cni-bin"
+        self.bin_dir.mkdir()
+        for plugin in Path("/usr/lib/cni").iterdir():
+            (self.bin_dir / plugin.name).symlink_to(plugin)
         self.write_cni()
         config = f"""version = 2
 [plugins."io.containerd.grpc.v1.cri"]
@@ -108,7 +113,7 @@ sandbox_image = "{PAUSE}"
 restrict_oom_score_adj = true
 netns_mounts_under_state_dir = true
 [plugins."io.containerd.grpc.v1.cri".cni]
-bin_dir = "/usr/lib/cni"
+bin_dir = "{self.bin_dir}"
 conf_dir = "{self.conf_dir}"
 plugin_timeout = 5
 """
@@ -116,7 +121,7 @@ plugin_timeout = 5
             config=config, log_level="info", prefix=("nsenter", f"--net=/run/netns/{netns}")
         )
 
-    def write_cni(self) -> None:
+    def write_cni(self, extra: tuple[dict, ...] = (), subnet: str = "") -> None:  # type: ignore[type-arg]
         conf = {
             "cniVersion": "0.4.0",
             "name": "ctrdeck-test",
@@ -124,10 +129,11 @@ plugin_timeout = 5
                 {
                     "type": "bridge", "bridge": f"cri{secrets.token_hex(3)}", "isGateway": True,
                     "ipMasq": False,
-                    "ipam": {"type": "host-local", "subnet": f"{self.subnet}.0/24",
+                    "ipam": {"type": "host-local", "subnet": subnet or f"{self.subnet}.0/24",
                              "dataDir": str(self.ipam_dir)},
                 },
                 {"type": "portmap", "capabilities": {"portMappings": True}},
+                *extra,
             ],
         }  # fmt: skip
         (self.conf_dir / "10-test.conflist").write_text(json.dumps(conf))
@@ -458,7 +464,9 @@ async def test_volumes_resources_oom_and_log_reopen(node: Node, tmp_path: Path) 
 
 async def test_a_running_pod_survives_an_engine_sigkill(node: Node, tmp_path: Path) -> None:
     pod = pod_config("durable", tmp_path)
-    pod_id = (await node.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))).pod_sandbox_id
+    pod_id = (
+        await node.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))
+    ).pod_sandbox_id
     ip = (await node.runtime.pod_sandbox_status(
         cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id))).status.network.ip  # fmt: skip
     worker = await _start(node, pod_id, pod, container_config(
@@ -491,11 +499,15 @@ async def test_stop_after_a_restart_of_an_engine_killed_mid_life(
 ) -> None:
     """The pod is stopped while the engine is down; a restarted engine still tears it down."""
     pod = pod_config("orphan", tmp_path)
-    pod_id = (await node.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))).pod_sandbox_id
+    pod_id = (
+        await node.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))
+    ).pod_sandbox_id
     node.close()
     node.engine.kill()
     sandbox_pid = json.loads(
-        (node.engine.root / "io.containerd.grpc.v1.cri" / "sandboxes" / f"{pod_id}.json").read_text()
+        (
+            node.engine.root / "io.containerd.grpc.v1.cri" / "sandboxes" / f"{pod_id}.json"
+        ).read_text()
     )["pid"]
     subprocess.run(["kill", "-9", str(sandbox_pid)], check=True)
     node.start()
@@ -564,3 +576,90 @@ async def test_image_pull_list_status_remove(images: cri.ImageServiceStub, regis
             cri.PullImageRequest(image=cri.ImageSpec(image=f"{registry.host}/test/absent:1"))
         )
     assert absent.value.status == Status.NOT_FOUND
+
+
+def _leftovers(node: Node) -> dict[str, object]:
+    """What a refused call could have left: netns files, veths, IPs, snapshots, records."""
+    ctr = ["ctr", "-a", str(node.engine.address), "-n", "k8s.io"]
+    links = node.in_netns("ip", "-o", "link", "show", "type", "veth").stdout
+    netns_dir = node.engine.state / "netns"
+    return {
+        "netns": sorted(p.name for p in netns_dir.iterdir()) if netns_dir.exists() else [],
+        "veths": links.strip(),
+        "ips": node.leased_ips(),
+        "snapshots": _run(*ctr, "snapshots", "ls").stdout.count("Active"),
+        "containers": _run(*ctr, "containers", "ls", "-q").stdout.split(),
+        "records": sorted(
+            p.name for p in (node.engine.root / "io.containerd.grpc.v1.cri").rglob("*.json")
+        ),
+    }
+
+
+async def _refused(call, status: Status) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(GRPCError) as err:
+        await call
+    assert err.value.status == status, err.value.message
+    return err.value.message or ""
+
+
+async def test_bad_input_is_refused_and_leaves_nothing_behind(node: Node, tmp_path: Path) -> None:
+    clean = _leftovers(node)
+    run = node.runtime.run_pod_sandbox
+
+    message = await _refused(
+        run(cri.RunPodSandboxRequest(config=pod_config("a", tmp_path), runtime_handler="kata")),
+        Status.INVALID_ARGUMENT,
+    )
+    assert "kata" in message
+    await _refused(run(cri.RunPodSandboxRequest(config=cri.PodSandboxConfig())),
+                   Status.INVALID_ARGUMENT)  # fmt: skip
+
+    # A plugin that fails (an unusable subnet), then one that hangs past the timeout.
+    node.write_cni(subnet="not-a-subnet")
+    await _refused(run(cri.RunPodSandboxRequest(config=pod_config("b", tmp_path))),
+                   Status.INTERNAL)  # fmt: skip
+    assert _leftovers(node) == clean
+    hang = node.bin_dir / "hang"
+    hang.write_text("#!/bin/sh\nexec sleep 60\n")
+    hang.chmod(0o755)
+    node.write_cni(extra=({"type": "hang"},))
+    message = await _refused(run(cri.RunPodSandboxRequest(config=pod_config("c", tmp_path))),
+                             Status.DEADLINE_EXCEEDED)  # fmt: skip
+    assert "hang" in message
+    assert _leftovers(node) == clean
+    (node.conf_dir / "10-test.conflist").unlink()
+    message = await _refused(run(cri.RunPodSandboxRequest(config=pod_config("d", tmp_path))),
+                             Status.FAILED_PRECONDITION)  # fmt: skip
+    assert "no network config" in message
+    assert _leftovers(node) == clean
+    node.write_cni()
+
+    pod = pod_config("good", tmp_path)
+    pod_id = (await run(cri.RunPodSandboxRequest(config=pod))).pod_sandbox_id
+    await _refused(run(cri.RunPodSandboxRequest(config=pod)), Status.ALREADY_EXISTS)
+    create = node.runtime.create_container
+    ok = container_config("one", "sleep", "100")
+    await create(cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=ok, sandbox_config=pod))
+    await _refused(
+        create(cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=ok, sandbox_config=pod)),
+        Status.ALREADY_EXISTS,
+    )
+    missing_image = container_config("two", "true")
+    missing_image.image = cri.ImageSpec(image="registry.test/none:1")
+    await _refused(
+        create(cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=missing_image)),
+        Status.NOT_FOUND,
+    )
+    await node.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    await _refused(
+        create(cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=ok, sandbox_config=pod)),
+        Status.NOT_FOUND,
+    )
+    assert _leftovers(node) == clean
+
+    # The sandbox image gone (and no registry reachable from the pod's network).
+    await node.images.remove_image(cri.RemoveImageRequest(image=cri.ImageSpec(image=PAUSE)))
+    message = await _refused(run(cri.RunPodSandboxRequest(config=pod_config("e", tmp_path))),
+                             Status.UNAVAILABLE)  # fmt: skip
+    assert PAUSE in message
+    assert _leftovers(node) == clean
