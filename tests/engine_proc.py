@@ -171,7 +171,9 @@ def ctrdeck(config: str = "", *, log_level: str = "warn") -> Iterator[Running]:
 
 
 @contextlib.contextmanager
-def containerd(extra_config: str = "", *, cri: bool = False) -> Iterator[Running]:
+def containerd(
+    extra_config: str = "", *, cri: bool = False, prefix: tuple[str, ...] = ()
+) -> Iterator[Running]:
     """containerd on a temp root; `cri` keeps the CRI plugin (its TCP listener serves only CRI)."""
     if shutil.which("containerd") is None:
         raise SystemExit("Debian's containerd package is needed for side-by-side runs")
@@ -183,7 +185,9 @@ def containerd(extra_config: str = "", *, cri: bool = False) -> Iterator[Running
         f'[grpc]\naddress = "{base}/c.sock"\n{extra_config}'
     )
     log = open(base / "log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(["containerd", "--config", str(cfg)], stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [*prefix, "containerd", "--config", str(cfg)], stdout=log, stderr=log
+    )
     try:
         wait_for_socket(base / "c.sock", timeout=30, proc=proc)
         yield Running("containerd", base / "c.sock", base, proc)

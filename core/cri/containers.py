@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -62,8 +63,14 @@ log = logging.getLogger("ctrdeck.cri")
 OOM_EXIT = 137
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_container_config(encoded: str) -> cri.ContainerConfig:
+    return cri.ContainerConfig.parse(decode(encoded))
+
+
 def container_config(record: ContainerRecord) -> cri.ContainerConfig:
-    return cri.ContainerConfig.parse(decode(record.config))
+    """The record's CRI config (parsed once per distinct record: List walks them all)."""
+    return _parse_container_config(record.config)
 
 
 class Containers:

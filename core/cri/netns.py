@@ -34,16 +34,11 @@ async def create(path: Path) -> None:
         raise Internal(f"creating network namespace {path}: {err or f'exit status {code}'}")
 
 
-def is_mounted(path: Path) -> bool:
-    try:
-        return os.stat(path).st_dev != os.stat(path.parent).st_dev or _in_mountinfo(path)
-    except OSError:
-        return False
-
-
 def _in_mountinfo(path: Path) -> bool:
+    # mountinfo names the real path (/run/netns, never the /var/run symlink).
+    real = os.path.join(os.path.realpath(path.parent), path.name)
     text = Path("/proc/self/mountinfo").read_text()
-    return any(line.split()[4] == str(path) for line in text.splitlines())
+    return any(line.split()[4] == real for line in text.splitlines())
 
 
 async def remove(path: Path) -> None:

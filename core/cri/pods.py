@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -54,8 +55,14 @@ log = logging.getLogger("ctrdeck.cri")
 STOP_GRACE = 2.0
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_pod_config(encoded: str) -> cri.PodSandboxConfig:
+    return cri.PodSandboxConfig.parse(decode(encoded))
+
+
 def pod_config(record: SandboxRecord) -> cri.PodSandboxConfig:
-    return cri.PodSandboxConfig.parse(decode(record.config))
+    """The record's CRI config (parsed once per distinct record: List walks them all)."""
+    return _parse_pod_config(record.config)
 
 
 def host_network(config: cri.PodSandboxConfig) -> bool:
