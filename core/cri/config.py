@@ -41,7 +41,6 @@ class CriConfig:
     enable_unprivileged_icmp: bool = False
     restrict_oom_score_adj: bool = False
     netns_mounts_under_state_dir: bool = False
-    max_container_log_line_size: int = 16 * 1024
     cni: CniConfig = CniConfig()
     snapshotter: str = "overlayfs"
     default_runtime: str = "runc"
@@ -83,7 +82,6 @@ def from_config(config: Config) -> CriConfig:
         enable_unprivileged_icmp=_get(table, "enable_unprivileged_icmp", bool, False),
         restrict_oom_score_adj=_get(table, "restrict_oom_score_adj", bool, False),
         netns_mounts_under_state_dir=_get(table, "netns_mounts_under_state_dir", bool, False),
-        max_container_log_line_size=_get(table, "max_container_log_line_size", int, 16 * 1024),
         cni=CniConfig(
             bin_dir=_get(cni, "bin_dir", str, DEFAULT_CNI_BIN_DIR),
             conf_dir=_get(cni, "conf_dir", str, DEFAULT_CNI_CONF_DIR),

@@ -227,6 +227,7 @@ class Pods:
         oci_spec = spec.sandbox_spec(
             sid, config, image.config, record.netns, files.mounts(directory, readonly=False),
             self.cfg.restrict_oom_score_adj, NAMESPACE,
+            self.cfg.enable_unprivileged_ports, self.cfg.enable_unprivileged_icmp,
         )  # fmt: skip
         oci_spec["annotations"] = {
             ANN_CONTAINER_TYPE: SANDBOX_KIND, ANN_SANDBOX_ID: sid,

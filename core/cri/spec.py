@@ -165,6 +165,8 @@ def sandbox_spec(
     files: list[dict[str, Any]],
     restrict_oom: bool,
     namespace: str,
+    unprivileged_ports: bool = False,
+    unprivileged_icmp: bool = False,
 ) -> dict[str, Any]:
     spec = oci.from_image_config(namespace, sandbox_id, image_config.get("config") or {})
     linux = config.linux or cri.LinuxPodSandboxConfig()
@@ -183,8 +185,15 @@ def sandbox_spec(
     if ns.pid == cri.NamespaceMode.NODE:
         _drop_namespace(spec, "pid")
     spec["mounts"] += files
-    if linux.sysctls:
-        spec["linux"]["sysctl"] = dict(linux.sysctls)
+    sysctls = dict(linux.sysctls)
+    if ns.network != cri.NamespaceMode.NODE:
+        # containerd's two switches, each only where the pod set no value of its own.
+        if unprivileged_ports:
+            sysctls.setdefault("net.ipv4.ip_unprivileged_port_start", "0")
+        if unprivileged_icmp:
+            sysctls.setdefault("net.ipv4.ping_group_range", "0 2147483647")
+    if sysctls:
+        spec["linux"]["sysctl"] = sysctls
     if sc.readonly_rootfs:
         spec["root"]["readonly"] = True
     if sc.run_as_user is not None:
