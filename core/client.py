@@ -32,6 +32,7 @@ from core.api.containerd.services.snapshots import v1 as snapshots
 from core.api.containerd.services.tasks import v1 as tasks
 from core.api.containerd.services.version import v1 as version
 from core.api.google.protobuf import Empty
+from core.api.runtime import v1 as cri
 from core.errors import InvalidArgument
 from core.tls import ClientTLS, TCPChannel
 
@@ -113,6 +114,15 @@ class Client:
             lease=self.lease_id,
             tls=self.tls,
         )
+
+    @property
+    def cri_runtime(self) -> cri.RuntimeServiceStub:
+        """Kubernetes' CRI RuntimeService (ours, or a containerd's on its main socket)."""
+        return self._stub(cri.RuntimeServiceStub)
+
+    @property
+    def cri_images(self) -> cri.ImageServiceStub:
+        return self._stub(cri.ImageServiceStub)
 
     @property
     def version(self) -> version.VersionStub:

@@ -25,7 +25,7 @@ from grpclib.exceptions import GRPCError
 
 from core.api.runtime import v1 as cri
 from core.images import platforms
-from tests.engine_proc import EngineProcess
+from tests.engine_proc import EngineProcess, run_cli
 from tests.helpers import eventually
 from tests.registry import (
     BUSYBOX_BIN,
@@ -663,3 +663,36 @@ async def test_bad_input_is_refused_and_leaves_nothing_behind(node: Node, tmp_pa
                              Status.UNAVAILABLE)  # fmt: skip
     assert PAUSE in message
     assert _leftovers(node) == clean
+
+
+async def test_the_cri_command_triages_pods_and_containers(node: Node, tmp_path: Path) -> None:
+    pod = pod_config("triage", tmp_path)
+    pod_id = (
+        await node.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))
+    ).pod_sandbox_id
+    cid = await _start(node, pod_id, pod, container_config(
+        "talker", "sh", "-c", "echo one; printf 'two\\033[31m'; echo; sleep 100000",
+    ))  # fmt: skip
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("cri", "-a", str(node.engine.address), *args)
+
+    pods = cli("pods")
+    assert pods.returncode == 0 and pod_id[:13] in pods.stdout and "triage" in pods.stdout
+    assert "READY" in pods.stdout
+    ps = cli("ps")
+    assert cid[:13] in ps.stdout and "talker" in ps.stdout and "RUNNING" in ps.stdout
+    assert "registry.test/app" in cli("images").stdout
+    await eventually(lambda: "two" in cli("logs", cid[:8]).stdout)
+    logs = cli("logs", cid[:8]).stdout
+    assert logs.splitlines()[0] == "one" and "\x1b" not in logs and "␛" in logs
+    ran = cli("exec", cid[:8], "sh", "-c", "echo hi; exit 4")
+    assert (ran.returncode, ran.stdout) == (4, "hi\n")
+    inspected = json.loads(cli("inspect", cid[:8]).stdout)
+    assert inspected["status"]["metadata"]["name"] == "talker"
+    assert json.loads(cli("inspect", pod_id[:8]).stdout)["status"]["state"] == "SANDBOX_READY"
+    assert cli("stop", cid[:8], "--timeout", "1").returncode == 0
+    assert cli("rm", pod_id[:8]).returncode == 0
+    assert cli("ps", "--all").stdout.strip().count("\n") == 0
+    missing = cli("rm", "ffffffff")
+    assert missing.returncode == 1 and "no container or pod" in missing.stderr
