@@ -44,7 +44,8 @@ from tui.console import Settings
 from tui.palette import ConsoleCommands
 from tui.screens.main import MainScreen
 from tui.screens.pull import PullJob, PullScreen
-from tui.state import LogLine, NodeState, Syncer, utc_now
+from tui.state import LogLine, NodeState, utc_now
+from tui.syncer import Syncer
 from tui.typeahead import TypeAheadApp
 
 # A burst of events (a pull sends dozens) lands within this window and costs one repaint.

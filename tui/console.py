@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 from core.api.containerd.services.images import v1 as images_api
 from core.client import Client, ClientTLS
 from tui import keymap as keymaps
-from tui.state import NodeState, Syncer
+from tui.state import NodeState
+from tui.syncer import Syncer
 
 if TYPE_CHECKING:
     from tui.screens.pull import PullJob

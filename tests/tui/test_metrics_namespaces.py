@@ -31,7 +31,7 @@ from tests.integration.test_tasks import (
 )
 from tests.tui.conftest import AppFactory
 from tests.tui.support import until
-from tui.state import metric_sample
+from tui.syncer import metric_sample
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),

@@ -1,0 +1,590 @@
+"""What keeps a `NodeState` current from one engine, and reconnects when it is lost.
+
+`Syncer` does a full resync on connect, follows the global `Events.Subscribe`
+stream (rows change as events arrive; what an event does not carry is fetched by
+key), runs a slow periodic resync as a safety net (which also refreshes the
+engine's health, `NodeState.engine`), and polls task metrics for CPU and memory.
+It reports through two callbacks (a log line, connection up or down); the screen
+picks up changed tables from `NodeState.dirty` at its own pace. Its subscription
+asks for the engine's recent history (ctrdeck's `SubscribeRequest.history`; a
+containerd ignores it and the log starts empty): those events go to the log
+only, the model comes from the resync, and after a reconnect the ones already
+logged are not logged again. Services the engine answers UNIMPLEMENTED for are
+remembered in `NodeState.unserved` and retried on each resync, so tables fill in
+by themselves once the engine serves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from grpclib.exceptions import GRPCError
+
+from core import status as engine_status
+from core import typeurl
+from core.api.containerd import events as ev
+from core.api.containerd.services.containers import v1 as containers_api
+from core.api.containerd.services.content import v1 as content_api
+from core.api.containerd.services.events import v1 as events_api
+from core.api.containerd.services.images import v1 as images_api
+from core.api.containerd.services.introspection import v1 as introspection_api
+from core.api.containerd.services.namespaces import v1 as namespaces_api
+from core.api.containerd.services.snapshots import v1 as snapshots_api
+from core.api.containerd.services.tasks import v1 as tasks_api
+from core.api.containerd.v1.types import Status as TaskStatus
+from core.api.io.containerd.cgroups import v1 as cgroups_v1
+from core.api.io.containerd.cgroups import v2 as cgroups_v2
+from core.client import Client
+from tui import oci
+from tui.operations import CONNECTION_ERRORS, is_unimplemented
+from tui.state import (
+    CONTAINERS,
+    CONTENT,
+    COUNTS,
+    ENGINE,
+    IMAGES,
+    NAMESPACES,
+    SNAPSHOTS,
+    ContainerRow,
+    ContentRow,
+    ImageRow,
+    LogLine,
+    NamespaceRow,
+    NodeState,
+    SnapshotRow,
+    utc_now,
+)
+
+SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1"
+
+# The safety net under the event stream; a resync of a namespace with 2,000
+# containers costs the console about a third of a second of CPU.
+RESYNC_INTERVAL = 30.0
+METRICS_INTERVAL = 2.0
+RELIST_DELAY = 0.3
+RECONNECT_MAX = 5.0
+# Past events a new console asks for, to start its log with recent history.
+EVENT_HISTORY = 500
+
+
+def process_start_time(pid: int) -> datetime | None:
+    """When a process on this host started, from /proc; None when it cannot be read.
+
+    The engine serves a Unix socket, so its pids are this host's; this gives the
+    uptime of tasks that started before the console did.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), UTC)
+
+
+def summarize_event(topic: str, payload: Any) -> str:
+    """The few words of an event payload worth a log line."""
+    match payload:
+        case ev.TaskExit():
+            return f"{payload.container_id} exit {payload.exit_status}"
+        case ev.TaskStart() | ev.TaskCreate():
+            return f"{payload.container_id} pid {payload.pid}"
+        case ev.TaskDelete():
+            return f"{payload.container_id} exit {payload.exit_status}"
+        case ev.TaskExecAdded() | ev.TaskExecStarted():
+            return f"{payload.container_id} exec {payload.exec_id}"
+        case ev.SnapshotCommit():
+            return f"{payload.name}  (from {payload.key})"
+        case ev.SnapshotPrepare():
+            return f"{payload.key}  parent {payload.parent or '-'}"
+        case ev.ContentDelete():
+            return payload.digest
+        case ev.ContainerCreate():
+            return f"{payload.id}  {payload.image}"
+    for attr in ("container_id", "id", "name", "key", "digest"):
+        value = getattr(payload, attr, "")
+        if value:
+            return str(value)
+    return ""
+
+
+def decode(envelope: events_api.Envelope) -> tuple[Any, str]:
+    """The event payload (None when it cannot be decoded) and its log detail."""
+    if envelope.event is None:
+        return None, ""
+    try:
+        payload = typeurl.unpack(envelope.event)
+    except Exception:
+        # An event type this console does not know still gets its log line.
+        return None, envelope.event.type_url
+    return payload, summarize_event(envelope.topic, payload)
+
+
+def image_row(image: images_api.Image, summary: oci.ImageDetail | None = None) -> ImageRow:
+    target = image.target
+    return ImageRow(
+        name=image.name,
+        digest=target.digest if target else "",
+        media_type=target.media_type if target else "",
+        size=summary.size if summary else None,
+        platforms=",".join(summary.platforms) if summary else "",
+        created=image.created_at,
+    )
+
+
+def container_row(c: containers_api.Container, previous: ContainerRow | None) -> ContainerRow:
+    row = ContainerRow(
+        id=c.id,
+        image=c.image,
+        runtime=c.runtime.name if c.runtime else "",
+        snapshotter=c.snapshotter,
+        snapshot_key=c.snapshot_key,
+        created=c.created_at,
+        labels=dict(c.labels),
+    )
+    if previous is None:
+        return row
+    return replace(
+        row,
+        status=previous.status,
+        pid=previous.pid,
+        exit_status=previous.exit_status,
+        started=previous.started,
+        cpu=previous.cpu,
+        memory=previous.memory,
+    )
+
+
+def metric_sample(data: Any) -> tuple[int | None, int | None]:
+    """(CPU nanoseconds used, memory bytes) from a cgroups v1 or v2 Metrics message."""
+    if isinstance(data, cgroups_v2.Metrics):
+        cpu = data.cpu.usage_usec * 1000 if data.cpu else None
+        mem = data.memory.usage if data.memory else None
+        return cpu, mem
+    if isinstance(data, cgroups_v1.Metrics):
+        cpu = data.cpu.usage.total if data.cpu and data.cpu.usage else None
+        mem = data.memory.usage.usage if data.memory and data.memory.usage else None
+        return cpu, mem
+    return None, None
+
+
+class Syncer:
+    """Keeps a `NodeState` current from one engine, and reconnects when it is lost."""
+
+    def __init__(
+        self,
+        client: Client,
+        state: NodeState,
+        *,
+        on_log: Callable[[LogLine], None],
+        on_connection: Callable[[bool, str], None],
+        resync_interval: float = RESYNC_INTERVAL,
+    ) -> None:
+        self.base = client
+        self.state = state
+        self.on_log = on_log
+        self.on_connection = on_connection
+        self.resync_interval = resync_interval
+        self._summaries: dict[str, oci.ImageDetail | None] = {}
+        self._relist: set[str] = set()
+        self._stale_counts: set[str] = set()
+        self._relist_task: asyncio.Task[None] | None = None
+        self._cpu: dict[tuple[str, str], tuple[int, datetime]] = {}
+        self._resync_now = asyncio.Event()
+        self._reported_down = False
+        self._last_event: datetime | None = None
+
+    @property
+    def client(self) -> Client:
+        return self.base.with_namespace(self.state.namespace)
+
+    async def run(self) -> None:
+        """Connect, resync, follow events; on a lost engine, say so and try again."""
+        delay = 0.5
+        while True:
+            try:
+                await self._connect()
+                delay = 0.5
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except (*CONNECTION_ERRORS, GRPCError) as exc:
+                # An engine that fails a listing is as unusable as one that is
+                # gone: say so on the banner and keep trying.
+                if self.state.connected or not self._reported_down:
+                    self.state.connected = False
+                    self._reported_down = True
+                    self.on_connection(False, _describe(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _connect(self) -> None:
+        resp = await self.base.server_version()
+        self.state.version = resp.version
+        await self.resync()
+        if not self.state.connected:
+            self.state.connected = True
+            self._reported_down = False
+            self.on_connection(True, resp.version)
+
+    async def _follow(self) -> None:
+        """Events and the periodic work side by side, until either fails; its error is raised."""
+        tasks = [asyncio.ensure_future(self._events()), asyncio.ensure_future(self._periodic())]
+        try:
+            done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()
+
+    async def _events(self) -> None:
+        request = events_api.SubscribeRequest(history=EVENT_HISTORY)
+        async for envelope in self.base.events.subscribe(request):
+            if envelope.from_history:
+                self.log_past(envelope)
+            else:
+                await self.apply_envelope(envelope)
+        raise ConnectionError("the event stream ended")
+
+    async def _periodic(self) -> None:
+        waited = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resync_now.wait(), METRICS_INTERVAL)
+            waited += METRICS_INTERVAL
+            if self._resync_now.is_set() or waited >= self.resync_interval:
+                self._resync_now.clear()
+                waited = 0.0
+                await self.resync()
+            else:
+                await self._metrics()
+
+    def request_resync(self) -> None:
+        self._resync_now.set()
+
+    async def switch_namespace(self, namespace: str) -> None:
+        self.state.namespace = namespace
+        self.state.clear_namespaced()
+        self._cpu.clear()
+        self.request_resync()
+
+    # --- resync ---------------------------------------------------------------
+
+    async def resync(self) -> None:
+        await self._images()
+        await self._containers()
+        # After the current namespace's lists: its counts come from them.
+        await self._namespaces()
+        await self._snapshots()
+        await self._content()
+        await self._metrics()
+        await self._engine()
+
+    async def _served(self, service: str, call: Awaitable[Any]) -> Any:
+        """The call's result, or None when the engine does not serve `service` (yet)."""
+        try:
+            result = await call
+        except GRPCError as exc:
+            if is_unimplemented(exc):
+                self.state.unserved.add(service)
+                return None
+            raise
+        self.state.unserved.discard(service)
+        return result
+
+    async def _engine(self) -> None:
+        """The engine's health, at the resync's pace: uptime moves on, plugins rarely change."""
+        found = await self._served("Introspection", engine_status.from_client(self.base))
+        if found is not None:
+            self.state.engine = found
+            self.state.mark(ENGINE)
+
+    async def _namespaces(self) -> None:
+        resp = await self.base.namespaces.list(namespaces_api.ListNamespacesRequest())
+        rows: dict[Hashable, NamespaceRow] = {}
+        for ns in resp.namespaces:
+            rows[ns.name] = await self._counted(NamespaceRow(ns.name, dict(ns.labels)))
+        if self.state.namespace not in rows:
+            # Namespaces appear on their first write; the current one is usable before that.
+            rows[self.state.namespace] = await self._counted(NamespaceRow(self.state.namespace))
+        self.state.replace_all(NAMESPACES, rows)
+
+    async def _counted(self, row: NamespaceRow) -> NamespaceRow:
+        """`row` with its container and image counts.
+
+        The current namespace's tables are already here; counting another one
+        means listing it (containers carry their whole spec, so that is the
+        expensive part of a resync on a busy node).
+        """
+        state = self.state
+        if row.name == state.namespace:
+            return replace(row, containers=len(state.containers), images=len(state.images))
+        scoped = self.base.with_namespace(row.name)
+        found = await scoped.containers.list(containers_api.ListContainersRequest())
+        imgs = await scoped.images.list(images_api.ListImagesRequest())
+        return replace(row, containers=len(found.containers), images=len(imgs.images))
+
+    async def _recount(self) -> None:
+        for name in sorted(self._stale_counts):
+            self._stale_counts.discard(name)
+            row = self.state.namespaces.get(name)
+            if row is None:
+                # A namespace this console has not seen yet: its name comes with a full list.
+                await self._namespaces()
+                return
+            self.state.upsert(NAMESPACES, name, await self._counted(row))
+
+    def _count_current(self) -> None:
+        row = self.state.namespaces.get(self.state.namespace)
+        if row is not None:
+            current = replace(
+                row, containers=len(self.state.containers), images=len(self.state.images)
+            )
+            self.state.upsert(NAMESPACES, row.name, current)
+
+    async def _images(self) -> None:
+        client = self.client
+        resp = await client.images.list(images_api.ListImagesRequest())
+        rows = {}
+        for image in resp.images:
+            rows[image.name] = image_row(image, await self._summary(client, image))
+        self.state.replace_all(IMAGES, rows)
+
+    async def _summary(self, client: Client, image: images_api.Image) -> oci.ImageDetail | None:
+        digest = image.target.digest if image.target else ""
+        if digest not in self._summaries:
+            try:
+                self._summaries[digest] = await oci.walk(client, image.target)
+            except (GRPCError, oci.ImageWalkError, KeyError, ValueError):
+                # An image whose blobs are absent (or not an image) still gets its row.
+                self._summaries[digest] = None
+        return self._summaries[digest]
+
+    async def _containers(self) -> None:
+        resp = await self.client.containers.list(containers_api.ListContainersRequest())
+        previous = self.state.containers
+        rows = {c.id: container_row(c, previous.get(c.id)) for c in resp.containers}
+        tasks = await self._served("Tasks", self.client.tasks.list(tasks_api.ListTasksRequest()))
+        if tasks is not None:
+            by_id = {p.id or p.container_id: p for p in tasks.tasks}
+            for cid, row in rows.items():
+                p = by_id.get(cid)
+                if p is None:
+                    rows[cid] = replace(row, status="", pid=0, exit_status=None, started=None)
+                    continue
+                status = TaskStatus(p.status).name
+                started = row.started or (process_start_time(p.pid) if p.pid else None)
+                rows[cid] = replace(
+                    row,
+                    status=status,
+                    pid=p.pid,
+                    exit_status=p.exit_status if status == "STOPPED" else None,
+                    started=started if status in ("RUNNING", "PAUSED") else None,
+                )
+        self.state.replace_all(CONTAINERS, rows)
+
+    async def _snapshots(self) -> None:
+        plugins = await self.base.introspection.plugins(
+            introspection_api.PluginsRequest(filters=[f"type=={SNAPSHOTTER_PLUGIN}"])
+        )
+        self.state.snapshotters = sorted(p.id for p in plugins.plugins if p.init_err is None)
+        rows: dict[Hashable, SnapshotRow] = {}
+        for name in self.state.snapshotters:
+            listing = self._list_snapshots(name)
+            infos = await self._served("Snapshots", listing)
+            if infos is None:
+                break
+            for info in infos:
+                rows[(name, info.name)] = SnapshotRow(
+                    snapshotter=name,
+                    key=info.name,
+                    parent=info.parent,
+                    kind=snapshots_api.Kind(info.kind).name.capitalize(),
+                    created=info.created_at,
+                )
+        self.state.replace_all(SNAPSHOTS, rows)
+
+    async def _list_snapshots(self, snapshotter: str) -> list[snapshots_api.Info]:
+        out: list[snapshots_api.Info] = []
+        request = snapshots_api.ListSnapshotsRequest(snapshotter=snapshotter)
+        async for batch in self.client.snapshots.list(request):
+            out.extend(batch.info)
+        return out
+
+    async def _content(self) -> None:
+        rows: dict[Hashable, ContentRow] = {}
+        async for batch in self.client.content.list(content_api.ListContentRequest()):
+            for info in batch.info:
+                rows[info.digest] = ContentRow(
+                    info.digest, info.size, info.created_at, dict(info.labels)
+                )
+        self.state.replace_all(CONTENT, rows)
+
+    async def _metrics(self) -> None:
+        if "Tasks" in self.state.unserved or not any(
+            c.status == "RUNNING" for c in self.state.containers.values()
+        ):
+            return
+        # A Metric names only its container, so the namespace it belongs to is
+        # the one asked about: asked by header and by filter (an engine that
+        # ignored the header would otherwise mix in same-named containers of
+        # other namespaces), and dropped if the console moved on meanwhile.
+        namespace = self.state.namespace
+        request = tasks_api.MetricsRequest(filters=[f"namespace=={namespace}"])
+        resp = await self._served("Tasks", self.client.tasks.metrics(request))
+        if resp is None or namespace != self.state.namespace:
+            return
+        for metric in resp.metrics:
+            if metric.data is None:
+                continue
+            try:
+                cpu_ns, memory = metric_sample(typeurl.unpack(metric.data))
+            except Exception:
+                continue
+            when = metric.timestamp or utc_now()
+            cpu_pct = None
+            key = (namespace, metric.id)
+            before = self._cpu.get(key)
+            if cpu_ns is not None:
+                if before is not None and when > before[1]:
+                    elapsed = (when - before[1]).total_seconds() * 1e9
+                    cpu_pct = max(0.0, (cpu_ns - before[0]) / elapsed * 100)
+                self._cpu[key] = (cpu_ns, when)
+            self.state.update_container(metric.id, cpu=cpu_pct, memory=memory)
+
+    # --- events ---------------------------------------------------------------
+
+    def log_past(self, envelope: events_api.Envelope) -> None:
+        """An event from before the subscription: a log line, unless one was already written."""
+        when = envelope.timestamp or utc_now()
+        if self._last_event is not None and when <= self._last_event:
+            return
+        self._last_event = when
+        self.on_log(LogLine(when, envelope.namespace, envelope.topic, decode(envelope)[1]))
+
+    async def apply_envelope(self, envelope: events_api.Envelope) -> None:
+        payload, detail = decode(envelope)
+        when = envelope.timestamp or utc_now()
+        self._last_event = max(when, self._last_event or when)
+        self.on_log(LogLine(when, envelope.namespace, envelope.topic, detail))
+        topic = envelope.topic
+        if topic.startswith("/namespaces/"):
+            self._relist_soon(NAMESPACES)
+        elif envelope.namespace != self.state.namespace:
+            if topic.startswith(("/containers/", "/images/")):
+                # Another namespace's counts moved: recount that one only.
+                self._stale_counts.add(envelope.namespace)
+                self._relist_soon(COUNTS)
+        else:
+            await self._apply_here(topic, payload, when)
+
+    async def _apply_here(self, topic: str, payload: Any, when: datetime) -> None:
+        state = self.state
+        match payload:
+            case images_api.ImageDelete():
+                state.remove(IMAGES, payload.name)
+                self._count_current()
+                self._relist_soon(CONTENT)
+            case images_api.ImageCreate() | images_api.ImageUpdate():
+                await self._fetch_image(payload.name)
+                self._count_current()
+                self._relist_soon(CONTENT)
+            case ev.ContainerDelete():
+                state.remove(CONTAINERS, payload.id)
+                self._count_current()
+            case ev.ContainerCreate() | ev.ContainerUpdate():
+                await self._fetch_container(payload.id)
+                self._count_current()
+            case ev.TaskCreate():
+                state.update_container(
+                    payload.container_id, status="CREATED", pid=payload.pid, exit_status=None
+                )
+            case ev.TaskStart():
+                state.update_container(
+                    payload.container_id, status="RUNNING", pid=payload.pid, started=when
+                )
+            case ev.TaskPaused():
+                state.update_container(payload.container_id, status="PAUSED")
+            case ev.TaskResumed():
+                state.update_container(payload.container_id, status="RUNNING")
+            case ev.TaskExit() if payload.id in ("", payload.container_id):
+                state.update_container(
+                    payload.container_id,
+                    status="STOPPED",
+                    exit_status=payload.exit_status,
+                    started=None,
+                    cpu=None,
+                    memory=None,
+                )
+            case ev.TaskDelete() if payload.id in ("", payload.container_id):
+                state.update_container(
+                    payload.container_id, status="", pid=0, exit_status=None, started=None
+                )
+            case ev.ContentDelete():
+                state.remove(CONTENT, payload.digest)
+            case ev.SnapshotPrepare() | ev.SnapshotCommit() | ev.SnapshotRemove():
+                self._relist_soon(SNAPSHOTS)
+
+    async def _fetch_image(self, name: str) -> None:
+        client = self.client
+        try:
+            resp = await client.images.get(images_api.GetImageRequest(name=name))
+        except GRPCError:
+            self.state.remove(IMAGES, name)
+            return
+        if resp.image is not None:
+            summary = await self._summary(client, resp.image)
+            self.state.upsert(IMAGES, name, image_row(resp.image, summary))
+
+    async def _fetch_container(self, container_id: str) -> None:
+        try:
+            resp = await self.client.containers.get(
+                containers_api.GetContainerRequest(id=container_id)
+            )
+        except GRPCError:
+            self.state.remove(CONTAINERS, container_id)
+            return
+        if resp.container is not None:
+            previous = self.state.containers.get(container_id)
+            self.state.upsert(CONTAINERS, container_id, container_row(resp.container, previous))
+
+    def _relist_soon(self, *tables: str) -> None:
+        """Re-list whole tables a moment later, once for a burst of events (a pull sends many)."""
+        self._relist.update(tables)
+        if self._relist_task is None or self._relist_task.done():
+            self._relist_task = asyncio.ensure_future(self._relist_later())
+
+    async def _relist_later(self) -> None:
+        await asyncio.sleep(RELIST_DELAY)
+        tables, self._relist = self._relist, set()
+        listers = {
+            NAMESPACES: self._namespaces,
+            COUNTS: self._recount,
+            SNAPSHOTS: self._snapshots,
+            CONTENT: self._content,
+        }
+        try:
+            for table in tables:
+                await listers[table]()
+        except (*CONNECTION_ERRORS, GRPCError):
+            # The next resync (or the reconnect) brings these tables back in line.
+            return
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, GRPCError):
+        return exc.message or exc.status.name
+    return str(exc) or type(exc).__name__
