@@ -28,3 +28,17 @@ ANN_SANDBOX_UID = "io.kubernetes.cri.sandbox-uid"
 ANN_SANDBOX_LOG_DIR = "io.kubernetes.cri.sandbox-log-directory"
 ANN_CONTAINER_NAME = "io.kubernetes.cri.container-name"
 ANN_IMAGE_NAME = "io.kubernetes.cri.image-name"
+
+LABEL_POD_NAME = "io.kubernetes.pod.name"
+LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
+LABEL_POD_UID = "io.kubernetes.pod.uid"
+LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
+
+SANDBOX_METADATA_EXTENSION = "io.cri-containerd.sandbox.metadata"
+SANDBOX_METADATA_URL = "github.com/containerd/cri/pkg/store/sandbox/Metadata"
+"""containerd keeps a pod's metadata (name, netns, IP) as this extension of the pause container."""
+
+
+def pod_labels(name: str, namespace: str, uid: str) -> dict[str, str]:
+    """The `io.kubernetes.pod.*` labels kubelet sends, for a client that sent none."""
+    return {LABEL_POD_NAME: name, LABEL_POD_NAMESPACE: namespace, LABEL_POD_UID: uid}

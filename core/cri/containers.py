@@ -37,8 +37,11 @@ from core.cri import (
     ANN_SANDBOX_UID,
     CONTAINER_KIND,
     KIND_LABEL,
+    LABEL_CONTAINER_NAME,
     NAMESPACE,
     files,
+    objects,
+    pod_labels,
     spec,
 )
 from core.cri.config import CriConfig
@@ -164,9 +167,14 @@ class Containers:
                 ANN_SANDBOX_UID: pmeta.uid, ANN_CONTAINER_NAME: meta.name,
                 ANN_IMAGE_NAME: config.image.image,
             }  # fmt: skip
-            labels = dict(config.labels) | {KIND_LABEL: CONTAINER_KIND}
-            self.engine.metadata.containers.create(
-                NAMESPACE,
+            labels = (
+                pod_labels(pmeta.name, pmeta.namespace, pmeta.uid)
+                | {LABEL_CONTAINER_NAME: meta.name}
+                | dict(config.labels)
+                | {KIND_LABEL: CONTAINER_KIND}
+            )
+            objects.create(
+                self.engine,
                 Container(
                     id=cid, runtime_name=self.pods.runtime_name(sandbox.runtime_handler),
                     spec=AnyValue(typeurl.SPEC_URL, json.dumps(oci_spec).encode()),
@@ -277,8 +285,7 @@ class Containers:
         except NotFound:
             return
         await self.stop(record.id, 0)
-        with contextlib.suppress(NotFound):
-            self.engine.metadata.containers.delete(NAMESPACE, record.id)
+        objects.delete(self.engine, record.id)
         snapshotter = self.engine.snapshotters.get(self.cfg.snapshotter)
         if snapshotter is not None:
             with contextlib.suppress(NotFound):

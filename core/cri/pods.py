@@ -37,8 +37,12 @@ from core.cri import (
     KIND_LABEL,
     NAMESPACE,
     SANDBOX_KIND,
+    SANDBOX_METADATA_EXTENSION,
+    SANDBOX_METADATA_URL,
     files,
     netns,
+    objects,
+    pod_labels,
     spec,
 )
 from core.cri.cni import Attachment, Cni
@@ -235,18 +239,33 @@ class Pods:
             ANN_SANDBOX_UID: meta.uid, ANN_SANDBOX_LOG_DIR: config.log_directory,
             ANN_IMAGE_NAME: self.cfg.sandbox_image,
         }  # fmt: skip
-        labels = {k: v for k, v in config.labels.items()} | {KIND_LABEL: SANDBOX_KIND}
+        # A console groups containers into pods from these labels alone.
+        labels = pod_labels(meta.name, meta.namespace, meta.uid) | dict(config.labels)
+        labels[KIND_LABEL] = SANDBOX_KIND
+        metadata = {
+            "Version": "v1",
+            "Metadata": {
+                "ID": sid, "Name": record.name, "NetNSPath": record.netns,
+                "IP": record.network.get("ip", ""),
+                "AdditionalIPs": record.network.get("additional_ips") or None,
+                "RuntimeHandler": record.runtime_handler,
+            },
+        }  # fmt: skip
         container = Container(
             id=sid, runtime_name=runtime,
             spec=AnyValue(typeurl.SPEC_URL, json.dumps(oci_spec).encode()),
             image=image.repo_tags[0] if image.repo_tags else image.id, labels=labels,
             snapshotter=self.cfg.snapshotter, snapshot_key=sid,
+            extensions={
+                SANDBOX_METADATA_EXTENSION: AnyValue(
+                    SANDBOX_METADATA_URL, json.dumps(metadata).encode()
+                )
+            },
         )  # fmt: skip
-        engine.metadata.containers.create(NAMESPACE, container)
+        objects.create(engine, container)
 
         async def drop_container() -> None:
-            with contextlib.suppress(NotFound):
-                engine.metadata.containers.delete(NAMESPACE, sid)
+            objects.delete(engine, sid)
 
         undo.append(drop_container)
         task = await engine.tasks.create(NAMESPACE, container, [], Stdio())
@@ -314,8 +333,7 @@ class Pods:
         async with self.lock(record.id):
             if self.remove_containers is not None:
                 await self.remove_containers(record.id)
-            with contextlib.suppress(NotFound):
-                self.engine.metadata.containers.delete(NAMESPACE, record.id)
+            objects.delete(self.engine, record.id)
             snapshotter = self.engine.snapshotters.get(self.cfg.snapshotter)
             if snapshotter is not None:
                 with contextlib.suppress(NotFound):
