@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 from rich.text import Text
+from textual._two_way_dict import TwoWayDict
 from textual.binding import Binding
+from textual.widgets.data_table import ColumnKey
 
 from tui import commands
 from tui.commands import PODS
@@ -50,7 +52,8 @@ class PodsTable(ResourceTable):
         return {
             "name": fit(f"{pod.namespace}/{pod.name}", 30),
             "state": Text.styled(pod.state, style),
-            "ip": ip or "-",
+            # A stopped pod's address is released: the recorded one is no longer its own.
+            "ip": (ip or "-") if pod.state == "READY" else "-",
             "age": age(created, now),
             "id": pod.id[:13] or "-",
             "image": "",
@@ -94,6 +97,22 @@ class PodsTable(ResourceTable):
         if wanted and lookup is not None:
             self._asked.update(wanted)
             self.run_worker(self._look_up(wanted, lookup), group="pod-ips")
+
+    def sort(
+        self, *columns: ColumnKey | str, key: Callable[[Any], Any] | None = None,
+        reverse: bool = False,
+    ) -> Self:  # fmt: skip
+        """Rows go by their key, never by a column: a pod, then its containers under it.
+
+        The base table sorts by its first column whenever a row is added; here
+        that would pull a pod's containers away from it. `DataTable` offers no
+        sort by row key, so the order is set the way its own `sort` sets it.
+        """
+        ordered = sorted(self._data, key=lambda row_key: str(row_key.value))
+        self._row_locations = TwoWayDict({rk: i for i, rk in enumerate(ordered)})
+        self._update_count += 1
+        self.refresh()
+        return self
 
     async def _look_up(self, ids: list[str], lookup: IpLookup) -> None:
         for sandbox_id in ids:
