@@ -196,7 +196,7 @@ class EngineServer:
         await self.engine.start()
         for service in self.services:
             if isinstance(service, RuntimeService):
-                service.cri.restore()
+                await service.cri.start()
         await self._new_server().start(sock=self._bind_unix())
         self.owns_socket = True
         log.info("serving containerd v1 API on unix://%s", self.socket_path)
@@ -245,6 +245,9 @@ class EngineServer:
         if self.owns_socket:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
+        for service in self.services:
+            if isinstance(service, RuntimeService):
+                await service.cri.close()
         await self.engine.stop()
         self.engine.close()
         log.info("engine stopped")

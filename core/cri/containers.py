@@ -361,25 +361,25 @@ class Containers:
 
     # --- running things -----------------------------------------------------------
 
-    def _running(self, ref: str) -> ContainerRecord:
+    def running(self, ref: str) -> ContainerRecord:
         record = self.get(ref)
         if self.state(record) != cri.ContainerState.CONTAINER_RUNNING:
             raise FailedPrecondition(f'container "{record.id}" is not running')
         return record
 
     async def update_resources(self, ref: str, res: cri.LinuxContainerResources | None) -> None:
-        record = self._running(ref)
+        record = self.running(ref)
         if res is None:
             return
         await self.engine.tasks.update(NAMESPACE, record.id, spec.resources_json(res))
 
     def reopen_log(self, ref: str) -> None:
-        record = self._running(ref)
+        record = self.running(ref)
         task = self.engine.tasks.get(NAMESPACE, record.id)
         task.process.control("reopen-log", "reopen the log of")
 
     async def exec_sync(self, ref: str, cmd: list[str], timeout: int) -> cri.ExecSyncResponse:
-        record = self._running(ref)
+        record = self.running(ref)
         if not cmd:
             raise InvalidArgument("exec needs a command")
         container = self.engine.metadata.containers.get(NAMESPACE, record.id)

@@ -4,11 +4,13 @@ Thin, like every service: each method checks its request and calls the pod,
 container or image manager. Stop and Remove of what is gone succeed (CRI's
 idempotence); Status reports `RuntimeReady` and, honestly, `NetworkReady`
 (false with the reason when no CNI config loads or a plugin is missing).
-Streaming (Exec, Attach, PortForward) answers UNIMPLEMENTED for now.
+Exec answers a URL on the streaming server (`streaming.py`, WebSocket only);
+Attach and PortForward answer UNIMPLEMENTED for now.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 from core.api.runtime import v1 as cri
@@ -19,6 +21,7 @@ from core.cri.images import CriImage, CriImages
 from core.cri.pods import Pods
 from core.cri.stats import container_stats
 from core.cri.store import Store
+from core.cri.streaming import TOKEN_TTL, ExecCall, StreamServer
 from core.engine import Engine
 from core.errors import InvalidArgument, NotFound, NotImplementedYet
 
@@ -40,13 +43,19 @@ class Cri:
         self.images = CriImages(engine)
         self.pods = Pods(engine, self.config, self.store, self.images, self.root)
         self.containers = Containers(engine, self.config, self.store, self.images, self.pods)
-        self._restored = False
+        self.streams = StreamServer(
+            engine, self.config.stream_server_address, int(self.config.stream_server_port)
+        )
+        self._started = False
 
-    def restore(self) -> None:
+    async def start(self) -> None:
         """Watch the containers a previous run started (once the tasks are restored)."""
-        if not self._restored:
-            self._restored = True
+        if not self._started:
+            self._started = True
             self.containers.restore()
+
+    async def close(self) -> None:
+        await self.streams.close()
 
 
 def image_out(image: CriImage) -> cri.Image:
@@ -253,10 +262,21 @@ class RuntimeService(cri.RuntimeServiceBase):
         )
 
     async def exec(self, message: cri.ExecRequest) -> cri.ExecResponse:
-        raise NotImplementedYet("streaming exec is not implemented yet; use ExecSync")
+        if not message.cmd:
+            raise InvalidArgument("exec needs a command")
+        record = self.cri.containers.running(message.container_id)
+        container = self.cri.engine.metadata.containers.get(NAMESPACE, record.id)
+        process = json.loads(container.spec.value)["process"] if container.spec else {}
+        call = ExecCall(
+            container_id=record.id, cmd=list(message.cmd), tty=message.tty,
+            stdin=message.stdin, stdout=message.stdout, stderr=message.stderr,
+            process=process, expires=time.monotonic() + TOKEN_TTL,
+        )  # fmt: skip
+        await self.cri.streams.start()
+        return cri.ExecResponse(url=self.cri.streams.exec_url(call))
 
     async def attach(self, message: cri.AttachRequest) -> cri.AttachResponse:
-        raise NotImplementedYet("attach is not implemented yet")
+        raise NotImplementedYet("attach is not implemented yet; exec works over WebSocket")
 
     async def port_forward(self, message: cri.PortForwardRequest) -> cri.PortForwardResponse:
         raise NotImplementedYet("port forwarding is not implemented yet")

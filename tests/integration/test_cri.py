@@ -18,6 +18,7 @@ import tarfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
@@ -696,3 +697,88 @@ async def test_the_cri_command_triages_pods_and_containers(node: Node, tmp_path:
     assert cli("ps", "--all").stdout.strip().count("\n") == 0
     missing = cli("rm", "ffffffff")
     assert missing.returncode == 1 and "no container or pod" in missing.stderr
+
+
+HOST_NETWORK = cri.LinuxPodSandboxConfig(
+    security_context=cri.LinuxSandboxSecurityContext(
+        namespace_options=cri.NamespaceOption(network=cri.NamespaceMode.NODE)
+    )
+)
+
+
+@pytest.fixture
+async def host_node(tmp_path: Path) -> AsyncIterator[cri.RuntimeServiceStub]:
+    """An engine in the host's network (streaming listens on its loopback), pods without CNI."""
+    config = f'version = 2\n[plugins."io.containerd.grpc.v1.cri"]\nsandbox_image = "{PAUSE}"\n'
+    config += "restrict_oom_score_adj = true\n"
+    engine = EngineProcess(config=config, log_level="info").start()
+    channel = Channel(path=str(engine.address))
+    try:
+        _import(engine, _image(("sleep", "1000000")), PAUSE, tmp_path)
+        _import(engine, _image(("sh",)), APP, tmp_path)
+        rt = cri.RuntimeServiceStub(channel)
+        yield rt
+        for pod in (await rt.list_pod_sandbox(cri.ListPodSandboxRequest())).items:
+            await rt.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+    finally:
+        channel.close()
+        engine.stop(cleanup=True)
+
+
+async def _ws_exec(url: str, stdin: bytes = b"") -> tuple[bytes, bytes, dict]:  # type: ignore[type-arg]
+    out, err, status = b"", b"", {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, protocols=("v4.channel.k8s.io",)) as ws,
+    ):
+        assert ws.protocol == "v4.channel.k8s.io"
+        if stdin:
+            await ws.send_bytes(b"\x00" + stdin)
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                continue
+            channel, data = msg.data[0], msg.data[1:]
+            if channel == 1:
+                out += data
+            elif channel == 2:
+                err += data
+            elif channel == 3:
+                status = json.loads(data)
+    return out, err, status
+
+
+async def test_exec_streams_over_websocket(
+    host_node: cri.RuntimeServiceStub, tmp_path: Path
+) -> None:
+    rt = host_node
+    pod = pod_config("stream", tmp_path, linux=HOST_NETWORK)
+    pod_id = (await rt.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))).pod_sandbox_id
+    created = await rt.create_container(cri.CreateContainerRequest(
+        pod_sandbox_id=pod_id, sandbox_config=pod,
+        config=container_config("shell", "sleep", "100000"),
+    ))  # fmt: skip
+    cid = created.container_id
+    await rt.start_container(cri.StartContainerRequest(container_id=cid))
+
+    url = (await rt.exec(cri.ExecRequest(
+        container_id=cid, cmd=["sh", "-c", "echo out; echo err >&2; exit 3"],
+        stdout=True, stderr=True,
+    ))).url  # fmt: skip
+    assert url.startswith("http://127.0.0.1:")
+    out, err, status = await _ws_exec(url)
+    assert (out, err) == (b"out\n", b"err\n")
+    assert status["status"] == "Failure" and status["details"]["causes"][0]["message"] == "3"
+
+    url = (await rt.exec(cri.ExecRequest(
+        container_id=cid, cmd=["head", "-n", "1"], stdin=True, stdout=True,
+    ))).url  # fmt: skip
+    out, _, status = await _ws_exec(url, stdin=b"typed line\n")
+    assert out == b"typed line\n" and status["status"] == "Success"
+
+    # A URL is good for one session only.
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect(url, protocols=("v4.channel.k8s.io",))
+    with pytest.raises(GRPCError) as bad:
+        await rt.exec(cri.ExecRequest(container_id=cid, cmd=["true"]))
+    assert bad.value.status == Status.INVALID_ARGUMENT
