@@ -456,6 +456,10 @@ async def test_volumes_resources_oom_and_log_reopen(node: Node, tmp_path: Path) 
     assert (done.exit_code, done.reason) == (137, "OOMKilled")
 
     await node.runtime.stop_container(cri.StopContainerRequest(container_id=ticker, timeout=0))
+    killed = (
+        await node.runtime.container_status(cri.ContainerStatusRequest(container_id=ticker))
+    ).status
+    assert (killed.exit_code, killed.reason) == (137, "Error")
     with pytest.raises(GRPCError) as stopped:
         await node.runtime.reopen_container_log(cri.ReopenContainerLogRequest(container_id=ticker))
     assert stopped.value.status == Status.FAILED_PRECONDITION
