@@ -290,6 +290,8 @@ COMMANDS: tuple[Command, ...] = (
         panes=(PODS,),
         mutates=True,
         confirm=True,
+        # ctr has no pods: the line that runs as is is ctrdeck's own crictl-like command.
+        ctr={PODS: "ctrdeck cri stop {id}"},
     ),
     Command(
         id="pod.remove",
@@ -299,6 +301,7 @@ COMMANDS: tuple[Command, ...] = (
         panes=(PODS,),
         mutates=True,
         confirm=True,
+        ctr={PODS: "ctrdeck cri rm {id}"},
     ),
     Command(
         id="pod.logs",
@@ -322,6 +325,7 @@ COMMANDS: tuple[Command, ...] = (
         description="Run a command in the selected container and show its output",
         panes=(PODS,),
         mutates=True,
+        ctr={PODS: "ctrdeck cri exec {id}{tail}"},
     ),
     Command(
         id="table.filter",

@@ -97,6 +97,7 @@ class PodsActions(Actions):
 
         def answered(yes: bool | None) -> None:
             if yes:
+                self.teach("pod.stop", PODS, id=pod.id)  # type: ignore[attr-defined]
                 self.perform("stop pod", lambda: pods.stop_pod(client, pod.id),
                              f"stopped pod {pod.name}")  # fmt: skip
 
@@ -119,8 +120,11 @@ class PodsActions(Actions):
             action = lambda: pods.remove_pod(client, pod.id)  # noqa: E731
             done = f"removed pod {pod.name}"
 
+        target = container.id if container is not None else pod.id
+
         def answered(yes: bool | None) -> None:
             if yes:
+                self.teach("pod.remove", PODS, id=target)  # type: ignore[attr-defined]
                 self.perform("remove", action, done)
 
         detail = "A running pod is stopped first; its containers go with it."
@@ -176,6 +180,8 @@ class PodsActions(Actions):
         def chosen(argv: list[str] | None) -> None:
             if not argv:
                 return
+            tail = " " + shlex.join(argv)
+            self.teach("pod.exec", PODS, tail=tail, id=cid)  # type: ignore[attr-defined]
 
             async def loader() -> list[Section]:
                 result = await pods.exec_in(client, cid, argv)
