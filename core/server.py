@@ -118,13 +118,27 @@ def prepare_socket(path: Path) -> None:
         path.unlink()
 
 
+def engine_metrics(engine: Engine) -> metrics.EngineMetrics:
+    """The engine's metrics, reading the parts they report on."""
+    return metrics.EngineMetrics(
+        metrics.Sources(
+            events=engine.events,
+            gc=engine.gc,
+            content=engine.content,
+            snapshotters=engine.snapshotters,
+            snapshot_records=engine.snapshot_records,
+            tasks=engine.tasks,
+        )
+    )
+
+
 class EngineServer:
     """The running engine with its listeners."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.engine = Engine(config)
-        self.metrics = metrics.EngineMetrics(self.engine)
+        self.metrics = engine_metrics(self.engine)
         self.engine.pull_observers.append(self.metrics.observe_pull)
         self.services = build_services(self.engine)
         self.servers: list[Server] = []

@@ -58,8 +58,9 @@ from core.errors import (
     NotFound,
 )
 from core.metadata.containers import AnyValue, Container
+from core.runtime import monitor_protocol
 from core.runtime import rootfs as rootfs_mod
-from core.runtime.tasks import Stdio
+from core.runtime.records import Stdio
 
 log = logging.getLogger("ctrdeck.cri")
 
@@ -376,7 +377,7 @@ class Containers:
     def reopen_log(self, ref: str) -> None:
         record = self.running(ref)
         task = self.engine.tasks.get(NAMESPACE, record.id)
-        task.process.control("reopen-log", "reopen the log of")
+        monitor_protocol.control(task.process, "reopen-log", "reopen the log of")
 
     async def exec_sync(self, ref: str, cmd: list[str], timeout: int) -> cri.ExecSyncResponse:
         record = self.running(ref)

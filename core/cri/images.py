@@ -22,7 +22,7 @@ from core.descriptor import Descriptor
 from core.engine import Engine
 from core.errors import CtrdeckError, NotFound
 from core.images import handlers, mediatypes, platforms, reference
-from core.images.pull import Puller, request_from
+from core.images.pull import request_from
 from core.metadata.images import Image
 
 log = logging.getLogger("ctrdeck.cri")
@@ -58,7 +58,7 @@ class CriImage:
 class CriImages:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.puller = Puller(engine, engine.pull_observers)
+        self.puller = engine.puller
         # A target digest always resolves to the same config: cache the walk.
         self._resolved: dict[str, tuple[str, int, dict[str, Any], str]] = {}
 

@@ -52,7 +52,7 @@ from core.cri.store import SandboxRecord, Store, decode, encode
 from core.engine import Engine
 from core.errors import AlreadyExists, CtrdeckError, InvalidArgument, NotFound
 from core.metadata.containers import AnyValue, Container
-from core.runtime.tasks import Stdio
+from core.runtime.records import Stdio
 
 log = logging.getLogger("ctrdeck.cri")
 

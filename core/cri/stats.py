@@ -7,7 +7,7 @@ import time
 from core.api.io.containerd.cgroups import v1 as cg
 from core.api.runtime import v1 as cri
 from core.runtime import cgroups
-from core.runtime.tasks import Task
+from core.runtime.records import Task
 
 
 def container_stats(task: Task, attributes: cri.ContainerAttributes) -> cri.ContainerStats:

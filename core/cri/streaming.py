@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from core.cri import NAMESPACE
 from core.engine import Engine
 from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument, NotFound
-from core.runtime.tasks import Stdio
+from core.runtime.records import Stdio
 
 if TYPE_CHECKING:
     from aiohttp import web
