@@ -304,6 +304,13 @@ async def test_pod_lifecycle_with_two_containers(node: Node, tmp_path: Path) -> 
     assert stats.stats.memory.working_set_bytes.value > 0
     listed = await node.runtime.list_container_stats(cri.ListContainerStatsRequest())
     assert {s.attributes.id for s in listed.stats} == {server, client}
+    pod_stats = (
+        await node.runtime.pod_sandbox_stats(cri.PodSandboxStatsRequest(pod_sandbox_id=pod_id))
+    ).stats
+    assert {c.attributes.id for c in pod_stats.linux.containers} == {server, client}
+    assert pod_stats.linux.memory.working_set_bytes.value > 0
+    every_pod = await node.runtime.list_pod_sandbox_stats(cri.ListPodSandboxStatsRequest())
+    assert [s.attributes.id for s in every_pod.stats] == [pod_id]
 
     containers = await node.runtime.list_containers(cri.ListContainersRequest(
         filter=cri.ContainerFilter(label_selector={"container": "server"})
