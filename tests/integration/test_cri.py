@@ -793,3 +793,38 @@ async def test_exec_streams_over_websocket(
     with pytest.raises(GRPCError) as bad:
         await rt.exec(cri.ExecRequest(container_id=cid, cmd=["true"]))
     assert bad.value.status == Status.INVALID_ARGUMENT
+
+
+async def test_mount_propagation_from_the_host(node: Node, tmp_path: Path) -> None:
+    """rslave and rshared volumes see a mount the host makes after the container started;
+    a private one does not."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    subprocess.run(["mount", "--bind", str(shared), str(shared)], check=True)
+    try:
+        subprocess.run(["mount", "--make-rshared", str(shared)], check=True)
+        pod = pod_config("prop", tmp_path)
+        pod_id = (
+            await node.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))
+        ).pod_sandbox_id
+        prop = cri.MountPropagation
+        ids = {}
+        for name, mode in (("private", prop.PROPAGATION_PRIVATE),
+                           ("rslave", prop.PROPAGATION_HOST_TO_CONTAINER),
+                           ("rshared", prop.PROPAGATION_BIDIRECTIONAL)):  # fmt: skip
+            ids[name] = await _start(node, pod_id, pod, container_config(
+                name, "sleep", "100000",
+                mounts=[cri.Mount(container_path="/vol", host_path=str(shared), propagation=mode)],
+                linux=cri.LinuxContainerConfig(security_context=cri.LinuxContainerSecurityContext(
+                    run_as_user=cri.Int64Value(value=0),
+                    privileged=mode == prop.PROPAGATION_BIDIRECTIONAL)),
+            ))  # fmt: skip
+        (shared / "later").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(shared / "later")], check=True)
+        (shared / "later" / "seen").write_text("x")
+        for name, expected in (("private", 1), ("rslave", 0), ("rshared", 0)):
+            found = await _exec(node, ids[name], "cat", "/vol/later/seen")
+            assert found.exit_code == expected, (name, found.stderr)
+        await node.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    finally:
+        subprocess.run(["umount", "-R", "--lazy", str(shared)], check=False)
