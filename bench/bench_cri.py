@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -222,6 +223,13 @@ async def measure(running: engine_proc.Running, reps: int, pods: int) -> dict:  
 
 def run_engine(kind: str, reps: int, pods: int, subnet: str) -> dict:  # type: ignore[type-arg]
     work = Path(tempfile.mkdtemp(prefix=f"bench-cri-{kind}-", dir="/tmp"))
+    try:
+        return _run_in(work, kind, reps, pods, subnet)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_in(work: Path, kind: str, reps: int, pods: int, subnet: str) -> dict:  # type: ignore[type-arg]
     with netns() as ns:
         prefix = ("nsenter", f"--net=/run/netns/{ns}")
         conf = cri_config(cni_dir(work, subnet))
