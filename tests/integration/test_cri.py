@@ -81,6 +81,13 @@ def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=30)
 
 
+def _remove_namespace_cgroups() -> None:
+    """The `/k8s.io` parent cgroups runc made, once nothing of the tests is left in them."""
+    for controller in Path("/sys/fs/cgroup").iterdir():
+        with contextlib.suppress(OSError):
+            (controller / "k8s.io").rmdir()
+
+
 @contextlib.contextmanager
 def _test_netns() -> Iterator[str]:
     name = f"ctd-cri-{secrets.token_hex(4)}"
@@ -175,6 +182,7 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
             n.engine.stop(cleanup=False)
             subprocess.run(["umount", "-R", str(n.engine.base)], capture_output=True)
             shutil.rmtree(n.engine.base, ignore_errors=True)
+            _remove_namespace_cgroups()
 
 
 async def _remove_all(n: Node) -> None:
@@ -734,6 +742,7 @@ async def host_node(tmp_path: Path) -> AsyncIterator[cri.RuntimeServiceStub]:
     finally:
         channel.close()
         engine.stop(cleanup=True)
+        _remove_namespace_cgroups()
 
 
 async def _ws_exec(url: str, stdin: bytes = b"") -> tuple[bytes, bytes, dict]:  # type: ignore[type-arg]

@@ -17,7 +17,7 @@ from textual.widgets import Input
 from core.api.runtime import v1 as cri
 from core.client import Client
 from tests.engine_proc import EngineProcess
-from tests.integration.test_cri import APP, PAUSE, _image, _import
+from tests.integration.test_cri import APP, PAUSE, _image, _import, _remove_namespace_cgroups
 from tests.tui.support import until
 from tui.app import CtrdeckApp
 from tui.commands import PODS
@@ -46,6 +46,7 @@ def cri_engine(tmp_path: Path) -> Iterator[EngineProcess]:
         yield engine
     finally:
         engine.stop(cleanup=True)
+        _remove_namespace_cgroups()
 
 
 @pytest.fixture
