@@ -4,8 +4,8 @@ Thin, like every service: each method checks its request and calls the pod,
 container or image manager. Stop and Remove of what is gone succeed (CRI's
 idempotence); Status reports `RuntimeReady` and, honestly, `NetworkReady`
 (false with the reason when no CNI config loads or a plugin is missing).
-Exec answers a URL on the streaming server (`streaming.py`, WebSocket only);
-Attach and PortForward answer UNIMPLEMENTED for now.
+Exec and PortForward answer a URL on the streaming server (`streaming.py`,
+WebSocket only); Attach answers UNIMPLEMENTED for now.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from core.cri.stats import container_stats
 from core.cri.store import Store
 from core.cri.streaming import TOKEN_TTL, ExecCall, StreamServer
 from core.engine import Engine
-from core.errors import InvalidArgument, NotFound, NotImplementedYet
+from core.errors import FailedPrecondition, InvalidArgument, NotFound, NotImplementedYet
 
 PARTS = ("metadata", "content", "events", "gc", "snapshot_records", "snapshotters", "tasks")
 """The engine's parts the CRI uses (both services share them): the CRI plugin's `requires`."""
@@ -280,7 +280,12 @@ class RuntimeService(cri.RuntimeServiceBase):
         raise NotImplementedYet("attach is not implemented yet; exec works over WebSocket")
 
     async def port_forward(self, message: cri.PortForwardRequest) -> cri.PortForwardResponse:
-        raise NotImplementedYet("port forwarding is not implemented yet")
+        record = self.cri.pods.get(message.pod_sandbox_id)
+        if self.cri.pods.state(record) != cri.PodSandboxState.SANDBOX_READY:
+            raise FailedPrecondition(f'sandbox "{record.id}" is not ready')
+        await self.cri.streams.start()
+        url = self.cri.streams.portforward_url(record.netns, list(message.port))
+        return cri.PortForwardResponse(url=url)
 
     # --- stats --------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The CRI streaming server: Exec over WebSocket, kubelet's `channel.k8s.io` framing.
+"""The CRI streaming server: Exec and PortForward over WebSocket, kubelet's framing.
 
 `Exec` answers a one-time URL on `stream_server_address:stream_server_port`
 (port 0: any free one); the client dials it within a minute. The connection is
@@ -9,7 +9,8 @@ JSON, with the exit code of a failed command), 4 terminal resize (JSON
 `{"Width", "Height"}`). The command runs as an exec of the container's task
 with FIFOs the engine holds. SPDY, which kubelet and crictl use by default, is
 not spoken: no maintained SPDY library exists for asyncio Python, and this
-module does not implement it; Attach and PortForward are not served yet.
+module does not implement it. PortForward is served the same way
+(`portforward.py`); Attach is not served yet.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.cri import NAMESPACE
+from core.cri import NAMESPACE, portforward
 from core.engine import Engine
 from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument, NotFound
 from core.runtime.records import Stdio
@@ -76,6 +77,7 @@ class StreamServer:
         self.address = address
         self.port = port
         self.calls: dict[str, ExecCall] = {}
+        self.forwards: dict[str, tuple[str, list[int], float]] = {}
         self.runner: web.AppRunner | None = None
         self.base_url = ""
         self._starting = asyncio.Lock()
@@ -91,6 +93,7 @@ class StreamServer:
 
         app = web.Application()
         app.router.add_get("/exec/{token}", self._exec)
+        app.router.add_get("/portforward/{token}", self._portforward)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.address, self.port)
@@ -119,6 +122,36 @@ class StreamServer:
         token = secrets.token_urlsafe(24)
         self.calls[token] = call
         return f"{self.base_url}/exec/{token}"
+
+    def portforward_url(self, netns: str, ports: list[int]) -> str:
+        if not self.base_url:
+            raise FailedPrecondition("the CRI streaming server is not running")
+        token = secrets.token_urlsafe(24)
+        self.forwards[token] = (netns, ports, time.monotonic() + TOKEN_TTL)
+        return f"{self.base_url}/portforward/{token}"
+
+    async def _portforward(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        found = self.forwards.pop(request.match_info["token"], None)
+        if found is None or found[2] < time.monotonic():
+            raise web.HTTPNotFound(text="unknown or expired port-forward session")
+        netns, ports = found[0], found[1]
+        asked = request.query.getall("port", [])
+        if asked:
+            try:
+                ports = [int(p) for p in asked]
+            except ValueError:
+                raise web.HTTPBadRequest(text=f"ports must be numbers: {asked}") from None
+        if not ports or not all(0 < p < 65536 for p in ports):
+            raise web.HTTPBadRequest(text="name the ports to forward (?port=N)")
+        ws = web.WebSocketResponse(protocols=PROTOCOLS)
+        await ws.prepare(request)
+        try:
+            await portforward.serve(ws, netns, ports)
+        finally:
+            await ws.close()
+        return ws
 
     async def _exec(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web

@@ -8,6 +8,7 @@ are made there and vanish with it. Images reach the engine by `ctr import`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -15,6 +16,7 @@ import secrets
 import shutil
 import subprocess
 import tarfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -837,3 +839,80 @@ async def test_mount_propagation_from_the_host(node: Node, tmp_path: Path) -> No
         await node.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
     finally:
         subprocess.run(["umount", "-R", "--lazy", str(shared)], check=False)
+
+
+async def test_port_forward_over_websocket(
+    host_node: cri.RuntimeServiceStub, tmp_path: Path
+) -> None:
+    rt = host_node
+    port = 20000 + secrets.randbelow(20000)
+    pod = pod_config("forward", tmp_path, linux=HOST_NETWORK)
+    pod_id = (await rt.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))).pod_sandbox_id
+    created = await rt.create_container(cri.CreateContainerRequest(
+        pod_sandbox_id=pod_id, sandbox_config=pod, config=container_config(
+        "web", "sh", "-c",
+        f"mkdir -p /tmp/w && echo forwarded > /tmp/w/index.html && "
+        f"exec httpd -f -p 127.0.0.1:{port} -h /tmp/w",
+    )))  # fmt: skip
+    await rt.start_container(cri.StartContainerRequest(container_id=created.container_id))
+    url = ""
+
+    async def fetch() -> bytes:
+        got: list[bytes] = []
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url + f"?port={port}", protocols=("v4.channel.k8s.io",)) as ws,
+        ):
+            headers = 0
+            async for msg in ws:
+                channel, data = msg.data[0], msg.data[1:]
+                if headers < 2:
+                    assert data == port.to_bytes(2, "little")
+                    headers += 1
+                    if headers == 2:
+                        await ws.send_bytes(b"\x00GET / HTTP/1.0\r\n\r\n")
+                    continue
+                assert channel == 0, data
+                got.append(data)
+                if b"forwarded" in b"".join(got):
+                    break
+        return b"".join(got)
+
+    answer = b""
+    for _ in range(50):  # httpd may still be starting
+        url = (
+            await rt.port_forward(cri.PortForwardRequest(pod_sandbox_id=pod_id, port=[port]))
+        ).url
+        with contextlib.suppress(AssertionError, TimeoutError):
+            answer = await asyncio.wait_for(fetch(), 10)
+            if b"forwarded" in answer:
+                break
+        await asyncio.sleep(0.1)
+    assert b"200 OK" in answer and b"forwarded" in answer
+
+
+def test_port_forward_connects_inside_the_pods_network_namespace(tmp_path: Path) -> None:
+    from core.cri.portforward import _connect_in
+
+    with _test_netns() as netns:
+        (tmp_path / "index.html").write_text("inside\n")
+        port = 20000 + secrets.randbelow(20000)
+        server = subprocess.Popen(["ip", "netns", "exec", netns, BUSYBOX_BIN, "httpd", "-f",
+                                   "-p", f"127.0.0.1:{port}", "-h", str(tmp_path)])  # fmt: skip
+        try:
+            for _ in range(50):
+                try:
+                    sock = _connect_in(f"/run/netns/{netns}", port)
+                    break
+                except Exception:
+                    time.sleep(0.1)
+            sock.setblocking(True)
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+            sock.close()
+            assert b"inside" in answer
+        finally:
+            server.kill()
+            server.wait()
