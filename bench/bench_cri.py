@@ -252,6 +252,7 @@ def _run_in(work: Path, kind: str, reps: int, pods: int, subnet: str) -> dict:  
         finally:
             engine.stop()
             subprocess.run(["umount", "-R", str(engine.base)], capture_output=True)
+            shutil.rmtree(engine.base, ignore_errors=True)
 
 
 def main() -> None:
