@@ -185,9 +185,7 @@ def containerd(
         f'[grpc]\naddress = "{base}/c.sock"\n{extra_config}'
     )
     log = open(base / "log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [*prefix, "containerd", "--config", str(cfg)], stdout=log, stderr=log
-    )
+    proc = subprocess.Popen([*prefix, "containerd", "--config", str(cfg)], stdout=log, stderr=log)
     try:
         wait_for_socket(base / "c.sock", timeout=30, proc=proc)
         yield Running("containerd", base / "c.sock", base, proc)
