@@ -49,6 +49,7 @@ from core.services.introspection import IntrospectionService
 from core.services.leases import LeasesService
 from core.services.namespaces import NamespacesService
 from core.services.snapshots import SnapshotsService
+from core.services.task_details import TaskDetailsService
 from core.services.tasks import TasksService
 from core.services.version import VersionService
 
@@ -71,6 +72,7 @@ def build_services(engine: Engine) -> list[Any]:
         "events": EventsService(engine),
         "snapshots": SnapshotsService(engine),
         "tasks": TasksService(engine),
+        "task-details": TaskDetailsService(engine),
         "healthcheck": Health(),
     }
     for name, service in sorted(services.items()):

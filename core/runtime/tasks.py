@@ -6,8 +6,8 @@ bundle directory `<state>/io.containerd.runtime.v2.task/<namespace>/<id>`
 holding `config.json`, the `rootfs` mount point, the engine's records
 (`records.py`: `task.json`, each process's `process.json`), the init
 process's monitor files under `init/`, each exec's under `execs/<exec id>/`,
-and the size-capped output log `log` (rotated to `log.1`) that `log_path`
-names for the console; no other local user can read any of it
+and the size-capped output log `log` (rotated to `log.1`) that the
+TaskDetails service reads (`tasklog.py`); no other local user can read any of it
 (`bundle.py`). Every process has its own monitor (`core/runtime/monitor.py`),
 which runs the runtime's `create` or `exec`, holds the stdio and persists the
 exit status; `monitor_protocol.py` starts, tells and watches it (a pidfd).
@@ -141,10 +141,6 @@ class TaskManager:
 
     def namespaces(self) -> set[str]:
         return {ns for ns, _ in self.tasks} | {ns for ns, _ in self._reserved}
-
-    def log_path(self, namespace: str, container_id: str) -> Path:
-        """Where a task's output log is; the console follows it (rotation: `log.1`)."""
-        return self.root / namespace / container_id / "log"
 
     # --- create ---------------------------------------------------------------
 

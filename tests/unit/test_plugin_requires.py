@@ -74,7 +74,8 @@ def test_the_engines_plugins_require_what_they_are_built_with(engine: Engine) ->
     assert requires_of(engine, GRPC_PLUGIN, "healthcheck") == []
     assert sorted(p.id for p in engine.plugins.plugins if p.type == GRPC_PLUGIN) == [
         "containers", "content", "cri", "diff", "events", "healthcheck", "images",
-        "introspection", "leases", "namespaces", "snapshots", "tasks", "version",
+        "introspection", "leases", "namespaces", "snapshots", "task-details", "tasks",
+        "version",
     ]  # fmt: skip
 
 
@@ -196,8 +197,8 @@ def test_each_service_names_the_parts_its_code_reaches(engine: Engine) -> None:
     for service in services:
         if hasattr(service, "PARTS"):
             checked.append((type(service), Path(inspect.getfile(type(service)))))
-    # Every service of containerd's, and the CRI's two services.
-    assert len(checked) == 13
+    # Every service of containerd's, ctrdeck's TaskDetails, and the CRI's two services.
+    assert len(checked) == 14
     for cls, source in checked:
         reached = _parts_reached(engine, _reached(source, set()))
         assert set(cls.PARTS) == reached, cls.__name__

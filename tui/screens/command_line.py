@@ -116,6 +116,8 @@ class CommandLine(Actions):
             self.do_app_help(self._pane)
         elif verb == "engine":
             self.do_app_engine(self._pane)
+        elif verb == "record":
+            self.console.record(args)
         elif verb in ("run", "pull"):
             try:
                 args = shlex.split(text.strip().lstrip(":"))[1:]

@@ -144,7 +144,9 @@ class PodsActions(Actions):
         if container is None or client is None:
             return
         cid = container.id
-        self.app.push_screen(LogsScreen(cid, lambda: operations.log_path(client, cid)))
+        self.app.push_screen(
+            LogsScreen(cid, lambda lines: operations.follow_log(client, cid, lines))
+        )
 
     def do_pod_inspect(self, pane: str) -> None:
         chosen, client = self._selection(), self.client()  # type: ignore[attr-defined]

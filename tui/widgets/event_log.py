@@ -14,6 +14,7 @@ as plain text (`tui.plain`): an event names what the node holds.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.text import Text
@@ -69,12 +70,16 @@ class EventLog(RichLog):
         self._terms: list[tuple[str, str]] = []
         self.styles_by_kind: dict[str, str] = {}
         self._flush_pending = False
+        # Told of every line added (a recorder listens here).
+        self.on_add: Callable[[LogLine], None] | None = None
 
     def on_mount(self) -> None:
         self._retitle()
 
     def add(self, line: LogLine) -> None:
         self.buffer.append(line)
+        if self.on_add is not None:
+            self.on_add(line)
         if matches(line, self._terms):
             self.pending.append(line)
             if len(self.pending) > self.buffer.maxlen:  # type: ignore[operator]
