@@ -33,6 +33,7 @@ from core.api.containerd.services.tasks import v1 as tasks
 from core.api.containerd.services.version import v1 as version
 from core.api.ctrdeck.services.tasks import v1 as task_details
 from core.api.google.protobuf import Empty
+from core.api.runtime import v1 as cri
 from core.errors import InvalidArgument
 from core.tls import ClientTLS, TCPChannel
 
@@ -114,6 +115,15 @@ class Client:
             lease=self.lease_id,
             tls=self.tls,
         )
+
+    @property
+    def cri_runtime(self) -> cri.RuntimeServiceStub:
+        """Kubernetes' CRI RuntimeService (ours, or a containerd's on its main socket)."""
+        return self._stub(cri.RuntimeServiceStub)
+
+    @property
+    def cri_images(self) -> cri.ImageServiceStub:
+        return self._stub(cri.ImageServiceStub)
 
     @property
     def version(self) -> version.VersionStub:

@@ -34,6 +34,7 @@ from core import listeners, metrics, tls
 from core.api.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from core.config import Config
 from core.connection import HardenedServer, Limits
+from core.cri.service import Cri, ImageService, RuntimeService
 from core.engine import Engine
 from core.errors import FailedPrecondition, InvalidArgument
 from core.plugins import Plugin
@@ -79,8 +80,15 @@ def build_services(engine: Engine) -> list[Any]:
         requires = engine.requires(getattr(service, "PARTS", ()))
         exports = engine.facts() if name == "introspection" else {}
         engine.plugins.add(Plugin(GRPC_PLUGIN, name, requires=requires, exports=exports), service)
+    # Kubernetes' CRI: one plugin, as containerd lists it, serving both runtime.v1 services.
+    cri = Cri(engine)
+    cri_services = [RuntimeService(cri), ImageService(cri)]
+    engine.plugins.add(
+        Plugin(GRPC_PLUGIN, "cri", requires=engine.requires(RuntimeService.PARTS)),
+        *cri_services,
+    )
     return ServerReflection.extend(
-        list(services.values()), pool=default_google_proto_descriptor_pool
+        [*services.values(), *cri_services], pool=default_google_proto_descriptor_pool
     )
 
 
@@ -202,6 +210,9 @@ class EngineServer:
         prepare_socket(self.socket_path)
         # Tasks of a previous run are known before the first call can ask.
         await self.engine.start()
+        for service in self.services:
+            if isinstance(service, RuntimeService):
+                await service.cri.start()
         await self._new_server().start(sock=self._bind_unix())
         self.owns_socket = True
         log.info("serving containerd v1 API on unix://%s", self.socket_path)
@@ -250,6 +261,9 @@ class EngineServer:
         if self.owns_socket:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
+        for service in self.services:
+            if isinstance(service, RuntimeService):
+                await service.cri.close()
         await self.engine.stop()
         self.engine.close()
         log.info("engine stopped")

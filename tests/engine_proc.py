@@ -85,7 +85,12 @@ class EngineProcess:
     name = "ctrdeck"
 
     def __init__(
-        self, base: Path | None = None, config: str | None = None, *, log_level: str = "debug"
+        self,
+        base: Path | None = None,
+        config: str | None = None,
+        *,
+        log_level: str = "debug",
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.base = base or Path(tempfile.mkdtemp(prefix="ctrdeck-", dir="/tmp"))
         self.root = self.base / "root"
@@ -94,10 +99,14 @@ class EngineProcess:
         self.config = config
         self.log_level = log_level
         self.log = self.base / "engine.log"
+        # A command the engine runs under, e.g. `nsenter --net=...` to keep pod traffic
+        # in a network namespace of the test's own.
+        self.prefix = prefix
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> EngineProcess:
         cmd = [
+            *self.prefix,
             sys.executable,
             "-m",
             "tui.cli",
@@ -165,10 +174,14 @@ def ctrdeck(
 
 @contextlib.contextmanager
 def containerd(
-    extra_config: str = "", *, cri: bool = False, parent: str = "/tmp"
+    extra_config: str = "",
+    *,
+    cri: bool = False,
+    parent: str = "/tmp",
+    prefix: tuple[str, ...] = (),
 ) -> Iterator[Running]:
-    """containerd on a temp root under `parent`; `cri` keeps the CRI plugin (its TCP listener
-    serves only CRI)."""
+    """containerd on a temp root under `parent`, started behind `prefix` (e.g. `ip netns exec`);
+    `cri` keeps the CRI plugin (its TCP listener serves only CRI)."""
     if shutil.which("containerd") is None:
         raise SystemExit("Debian's containerd package is needed for side-by-side runs")
     base = Path(tempfile.mkdtemp(prefix="bench-cd-", dir=parent))
@@ -179,7 +192,7 @@ def containerd(
         f'[grpc]\naddress = "{base}/c.sock"\n{extra_config}'
     )
     log = open(base / "log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(["containerd", "--config", str(cfg)], stdout=log, stderr=log)
+    proc = subprocess.Popen([*prefix, "containerd", "--config", str(cfg)], stdout=log, stderr=log)
     try:
         wait_for_socket(base / "c.sock", timeout=30, proc=proc)
         yield Running("containerd", base / "c.sock", base, proc)

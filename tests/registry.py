@@ -224,12 +224,14 @@ def build_image(
     variant: str = "",
     cmd: tuple[str, ...] = ("/bin/sh",),
     env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",),
+    user: str = "",
 ) -> Image:
     config: dict[str, Any] = {
         "architecture": architecture,
         "os": os_name,
         "created": "2023-11-14T22:13:20Z",
-        "config": {"Cmd": list(cmd), "Env": list(env), "WorkingDir": "/"},
+        "config": {"Cmd": list(cmd), "Env": list(env), "WorkingDir": "/"}
+        | ({"User": user} if user else {}),
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
         "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "tests/registry.py"}]
         * len(layers),

@@ -1,6 +1,7 @@
 """The `ctrdeck` command: the console by default, and the engine's subcommands.
 
-`pull` and `images push|import|export|tag|rm` live in `tui/pull_cli.py`.
+`pull` and `images push|import|export|tag|rm` live in `tui/pull_cli.py`, and
+`cri pods|ps|images|inspect|logs|exec|stop|rm` in `tui/cri_cli.py`.
 
 Every subcommand takes ctr's global options, `--address/-a` and
 `--namespace/-n`, with their environment variables `CONTAINERD_ADDRESS` and
@@ -98,10 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(status)
     status.add_argument("--json", action="store_true", help="print the status as JSON")
 
-    from tui import pull_cli
+    from tui import cri_cli, pull_cli
 
     pull_cli.add_parsers(sub, _global_options)
     nodes_cli.add_parser(sub, _global_options)
+    cri_cli.add_parsers(sub, _global_options)
 
     from tui import trainer_cli
 
@@ -228,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         from tui import pull_cli
 
         return pull_cli.pull(args) if args.command == "pull" else pull_cli.images(args)
+    if args.command == "cri":
+        from tui import cri_cli
+
+        return cri_cli.run(args)
     if args.command in ("record", "replay", "serve"):
         from tui import trainer_cli
 

@@ -21,16 +21,18 @@ CONTAINERS = "containers"
 IMAGES = "images"
 SNAPSHOTS = "snapshots"
 CONTENT = "content"
+PODS = "pods"
 NAMESPACES = "namespaces"
 EVENTS = "events"
 SCREEN = "screen"
 
-RESOURCE_PANES = (CONTAINERS, IMAGES, SNAPSHOTS, CONTENT)
+RESOURCE_PANES = (CONTAINERS, IMAGES, SNAPSHOTS, CONTENT, PODS)
 PANE_TITLES = {
     CONTAINERS: "Containers",
     IMAGES: "Images",
     SNAPSHOTS: "Snapshots",
     CONTENT: "Content",
+    PODS: "Pods",
     NAMESPACES: "Namespaces",
     EVENTS: "Events",
     SCREEN: "Everywhere",
@@ -179,6 +181,14 @@ COMMANDS: tuple[Command, ...] = (
         show=False,
     ),
     Command(
+        id="view.pods",
+        keys="5",
+        title="pods",
+        description="Show Kubernetes pods (the k8s.io namespace) with their containers",
+        panes=(SCREEN,),
+        show=False,
+    ),
+    Command(
         id="app.zoom",
         keys="z,plus",
         title="zoom",
@@ -273,11 +283,56 @@ COMMANDS: tuple[Command, ...] = (
         },
     ),
     Command(
+        id="pod.stop",
+        keys="s",
+        title="stop pod…",
+        description="Stop the selected pod (its containers and network), after asking",
+        panes=(PODS,),
+        mutates=True,
+        confirm=True,
+        # ctr has no pods: the line that runs as is is ctrdeck's own crictl-like command.
+        ctr={PODS: "ctrdeck cri stop {id}"},
+    ),
+    Command(
+        id="pod.remove",
+        keys="D",
+        title="remove…",
+        description="Remove the selected pod, or the selected container of a pod, after asking",
+        panes=(PODS,),
+        mutates=True,
+        confirm=True,
+        ctr={PODS: "ctrdeck cri rm {id}"},
+    ),
+    Command(
+        id="pod.logs",
+        keys="l",
+        title="logs",
+        description="Follow the selected container's log",
+        panes=(PODS,),
+    ),
+    Command(
+        id="pod.inspect",
+        keys="enter",
+        title="inspect",
+        description="Inspect the selected pod or container",
+        panes=(PODS,),
+        key_display="⏎",
+    ),
+    Command(
+        id="pod.exec",
+        keys="x",
+        title="exec…",
+        description="Run a command in the selected container and show its output",
+        panes=(PODS,),
+        mutates=True,
+        ctr={PODS: "ctrdeck cri exec {id}{tail}"},
+    ),
+    Command(
         id="table.filter",
         keys="slash",
         title="filter",
         description="Filter the focused table (esc clears)",
-        panes=(CONTAINERS, IMAGES, SNAPSHOTS, CONTENT, EVENTS),
+        panes=(CONTAINERS, IMAGES, SNAPSHOTS, CONTENT, PODS, EVENTS),
         key_display="/",
     ),
     Command(

@@ -91,6 +91,58 @@ class Log:
         os.close(self.fd)
 
 
+class CriLog:
+    """Output in Kubernetes' CRI log format: `<RFC 3339 nano time> <stream> <F|P> <line>`.
+
+    Full lines are tagged F; a line longer than `max_line` is cut into P
+    records; what is left when the process ends is written as a full line.
+    `reopen` (the control word `reopen-log`) starts a new file after rotation.
+    """
+
+    def __init__(self, path: str, max_line: int) -> None:
+        self.path = path
+        self.max_line = max(max_line, 256)
+        self.pending: dict[str, bytes] = {}
+        self.fd = -1
+        self.reopen()
+
+    def reopen(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+
+    def _record(self, stream: str, tag: bytes, line: bytes) -> None:
+        ns = time.time_ns()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000))
+        head = f"{stamp}.{ns % 1_000_000_000:09d}Z {stream} ".encode()
+        try:  # noqa: SIM105 - contextlib is not imported, to start fast
+            os.write(self.fd, head + tag + b" " + line + b"\n")
+        except OSError:
+            pass
+
+    def write(self, stream: str, data: bytes) -> None:
+        buf = self.pending.get(stream, b"") + data
+        while True:
+            cut = buf.find(b"\n")
+            if cut < 0 or cut > self.max_line:
+                if len(buf) < self.max_line:
+                    break
+                self._record(stream, b"P", buf[: self.max_line])
+                buf = buf[self.max_line :]
+                continue
+            self._record(stream, b"F", buf[:cut])
+            buf = buf[cut + 1 :]
+        self.pending[stream] = buf
+
+    def close(self) -> None:
+        for stream, rest in self.pending.items():
+            if rest:
+                self._record(stream, b"F", rest)
+        self.pending.clear()
+        os.close(self.fd)
+        self.fd = -1
+
+
 class Sink:
     """A client FIFO the monitor writes output into, without ever blocking."""
 
@@ -135,6 +187,12 @@ class Monitor:
         self.exit_status: int | None = None
         self.exited_at = 0
         self.log = Log(cfg["log"], int(cfg.get("log_max", 1 << 20)))
+        self.cri_log = (
+            CriLog(cfg["cri_log"], int(cfg.get("cri_log_line", 16384)))
+            if cfg.get("cri_log")
+            else None
+        )
+        self.streams: dict[int, str] = {}
         self.sinks: dict[int, Sink] = {}
         self.sources: dict[int, Sink | None] = {}
         self.stdin_fifo: int | None = None
@@ -181,6 +239,7 @@ class Monitor:
             os.set_blocking(err_r, False)
             self.sources[out_r] = stdout
             self.sources[err_r] = stderr
+            self.streams = {out_r: "stdout", err_r: "stderr"}
             child_fds[1], child_fds[2] = out_w, err_w
             close_after += [out_w, err_w]
             if self.stdin_fifo is not None:
@@ -310,6 +369,8 @@ class Monitor:
                 os.close(fd)
             return False
         self.log.write(data)
+        if self.cri_log is not None:
+            self.cri_log.write(self.streams.get(fd, "stdout"), data)
         sink = self.sources[fd]
         if sink is not None:
             sink.write(data)
@@ -359,6 +420,8 @@ class Monitor:
                 while self.stdin_fifo is not None and self._forward_stdin():
                     pass
                 self._close_stdin()
+            elif words == ["reopen-log"] and self.cri_log is not None:
+                self.cri_log.reopen()
             elif len(words) == 3 and words[0] == "resize" and self.master is not None:
                 width, height = int(words[1]), int(words[2])
                 winsize = struct.pack("HHHH", height, width, 0, 0)
@@ -415,6 +478,8 @@ class Monitor:
         if self.master is not None:
             os.close(self.master)
         self.log.close()
+        if self.cri_log is not None:
+            self.cri_log.close()
         status = self.exit_status if self.exit_status is not None else 255
         write_exit(self.cfg["exit_file"], status, self.exited_at or time.time_ns(), self.pid)
 

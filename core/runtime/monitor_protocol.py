@@ -146,6 +146,7 @@ async def spawn(
         "stdout": proc.stdio.stdout,
         "stderr": proc.stdio.stderr,
         "log": str(proc.log_path),
+        "cri_log": proc.stdio.cri_log,
         "log_max": log_max,
         "exit_file": str(proc.dir / "exit"),
         "pid_file": str(proc.dir / "pid"),

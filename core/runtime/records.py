@@ -34,6 +34,8 @@ class Stdio:
     stdout: str = ""
     stderr: str = ""
     terminal: bool = False
+    # A file the monitor also writes output to in the CRI log format (CRI containers only).
+    cri_log: str = ""
 
 
 @dataclass

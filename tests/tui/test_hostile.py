@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.widgets import RichLog
 
@@ -235,6 +236,9 @@ async def test_hostile_names_through_every_pane_dialog_and_toast(
         app.clear_notifications()
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
+        await settle(pilot)
+        # The note is the help's last line, below the window once the Pods keys joined it.
+        app.screen.query_one(VerticalScroll).scroll_end(animate=False)
         await settle(pilot)
         assert "[/x]␛]0;pwned␇" in assert_safe(app)
         await pilot.press("escape")

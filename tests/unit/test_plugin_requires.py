@@ -73,7 +73,7 @@ def test_the_engines_plugins_require_what_they_are_built_with(engine: Engine) ->
     assert requires_of(engine, GRPC_PLUGIN, "leases") == [METADATA, GC]
     assert requires_of(engine, GRPC_PLUGIN, "healthcheck") == []
     assert sorted(p.id for p in engine.plugins.plugins if p.type == GRPC_PLUGIN) == [
-        "containers", "content", "diff", "events", "healthcheck", "images",
+        "containers", "content", "cri", "diff", "events", "healthcheck", "images",
         "introspection", "leases", "namespaces", "snapshots", "task-details", "tasks",
         "version",
     ]  # fmt: skip
@@ -197,7 +197,8 @@ def test_each_service_names_the_parts_its_code_reaches(engine: Engine) -> None:
     for service in services:
         if hasattr(service, "PARTS"):
             checked.append((type(service), Path(inspect.getfile(type(service)))))
-    assert len(checked) == 12
+    # Every service of containerd's, ctrdeck's TaskDetails, and the CRI's two services.
+    assert len(checked) == 14
     for cls, source in checked:
         reached = _parts_reached(engine, _reached(source, set()))
         assert set(cls.PARTS) == reached, cls.__name__

@@ -33,7 +33,8 @@ JUMPS = {
     "namespaces": NAMESPACES,
 }
 CMDLINE_HELP = (
-    ":images  :containers  :snapshots  :content  :events  :ns NAME  :pull REF  :run IMAGE [ARGS]  "
+    ":images  :containers  :snapshots  :content  :pods  :events  :ns NAME  :pull REF  "
+    ":run IMAGE [ARGS]  "
     ":engine  :theme light|dark  :teach  :q"
 )
 
@@ -98,6 +99,8 @@ class CommandLine(Actions):
             self.show_pane(JUMPS[verb])
             if JUMPS[verb] == EVENTS:
                 self.zoom(EVENTS)
+        elif verb in ("pods", "pod"):
+            self.do_view_pods(self._pane)  # type: ignore[attr-defined]
         elif verb in ("ns", "namespace"):
             if args:
                 self.switch_namespace(args[0])

@@ -42,10 +42,11 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "no", id="confirm.no"),
     ]
 
-    def __init__(self, question: str, detail: str = "") -> None:
+    def __init__(self, question: str, detail: str = "", yes: str = "Delete (y)") -> None:
         super().__init__()
         self.question = question
         self.detail = detail
+        self.yes = yes
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -53,7 +54,7 @@ class ConfirmScreen(ModalScreen[bool]):
             if self.detail:
                 yield Label(plain(self.detail, lines=True), classes="dialog-detail")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Delete (y)", id="yes", variant="error")
+                yield Button(self.yes, id="yes", variant="error")
                 yield Button("Cancel (n)", id="no")
 
     def on_mount(self) -> None:

@@ -40,7 +40,7 @@ def help_table(pane: str, keymap: Mapping[str, str], read_only: bool) -> Table:
             table.add_row(plain(keys), c.description, c.id)
         table.add_row("", "", "")
     table.add_row("ctrl+p", "Command palette: every action by name", "")
-    table.add_row("tab 1-4", "Next pane; containers, images, snapshots, content", "")
+    table.add_row("tab 1-5", "Next pane; containers, images, snapshots, content, pods", "")
     table.add_row("j k g G", "Down, up, top, bottom", "nav.*")
     table.add_row("esc", "Close a dialog, clear a filter, leave a zoom", "")
     return table

@@ -30,15 +30,17 @@ from textual.widget import Widget
 from textual.widgets import ContentSwitcher, DataTable, Input, Static
 
 from core.client import Client
-from tui import commands, operations
-from tui.commands import CONTAINERS, CONTENT, EVENTS, IMAGES, NAMESPACES, SNAPSHOTS
+from tui import commands, operations, pods
+from tui.commands import CONTAINERS, CONTENT, EVENTS, IMAGES, NAMESPACES, PODS, SNAPSHOTS
 from tui.console import Console
 from tui.plain import plain
 from tui.screens.command_line import CMDLINE_HELP, CommandLine
 from tui.screens.engine import health_text
+from tui.screens.pods import PodsActions
 from tui.state import NodeState
 from tui.widgets.event_log import EventLog
 from tui.widgets.footer import KeyFooter
+from tui.widgets.pods_table import PodsTable
 from tui.widgets.tables import (
     ContainersTable,
     ContentTable,
@@ -51,7 +53,7 @@ from tui.widgets.tables import (
 NARROW = 100
 
 
-class MainScreen(CommandLine):
+class MainScreen(CommandLine, PodsActions):
     BINDINGS: ClassVar[list[Binding]] = [c.binding() for c in commands.for_pane(commands.SCREEN)]
     # A zoomed pane keeps the top bar, the command line and the keys around it.
     ALLOW_IN_MAXIMIZED_VIEW = "#topbar, #banner, #cmdline, KeyFooter"
@@ -87,6 +89,7 @@ class MainScreen(CommandLine):
                     yield ImagesTable(id=IMAGES)
                     yield SnapshotsTable(id=SNAPSHOTS)
                     yield ContentTable(id=CONTENT)
+                    yield PodsTable(id=PODS)
         yield EventLog(id="events")
         yield Input(placeholder=CMDLINE_HELP, id="cmdline", classes="hidden")
         yield KeyFooter()
@@ -176,12 +179,20 @@ class MainScreen(CommandLine):
             self.table(CONTENT).sync(
                 {k: ContentTable.cells(r, now) for k, r in node.content.items()}
             )
+        if CONTAINERS in dirty or PODS in dirty:
+            self.pods_table().show(node.containers, now, self.status_styles, self._pod_ip)
         if NAMESPACES in dirty:
             self.table(NAMESPACES).sync(
                 {k: NamespacesTable.cells(r, node.namespace) for k, r in node.namespaces.items()}
             )
         self.retitle()
         self.recheck_bindings()
+
+    async def _pod_ip(self, sandbox_id: str) -> str:
+        client = self.console.client
+        if client is None:
+            return ""
+        return await pods.sandbox_ip(client.with_namespace(self.node.namespace), sandbox_id)
 
     def retitle(self) -> None:
         node = self.node
