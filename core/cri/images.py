@@ -129,16 +129,11 @@ class CriImages:
             raise NotFound(f'image "{ref}" not found')
         return image
 
-    async def pull(self, ref: str, has_credentials: bool) -> CriImage:
+    async def pull(self, ref: str, user: str = "") -> CriImage:
+        """Pull `ref` into `k8s.io` as `user` (`NAME:SECRET`, kept for this pull alone)."""
         parsed = reference.parse(ref)
-        if has_credentials:
-            log.warning(
-                "pull of %s: the request's AuthConfig is not used; the engine's registry "
-                "configuration (hosts.toml) supplies credentials",
-                ref,
-            )
         pulled: Image | None = None
-        async for progress in self.puller.pull(NAMESPACE, request_from(str(parsed))):
+        async for progress in self.puller.pull(NAMESPACE, request_from(str(parsed), user=user)):
             pulled = progress.image or pulled
         if pulled is None:
             raise NotFound(f'pull of "{ref}" registered no image')

@@ -147,7 +147,7 @@ class Pods:
         image = self.images.find(self.cfg.sandbox_image)
         if image is None:
             try:
-                image = await self.images.pull(self.cfg.sandbox_image, False)
+                image = await self.images.pull(self.cfg.sandbox_image)
             except CtrdeckError as exc:
                 raise type(exc)(
                     f'sandbox image "{self.cfg.sandbox_image}" is not available: {exc.message}'

@@ -10,6 +10,8 @@ WebSocket only); Attach answers UNIMPLEMENTED for now.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
 import time
@@ -25,6 +27,7 @@ from core.cri.store import Store
 from core.cri.streaming import TOKEN_TTL, ExecCall, StreamServer
 from core.engine import Engine
 from core.errors import FailedPrecondition, InvalidArgument, NotFound, NotImplementedYet
+from core.images.credentials import IDENTITY_TOKEN_USER
 
 PARTS = ("metadata", "content", "events", "gc", "snapshot_records", "snapshotters", "tasks")
 """The engine's parts the CRI uses (both services share them): the CRI plugin's `requires`."""
@@ -97,11 +100,7 @@ class ImageService(cri.ImageServiceBase):
         ref = message.image.image if message.image else ""
         if not ref:
             raise InvalidArgument("pull needs an image reference")
-        auth = message.auth
-        has_credentials = auth is not None and any(
-            (auth.username, auth.password, auth.auth, auth.identity_token, auth.registry_token)
-        )
-        image = await self.cri.images.pull(ref, has_credentials)
+        image = await self.cri.images.pull(ref, wire_user(message.auth))
         return cri.PullImageResponse(image_ref=image.id)
 
     async def remove_image(self, message: cri.RemoveImageRequest) -> cri.RemoveImageResponse:
@@ -384,3 +383,29 @@ class RuntimeService(cri.RuntimeServiceBase):
             except NotFound:
                 continue
         return cri.ListContainerStatsResponse(stats=out)
+
+
+def wire_user(auth: cri.AuthConfig | None) -> str:
+    """A CRI AuthConfig as the pull request's `user` (`NAME:SECRET`); empty for anonymous."""
+    if auth is None:
+        return ""
+    if auth.registry_token:
+        raise InvalidArgument(
+            "AuthConfig.registry_token is not supported: give username and password, auth "
+            "or identity_token"
+        )
+    if auth.identity_token:
+        return f"{IDENTITY_TOKEN_USER}:{auth.identity_token}"
+    if auth.auth:
+        try:
+            pair = base64.b64decode(auth.auth, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise InvalidArgument("AuthConfig.auth is not base64 of NAME:PASSWORD") from None
+        if ":" not in pair:
+            raise InvalidArgument("AuthConfig.auth is not base64 of NAME:PASSWORD")
+        return pair
+    if auth.username:
+        return f"{auth.username}:{auth.password}"
+    if auth.password:
+        raise InvalidArgument("AuthConfig has a password but no username")
+    return ""

@@ -9,6 +9,7 @@ are made there and vanish with it. Images reach the engine by `ctr import`
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -34,9 +35,11 @@ from tests.registry import (
     BUSYBOX_BIN,
     Built,
     build_image,
+    busybox_image,
     directory,
     file,
     make_layer,
+    running_registry,
     single,
     symlink,
 )
@@ -598,6 +601,34 @@ async def test_image_pull_list_status_remove(images: cri.ImageServiceStub, regis
             cri.PullImageRequest(image=cri.ImageSpec(image=f"{registry.host}/test/absent:1"))
         )
     assert absent.value.status == Status.NOT_FOUND
+
+
+async def test_private_image_with_auth_config(images: cri.ImageServiceStub) -> None:
+    """kubelet's AuthConfig reaches the registry (Basic), in each of its forms; a wrong one is
+    UNAUTHENTICATED and registers nothing."""
+    with running_registry(users={"alice": "s3cret"}) as reg:
+        ref = reg.push(busybox_image(), "test/private", "v1")
+        spec = cri.ImageSpec(image=ref)
+        with pytest.raises(GRPCError) as wrong:
+            await images.pull_image(cri.PullImageRequest(
+                image=spec, auth=cri.AuthConfig(username="alice", password="nope"),
+            ))  # fmt: skip
+        assert wrong.value.status == Status.UNAUTHENTICATED
+        assert (await images.list_images(cri.ListImagesRequest())).images == []
+        with pytest.raises(GRPCError) as bad:
+            await images.pull_image(
+                cri.PullImageRequest(image=spec, auth=cri.AuthConfig(auth="not base64!"))
+            )
+        assert bad.value.status == Status.INVALID_ARGUMENT and "auth" in (bad.value.message or "")
+
+        encoded = base64.b64encode(b"alice:s3cret").decode()
+        for auth in (
+            cri.AuthConfig(username="alice", password="s3cret"),
+            cri.AuthConfig(auth=encoded),
+        ):
+            pulled = await images.pull_image(cri.PullImageRequest(image=spec, auth=auth))
+            assert pulled.image_ref.startswith("sha256:")
+            await images.remove_image(cri.RemoveImageRequest(image=spec))
 
 
 def _leftovers(node: Node) -> dict[str, object]:
