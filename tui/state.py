@@ -69,6 +69,11 @@ class ContainerRow:
     started: datetime | None = None
     cpu: float | None = None
     memory: int | None = None
+    # Why it stopped: OOM-killed (an event or the cgroup's counter), when, after how long.
+    oom: bool = False
+    oom_kills: int = 0
+    exited_at: datetime | None = None
+    ran_for: timedelta | None = None
 
 
 @dataclass(frozen=True)

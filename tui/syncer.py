@@ -163,7 +163,20 @@ def container_row(c: containers_api.Container, previous: ContainerRow | None) ->
         started=previous.started,
         cpu=previous.cpu,
         memory=previous.memory,
+        oom=previous.oom,
+        oom_kills=previous.oom_kills,
+        exited_at=previous.exited_at,
+        ran_for=previous.ran_for,
     )
+
+
+def oom_kills(data: Any) -> int:
+    """The cgroup's OOM-kill counter from a cgroups v1 or v2 Metrics message (0 if absent)."""
+    if isinstance(data, cgroups_v2.Metrics) and data.memory_events is not None:
+        return data.memory_events.oom_kill
+    if isinstance(data, cgroups_v1.Metrics) and data.memory_oom_control is not None:
+        return data.memory_oom_control.oom_kill
+    return 0
 
 
 def metric_sample(data: Any) -> tuple[int | None, int | None]:
@@ -190,11 +203,14 @@ class Syncer:
         on_log: Callable[[LogLine], None],
         on_connection: Callable[[bool, str], None],
         resync_interval: float = RESYNC_INTERVAL,
+        on_exit: Callable[[ContainerRow], None] | None = None,
     ) -> None:
         self.base = client
         self.state = state
         self.on_log = on_log
         self.on_connection = on_connection
+        # Hears each task exit of the current namespace as it happens (not from history).
+        self.on_exit = on_exit
         self.resync_interval = resync_interval
         self._summaries: dict[str, oci.ImageDetail | None] = {}
         self._relist: set[str] = set()
@@ -387,12 +403,16 @@ class Syncer:
                     continue
                 status = TaskStatus(p.status).name
                 started = row.started or (process_start_time(p.pid) if p.pid else None)
+                stopped = status == "STOPPED"
                 rows[cid] = replace(
                     row,
                     status=status,
                     pid=p.pid,
-                    exit_status=p.exit_status if status == "STOPPED" else None,
+                    exit_status=p.exit_status if stopped else None,
                     started=started if status in ("RUNNING", "PAUSED") else None,
+                    exited_at=p.exited_at if stopped else None,
+                    oom=row.oom and stopped,
+                    ran_for=row.ran_for if stopped else None,
                 )
         self.state.replace_all(CONTAINERS, rows)
 
@@ -451,7 +471,8 @@ class Syncer:
             if metric.data is None:
                 continue
             try:
-                cpu_ns, memory = metric_sample(typeurl.unpack(metric.data))
+                data = typeurl.unpack(metric.data)
+                cpu_ns, memory = metric_sample(data)
             except Exception:
                 continue
             when = metric.timestamp or utc_now()
@@ -463,7 +484,9 @@ class Syncer:
                     elapsed = (when - before[1]).total_seconds() * 1e9
                     cpu_pct = max(0.0, (cpu_ns - before[0]) / elapsed * 100)
                 self._cpu[key] = (cpu_ns, when)
-            self.state.update_container(metric.id, cpu=cpu_pct, memory=memory)
+            self.state.update_container(
+                metric.id, cpu=cpu_pct, memory=memory, oom_kills=oom_kills(data)
+            )
 
     # --- events ---------------------------------------------------------------
 
@@ -473,7 +496,15 @@ class Syncer:
         if self._last_event is not None and when <= self._last_event:
             return
         self._last_event = when
-        self.on_log(LogLine(when, envelope.namespace, envelope.topic, decode(envelope)[1]))
+        payload, detail = decode(envelope)
+        self.on_log(LogLine(when, envelope.namespace, envelope.topic, detail))
+        if envelope.namespace == self.state.namespace:
+            # The model comes from the resync, except what only events say: an OOM kill.
+            match payload:
+                case ev.TaskOom():
+                    self._mark_oom(payload.container_id)
+                case ev.TaskStart():
+                    self.state.update_container(payload.container_id, oom=False)
 
     async def apply_envelope(self, envelope: events_api.Envelope) -> None:
         payload, detail = decode(envelope)
@@ -514,21 +545,23 @@ class Syncer:
                 )
             case ev.TaskStart():
                 state.update_container(
-                    payload.container_id, status="RUNNING", pid=payload.pid, started=when
+                    payload.container_id,
+                    status="RUNNING",
+                    pid=payload.pid,
+                    started=when,
+                    oom=False,
+                    oom_kills=0,
+                    exited_at=None,
+                    ran_for=None,
                 )
+            case ev.TaskOom():
+                self._mark_oom(payload.container_id)
             case ev.TaskPaused():
                 state.update_container(payload.container_id, status="PAUSED")
             case ev.TaskResumed():
                 state.update_container(payload.container_id, status="RUNNING")
             case ev.TaskExit() if payload.id in ("", payload.container_id):
-                state.update_container(
-                    payload.container_id,
-                    status="STOPPED",
-                    exit_status=payload.exit_status,
-                    started=None,
-                    cpu=None,
-                    memory=None,
-                )
+                self._exited(payload, when)
             case ev.TaskDelete() if payload.id in ("", payload.container_id):
                 state.update_container(
                     payload.container_id, status="", pid=0, exit_status=None, started=None
@@ -537,6 +570,32 @@ class Syncer:
                 state.remove(CONTENT, payload.digest)
             case ev.SnapshotPrepare() | ev.SnapshotCommit() | ev.SnapshotRemove():
                 self._relist_soon(SNAPSHOTS)
+
+    def _mark_oom(self, container_id: str) -> None:
+        self.state.update_container(container_id, oom=True)
+
+    def _exited(self, payload: ev.TaskExit, when: datetime) -> None:
+        before = self.state.containers.get(payload.container_id)
+        if before is None:
+            return
+        exited_at = payload.exited_at or when
+        ran_for = exited_at - before.started if before.started is not None else None
+        # The /tasks/oom event may trail the exit; the cgroup's counter already saw the kill.
+        oom = before.oom or (before.oom_kills > 0 and payload.exit_status == 137)
+        self.state.update_container(
+            payload.container_id,
+            status="STOPPED",
+            exit_status=payload.exit_status,
+            started=None,
+            cpu=None,
+            memory=None,
+            exited_at=exited_at,
+            ran_for=ran_for,
+            oom=oom,
+        )
+        after = self.state.containers.get(payload.container_id)
+        if self.on_exit is not None and after is not None:
+            self.on_exit(after)
 
     async def _fetch_image(self, name: str) -> None:
         client = self.client
