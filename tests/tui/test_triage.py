@@ -8,6 +8,7 @@ Whatever a test starts is killed and removed at the end.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from textual.widgets import Static
 
 from tests.engine_proc import EngineProcess
+from tests.engine_proc import containerd as start_containerd
 from tests.helpers import ctr
 from tests.registry import Registry
 from tests.tui.conftest import AppFactory
@@ -221,15 +223,10 @@ async def test_shell_says_when_there_is_none_and_needs_a_terminal(
         assert len(execs.splitlines()) == 2
 
 
-def test_shell_on_a_real_terminal(
-    engine: EngineProcess, run_container: Runner, tmp_path: Path
-) -> None:
-    run_container("sh1")
+def drive_shell(address: str, cid: str, home: Path) -> None:
+    """`x` on a pseudo-terminal: type into the shell, read the answer, exit, find the console."""
     term = Terminal(
-        console_argv(str(engine.address), "--teach"),
-        cols=100,
-        rows=30,
-        env=console_env(tmp_path),
+        console_argv(address, "--teach"), cols=100, rows=30, env=console_env(home)
     ).start()
     try:
         term.wait_for(lambda out: b"RUNNING" in out)
@@ -241,12 +238,35 @@ def test_shell_on_a_real_terminal(
         term.wait_for(lambda out: b"shell-says-42" in out[mark:])
         mark = term.written
         term.press("exit\r")
-        # The console is back: it draws its screen again, and the shell's exec is gone.
+        # The console is back: it draws its screen again, and says how the shell ended.
         term.wait_for(lambda out: b"Containers" in out[mark:] and b"RUNNING" in out[mark:])
         term.wait_for(lambda out: b"exited with 0" in out[mark:])
-        assert len(ctr(engine.address, "task", "ps", "sh1").stdout.splitlines()) == 2
+        # The shell's exec is gone: the task has its init process only.
+        assert len(ctr(address, "task", "ps", cid).stdout.splitlines()) == 2
         term.settle()
         term.press("q")
         assert term.exit_code() == 0
     finally:
         term.stop()
+
+
+def test_shell_on_a_real_terminal(
+    engine: EngineProcess, run_container: Runner, tmp_path: Path
+) -> None:
+    run_container("sh1")
+    drive_shell(str(engine.address), "sh1", tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("containerd") is None, reason="Debian's containerd is missing")
+def test_shell_on_a_real_terminal_against_containerd(registry: Registry, tmp_path: Path) -> None:
+    ref = registry.push(chatty_image(), "tools/chatty", "1")
+    with start_containerd() as running:
+        address = str(running.address)
+        ctr(address, "images", "pull", "--plain-http", "--snapshotter", "native", ref)
+        ctr(address, "run", "-d", "--snapshotter", "native", ref, "sh2")
+        try:
+            drive_shell(address, "sh2", tmp_path)
+        finally:
+            ctr(address, "task", "kill", "-s", "SIGKILL", "sh2", check=False)
+            ctr(address, "task", "rm", "-f", "sh2", check=False)
+            ctr(address, "containers", "rm", "sh2", check=False)
