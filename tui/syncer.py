@@ -561,7 +561,7 @@ class Syncer:
             case ev.TaskResumed():
                 state.update_container(payload.container_id, status="RUNNING")
             case ev.TaskExit() if payload.id in ("", payload.container_id):
-                self._exited(payload, when)
+                await self._exited(payload, when)
             case ev.TaskDelete() if payload.id in ("", payload.container_id):
                 state.update_container(
                     payload.container_id, status="", pid=0, exit_status=None, started=None
@@ -574,14 +574,18 @@ class Syncer:
     def _mark_oom(self, container_id: str) -> None:
         self.state.update_container(container_id, oom=True)
 
-    def _exited(self, payload: ev.TaskExit, when: datetime) -> None:
+    async def _exited(self, payload: ev.TaskExit, when: datetime) -> None:
         before = self.state.containers.get(payload.container_id)
         if before is None:
             return
         exited_at = payload.exited_at or when
         ran_for = exited_at - before.started if before.started is not None else None
-        # The /tasks/oom event may trail the exit; the cgroup's counter already saw the kill.
-        oom = before.oom or (before.oom_kills > 0 and payload.exit_status == 137)
+        oom = before.oom
+        if not oom and payload.exit_status == 137:
+            # No /tasks/oom (an engine on cgroup v2 may send none): the cgroup's counter,
+            # still there until the task is deleted, says whether the OOM killer did it.
+            kills = max(before.oom_kills, await self._oom_kills(payload.container_id))
+            oom = kills > 0
         self.state.update_container(
             payload.container_id,
             status="STOPPED",
@@ -596,6 +600,18 @@ class Syncer:
         after = self.state.containers.get(payload.container_id)
         if self.on_exit is not None and after is not None:
             self.on_exit(after)
+
+    async def _oom_kills(self, container_id: str) -> int:
+        request = tasks_api.MetricsRequest(filters=[f"id=={container_id}"])
+        try:
+            resp = await self.client.tasks.metrics(request)
+        except (*CONNECTION_ERRORS, GRPCError):
+            return 0
+        for metric in resp.metrics:
+            if metric.id == container_id and metric.data is not None:
+                with contextlib.suppress(Exception):
+                    return oom_kills(typeurl.unpack(metric.data))
+        return 0
 
     async def _fetch_image(self, name: str) -> None:
         client = self.client

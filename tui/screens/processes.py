@@ -44,7 +44,7 @@ class ProcessTable(ResourceTable):
         Column("cpu", "CPU", 6, keep=4),
         Column("mem", "RSS", 10, keep=3),
         Column("exec", "EXEC", 14),
-        Column("command", "COMMAND", 60, essential=True),
+        Column("command", "COMMAND", 48, essential=True),
     )
 
     @property

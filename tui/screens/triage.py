@@ -208,6 +208,7 @@ class Triage(Screen[None]):
         table = self.table(pane_name)
         if table.filter_text:
             table.set_filter("")
+            self.retitle()
         table.select_key(key)
 
     # --- why it stopped -----------------------------------------------------------------
