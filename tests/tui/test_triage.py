@@ -8,7 +8,13 @@ Whatever a test starts is killed and removed at the end.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import re
 import shutil
+import signal
+import struct
+import termios
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -217,8 +223,14 @@ async def test_shell_says_when_there_is_none_and_needs_a_terminal(
         await pilot.press("colon", *"sh /bin/nosuch", "enter")
         await until(pilot, lambda: any("box has no /bin/nosuch" in m for m in toasts(app)))
         # Pilot has no terminal to hand over: x starts the shell, then says so and ends it.
-        await pilot.press("x")
+        await pilot.press("t", "x")
         await until(pilot, lambda: any("cannot hand over" in m for m in toasts(app)))
+        taught = [line.detail for line in app.main.event_log.buffer if line.kind == "ctr"]
+        assert len(taught) == 1
+        assert re.fullmatch(
+            r"ctr -n default task exec -t --exec-id ctrdeck-shell-[0-9a-f]{8} box /bin/sh",
+            taught[0],
+        )
         execs = ctr(engine.address, "task", "ps", "box").stdout
         assert len(execs.splitlines()) == 2
 
@@ -236,6 +248,17 @@ def drive_shell(address: str, cid: str, home: Path) -> None:
         mark = term.written
         term.press("echo shell-says-$((6*7))\r")
         term.wait_for(lambda out: b"shell-says-42" in out[mark:])
+        # The window size follows the terminal: resize it as a terminal emulator does.
+        fcntl.ioctl(term._master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+        assert term.proc is not None
+        os.killpg(term.proc.pid, signal.SIGWINCH)
+        for _ in range(20):
+            mark = term.written
+            term.press("busybox stty size\r")
+            term.settle(quiet=0.3)
+            if b"33 101" in term.output(mark):
+                break
+        assert b"33 101" in term.output(mark)
         mark = term.written
         term.press("exit\r")
         # The console is back: it draws its screen again, and says how the shell ended.

@@ -47,6 +47,11 @@ class ProcessTable(ResourceTable):
         Column("command", "COMMAND", 48, essential=True),
     )
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        # Pids in numeric order until the operator picks another.
+        self.sort_by = ("pid", False)
+
     @property
     def title(self) -> str:
         return "Processes"
