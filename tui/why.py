@@ -51,11 +51,16 @@ def duration(span: timedelta) -> str:
     return f"{days}d{hours:02d}h"
 
 
+def oom_killed(row: ContainerRow) -> bool:
+    """Whether the OOM killer ended the task: a kill was seen and it died of SIGKILL."""
+    return row.oom and row.exit_status == 137
+
+
 def status_label(row: ContainerRow) -> str:
     """What the status column says: `RUNNING`, `OOMKILLED`, `SIGKILL(137)`, `STOPPED(1)`."""
     if row.status != "STOPPED" or row.exit_status is None:
         return row.status
-    if row.oom:
+    if oom_killed(row):
         return "OOMKILLED"
     name = signal_name(row.exit_status)
     label = f"{name}({row.exit_status})"
@@ -69,10 +74,12 @@ def reasons(row: ContainerRow, now: datetime) -> list[tuple[str, str]]:
     if row.status != "STOPPED" or row.exit_status is None:
         return []
     out = [("exit status", exit_text(row.exit_status))]
-    if row.oom:
+    if oom_killed(row):
         out.append(("reason", "OOM-killed: the kernel killed it for exceeding its memory limit"))
     elif signal_name(row.exit_status):
         out.append(("reason", f"killed by {signal_name(row.exit_status)}"))
+    if row.oom and not oom_killed(row):
+        out.append(("oom", "the OOM killer ended a process in it before it stopped"))
     if row.exited_at is not None and row.exited_at.year > 1970:
         ago = duration(now - row.exited_at)
         out.append(("exited at", f"{row.exited_at:%Y-%m-%d %H:%M:%S} UTC ({ago} ago)"))
@@ -83,7 +90,7 @@ def reasons(row: ContainerRow, now: datetime) -> list[tuple[str, str]]:
 
 def exit_toast(row: ContainerRow, last_lines: Sequence[str]) -> str:
     """The toast for a watched task that exited: how, after how long, and its last output."""
-    how = "was OOM-killed" if row.oom else f"exited {exit_text(row.exit_status or 0)}"
+    how = "was OOM-killed" if oom_killed(row) else f"exited {exit_text(row.exit_status or 0)}"
     text = f"{row.id} {how}"
     if row.ran_for is not None:
         text += f" after {duration(row.ran_for)}"

@@ -30,6 +30,9 @@ def test_exit_status_names_its_signal() -> None:
 def test_status_label_fits_the_column() -> None:
     assert why.status_label(stopped(137)) == "SIGKILL(137)"
     assert why.status_label(stopped(137, oom=True)) == "OOMKILLED"
+    # A child the OOM killer took does not make a clean exit an OOM kill.
+    assert why.status_label(stopped(0, oom=True)) == "STOPPED(0)"
+    assert dict(why.reasons(stopped(0, oom=True), NOW))["oom"].startswith("the OOM killer")
     assert why.status_label(stopped(1)) == "STOPPED(1)"
     # SIGVTALRM(154) is longer than the column: the plain form instead.
     assert why.status_label(stopped(154)) == "STOPPED(154)"

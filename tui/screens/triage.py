@@ -28,6 +28,7 @@ from core.client import Client
 from tui import commands, operations, shell, why
 from tui.commands import CONTAINERS, CONTENT, IMAGES, NAMESPACES, SNAPSHOTS
 from tui.console import Console
+from tui.plain import clean
 from tui.screens.processes import ProcessesScreen
 from tui.state import ContainerRow, LogLine
 from tui.widgets.tables import SORT_COLUMNS
@@ -104,8 +105,8 @@ class Triage(Screen[None]):
         status: int | None = None
         try:
             with self.app.batch_update(), self.app.suspend():
-                banner = f"ctrdeck: {' '.join(argv)} in {cid}; exit the shell to come back\r\n"
-                os.write(tty_out, banner.encode("utf-8", "replace"))
+                banner = clean(f"ctrdeck: {' '.join(argv)} in {cid}; exit the shell to come back")
+                os.write(tty_out, f"{banner}\r\n".encode("utf-8", "replace"))
                 status = await shell.attach(session, tty_in, tty_out)
         except SuspendNotSupported:
             self.notify("this terminal cannot hand over to a shell", severity="error")
@@ -244,6 +245,6 @@ class Triage(Screen[None]):
         self.notify(
             why.exit_toast(row, lines),
             title="exited",
-            severity="information" if row.exit_status == 0 and not row.oom else "warning",
+            severity="information" if row.exit_status == 0 else "warning",
             timeout=12,
         )
