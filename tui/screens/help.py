@@ -66,12 +66,11 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(classes="dialog help") as scroll:
             scroll.border_title = f"Help ▸ {commands.PANE_TITLES[self.pane]}"
             scroll.border_subtitle = "esc closes"
-            # The note goes first: it stays in sight however many keys the pane has.
+            yield Static(help_table(self.pane, self.keymap, self.read_only))
             note = f"Remap keys by binding id in {self.keymap_path} (a [keys] table)."
             if self.read_only:
                 note += "  Read-only: actions that change the node are off."
             yield Static(plain(note), classes="help-note")
-            yield Static(help_table(self.pane, self.keymap, self.read_only))
 
     def action_close(self) -> None:
         self.dismiss(None)
