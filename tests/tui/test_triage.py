@@ -208,7 +208,7 @@ async def test_oom_killed_container_is_marked(
         await until(pilot, lambda: app.state.containers["hog"].status == "STOPPED", timeout=60)
         await until(pilot, lambda: app.state.containers["hog"].oom)
         assert app.state.containers["hog"].exit_status == 137
-        assert status_cell(app, "hog") == "OOMKILLED"
+        await until(pilot, lambda: status_cell(app, "hog") == "OOMKILLED")
         # The engine's event says so too (it may trail the exit the counter already told).
         await until(pilot, lambda: any(x.topic == "/tasks/oom" for x in app.main.event_log.buffer))
 
