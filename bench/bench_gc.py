@@ -33,7 +33,7 @@ from core.engine import Engine
 from core.errors import Unavailable
 from core.images.hosts import Hosts
 from core.images.registry import RegistryClient, RetryPolicy
-from core.metrics import EngineMetrics
+from core.server import engine_metrics
 
 NAMESPACE = "bench-gc"
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
@@ -100,7 +100,7 @@ async def main(blobs: int) -> None:
     try:
         await engine.start()
         populate(engine, blobs)
-        metrics = EngineMetrics(engine)
+        metrics = engine_metrics(engine)
 
         async def scrape() -> None:
             metrics.exposition()

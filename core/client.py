@@ -31,6 +31,7 @@ from core.api.containerd.services.namespaces import v1 as namespaces
 from core.api.containerd.services.snapshots import v1 as snapshots
 from core.api.containerd.services.tasks import v1 as tasks
 from core.api.containerd.services.version import v1 as version
+from core.api.ctrdeck.services.tasks import v1 as task_details
 from core.api.google.protobuf import Empty
 from core.errors import InvalidArgument
 from core.tls import ClientTLS, TCPChannel
@@ -157,6 +158,43 @@ class Client:
     @property
     def tasks(self) -> tasks.TasksStub:
         return self._stub(tasks.TasksStub)
+
+    @property
+    def task_details(self) -> task_details.TaskDetailsStub:
+        """ctrdeck's extension: a task's log and start; a containerd answers UNIMPLEMENTED."""
+        return self._stub(task_details.TaskDetailsStub)
+
+    async def task_log(
+        self,
+        container_id: str,
+        *,
+        exec_id: str = "",
+        offset: int = 0,
+        tail_lines: int = 0,
+        follow: bool = False,
+        file: str = "",
+    ) -> AsyncIterator[task_details.LogChunk]:
+        """A process's output log from `offset` or its last `tail_lines` lines.
+
+        With `follow`, new output keeps coming until the process has exited;
+        stopping the iteration cancels the call. `file` (a chunk's) says which
+        file `offset` counts in, to resume across the engine's log rotation.
+        """
+        request = task_details.LogRequest(
+            container_id=container_id,
+            exec_id=exec_id,
+            offset=offset,
+            tail_lines=tail_lines,
+            follow=follow,
+            file=file,
+        )
+        async for chunk in self.task_details.log(request):
+            yield chunk
+
+    async def task_starts(self) -> dict[str, datetime]:
+        """When each running task of the namespace started, by container id."""
+        resp = await self.task_details.started(task_details.StartedRequest())
+        return {t.container_id: t.started_at for t in resp.tasks if t.started_at is not None}
 
     @contextlib.asynccontextmanager
     async def lease(

@@ -3,27 +3,36 @@
 `Engine` opens the metadata database and the content store under `root`, makes
 the events exchange, and records every part in the plugin registry with
 containerd's plugin types and, as its `requires`, the types of the parts it was
-built with. Services receive the engine and use only the parts they serve.
+built with. The concepts get only the parts they use (the differ, image pull,
+import, export and push, the task manager), wired here once; services receive the
+engine and use only the parts they serve.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from core.config import Config
 from core.content.store import ContentStore
+from core.content.write import Writes
 from core.diff.differ import Differ
 from core.errors import FailedPrecondition, InvalidArgument
 from core.events.exchange import Exchange
 from core.gc import GarbageCollector
 from core.images import registry
-from core.images.pull import PullObserver
+from core.images.archive import IMPORT_SPOOL, Exporter, Imports
+from core.images.blobs import Blobs
+from core.images.pull import Puller, PullObserver
+from core.images.push import Pusher
+from core.images.records import ImageRecords
+from core.images.unpack import Unpackers
 from core.metadata import Metadata
 from core.metadata.containers import Container
 from core.metadata.snapshots import SnapshotStore
@@ -98,10 +107,53 @@ class Engine:
             Plugin("io.containerd.gc.v1", "scheduler", requires=self.plugins.requires(*gc_parts)),
             self.gc,
         )
+        self.writes = Writes(self.content, self.metadata.content, self.gc)
+        differ_parts = (self.content, self.metadata, self.gc, self.snapshotters)
+        self.differ = Differ(self.content, self.metadata.content, self.gc, self.snapshotters)
         self.plugins.add(
-            Plugin("io.containerd.differ.v1", "walking", requires=self.requires(Differ.PARTS))
+            Plugin(
+                "io.containerd.differ.v1", "walking", requires=self.plugins.requires(*differ_parts)
+            )
         )
+        self._build_images(config)
         self._build_tasks(config)
+
+    def _build_images(self, config: Config) -> None:
+        # Pull, import, export and push get only the parts they use, wired here once.
+        self.blobs = Blobs(self.content, self.metadata, self.gc)
+        self.image_records = ImageRecords(
+            self.metadata.images, self.metadata.leases, self.gc, self.events.publish
+        )
+        self.unpackers = Unpackers(
+            self.snapshotters,
+            self.snapshot_records,
+            self.metadata.namespaces,
+            self.metadata.content,
+            self.differ,
+            self.events.publish,
+            config.default_snapshotter,
+        )
+        self.puller = Puller(
+            self.blobs,
+            self.image_records,
+            self.unpackers,
+            config.registry.config_path,
+            self.pull_observers,
+        )
+        self.imports = Imports(
+            self.blobs, self.image_records, self.unpackers, self.root / IMPORT_SPOOL
+        )
+        # Export and push work on one namespace each: these make one for a namespace.
+        self.exporter: Callable[[str], Exporter] = functools.partial(
+            Exporter, self.content, self.metadata.content, self.metadata.images
+        )
+        self.pusher: Callable[[str], Pusher] = functools.partial(
+            Pusher,
+            self.content,
+            self.metadata.content,
+            self.metadata.images,
+            config.registry.config_path,
+        )
 
     def requires(self, names: Iterable[str]) -> list[str]:
         """The plugin types of the engine's parts called `names`, for a plugin built with them."""

@@ -2,8 +2,9 @@
 
 `EngineMetrics` owns one private `CollectorRegistry` per engine: counters the
 gRPC observer and the pull pipeline feed as calls happen, and a collector that
-reads the rest at scrape time from the engine's parts (events, garbage
-collection, content store, snapshot records) and from the tasks' cgroups,
+reads the rest at scrape time from the engine's parts it is given (`Sources`:
+events, garbage collection, content store, snapshot records, tasks; the server
+wires them) and from the tasks' cgroups,
 through the same reader as `Tasks.Metrics` (`core/runtime/cgroups.py`).
 `MetricsListener` answers `GET /metrics` and `GET /v1/metrics` from the
 engine's own event loop, so every collector runs on the loop thread that owns
@@ -19,7 +20,8 @@ import contextlib
 import errno
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from grpclib.const import Status
@@ -32,7 +34,12 @@ from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument
 from core.runtime import cgroups
 
 if TYPE_CHECKING:
-    from core.engine import Engine
+    from core.content.store import ContentStore
+    from core.events.exchange import Exchange
+    from core.gc import GarbageCollector
+    from core.metadata.snapshots import SnapshotStore
+    from core.runtime.tasks import TaskManager
+    from core.snapshots import Snapshotter
 
 log = logging.getLogger("ctrdeck.metrics")
 
@@ -53,11 +60,23 @@ def operation_name(method: str) -> str:
     return f"{short}.{name}" if short else name
 
 
+@dataclass(frozen=True)
+class Sources:
+    """The engine's parts the metrics read at scrape time (the server wires them)."""
+
+    events: Exchange
+    gc: GarbageCollector
+    content: ContentStore
+    snapshotters: Mapping[str, Snapshotter]
+    snapshot_records: SnapshotStore
+    tasks: TaskManager
+
+
 class EngineMetrics:
     """Every metric one engine exposes, on a registry of its own."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
         self.registry = CollectorRegistry()
         self.operations = Counter(
             "container_runtime_operations",
@@ -90,7 +109,7 @@ class EngineMetrics:
             ["method"],
             registry=self.registry,
         )
-        self.collector = _EngineCollector(engine)
+        self.collector = _EngineCollector(sources)
         self.registry.register(self.collector)
 
     def observe_grpc(
@@ -119,7 +138,7 @@ class EngineMetrics:
         Reading them is file I/O per task, which must not stall the engine's
         loop at each scrape; the rest of a collection reads memory only.
         """
-        tasks = [(t.namespace, t.id, t.cgroup) for t in self.engine.tasks.list()]
+        tasks = [(t.namespace, t.id, t.cgroup) for t in self.sources.tasks.list()]
         self.collector.usage = await asyncio.to_thread(_read_usage, tasks)
         try:
             return self.exposition()
@@ -142,8 +161,8 @@ def _read_usage(
 class _EngineCollector(Collector):
     """Figures read from the engine's parts and the kernel at scrape time."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
         # Each task's (memory, CPU) for the scrape under way, read off the loop by `scrape`.
         self.usage: dict[tuple[str, str], tuple[int | None, float | None]] = {}
 
@@ -191,13 +210,13 @@ class _EngineCollector(Collector):
         }
 
     def _fill(self, f: dict[str, Metric]) -> Iterator[Metric]:
-        engine = self.engine
-        f["published"].add_metric([], engine.events.published)
-        f["subscribers"].add_metric([], engine.events.subscriber_count)
-        f["gc_runs"].add_metric([], engine.gc.runs)
-        for kind, count in sorted(engine.gc.removed.items()):
+        parts = self.sources
+        f["published"].add_metric([], parts.events.published)
+        f["subscribers"].add_metric([], parts.events.subscriber_count)
+        f["gc_runs"].add_metric([], parts.gc.runs)
+        for kind, count in sorted(parts.gc.removed.items()):
             f["gc_removed"].add_metric([kind], count)
-        f["content_bytes"].add_metric([], engine.content.total_bytes())
+        f["content_bytes"].add_metric([], parts.content.total_bytes())
         for snapshotter, count in sorted(self._snapshot_counts().items()):
             f["snapshots"].add_metric([snapshotter], count)
         for (namespace, cid), (memory, cpu) in sorted(self.usage.items()):
@@ -209,7 +228,8 @@ class _EngineCollector(Collector):
 
     def _snapshot_counts(self) -> dict[str, int]:
         # A loaded snapshotter with no snapshots still reports its zero.
-        return dict.fromkeys(self.engine.snapshotters, 0) | self.engine.snapshot_records.counts()
+        parts = self.sources
+        return dict.fromkeys(parts.snapshotters, 0) | parts.snapshot_records.counts()
 
 
 # --- the HTTP listener -------------------------------------------------------

@@ -48,6 +48,7 @@ from core.services.introspection import IntrospectionService
 from core.services.leases import LeasesService
 from core.services.namespaces import NamespacesService
 from core.services.snapshots import SnapshotsService
+from core.services.task_details import TaskDetailsService
 from core.services.tasks import TasksService
 from core.services.version import VersionService
 
@@ -70,6 +71,7 @@ def build_services(engine: Engine) -> list[Any]:
         "events": EventsService(engine),
         "snapshots": SnapshotsService(engine),
         "tasks": TasksService(engine),
+        "task-details": TaskDetailsService(engine),
         "healthcheck": Health(),
     }
     for name, service in sorted(services.items()):
@@ -110,13 +112,27 @@ def prepare_socket(path: Path) -> None:
         path.unlink()
 
 
+def engine_metrics(engine: Engine) -> metrics.EngineMetrics:
+    """The engine's metrics, reading the parts they report on."""
+    return metrics.EngineMetrics(
+        metrics.Sources(
+            events=engine.events,
+            gc=engine.gc,
+            content=engine.content,
+            snapshotters=engine.snapshotters,
+            snapshot_records=engine.snapshot_records,
+            tasks=engine.tasks,
+        )
+    )
+
+
 class EngineServer:
     """The running engine with its listeners."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.engine = Engine(config)
-        self.metrics = metrics.EngineMetrics(self.engine)
+        self.metrics = engine_metrics(self.engine)
         self.engine.pull_observers.append(self.metrics.observe_pull)
         self.services = build_services(self.engine)
         self.servers: list[Server] = []

@@ -7,6 +7,11 @@ then drives the console with Pilot and saves each view as an SVG. Everything
 it started (containers, engine, registry, temp dirs) is removed at the end.
 
     .venv/bin/python scripts/screenshots.py [--out screenshots]
+
+The browser picture of `ctrdeck serve` (screenshots/serve-browser.png) comes
+from the real-browser test instead:
+
+    CTRDECK_UPDATE_SCREENSHOTS=1 .venv/bin/python -m pytest tests/tui/test_serve.py
 """
 
 from __future__ import annotations

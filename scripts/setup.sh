@@ -10,6 +10,7 @@ packages=(
   containerd runc crun conmon
   docker-registry skopeo busybox-static btrfs-progs prometheus
   iproute2 procps util-linux kmod tar gzip zstd openssl curl ca-certificates locales
+  chromium chromium-driver
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -21,6 +21,8 @@ import pytest
 OPTIONAL_PARTS = (
     "betterproto2_compiler",
     "busybox",
+    "chromedriver",
+    "chromium",
     "containerd",
     "crun",
     "ctr",

@@ -38,7 +38,7 @@ from textual.screen import Screen
 
 from core.api.containerd.services.images import v1 as images_api
 from core.client import Client
-from tui import frames, launcher, operations, plain
+from tui import frames, launcher, operations, plain, recorder
 from tui import keymap as keymaps
 from tui.console import Settings
 from tui.palette import ConsoleCommands
@@ -68,6 +68,8 @@ class CtrdeckApp(TypeAheadApp[int]):
     CSS = resources.files("tui").joinpath("app.tcss").read_text(encoding="utf-8")
     TITLE = "ctrdeck"
     COMMANDS: ClassVar = App.COMMANDS | {ConsoleCommands}
+    # A replay shows the same screen with its own timeline and refusals.
+    MAIN_SCREEN: ClassVar[type[MainScreen]] = MainScreen
 
     def __init__(
         self,
@@ -100,6 +102,7 @@ class CtrdeckApp(TypeAheadApp[int]):
         self.launched = launched
         self._repaint_pending = False
         self._shadow = frames.Shadow(frames.Alphabet(getattr(sys.__stderr__, "encoding", None)))
+        self.recording: recorder.ConsoleRecording | None = None
 
     @property
     def main(self) -> MainScreen:
@@ -110,7 +113,7 @@ class CtrdeckApp(TypeAheadApp[int]):
         self.app_resume_signal.subscribe(self, lambda _app: self._shadow.reset())
         self.set_theme(self.settings.theme)
         self.set_keymap(self.settings.keymap)
-        self.install_screen(MainScreen(self), "main")
+        self.install_screen(self.MAIN_SCREEN(self), "main")
         await self.push_screen("main")
         for line in self._initial_lines:
             self.main.event_log.add(line)
@@ -143,6 +146,8 @@ class CtrdeckApp(TypeAheadApp[int]):
         self._shadow.reset()
 
     def on_unmount(self) -> None:
+        if self.recording is not None:
+            self.recording.stop()
         if self.client is not None:
             self.client.close()
 
@@ -244,6 +249,10 @@ class CtrdeckApp(TypeAheadApp[int]):
     def teach(self, line: str) -> None:
         if self.settings.teaching:
             self.main.event_log.add(LogLine(self.clock(), self.state.namespace, "", line, "ctr"))
+
+    def record(self, args: list[str]) -> None:
+        """`:record [FILE]` starts recording what this console sees; `:record stop` ends it."""
+        self.recording = recorder.console_command(self, self.recording, args)
 
     def set_theme(self, name: str) -> None:
         self.settings.theme = name

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pull_cli.add_parsers(sub, _global_options)
 
+    from tui import trainer_cli
+
+    trainer_cli.add_parsers(sub, _global_options)
+
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     config_sub.add_parser("default", help="print the default config.toml")
@@ -220,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         from tui import pull_cli
 
         return pull_cli.pull(args) if args.command == "pull" else pull_cli.images(args)
+    if args.command in ("record", "replay", "serve"):
+        from tui import trainer_cli
+
+        return trainer_cli.run(args)
     if args.command == "config":
         from core import config as cfg
 

@@ -57,6 +57,9 @@ class Console(Protocol):
     def teach(self, line: str) -> None:
         """Put the equivalent `ctr` line in the event log when teaching is on."""
 
+    def record(self, args: list[str]) -> None:
+        """`:record [FILE]` / `:record stop`: record what the console sees (`tui.recorder`)."""
+
     def set_theme(self, name: str) -> None:
         """Switch to a theme by its short name (`dark`, `light`) or Textual's."""
 

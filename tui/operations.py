@@ -1,7 +1,7 @@
 """What each console action asks of the engine, through `core.client` only.
 
 One async function per action (pull, run, start, pause or resume, kill,
-delete, inspect, find a log), each taking a client already set to the
+delete, inspect, follow a log), each taking a client already set to the
 console's namespace. Failures come out as `ConsoleError` carrying the engine's
 own message; a service the engine does not serve yet (UNIMPLEMENTED) becomes a
 plain sentence naming it, so an action lights up by itself once the engine side
@@ -17,7 +17,6 @@ import shlex
 import signal as signals
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from grpclib.const import Status
@@ -26,12 +25,12 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from core.api.containerd.services.containers import v1 as containers_api
 from core.api.containerd.services.content import v1 as content_api
 from core.api.containerd.services.images import v1 as images_api
-from core.api.containerd.services.introspection import v1 as introspection_api
 from core.api.containerd.services.namespaces import v1 as namespaces_api
 from core.api.containerd.services.snapshots import v1 as snapshots_api
 from core.api.containerd.services.tasks import v1 as tasks_api
 from core.api.containerd.v1.types import Process
 from core.api.containerd.v1.types import Status as TaskStatus
+from core.api.ctrdeck.services.tasks.v1 import LogChunk
 from core.client import Client
 from core.errors import CtrdeckError
 from tui import oci
@@ -39,12 +38,15 @@ from tui import spec as specs
 
 DEFAULT_RUNTIME = specs.DEFAULT_RUNTIME
 STOP_SIGNAL_LABEL = "io.containerd.image.config.stop-signal"
-RUNTIME_PLUGIN = "io.containerd.runtime.v2"
 KILL_WAIT = 10.0
 # A task that ends this soon after its start is reported as exited, not "started".
 EARLY_EXIT = 1.5
 TAIL_LINES = 5
-TAIL_BYTES = 8192
+NO_LOGS = "no logs for this container"
+# Seconds between asking again for a log whose engine went away.
+LOG_RETRY = 1.0
+# Lines asked for to find the last TAIL_LINES that are not blank.
+TAIL_READ_LINES = 50
 
 SIGNALS: tuple[tuple[str, int], ...] = tuple(
     (s.name, int(s))
@@ -62,6 +64,8 @@ SIGNALS: tuple[tuple[str, int], ...] = tuple(
 )
 
 UNSERVED = {
+    "Logs": "logs are not available from this engine (containerd keeps no task log; a task's "
+    "output goes only to the client that started it, such as `ctr run` without -d)",
     "Pull": "this engine has no server-side pull (Images.Pull is ctrdeck's own); "
     "use `ctr images pull` against it instead",
 }
@@ -254,16 +258,12 @@ async def wait_exit(client: Client, container_id: str, timeout: float | None) ->
 async def output_tail(
     client: Client, container_id: str, lines: int = TAIL_LINES
 ) -> tuple[str, ...]:
-    """The last lines the task wrote, when the engine keeps its log on this host."""
-    path = await log_path(client, container_id)
-    if path is None:
-        return ()
+    """The last lines the task wrote, when the engine serves its log (ctrdeck's does)."""
+    data = b""
     try:
-        with path.open("rb") as log:
-            log.seek(0, 2)
-            log.seek(max(0, log.tell() - TAIL_BYTES))
-            data = log.read()
-    except OSError:
+        async for chunk in client.task_log(container_id, tail_lines=TAIL_READ_LINES):
+            data += chunk.data
+    except (GRPCError, *CONNECTION_ERRORS):
         return ()
     text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
     return tuple(line for line in text.splitlines() if line.strip())[-lines:]
@@ -409,25 +409,61 @@ async def container_detail(client: Client, container_id: str) -> ContainerDetail
     return ContainerDetail(container=container, spec=spec, task=task)
 
 
-async def log_path(client: Client, container_id: str) -> Path | None:
-    """The file that holds the task's output, when the engine keeps one on this host.
+async def follow_log(client: Client, container_id: str, tail_lines: int) -> AsyncIterator[bytes]:
+    """The task's output from its last `tail_lines` lines on, as it is written, until it exits.
 
-    ctrdeck's engine keeps it at `<state>/<namespace>/<id>/log`, where `<state>`
-    is what Introspection exports as the `state` of the
-    `io.containerd.runtime.v2/task` plugin; an engine that exports no such
-    directory (containerd) keeps no log the console can follow.
+    Through ctrdeck's `TaskDetails.Log`: the console never opens the engine's
+    files, so this works the same for an engine on another host. A containerd
+    serves no such call and keeps no log; that says so in words. When the
+    engine goes away after output arrived (a restart, a dropped link), it asks
+    again, until the engine answers, from the byte after the last one shown,
+    in the file that byte came from (the engine continues in its rotated log
+    if it started a fresh one meanwhile).
     """
-    with engine_call("Introspection", f"find the log of {container_id}"):
-        resp = await client.introspection.plugins(
-            introspection_api.PluginsRequest(filters=[f"type=={RUNTIME_PLUGIN},id==task"])
-        )
-    for plugin in resp.plugins:
-        state = plugin.exports.get("state")
-        if state:
-            path = Path(state) / client.namespace / container_id / "log"
-            if path.is_file():
-                return path
-    return None
+    resume: tuple[str, int] | None = None
+    while True:
+        try:
+            with engine_call("Logs", f"follow the log of {container_id}"):
+                async for chunk in _follow_once(client, container_id, tail_lines, resume):
+                    resume = (chunk.file, chunk.offset + len(chunk.data))
+                    yield chunk.data
+            return
+        except _Lost as lost:
+            if resume is None:
+                raise ConsoleError(
+                    f"follow the log of {container_id}: the engine is not reachable ({lost})"
+                ) from None
+            await asyncio.sleep(LOG_RETRY)
+
+
+class _Lost(Exception):
+    """The engine went away while a log was followed; ask again."""
+
+
+async def _follow_once(
+    client: Client, container_id: str, tail_lines: int, resume: tuple[str, int] | None
+) -> AsyncIterator[LogChunk]:
+    file, offset = resume or ("", 0)
+    try:
+        async for chunk in client.task_log(
+            container_id,
+            offset=offset,
+            tail_lines=0 if resume else tail_lines,
+            follow=True,
+            file=file,
+        ):
+            yield chunk
+    except CONNECTION_ERRORS as exc:
+        raise _Lost(str(exc) or type(exc).__name__) from None
+    except GRPCError as exc:
+        if exc.status is Status.UNAVAILABLE:
+            raise _Lost(exc.message or "unavailable") from None
+        if not is_not_found(exc):
+            raise
+        raise ConsoleError(
+            f"{NO_LOGS}: {exc.message or 'not found'} "
+            "(a container's log begins when its task is started)"
+        ) from None
 
 
 # --- snapshots, content, namespaces -----------------------------------------

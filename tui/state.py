@@ -120,6 +120,8 @@ class NodeState:
         # Called when the first table goes dirty after a `take_dirty`: the screen
         # schedules one repaint for the whole burst instead of polling.
         self.on_dirty: Callable[[], None] | None = None
+        # Told of every row change, (table, key, the new row or None); a recorder listens here.
+        self.on_change: Callable[[str, Hashable, Any], None] | None = None
 
     @property
     def namespace(self) -> str:
@@ -157,10 +159,14 @@ class NodeState:
         if rows.get(key) != row:
             rows[key] = row
             self.mark(table)
+            if self.on_change is not None:
+                self.on_change(table, key, row)
 
     def remove(self, table: str, key: Hashable) -> None:
         if self.tables[table].pop(key, None) is not None:
             self.mark(table)
+            if self.on_change is not None:
+                self.on_change(table, key, None)
 
     def mark(self, table: str) -> None:
         first = not self.dirty

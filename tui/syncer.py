@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import replace
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 from grpclib.exceptions import GRPCError
@@ -72,25 +70,6 @@ RELIST_DELAY = 0.3
 RECONNECT_MAX = 5.0
 # Past events a new console asks for, to start its log with recent history.
 EVENT_HISTORY = 500
-
-
-def process_start_time(pid: int) -> datetime | None:
-    """When a process on this host started, from /proc; None when it cannot be read.
-
-    The engine serves a Unix socket, so its pids are this host's; this gives the
-    uptime of tasks that started before the console did.
-    """
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = int(fields[19])
-        boot = next(
-            int(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-    return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), UTC)
 
 
 def summarize_event(topic: str, payload: Any) -> str:
@@ -396,13 +375,14 @@ class Syncer:
         tasks = await self._served("Tasks", self.client.tasks.list(tasks_api.ListTasksRequest()))
         if tasks is not None:
             by_id = {p.id or p.container_id: p for p in tasks.tasks}
+            starts = await self._starts(rows, by_id)
             for cid, row in rows.items():
                 p = by_id.get(cid)
                 if p is None:
                     rows[cid] = replace(row, status="", pid=0, exit_status=None, started=None)
                     continue
                 status = TaskStatus(p.status).name
-                started = row.started or (process_start_time(p.pid) if p.pid else None)
+                started = row.started or starts.get(cid)
                 stopped = status == "STOPPED"
                 rows[cid] = replace(
                     row,
@@ -415,6 +395,23 @@ class Syncer:
                     ran_for=row.ran_for if stopped else None,
                 )
         self.state.replace_all(CONTAINERS, rows)
+
+    async def _starts(
+        self, rows: dict[str, ContainerRow], by_id: dict[str, Any]
+    ) -> dict[str, datetime]:
+        """When the running tasks started that this console has not seen start: asked of the engine.
+
+        A task that started before the console did has no `/tasks/start` event
+        here; ctrdeck's `TaskDetails.Started` says when it started (a containerd
+        does not serve it, and those tasks show no uptime).
+        """
+        live = (TaskStatus.RUNNING, TaskStatus.PAUSED)
+        if all(
+            row.started or cid not in by_id or by_id[cid].status not in live
+            for cid, row in rows.items()
+        ):
+            return {}
+        return await self._served("TaskDetails", self.client.task_starts()) or {}
 
     async def _snapshots(self) -> None:
         plugins = await self.base.introspection.plugins(

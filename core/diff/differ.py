@@ -4,9 +4,10 @@ This module owns where a layer is written for a given list of mounts, and in whi
 whiteout mode. A single overlay mount is applied to its upper directory (never through
 the overlay itself) in overlay mode, with its lower directories for the metadata of
 implied parent directories. A single bind mount is applied straight into its source,
-in overlay mode when the source lies under the overlayfs snapshotter's root (or any
-`io.containerd.snapshotter.v1.overlayfs` directory), since a parentless overlayfs
-snapshot becomes a lower directory later and its whiteouts must be overlay ones, and
+in overlay mode when the source lies under the root of a snapshotter it was given whose
+snapshots become overlay lower directories (`Snapshotter.OVERLAY_LOWERS`, or any
+`io.containerd.snapshotter.v1.overlayfs` directory), since a parentless snapshot there
+becomes a lower directory later and its whiteouts must be overlay ones, and
 in delete mode otherwise (native snapshots hold a full copy of the tree). Anything
 else (btrfs subvolumes, several mounts) is mounted on a temporary directory and
 applied through it in delete mode. The uncompressed digest is checked against the
@@ -24,23 +25,22 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-from core.content.store import Writer
+from core.content.store import ContentStore, Writer
 from core.descriptor import Descriptor, validate_digest
 from core.diff import compression
 from core.diff.apply import Applied, Mode, apply_layer
 from core.diff.compression import Compressor, HashingWriter
 from core.diff.walk import write_diff
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
-from core.metadata.content import ingest_key
+from core.gc import GarbageCollector
+from core.metadata.content import ContentMetadata, ingest_key
+from core.snapshots.base import Snapshotter
 from core.snapshots.mount import Mount, mounted
-
-if TYPE_CHECKING:
-    from core.engine import Engine
 
 OVERLAYFS_ROOT = "io.containerd.snapshotter.v1.overlayfs"
 UNCOMPRESSED_LABEL = "containerd.io/uncompressed"
@@ -185,14 +185,30 @@ class CountingReader:
         return getattr(self._stream, name)
 
 
+def overlay_roots(snapshotters: Iterable[Snapshotter]) -> list[Path]:
+    """The roots of the snapshotters whose snapshots become overlay lower directories."""
+    return [s.root for s in snapshotters if s.OVERLAY_LOWERS]
+
+
 class Differ:
-    """containerd's `walking` differ over the engine's content store and metadata."""
+    """containerd's `walking` differ over a content store, its ownership records and snapshotters.
 
-    PARTS = ("content", "metadata", "gc", "snapshotters")
-    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+    Blobs are read from `content` when `records` says the namespace owns them, and
+    new ones are committed through `gc`; `snapshotters` are the ones whose mounts it
+    may be given, which tell it where overlay whiteouts are needed.
+    """
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        content: ContentStore,
+        records: ContentMetadata,
+        gc: GarbageCollector,
+        snapshotters: Mapping[str, Snapshotter],
+    ) -> None:
+        self.content = content
+        self.records = records
+        self.gc = gc
+        self.snapshotters = snapshotters
 
     async def apply(
         self,
@@ -208,14 +224,14 @@ class Differ:
         `progress` hears, from the worker thread, how many bytes of the blob were read.
         """
         validate_digest(desc.digest)
-        record = self.engine.metadata.content.get(namespace, desc.digest)
+        record = self.records.get(namespace, desc.digest)
         compression.layer_compression(desc.media_type)
         if desc.size and record.size != desc.size:
             raise FailedPrecondition(
                 f"content {desc.digest} has size {record.size}, the descriptor says {desc.size}"
             )
         expected = expected_diff_id or record.labels.get(UNCOMPRESSED_LABEL, "")
-        path = self.engine.content.path(desc.digest)
+        path = self.content.path(desc.digest)
         return await asyncio.to_thread(
             self._apply, path, desc.media_type, mounts, expected, progress
         )
@@ -228,8 +244,7 @@ class Differ:
         expected: str,
         progress: Callable[[int], None] | None = None,
     ) -> Applied:
-        overlay = self.engine.snapshotters.get("overlayfs")
-        roots = [overlay.root] if overlay is not None else []
+        roots = overlay_roots(self.snapshotters.values())
         with apply_target(mounts, roots) as target, path.open("rb") as blob:
             return apply_layer(
                 CountingReader(blob, progress) if progress else blob,
@@ -258,8 +273,8 @@ class Differ:
             raise InvalidArgument("no mounts for the upper side of the diff")
         ref = ref or unique_ref()
         key = ingest_key(namespace, ref)
-        content = self.engine.content
-        meta = self.engine.metadata.content
+        content = self.content
+        meta = self.records
         writer = await asyncio.to_thread(content.open_writer, key)
         try:
             if writer.offset:
@@ -271,9 +286,7 @@ class Differ:
             )
             size = writer.offset
             all_labels = {**(labels or {}), UNCOMPRESSED_LABEL: diff_id}
-            digest = await self.engine.gc.commit_blob(
-                namespace, lease, writer, size, "", all_labels, ref
-            )
+            digest = await self.gc.commit_blob(namespace, lease, writer, size, "", all_labels, ref)
         finally:
             writer.close()
             meta.end_ingest(namespace, ref)

@@ -26,29 +26,23 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
+from core.content.store import ContentStore
 from core.descriptor import Descriptor
 from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument, NotFound
 from core.images import handlers, mediatypes, platforms
+from core.images.blobs import Blobs, ref_kind
 from core.images.platforms import Matcher
-from core.images.pull import (
-    abort_ingest,
-    commit_ingest,
-    new_lease,
-    open_ingest,
-    own_blob,
-    ref_kind,
-    register_image,
-)
+from core.images.records import ImageRecords
 from core.images.reference import parse
-from core.images.unpack import Unpacker
-from core.metadata.images import Image
-
-if TYPE_CHECKING:
-    from core.engine import Engine
+from core.images.unpack import Unpacker, Unpackers
+from core.metadata.content import ContentMetadata
+from core.metadata.images import Image, ImageStore
 
 CHUNK = 1 << 20
+IMPORT_SPOOL = "io.containerd.grpc.v1.images.import"
+"""Where, under the engine root, imported tarballs wait while they are read."""
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 _QUEUE_DEPTH = 8
 
@@ -110,14 +104,18 @@ def _put(out: queue.Queue[Any], stop: threading.Event, item: Any) -> None:
 class Exporter:
     """Writes images of one namespace as a tarball stream."""
 
-    def __init__(self, engine: Engine, namespace: str) -> None:
-        self.engine = engine
+    def __init__(
+        self, content: ContentStore, records: ContentMetadata, images: ImageStore, namespace: str
+    ) -> None:
+        self.content = content
+        self.records = records
+        self.images = images
         self.namespace = namespace
 
     def _read(self, desc: Descriptor) -> bytes:
-        if not self.engine.metadata.content.has(self.namespace, desc.digest):
+        if not self.records.has(self.namespace, desc.digest):
             raise NotFound(f"content {desc.digest}")
-        return self.engine.content.path(desc.digest).read_bytes()
+        return self.content.path(desc.digest).read_bytes()
 
     def plan(self, names: list[str], platform: str, docker_manifest: bool) -> list[_Exported]:
         """What each image contributes: its blobs, and its docker-archive entry."""
@@ -126,7 +124,7 @@ class Exporter:
         matcher = platforms.only(platforms.parse(platform)) if platform else None
         out = []
         for name in names:
-            image = self.engine.metadata.images.get(self.namespace, name)
+            image = self.images.get(self.namespace, name)
             blobs = self._blobs(image.target, matcher)
             docker = self._docker_entry(image, matcher) if docker_manifest else None
             out.append(_Exported(image, blobs, docker))
@@ -134,7 +132,7 @@ class Exporter:
 
     def _blobs(self, root: Descriptor, matcher: Matcher | None) -> list[Descriptor]:
         found: list[Descriptor] = []
-        meta = self.engine.metadata.content
+        meta = self.records
 
         def visit(desc: Descriptor, required: bool) -> None:
             if not meta.has(self.namespace, desc.digest):
@@ -170,11 +168,7 @@ class Exporter:
         desc = image.target
         if mediatypes.is_index(desc.media_type):
             kids = handlers.index_entries(self._read(desc), f"index {desc.digest}")
-            present = [
-                k
-                for k in kids
-                if self.engine.metadata.content.has(self.namespace, k.descriptor.digest)
-            ]
+            present = [k for k in kids if self.records.has(self.namespace, k.descriptor.digest)]
             try:
                 desc = handlers.select_manifests(
                     present, matcher or platforms.default_matcher(), 1
@@ -201,7 +195,7 @@ class Exporter:
         exported = self.plan(names, platform, docker_manifest)
         out: queue.Queue[bytes | BaseException | None] = queue.Queue(_QUEUE_DEPTH)
         stop = threading.Event()
-        paths = {d.digest: self.engine.content.path(d.digest) for e in exported for d in e.blobs}
+        paths = {d.digest: self.content.path(d.digest) for e in exported for d in e.blobs}
         worker = threading.Thread(
             target=self._write, args=(exported, paths, out, stop), daemon=True, name="export"
         )
@@ -343,17 +337,26 @@ class _Archive:
 class Importer:
     """Imports one spooled tarball into a namespace."""
 
-    def __init__(self, engine: Engine, namespace: str, options: ImportOptions) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        blobs: Blobs,
+        records: ImageRecords,
+        unpackers: Unpackers,
+        namespace: str,
+        options: ImportOptions,
+    ) -> None:
+        self.blobs = blobs
+        self.records = records
+        self.unpackers = unpackers
         self.namespace = namespace
         self.options = options
 
     async def run(self, path: Path) -> list[Image]:
         archive = await asyncio.to_thread(_Archive, path)
-        lease = new_lease(self.engine, self.namespace)
+        lease = self.records.new_lease(self.namespace)
         try:
             unpacker = (
-                Unpacker(self.engine, self.namespace, lease, self.options.snapshotter)
+                self.unpackers.open(self.namespace, lease, self.options.snapshotter)
                 if self.options.unpack
                 else None
             )
@@ -379,19 +382,15 @@ class Importer:
             for root in roots:
                 await self._store_tree(archive, lease, root.desc)
                 image = Image(name=root.name, target=root.desc, labels=dict(self.options.labels))
-                images.append(register_image(self.engine, self.namespace, image))
+                images.append(self.records.register(self.namespace, image))
                 if unpacker is not None:
                     await self._unpack(unpacker, root.desc, matcher)
         except BaseException:
-            with contextlib.suppress(CtrdeckError):
-                self.engine.metadata.leases.delete(self.namespace, lease)
-            await self.engine.gc.collect(wait=True)
+            await self.records.drop_lease(self.namespace, lease, failed=True)
             raise
         finally:
             await asyncio.to_thread(archive.close)
-        with contextlib.suppress(CtrdeckError):
-            self.engine.metadata.leases.delete(self.namespace, lease)
-        await self.engine.gc.collect(wait=False)
+        await self.records.drop_lease(self.namespace, lease, failed=False)
         return images
 
     def _name(self, annotations: Mapping[str, str]) -> str:
@@ -482,7 +481,7 @@ class Importer:
             seen.add(desc.digest)
             member = archive.blob_name(desc.digest)
             if not archive.has(member):
-                if required and not self.engine.metadata.content.has(self.namespace, desc.digest):
+                if required and not self.blobs.has(self.namespace, desc.digest):
                     raise NotFound(f"blob {desc.digest} is not in the archive")
                 continue
             labels: dict[str, str] = {}
@@ -501,35 +500,31 @@ class Importer:
         source: Callable[[], IO[bytes]],
         labels: Mapping[str, str],
     ) -> None:
-        engine, ns = self.engine, self.namespace
-        if own_blob(engine, ns, lease, desc, labels):
+        blobs, ns = self.blobs, self.namespace
+        if blobs.own(ns, lease, desc, labels):
             return
         ref = f"import-{ref_kind(desc)}-{desc.digest}"
-        writer = await open_ingest(engine, ns, lease, ref, desc, labels)
+        writer = await blobs.open_ingest(ns, lease, ref, desc, labels)
         if writer is None:
             return
         try:
             if writer.offset:
                 writer.truncate(0)
             await asyncio.to_thread(_copy, source, writer.write)
-            await commit_ingest(engine, ns, lease, ref, writer, desc, labels)
+            await blobs.commit_ingest(ns, lease, ref, writer, desc, labels)
         except FailedPrecondition as exc:
-            abort_ingest(engine, ns, ref)
+            blobs.abort_ingest(ns, ref)
             raise FailedPrecondition(f"blob {desc.digest} in the archive: {exc.message}") from exc
         finally:
             writer.close()
 
     async def _unpack(self, unpacker: Unpacker, root: Descriptor, matcher: Matcher) -> None:
         desc = root
-        content = self.engine.content
+        content = self.blobs.content
         if mediatypes.is_index(desc.media_type):
             data = await asyncio.to_thread(content.path(desc.digest).read_bytes)
             kids = handlers.index_entries(data, f"index {desc.digest}")
-            present = [
-                k
-                for k in kids
-                if self.engine.metadata.content.has(self.namespace, k.descriptor.digest)
-            ]
+            present = [k for k in kids if self.blobs.has(self.namespace, k.descriptor.digest)]
             try:
                 desc = handlers.select_manifests(present, matcher, 1)[0]
             except NotFound:
@@ -582,6 +577,32 @@ def _copy(source: Callable[[], IO[bytes]], write: Callable[[bytes], int]) -> Non
     with source() as f:
         while chunk := f.read(CHUNK):
             write(chunk)
+
+
+class Imports:
+    """Imports tarball streams: each is spooled to a file under `spool_dir`, then read.
+
+    The spool lives under the engine root, on disk rather than in the state
+    tmpfs, since a tarball may be large; the file goes once the import ends.
+    """
+
+    def __init__(
+        self, blobs: Blobs, records: ImageRecords, unpackers: Unpackers, spool_dir: Path
+    ) -> None:
+        self.blobs = blobs
+        self.records = records
+        self.unpackers = unpackers
+        self.spool_dir = spool_dir
+
+    async def run(
+        self, namespace: str, chunks: AsyncIterator[bytes], options: ImportOptions
+    ) -> list[Image]:
+        path = await spool(chunks, self.spool_dir)
+        try:
+            importer = Importer(self.blobs, self.records, self.unpackers, namespace, options)
+            return await importer.run(path)
+        finally:
+            path.unlink(missing_ok=True)
 
 
 async def spool(chunks: AsyncIterator[bytes], directory: Path) -> Path:

@@ -15,7 +15,8 @@ the same request in the same namespace share one pipeline, and each caller gets 
 a snapshot of every layer's bytes and state, sent on every state change and otherwise at most
 ten times a second.
 
-The blob-writing helpers (`commit_bytes`, `own_blob`, `set_labels`) are shared with import.
+Storing the blobs (`blobs.py`), the lease and the image record (`records.py`) and the progress
+(`progress.py`) are rooms of their own, shared with import and push.
 """
 
 from __future__ import annotations
@@ -23,20 +24,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
-from core.api.containerd.services.images import v1 as images_api
-from core.content.store import Writer
 from core.descriptor import Descriptor
 from core.errors import (
-    AlreadyExists,
     CtrdeckError,
     FailedPrecondition,
     Internal,
@@ -44,122 +38,33 @@ from core.errors import (
     Unavailable,
 )
 from core.images import handlers, mediatypes, platforms
+from core.images.blobs import Blobs, ref_kind
 from core.images.hosts import Hosts
+from core.images.progress import (
+    DOWNLOADED,
+    DOWNLOADING,
+    EXISTS,
+    FAILED,
+    UNPACKED,
+    UNPACKING,
+    LayerProgress,
+    Progress,
+    PullJob,
+    PullRequest,
+    Subscriber,
+)
+from core.images.records import ImageRecords
 from core.images.reference import Reference, parse
 from core.images.registry import RegistryClient
-from core.images.unpack import Unpacker
-from core.metadata.content import ingest_key
+from core.images.unpack import Unpacker, Unpackers
 from core.metadata.images import Image
-from core.metadata.leases import EXPIRE_LABEL, Resource
-
-if TYPE_CHECKING:
-    from core.engine import Engine
 
 log = logging.getLogger("ctrdeck.pull")
 
-LEASE_TTL = timedelta(hours=24)
 PROGRESS_INTERVAL = 0.1
 """Least time between two progress messages that carry only byte counts."""
-LOCK_RETRY = 0.05
 TEE_LIMIT = 32 << 20
 """Most bytes of a layer held in memory for a streaming unpack."""
-
-WAITING = "waiting"
-DOWNLOADING = "downloading"
-DOWNLOADED = "downloaded"
-UNPACKING = "unpacking"
-UNPACKED = "unpacked"
-EXISTS = "exists"
-FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class PullRequest:
-    ref: str
-    snapshotter: str = ""
-    platform: str = ""
-    unpack: bool = True
-    labels: tuple[tuple[str, str], ...] = ()
-    plain_http: bool = False
-
-
-@dataclass
-class LayerProgress:
-    digest: str
-    media_type: str
-    size: int
-    offset: int = 0
-    state: str = WAITING
-    applied: int = 0
-
-
-@dataclass
-class Progress:
-    """One message of the stream: the phase, every layer, and the image once registered."""
-
-    phase: str
-    layers: list[LayerProgress]
-    image: Image | None = None
-    message: str = ""
-
-
-class _Subscriber:
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.urgent = True
-
-
-@dataclass
-class PullJob:
-    """The shared state of one pipeline, read by every caller that joined it."""
-
-    namespace: str
-    request: PullRequest
-    phase: str = "resolving"
-    message: str = ""
-    layers: dict[str, LayerProgress] = field(default_factory=dict)
-    image: Image | None = None
-    error: BaseException | None = None
-    done: bool = False
-    task: asyncio.Task[None] | None = None
-    subscribers: list[_Subscriber] = field(default_factory=list)
-
-    def changed(self, *, urgent: bool) -> None:
-        for sub in self.subscribers:
-            sub.urgent = sub.urgent or urgent
-            sub.event.set()
-
-    def set_phase(self, phase: str, message: str = "") -> None:
-        self.phase, self.message = phase, message
-        self.changed(urgent=True)
-
-    def set_state(self, digest: str, state: str) -> None:
-        layer = self.layers.get(digest)
-        if layer is not None and layer.state != state:
-            layer.state = state
-            if state in (DOWNLOADED, EXISTS):
-                layer.offset = layer.size
-            self.changed(urgent=True)
-
-    def set_applied(self, digest: str, applied: int) -> None:
-        layer = self.layers.get(digest)
-        if layer is not None and applied > layer.applied:
-            layer.applied = applied
-            self.changed(urgent=False)
-
-    def set_offset(self, digest: str, offset: int) -> None:
-        layer = self.layers.get(digest)
-        if layer is not None:
-            layer.offset = offset
-            self.changed(urgent=False)
-
-    def snapshot(self) -> Progress:
-        return Progress(
-            phase=self.phase,
-            layers=[dataclasses.replace(layer) for layer in self.layers.values()],
-            image=self.image,
-            message=self.message,
-        )
 
 
 class StreamBroken(Exception):
@@ -254,154 +159,6 @@ class LayerTee:
             return b""
 
 
-# -- content helpers (pull and import) ---------------------------------------------------------
-
-
-def set_labels(engine: Engine, namespace: str, digest: str, labels: Mapping[str, str]) -> None:
-    """Set these labels on a blob the namespace owns, leaving its other labels alone."""
-    meta = engine.metadata.content
-    changes = handlers.label_updates(meta.get(namespace, digest).labels, labels)
-    if changes:
-        meta.update(namespace, digest, changes, [f"labels.{k}" for k in changes])
-
-
-def own_blob(
-    engine: Engine, namespace: str, lease: str | None, desc: Descriptor, labels: Mapping[str, str]
-) -> bool:
-    """Make a blob the store already holds the namespace's; False if the store lacks it."""
-    meta = engine.metadata.content
-    if meta.has(namespace, desc.digest):
-        _attach(engine, namespace, lease, desc.digest)
-        set_labels(engine, namespace, desc.digest, labels)
-        return True
-    engine.gc.pins.spare(desc.digest)
-    if not engine.content.exists(desc.digest):
-        return False
-    meta.add(namespace, desc.digest, engine.content.info(desc.digest).size, labels, lease)
-    set_labels(engine, namespace, desc.digest, labels)
-    return True
-
-
-def _attach(engine: Engine, namespace: str, lease: str | None, digest: str) -> None:
-    # A blob reused by this work must stay until the work's record exists, as a new one would.
-    if lease:
-        with engine.metadata.db.tx():
-            engine.metadata.leases.attach(namespace, lease, Resource(digest, "content"))
-
-
-async def commit_bytes(
-    engine: Engine,
-    namespace: str,
-    lease: str | None,
-    ref: str,
-    desc: Descriptor,
-    data: bytes,
-    labels: Mapping[str, str],
-) -> None:
-    """Store a small verified document (index, manifest, config) under ingest `ref`."""
-    if own_blob(engine, namespace, lease, desc, labels):
-        return
-    writer = await open_ingest(engine, namespace, lease, ref, desc, labels)
-    if writer is None:
-        return
-    try:
-        if writer.offset:
-            writer.truncate(0)
-        await asyncio.to_thread(writer.write, data)
-        await commit_ingest(engine, namespace, lease, ref, writer, desc, labels)
-    except FailedPrecondition:
-        abort_ingest(engine, namespace, ref)
-        raise
-    finally:
-        writer.close()
-
-
-async def open_ingest(
-    engine: Engine,
-    namespace: str,
-    lease: str | None,
-    ref: str,
-    desc: Descriptor,
-    labels: Mapping[str, str],
-) -> Writer | None:
-    """The ingest writer for `ref`, waiting while another pull holds it; None if it landed."""
-    key = ingest_key(namespace, ref)
-    while True:
-        try:
-            writer = await asyncio.to_thread(
-                engine.content.open_writer, key, desc.size, desc.digest
-            )
-        except AlreadyExists:
-            own_blob(engine, namespace, lease, desc, labels)
-            return None
-        except Unavailable:
-            # Another pipeline is writing the same blob: wait for it to land (or give up).
-            await asyncio.sleep(LOCK_RETRY)
-            if own_blob(engine, namespace, lease, desc, labels):
-                return None
-            continue
-        engine.metadata.content.begin_ingest(namespace, ref, desc.digest, lease)
-        return writer
-
-
-async def commit_ingest(
-    engine: Engine,
-    namespace: str,
-    lease: str | None,
-    ref: str,
-    writer: Writer,
-    desc: Descriptor,
-    labels: Mapping[str, str],
-) -> None:
-    """Commit a fully written ingest, record it with its labels, and forget the ingest."""
-
-    await engine.gc.commit_blob(namespace, lease, writer, desc.size, desc.digest, labels, ref)
-    set_labels(engine, namespace, desc.digest, labels)
-
-
-def abort_ingest(engine: Engine, namespace: str, ref: str) -> None:
-    """Throw away an ingest whose bytes are wrong, so no later attempt resumes from them."""
-    with contextlib.suppress(CtrdeckError):
-        engine.content.abort(ingest_key(namespace, ref))
-    engine.metadata.content.end_ingest(namespace, ref)
-
-
-def ref_kind(desc: Descriptor) -> str:
-    """The ingest ref kind ctr uses for a descriptor: index, manifest, config, layer, unknown."""
-    media_type = desc.media_type
-    if mediatypes.is_index(media_type):
-        return "index"
-    if mediatypes.is_manifest(media_type):
-        return "manifest"
-    if mediatypes.is_config(media_type):
-        return "config"
-    if mediatypes.is_layer(media_type):
-        return "layer"
-    return "unknown"
-
-
-def new_lease(engine: Engine, namespace: str) -> str:
-    until = (datetime.now(UTC) + LEASE_TTL).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return engine.metadata.leases.create(namespace, "", {EXPIRE_LABEL: until}).id
-
-
-def register_image(engine: Engine, namespace: str, image: Image) -> Image:
-    """Images.Create, falling back to a full Update when the name exists (as ctr does)."""
-    try:
-        created = engine.metadata.images.create(namespace, image)
-    except AlreadyExists:
-        updated = engine.metadata.images.update(namespace, image, [])
-        engine.events.publish(
-            namespace,
-            "/images/update",
-            images_api.ImageUpdate(name=updated.name, labels=updated.labels),
-        )
-        return updated
-    event = images_api.ImageCreate(name=created.name, labels=created.labels)
-    engine.events.publish(namespace, "/images/create", event)
-    return created
-
-
 def first_error(exc: BaseException) -> BaseException:
     """The error to report from a task group: the first typed one, else the first."""
     if isinstance(exc, BaseExceptionGroup):
@@ -424,8 +181,18 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[t
 class _Pipeline:
     """One pull's work; all state the callers see goes through `job`."""
 
-    def __init__(self, engine: Engine, job: PullJob, lease: str, client: RegistryClient) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        blobs: Blobs,
+        records: ImageRecords,
+        unpackers: Unpackers,
+        job: PullJob,
+        lease: str,
+        client: RegistryClient,
+    ) -> None:
+        self.blobs = blobs
+        self.records = records
+        self.unpackers = unpackers
         self.client = client
         self.job = job
         self.ns = job.namespace
@@ -437,16 +204,15 @@ class _Pipeline:
         self.repo = repo
 
     def _source(self, digest: str) -> dict[str, str]:
-        meta = self.engine.metadata.content
         existing = ""
-        if meta.has(self.ns, digest):
-            existing = meta.get(self.ns, digest).labels.get(self.source_key, "")
+        if self.blobs.has(self.ns, digest):
+            existing = self.blobs.labels(self.ns, digest).get(self.source_key, "")
         return {self.source_key: handlers.merge_source(existing, self.repo)}
 
     async def run(self) -> Image:
         request = self.request
         unpacker = (
-            Unpacker(self.engine, self.ns, self.lease, request.snapshotter)
+            self.unpackers.open(self.ns, self.lease, request.snapshotter)
             if request.unpack
             else None
         )
@@ -463,8 +229,8 @@ class _Pipeline:
         if mediatypes.is_index(root.media_type):
             entries = handlers.index_entries(data, f"index {root.digest}")
             labels = handlers.gc_labels(entries) | self._source(root.digest)
-            await commit_bytes(
-                self.engine, self.ns, self.lease, f"index-{root.digest}", root, data, labels
+            await self.blobs.commit_bytes(
+                self.ns, self.lease, f"index-{root.digest}", root, data, labels
             )
             manifest_desc = handlers.select_manifests(entries, matcher, 1)[0]
             data = await client.fetch_manifest(self.ref, manifest_desc)
@@ -474,8 +240,7 @@ class _Pipeline:
                 )
         manifest = handlers.read_manifest(data, f"manifest {manifest_desc.digest}")
         kids = handlers.children(manifest_desc, data)
-        await commit_bytes(
-            self.engine,
+        await self.blobs.commit_bytes(
             self.ns,
             self.lease,
             f"manifest-{manifest_desc.digest}",
@@ -489,7 +254,7 @@ class _Pipeline:
             )
         self.job.changed(urgent=True)
         await self._fetch_blob(client, manifest.config)
-        config_path = self.engine.content.path(manifest.config.digest)
+        config_path = self.blobs.content.path(manifest.config.digest)
         config = handlers.read_config(
             await asyncio.to_thread(config_path.read_bytes),
             f"config {manifest.config.digest}",
@@ -511,7 +276,7 @@ class _Pipeline:
             chains = handlers.chain_ids(config.diff_ids)
             await unpacker.finish(manifest.config, chains[-1])
         image = Image(name=str(self.ref), target=root, labels=dict(request.labels))
-        return register_image(self.engine, self.ns, image)
+        return self.records.register(self.ns, image)
 
     async def _layers(
         self,
@@ -612,16 +377,16 @@ class _Pipeline:
         track: bool = False,
         tee: LayerTee | None = None,
     ) -> None:
-        engine, ns = self.engine, self.ns
+        blobs, ns = self.blobs, self.ns
         labels = self._source(desc.digest)
-        if own_blob(engine, ns, self.lease, desc, labels):
+        if blobs.own(ns, self.lease, desc, labels):
             if tee is not None:
                 tee.fail("the blob is already stored")
             if track:
                 self.job.set_state(desc.digest, EXISTS)
             return
         ref = f"{ref_kind(desc)}-{desc.digest}"
-        writer = await open_ingest(engine, ns, self.lease, ref, desc, labels)
+        writer = await blobs.open_ingest(ns, self.lease, ref, desc, labels)
         if writer is None:
             if tee is not None:
                 tee.fail("the blob is already stored")
@@ -651,13 +416,13 @@ class _Pipeline:
                         self.job.set_offset(desc.digest, at + len(chunk))
             if tee is not None:
                 tee.finish()
-            await commit_ingest(engine, ns, self.lease, ref, writer, desc, labels)
+            await blobs.commit_ingest(ns, self.lease, ref, writer, desc, labels)
         except CtrdeckError as exc:
             if tee is not None:
                 tee.fail(exc.message)
             if isinstance(exc, FailedPrecondition):
                 # Bytes that do not hash to the digest must not be resumed from.
-                abort_ingest(engine, ns, ref)
+                blobs.abort_ingest(ns, ref)
             if track:
                 self.job.set_state(desc.digest, FAILED)
             where = (
@@ -681,15 +446,27 @@ PullObserver = Callable[[str, float], None]
 
 
 class Puller:
-    """Runs pulls for the engine and lets concurrent callers of the same pull share it.
+    """Runs pulls and lets concurrent callers of the same pull share it.
 
-    Each pull that stores its image is reported to every one of `observers`
-    (`engine.pull_observers`, where the server adds its metrics), so the
-    pipeline imports no observer.
+    It stores blobs through `blobs`, keeps its lease and image record through
+    `records`, unpacks through `unpackers` and reaches registries as the hosts
+    directory `hosts_dir` says. Each pull that stores its image is reported to
+    every one of `observers` (`engine.pull_observers`, where the server adds its
+    metrics), so the pipeline imports no observer.
     """
 
-    def __init__(self, engine: Engine, observers: Sequence[PullObserver] = ()) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        blobs: Blobs,
+        records: ImageRecords,
+        unpackers: Unpackers,
+        hosts_dir: str,
+        observers: Sequence[PullObserver] = (),
+    ) -> None:
+        self.blobs = blobs
+        self.records = records
+        self.unpackers = unpackers
+        self.hosts_dir = hosts_dir
         self.observers = observers
         self._jobs: dict[tuple[str, PullRequest], PullJob] = {}
         # One client per way of reaching registries, kept across pulls: its connections,
@@ -697,7 +474,7 @@ class Puller:
         self._clients: dict[tuple[str, bool], RegistryClient] = {}
 
     def client(self, plain_http: bool) -> RegistryClient:
-        config_path = self.engine.config.registry.config_path
+        config_path = self.hosts_dir
         key = (config_path, plain_http)
         if key not in self._clients:
             self._clients[key] = RegistryClient(Hosts(config_path, plain_http=plain_http))
@@ -718,7 +495,7 @@ class Puller:
             job = PullJob(namespace, request)
             self._jobs[key] = job
             job.task = asyncio.create_task(self._run(key, job))
-        sub = _Subscriber()
+        sub = Subscriber()
         job.subscribers.append(sub)
         last = 0.0
         try:
@@ -743,12 +520,14 @@ class Puller:
                 job.task.cancel()
 
     async def _run(self, key: tuple[str, PullRequest], job: PullJob) -> None:
-        engine, ns = self.engine, job.namespace
+        ns = job.namespace
         started = time.monotonic()
-        lease = new_lease(engine, ns)
+        lease = self.records.new_lease(ns)
         try:
             client = self.client(job.request.plain_http)
-            image = await _Pipeline(engine, job, lease, client).run()
+            image = await _Pipeline(
+                self.blobs, self.records, self.unpackers, job, lease, client
+            ).run()
         except BaseException as exc:
             error = first_error(exc)
             if isinstance(error, asyncio.CancelledError):
@@ -759,11 +538,11 @@ class Puller:
                 log.exception("pull of %s failed", job.request.ref)
                 job.error = Internal(f"pull {job.request.ref}: {error}")
             job.phase, job.message = FAILED, str(job.error)
-            await self._drop_lease(ns, lease, collect=True)
+            await self.records.drop_lease(ns, lease, failed=True)
         else:
             job.image = image
             job.phase, job.message = "done", f"pulled {image.name}"
-            await self._drop_lease(ns, lease, collect=False)
+            await self.records.drop_lease(ns, lease, failed=False)
             took = time.monotonic() - started
             for observe in self.observers:
                 observe(ns, took)
@@ -771,12 +550,6 @@ class Puller:
             job.done = True
             self._jobs.pop(key, None)
             job.changed(urgent=True)
-
-    async def _drop_lease(self, namespace: str, lease: str, *, collect: bool) -> None:
-        with contextlib.suppress(CtrdeckError):
-            self.engine.metadata.leases.delete(namespace, lease)
-        # After a failure, what the pull committed goes now, before the caller hears of it.
-        await self.engine.gc.collect(wait=collect)
 
 
 def request_from(

@@ -15,32 +15,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
 
+from core.content.store import ContentStore
 from core.descriptor import Descriptor
 from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument, NotFound
 from core.images import handlers, mediatypes, platforms
 from core.images.hosts import Hosts
-from core.images.pull import LayerProgress, Progress, PullJob, PullRequest
+from core.images.progress import LayerProgress, Progress, PullJob, PullRequest
 from core.images.reference import Reference, parse
 from core.images.registry import RegistryClient
-from core.metadata.images import Image
-
-if TYPE_CHECKING:
-    from core.engine import Engine
+from core.metadata.content import ContentMetadata
+from core.metadata.images import Image, ImageStore
 
 CHUNK = 1 << 20
 
 
 class Pusher:
-    def __init__(self, engine: Engine, namespace: str) -> None:
-        self.engine = engine
+    """Pushes images of one namespace, reaching registries as the hosts directory says."""
+
+    def __init__(
+        self,
+        content: ContentStore,
+        records: ContentMetadata,
+        images: ImageStore,
+        hosts_dir: str,
+        namespace: str,
+    ) -> None:
+        self.content = content
+        self.records = records
+        self.images = images
+        self.hosts_dir = hosts_dir
         self.namespace = namespace
 
     def _read(self, desc: Descriptor) -> bytes:
-        if not self.engine.metadata.content.has(self.namespace, desc.digest):
+        if not self.records.has(self.namespace, desc.digest):
             raise NotFound(f"content {desc.digest} of the image is not in the store")
-        return self.engine.content.path(desc.digest).read_bytes()
+        return self.content.path(desc.digest).read_bytes()
 
     def plan(self, image: Image, platform: str) -> tuple[Descriptor, list[Descriptor]]:
         """The root to push and every descriptor under it, children before parents."""
@@ -55,7 +65,7 @@ class Pusher:
                 missing = [
                     k.descriptor.digest
                     for k in kids
-                    if not self.engine.metadata.content.has(self.namespace, k.descriptor.digest)
+                    if not self.records.has(self.namespace, k.descriptor.digest)
                 ]
                 if missing:
                     raise FailedPrecondition(
@@ -63,7 +73,7 @@ class Pusher:
                         f"({', '.join(missing)}); push one platform with --platform"
                     )
         for desc in order:
-            if not self.engine.metadata.content.has(self.namespace, desc.digest):
+            if not self.records.has(self.namespace, desc.digest):
                 raise NotFound(f"content {desc.digest} of image {image.name} is not in the store")
         return root, list(reversed(order))
 
@@ -71,7 +81,7 @@ class Pusher:
         self, name: str, remote: str = "", platform: str = "", *, plain_http: bool = False,
         user: str = "",
     ) -> AsyncIterator[Progress]:  # fmt: skip
-        image = self.engine.metadata.images.get(self.namespace, name)
+        image = self.images.get(self.namespace, name)
         ref = parse(remote or name)
         root, order = self.plan(image, platform)
         credentials: Callable[[str], tuple[str, str] | None] | None = None
@@ -84,7 +94,7 @@ class Pusher:
         blobs = [d for d in order if not _is_document(d)]
         for d in blobs:
             job.layers[d.digest] = LayerProgress(d.digest, d.media_type, d.size)
-        hosts = Hosts(self.engine.config.registry.config_path, plain_http=plain_http)
+        hosts = Hosts(self.hosts_dir, plain_http=plain_http)
         queue: asyncio.Queue[Progress | BaseException | None] = asyncio.Queue()
 
         async def work() -> None:
@@ -129,8 +139,8 @@ class Pusher:
         job: PullJob,
         queue: asyncio.Queue[Progress | BaseException | None],
     ) -> None:
-        path = self.engine.content.path(desc.digest)
-        labels = self.engine.metadata.content.get(self.namespace, desc.digest).labels
+        path = self.content.path(desc.digest)
+        labels = self.records.get(self.namespace, desc.digest).labels
         key, _ = handlers.source_label(ref)
         sources = [r for r in labels.get(key, "").split(",") if r and r != ref.path]
 

@@ -11,6 +11,8 @@ half-built snapshot is left behind. After a layer is unpacked its blob gets the
 alive once the work's lease is gone. Snapshot events are published as the Snapshots service
 would. A layer may also be applied from a stream while its blob is still downloading; the
 snapshot is then committed only once the blob has landed verified and the diff ID matched.
+`Unpackers`, wired once by the engine, holds the parts an unpack uses and hands out one
+`Unpacker` per image.
 """
 
 from __future__ import annotations
@@ -19,35 +21,65 @@ import base64
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, BinaryIO
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import BinaryIO
+
+import betterproto2
 
 from core.api.containerd import events
 from core.descriptor import Descriptor
 from core.diff.apply import Applied, apply_layer
-from core.diff.differ import CountingReader, Differ, apply_target
+from core.diff.differ import CountingReader, Differ, apply_target, overlay_roots
 from core.errors import AlreadyExists, CtrdeckError, FailedPrecondition, InvalidArgument
 from core.images.handlers import GC_SNAPSHOT, UNCOMPRESSED
+from core.metadata.content import ContentMetadata
+from core.metadata.namespaces import NamespaceStore
+from core.metadata.snapshots import SnapshotStore
 from core.snapshots import Mount, Snapshotter
 from core.snapshots.base import in_thread
 
-if TYPE_CHECKING:
-    from core.engine import Engine
-
 DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"
 
+Publish = Callable[[str, str, betterproto2.Message], None]
 
-def choose_snapshotter(engine: Engine, namespace: str, name: str) -> tuple[str, Snapshotter]:
-    """The snapshotter asked for, else the namespace's default label, else the configured one."""
-    if not name:
-        ns = engine.metadata.namespaces.get(namespace)
-        name = (ns.labels.get(DEFAULT_SNAPSHOTTER_LABEL, "") if ns else "") or (
-            engine.config.default_snapshotter
-        )
-    snapshotter = engine.snapshotters.get(name)
-    if snapshotter is None:
-        raise InvalidArgument(f"snapshotter not loaded: {name}")
-    return name, snapshotter
+
+class Unpackers:
+    """The parts unpacking uses, shared by every pull and import; `open` makes an `Unpacker`."""
+
+    def __init__(
+        self,
+        snapshotters: Mapping[str, Snapshotter],
+        snapshot_records: SnapshotStore,
+        namespaces: NamespaceStore,
+        content_records: ContentMetadata,
+        differ: Differ,
+        publish: Publish,
+        default_snapshotter: str,
+    ) -> None:
+        self.snapshotters = snapshotters
+        self.snapshot_records = snapshot_records
+        self.namespaces = namespaces
+        self.content_records = content_records
+        self.differ = differ
+        self.publish = publish
+        self.default_snapshotter = default_snapshotter
+
+    def choose(self, namespace: str, name: str) -> tuple[str, Snapshotter]:
+        """The snapshotter asked for, else the namespace's default label, else the default."""
+        if not name:
+            ns = self.namespaces.get(namespace)
+            name = (ns.labels.get(DEFAULT_SNAPSHOTTER_LABEL, "") if ns else "") or (
+                self.default_snapshotter
+            )
+        snapshotter = self.snapshotters.get(name)
+        if snapshotter is None:
+            raise InvalidArgument(f"snapshotter not loaded: {name}")
+        return name, snapshotter
+
+    def open(self, namespace: str, lease: str | None, snapshotter: str) -> Unpacker:
+        """An unpacker for one image in `namespace`, under `lease`, into `snapshotter`."""
+        name, chosen = self.choose(namespace, snapshotter)
+        return Unpacker(self, namespace, lease, name, chosen)
 
 
 def extract_key(chain_id: str) -> str:
@@ -59,15 +91,24 @@ def extract_key(chain_id: str) -> str:
 class Unpacker:
     """Unpacks layers of one image, in order, in one namespace under one lease."""
 
-    def __init__(self, engine: Engine, namespace: str, lease: str | None, snapshotter: str) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        parts: Unpackers,
+        namespace: str,
+        lease: str | None,
+        name: str,
+        snapshotter: Snapshotter,
+    ) -> None:
+        self.parts = parts
         self.namespace = namespace
         self.lease = lease
-        self.name, self.snapshotter = choose_snapshotter(engine, namespace, snapshotter)
-        self.differ = Differ(engine)
+        self.name = name
+        self.snapshotter = snapshotter
+        self.differ = parts.differ
+        self.publish = parts.publish
 
     def exists(self, chain_id: str) -> bool:
-        return self.engine.snapshot_records.find(self.namespace, self.name, chain_id) is not None
+        return self.parts.snapshot_records.find(self.namespace, self.name, chain_id) is not None
 
     async def layer(
         self,
@@ -93,9 +134,7 @@ class Unpacker:
         ns = self.namespace
         key = extract_key(chain_id)
         mounts = await self.snapshotter.prepare(ns, key, parent, None, self.lease)
-        self.engine.events.publish(
-            ns, "/snapshot/prepare", events.SnapshotPrepare(key=key, parent=parent)
-        )
+        self.publish(ns, "/snapshot/prepare", events.SnapshotPrepare(key=key, parent=parent))
         try:
             if stream is None:
                 applied = await self.differ.apply(ns, layer, mounts, progress=progress)
@@ -122,9 +161,7 @@ class Unpacker:
             with contextlib.suppress(CtrdeckError):
                 await self._remove(key)
             raise
-        self.engine.events.publish(
-            ns, "/snapshot/commit", events.SnapshotCommit(key=key, name=chain_id)
-        )
+        self.publish(ns, "/snapshot/commit", events.SnapshotCommit(key=key, name=chain_id))
         self._label_uncompressed(layer, diff_id)
         return True
 
@@ -132,9 +169,7 @@ class Unpacker:
         self, stream: BinaryIO, media_type: str, mounts: Sequence[Mount], diff_id: str
     ) -> Applied:
         # The walking differ's placement rules, fed from the download instead of the store.
-        overlay = self.engine.snapshotters.get("overlayfs")
-        roots = [overlay.root] if overlay is not None else []
-        with apply_target(mounts, roots) as target:
+        with apply_target(mounts, overlay_roots([self.snapshotter])) as target:
             return apply_layer(
                 stream,
                 media_type,
@@ -147,18 +182,16 @@ class Unpacker:
     async def finish(self, config: Descriptor, top_chain_id: str) -> None:
         """Point the config at the top of the chain, so the image keeps it from GC."""
         key = GC_SNAPSHOT + self.name
-        self.engine.metadata.content.update(
+        self.parts.content_records.update(
             self.namespace, config.digest, {key: top_chain_id}, [f"labels.{key}"]
         )
 
     async def _remove(self, key: str) -> None:
         await self.snapshotter.remove(self.namespace, key, self.lease)
-        self.engine.events.publish(
-            self.namespace, "/snapshot/remove", events.SnapshotRemove(key=key)
-        )
+        self.publish(self.namespace, "/snapshot/remove", events.SnapshotRemove(key=key))
 
     def _label_uncompressed(self, layer: Descriptor, diff_id: str) -> None:
-        meta = self.engine.metadata.content
+        meta = self.parts.content_records
         record = meta.get(self.namespace, layer.digest)
         if record.labels.get(UNCOMPRESSED) != diff_id:
             meta.update(

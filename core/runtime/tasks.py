@@ -1,18 +1,20 @@
-"""The task manager: running containers, their processes, and their states.
+"""The task manager: the task state machine.
 
-This module owns a task's whole life. A task lives in a bundle directory
-`<state>/io.containerd.runtime.v2.task/<namespace>/<id>` holding `config.json`,
-the `rootfs` mount point, the engine's record `task.json`, the init process's
-monitor files under `init/`, each exec's under `execs/<exec id>/`, and the
-size-capped output log `log` (rotated to `log.1`) that `log_path` names for
-the console; no other local user can read any of it (`bundle.py`). Every
-process has its own monitor (`core/runtime/monitor.py`), which runs the
-runtime's `create` or `exec`, holds the stdio and persists the exit status;
-the engine watches the monitor's pid through a pidfd and, after a restart,
-finds everything again from the bundle directories: live processes are
-watched anew, exits that happened meanwhile are reported with
-their real status. States follow containerd (CREATED, RUNNING, PAUSED,
-STOPPED) and so do the events (`/tasks/create`, `/tasks/start`, `/tasks/exit`,
+This module owns a task's life: create, start, exec, pause, resume, kill,
+wait, delete, and what a restarted engine finds again. A task lives in a
+bundle directory `<state>/io.containerd.runtime.v2.task/<namespace>/<id>`
+holding `config.json`, the `rootfs` mount point, the engine's records
+(`records.py`: `task.json`, each process's `process.json`), the init
+process's monitor files under `init/`, each exec's under `execs/<exec id>/`,
+and the size-capped output log `log` (rotated to `log.1`) that the
+TaskDetails service reads (`tasklog.py`); no other local user can read any of it
+(`bundle.py`). Every process has its own monitor (`core/runtime/monitor.py`),
+which runs the runtime's `create` or `exec`, holds the stdio and persists the
+exit status; `monitor_protocol.py` starts, tells and watches it (a pidfd).
+After a restart the manager loads every bundle again: live processes are
+watched anew, exits that happened meanwhile are reported with their real
+status. States follow containerd (CREATED, RUNNING, PAUSED, STOPPED) and so
+do the events (`/tasks/create`, `/tasks/start`, `/tasks/exit`,
 `/tasks/delete`, `/tasks/paused`, `/tasks/resumed`, `/tasks/oom`,
 `/tasks/exec-added`, `/tasks/exec-started`). Stopping the engine never stops
 a container.
@@ -24,15 +26,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import marshal
 import os
 import shutil
 import signal as signals
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,31 +44,24 @@ from core.api.containerd.v1.types import Status
 from core.errors import (
     AlreadyExists,
     CtrdeckError,
-    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    Unavailable,
 )
 from core.metadata.containers import Container
 from core.runtime import bundle as bundles
 from core.runtime import cgroups
+from core.runtime import monitor_protocol as monitors
 from core.runtime import rootfs as rootfs_mod
 from core.runtime import spec as specs
-from core.runtime.cgroups import Cgroup, Layout, OomWatch
-from core.runtime.runtimes import Runtime, RuntimeFailed, Runtimes, kill_group
+from core.runtime.cgroups import Layout, OomWatch
+from core.runtime.records import Exit, Process, Stdio, Task, load_task
+from core.runtime.runtimes import RuntimeFailed, Runtimes
 from core.snapshots.mount import Mount
 
 log = logging.getLogger("ctrdeck.tasks")
 
 TASK_DIR = "io.containerd.runtime.v2.task"
-MONITOR = Path(__file__).with_name("monitor.py")
-# The monitor is imported rather than run as a script so that Python loads its
-# cached bytecode instead of compiling the source on every Tasks.Create. Its
-# path stays on the command line (as argv[1]) so it is still plain to see.
-MONITOR_BOOT = (
-    "import sys; sys.path.insert(0, sys.argv[1].rpartition('/')[0]); import monitor; monitor.boot()"
-)
 DEFAULT_LOG_MAX = 1 << 20
 # Exits found at a restart wait this long for a subscriber before they are
 # published anyway: an event nobody can receive yet would be lost.
@@ -83,167 +74,6 @@ RUNC_OPTIONS_URL = "containerd.runc.v1.Options"
 
 Publish = Callable[[str, str, betterproto2.Message], None]
 RootfsLookup = Callable[[str, Container], Awaitable[list[Mount] | None]]
-
-
-@dataclass
-class Stdio:
-    stdin: str = ""
-    stdout: str = ""
-    stderr: str = ""
-    terminal: bool = False
-
-
-@dataclass
-class Exit:
-    status: int
-    exited_at: int  # nanoseconds since the epoch
-    pid: int
-
-    @property
-    def time(self) -> datetime:
-        return datetime.fromtimestamp(self.exited_at / 1e9, UTC)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    bundles.write_private(path, json.dumps(data).encode())
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-class Process:
-    """The init process (exec_id "") or one exec of a task."""
-
-    def __init__(self, task: Task, exec_id: str, directory: Path, stdio: Stdio) -> None:
-        self.task = task
-        self.exec_id = exec_id
-        self.dir = directory
-        self.stdio = stdio
-        self.pid = 0
-        self.monitor_pid = 0
-        self.status = Status.CREATED
-        self.exit: Exit | None = None
-        self.exit_reported = False
-        self.done = asyncio.Event()
-        self.starting: asyncio.Event | None = None
-        self._pidfd: int | None = None
-
-    @property
-    def id(self) -> str:
-        return self.exec_id or self.task.id
-
-    @property
-    def log_path(self) -> Path:
-        return self.task.bundle / "log" if not self.exec_id else self.dir / "log"
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "exec_id": self.exec_id,
-            "pid": self.pid,
-            "monitor_pid": self.monitor_pid,
-            "status": self.status.name,
-            "stdin": self.stdio.stdin,
-            "stdout": self.stdio.stdout,
-            "stderr": self.stdio.stderr,
-            "terminal": self.stdio.terminal,
-            "exit_reported": self.exit_reported,
-        }
-
-    def save(self) -> None:
-        _write_json(self.dir / "process.json", self.record())
-
-    def read_exit(self) -> Exit | None:
-        data = _read_json(self.dir / "exit")
-        if data is None:
-            return None
-        return Exit(int(data.get("status", 255)), int(data.get("exited_at", 0)), self.pid)
-
-    def control(self, line: str, doing: str) -> None:
-        """Tell the monitor something; an error when no monitor is there to hear it.
-
-        The monitor holds the control FIFO open for reading as long as it
-        runs, so opening it without a reader (ENXIO) or finding it missing
-        means the process is gone, whatever the engine recorded so far.
-        """
-        what = f"{doing} process {self.id}"
-        if self.exit is not None:
-            raise NotFound(f"cannot {what}: it has already exited")
-        if not self.monitor_pid:
-            raise FailedPrecondition(f"cannot {what}: it is not started")
-        try:
-            fd = os.open(self.dir / "control", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            raise NotFound(f"cannot {what}: its monitor is gone ({exc.strerror})") from None
-        try:
-            os.write(fd, (line + "\n").encode())
-        except BlockingIOError:
-            raise Unavailable(f"cannot {what}: its monitor is not keeping up; try again") from None
-        except OSError as exc:
-            raise NotFound(f"cannot {what}: its monitor is gone ({exc.strerror})") from None
-        finally:
-            os.close(fd)
-
-    def stop_watching(self) -> None:
-        if self._pidfd is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
-
-
-class Task:
-    def __init__(
-        self,
-        namespace: str,
-        container_id: str,
-        bundle: Path,
-        runtime: Runtime,
-        cgroups_path: str,
-        layout: Layout | None = None,
-    ) -> None:
-        self.namespace = namespace
-        self.id = container_id
-        self.bundle = bundle
-        self.runtime = runtime
-        self.cgroup = Cgroup(cgroups_path, layout)
-        self.cgroups_path = cgroups_path
-        self.mounts: list[Mount] = []
-        self.init: Process | None = None
-        self.execs: dict[str, Process] = {}
-        self.lock = asyncio.Lock()
-        self.oom: OomWatch | None = None
-        self.created_at = time.time_ns()
-
-    @property
-    def process(self) -> Process:
-        assert self.init is not None
-        return self.init
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "id": self.id,
-            "runtime": self.runtime.name,
-            "cgroups_path": self.cgroups_path,
-            "mounts": [rootfs_mod.to_json(m) for m in self.mounts],
-            "created_at": self.created_at,
-        }
-
-    def save(self) -> None:
-        _write_json(self.bundle / "task.json", self.record())
-
-    def lookup(self, exec_id: str) -> Process:
-        if not exec_id:
-            return self.process
-        try:
-            return self.execs[exec_id]
-        except KeyError:
-            raise NotFound(f"process {exec_id} of task {self.id} not found") from None
 
 
 def validate_signal(sig: int) -> int:
@@ -312,10 +142,6 @@ class TaskManager:
     def namespaces(self) -> set[str]:
         return {ns for ns, _ in self.tasks} | {ns for ns, _ in self._reserved}
 
-    def log_path(self, namespace: str, container_id: str) -> Path:
-        """Where a task's output log is; the console follows it (rotation: `log.1`)."""
-        return self.root / namespace / container_id / "log"
-
     # --- create ---------------------------------------------------------------
 
     async def create(
@@ -354,7 +180,7 @@ class TaskManager:
         specs.validate_process(raw_spec.get("process"), f'container "{container.id}" spec')
         bundle = self.root / namespace / container.id
         # The monitor's interpreter loads while the bundle is prepared.
-        monitor = await self._start_monitor(bundle / "init")
+        monitor = await monitors.start(bundle / "init")
         task: Task | None = None
         try:
             if not mounts and self.rootfs_lookup is not None and container.snapshot_key:
@@ -391,12 +217,12 @@ class TaskManager:
             task.init = init
             argv = runtime.argv(
                 namespace, "create", "--bundle", str(bundle), "--pid-file",
-                str(init.dir / "pid"), *self._console(stdio), container.id,
+                str(init.dir / "pid"), *monitors.console_args(stdio), container.id,
                 log=init.dir / "runtime.log",
             )  # fmt: skip
-            await self._spawn(init, argv, "create", monitor)
+            await monitors.spawn(init, argv, "create", self.log_max, monitor)
         except BaseException:
-            await self._abandon(monitor)
+            await monitors.abandon(monitor)
             if task is not None:
                 with contextlib.suppress(CtrdeckError):
                     await runtime.run(namespace, "delete", "--force", container.id)
@@ -425,122 +251,14 @@ class TaskManager:
         )  # fmt: skip
         return task
 
-    @staticmethod
-    def _console(stdio: Stdio) -> list[str]:
-        # The monitor puts the real socket path in place of the placeholder.
-        return ["--console-socket", "-"] if stdio.terminal else []
-
-    @staticmethod
-    async def _start_monitor(directory: Path) -> asyncio.subprocess.Process:
-        """Start the interpreter of the monitor that will use `directory`.
-
-        It loads and then waits: a byte on its stdin says its config is
-        written, end of file that it is not needed.
-        """
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", "-c", MONITOR_BOOT, str(MONITOR),
-            str(directory / "monitor.cfg"),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )  # fmt: skip
-
-    @staticmethod
-    async def _abandon(monitor: asyncio.subprocess.Process) -> None:
-        """Let a monitor that was never told to go end, and reap it."""
-        if monitor.returncode is not None:
-            return
-        assert monitor.stdin is not None
-        monitor.stdin.close()
-        await monitor.communicate()
-
-    async def _spawn(
-        self,
-        proc: Process,
-        argv: list[str],
-        action: str,
-        child: asyncio.subprocess.Process | None = None,
-    ) -> None:
-        """Have a monitor for `proc` run `argv`; learn the pids or the runtime's error.
-
-        `child` is a monitor `_start_monitor` started ahead for `proc.dir`;
-        without one, one is started now.
-        """
-        proc.task.runtime.make_root(proc.task.namespace)
-        control = proc.dir / "control"
-        if not control.exists():
-            os.mkfifo(control, 0o600)
-        cfg = {
-            "dir": str(proc.dir),
-            "argv": argv,
-            "action": action,
-            "runtime_name": proc.task.runtime.name,
-            "runtime_log": str(proc.dir / "runtime.log"),
-            "terminal": proc.stdio.terminal,
-            "console_socket_index": argv.index("--console-socket") + 1
-            if proc.stdio.terminal
-            else -1,
-            "stdin": proc.stdio.stdin,
-            "stdout": proc.stdio.stdout,
-            "stderr": proc.stdio.stderr,
-            "log": str(proc.log_path),
-            "log_max": self.log_max,
-            "exit_file": str(proc.dir / "exit"),
-            "pid_file": str(proc.dir / "pid"),
-        }
-        # marshal, not JSON: the monitor then needs no json (and re) import.
-        bundles.write_private(proc.dir / "monitor.cfg", marshal.dumps(cfg))
-        if child is None:
-            child = await self._start_monitor(proc.dir)
-        runtime = proc.task.runtime
-        try:
-            out, err = await asyncio.wait_for(child.communicate(b"\n"), runtime.timeout)
-        except TimeoutError:
-            # The monitor and the runtime command it runs share its session.
-            await asyncio.shield(kill_group(child))
-            raise DeadlineExceeded(
-                f"{runtime.name} {action} of {proc.id}: {runtime.binary} did not finish "
-                f"within {runtime.timeout:g} seconds and was killed"
-            ) from None
-        except BaseException:
-            await asyncio.shield(kill_group(child))
-            raise
-        lines = out.decode(errors="replace").splitlines()
-        word, _, rest = (lines[0] if lines else "").partition(" ")
-        if word == "error":
-            raise RuntimeFailed(rest)
-        pids = rest.split()
-        if word != "ok" or len(pids) != 2 or not all(p.isdigit() for p in pids):
-            detail = err.decode(errors="replace").strip() or f"exit status {child.returncode}"
-            raise RuntimeFailed(f"the task monitor did not start: {detail}")
-        proc.pid, proc.monitor_pid = int(pids[0]), int(pids[1])
-
     # --- watching exits ---------------------------------------------------------
 
     def _watch(self, proc: Process) -> None:
-        try:
-            pidfd = os.pidfd_open(proc.monitor_pid)
-        except (ProcessLookupError, OSError):
+        if not monitors.watch(proc, self._monitor_gone):
             self._spawn_background(self._exited(proc))
-            return
-        if not self._is_our_monitor(proc):
-            os.close(pidfd)
-            self._spawn_background(self._exited(proc))
-            return
-        proc._pidfd = pidfd
-        asyncio.get_running_loop().add_reader(pidfd, self._monitor_gone, proc)
-
-    @staticmethod
-    def _is_our_monitor(proc: Process) -> bool:
-        try:
-            cmdline = Path(f"/proc/{proc.monitor_pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        return str(proc.dir / "monitor.cfg").encode() in cmdline
 
     def _monitor_gone(self, proc: Process) -> None:
-        proc.stop_watching()
+        monitors.unwatch(proc)
         self._spawn_background(self._exited(proc))
 
     def _spawn_background(self, coro: Awaitable[None]) -> None:
@@ -632,10 +350,10 @@ class TaskManager:
         self._require_running(task, f"start exec {proc.exec_id} in")
         argv = task.runtime.argv(
             task.namespace, "exec", "--detach", "--pid-file", str(proc.dir / "pid"),
-            "--process", str(proc.dir / "spec.json"), *self._console(proc.stdio), task.id,
+            "--process", str(proc.dir / "spec.json"), *monitors.console_args(proc.stdio), task.id,
             log=proc.dir / "runtime.log",
         )  # fmt: skip
-        await self._spawn(proc, argv, "exec")
+        await monitors.spawn(proc, argv, "exec", self.log_max)
         proc.status = Status.RUNNING
         proc.save()
         self.publish(
@@ -786,14 +504,14 @@ class TaskManager:
         try:
             await asyncio.wait_for(proc.done.wait(), EXEC_LINGER)
         except TimeoutError:
-            if self._is_our_monitor(proc):
+            if monitors.is_ours(proc):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.monitor_pid, signals.SIGKILL)
             await proc.done.wait()
 
     async def _forget(self, task: Task) -> None:
-        for p in [task.process, *task.execs.values()]:
-            p.stop_watching()
+        for p in task.processes:
+            monitors.unwatch(p)
         if task.oom is not None:
             task.oom.stop()
             task.oom = None
@@ -812,7 +530,7 @@ class TaskManager:
                 )
             if proc.exit is None:
                 proc.exit = Exit(0, 0, 0)
-            proc.stop_watching()
+            monitors.unwatch(proc)
             del task.execs[exec_id]
             shutil.rmtree(proc.dir, ignore_errors=True)
             return proc
@@ -872,10 +590,11 @@ class TaskManager:
         proc = self.get(namespace, container_id).lookup(exec_id)
         if not proc.stdio.terminal:
             raise FailedPrecondition(f"process {proc.id} has no terminal to resize")
-        proc.control(f"resize {width} {height}", "resize the terminal of")
+        monitors.control(proc, f"resize {width} {height}", "resize the terminal of")
 
     def close_io(self, namespace: str, container_id: str, exec_id: str) -> None:
-        self.get(namespace, container_id).lookup(exec_id).control("close-stdin", "close stdin of")
+        proc = self.get(namespace, container_id).lookup(exec_id)
+        monitors.control(proc, "close-stdin", "close stdin of")
 
     # --- restart ----------------------------------------------------------------
 
@@ -890,7 +609,7 @@ class TaskManager:
         for ns_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
             for bundle in sorted(p for p in ns_dir.iterdir() if p.is_dir()):
                 try:
-                    task = self._load(ns_dir.name, bundle)
+                    task = load_task(ns_dir.name, bundle, self.runtimes, self.cgroups)
                 except CtrdeckError as exc:
                     log.warning("cannot restore task in %s: %s", bundle, exc)
                     task = None
@@ -898,7 +617,8 @@ class TaskManager:
                     await self._remove_bundle(bundle)
                     continue
                 self.tasks[(task.namespace, task.id)] = task
-                for proc in [task.process, *task.execs.values()]:
+                for proc in task.processes:
+                    self._find_again(proc)
                     if proc.exit is not None and not proc.exit_reported:
                         pending.append(proc)
                 if task.process.exit is None:
@@ -907,48 +627,16 @@ class TaskManager:
         if pending:
             self._spawn_background(self._report_restored(pending))
 
-    def _load(self, namespace: str, bundle: Path) -> Task | None:
-        record = _read_json(bundle / "task.json")
-        init_record = _read_json(bundle / "init" / "process.json")
-        if record is None or init_record is None or not init_record.get("monitor_pid"):
-            return None  # a create that never finished
-        runtime = self.runtimes.by_name(str(record["runtime"]))
-        task = Task(
-            namespace, str(record["id"]), bundle, runtime, str(record["cgroups_path"]),
-            self.cgroups,
-        )  # fmt: skip
-        task.mounts = [rootfs_mod.from_json(m) for m in record.get("mounts") or []]
-        task.created_at = int(record.get("created_at", 0))
-        task.init = self._load_process(task, "", bundle / "init", init_record)
-        execs = bundle / "execs"
-        if execs.is_dir():
-            for d in sorted(execs.iterdir()):
-                data = _read_json(d / "process.json")
-                if data is not None:
-                    task.execs[d.name] = self._load_process(task, d.name, d, data)
-        return task
-
-    def _load_process(
-        self, task: Task, exec_id: str, directory: Path, data: dict[str, Any]
-    ) -> Process:
-        stdio = Stdio(
-            str(data.get("stdin", "")), str(data.get("stdout", "")),
-            str(data.get("stderr", "")), bool(data.get("terminal")),
-        )  # fmt: skip
-        proc = Process(task, exec_id, directory, stdio)
-        proc.pid = int(data.get("pid", 0))
-        proc.monitor_pid = int(data.get("monitor_pid", 0))
-        proc.status = Status[str(data.get("status", "CREATED"))]
-        proc.exit_reported = bool(data.get("exit_reported"))
+    def _find_again(self, proc: Process) -> None:
+        """Take up a restored process: its exit if it had one, else its live monitor."""
         exit_ = proc.read_exit()
         if exit_ is not None:
             self._record_exit(proc, exit_)
         elif proc.monitor_pid:
-            if self._is_our_monitor(proc):
+            if monitors.is_ours(proc):
                 self._watch(proc)
             else:
                 self._record_exit(proc, Exit(255, time.time_ns(), proc.pid))
-        return proc
 
     async def _report_restored(self, pending: list[Process]) -> None:
         deadline = time.monotonic() + RESTORED_EXIT_GRACE
@@ -961,8 +649,8 @@ class TaskManager:
     async def close(self) -> None:
         """Stop watching; every container and monitor keeps running."""
         for task in list(self.tasks.values()):
-            for p in [task.process, *task.execs.values()]:
-                p.stop_watching()
+            for p in task.processes:
+                monitors.unwatch(p)
             if task.oom is not None:
                 task.oom.stop()
                 task.oom = None

@@ -1,26 +1,27 @@
 """Content: blobs by digest, and the resumable Write protocol `ctr` speaks.
 
 The blob files are shared by all namespaces; what a namespace sees is what the
-metadata says it owns. Ingest refs are private to their namespace. Writes are
-visible only after a verified, atomic commit. Heavy file work (hashing a resumed
-ingest, large writes, the fsync of a commit) runs in a worker thread so the
-event loop keeps serving other calls.
+metadata says it owns. Ingest refs are private to their namespace. A `Write`
+stream is a session of `core/content/write.py`, which owns the protocol; this
+module turns its messages into session steps and the steps' status into
+replies. Heavy file work runs in a worker thread so the event loop keeps
+serving other calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 from core import context, filters
 from core.api.containerd import events
 from core.api.containerd.services.content import v1 as api
 from core.api.google.protobuf import Empty
-from core.content.store import CHUNK_SIZE, IngestStatus, Writer
+from core.content.store import CHUNK_SIZE, IngestStatus
+from core.content.write import Action, WriteStatus
 from core.descriptor import validate_digest
 from core.engine import Engine
-from core.errors import AlreadyExists, InvalidArgument, NotFound
+from core.errors import NotFound
 from core.metadata.content import ContentRecord, ingest_key
 from core.services.convert import ts
 
@@ -48,16 +49,22 @@ def status_out(ref: str, s: IngestStatus) -> api.Status:
     )
 
 
-class _Shared:
-    """A blob another namespace already committed: this one only needs to own it."""
+ACTIONS = {
+    api.WriteAction.STAT: Action.STAT,
+    api.WriteAction.WRITE: Action.WRITE,
+    api.WriteAction.COMMIT: Action.COMMIT,
+}
 
-    def __init__(self, digest: str, size: int) -> None:
-        self.digest_value = digest
-        self.offset = size
-        self.started = datetime.now(UTC)
 
-    def digest(self) -> str:
-        return self.digest_value
+def write_out(action: api.WriteAction, status: WriteStatus) -> api.WriteContentResponse:
+    resp = api.WriteContentResponse(
+        action=action, offset=status.offset, total=status.total, digest=status.digest
+    )
+    if status.started_at is not None:
+        resp.started_at = status.started_at
+    if status.updated_at is not None:
+        resp.updated_at = status.updated_at
+    return resp
 
 
 class ContentService(api.ContentBase):
@@ -68,6 +75,7 @@ class ContentService(api.ContentBase):
         self.engine = engine
         self.meta = engine.metadata.content
         self.store = engine.content
+        self.writes = engine.writes
 
     async def info(self, message: api.InfoRequest) -> api.InfoResponse:
         validate_digest(message.digest)
@@ -143,88 +151,21 @@ class ContentService(api.ContentBase):
     async def write(
         self, messages: AsyncIterator[api.WriteContentRequest]
     ) -> AsyncIterator[api.WriteContentResponse]:
-        ns = context.namespace()
-        lease = context.lease()
-        writer: Writer | _Shared | None = None
-        ref = ""
-        total = 0
-        expected = ""
+        session = self.writes.session(context.namespace(), context.lease())
         try:
             async for req in messages:
-                if not ref:
-                    if not req.ref:
-                        raise InvalidArgument("first message must have a reference")
-                    ref = req.ref
-                elif req.ref and req.ref != ref:
-                    raise InvalidArgument(f"ref {req.ref!r} does not match the stream's {ref!r}")
-                if req.total > 0:
-                    total = req.total
-                if req.expected:
-                    expected = validate_digest(req.expected)
-                if expected and self.meta.has(ns, expected):
-                    raise AlreadyExists(f"content {expected}")
-                if writer is None:
-                    writer = await self._open(ns, ref, total, expected, lease)
-                yield await self._step(ns, lease, ref, writer, req, total, expected)
-                if req.action == api.WriteAction.COMMIT:
+                action = ACTIONS.get(req.action, Action.STAT)
+                status = await session.step(
+                    action,
+                    ref=req.ref,
+                    offset=req.offset,
+                    data=req.data,
+                    total=req.total,
+                    expected=req.expected,
+                    labels=req.labels,
+                )
+                yield write_out(req.action, status)
+                if action is Action.COMMIT:
                     return
         finally:
-            if isinstance(writer, Writer):
-                writer.close()
-            elif isinstance(writer, _Shared):
-                self.engine.gc.pins.unpin(writer.digest_value)
-
-    async def _open(
-        self, ns: str, ref: str, total: int, expected: str, lease: str | None
-    ) -> Writer | _Shared:
-        if expected and self.engine.gc.pins.pin(expected):
-            size = self.store.info(expected).size
-            if total and size != total:
-                self.engine.gc.pins.unpin(expected)
-                raise InvalidArgument(f"content {expected} has size {size}, not {total}")
-            return _Shared(expected, size)
-        writer = await asyncio.to_thread(
-            self.store.open_writer, ingest_key(ns, ref), total, expected
-        )
-        self.meta.begin_ingest(ns, ref, expected, lease)
-        return writer
-
-    async def _step(
-        self,
-        ns: str,
-        lease: str | None,
-        ref: str,
-        writer: Writer | _Shared,
-        req: api.WriteContentRequest,
-        total: int,
-        expected: str,
-    ) -> api.WriteContentResponse:
-        resp = api.WriteContentResponse(action=req.action)
-        if isinstance(writer, _Shared):
-            if req.action == api.WriteAction.COMMIT:
-                self.meta.add(ns, writer.digest_value, writer.offset, req.labels, lease)
-            resp.offset = resp.total = writer.offset
-            resp.digest = writer.digest_value
-            resp.started_at = resp.updated_at = writer.started
-            return resp
-        if req.action in (api.WriteAction.WRITE, api.WriteAction.COMMIT):
-            if req.offset == 0 and writer.offset > 0:
-                await asyncio.to_thread(writer.truncate, 0)
-            if req.data:
-                await asyncio.to_thread(writer.write, req.data, req.offset or None)
-            elif req.offset > 0 and req.offset != writer.offset:
-                writer.write(b"", req.offset)
-        if req.action == api.WriteAction.COMMIT:
-            digest = await self.engine.gc.commit_blob(
-                ns, lease, writer, total, expected, req.labels, ref
-            )
-            resp.digest = digest
-            resp.offset = writer.offset
-            return resp
-        status = writer.status()
-        resp.offset = writer.offset
-        resp.total = status.total or total
-        resp.started_at = status.started_at
-        resp.updated_at = status.updated_at
-        resp.digest = writer.digest()
-        return resp
+            session.close()

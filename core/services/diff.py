@@ -24,11 +24,12 @@ def mounts_in(mounts: list[types.Mount]) -> list[Mount]:
 
 
 class DiffService(api.DiffBase):
-    PARTS: tuple[str, ...] = Differ.PARTS
-    """The engine's parts it uses: Introspection lists their types as its `requires`."""
+    PARTS: tuple[str, ...] = ("content", "metadata", "gc", "snapshotters")
+    """The engine's parts it uses (those its differ was built with): Introspection lists
+    their types as its `requires`."""
 
     def __init__(self, engine: Engine) -> None:
-        self.differ = Differ(engine)
+        self.differ: Differ = engine.differ
 
     async def apply(self, message: api.ApplyRequest) -> api.ApplyResponse:
         if message.diff is None:

@@ -99,6 +99,9 @@ class Snapshotter:
 
     NAME: ClassVar[str] = ""
     LAYOUT: ClassVar[tuple[str, ...]] = ("snapshots",)
+    OVERLAY_LOWERS: ClassVar[bool] = False
+    """Its snapshots become overlay lower directories, so a layer applied into one
+    needs overlay whiteouts even when it is mounted as a plain bind mount."""
 
     def __init__(self, root: Path, store: SnapshotStore) -> None:
         self.name = self.NAME

@@ -96,6 +96,7 @@ def overlay_mounts(
 
 class OverlaySnapshotter(Snapshotter):
     NAME = "overlayfs"
+    OVERLAY_LOWERS = True
 
     def _support(self) -> str:
         try:

@@ -57,6 +57,7 @@ def test_grpcurl_lists_and_calls_over_tcp(tcp_engine) -> None:  # type: ignore[n
         "containerd.services.content.v1.Content",
         "containerd.services.events.v1.Events",
         "grpc.health.v1.Health",
+        "ctrdeck.services.tasks.v1.TaskDetails",
     ]:
         assert service in listed
     described = subprocess.run(

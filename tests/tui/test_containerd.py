@@ -4,8 +4,9 @@ containerd is seeded through `core.client` (an image with real blobs, a
 container, a second namespace, a snapshot) and the console must show what
 Debian's `ctr` lists there; the event log starts empty (containerd skips the
 console's request for history); an event from another client reaches the screen;
-and a pull says plainly that containerd has no server-side pull, with the
-`ctr` line that does it instead.
+a pull says plainly that containerd has no server-side pull, with the
+`ctr` line that does it instead; and the log view says containerd keeps no task
+log rather than failing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 from collections.abc import AsyncIterator
 
 import pytest
-from textual.widgets import Input
+from textual.widgets import Input, RichLog
 
 from core.api.containerd.services.snapshots import v1 as snapshots_api
 from core.client import Client
@@ -24,6 +25,7 @@ from tests.helpers import ctr
 from tests.tui.support import seed_container, seed_image, seed_namespace, until
 from tests.tui.test_console import BUSYBOX, log_text, rows
 from tui.app import CtrdeckApp, Settings
+from tui.screens.logs import LogsScreen
 from tui.screens.pull import PullScreen
 
 pytestmark = pytest.mark.skipif(
@@ -103,3 +105,28 @@ async def test_the_console_shows_what_ctr_shows_on_containerd(
         # It says so in the pull's dialog, once: no toast repeats it.
         assert isinstance(app.screen, PullScreen) and app.screen.job is job
         assert not any(job.error in str(n.message) for n in app._notifications)
+
+
+async def test_logs_say_containerd_keeps_none(containerd: tuple[Running, Client]) -> None:
+    """containerd has no TaskDetails.Log (ctrdeck's own) and keeps no task log: said in words."""
+    running, client = containerd
+    address = str(running.address)
+    await seed_image(client, BUSYBOX)
+    await seed_container(client, "web-1", BUSYBOX)
+    app = CtrdeckApp(
+        Settings(address=address, namespace="default"),
+        connect=lambda: Client(address, "default"),
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app, "containers") == ["web-1"])
+        await until(pilot, lambda: app.main.table("containers").selected_key() == "web-1")
+        await pilot.press("l")
+        assert isinstance(app.screen, LogsScreen)
+        view = app.screen.query_one("#logs-view", RichLog)
+        await until(pilot, lambda: bool(view.lines))
+        shown = " ".join(s.text for s in view.lines)
+        assert shown.startswith(
+            "logs are not available from this engine (containerd keeps no task log;"
+        )
+        # A plain answer, not a failure: no error toast.
+        assert not any(n.severity == "error" for n in app._notifications)

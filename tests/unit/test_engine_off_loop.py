@@ -37,11 +37,9 @@ from core.engine import Engine
 from core.errors import Unavailable
 from core.images import hosts
 from core.images.hosts import Hosts
-from core.images.pull import own_blob
 from core.images.registry import RegistryClient, RetryPolicy
 from core.metadata.images import Image
-from core.metrics import EngineMetrics
-from core.server import EngineServer
+from core.server import EngineServer, engine_metrics
 
 NAMESPACE = "offloop"
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
@@ -208,7 +206,7 @@ async def test_a_blob_claimed_during_the_sweep_stays(
         assert engine.gc.pins.pin(pinned)
         size = engine.content.info(reused).size
         desc = Descriptor("application/octet-stream", reused, size)
-        assert own_blob(engine, NAMESPACE, None, desc, {})
+        assert engine.blobs.own(NAMESPACE, None, desc, {})
 
     after_first_unlink(engine, monkeypatch, claim)
     removed = await engine.gc.sweep_blobs()
@@ -332,7 +330,7 @@ async def test_a_scrape_reads_cgroup_files_in_a_worker(
         namespace, id, cgroup = NAMESPACE, "scraped", Cgroup()
 
     monkeypatch.setattr(engine.tasks, "list", lambda: [Task()])
-    metrics = EngineMetrics(engine)
+    metrics = engine_metrics(engine)
     body = await metrics.scrape()
     assert readers and threading.main_thread() not in readers
     assert (

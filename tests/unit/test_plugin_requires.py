@@ -4,7 +4,9 @@ Each plugin requires the types of the parts it was built with (`Registry.require
 so a plugin built without snapshotters does not claim them, and a part nobody
 registered is a wiring mistake. A gRPC service names the engine parts it uses in
 `PARTS`; the last test reads the service's module, and the concept modules it
-hands the engine to, and checks that `PARTS` names exactly the parts they reach.
+imports, and checks that `PARTS` names exactly the parts they reach, counting
+for a concept object the engine built (the differ, the puller) the parts
+`engine.py` wired into it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import pytest
 
 from core import engine as engine_module
 from core.config import Config, GrpcConfig
-from core.diff.differ import Differ
 from core.engine import Engine
 from core.plugins import Plugin, Registry
 from core.server import GRPC_PLUGIN, build_services
@@ -73,7 +74,8 @@ def test_the_engines_plugins_require_what_they_are_built_with(engine: Engine) ->
     assert requires_of(engine, GRPC_PLUGIN, "healthcheck") == []
     assert sorted(p.id for p in engine.plugins.plugins if p.type == GRPC_PLUGIN) == [
         "containers", "content", "diff", "events", "healthcheck", "images",
-        "introspection", "leases", "namespaces", "snapshots", "tasks", "version",
+        "introspection", "leases", "namespaces", "snapshots", "task-details", "tasks",
+        "version",
     ]  # fmt: skip
 
 
@@ -133,8 +135,38 @@ def _reached(source: Path, seen: set[Path]) -> set[str]:
     return names
 
 
-def _parts_reached(engine: Engine, names: set[str]) -> set[str]:
-    """The registered parts among `names`, counting those an engine method reaches."""
+def _wiring() -> dict[str, set[str]]:
+    """For each name `engine.py` assigns (`self.x = ...` or a local), the engine
+    attributes and locals its value is built from."""
+    tree = ast.parse(Path(inspect.getfile(engine_module)).read_text())
+    built: dict[str, set[str]] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+            continue
+        used: set[str] = set()
+        for n in ast.walk(node.value):
+            if (
+                isinstance(n, ast.Attribute)
+                and isinstance(n.value, ast.Name)
+                and n.value.id == "self"
+            ):
+                used.add(n.attr)
+            elif isinstance(n, ast.Name) and n.id != "self":
+                used.add(n.id)
+        for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name):
+                built.setdefault(target.attr, set()).update(used)
+            elif isinstance(target, ast.Name):
+                built.setdefault(target.id, set()).update(used)
+    return built
+
+
+def _parts_reached(engine: Engine, names: set[str], seen: set[str] | None = None) -> set[str]:
+    """The registered parts among `names`, counting those an engine method reaches and
+    those an object the engine built was wired with."""
+    seen = set() if seen is None else seen
+    names = names - seen
+    seen |= names
     parts = set()
     for name in names:
         member = getattr(Engine, name, None)
@@ -147,19 +179,21 @@ def _parts_reached(engine: Engine, names: set[str]) -> set[str]:
                 and isinstance(n.value, ast.Name)
                 and n.value.id == "self"
             }
-            parts |= _parts_reached(engine, inner - {name})
+            parts |= _parts_reached(engine, inner, seen)
             continue
         try:
             if engine.plugins.requires(getattr(engine, name)):
                 parts.add(name)
         except (AttributeError, LookupError):
-            continue  # the config, the root, the plugin list: not parts
+            # Not a part itself (the config, the root, a local of engine.py, an object
+            # built from parts): what engine.py built it from, if anything.
+            parts |= _parts_reached(engine, _wiring().get(name, set()), seen)
     return parts
 
 
 def test_each_service_names_the_parts_its_code_reaches(engine: Engine) -> None:
     services = build_services(engine)
-    checked = [(Differ, Path(inspect.getfile(Differ)))]
+    checked = []
     for service in services:
         if hasattr(service, "PARTS"):
             checked.append((type(service), Path(inspect.getfile(type(service)))))

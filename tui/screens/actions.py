@@ -321,7 +321,9 @@ class Actions(Triage):
         client = self.client()
         if cid is None or client is None:
             return
-        self.app.push_screen(LogsScreen(cid, lambda: operations.log_path(client, cid)))
+        self.app.push_screen(
+            LogsScreen(cid, lambda lines: operations.follow_log(client, cid, lines))
+        )
 
     # --- delete and inspect -----------------------------------------------------------
 

@@ -117,6 +117,8 @@ class CommandLine(Actions):
             self.show_top()
         elif verb in ("sh", "shell", "exec"):
             self.shell_line(args)
+        elif verb == "record":
+            self.console.record(args)
         elif verb in ("run", "pull"):
             try:
                 args = shlex.split(text.strip().lstrip(":"))[1:]

@@ -1,20 +1,22 @@
-"""Logs: follow a container's log file, with `/` to search inside it.
+"""Logs: follow a container's log through the engine's API, with `/` to search inside it.
 
-The engine keeps each task's output in a size-capped file; the screen is told
-how to find that file (`tui.operations.log_path`) and tails it by polling, so
-it works the same for a local file the engine rotates or truncates. Lines are
-kept in a bounded buffer; a search shows only the lines that match, with the
-match highlighted, and clearing it shows everything again. Without a log file
-the screen says so plainly. A container writes what it likes: every line, and
-the search term, are shown as plain text with control codes made visible
-(`tui.plain`), so a log line cannot retitle, recolour or clear the terminal.
+The screen is given a way to open the log (`tui.operations.follow_log`, ctrdeck's
+`TaskDetails.Log`): it starts at the last lines and then shows new output as
+the engine sends it, until the task exits (the title then says the log ended).
+It never opens a file, so it works the same for an engine on another host.
+Lines are kept in a bounded buffer; a search shows only the lines that match,
+with the match highlighted, and clearing it shows everything again. When there
+is no log (a container without a task, an engine such as containerd that keeps
+none) the screen says so plainly. A container writes what it likes: every
+line, and the search term, are shown as plain text with control codes made
+visible (`tui.plain`), so a log line cannot retitle, recolour or clear the
+terminal.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import ClassVar
 
 from rich.text import Text
@@ -24,16 +26,14 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Input, RichLog, Static
 
-from tui.operations import ConsoleError
+from tui.operations import NO_LOGS, ConsoleError
 from tui.plain import plain
 from tui.widgets.footer import KeyFooter
 
-POLL_INTERVAL = 0.5
-TAIL_BYTES = 256 * 1024
-READ_BYTES = 1 << 20
 MAX_LINES = 5000
 
-PathLoader = Callable[[], Awaitable[Path | None]]
+LogOpener = Callable[[int], AsyncIterator[bytes]]
+"""Opens the log from its last N lines on, followed until the task exits."""
 
 
 class LogsScreen(Screen[None]):
@@ -48,16 +48,15 @@ class LogsScreen(Screen[None]):
         Binding("G", "bottom", show=False, id="logs.bottom"),
     ]
 
-    def __init__(self, container_id: str, find_path: PathLoader) -> None:
+    def __init__(self, container_id: str, open_log: LogOpener) -> None:
         super().__init__()
         self.container_id = container_id
-        self.find_path = find_path
-        self.log_file: Path | None = None
-        self.position = 0
+        self.open_log = open_log
         self.partial = b""
         self.kept: deque[str] = deque(maxlen=MAX_LINES)
         self.search_text = ""
         self.following = True
+        self.ended = False
 
     def compose(self) -> ComposeResult:
         yield Static(plain(f" Logs ▸ {self.container_id}"), id="logs-title", classes="topbar")
@@ -67,54 +66,35 @@ class LogsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#logs-view").focus()
-        self.locate()
+        self._retitle()
+        self.follow_log()
 
     @work(exclusive=True, group="logs")
-    async def locate(self) -> None:
-        view = self.query_one("#logs-view", RichLog)
+    async def follow_log(self) -> None:
         try:
-            self.log_file = await self.find_path()
+            async for data in self.open_log(MAX_LINES):
+                self._add(data)
         except ConsoleError as exc:
+            view = self.query_one("#logs-view", RichLog)
             view.write(plain(exc.message, lines=True))
-            self.notify(exc.message, severity="error", title="logs")
+            if not (exc.unimplemented or exc.message.startswith(NO_LOGS)):
+                self.notify(exc.message, severity="error", title="logs")
             return
-        if self.log_file is None:
-            view.write(
-                plain(
-                    f"no logs for this container: the engine keeps no log file for "
-                    f"{self.container_id} (a task whose output goes to ctr's own pipes has none)"
-                )
-            )
-            return
+        if self.partial:
+            self._add(b"\n")
+        self.ended = True
         self._retitle()
-        self.position = max(0, self.log_file.stat().st_size - TAIL_BYTES)
-        self.poll()
-        self.set_interval(POLL_INTERVAL, self.poll)
 
     def _retitle(self) -> None:
         mode = "following" if self.following else "paused"
-        title = f" Logs ▸ {self.container_id} · {self.log_file} · {mode}"
+        title = f" Logs ▸ {self.container_id} · {mode}"
+        if self.ended:
+            title += " · ended: the task exited"
         if self.search_text:
             title += f" · search: {self.search_text}"
         self.query_one("#logs-title", Static).update(plain(title))
 
-    def poll(self) -> None:
-        if self.log_file is None:
-            return
-        try:
-            current = self.log_file.stat().st_size
-            if current < self.position:
-                # Truncated or rotated: the engine capped the file; start again at its top.
-                self.position, self.partial = 0, b""
-            if current == self.position:
-                return
-            with open(self.log_file, "rb") as f:
-                f.seek(self.position)
-                data = f.read(READ_BYTES)
-        except OSError as exc:
-            self.notify(f"cannot read {self.log_file}: {exc.strerror}", severity="error")
-            return
-        self.position += len(data)
+    def _add(self, data: bytes) -> None:
         chunks = (self.partial + data).split(b"\n")
         self.partial = chunks.pop()
         # A tty's output ends its lines with CRLF; the CR is no part of the line.

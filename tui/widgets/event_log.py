@@ -17,6 +17,7 @@ as plain text (`tui.plain`): an event names what the node holds.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.style import Style
@@ -77,12 +78,16 @@ class EventLog(RichLog):
         # The lines on screen, one per log line (the log never wraps), and the cursor's line.
         self.shown: deque[LogLine] = deque(maxlen=capacity)
         self.cursor: LogLine | None = None
+        # Told of every line added (a recorder listens here).
+        self.on_add: Callable[[LogLine], None] | None = None
 
     def on_mount(self) -> None:
         self._retitle()
 
     def add(self, line: LogLine) -> None:
         self.buffer.append(line)
+        if self.on_add is not None:
+            self.on_add(line)
         if matches(line, self._terms):
             self.pending.append(line)
             if len(self.pending) > self.buffer.maxlen:  # type: ignore[operator]
