@@ -73,7 +73,8 @@ class ContainerRow:
     oom: bool = False
     oom_kills: int = 0
     exited_at: datetime | None = None
-    ran_for: timedelta | None = None
+    # Seconds, not a timedelta: rows are recorded as JSON.
+    ran_for: float | None = None
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,8 @@ RESYNC_INTERVAL = 30.0
 METRICS_INTERVAL = 2.0
 RELIST_DELAY = 0.3
 RECONNECT_MAX = 5.0
+# How long the OOM check after a 137 exit may take.
+OOM_CHECK_TIMEOUT = 5.0
 # Past events a new console asks for, to start its log with recent history.
 EVENT_HISTORY = 500
 
@@ -199,6 +201,8 @@ class Syncer:
         self._resync_now = asyncio.Event()
         self._reported_down = False
         self._last_event: datetime | None = None
+        # Work started aside from the event stream (an OOM check after an exit).
+        self._aside: set[asyncio.Future[None]] = set()
 
     @property
     def client(self) -> Client:
@@ -558,7 +562,7 @@ class Syncer:
             case ev.TaskResumed():
                 state.update_container(payload.container_id, status="RUNNING")
             case ev.TaskExit() if payload.id in ("", payload.container_id):
-                await self._exited(payload, when)
+                self._exited(payload, when)
             case ev.TaskDelete() if payload.id in ("", payload.container_id):
                 state.update_container(
                     payload.container_id, status="", pid=0, exit_status=None, started=None
@@ -571,18 +575,18 @@ class Syncer:
     def _mark_oom(self, container_id: str) -> None:
         self.state.update_container(container_id, oom=True)
 
-    async def _exited(self, payload: ev.TaskExit, when: datetime) -> None:
+    def _exited(self, payload: ev.TaskExit, when: datetime) -> None:
         before = self.state.containers.get(payload.container_id)
         if before is None:
             return
         exited_at = payload.exited_at or when
-        ran_for = exited_at - before.started if before.started is not None else None
-        oom = before.oom
+        ran_for = (exited_at - before.started).total_seconds() if before.started else None
+        oom = before.oom or (before.oom_kills > 0 and payload.exit_status == 137)
         if not oom and payload.exit_status == 137:
             # No /tasks/oom (an engine on cgroup v2 may send none): the cgroup's counter,
-            # still there until the task is deleted, says whether the OOM killer did it.
-            kills = max(before.oom_kills, await self._oom_kills(payload.container_id))
-            oom = kills > 0
+            # still there until the task is deleted, may say the OOM killer did it. Asked
+            # aside, so the event stream never waits on it.
+            self._spawn(self._check_oom(payload.container_id))
         self.state.update_container(
             payload.container_id,
             status="STOPPED",
@@ -598,17 +602,22 @@ class Syncer:
         if self.on_exit is not None and after is not None:
             self.on_exit(after)
 
-    async def _oom_kills(self, container_id: str) -> int:
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._aside.add(task)
+        task.add_done_callback(self._aside.discard)
+
+    async def _check_oom(self, container_id: str) -> None:
         request = tasks_api.MetricsRequest(filters=[f"id=={container_id}"])
         try:
-            resp = await self.client.tasks.metrics(request)
+            resp = await asyncio.wait_for(self.client.tasks.metrics(request), OOM_CHECK_TIMEOUT)
         except (*CONNECTION_ERRORS, GRPCError):
-            return 0
+            return
         for metric in resp.metrics:
             if metric.id == container_id and metric.data is not None:
                 with contextlib.suppress(Exception):
-                    return oom_kills(typeurl.unpack(metric.data))
-        return 0
+                    if oom_kills(typeurl.unpack(metric.data)) > 0:
+                        self._mark_oom(container_id)
 
     async def _fetch_image(self, name: str) -> None:
         client = self.client

@@ -84,7 +84,7 @@ def reasons(row: ContainerRow, now: datetime) -> list[tuple[str, str]]:
         ago = duration(now - row.exited_at)
         out.append(("exited at", f"{row.exited_at:%Y-%m-%d %H:%M:%S} UTC ({ago} ago)"))
     if row.ran_for is not None:
-        out.append(("ran for", duration(row.ran_for)))
+        out.append(("ran for", duration(timedelta(seconds=row.ran_for))))
     return out
 
 
@@ -93,7 +93,7 @@ def exit_toast(row: ContainerRow, last_lines: Sequence[str]) -> str:
     how = "was OOM-killed" if oom_killed(row) else f"exited {exit_text(row.exit_status or 0)}"
     text = f"{row.id} {how}"
     if row.ran_for is not None:
-        text += f" after {duration(row.ran_for)}"
+        text += f" after {duration(timedelta(seconds=row.ran_for))}"
     if last_lines:
         text += "\n" + "\n".join(last_lines)
     return text

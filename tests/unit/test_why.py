@@ -45,7 +45,7 @@ def test_reasons_and_toast() -> None:
         137,
         oom=True,
         exited_at=NOW - timedelta(seconds=75),
-        ran_for=timedelta(hours=3, minutes=2),
+        ran_for=timedelta(hours=3, minutes=2).total_seconds(),
     )
     lines = dict(why.reasons(row, NOW))
     assert lines["exit status"] == "137 (SIGKILL)"

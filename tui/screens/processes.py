@@ -1,7 +1,7 @@
 """Processes (`P`): the processes of a container's task, refreshed while open; `ctrl+k` signals one.
 
 The pids come from the engine (Tasks.ListPids), the details from this host's
-/proc when the engine is local (`tui.procs`); the table is a `ResourceTable`
+this host when the engine is local (`tui.procs`); the table is a `ResourceTable`
 keyed by pid, so a refresh changes only the cells that moved, and `C`/`M`
 order it by CPU or memory as in the containers table. Signalling a process
 picks the signal from the same list as the container's kill, and is refused in
