@@ -53,6 +53,7 @@ from tui.fleet_app import FleetApp  # noqa: E402
 from tui.nodes import parse_url  # noqa: E402
 from tui.nodes_cli import FleetPlan  # noqa: E402
 from tui.screens.dialogs import RunScreen  # noqa: E402
+from tui.screens.processes import ProcessesScreen  # noqa: E402
 from tui.spec import RunOptions  # noqa: E402
 
 CONTAINERS = ("web-1", "web-2", "batch-7", "worker-3")
@@ -151,6 +152,19 @@ async def shoot(address: str, refs: dict[str, str], out: Path) -> list[Path]:
         select(app, "web-1")
         await step(pilot, ("l",), lambda: bool(app.screen.query("#logs-view").first().lines))
         save("logs")
+        await pilot.press("escape")
+        select(app, "worker-3")
+        await step(pilot, ("P",), lambda: isinstance(app.screen, ProcessesScreen))
+        processes = cast(ProcessesScreen, app.screen)
+        await wait_for(pilot, lambda: any(r.cpu for r in processes.rows.values()))
+        save("processes")
+        await pilot.press("escape")
+        await step(
+            pilot,
+            ("colon", *"top", "enter"),
+            lambda: app.main.table("containers").sort_by == ("cpu", True),
+        )
+        save("top")
         await pilot.press("escape")
         await step(pilot, ("colon", *"events", "enter"), lambda: app.main.maximized is not None)
         save("events-zoomed")

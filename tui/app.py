@@ -126,6 +126,7 @@ class CtrdeckApp(TypeAheadApp[int]):
                 self.state,
                 on_log=self.main.event_log.add,
                 on_connection=self.connection_changed,
+                on_exit=self.main.task_exited,
             )
             self.run_worker(self.syncer.run(), group="sync", exit_on_error=False)
         # The main screen showed every table as it mounted.

@@ -88,6 +88,9 @@ def _fill(template: str, flags: str = "", tail: str = "", **fields: str) -> str:
     return template.format(flags=flags, tail=tail, **quoted)
 
 
+# Shift+letter sorts the containers table, as in k9s (`D` deletes and `T` themes already).
+SORT_KEYS = (("N", "name"), ("S", "status"), ("A", "age"), ("C", "cpu"), ("M", "mem"))
+
 COMMANDS: tuple[Command, ...] = (
     # Everywhere on the main screen.
     Command(
@@ -253,6 +256,45 @@ COMMANDS: tuple[Command, ...] = (
         panes=(CONTAINERS,),
     ),
     Command(
+        id="container.shell",
+        keys="x",
+        title="shell",
+        description="A shell in the running container (/bin/sh; :sh CMD picks another)",
+        panes=(CONTAINERS,),
+        mutates=True,
+        statuses=("RUNNING",),
+        ctr={CONTAINERS: "ctr -n {ns} task exec -t --exec-id {exec_id} {id}{tail}"},
+    ),
+    Command(
+        id="container.processes",
+        keys="P",
+        title="processes",
+        description="The container's processes: user, CPU, memory, command; ctrl+k signals one",
+        panes=(CONTAINERS,),
+        statuses=("RUNNING", "PAUSED"),
+        ctr={CONTAINERS: "ctr -n {ns} task ps {id}"},
+    ),
+    *(
+        Command(
+            id=f"sort.{column}",
+            keys=key,
+            title=f"sort {column}",
+            description=f"Sort containers by {column} (again: the other way)",
+            panes=(CONTAINERS,),
+            key_display=key,
+            # The footer has room for one: CPU, what ctop opens with; help lists them all.
+            show=column == "cpu",
+        )
+        for key, column in SORT_KEYS
+    ),
+    Command(
+        id="table.copy",
+        keys="y",
+        title="copy",
+        description="Copy the selected id or reference to the clipboard (OSC 52, works over SSH)",
+        panes=(CONTAINERS, IMAGES, SNAPSHOTS, CONTENT, NAMESPACES),
+    ),
+    Command(
         id="table.delete",
         keys="D",
         title="delete…",
@@ -350,6 +392,14 @@ COMMANDS: tuple[Command, ...] = (
         description="Pause the event log to read it; again to follow",
         panes=(EVENTS,),
         key_display="␣",
+    ),
+    Command(
+        id="events.jump",
+        keys="enter",
+        title="go to",
+        description="Select the line's object (container, image, snapshot, namespace) in its pane",
+        panes=(EVENTS,),
+        key_display="⏎",
     ),
     Command(
         id="events.clear",

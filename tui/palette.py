@@ -26,6 +26,7 @@ PREFIX = {
     "table": "selected",
     "namespace": "namespace",
     "events": "events",
+    "sort": "containers",
 }
 
 

@@ -69,6 +69,12 @@ class ContainerRow:
     started: datetime | None = None
     cpu: float | None = None
     memory: int | None = None
+    # Why it stopped: OOM-killed (an event or the cgroup's counter), when, after how long.
+    oom: bool = False
+    oom_kills: int = 0
+    exited_at: datetime | None = None
+    # Seconds, not a timedelta: rows are recorded as JSON.
+    ran_for: float | None = None
 
 
 @dataclass(frozen=True)

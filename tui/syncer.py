@@ -68,6 +68,8 @@ RESYNC_INTERVAL = 30.0
 METRICS_INTERVAL = 2.0
 RELIST_DELAY = 0.3
 RECONNECT_MAX = 5.0
+# How long the OOM check after a 137 exit may take.
+OOM_CHECK_TIMEOUT = 5.0
 # Past events a new console asks for, to start its log with recent history.
 EVENT_HISTORY = 500
 
@@ -142,7 +144,20 @@ def container_row(c: containers_api.Container, previous: ContainerRow | None) ->
         started=previous.started,
         cpu=previous.cpu,
         memory=previous.memory,
+        oom=previous.oom,
+        oom_kills=previous.oom_kills,
+        exited_at=previous.exited_at,
+        ran_for=previous.ran_for,
     )
+
+
+def oom_kills(data: Any) -> int:
+    """The cgroup's OOM-kill counter from a cgroups v1 or v2 Metrics message (0 if absent)."""
+    if isinstance(data, cgroups_v2.Metrics) and data.memory_events is not None:
+        return data.memory_events.oom_kill
+    if isinstance(data, cgroups_v1.Metrics) and data.memory_oom_control is not None:
+        return data.memory_oom_control.oom_kill
+    return 0
 
 
 def metric_sample(data: Any) -> tuple[int | None, int | None]:
@@ -169,11 +184,14 @@ class Syncer:
         on_log: Callable[[LogLine], None],
         on_connection: Callable[[bool, str], None],
         resync_interval: float = RESYNC_INTERVAL,
+        on_exit: Callable[[ContainerRow], None] | None = None,
     ) -> None:
         self.base = client
         self.state = state
         self.on_log = on_log
         self.on_connection = on_connection
+        # Hears each task exit of the current namespace as it happens (not from history).
+        self.on_exit = on_exit
         self.resync_interval = resync_interval
         self._summaries: dict[str, oci.ImageDetail | None] = {}
         self._relist: set[str] = set()
@@ -183,6 +201,8 @@ class Syncer:
         self._resync_now = asyncio.Event()
         self._reported_down = False
         self._last_event: datetime | None = None
+        # Work started aside from the event stream (an OOM check after an exit).
+        self._aside: set[asyncio.Future[None]] = set()
 
     @property
     def client(self) -> Client:
@@ -367,12 +387,16 @@ class Syncer:
                     continue
                 status = TaskStatus(p.status).name
                 started = row.started or starts.get(cid)
+                stopped = status == "STOPPED"
                 rows[cid] = replace(
                     row,
                     status=status,
                     pid=p.pid,
-                    exit_status=p.exit_status if status == "STOPPED" else None,
+                    exit_status=p.exit_status if stopped else None,
                     started=started if status in ("RUNNING", "PAUSED") else None,
+                    exited_at=p.exited_at if stopped else None,
+                    oom=row.oom and stopped,
+                    ran_for=row.ran_for if stopped else None,
                 )
         self.state.replace_all(CONTAINERS, rows)
 
@@ -448,7 +472,8 @@ class Syncer:
             if metric.data is None:
                 continue
             try:
-                cpu_ns, memory = metric_sample(typeurl.unpack(metric.data))
+                data = typeurl.unpack(metric.data)
+                cpu_ns, memory = metric_sample(data)
             except Exception:
                 continue
             when = metric.timestamp or utc_now()
@@ -460,7 +485,9 @@ class Syncer:
                     elapsed = (when - before[1]).total_seconds() * 1e9
                     cpu_pct = max(0.0, (cpu_ns - before[0]) / elapsed * 100)
                 self._cpu[key] = (cpu_ns, when)
-            self.state.update_container(metric.id, cpu=cpu_pct, memory=memory)
+            self.state.update_container(
+                metric.id, cpu=cpu_pct, memory=memory, oom_kills=oom_kills(data)
+            )
 
     # --- events ---------------------------------------------------------------
 
@@ -470,7 +497,15 @@ class Syncer:
         if self._last_event is not None and when <= self._last_event:
             return
         self._last_event = when
-        self.on_log(LogLine(when, envelope.namespace, envelope.topic, decode(envelope)[1]))
+        payload, detail = decode(envelope)
+        self.on_log(LogLine(when, envelope.namespace, envelope.topic, detail))
+        if envelope.namespace == self.state.namespace:
+            # The model comes from the resync, except what only events say: an OOM kill.
+            match payload:
+                case ev.TaskOom():
+                    self._mark_oom(payload.container_id)
+                case ev.TaskStart():
+                    self.state.update_container(payload.container_id, oom=False)
 
     async def apply_envelope(self, envelope: events_api.Envelope) -> None:
         payload, detail = decode(envelope)
@@ -511,21 +546,23 @@ class Syncer:
                 )
             case ev.TaskStart():
                 state.update_container(
-                    payload.container_id, status="RUNNING", pid=payload.pid, started=when
+                    payload.container_id,
+                    status="RUNNING",
+                    pid=payload.pid,
+                    started=when,
+                    oom=False,
+                    oom_kills=0,
+                    exited_at=None,
+                    ran_for=None,
                 )
+            case ev.TaskOom():
+                self._mark_oom(payload.container_id)
             case ev.TaskPaused():
                 state.update_container(payload.container_id, status="PAUSED")
             case ev.TaskResumed():
                 state.update_container(payload.container_id, status="RUNNING")
             case ev.TaskExit() if payload.id in ("", payload.container_id):
-                state.update_container(
-                    payload.container_id,
-                    status="STOPPED",
-                    exit_status=payload.exit_status,
-                    started=None,
-                    cpu=None,
-                    memory=None,
-                )
+                self._exited(payload, when)
             case ev.TaskDelete() if payload.id in ("", payload.container_id):
                 state.update_container(
                     payload.container_id, status="", pid=0, exit_status=None, started=None
@@ -534,6 +571,53 @@ class Syncer:
                 state.remove(CONTENT, payload.digest)
             case ev.SnapshotPrepare() | ev.SnapshotCommit() | ev.SnapshotRemove():
                 self._relist_soon(SNAPSHOTS)
+
+    def _mark_oom(self, container_id: str) -> None:
+        self.state.update_container(container_id, oom=True)
+
+    def _exited(self, payload: ev.TaskExit, when: datetime) -> None:
+        before = self.state.containers.get(payload.container_id)
+        if before is None:
+            return
+        exited_at = payload.exited_at or when
+        ran_for = (exited_at - before.started).total_seconds() if before.started else None
+        oom = before.oom or (before.oom_kills > 0 and payload.exit_status == 137)
+        if not oom and payload.exit_status == 137:
+            # No /tasks/oom (an engine on cgroup v2 may send none): the cgroup's counter,
+            # still there until the task is deleted, may say the OOM killer did it. Asked
+            # aside, so the event stream never waits on it.
+            self._spawn(self._check_oom(payload.container_id))
+        self.state.update_container(
+            payload.container_id,
+            status="STOPPED",
+            exit_status=payload.exit_status,
+            started=None,
+            cpu=None,
+            memory=None,
+            exited_at=exited_at,
+            ran_for=ran_for,
+            oom=oom,
+        )
+        after = self.state.containers.get(payload.container_id)
+        if self.on_exit is not None and after is not None:
+            self.on_exit(after)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._aside.add(task)
+        task.add_done_callback(self._aside.discard)
+
+    async def _check_oom(self, container_id: str) -> None:
+        request = tasks_api.MetricsRequest(filters=[f"id=={container_id}"])
+        try:
+            resp = await asyncio.wait_for(self.client.tasks.metrics(request), OOM_CHECK_TIMEOUT)
+        except (*CONNECTION_ERRORS, GRPCError):
+            return
+        for metric in resp.metrics:
+            if metric.id == container_id and metric.data is not None:
+                with contextlib.suppress(Exception):
+                    if oom_kills(typeurl.unpack(metric.data)) > 0:
+                        self._mark_oom(container_id)
 
     async def _fetch_image(self, name: str) -> None:
         client = self.client

@@ -407,12 +407,21 @@ class OomWatch:
         except OSError:
             return
         # The eventfd also fires when the cgroup goes away; only a real kill counts.
-        kills = self.cgroup.oom_kills()
-        if kills > self.seen:
-            self.seen = kills
-            self.on_oom()
-        elif not self.cgroup.exists():
+        if not self.check() and not self.cgroup.exists():
             self.stop()
+
+    def check(self) -> bool:
+        """Report a kill the counter shows and `on_oom` has not heard of; whether there was one.
+
+        The task's exit can be handled before the eventfd's wakeup is read: the
+        engine checks once more before it stops watching an exited task.
+        """
+        kills = self.cgroup.oom_kills()
+        if kills <= self.seen:
+            return False
+        self.seen = kills
+        self.on_oom()
+        return True
 
     def stop(self) -> None:
         if self.efd is not None:

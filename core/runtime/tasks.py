@@ -285,6 +285,8 @@ class TaskManager:
         proc.status = Status.STOPPED
         proc.done.set()
         if not proc.exec_id and proc.task.oom is not None:
+            # /tasks/oom goes out before the exit the kill caused, even if its wakeup is late.
+            proc.task.oom.check()
             proc.task.oom.stop()
             proc.task.oom = None
 

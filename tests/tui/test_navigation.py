@@ -126,10 +126,10 @@ async def test_k_moves_up_and_ctrl_k_kills_from_sigterm(
         assert ctr_tasks(engine.address)[first] == "STOPPED"
         assert ctr_tasks(engine.address)[second] == "RUNNING"
 
-        # STOPPED(137) is never cut, down to 80 columns.
+        # SIGKILL(137), the exit status with its signal's name, is never cut, down to 80 columns.
         for width, height in ((120, 36), (80, 24)):
             await pilot.resize_terminal(width, height)
-            await until(pilot, lambda: "STOPPED(137)" in table_line(app, "containers", 0))
+            await until(pilot, lambda: "SIGKILL(137)" in table_line(app, "containers", 0))
 
 
 async def test_keymap_file_still_remaps_kill(console: AppFactory, running: tuple[str, str]) -> None:

@@ -123,7 +123,7 @@ async def test_a_recorded_session_replays_as_the_live_console_showed_it(
         assert app.recording is None
 
     statuses = [next(iter(rows.values()), {}).get("status", "") for _, (rows, _) in points]
-    assert statuses == ["", "", "RUNNING", "PAUSED", "RUNNING", "STOPPED(137)", ""]
+    assert statuses == ["", "", "RUNNING", "PAUSED", "RUNNING", "SIGKILL(137)", ""]
     taught = [d for _, (_, lines) in points[-1:] for _t, d, kind in lines if kind == "ctr"]
     assert "ctr -n default task pause r1" in taught
 

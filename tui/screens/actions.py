@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from textual import work
-from textual.screen import Screen
 from textual.widgets import Input
 
 from core import status as engine_status
@@ -39,6 +38,7 @@ from tui.screens.inspect import (
 )
 from tui.screens.logs import LogsScreen
 from tui.screens.pull import PullScreen, registry_host
+from tui.screens.triage import Triage
 from tui.spec import RunOptions
 from tui.widgets.tables import (
     short_digest,
@@ -48,7 +48,7 @@ from tui.widgets.tables import (
 USERS_NAMED = 6
 
 
-class Actions(Screen[None]):
+class Actions(Triage):
     """The handlers behind the keys; `MainScreen` supplies the lookups they use."""
 
     console: Console
@@ -226,6 +226,7 @@ class Actions(Screen[None]):
             self.notify(exc.message, severity="error", title="run", timeout=8)
             return
         if result.exit_status is None:
+            self.watched.add(cid)
             self.notify(f"started {cid} (pid {result.pid})", title="run")
             if options.remove:
                 self.run_worker(self._remove_on_exit(client, cid), group="remove-on-exit")
@@ -265,6 +266,7 @@ class Actions(Screen[None]):
         if cid is None or client is None:
             return
         steps = self.teach_steps(id=cid)
+        self.watched.add(cid)
         self.perform("start", lambda: operations.start(client, cid, steps=steps), f"started {cid}")
 
     def do_container_pause(self, pane: str) -> None:
@@ -388,7 +390,8 @@ class Actions(Screen[None]):
             fields = {"id": cid}
 
             async def loader() -> list[Section]:
-                return container_sections(await operations.container_detail(client, cid))
+                detail = await operations.container_detail(client, cid)
+                return container_sections(detail, await self.why_stopped(client, cid))
 
             title = f"Container ▸ {cid}"
         elif pane == IMAGES:

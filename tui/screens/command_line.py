@@ -35,7 +35,7 @@ JUMPS = {
 CMDLINE_HELP = (
     ":images  :containers  :snapshots  :content  :pods  :events  :ns NAME  :pull REF  "
     ":run IMAGE [ARGS]  "
-    ":engine  :theme light|dark  :teach  :q"
+    ":engine  :top  :sh [CMD]  :theme light|dark  :teach  :q"
 )
 
 
@@ -116,6 +116,10 @@ class CommandLine(Actions):
             self.do_app_help(self._pane)
         elif verb == "engine":
             self.do_app_engine(self._pane)
+        elif verb == "top":
+            self.show_top()
+        elif verb in ("sh", "shell", "exec"):
+            self.shell_line(args)
         elif verb == "record":
             self.console.record(args)
         elif verb in ("run", "pull"):

@@ -11,7 +11,7 @@ label's shows them as `␤`, so a label cannot pass for two.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -145,7 +145,10 @@ def image_sections(name: str, detail: ImageDetail) -> list[Section]:
     return out
 
 
-def container_sections(detail: ContainerDetail) -> list[Section]:
+def container_sections(
+    detail: ContainerDetail, why_stopped: Sequence[tuple[str, str]] = ()
+) -> list[Section]:
+    """The container's sections; `why_stopped` (from `tui.why`) follows its task when it stopped."""
     c = detail.container
     runtime = c.runtime.name if c.runtime else ""
     out = [
@@ -180,6 +183,8 @@ def container_sections(detail: ContainerDetail) -> list[Section]:
                 ),
             )
         )
+        if why_stopped:
+            out.append(Section("Why it stopped", fields(why_stopped)))
     spec = detail.spec or {}
     process = spec.get("process") or {}
     linux = spec.get("linux") or {}

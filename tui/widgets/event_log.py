@@ -6,8 +6,11 @@ the screen shortly after the first of a burst arrives, in one batch, so a burst
 costs one repaint and a quiet log costs nothing.
 Pausing stops the writing (the buffer keeps filling, and the title counts what
 is waiting); the view only follows the end while it is scrolled to the end,
-so reading back is never interrupted. In a fleet console each line names its
-node in a column of its own. The filter (`ns:NAME`, `topic:/tasks`, `node:NAME`,
+so reading back is never interrupted. `up`/`down` (`j`/`k`) move a line cursor
+(drawn reversed; `g`/`G` go to the first line and back to following the end),
+and `chosen()` is the line it is on, or the newest without one: `enter` jumps
+to that line's object. In a fleet console each line names its node in a column
+of its own. The filter (`ns:NAME`, `topic:/tasks`, `node:NAME`,
 or any words) re-renders from the buffer. Every line and the filter are shown
 as plain text (`tui.plain`): an event names what the node holds.
 """
@@ -18,8 +21,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
+from textual.strip import Strip
 from textual.widgets import RichLog
 
 from tui import commands
@@ -78,6 +83,9 @@ class EventLog(RichLog):
         self._terms: list[tuple[str, str]] = []
         self.styles_by_kind: dict[str, str] = {}
         self._flush_pending = False
+        # The lines on screen, one per log line (the log never wraps), and the cursor's line.
+        self.shown: deque[LogLine] = deque(maxlen=capacity)
+        self.cursor: LogLine | None = None
         # Told of every line added (a recorder listens here).
         self.on_add: Callable[[LogLine], None] | None = None
         self.node_width = 8
@@ -120,6 +128,7 @@ class EventLog(RichLog):
         if self.paused or not self.pending:
             return
         lines, self.pending = self.pending, []
+        self.shown.extend(lines)
         at_end = self.is_vertical_scroll_end or self.max_scroll_y == 0
         self.write(Text("\n").join(self.format(line) for line in lines), scroll_end=at_end)
 
@@ -136,6 +145,66 @@ class EventLog(RichLog):
         self.clear()
         self._retitle()
         self.flush()
+
+    def clear(self) -> EventLog:
+        self.shown.clear()
+        self.cursor = None
+        super().clear()
+        return self
+
+    def chosen(self) -> LogLine | None:
+        """The line under the cursor, or the newest one shown."""
+        if self.cursor is not None:
+            return self.cursor
+        return self.shown[-1] if self.shown else None
+
+    def _cursor_index(self) -> int | None:
+        if self.cursor is None:
+            return None
+        for i in range(len(self.shown) - 1, -1, -1):
+            if self.shown[i] is self.cursor:
+                return i
+        return None
+
+    def move_cursor(self, delta: int) -> None:
+        if not self.shown:
+            return
+        current = self._cursor_index()
+        if current is None:
+            # Without a cursor the newest line is the chosen one: moving starts from there.
+            current = len(self.shown) - 1
+        index = min(max(current + delta, 0), len(self.shown) - 1)
+        self.cursor = self.shown[index]
+        # Lines still waiting for the log's first layout are not on screen yet.
+        y = index - (len(self.shown) - len(self.lines))
+        if y < self.scroll_y:
+            self.scroll_to(y=y, animate=False)
+        elif y >= self.scroll_y + self.scrollable_content_region.height:
+            self.scroll_to(y=y - self.scrollable_content_region.height + 1, animate=False)
+        self.refresh()
+
+    def action_scroll_down(self) -> None:
+        self.move_cursor(1)
+
+    def action_scroll_up(self) -> None:
+        self.move_cursor(-1)
+
+    def action_scroll_home(self) -> None:
+        self.move_cursor(-len(self.shown))
+
+    def action_scroll_end(self) -> None:
+        self.cursor = None
+        self.scroll_end(animate=False)
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        index = self._cursor_index()
+        if index is not None and int(self.scroll_y) + y == index - (
+            len(self.shown) - len(self.lines)
+        ):
+            return strip.apply_style(Style(reverse=True))
+        return strip
 
     def clear_all(self) -> None:
         self.buffer.clear()

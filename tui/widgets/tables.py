@@ -18,15 +18,16 @@ import contextlib
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import humanize
 from rich.text import Text
+from textual._two_way_dict import TwoWayDict
 from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist, RowKey
 
-from tui import commands
+from tui import commands, why
 from tui.plain import plain
 from tui.state import (
     CONTAINERS,
@@ -43,7 +44,9 @@ from tui.state import (
 )
 
 Cell = str | Text
-Cells = dict[str, Cell]
+# A row's cells by column key; a key that starts with "_" is no column but the
+# raw value its column sorts by (a CPU percentage, a byte count, a time).
+Cells = dict[str, Any]
 CELL_PADDING = 1
 
 
@@ -112,6 +115,8 @@ class ResourceTable(DataTable[Cell]):
         # The cells each shown row was last given, to compare without asking the table.
         self._on_screen: dict[str, Cells] = {}
         self._columns: tuple[Column, ...] = ()
+        # The operator's choice of order (a column key, descending?); None is the table's own.
+        self.sort_by: tuple[str, bool] | None = None
 
     @property
     def title(self) -> str:
@@ -130,10 +135,52 @@ class ResourceTable(DataTable[Cell]):
         self._columns = columns
         self.clear(columns=True)
         for column in columns:
-            self.add_column(column.label, width=column.width, key=column.key)
+            self.add_column(self._label(column), width=column.width, key=column.key)
         self._shown.clear()
         self._on_screen.clear()
         self._apply()
+
+    def _label(self, column: Column) -> str:
+        if self.sort_by is None or self.sort_by[0] != column.key:
+            return column.label
+        return column.label + ("▼" if self.sort_by[1] else "▲")
+
+    def set_sort(self, column: str, descending: bool) -> None:
+        """Order rows by `column` from now on, refreshes included; the header shows the arrow."""
+        self.sort_by = (column, descending)
+        for col in self._columns:
+            shown = self.columns.get(ColumnKey(col.key))
+            if shown is not None:
+                shown.label = Text(self._label(col))
+        self._resort()
+
+    def sort_name(self) -> str:
+        """What the rows are ordered by, for the pane's title ("" for the table's own order)."""
+        if self.sort_by is None:
+            return ""
+        label = next((c.label for c in self.COLUMNS if c.key == self.sort_by[0]), self.sort_by[0])
+        return f"{label.lower()} {'▼' if self.sort_by[1] else '▲'}"
+
+    def _resort(self) -> None:
+        if self.sort_by is None or len(self._shown) < 2:
+            return
+        column, descending = self.sort_by
+        selected = self.selected_key()
+
+        def value(rid: str) -> tuple[int, Any]:
+            cells = self._rows[rid]
+            raw = cells.get("_" + column)
+            # Rows without a value (no task: no CPU) go last either way.
+            if raw is None:
+                return (0 if descending else 1, "")
+            return (1 if descending else 0, raw)
+
+        order = sorted(self._shown, key=lambda rid: (value(rid), rid), reverse=descending)
+        self._row_locations = TwoWayDict({RowKey(rid): i for i, rid in enumerate(order)})
+        self._update_count += 1
+        self.refresh()
+        if selected is not None:
+            self.select_key(selected)
 
     def row_id(self, key: Hashable) -> str:
         return "\x1f".join(key) if isinstance(key, tuple) else str(key)
@@ -152,7 +199,7 @@ class ResourceTable(DataTable[Cell]):
         if not self.filter_text:
             return True
         needle = self.filter_text.lower()
-        return any(needle in str(v).lower() for v in cells.values())
+        return any(needle in str(v).lower() for k, v in cells.items() if not k.startswith("_"))
 
     def _apply(self) -> None:
         if not self._columns:
@@ -161,7 +208,7 @@ class ResourceTable(DataTable[Cell]):
         for rid in self._shown - wanted:
             self.remove_row(rid)
             del self._on_screen[rid]
-        added = False
+        added = resort = False
         for rid in sorted(wanted):
             cells = self._rows[rid]
             shown = self._on_screen.get(rid)
@@ -180,9 +227,15 @@ class ResourceTable(DataTable[Cell]):
             }
             if changed:
                 self._update_row(rid, changed)
+            if self.sort_by is not None:
+                raw = "_" + self.sort_by[0]
+                resort = resort or shown.get(raw) != cells.get(raw)
             self._on_screen[rid] = cells
         self._shown = wanted
-        if added and len(self._shown) > 1:
+        if self.sort_by is not None:
+            if added or resort:
+                self._resort()
+        elif added and len(self._shown) > 1:
             self.sort(self.SORT_COLUMN or self._columns[0].key, key=_sort_key)
 
     def _update_row(self, rid: str, changed: Cells) -> None:
@@ -235,10 +288,14 @@ def _status_text(row: ContainerRow, styles: Mapping[str, str]) -> Text:
     # keyed update must notice a theme change.
     if not row.status:
         return Text.styled("-", styles.get("dim", ""))
-    label = row.status
-    if row.status == "STOPPED" and row.exit_status is not None:
-        label = f"STOPPED({row.exit_status})"
-    return Text.styled(label, styles.get(row.status, ""))
+    style = styles.get("error", "") if row.oom else styles.get(row.status, "")
+    return Text.styled(why.status_label(row), style)
+
+
+# RUNNING first when sorted by status descending: the live ones lead.
+_STATUS_ORDER = {"RUNNING": 5, "PAUSED": 4, "CREATED": 3, "STOPPED": 2, "UNKNOWN": 1, "": 0}
+# The sort commands' names for the containers' columns (`sort.age` orders by UP).
+SORT_COLUMNS = {"name": "id", "status": "status", "age": "up", "cpu": "cpu", "mem": "mem"}
 
 
 class ContainersTable(ResourceTable):
@@ -269,6 +326,11 @@ class ContainersTable(ResourceTable):
             "cpu": f"{row.cpu:.1f}%" if live and row.cpu is not None else "-",
             "mem": size(row.memory) if live and row.memory is not None else "-",
             "runtime": fit(row.runtime, 22, keep_right=True),
+            "_id": row.id,
+            "_status": _STATUS_ORDER.get(row.status, 9),
+            "_up": -row.started.timestamp() if live and row.started else None,
+            "_cpu": row.cpu if live else None,
+            "_mem": row.memory if live else None,
         }
 
 
