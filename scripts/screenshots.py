@@ -232,7 +232,7 @@ async def shoot_fleet(address: str, out: Path) -> list[Path]:
                 app.main.query_one("#nodes").focus()
                 await pilot.pause(0.6)
                 saved.append(Path(app.save_screenshot("nodes.svg", str(out))))
-                await pilot.press("A")
+                await pilot.press("0")
                 await pilot.pause(1.0)
                 saved.append(Path(app.save_screenshot("all-nodes.svg", str(out))))
     finally:

@@ -3,8 +3,8 @@
 Two engines of ours are two nodes (a third is the same engine reached over
 Debian's sshd on 127.0.0.1, tests/sshd.py); a malformed URL, a name used
 twice and a key the host refuses are three more, each with its reason on its
-row, and the console opens all the same. `:node NAME` and `N` switch the node
-the panes show, `A` lists every node's containers with a NODE column (moving
+row, and the console opens all the same. `:node NAME` and `ctrl+n` switch the node
+the panes show, `0` lists every node's containers with a NODE column (moving
 onto a row selects its node, so an action goes there and its toast names
 it), and the event log carries every node's lines with a node column and a
 `node:NAME` filter. A remote task's log comes through the engine's API over
@@ -135,10 +135,10 @@ async def test_nodes_pane_switching_and_bad_rows(
         await until(pilot, lambda: "db-on-b" in app.state.containers)
         assert app.selected == "b"
         await until(pilot, lambda: str(node_rows(app)["b"][0]).startswith("▸"))
-        # `N` moves on to the next node, in the operator's order.
-        await pilot.press("N")
+        # `ctrl+n` moves on to the next node, in the operator's order.
+        await pilot.press("ctrl+n")
         assert app.selected == "remote"
-        await pilot.press("N")
+        await pilot.press("ctrl+n")
         assert app.selected == "broken"
         await pilot.pause(0.1)
         banner = str(app.main.query_one("#banner").render())
@@ -161,7 +161,7 @@ async def test_all_nodes_view_and_actions_go_to_the_rows_node(
     app = fleet_app(engines, server)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: all_up(app, "a", "b", "remote"), 30)
-        await pilot.press("A")
+        await pilot.press("0")
         table = app.main.query_one(f"#{ALL}", AllContainersTable)
         await until(pilot, lambda: table.row_count == 3)
         nodes_shown = sorted(str(table.get_row(k)[0]) for k in table.rows)

@@ -4,10 +4,12 @@
 Nodes pane above the namespaces and resources, and `AllContainersTable` beside
 the containers table in the resource switcher. Everything else (panes, keys,
 actions, the `:` line) is the main screen's, acting on the selected node,
-which the console swaps underneath it. `N` moves to the next node (and `enter`
-in the Nodes pane, or `:node NAME`, to a given one); `A` (or `:node all`) shows
-the containers of every node with a NODE column, where moving to a row selects
-its node, so an action on that row goes to that node and its toast says so.
+which the console swaps underneath it. `ctrl+n` moves to the next node (and
+`enter` in the Nodes pane, or `:node NAME`, to a given one; `N` is the
+containers' sort by name); `0` (or `:node all`, as k9s' `0` is all namespaces)
+shows the containers of every node with a NODE column, where moving to a row
+selects its node, so an action on that row goes to that node and its toast
+says so.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ NODES_CSS = """
 class FleetScreen(MainScreen):
     BINDINGS: ClassVar[list[Binding]] = [
         *MainScreen.BINDINGS,
-        Binding("N", "next_node", "next node"),
-        Binding("A", "all_nodes", "all nodes"),
+        Binding("ctrl+n", "next_node", "next node"),
+        Binding("0", "all_nodes", "all nodes"),
     ]
     DEFAULT_CSS = NODES_CSS
 
