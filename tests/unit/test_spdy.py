@@ -111,3 +111,12 @@ async def test_two_sessions_open_streams_exchange_data_and_pings() -> None:
     await asyncio.wait_for(pong.wait(), 5)
     await asyncio.sleep(0)
     assert not server.handlers
+
+
+def test_attach_reads_cri_log_records() -> None:
+    from core.cri.attach import STDERR, STDOUT, parse_record
+
+    assert parse_record(b"2016-10-06T00:17:09.669794202Z stdout F a line") == (STDOUT, b"a line\n")
+    assert parse_record(b"2016-10-06T00:17:09.669794202Z stderr P part") == (STDERR, b"part")
+    assert parse_record(b"2016-10-06T00:17:09.669794202Z stdout F ") == (STDOUT, b"\n")
+    assert parse_record(b"garbage") is None
