@@ -1,14 +1,16 @@
 """CRI Attach: a running container's output, streamed to a client, over WebSocket or SPDY.
 
 The task monitor holds the container's stdio and writes every byte of output to
-the container's CRI log (`log_directory/log_path`); CreateContainer wires no
-stdin FIFO, as our CRI containers are started without one. So attaching means
-following that log from its end: each record (`<time> <stream> <F|P> <text>`)
-becomes output on the stdout or stderr channel (a full line gets its newline
-back; a tty's output is all stdout). Input a client sends is dropped, since the
-container has no stdin to write to; resize messages reach the container's
-terminal when it has one. The session ends when the container's process exits
-(its exit code is the final status) or when the client goes away.
+the container's CRI log (`log_directory/log_path`), so attaching means following
+that log from its end: each record (`<time> <stream> <F|P> <text>`) becomes
+output on the stdout or stderr channel (a full line gets its newline back; a
+tty's output is all stdout). A container created with `stdin` has a FIFO the
+monitor holds open (`containers.py`); a client's input is written there, and
+with `stdin_once` the end of the client's input closes the container's stdin.
+A container created without stdin has nothing to write to: input is dropped,
+and attach streams its output. Resize messages reach the container's terminal
+when it has one. The session ends when the container's process exits (its exit
+code is the final status) or when the client goes away.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterable, Awaitable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.cri import NAMESPACE
@@ -36,6 +39,15 @@ class Channel(Protocol):
     def __aiter__(self) -> Any: ...
 
 
+@dataclass
+class Target:
+    """What an attach reaches: the container's CRI log and, if it has one, its stdin FIFO."""
+
+    log_path: str
+    stdin: str = ""
+    stdin_once: bool = False
+
+
 def parse_record(line: bytes) -> tuple[int, bytes] | None:
     """One CRI log line as (channel, bytes the process wrote); None for a malformed line."""
     parts = line.split(b" ", 3)
@@ -50,7 +62,7 @@ class Attach:
         self,
         engine: Engine,
         container_id: str,
-        log_path: str,
+        target: Target,
         *,
         tty: bool,
         stdout: bool,
@@ -59,7 +71,8 @@ class Attach:
     ) -> None:
         self.engine = engine
         self.container_id = container_id
-        self.log_path = log_path
+        self.log_path = target.log_path
+        self.target = target
         self.tty = tty
         streams = ((STDOUT, stdout), (STDERR, stderr))
         self.wanted = {STDOUT} if tty else {channel for channel, on in streams if on}
@@ -117,18 +130,46 @@ class Attach:
 
     async def _receive(self, ws: AsyncIterable[Any]) -> None:
         tasks = self.engine.tasks
+        fifo = -1
+        if self.target.stdin:
+            # The monitor holds the FIFO open for reading, so this never blocks or fails.
+            fifo = os.open(self.target.stdin, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            await self._copy_input(ws, fifo)
+        finally:
+            if fifo >= 0:
+                os.close(fifo)
+        if fifo >= 0 and self.target.stdin_once:
+            with contextlib.suppress(CtrdeckError):
+                tasks.close_io(NAMESPACE, self.container_id, "")
+        # Input ending is not leaving: SPDY ends stdin apart from the connection.
+        while not getattr(ws, "closed", True):
+            await asyncio.sleep(POLL)
+
+    async def _copy_input(self, ws: AsyncIterable[Any], fifo: int) -> None:
+        tasks = self.engine.tasks
         async for msg in ws:
             data = getattr(msg, "data", b"")
             if not isinstance(data, bytes) or not data:
                 continue
-            if data[0] == RESIZE and self.tty:
+            if data[0] == STDIN and fifo >= 0:
+                await _write_all(fifo, data[1:])
+            elif data[0] == RESIZE and self.tty:
                 with contextlib.suppress(ValueError, KeyError, CtrdeckError):
                     size = json.loads(data[1:])
                     tasks.resize_pty(NAMESPACE, self.container_id, "",
                                      int(size["Width"]), int(size["Height"]))  # fmt: skip
-        # Input ending is not leaving: SPDY ends stdin apart from the connection.
-        while not getattr(ws, "closed", True):
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
             await asyncio.sleep(POLL)
+            continue
+        view = view[n:]
 
 
 def _open_at_end(path: str) -> Any:

@@ -19,7 +19,8 @@ import time
 from core.api.runtime import v1 as cri
 from core.cri import NAMESPACE, PLUGIN_ROOT, cni
 from core.cri import config as cri_config
-from core.cri.containers import Containers
+from core.cri.attach import Target
+from core.cri.containers import Containers, container_config
 from core.cri.images import CriImage, CriImages
 from core.cri.pods import Pods
 from core.cri.stats import container_stats
@@ -281,10 +282,13 @@ class RuntimeService(cri.RuntimeServiceBase):
             raise FailedPrecondition(
                 f'container "{record.id}" has no log_path to follow its output from'
             )
+        config = container_config(record)
+        stdin = self.cri.containers.stdin_path(record.id) if config.stdin else ""
         call = ExecCall(
             container_id=record.id, cmd=[], tty=message.tty, stdin=message.stdin,
             stdout=message.stdout, stderr=message.stderr, process={},
-            expires=time.monotonic() + TOKEN_TTL, attach_log=record.log_path,
+            expires=time.monotonic() + TOKEN_TTL,
+            attach_to=Target(record.log_path, stdin, config.stdin_once),
         )  # fmt: skip
         await self.cri.streams.start()
         return cri.AttachResponse(url=self.cri.streams.exec_url(call))

@@ -55,8 +55,8 @@ class ExecCall:
     stderr: bool
     process: dict[str, Any]
     expires: float
-    # An attach to the container's own process, whose output is in this CRI log.
-    attach_log: str | None = None
+    # Set for an attach to the container's own process rather than an exec.
+    attach_to: attach.Target | None = None
 
 
 def status_message(exit_code: int, protocol: str) -> bytes:
@@ -120,14 +120,14 @@ class StreamServer:
             raise FailedPrecondition("the CRI streaming server is not running")
         if not (call.stdin or call.stdout or call.stderr):
             raise InvalidArgument("one of stdin, stdout and stderr must be streamed")
-        if call.tty and call.stderr and call.attach_log is None:
+        if call.tty and call.stderr and call.attach_to is None:
             raise InvalidArgument("a terminal has no separate stderr: set stderr false with tty")
         now = time.monotonic()
         for token in [t for t, c in self.calls.items() if c.expires < now]:
             del self.calls[token]
         token = secrets.token_urlsafe(24)
         self.calls[token] = call
-        kind = "exec" if call.attach_log is None else "attach"
+        kind = "exec" if call.attach_to is None else "attach"
         return f"{self.base_url}/{kind}/{token}"
 
     def portforward_url(self, netns: str, ports: list[int]) -> str:
@@ -185,11 +185,11 @@ class StreamServer:
 
     async def _serve(self, call: ExecCall, ws: Any, protocol: str) -> None:
         try:
-            if call.attach_log is None:
+            if call.attach_to is None:
                 await _Session(self.engine, call, ws, protocol).run()
                 return
             exit_code = await attach.Attach(
-                self.engine, call.container_id, call.attach_log,
+                self.engine, call.container_id, call.attach_to,
                 tty=call.tty, stdout=call.stdout, stderr=call.stderr, ws=ws,
             ).run()  # fmt: skip
             if exit_code is not None:

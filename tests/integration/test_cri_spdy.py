@@ -135,6 +135,29 @@ async def test_attach_over_spdy_and_websocket(
     assert status["details"]["causes"][0]["message"] == "4"
 
 
+async def test_attach_writes_the_containers_stdin(
+    host_node: cri.RuntimeServiceStub, tmp_path: Path
+) -> None:
+    rt = host_node
+    script = "while read x; do echo got:$x; done; echo stdin-closed; exit 5"
+    cid = await _running(rt, tmp_path, "stdin", "sh", "-c", script, stdin=True, stdin_once=True)
+    url = (await rt.attach(cri.AttachRequest(container_id=cid, stdin=True, stdout=True))).url
+    async with connect(url, "v4.channel.k8s.io") as (session, _):
+        error = await session.open({"streamType": "error"})
+        stdin = await session.open({"streamType": "stdin"})
+        stdout = await session.open({"streamType": "stdout"})
+        stdin.write(b"hello\n")
+        seen = b""
+        while b"got:hello" not in seen:
+            seen += await asyncio.wait_for(stdout.read(), 30)
+        # stdin_once: the end of this client's input is the end of the container's.
+        stdin.close()
+        seen += await asyncio.wait_for(read_all(stdout), 30)
+        status = json.loads(await asyncio.wait_for(read_all(error), 30))
+    assert b"stdin-closed" in seen
+    assert status["details"]["causes"][0]["message"] == "5"
+
+
 async def test_port_forward_over_spdy(host_node: cri.RuntimeServiceStub, tmp_path: Path) -> None:
     rt = host_node
     port = 20000 + secrets.randbelow(20000)
