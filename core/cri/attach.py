@@ -86,8 +86,14 @@ class Attach:
                 f'container "{self.container_id}" has no log to attach to (no log_path)'
             )
         tasks = self.engine.tasks
+        # Where the log ends now is where this attach begins: before any input goes in,
+        # so the answer to it is never missed.
+        try:
+            fp = await asyncio.to_thread(_open_at_end, self.log_path)
+        except OSError as exc:
+            raise FailedPrecondition(f"the container's log {self.log_path}: {exc}") from None
         exited = asyncio.ensure_future(tasks.wait(NAMESPACE, self.container_id, ""))
-        follow = asyncio.create_task(self._follow(exited))
+        follow = asyncio.create_task(self._follow(fp, exited))
         receive = asyncio.create_task(self._receive(self.ws))
         try:
             done, _ = await asyncio.wait({follow, receive}, return_when="FIRST_COMPLETED")
@@ -98,9 +104,9 @@ class Attach:
         finally:
             for task in (follow, receive, exited):
                 task.cancel()
+            fp.close()
 
-    async def _follow(self, exited: Awaitable[Any]) -> None:
-        fp = await asyncio.to_thread(_open_at_end, self.log_path)
+    async def _follow(self, fp: Any, exited: Awaitable[Any]) -> None:
         try:
             while True:
                 over = exited.done()  # type: ignore[attr-defined]
@@ -109,7 +115,7 @@ class Attach:
                     return
                 await asyncio.sleep(POLL)
         finally:
-            fp.close()
+            fp.close()  # a reopened log; run() closes the first
 
     async def _drain(self, fp: Any) -> Any:
         # kubelet rotates the log and asks for ReopenContainerLog: follow the new file.
