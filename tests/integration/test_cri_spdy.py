@@ -62,6 +62,16 @@ async def test_exec_over_spdy(host_node: cri.RuntimeServiceStub, tmp_path: Path)
         stdout = await session.open({"streamType": "stdout"})
         assert json.loads(await asyncio.wait_for(read_all(error), 30))["status"] == "Success"
 
+    # Output larger than a frame arrives whole, in order.
+    cmd = ["dd", "if=/dev/zero", "bs=1024", "count=1024"]
+    url = (await rt.exec(cri.ExecRequest(container_id=cid, cmd=cmd, stdout=True))).url
+    async with connect(url, "v4.channel.k8s.io") as (session, _):
+        error = await session.open({"streamType": "error"})
+        stdout = await session.open({"streamType": "stdout"})
+        out = await asyncio.wait_for(read_all(stdout), 30)
+        assert json.loads(await asyncio.wait_for(read_all(error), 30))["status"] == "Success"
+    assert out == bytes(1 << 20)
+
     # Only protocols kubelet speaks are agreed to.
     url = (await rt.exec(cri.ExecRequest(container_id=cid, cmd=["true"], stdout=True))).url
     with pytest.raises(ConnectionRefusedError, match="403"):
