@@ -227,7 +227,6 @@ async def remotecommand(
             missing = sorted(needs - streams.keys())
             streams["error"].write(f"timed out waiting for streams {missing}".encode())
     finally:
-        await asyncio.sleep(0)
         finish(request, session)
     return response
 
