@@ -209,7 +209,14 @@ class Containers:
             Path(record.log_path).parent.mkdir(parents=True, exist_ok=True)
         config = container_config(record)
         container = self.engine.metadata.containers.get(NAMESPACE, record.id)
-        stdio = Stdio(terminal=config.tty, cri_log=record.log_path)
+        stdin = ""
+        if config.stdin:
+            # A FIFO the monitor holds open, so an Attach can write the container's input.
+            stdin = self.stdin_path(record.id)
+            Path(stdin).parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkfifo(stdin, 0o600)
+        stdio = Stdio(stdin=stdin, terminal=config.tty, cri_log=record.log_path)
         tasks = self.engine.tasks
         try:
             await tasks.create(NAMESPACE, container, [], stdio)
@@ -293,6 +300,11 @@ class Containers:
                 await snapshotter.remove(NAMESPACE, record.id)
         self.store.delete_container(record.id)
         self.records.pop(record.id, None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.stdin_path(record.id))
+
+    def stdin_path(self, container_id: str) -> str:
+        return str(self.store.root / "stdin" / container_id)
 
     async def stop_all(self, sandbox_id: str) -> None:
         for record in [r for r in self.records.values() if r.sandbox_id == sandbox_id]:

@@ -4,8 +4,8 @@ Thin, like every service: each method checks its request and calls the pod,
 container or image manager. Stop and Remove of what is gone succeed (CRI's
 idempotence); Status reports `RuntimeReady` and, honestly, `NetworkReady`
 (false with the reason when no CNI config loads or a plugin is missing).
-Exec and PortForward answer a URL on the streaming server (`streaming.py`,
-WebSocket only); Attach answers UNIMPLEMENTED for now.
+Exec, Attach and PortForward answer a URL on the streaming server
+(`streaming.py`, WebSocket or SPDY/3.1).
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ import time
 from core.api.runtime import v1 as cri
 from core.cri import NAMESPACE, PLUGIN_ROOT, cni
 from core.cri import config as cri_config
-from core.cri.containers import Containers
+from core.cri.attach import Target
+from core.cri.containers import Containers, container_config
 from core.cri.images import CriImage, CriImages
 from core.cri.pods import Pods
 from core.cri.stats import container_stats
 from core.cri.store import Store
 from core.cri.streaming import TOKEN_TTL, ExecCall, StreamServer
 from core.engine import Engine
-from core.errors import FailedPrecondition, InvalidArgument, NotFound, NotImplementedYet
+from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from core.images.credentials import IDENTITY_TOKEN_USER
 
 PARTS = ("metadata", "content", "events", "gc", "snapshot_records", "snapshotters", "tasks")
@@ -276,7 +277,21 @@ class RuntimeService(cri.RuntimeServiceBase):
         return cri.ExecResponse(url=self.cri.streams.exec_url(call))
 
     async def attach(self, message: cri.AttachRequest) -> cri.AttachResponse:
-        raise NotImplementedYet("attach is not implemented yet; exec works over WebSocket")
+        record = self.cri.containers.running(message.container_id)
+        if not record.log_path:
+            raise FailedPrecondition(
+                f'container "{record.id}" has no log_path to follow its output from'
+            )
+        config = container_config(record)
+        stdin = self.cri.containers.stdin_path(record.id) if config.stdin else ""
+        call = ExecCall(
+            container_id=record.id, cmd=[], tty=message.tty, stdin=message.stdin,
+            stdout=message.stdout, stderr=message.stderr, process={},
+            expires=time.monotonic() + TOKEN_TTL,
+            attach_to=Target(record.log_path, stdin, config.stdin_once),
+        )  # fmt: skip
+        await self.cri.streams.start()
+        return cri.AttachResponse(url=self.cri.streams.exec_url(call))
 
     async def port_forward(self, message: cri.PortForwardRequest) -> cri.PortForwardResponse:
         record = self.cri.pods.get(message.pod_sandbox_id)

@@ -1,16 +1,17 @@
-"""The CRI streaming server: Exec and PortForward over WebSocket, kubelet's framing.
+"""The CRI streaming server: Exec, Attach and PortForward, over WebSocket and SPDY/3.1.
 
-`Exec` answers a one-time URL on `stream_server_address:stream_server_port`
+`Exec` and `Attach` answer a one-time URL on `stream_server_address:stream_server_port`
 (port 0: any free one); the client dials it within a minute. The connection is
-a WebSocket (aiohttp serves it) speaking the `v4.channel.k8s.io` subprotocol
-(`channel.k8s.io` too): every binary message starts with a channel byte, 0
-stdin, 1 stdout, 2 stderr, 3 the final status (v4: a Kubernetes Status as
-JSON, with the exit code of a failed command), 4 terminal resize (JSON
-`{"Width", "Height"}`). The command runs as an exec of the container's task
-with FIFOs the engine holds. SPDY, which kubelet and crictl use by default, is
-not spoken: no maintained SPDY library exists for asyncio Python, and this
-module does not implement it. PortForward is served the same way
-(`portforward.py`); Attach is not served yet.
+either a WebSocket (aiohttp serves it) speaking the `v4.channel.k8s.io`
+subprotocol (`channel.k8s.io` too): every binary message starts with a channel
+byte, 0 stdin, 1 stdout, 2 stderr, 3 the final status (v4: a Kubernetes Status
+as JSON, with the exit code of a failed command), 4 terminal resize (JSON
+`{"Width", "Height"}`); or an HTTP Upgrade to SPDY/3.1, kubelet's and
+crictl's default, served by `spdyserve.py` over our own SPDY codec (`spdy.py`)
+and presented to the same sessions as channel messages. An exec runs as an
+exec of the container's task with FIFOs the engine holds; an attach follows
+the container's output (`attach.py`). PortForward is served the same way
+(`portforward.py`, `spdyserve.py`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.cri import NAMESPACE, portforward
+from core.cri import NAMESPACE, attach, portforward, spdyserve
 from core.engine import Engine
 from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument, NotFound
 from core.runtime.records import Stdio
@@ -54,10 +55,14 @@ class ExecCall:
     stderr: bool
     process: dict[str, Any]
     expires: float
+    # Set for an attach to the container's own process rather than an exec.
+    attach_to: attach.Target | None = None
 
 
 def status_message(exit_code: int, protocol: str) -> bytes:
     """The channel-3 message that ends a stream: success, or the command's exit code."""
+    if not protocol.startswith("v4.") and exit_code != 0:
+        return f"command terminated with non-zero exit code: {exit_code}".encode()
     if exit_code == 0:
         doc: dict[str, Any] = {"metadata": {}, "status": "Success"}
     else:
@@ -93,6 +98,7 @@ class StreamServer:
 
         app = web.Application()
         app.router.add_get("/exec/{token}", self._exec)
+        app.router.add_get("/attach/{token}", self._exec)
         app.router.add_get("/portforward/{token}", self._portforward)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
@@ -114,14 +120,15 @@ class StreamServer:
             raise FailedPrecondition("the CRI streaming server is not running")
         if not (call.stdin or call.stdout or call.stderr):
             raise InvalidArgument("one of stdin, stdout and stderr must be streamed")
-        if call.tty and call.stderr:
+        if call.tty and call.stderr and call.attach_to is None:
             raise InvalidArgument("a terminal has no separate stderr: set stderr false with tty")
         now = time.monotonic()
         for token in [t for t, c in self.calls.items() if c.expires < now]:
             del self.calls[token]
         token = secrets.token_urlsafe(24)
         self.calls[token] = call
-        return f"{self.base_url}/exec/{token}"
+        kind = "exec" if call.attach_to is None else "attach"
+        return f"{self.base_url}/{kind}/{token}"
 
     def portforward_url(self, netns: str, ports: list[int]) -> str:
         if not self.base_url:
@@ -137,6 +144,8 @@ class StreamServer:
         if found is None or found[2] < time.monotonic():
             raise web.HTTPNotFound(text="unknown or expired port-forward session")
         netns, ports = found[0], found[1]
+        if spdyserve.wanted(request):
+            return await spdyserve.port_forward(request, netns)
         asked = request.query.getall("port", [])
         if asked:
             try:
@@ -159,17 +168,35 @@ class StreamServer:
         call = self.calls.pop(request.match_info["token"], None)
         if call is None or call.expires < time.monotonic():
             raise web.HTTPNotFound(text="unknown or expired exec session")
+        if spdyserve.wanted(request):
+            asked = (("stdin", call.stdin), ("stdout", call.stdout),
+                     ("stderr", call.stderr and not call.tty))  # fmt: skip
+            needs = {"error"} | {name for name, on in asked if on}
+            return await spdyserve.remotecommand(
+                request, needs, lambda channels, protocol: self._serve(call, channels, protocol)
+            )
         ws = web.WebSocketResponse(protocols=PROTOCOLS)
         await ws.prepare(request)
-        protocol = ws.ws_protocol or ""
         try:
-            await _Session(self.engine, call, ws, protocol).run()
-        except CtrdeckError as exc:
-            with contextlib.suppress(ConnectionError):
-                await ws.send_bytes(bytes([ERROR]) + exc.message.encode())
+            await self._serve(call, ws, ws.ws_protocol or "")
         finally:
             await ws.close()
         return ws
+
+    async def _serve(self, call: ExecCall, ws: Any, protocol: str) -> None:
+        try:
+            if call.attach_to is None:
+                await _Session(self.engine, call, ws, protocol).run()
+                return
+            exit_code = await attach.Attach(
+                self.engine, call.container_id, call.attach_to,
+                tty=call.tty, stdout=call.stdout, stderr=call.stderr, ws=ws,
+            ).run()  # fmt: skip
+            if exit_code is not None:
+                await ws.send_bytes(bytes([ERROR]) + status_message(exit_code, protocol))
+        except CtrdeckError as exc:
+            with contextlib.suppress(ConnectionError):
+                await ws.send_bytes(bytes([ERROR]) + exc.message.encode())
 
 
 class _Session:

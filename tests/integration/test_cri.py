@@ -46,7 +46,7 @@ from tests.registry import (
 
 APPLETS = (
     "sh", "cat", "echo", "sleep", "httpd", "wget", "id", "touch", "grep", "sysctl", "mkdir",
-    "dd", "head", "hostname", "ls", "true",
+    "dd", "head", "hostname", "ls", "true", "stty",
 )  # fmt: skip
 PAUSE = "registry.test/pause:1"
 APP = "registry.test/app:1"
