@@ -206,6 +206,11 @@ class Client:
         resp = await self.task_details.started(task_details.StartedRequest())
         return {t.container_id: t.started_at for t in resp.tasks if t.started_at is not None}
 
+    async def task_processes(self, container_id: str) -> list[task_details.TaskProcess]:
+        """The task's processes with their user, command, state, CPU time and memory."""
+        request = task_details.ProcessesRequest(container_id=container_id)
+        return list((await self.task_details.processes(request)).processes)
+
     @contextlib.asynccontextmanager
     async def lease(
         self, expire: timedelta = timedelta(hours=24), *, sync_delete: bool = False

@@ -1,14 +1,15 @@
-"""A container's processes: the pids from Tasks.ListPids, the details from this host's /proc.
+"""A container's processes, with the details the engine's host knows of each.
 
-The engine answers which pids are in the task (and which exec each belongs
-to); when the engine is on this host (a Unix socket, and the task's init pid
-here sits in a cgroup named for the container) those are this host's pids, and
-/proc gives each one's command line, user (its uid looked up in the container's
-own /etc/passwd, through /proc/PID/root), resident memory and CPU time.
-`Sampler` turns two samples of CPU time into a percentage, as `top` does. For
-an engine elsewhere (tcp://, or a socket forwarded from another host) only the
-pids and exec ids are known, and the details show as `-`. Everything read here
-is the container's data: the screen shows it through `tui.plain`.
+An engine that serves ctrdeck's `TaskDetails.Processes` answers each process's
+user, command line, state, CPU time and resident memory from its own /proc,
+wherever the console runs. Against one that does not (a containerd), the pids
+come from Tasks.ListPids, and the details from this host's /proc (through
+`core.procfs`) only when those pids are provably this host's: the task's init
+pid here sits in a cgroup named for the container (a Unix socket alone does not
+say so: it may be forwarded from another host). Otherwise only pids and exec ids
+are shown. `Sampler` turns two samples of CPU time into a percentage, as `top`
+does. Everything read is the container's data: the screen shows it through
+`tui.plain`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from core import typeurl
+from core import procfs, typeurl
 from core.api.containerd.runc.v1 import ProcessDetails
 from core.api.containerd.services.tasks import v1 as tasks_api
 from core.client import Client, is_tcp
 from tui.operations import ConsoleError, engine_call
 
-PROC = Path("/proc")
+PROC = procfs.PROC
 
 
 @dataclass(frozen=True)
@@ -38,99 +38,67 @@ class ProcessRow:
     state: str = "-"
 
 
-def _users(pid: int) -> dict[int, str]:
-    """uid -> name from the container's /etc/passwd, seen through the process's root."""
-    try:
-        text = (PROC / str(pid) / "root/etc/passwd").read_text(errors="replace")
-    except OSError:
-        return {}
-    out: dict[int, str] = {}
-    for line in text.splitlines():
-        parts = line.split(":")
-        if len(parts) > 2 and parts[2].isdigit():
-            out.setdefault(int(parts[2]), parts[0])
-    return out
-
-
-def _cpu_ticks(pid: int) -> tuple[int, str] | None:
-    try:
-        fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    # After the command: state is field 3, utime and stime fields 14 and 15 (1-based).
-    return int(fields[11]) + int(fields[12]), fields[0]
-
-
 class Sampler:
-    """Reads /proc for the pids the engine lists; CPU% from the ticks since the last sample."""
+    """CPU% of each process from its CPU time now and at the last sample."""
 
     def __init__(self) -> None:
         self._last: dict[int, tuple[int, float]] = {}
-        self._tick = os.sysconf("SC_CLK_TCK")
-        self._page = os.sysconf("SC_PAGE_SIZE")
 
-    def sample(self, pids: list[tuple[int, str]], local: bool) -> list[ProcessRow]:
-        if not local:
-            return [ProcessRow(pid, exec_id) for pid, exec_id in pids]
+    def rows(self, found: list[tuple[str, procfs.ProcessFacts | None]]) -> list[ProcessRow]:
+        """Rows for (exec id, facts) pairs; facts None keep only what the pid says."""
         now = time.monotonic()
-        users = _users(pids[0][0]) if pids else {}
         rows: list[ProcessRow] = []
         seen: dict[int, tuple[int, float]] = {}
-        for pid, exec_id in pids:
-            ticks = _cpu_ticks(pid)
-            if ticks is None:
-                # Gone between the listing and now.
+        for exec_id, facts in found:
+            if facts is None:
                 continue
-            used, state = ticks
             cpu = None
-            before = self._last.get(pid)
+            before = self._last.get(facts.pid)
             if before is not None and now > before[1]:
-                cpu = max(0.0, (used - before[0]) / self._tick / (now - before[1]) * 100)
-            seen[pid] = (used, now)
+                cpu = max(0.0, (facts.cpu_ns - before[0]) / 1e9 / (now - before[1]) * 100)
+            seen[facts.pid] = (facts.cpu_ns, now)
             rows.append(
                 ProcessRow(
-                    pid,
+                    facts.pid,
                     exec_id,
-                    user=self._user(pid, users),
-                    command=self._command(pid),
+                    user=facts.user,
+                    command=facts.command,
                     cpu=cpu,
-                    rss=self._rss(pid),
-                    state=state,
+                    rss=facts.rss,
+                    state=facts.state,
                 )
             )
         self._last = seen
         return rows
 
-    @staticmethod
-    def _command(pid: int) -> str:
-        try:
-            raw = (PROC / str(pid) / "cmdline").read_bytes()
-        except OSError:
-            return "-"
-        if not raw:
-            try:
-                return f"[{(PROC / str(pid) / 'comm').read_text().strip()}]"
-            except OSError:
-                return "-"
-        return " ".join(p.decode("utf-8", "replace") for p in raw.rstrip(b"\0").split(b"\0"))
 
-    @staticmethod
-    def _user(pid: int, users: dict[int, str]) -> str:
-        try:
-            status = (PROC / str(pid) / "status").read_text()
-        except OSError:
-            return "-"
-        for line in status.splitlines():
-            if line.startswith("Uid:"):
-                uid = int(line.split()[1])
-                return users.get(uid, str(uid))
-        return "-"
-
-    def _rss(self, pid: int) -> int | None:
-        try:
-            return int((PROC / str(pid) / "statm").read_text().split()[1]) * self._page
-        except (OSError, IndexError, ValueError):
-            return None
+async def processes(
+    client: Client, container_id: str, init_pid: int, sampler: Sampler
+) -> tuple[list[ProcessRow], bool]:
+    """The task's processes, and whether they carry details (False: pids and exec ids only)."""
+    try:
+        with engine_call("TaskDetails", f"list the processes of {container_id}"):
+            answered = await client.task_processes(container_id)
+    except ConsoleError as exc:
+        if not exc.unimplemented:
+            raise
+    else:
+        return sampler.rows(
+            [
+                (
+                    p.exec_id,
+                    procfs.ProcessFacts(
+                        p.pid, p.user, p.command, p.state, p.cpu_ns, p.rss_bytes or None
+                    ),
+                )
+                for p in answered
+            ]
+        ), True
+    pids = await list_pids(client, container_id)
+    if not is_local(client, container_id, init_pid):
+        return [ProcessRow(pid, exec_id) for pid, exec_id in pids], False
+    users = procfs.container_users(pids[0][0]) if pids else {}
+    return sampler.rows([(e, procfs.read(pid, users)) for pid, e in pids]), True
 
 
 def is_local(client: Client, container_id: str, init_pid: int) -> bool:

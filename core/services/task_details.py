@@ -4,7 +4,8 @@ Thin as every service: `Log` finds the process (an unknown container, a
 container without a task, an unknown exec: NOT_FOUND) and streams its output
 log through `core.runtime.tasklog`, following it until the process has exited
 when asked to; `Started` reports when each running task started, read on the
-engine's own host (`core.runtime.proctime`). A client on any host thus needs
+engine's own host (`core.runtime.proctime`); `Processes` lists a task's
+processes with what the engine's /proc says of each (`core.procfs`). A client on any host thus needs
 neither the engine's files nor its /proc. Not part of containerd's API: a
 containerd answers UNIMPLEMENTED, and clients say so.
 """
@@ -15,7 +16,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from core import context
+from core import context, procfs
 from core.api.containerd.v1.types import Status
 from core.api.ctrdeck.services.tasks import v1 as api
 from core.engine import Engine
@@ -66,6 +67,14 @@ class TaskDetailsService(api.TaskDetailsBase):
         ]
         return api.StartedResponse(tasks=await asyncio.to_thread(_starts, running))
 
+    async def processes(self, message: api.ProcessesRequest) -> api.ProcessesResponse:
+        if not message.container_id:
+            raise InvalidArgument("container_id is required")
+        namespace = context.namespace()
+        self.engine.metadata.containers.get(namespace, message.container_id)
+        found = self.engine.tasks.pids(namespace, message.container_id)
+        return api.ProcessesResponse(processes=await asyncio.to_thread(_processes, found))
+
 
 def _starts(running: list[tuple[str, int]]) -> list[api.TaskStarted]:
     boot = proctime.boot_time()
@@ -76,4 +85,25 @@ def _starts(running: list[tuple[str, int]]) -> list[api.TaskStarted]:
         when = proctime.start_time(pid, boot)
         if when is not None:
             out.append(api.TaskStarted(container_id=container_id, pid=pid, started_at=when))
+    return out
+
+
+def _processes(found: list[tuple[int, str]]) -> list[api.TaskProcess]:
+    users = procfs.container_users(found[0][0]) if found else {}
+    out = []
+    for pid, exec_id in found:
+        facts = procfs.read(pid, users)
+        if facts is None:
+            continue
+        out.append(
+            api.TaskProcess(
+                pid=pid,
+                exec_id=exec_id,
+                user=facts.user,
+                command=facts.command,
+                state=facts.state,
+                cpu_ns=facts.cpu_ns,
+                rss_bytes=facts.rss or 0,
+            )
+        )
     return out

@@ -276,3 +276,31 @@ async def test_started_tells_when_running_tasks_started(nsclient: Client, workdi
     assert got.process is not None and listed["up"].pid == got.process.pid
     started = (await nsclient.task_starts())["up"]
     assert before <= started <= datetime.now(UTC) + timedelta(seconds=5)
+
+
+async def test_processes_tell_user_command_state_cpu_and_memory(
+    nsclient: Client, workdir: Path
+) -> None:
+    await run(nsclient, workdir, "busy", "sleep 600 & while :; do :; done")
+    got = await nsclient.tasks.get(tasks.GetRequest(container_id="busy"))
+    assert got.process is not None
+
+    async def sampled() -> dict[str, details.TaskProcess]:
+        return {p.command: p for p in await nsclient.task_processes("busy")}
+
+    first = await sampled()
+    await asyncio.sleep(0.5)
+    later = await sampled()
+    assert "sleep 600" in later
+    init = next(p for p in later.values() if p.pid == got.process.pid)
+    assert init.user in ("root", "0") and init.exec_id == "" and init.rss_bytes > 0
+    # The shell spinning in its loop uses CPU between two answers; the sleeper does not.
+    assert init.cpu_ns > first[init.command].cpu_ns
+    assert later["sleep 600"].state == "S"
+
+    with pytest.raises(GRPCError) as unknown:
+        await nsclient.task_processes("no-such")
+    assert unknown.value.status == Code.NOT_FOUND
+    with pytest.raises(GRPCError) as empty:
+        await nsclient.task_processes("")
+    assert empty.value.status == Code.INVALID_ARGUMENT

@@ -115,8 +115,8 @@ async def test_the_console_opens_no_engine_path_and_reads_no_proc() -> None:
     The launcher manages the bundled engine's own process (its pid file, its
     start, `ctrdeck engine stop`); that is its job, and it alone may.
     """
-    # The processes view (issue 16) reads a task's processes from /proc where the engine is
-    # local, as the issue asks; it builds no log path.
+    # The processes view (issue 16) reads this host's /proc (through core.procfs) only for an
+    # engine without TaskDetails whose pids it proved to be this host's; it builds no log path.
     allowed = {"launcher.py", "procs.py"}
     for source in sorted(TUI.rglob("*.py")):
         if source.name in allowed:

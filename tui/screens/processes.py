@@ -97,19 +97,22 @@ class ProcessesScreen(Screen[None]):
         self.container_id = container_id
         self.init_pid = init_pid
         self.read_only = read_only
-        self.local = procs.is_local(client, container_id, init_pid)
+        self.detailed = True
         self.sampler = procs.Sampler()
         self.rows: dict[int, procs.ProcessRow] = {}
         self.namespace = namespace
         self.teach = teach
 
     def compose(self) -> ComposeResult:
-        title = f" Processes ▸ {self.container_id}"
-        if not self.local:
-            title += " · pids only: the details need the engine on this host"
-        yield Static(plain(title), id="processes-title", classes="topbar")
+        yield Static(plain(self.title_text()), id="processes-title", classes="topbar")
         yield ProcessTable(id="processes-table")
         yield KeyFooter()
+
+    def title_text(self) -> str:
+        title = f" Processes ▸ {self.container_id}"
+        if not self.detailed:
+            title += " · pids only: the engine tells no details and its pids are not this host's"
+        return title
 
     def on_mount(self) -> None:
         self.table.focus()
@@ -123,13 +126,17 @@ class ProcessesScreen(Screen[None]):
     @work(exclusive=True, group="processes")
     async def refresh_processes(self) -> None:
         try:
-            pids = await procs.list_pids(self.client, self.container_id)
+            rows, detailed = await procs.processes(
+                self.client, self.container_id, self.init_pid, self.sampler
+            )
         except operations.ConsoleError as exc:
             self.query_one("#processes-title", Static).update(
                 plain(f" Processes ▸ {self.container_id} · {exc.message}")
             )
             return
-        rows = self.sampler.sample(pids, self.local)
+        if detailed != self.detailed:
+            self.detailed = detailed
+            self.query_one("#processes-title", Static).update(plain(self.title_text()))
         self.rows = {r.pid: r for r in rows}
         self.table.sync({r.pid: ProcessTable.cells(r) for r in rows})
         self.table.border_subtitle = plain(

@@ -6,10 +6,13 @@
 __all__ = (
     "LogChunk",
     "LogRequest",
+    "ProcessesRequest",
+    "ProcessesResponse",
     "StartedRequest",
     "StartedResponse",
     "TaskDetailsBase",
     "TaskDetailsStub",
+    "TaskProcess",
     "TaskStarted",
 )
 
@@ -109,6 +112,40 @@ default_message_pool.register_message("ctrdeck.services.tasks.v1", "LogRequest",
 
 
 @dataclass(eq=False, repr=False)
+class ProcessesRequest(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> _PbDescriptor:
+        return CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR.message_types_by_name[
+            "ProcessesRequest"
+        ]
+
+    container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message(
+    "ctrdeck.services.tasks.v1", "ProcessesRequest", ProcessesRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ProcessesResponse(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> _PbDescriptor:
+        return CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR.message_types_by_name[
+            "ProcessesResponse"
+        ]
+
+    processes: "list[TaskProcess]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message(
+    "ctrdeck.services.tasks.v1", "ProcessesResponse", ProcessesResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class StartedRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
@@ -141,6 +178,45 @@ class StartedResponse(betterproto2.Message):
 default_message_pool.register_message(
     "ctrdeck.services.tasks.v1", "StartedResponse", StartedResponse
 )
+
+
+@dataclass(eq=False, repr=False)
+class TaskProcess(betterproto2.Message):
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> _PbDescriptor:
+        return CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR.message_types_by_name[
+            "TaskProcess"
+        ]
+
+    pid: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
+
+    exec_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Empty for a process that is not an exec's (the init process and its children).
+    """
+
+    user: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    command: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    state: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    The kernel's one-letter state (R, S, D, Z, T, ...).
+    """
+
+    cpu_ns: "int" = betterproto2.field(6, betterproto2.TYPE_UINT64)
+    """
+    User and system CPU time used so far.
+    """
+
+    rss_bytes: "int" = betterproto2.field(7, betterproto2.TYPE_UINT64)
+    """
+    Resident memory; 0 when it could not be read.
+    """
+
+
+default_message_pool.register_message("ctrdeck.services.tasks.v1", "TaskProcess", TaskProcess)
 
 
 @dataclass(eq=False, repr=False)
@@ -222,11 +298,35 @@ class TaskDetailsStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def processes(
+        self,
+        message: "ProcessesRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ProcessesResponse":
+        """
+        Every process in a task's cgroup with what the engine's host knows of it:
+        user (named from the container's own /etc/passwd), command line, state,
+        CPU time and resident memory. A client on any host gets the details that
+        ListPids leaves out; CPU use is the difference of two answers over time.
+        """
+
+        return await self._unary_unary(
+            "/ctrdeck.services.tasks.v1.TaskDetails/Processes",
+            message,
+            ProcessesResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 from .....google import protobuf as ____google__protobuf__
 
 CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b'\n,ctrdeck/services/tasks/v1/task_details.proto\x12\x19ctrdeck.services.tasks.v1\x1a\x1fgoogle/protobuf/timestamp.proto"\xab\x01\n\nLogRequest\x12!\n\x0ccontainer_id\x18\x01 \x01(\tR\x0bcontainerId\x12\x17\n\x07exec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x1d\n\ntail_lines\x18\x04 \x01(\x03R\ttailLines\x12\x16\n\x06follow\x18\x05 \x01(\x08R\x06follow\x12\x12\n\x04file\x18\x06 \x01(\tR\x04file"J\n\x08LogChunk\x12\x12\n\x04data\x18\x01 \x01(\x0cR\x04data\x12\x16\n\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n\x04file\x18\x03 \x01(\tR\x04file"\x10\n\x0eStartedRequest"}\n\x0bTaskStarted\x12!\n\x0ccontainer_id\x18\x01 \x01(\tR\x0bcontainerId\x12\x10\n\x03pid\x18\x02 \x01(\rR\x03pid\x129\n\nstarted_at\x18\x03 \x01(\x0b2\x1a.google.protobuf.TimestampR\tstartedAt"O\n\x0fStartedResponse\x12<\n\x05tasks\x18\x01 \x03(\x0b2&.ctrdeck.services.tasks.v1.TaskStartedR\x05tasks2\xc4\x01\n\x0bTaskDetails\x12S\n\x03Log\x12%.ctrdeck.services.tasks.v1.LogRequest\x1a#.ctrdeck.services.tasks.v1.LogChunk0\x01\x12`\n\x07Started\x12).ctrdeck.services.tasks.v1.StartedRequest\x1a*.ctrdeck.services.tasks.v1.StartedResponseb\x06proto3'
+    b'\n,ctrdeck/services/tasks/v1/task_details.proto\x12\x19ctrdeck.services.tasks.v1\x1a\x1fgoogle/protobuf/timestamp.proto"\xab\x01\n\nLogRequest\x12!\n\x0ccontainer_id\x18\x01 \x01(\tR\x0bcontainerId\x12\x17\n\x07exec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x1d\n\ntail_lines\x18\x04 \x01(\x03R\ttailLines\x12\x16\n\x06follow\x18\x05 \x01(\x08R\x06follow\x12\x12\n\x04file\x18\x06 \x01(\tR\x04file"J\n\x08LogChunk\x12\x12\n\x04data\x18\x01 \x01(\x0cR\x04data\x12\x16\n\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n\x04file\x18\x03 \x01(\tR\x04file"\x10\n\x0eStartedRequest"}\n\x0bTaskStarted\x12!\n\x0ccontainer_id\x18\x01 \x01(\tR\x0bcontainerId\x12\x10\n\x03pid\x18\x02 \x01(\rR\x03pid\x129\n\nstarted_at\x18\x03 \x01(\x0b2\x1a.google.protobuf.TimestampR\tstartedAt"O\n\x0fStartedResponse\x12<\n\x05tasks\x18\x01 \x03(\x0b2&.ctrdeck.services.tasks.v1.TaskStartedR\x05tasks"5\n\x10ProcessesRequest\x12!\n\x0ccontainer_id\x18\x01 \x01(\tR\x0bcontainerId"\xb0\x01\n\x0bTaskProcess\x12\x10\n\x03pid\x18\x01 \x01(\rR\x03pid\x12\x17\n\x07exec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n\x04user\x18\x03 \x01(\tR\x04user\x12\x18\n\x07command\x18\x04 \x01(\tR\x07command\x12\x14\n\x05state\x18\x05 \x01(\tR\x05state\x12\x15\n\x06cpu_ns\x18\x06 \x01(\x04R\x05cpuNs\x12\x1b\n\trss_bytes\x18\x07 \x01(\x04R\x08rssBytes"Y\n\x11ProcessesResponse\x12D\n\tprocesses\x18\x01 \x03(\x0b2&.ctrdeck.services.tasks.v1.TaskProcessR\tprocesses2\xac\x02\n\x0bTaskDetails\x12S\n\x03Log\x12%.ctrdeck.services.tasks.v1.LogRequest\x1a#.ctrdeck.services.tasks.v1.LogChunk0\x01\x12`\n\x07Started\x12).ctrdeck.services.tasks.v1.StartedRequest\x1a*.ctrdeck.services.tasks.v1.StartedResponse\x12f\n\tProcesses\x12+.ctrdeck.services.tasks.v1.ProcessesRequest\x1a,.ctrdeck.services.tasks.v1.ProcessesResponseb\x06proto3'
 )
 
 
@@ -257,6 +357,16 @@ class TaskDetailsBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def processes(self, message: "ProcessesRequest") -> "ProcessesResponse":
+        """
+        Every process in a task's cgroup with what the engine's host knows of it:
+        user (named from the container's own /etc/passwd), command line, state,
+        CPU time and resident memory. A client on any host gets the details that
+        ListPids leaves out; CPU use is the difference of two answers over time.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_log(self, stream: "grpclib.server.Stream[LogRequest, LogChunk]") -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -274,6 +384,14 @@ class TaskDetailsBase(betterproto2_grpclib.ServiceBase):
         response = await self.started(request)
         await stream.send_message(response)
 
+    async def __rpc_processes(
+        self, stream: "grpclib.server.Stream[ProcessesRequest, ProcessesResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.processes(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/ctrdeck.services.tasks.v1.TaskDetails/Log": grpclib.const.Handler(
@@ -287,5 +405,11 @@ class TaskDetailsBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 StartedRequest,
                 StartedResponse,
+            ),
+            "/ctrdeck.services.tasks.v1.TaskDetails/Processes": grpclib.const.Handler(
+                self.__rpc_processes,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ProcessesRequest,
+                ProcessesResponse,
             ),
         }
