@@ -83,3 +83,33 @@ async def test_pull_dialog_uses_docker_config_without_a_user(
         await until(pilot, lambda: job.finished, timeout=60)
         assert not job.error
         assert job.request.user == ""
+
+
+async def test_pull_line_with_user_asks_for_the_password(
+    engine: EngineProcess, console: AppFactory, private: tuple[Registry, str]
+) -> None:
+    _, ref = private
+    app = console()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state.connected)
+        # A secret on the command line is refused: it would stay on the screen.
+        app.main.run_line(f"pull {ref} --user alice:{SECRET}")
+        await pilot.pause()
+        assert not isinstance(app.screen, PullScreen)
+        app.main.run_line(f"pull {ref} --plain-http --user alice")
+        await until(pilot, lambda: isinstance(app.screen, PullScreen))
+        form = app.screen
+        assert isinstance(form, PullScreen)
+        await until(pilot, lambda: bool(form.query("#pull-password")))
+        assert form.query_one("#pull-ref", Input).value == ref
+        assert form.query_one("#pull-user", Input).value == "alice"
+        password = form.query_one("#pull-password", Input)
+        await until(pilot, lambda: password.has_focus)
+        await pilot.press(*SECRET, "enter")
+        await until(pilot, lambda: app.pull_job is not None)
+        job = app.pull_job
+        assert job is not None and job.request.plain_http
+        await until(pilot, lambda: job.finished, timeout=60)
+        assert not job.error
+        await until(pilot, lambda: ref in app.state.images)
+        assert not any(SECRET in line.detail for line in app.main.event_log.buffer)

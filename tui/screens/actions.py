@@ -68,7 +68,9 @@ class Actions(Triage):
     def do_app_pull(self, pane: str) -> None:
         self.open_pull()
 
-    def open_pull(self, ref: str = "") -> None:
+    def open_pull(
+        self, ref: str = "", *, user: str = "", snapshotter: str = "", platform: str = ""
+    ) -> None:
         job = self.console.pull_job
         if job is not None and (not job.finished or (job.error and not job.error_seen)):
             self.app.push_screen(PullScreen(job=job))
@@ -77,9 +79,10 @@ class Actions(Triage):
         default = self.console.settings.snapshotter
         form = PullScreen(
             snapshotters=node.snapshotters or [default],
-            snapshotter=default,
-            platform="",
+            snapshotter=snapshotter or default,
+            platform=platform,
             ref=ref,
+            user=user,
             plain_http=self.console.plain_http,
         )
 

@@ -15,6 +15,7 @@ from textual.widgets import Input
 from tui import commands, operations
 from tui.commands import CONTAINERS, CONTENT, EVENTS, IMAGES, NAMESPACES, SNAPSHOTS
 from tui.screens.actions import Actions
+from tui.screens.pull import registry_host
 from tui.spec import RunOptions
 
 JUMPS = {
@@ -43,41 +44,56 @@ class CommandLine(Actions):
     """The `:` line: each entry runs the handler its key would."""
 
     def pull_line(self, args: list[str]) -> None:
-        """`:pull REF [--plain-http] [--snapshotter S] [--platform P]` pulls at once."""
+        """`:pull REF [--plain-http] [--snapshotter S] [--platform P] [--user NAME]` pulls at once.
+
+        With `--user` the pull dialog opens filled in and asks for the password: a secret
+        typed on the command line would sit in its history and on the screen.
+        """
         if self.read_only:
             self.refuse(commands.BY_ID["app.pull"])
             return
         if not args:
             self.open_pull()
             return
-        ref, plain_http = "", False
+        ref, plain_http, user = "", False, ""
         snapshotter, platform = self.console.settings.snapshotter, ""
         words = iter(args)
         for word in words:
             name, eq, value = word.partition("=")
-            if name in ("--snapshotter", "--platform"):
+            if name in ("--snapshotter", "--platform", "--user"):
                 value = value if eq else next(words, "")
                 if not value:
                     self.notify(f":pull {name} needs a value", severity="error", markup=False)
                     return
                 if name == "--snapshotter":
                     snapshotter = value
-                else:
+                elif name == "--platform":
                     platform = value
+                elif ":" in value:
+                    self.notify(
+                        ":pull --user takes a NAME only; the dialog asks for the password",
+                        severity="error",
+                        markup=False,
+                    )
+                    return
+                else:
+                    user = value
             elif word == "--plain-http":
                 plain_http = True
             elif word.startswith("-") or ref:
                 self.notify(
                     f":pull does not take {word!r}: "
-                    ":pull REF [--plain-http] [--snapshotter S] [--platform P]",
+                    ":pull REF [--plain-http] [--snapshotter S] [--platform P] [--user NAME]",
                     severity="error",
                     markup=False,
                 )
                 return
             else:
                 ref = word
-        if not ref:
-            self.open_pull()
+        if not ref or user:
+            if ref and plain_http:
+                self.console.plain_http[registry_host(ref)] = True
+            self.open_pull(ref, user=user, snapshotter=snapshotter, platform=platform)
             return
         self.start_pull(operations.pull_request(ref, snapshotter, platform, plain_http))
 

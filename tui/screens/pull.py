@@ -172,6 +172,7 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
         snapshotter: str = "overlayfs",
         platform: str = "",
         ref: str = "",
+        user: str = "",
         plain_http: dict[str, bool] | None = None,
     ) -> None:
         super().__init__()
@@ -181,6 +182,7 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
         self.snapshotter = snapshotter
         self.platform = platform
         self.ref = ref
+        self.user = user
         self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
@@ -203,7 +205,7 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
                 with Horizontal(classes="pull-row"):
                     with Vertical():
                         yield Label("registry user (optional)")
-                        yield Input(id="pull-user")
+                        yield Input(self.user, id="pull-user")
                     with Vertical():
                         yield Label("password")
                         yield Input(password=True, id="pull-password")
@@ -220,7 +222,12 @@ class PullScreen(ModalScreen[images_api.PullImageRequest | None]):
 
     def on_mount(self) -> None:
         if self.job is None:
-            self.query_one("#pull-ref", Input).focus()
+            # `:pull REF --user NAME` has said all but the password, which is never typed inline.
+            if self.ref and self.user:
+                # Nested rows are mounted after the screen: focus once they are there.
+                self.call_after_refresh(lambda: self.query_one("#pull-password", Input).focus())
+            else:
+                self.query_one("#pull-ref", Input).focus()
             return
         # Drawn once now (a finished job is shown, and its error seen, without a timer).
         self.redraw()
