@@ -67,6 +67,8 @@ SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1"
 RESYNC_INTERVAL = 30.0
 METRICS_INTERVAL = 2.0
 RELIST_DELAY = 0.3
+# Containers fetched per list call after a burst of creates (ids in its filters).
+FETCH_BATCH = 100
 RECONNECT_MAX = 5.0
 # How long the OOM check after a 137 exit may take.
 OOM_CHECK_TIMEOUT = 5.0
@@ -197,6 +199,8 @@ class Syncer:
         self._relist: set[str] = set()
         self._stale_counts: set[str] = set()
         self._relist_task: asyncio.Task[None] | None = None
+        self._fetch_ids: set[str] = set()
+        self._fetch_task: asyncio.Task[None] | None = None
         self._cpu: dict[tuple[str, str], tuple[int, datetime]] = {}
         self._resync_now = asyncio.Event()
         self._reported_down = False
@@ -537,9 +541,17 @@ class Syncer:
             case ev.ContainerDelete():
                 state.remove(CONTAINERS, payload.id)
                 self._count_current()
-            case ev.ContainerCreate() | ev.ContainerUpdate():
-                await self._fetch_container(payload.id)
+            case ev.ContainerCreate():
+                if payload.id not in state.containers:
+                    # The event's own data first; the rest (labels, snapshot) is fetched aside.
+                    runtime = payload.runtime.name if payload.runtime else ""
+                    state.upsert(
+                        CONTAINERS, payload.id, ContainerRow(payload.id, payload.image, runtime)
+                    )
+                self._fetch_soon(payload.id)
                 self._count_current()
+            case ev.ContainerUpdate():
+                self._fetch_soon(payload.id)
             case ev.TaskCreate():
                 state.update_container(
                     payload.container_id, status="CREATED", pid=payload.pid, exit_status=None
@@ -630,17 +642,43 @@ class Syncer:
             summary = await self._summary(client, resp.image)
             self.state.upsert(IMAGES, name, image_row(resp.image, summary))
 
-    async def _fetch_container(self, container_id: str) -> None:
-        try:
-            resp = await self.client.containers.get(
-                containers_api.GetContainerRequest(id=container_id)
-            )
-        except GRPCError:
-            self.state.remove(CONTAINERS, container_id)
-            return
-        if resp.container is not None:
-            previous = self.state.containers.get(container_id)
-            self.state.upsert(CONTAINERS, container_id, container_row(resp.container, previous))
+    def _fetch_soon(self, container_id: str) -> None:
+        """Fetch a created or updated container, with the others of its burst in one list call.
+
+        One `Containers.Get` per event held up every later event of the node
+        behind a round trip; the event stream now goes on while a filtered
+        `Containers.List` fetches whatever ids have gathered meanwhile.
+        """
+        self._fetch_ids.add(container_id)
+        if self._fetch_task is None or self._fetch_task.done():
+            self._fetch_task = asyncio.ensure_future(self._fetch_containers())
+
+    async def _fetch_containers(self) -> None:
+        while self._fetch_ids:
+            ids = sorted(self._fetch_ids)[:FETCH_BATCH]
+            self._fetch_ids.difference_update(ids)
+            namespace = self.state.namespace
+            request = containers_api.ListContainersRequest(filters=[f'id=="{i}"' for i in ids])
+            try:
+                resp = await self.client.containers.list(request)
+            except (*CONNECTION_ERRORS, GRPCError):
+                # The next resync (or the reconnect) brings the rows in line.
+                return
+            if namespace != self.state.namespace:
+                continue
+            found = {c.id: c for c in resp.containers}
+            for cid in ids:
+                previous = self.state.containers.get(cid)
+                if previous is None or cid in self._fetch_ids:
+                    # Deleted meanwhile (its delete event came after the list), or
+                    # changed again: the next fetch has it.
+                    continue
+                c = found.get(cid)
+                if c is None:
+                    self.state.remove(CONTAINERS, cid)
+                else:
+                    self.state.upsert(CONTAINERS, cid, container_row(c, previous))
+            self._count_current()
 
     def _relist_soon(self, *tables: str) -> None:
         """Re-list whole tables a moment later, once for a burst of events (a pull sends many)."""
