@@ -65,6 +65,9 @@ SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1"
 # The safety net under the event stream; a resync of a namespace with 2,000
 # containers costs the console about a third of a second of CPU.
 RESYNC_INTERVAL = 30.0
+# A resync that finds nothing the events missed doubles the wait for the next
+# one, up to this many resync intervals; one that finds a difference resets it.
+RESYNC_STRETCH = 8
 METRICS_INTERVAL = 2.0
 RELIST_DELAY = 0.3
 # Containers fetched per list call after a burst of creates (ids in its filters).
@@ -195,6 +198,7 @@ class Syncer:
         # Hears each task exit of the current namespace as it happens (not from history).
         self.on_exit = on_exit
         self.resync_interval = resync_interval
+        self._resync_every = resync_interval
         self._summaries: dict[str, oci.ImageDetail | None] = {}
         self._relist: set[str] = set()
         self._stale_counts: set[str] = set()
@@ -263,15 +267,21 @@ class Syncer:
         raise ConnectionError("the event stream ended")
 
     async def _periodic(self) -> None:
-        waited = 0.0
+        waited = health = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._resync_now.wait(), METRICS_INTERVAL)
             waited += METRICS_INTERVAL
-            if self._resync_now.is_set() or waited >= self.resync_interval:
+            health += METRICS_INTERVAL
+            if self._resync_now.is_set() or waited >= self._resync_every:
                 self._resync_now.clear()
-                waited = 0.0
+                waited = health = 0.0
                 await self.resync()
+            elif health >= self.resync_interval:
+                # The engine's health keeps its pace while the lists' safety net stretches.
+                health = 0.0
+                await self._engine()
+                await self._metrics()
             else:
                 await self._metrics()
 
@@ -287,6 +297,8 @@ class Syncer:
     # --- resync ---------------------------------------------------------------
 
     async def resync(self) -> None:
+        tables = self.state.tables
+        before = {name: dict(rows) for name, rows in tables.items()}
         await self._images()
         await self._containers()
         # After the current namespace's lists: its counts come from them.
@@ -295,6 +307,14 @@ class Syncer:
         await self._content()
         await self._metrics()
         await self._engine()
+        # Rows the events kept current are the same objects, so this compares cheaply.
+        drifted = any(before[name] != rows for name, rows in tables.items())
+        if drifted:
+            self._resync_every = self.resync_interval
+        else:
+            # The events missed nothing: the safety net (every container listed,
+            # the engine's costliest call on a big node) can wait longer.
+            self._resync_every = min(self._resync_every * 2, self.resync_interval * RESYNC_STRETCH)
 
     async def _served(self, service: str, call: Awaitable[Any]) -> Any:
         """The call's result, or None when the engine does not serve `service` (yet)."""
