@@ -1,9 +1,11 @@
 """What keeps a `NodeState` current from one engine, and reconnects when it is lost.
 
 `Syncer` does a full resync on connect, follows the global `Events.Subscribe`
-stream (rows change as events arrive; what an event does not carry is fetched by
-key), runs a slow periodic resync as a safety net (which also refreshes the
-engine's health, `NodeState.engine`), and polls task metrics for CPU and memory.
+stream (rows change as events arrive; what an event does not carry is fetched
+aside, a burst of created containers in one filtered list call), runs a slow
+periodic resync as a safety net that stretches while it finds nothing the events
+missed (the engine's health, `NodeState.engine`, keeps its own 30 s pace), and
+polls task metrics for CPU and memory.
 It reports through two callbacks (a log line, connection up or down); the screen
 picks up changed tables from `NodeState.dirty` at its own pace. Its subscription
 asks for the engine's recent history (ctrdeck's `SubscribeRequest.history`; a
