@@ -84,3 +84,24 @@ async def test_rows_removed_by_the_model_stay_gone_when_the_filter_clears() -> N
         await pilot.pause()
         assert shown(table) == sorted(fewer)
         assert table.counts() == (48, 48)
+
+
+def test_cells_of_a_row_without_a_task_are_made_once_per_theme() -> None:
+    styles = {"dim": "dim"}
+    idle = ContainerRow("idle", "busybox", "io.containerd.runc.v2")
+    first = ContainersTable.cells(idle, NOW, styles)
+    assert ContainersTable.cells(idle, NOW, styles) is first
+    # A new theme's styles, or a changed row, make new cells.
+    again = ContainersTable.cells(idle, NOW, {"dim": "italic"})
+    assert again is not first and again == ContainersTable.cells(idle, NOW, {"dim": "italic"})
+    moved = ContainersTable.cells(
+        ContainerRow("idle", "alpine", "io.containerd.runc.v2"), NOW, styles
+    )
+    assert moved["image"] == "alpine"
+    # A running row's uptime moves with the clock.
+    running = ContainerRow("run", "busybox", "x", status="RUNNING", pid=7, started=NOW)
+    later = NOW.replace(year=NOW.year + 1)
+    assert (
+        ContainersTable.cells(running, NOW, styles)["up"]
+        != ContainersTable.cells(running, later, styles)["up"]
+    )
