@@ -15,7 +15,8 @@ Against Debian's containerd and against ctrdeck's engine, each seeded through
   `2`/`1` switch between images and containers);
 - idle: CPU time of the console process (and of the engine) over a quiet
   window, as a share of one core, and the bytes the console writes to the
-  terminal meanwhile (what an SSH link carries).
+  terminal meanwhile (what an SSH link carries); on the seeded node with
+  `--running` busybox tasks (`ctr run -d`) started after the frames.
 
 Prints a markdown table of ratios (ctrdeck / containerd; both columns run the
 same console, so the ratio shows what the engine changes).
@@ -25,6 +26,7 @@ With `--ssh-only` it measures instead what an SSH link carries, at 80x24 and
 more created: bytes per second idle, idle with a dialog open, and bytes per key.
 
     .venv/bin/python -m bench.bench_console [--idle-seconds 60] [--starts 5] [--presses 30]
+    .venv/bin/python -m bench.bench_console --containers 10000 --running 50
     .venv/bin/python -m bench.bench_console --ssh-only [--ssh-idle 30] [--presses 20]
 """
 
@@ -62,6 +64,7 @@ from tests import engine_proc
 COLS, ROWS = 120, 40
 CONTAINERS = 2000
 IMAGES = 500
+RUNNING = 50
 SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 # The image records point at an index that is not in the content store: the
 # console still lists them (its size column says "-"), which is all this needs.
@@ -405,6 +408,7 @@ async def measure(running: engine_proc.Running, args: argparse.Namespace) -> dic
     address = str(running.address)
     client = Client(address, "default")
     results: dict[str, Any] = {}
+    started: list[str] = []
     try:
         with config_home() as home:
             empty = PtyConsole(address, home)
@@ -425,12 +429,49 @@ async def measure(running: engine_proc.Running, args: argparse.Namespace) -> dic
                 await asyncio.sleep(1.0)
                 results["events"] = await event_delays(client, console, args.probes)
                 results["frames"] = await frames(console, args.presses, args.containers)
+                # After the frames: their rows sort after the seeded ones, which `G` expects last.
+                started = start_tasks(running, args.running)
                 results["idle"] = await idle(console, running.proc.pid, args.idle_seconds)
             finally:
                 console.stop()
     finally:
+        await end_tasks(client, started)
         client.close()
     return results
+
+
+def start_tasks(running: engine_proc.Running, count: int) -> list[str]:
+    """`count` busybox tasks running in the console's namespace (`ctr run -d`), for idle."""
+    from bench import bench_tasks
+
+    def ctr(*argv: str) -> str:
+        return bench_tasks.checked(
+            ["ctr", "--address", str(running.address), "--namespace", "default", *argv]
+        )
+
+    if count == 0:
+        return []
+    work = Path(tempfile.mkdtemp(prefix="bench-console-run-"))
+    try:
+        archive = bench_tasks.image_archive(work)
+        ctr("images", "import", "--base-name", bench_tasks.IMAGE.rsplit(":", 1)[0], str(archive))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ids = [f"zz-run-{i:02d}" for i in range(count)]
+    fifos = str(running.base / "fifo")
+    for cid in ids:
+        ctr("run", "-d", "--fifo-dir", fifos, bench_tasks.IMAGE, cid, "sleep", "86400")
+    return ids
+
+
+async def end_tasks(client: Client, ids: list[str]) -> None:
+    from bench import bench_tasks
+
+    for cid in ids:
+        await bench_tasks.end_task(client, cid)
+        await bench_tasks.remove_container(client, cid)
+    if ids:
+        bench_tasks.remove_namespace_cgroups("default")
 
 
 async def ssh_bytes(running: engine_proc.Running, args: argparse.Namespace) -> dict[str, float]:
@@ -544,7 +585,8 @@ def figures(r: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, floa
         (f"frame: `G` to the last of {n} rows, p50", pct(r["frames"]["G"], 50), "ms"),
         ("frame: switch images ↔ containers, p50", pct(r["frames"]["switch"], 50), "ms"),
     ]
-    for key, label in (("idle_empty", "empty node"), ("idle", f"{n} containers")):
+    busy = f"{n} containers, {args.running} running"
+    for key, label in (("idle_empty", "empty node"), ("idle", busy)):
         out += [
             (f"idle CPU of the console, {label}, over {secs}", r[key]["console"], "% core"),
             (f"idle CPU of the engine under the console, {label}", r[key]["engine"], "% core"),
@@ -573,6 +615,9 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=20, help="containers created and deleted")
     parser.add_argument("--presses", type=int, default=30, help="`j` presses")
     parser.add_argument("--containers", type=int, default=CONTAINERS)
+    parser.add_argument(
+        "--running", type=int, default=RUNNING, help="busybox tasks running while idle is measured"
+    )
     parser.add_argument("--images", type=int, default=IMAGES)
     parser.add_argument("--only", choices=("containerd", "ctrdeck"), help="one engine only")
     parser.add_argument(

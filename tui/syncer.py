@@ -1,9 +1,11 @@
 """What keeps a `NodeState` current from one engine, and reconnects when it is lost.
 
 `Syncer` does a full resync on connect, follows the global `Events.Subscribe`
-stream (rows change as events arrive; what an event does not carry is fetched by
-key), runs a slow periodic resync as a safety net (which also refreshes the
-engine's health, `NodeState.engine`), and polls task metrics for CPU and memory.
+stream (rows change as events arrive; what an event does not carry is fetched
+aside, a burst of created containers in one filtered list call), runs a slow
+periodic resync as a safety net that stretches while it finds nothing the events
+missed (the engine's health, `NodeState.engine`, keeps its own 30 s pace), and
+polls task metrics for CPU and memory.
 It reports through two callbacks (a log line, connection up or down); the screen
 picks up changed tables from `NodeState.dirty` at its own pace. Its subscription
 asks for the engine's recent history (ctrdeck's `SubscribeRequest.history`; a
@@ -65,8 +67,13 @@ SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1"
 # The safety net under the event stream; a resync of a namespace with 2,000
 # containers costs the console about a third of a second of CPU.
 RESYNC_INTERVAL = 30.0
+# A resync that finds nothing the events missed doubles the wait for the next
+# one, up to this many resync intervals; one that finds a difference resets it.
+RESYNC_STRETCH = 8
 METRICS_INTERVAL = 2.0
 RELIST_DELAY = 0.3
+# Containers fetched per list call after a burst of creates (ids in its filters).
+FETCH_BATCH = 100
 RECONNECT_MAX = 5.0
 # How long the OOM check after a 137 exit may take.
 OOM_CHECK_TIMEOUT = 5.0
@@ -193,10 +200,13 @@ class Syncer:
         # Hears each task exit of the current namespace as it happens (not from history).
         self.on_exit = on_exit
         self.resync_interval = resync_interval
+        self._resync_every = resync_interval
         self._summaries: dict[str, oci.ImageDetail | None] = {}
         self._relist: set[str] = set()
         self._stale_counts: set[str] = set()
         self._relist_task: asyncio.Task[None] | None = None
+        self._fetch_ids: set[str] = set()
+        self._fetch_task: asyncio.Task[None] | None = None
         self._cpu: dict[tuple[str, str], tuple[int, datetime]] = {}
         self._resync_now = asyncio.Event()
         self._reported_down = False
@@ -259,15 +269,21 @@ class Syncer:
         raise ConnectionError("the event stream ended")
 
     async def _periodic(self) -> None:
-        waited = 0.0
+        waited = health = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._resync_now.wait(), METRICS_INTERVAL)
             waited += METRICS_INTERVAL
-            if self._resync_now.is_set() or waited >= self.resync_interval:
+            health += METRICS_INTERVAL
+            if self._resync_now.is_set() or waited >= self._resync_every:
                 self._resync_now.clear()
-                waited = 0.0
+                waited = health = 0.0
                 await self.resync()
+            elif health >= self.resync_interval:
+                # The engine's health keeps its pace while the lists' safety net stretches.
+                health = 0.0
+                await self._engine()
+                await self._metrics()
             else:
                 await self._metrics()
 
@@ -283,6 +299,8 @@ class Syncer:
     # --- resync ---------------------------------------------------------------
 
     async def resync(self) -> None:
+        tables = self.state.tables
+        before = {name: dict(rows) for name, rows in tables.items()}
         await self._images()
         await self._containers()
         # After the current namespace's lists: its counts come from them.
@@ -291,6 +309,14 @@ class Syncer:
         await self._content()
         await self._metrics()
         await self._engine()
+        # Rows the events kept current are the same objects, so this compares cheaply.
+        drifted = any(before[name] != rows for name, rows in tables.items())
+        if drifted:
+            self._resync_every = self.resync_interval
+        else:
+            # The events missed nothing: the safety net (every container listed,
+            # the engine's costliest call on a big node) can wait longer.
+            self._resync_every = min(self._resync_every * 2, self.resync_interval * RESYNC_STRETCH)
 
     async def _served(self, service: str, call: Awaitable[Any]) -> Any:
         """The call's result, or None when the engine does not serve `service` (yet)."""
@@ -537,9 +563,17 @@ class Syncer:
             case ev.ContainerDelete():
                 state.remove(CONTAINERS, payload.id)
                 self._count_current()
-            case ev.ContainerCreate() | ev.ContainerUpdate():
-                await self._fetch_container(payload.id)
+            case ev.ContainerCreate():
+                if payload.id not in state.containers:
+                    # The event's own data first; the rest (labels, snapshot) is fetched aside.
+                    runtime = payload.runtime.name if payload.runtime else ""
+                    state.upsert(
+                        CONTAINERS, payload.id, ContainerRow(payload.id, payload.image, runtime)
+                    )
+                self._fetch_soon(payload.id)
                 self._count_current()
+            case ev.ContainerUpdate():
+                self._fetch_soon(payload.id)
             case ev.TaskCreate():
                 state.update_container(
                     payload.container_id, status="CREATED", pid=payload.pid, exit_status=None
@@ -630,17 +664,43 @@ class Syncer:
             summary = await self._summary(client, resp.image)
             self.state.upsert(IMAGES, name, image_row(resp.image, summary))
 
-    async def _fetch_container(self, container_id: str) -> None:
-        try:
-            resp = await self.client.containers.get(
-                containers_api.GetContainerRequest(id=container_id)
-            )
-        except GRPCError:
-            self.state.remove(CONTAINERS, container_id)
-            return
-        if resp.container is not None:
-            previous = self.state.containers.get(container_id)
-            self.state.upsert(CONTAINERS, container_id, container_row(resp.container, previous))
+    def _fetch_soon(self, container_id: str) -> None:
+        """Fetch a created or updated container, with the others of its burst in one list call.
+
+        One `Containers.Get` per event held up every later event of the node
+        behind a round trip; the event stream now goes on while a filtered
+        `Containers.List` fetches whatever ids have gathered meanwhile.
+        """
+        self._fetch_ids.add(container_id)
+        if self._fetch_task is None or self._fetch_task.done():
+            self._fetch_task = asyncio.ensure_future(self._fetch_containers())
+
+    async def _fetch_containers(self) -> None:
+        while self._fetch_ids:
+            ids = sorted(self._fetch_ids)[:FETCH_BATCH]
+            self._fetch_ids.difference_update(ids)
+            namespace = self.state.namespace
+            request = containers_api.ListContainersRequest(filters=[f'id=="{i}"' for i in ids])
+            try:
+                resp = await self.client.containers.list(request)
+            except (*CONNECTION_ERRORS, GRPCError):
+                # The next resync (or the reconnect) brings the rows in line.
+                return
+            if namespace != self.state.namespace:
+                continue
+            found = {c.id: c for c in resp.containers}
+            for cid in ids:
+                previous = self.state.containers.get(cid)
+                if previous is None or cid in self._fetch_ids:
+                    # Deleted meanwhile (its delete event came after the list), or
+                    # changed again: the next fetch has it.
+                    continue
+                c = found.get(cid)
+                if c is None:
+                    self.state.remove(CONTAINERS, cid)
+                else:
+                    self.state.upsert(CONTAINERS, cid, container_row(c, previous))
+            self._count_current()
 
     def _relist_soon(self, *tables: str) -> None:
         """Re-list whole tables a moment later, once for a burst of events (a pull sends many)."""

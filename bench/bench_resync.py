@@ -1,0 +1,127 @@
+"""Engine CPU under an idle console: its resync and its metrics poll, against both engines.
+
+The console's `tui.syncer.Syncer` runs in this process against Debian's
+containerd and against ctrdeck's engine, each holding `--containers` container
+records (each with a spec) and `--running` real busybox tasks started with
+`ctr run -d` in the same namespace. Measured per engine, in one run, as the
+engine process's user+system CPU (`/proc/PID/stat`) around each piece of work:
+
+- one full resync (what the console does every 30 s and on connect);
+- one metrics poll (every 2 s while any task runs);
+- an idle window: the syncer running as the console runs it, for `--idle` seconds.
+
+Also the console side: this process's CPU per resync. Prints a markdown table of
+ratios (ctrdeck / containerd).
+
+    .venv/bin/python -m bench.bench_resync [--containers 2000] [--running 50] [--idle 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import bench_tasks
+from bench.bench_console import cpu_seconds, create_container
+from bench.stats import machine, pct, table
+from core.client import Client
+from tests import engine_proc
+from tui.state import NodeState
+from tui.syncer import Syncer
+
+NS = bench_tasks.NS
+ROUNDS = 5
+
+
+async def measure(running: engine_proc.Running, args: argparse.Namespace) -> dict[str, Any]:
+    target = bench_tasks.Target(running)
+    client = Client(str(running.address), NS)
+    work = Path(tempfile.mkdtemp(prefix="bench-resync-"))
+    pid = running.proc.pid
+    out: dict[str, Any] = {"resync": [], "console": [], "metrics": []}
+    try:
+        bench_tasks.import_image(target, bench_tasks.image_archive(work))
+        for i in range(args.running):
+            bench_tasks.checked(
+                target.run_argv("-d", bench_tasks.IMAGE, f"run-{i:02d}", "sleep", "86400")
+            )
+        sem = asyncio.Semaphore(16)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await create_container(client, f"bench-{i:05d}", bench_tasks.IMAGE)
+
+        await asyncio.gather(*(one(i) for i in range(args.containers)))
+        state = NodeState(NS, str(running.address))
+        syncer = Syncer(
+            Client(str(running.address), NS),
+            state,
+            on_log=lambda _: None,
+            on_connection=lambda *_: None,
+        )
+        await syncer.resync()
+        for _ in range(ROUNDS):
+            e0, c0 = cpu_seconds(pid), time.process_time()
+            await syncer.resync()
+            out["resync"].append((cpu_seconds(pid) - e0) * 1000)
+            out["console"].append((time.process_time() - c0) * 1000)
+            e0 = cpu_seconds(pid)
+            for _ in range(10):
+                await syncer._metrics()
+            out["metrics"].append((cpu_seconds(pid) - e0) * 100)
+        assert sum(1 for c in state.containers.values() if c.status == "RUNNING") == args.running
+        task = asyncio.ensure_future(syncer.run())
+        await asyncio.sleep(3.0)
+        e0, t0 = cpu_seconds(pid), time.perf_counter()
+        await asyncio.sleep(args.idle)
+        out["idle"] = (cpu_seconds(pid) - e0) / (time.perf_counter() - t0) * 100
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        syncer.base.close()
+    finally:
+        await bench_tasks.sweep(client)
+        client.close()
+        bench_tasks.remove_namespace_cgroups(NS)
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--containers", type=int, default=2000)
+    parser.add_argument("--running", type=int, default=50)
+    parser.add_argument("--idle", type=float, default=60.0, help="idle window, seconds")
+    args = parser.parse_args()
+    results = {}
+    for start in (engine_proc.containerd, engine_proc.ctrdeck):
+        with start() as running:
+            results[running.name] = asyncio.run(measure(running, args))
+    cd, cx = results["containerd"], results["ctrdeck"]
+    print(f"machine: {machine()}\n")
+    print(f"{args.containers:,} containers + {args.running} running tasks, median of {ROUNDS}\n")
+    print(
+        table(
+            [
+                ("engine CPU per resync", pct(cd["resync"], 50), pct(cx["resync"], 50), "ms"),
+                ("console CPU per resync", pct(cd["console"], 50), pct(cx["console"], 50), "ms"),
+                (
+                    "engine CPU per metrics poll",
+                    pct(cd["metrics"], 50),
+                    pct(cx["metrics"], 50),
+                    "ms",
+                ),
+                (f"engine CPU, idle console, {args.idle:g} s", cd["idle"], cx["idle"], "% core"),
+            ]
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
