@@ -322,7 +322,9 @@ class ResourceTable(DataTable[Cell]):
             # Thousands of rows are thousands of long-lived objects that every full
             # collection of the cyclic GC would walk again, a frame's worth of
             # pause each time (the p99 of a key at 10,000 rows); reference
-            # counting still frees them when their rows go.
+            # counting still frees them when their rows go. Cyclic garbage is
+            # collected first, so none of it is frozen for the console's life.
+            gc.collect()
             gc.freeze()
 
     def _get_row_region(self, row_index: int) -> Region:
