@@ -39,10 +39,13 @@ class ProcessRow:
 
 
 class Sampler:
-    """CPU% of each process from its CPU time now and at the last sample."""
+    """What one processes view keeps between samples: each process's CPU time at the last
+    sample (for CPU%), and whether the engine answers `TaskDetails.Processes` (a containerd
+    does not: it is asked once, not on every refresh)."""
 
     def __init__(self) -> None:
         self._last: dict[int, tuple[int, float]] = {}
+        self.engine_tells = True
 
     def rows(self, found: list[tuple[str, procfs.ProcessFacts | None]]) -> list[ProcessRow]:
         """Rows for (exec id, facts) pairs; facts None keep only what the pid says."""
@@ -76,24 +79,26 @@ async def processes(
     client: Client, container_id: str, init_pid: int, sampler: Sampler
 ) -> tuple[list[ProcessRow], bool]:
     """The task's processes, and whether they carry details (False: pids and exec ids only)."""
-    try:
-        with engine_call("TaskDetails", f"list the processes of {container_id}"):
-            answered = await client.task_processes(container_id)
-    except ConsoleError as exc:
-        if not exc.unimplemented:
-            raise
-    else:
-        return sampler.rows(
-            [
-                (
-                    p.exec_id,
-                    procfs.ProcessFacts(
-                        p.pid, p.user, p.command, p.state, p.cpu_ns, p.rss_bytes or None
-                    ),
-                )
-                for p in answered
-            ]
-        ), True
+    if sampler.engine_tells:
+        try:
+            with engine_call("TaskDetails", f"list the processes of {container_id}"):
+                answered = await client.task_processes(container_id)
+        except ConsoleError as exc:
+            if not exc.unimplemented:
+                raise
+            sampler.engine_tells = False
+        else:
+            return sampler.rows(
+                [
+                    (
+                        p.exec_id,
+                        procfs.ProcessFacts(
+                            p.pid, p.user, p.command, p.state, p.cpu_ns, p.rss_bytes or None
+                        ),
+                    )
+                    for p in answered
+                ]
+            ), True
     pids = await list_pids(client, container_id)
     if not is_local(client, container_id, init_pid):
         return [ProcessRow(pid, exec_id) for pid, exec_id in pids], False

@@ -159,7 +159,7 @@ class Attach:
             if not isinstance(data, bytes) or not data:
                 continue
             if data[0] == STDIN and fifo >= 0:
-                await _write_all(fifo, data[1:])
+                await write_all(fifo, data[1:])
             elif data[0] == RESIZE and self.tty:
                 with contextlib.suppress(ValueError, KeyError, CtrdeckError):
                     size = json.loads(data[1:])
@@ -167,13 +167,14 @@ class Attach:
                                      int(size["Width"]), int(size["Height"]))  # fmt: skip
 
 
-async def _write_all(fd: int, data: bytes) -> None:
+async def write_all(fd: int, data: bytes) -> None:
+    """All of `data` into non-blocking `fd` (a container's stdin FIFO), waiting while it is full."""
     view = memoryview(data)
     while view:
         try:
             n = os.write(fd, view)
         except BlockingIOError:
-            await asyncio.sleep(POLL)
+            await asyncio.sleep(0.01)
             continue
         view = view[n:]
 

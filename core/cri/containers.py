@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -47,7 +46,7 @@ from core.cri import (
 from core.cri.config import CriConfig
 from core.cri.images import CriImages
 from core.cri.pods import Pods, pod_config
-from core.cri.store import ContainerRecord, Store, decode, encode
+from core.cri.store import ContainerRecord, Store, encode, parsed
 from core.engine import Engine
 from core.errors import (
     AlreadyExists,
@@ -67,14 +66,8 @@ log = logging.getLogger("ctrdeck.cri")
 OOM_EXIT = 137
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse_container_config(encoded: str) -> cri.ContainerConfig:
-    return cri.ContainerConfig.parse(decode(encoded))
-
-
 def container_config(record: ContainerRecord) -> cri.ContainerConfig:
-    """The record's CRI config (parsed once per distinct record: List walks them all)."""
-    return _parse_container_config(record.config)
+    return parsed(cri.ContainerConfig, record.config)
 
 
 class Containers:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import secrets
@@ -48,7 +47,7 @@ from core.cri import (
 from core.cri.cni import Attachment, Cni
 from core.cri.config import CriConfig, netns_dir
 from core.cri.images import CriImage, CriImages
-from core.cri.store import SandboxRecord, Store, decode, encode
+from core.cri.store import SandboxRecord, Store, encode, parsed
 from core.engine import Engine
 from core.errors import AlreadyExists, CtrdeckError, InvalidArgument, NotFound
 from core.metadata.containers import AnyValue, Container
@@ -59,14 +58,8 @@ log = logging.getLogger("ctrdeck.cri")
 STOP_GRACE = 2.0
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse_pod_config(encoded: str) -> cri.PodSandboxConfig:
-    return cri.PodSandboxConfig.parse(decode(encoded))
-
-
 def pod_config(record: SandboxRecord) -> cri.PodSandboxConfig:
-    """The record's CRI config (parsed once per distinct record: List walks them all)."""
-    return _parse_pod_config(record.config)
+    return parsed(cri.PodSandboxConfig, record.config)
 
 
 def host_network(config: cri.PodSandboxConfig) -> bool:

@@ -10,11 +10,16 @@ with them finds the netns to DEL from and the logs to reopen.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import betterproto2
+
+Parsed = TypeVar("Parsed", bound=betterproto2.Message)
 
 
 @dataclass
@@ -53,6 +58,12 @@ def encode(message_bytes: bytes) -> str:
 
 def decode(text: str) -> bytes:
     return base64.b64decode(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def parsed(message: type[Parsed], encoded: str) -> Parsed:
+    """A record's CRI config, parsed once per distinct encoding: List walks every record."""
+    return message.parse(decode(encoded))
 
 
 class Store:

@@ -284,7 +284,7 @@ class _Session:
             channel, data = msg.data[0], msg.data[1:]
             if channel == STDIN and STDIN in self.fds:
                 if data:
-                    await _write_all(self.fds[STDIN], data)
+                    await attach.write_all(self.fds[STDIN], data)
             elif channel == RESIZE and self.call.tty:
                 with contextlib.suppress(ValueError, CtrdeckError):
                     size = json.loads(data)
@@ -298,14 +298,3 @@ class _Session:
             with contextlib.suppress(NotFound, CtrdeckError):
                 await tasks.kill(NAMESPACE, self.call.container_id, signal.SIGKILL,
                                  exec_id=self.exec_id)  # fmt: skip
-
-
-async def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:
-            await asyncio.sleep(0.01)
-            continue
-        view = view[n:]
