@@ -13,26 +13,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.config import Config
 from core.content.store import ContentStore
 from core.content.write import Writes
-from core.diff.differ import Differ
 from core.errors import FailedPrecondition, InvalidArgument
 from core.events.exchange import Exchange
 from core.gc import GarbageCollector
-from core.images import registry
-from core.images.archive import IMPORT_SPOOL, Exporter, Imports
 from core.images.blobs import Blobs
-from core.images.pull import Puller, PullObserver
-from core.images.push import Pusher
 from core.images.records import ImageRecords
-from core.images.unpack import Unpackers
 from core.metadata import Metadata
 from core.metadata.containers import Container
 from core.metadata.snapshots import SnapshotStore
@@ -45,7 +41,18 @@ from core.snapshots import Snapshotter
 from core.snapshots import load as load_snapshotters
 from core.snapshots.mount import Mount
 
+if TYPE_CHECKING:
+    from core.diff.differ import Differ
+    from core.images.archive import Exporter, Imports
+    from core.images.pull import Puller, PullObserver
+    from core.images.push import Pusher
+    from core.images.unpack import Unpackers
+
 log = logging.getLogger("ctrdeck.engine")
+
+IMPORT_SPOOL = "io.containerd.grpc.v1.images.import"
+"""Where imports spool their tarballs (`core.images.archive.IMPORT_SPOOL`, which a test
+pins to this): the engine looks there at start without importing the archive code."""
 
 
 class Engine:
@@ -109,7 +116,6 @@ class Engine:
         )
         self.writes = Writes(self.content, self.metadata.content, self.gc)
         differ_parts = (self.content, self.metadata, self.gc, self.snapshotters)
-        self.differ = Differ(self.content, self.metadata.content, self.gc, self.snapshotters)
         self.plugins.add(
             Plugin(
                 "io.containerd.differ.v1", "walking", requires=self.plugins.requires(*differ_parts)
@@ -119,42 +125,75 @@ class Engine:
         self._build_tasks(config)
 
     def _build_images(self, config: Config) -> None:
-        # Pull, import, export and push get only the parts they use, wired here once.
+        # Pull, import, export and push get only the parts they use, wired here once;
+        # the parts below that carry the registry client, TLS, tar and the compressors
+        # are built (and their modules imported) on first use, so an engine at rest
+        # does not hold them in memory.
         self.blobs = Blobs(self.content, self.metadata, self.gc)
         self.image_records = ImageRecords(
             self.metadata.images, self.metadata.leases, self.gc, self.events.publish
         )
-        self.unpackers = Unpackers(
+
+    @functools.cached_property
+    def differ(self) -> Differ:
+        from core.diff.differ import Differ  # on first use: tar and the compressors
+
+        return Differ(self.content, self.metadata.content, self.gc, self.snapshotters)
+
+    @functools.cached_property
+    def unpackers(self) -> Unpackers:
+        from core.images.unpack import Unpackers  # on first use: see differ
+
+        return Unpackers(
             self.snapshotters,
             self.snapshot_records,
             self.metadata.namespaces,
             self.metadata.content,
             self.differ,
             self.events.publish,
-            config.default_snapshotter,
+            self.config.default_snapshotter,
         )
-        self.puller = Puller(
+
+    @functools.cached_property
+    def puller(self) -> Puller:
+        from core.images.pull import Puller  # on first use: the registry client and TLS
+
+        return Puller(
             self.blobs,
             self.image_records,
             self.unpackers,
-            config.registry.config_path,
+            self.config.registry.config_path,
             self.pull_observers,
-            auths=config.registry.auths,
+            auths=self.config.registry.auths,
         )
-        self.imports = Imports(
-            self.blobs, self.image_records, self.unpackers, self.root / IMPORT_SPOOL
-        )
-        # Export and push work on one namespace each: these make one for a namespace.
-        self.exporter: Callable[[str], Exporter] = functools.partial(
+
+    @functools.cached_property
+    def imports(self) -> Imports:
+        from core.images.archive import Imports  # on first use: tar and gzip
+
+        return Imports(self.blobs, self.image_records, self.unpackers, self.root / IMPORT_SPOOL)
+
+    @functools.cached_property
+    def exporter(self) -> Callable[[str], Exporter]:
+        """Export works on one namespace at a time: this makes one for a namespace."""
+        from core.images.archive import Exporter  # on first use: see imports
+
+        return functools.partial(
             Exporter, self.content, self.metadata.content, self.metadata.images
         )
-        self.pusher: Callable[[str], Pusher] = functools.partial(
+
+    @functools.cached_property
+    def pusher(self) -> Callable[[str], Pusher]:
+        """Push works on one namespace at a time: this makes one for a namespace."""
+        from core.images.push import Pusher  # on first use: see puller
+
+        return functools.partial(
             Pusher,
             self.content,
             self.metadata.content,
             self.metadata.images,
-            config.registry.config_path,
-            auths=config.registry.auths,
+            self.config.registry.config_path,
+            auths=self.config.registry.auths,
         )
 
     def requires(self, names: Iterable[str]) -> list[str]:
@@ -252,7 +291,9 @@ class Engine:
 
     async def start(self) -> None:
         """Find the tasks a previous run left running (the event loop is up now)."""
-        self._warm_up = asyncio.create_task(asyncio.to_thread(registry.warm_up))
+        if _has_entries(self.root / IMPORT_SPOOL):
+            # Wiring the imports removes what a crashed engine left spooled.
+            self.imports  # noqa: B018
         # Counted once here, off the loop; the metrics gauge reads the count after.
         counting = asyncio.create_task(asyncio.to_thread(self.content.total_bytes))
         await self.tasks.restore()
@@ -275,3 +316,11 @@ class Engine:
 
     def close(self) -> None:
         self.metadata.close()
+
+
+def _has_entries(directory: Path) -> bool:
+    try:
+        with os.scandir(directory) as entries:
+            return next(entries, None) is not None
+    except FileNotFoundError:
+        return False

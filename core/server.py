@@ -24,17 +24,18 @@ import socket
 import ssl
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
-from core import listeners, metrics, tls
+from core import listeners, tls
 from core.api.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from core.config import Config
 from core.connection import HardenedServer, Limits
-from core.cri.service import Cri, ImageService, RuntimeService
+from core.cri import PARTS as CRI_PARTS
+from core.cri.plugin import CriPlugin, Pool
 from core.engine import Engine
 from core.errors import FailedPrecondition, InvalidArgument
 from core.plugins import Plugin
@@ -53,13 +54,17 @@ from core.services.task_details import TaskDetailsService
 from core.services.tasks import TasksService
 from core.services.version import VersionService
 
+if TYPE_CHECKING:
+    from core import metrics
+
 log = logging.getLogger("ctrdeck.server")
 
 GRPC_PLUGIN = "io.containerd.grpc.v1"
 
 
-def build_services(engine: Engine) -> list[Any]:
-    """Every gRPC service over `engine`, each recorded as a plugin requiring the parts it uses."""
+def build_services(engine: Engine) -> tuple[list[Any], CriPlugin]:
+    """Every gRPC service over `engine`, each recorded as a plugin requiring the parts it
+    uses, and the CRI plugin (which the server starts and closes)."""
     services: dict[str, Any] = {
         "version": VersionService(),
         "introspection": IntrospectionService(engine),
@@ -81,15 +86,14 @@ def build_services(engine: Engine) -> list[Any]:
         exports = engine.facts() if name == "introspection" else {}
         engine.plugins.add(Plugin(GRPC_PLUGIN, name, requires=requires, exports=exports), service)
     # Kubernetes' CRI: one plugin, as containerd lists it, serving both runtime.v1 services.
-    cri = Cri(engine)
-    cri_services = [RuntimeService(cri), ImageService(cri)]
+    cri = CriPlugin(engine)
     engine.plugins.add(
-        Plugin(GRPC_PLUGIN, "cri", requires=engine.requires(RuntimeService.PARTS)),
-        *cri_services,
+        Plugin(GRPC_PLUGIN, "cri", requires=engine.requires(CRI_PARTS)), *cri.services
     )
-    return ServerReflection.extend(
-        [*services.values(), *cri_services], pool=default_google_proto_descriptor_pool
+    reflected = ServerReflection.extend(
+        [*services.values(), *cri.services], pool=Pool(default_google_proto_descriptor_pool)
     )
+    return reflected, cri
 
 
 def socket_is_live(path: Path) -> bool:
@@ -122,6 +126,8 @@ def prepare_socket(path: Path) -> None:
 
 def engine_metrics(engine: Engine) -> metrics.EngineMetrics:
     """The engine's metrics, reading the parts they report on."""
+    from core import metrics  # only with a [metrics] address: prometheus_client is not small
+
     return metrics.EngineMetrics(
         metrics.Sources(
             events=engine.events,
@@ -140,11 +146,15 @@ class EngineServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.engine = Engine(config)
-        self.metrics = engine_metrics(self.engine)
-        self.engine.pull_observers.append(self.metrics.observe_pull)
-        self.services = build_services(self.engine)
+        self.services, self.cri = build_services(self.engine)
         self.servers: list[Server] = []
-        self.observers: list[status.Observer] = [self.metrics.observe_grpc]
+        self.observers: list[status.Observer] = []
+        # Metrics are counted only when a listener can serve them.
+        self.metrics: metrics.EngineMetrics | None = None
+        if config.metrics.address:
+            self.metrics = engine_metrics(self.engine)
+            self.engine.pull_observers.append(self.metrics.observe_pull)
+            self.observers.append(self.metrics.observe_grpc)
         self.socket_path = Path(config.grpc.address)
         self.metrics_listener: metrics.MetricsListener | None = None
         self.owns_socket = False
@@ -205,14 +215,14 @@ class EngineServer:
             self.tcp_socket = listeners.bind_tcp(self.config.grpc.tcp_address)
         # Metrics first: an address in use refuses the start before any
         # client could reach an engine that is about to exit.
-        if self.config.metrics.address:
+        if self.metrics is not None:
+            from core import metrics  # see engine_metrics
+
             self.metrics_listener = await metrics.serve(self.metrics, self.config.metrics.address)
         prepare_socket(self.socket_path)
         # Tasks of a previous run are known before the first call can ask.
         await self.engine.start()
-        for service in self.services:
-            if isinstance(service, RuntimeService):
-                await service.cri.start()
+        await self.cri.start()
         await self._new_server().start(sock=self._bind_unix())
         self.owns_socket = True
         log.info("serving containerd v1 API on unix://%s", self.socket_path)
@@ -261,9 +271,7 @@ class EngineServer:
         if self.owns_socket:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
-        for service in self.services:
-            if isinstance(service, RuntimeService):
-                await service.cri.close()
+        await self.cri.close()
         await self.engine.stop()
         self.engine.close()
         log.info("engine stopped")

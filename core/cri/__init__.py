@@ -16,6 +16,9 @@ NAMESPACE = "k8s.io"
 PLUGIN_ROOT = "io.containerd.grpc.v1.cri"
 """The directory under the engine's root and state that the CRI keeps its files in."""
 
+PARTS = ("metadata", "content", "events", "gc", "snapshot_records", "snapshotters", "tasks")
+"""The engine's parts the CRI uses (both services share them): the CRI plugin's `requires`."""
+
 KIND_LABEL = "io.cri-containerd.kind"
 SANDBOX_KIND = "sandbox"
 CONTAINER_KIND = "container"

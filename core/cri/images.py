@@ -22,7 +22,6 @@ from core.descriptor import Descriptor
 from core.engine import Engine
 from core.errors import CtrdeckError, NotFound
 from core.images import handlers, mediatypes, platforms, reference
-from core.images.pull import request_from
 from core.metadata.images import Image
 
 log = logging.getLogger("ctrdeck.cri")
@@ -58,7 +57,6 @@ class CriImage:
 class CriImages:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.puller = engine.puller
         # A target digest always resolves to the same config: cache the walk.
         self._resolved: dict[str, tuple[str, int, dict[str, Any], str]] = {}
 
@@ -131,9 +129,12 @@ class CriImages:
 
     async def pull(self, ref: str, user: str = "") -> CriImage:
         """Pull `ref` into `k8s.io` as `user` (`NAME:SECRET`, kept for this pull alone)."""
+        from core.images.pull import request_from  # on first pull: the registry client, TLS
+
         parsed = reference.parse(ref)
         pulled: Image | None = None
-        async for progress in self.puller.pull(NAMESPACE, request_from(str(parsed), user=user)):
+        pulls = self.engine.puller.pull(NAMESPACE, request_from(str(parsed), user=user))
+        async for progress in pulls:
             pulled = progress.image or pulled
         if pulled is None:
             raise NotFound(f'pull of "{ref}" registered no image')

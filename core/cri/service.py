@@ -17,7 +17,7 @@ import json
 import time
 
 from core.api.runtime import v1 as cri
-from core.cri import NAMESPACE, PLUGIN_ROOT, cni
+from core.cri import NAMESPACE, PARTS, PLUGIN_ROOT, cni
 from core.cri import config as cri_config
 from core.cri.attach import Target
 from core.cri.containers import Containers, container_config
@@ -30,8 +30,6 @@ from core.engine import Engine
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from core.images.credentials import IDENTITY_TOKEN_USER
 
-PARTS = ("metadata", "content", "events", "gc", "snapshot_records", "snapshotters", "tasks")
-"""The engine's parts the CRI uses (both services share them): the CRI plugin's `requires`."""
 RUNTIME_NAME = "ctrdeck"
 CRI_VERSION = "v1"
 VERSION = "0.1.0"

@@ -658,15 +658,6 @@ def _default_tls() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def warm_up() -> None:
-    """Pay the one-time cost of TLS roots and httpx's first client (about 50 ms) early.
-
-    The engine calls this in a worker thread at start-up, so an operator's first
-    pull does not wait for it.
-    """
-    httpx.AsyncClient(verify=_default_tls())
-
-
 def verify(body: bytes, digest: str, host: str, what: str) -> None:
     actual = "sha256:" + hashlib.sha256(body).hexdigest()
     if actual != digest:

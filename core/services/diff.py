@@ -11,10 +11,9 @@ from __future__ import annotations
 from core import context
 from core.api.containerd import types
 from core.api.containerd.services.diff import v1 as api
-from core.diff.compression import OCI_LAYER
-from core.diff.differ import Differ
 from core.engine import Engine
 from core.errors import InvalidArgument
+from core.images.mediatypes import OCI_LAYER
 from core.services.convert import descriptor_in, descriptor_out
 from core.snapshots.mount import Mount
 
@@ -29,12 +28,13 @@ class DiffService(api.DiffBase):
     their types as its `requires`."""
 
     def __init__(self, engine: Engine) -> None:
-        self.differ: Differ = engine.differ
+        # The differ (tar, the compressors) is the engine's to build on first use.
+        self.engine = engine
 
     async def apply(self, message: api.ApplyRequest) -> api.ApplyResponse:
         if message.diff is None:
             raise InvalidArgument("apply needs the descriptor of the layer to apply")
-        applied = await self.differ.apply(
+        applied = await self.engine.differ.apply(
             context.namespace(), descriptor_in(message.diff), mounts_in(message.mounts)
         )
         return api.ApplyResponse(
@@ -42,7 +42,7 @@ class DiffService(api.DiffBase):
         )
 
     async def diff(self, message: api.DiffRequest) -> api.DiffResponse:
-        desc = await self.differ.diff(
+        desc = await self.engine.differ.diff(
             context.namespace(),
             context.lease(),
             mounts_in(message.left),

@@ -17,8 +17,7 @@ from core import context
 from core.api.containerd.services.images import v1 as api
 from core.api.google.protobuf import Empty
 from core.engine import Engine
-from core.images.archive import ImportOptions
-from core.images.pull import Progress, request_from
+from core.images.progress import Progress
 from core.metadata.images import Image
 from core.services.codec import EncodingCache, Preencoded, check_sendable, repeated
 from core.services.convert import descriptor_in, descriptor_out, ts
@@ -73,7 +72,6 @@ class ImagesService(api.ImagesBase):
         self.engine = engine
         self.store = engine.metadata.images
         self.encoded = EncodingCache()
-        self.puller = engine.puller
 
     def _sendable(self, image: Image) -> None:
         check_sendable(
@@ -121,6 +119,8 @@ class ImagesService(api.ImagesBase):
         return Empty()
 
     async def pull(self, message: api.PullImageRequest) -> AsyncIterator[api.PullImageProgress]:
+        from core.images.pull import request_from  # on first pull: the registry client, TLS
+
         request = request_from(
             message.ref,
             message.snapshotter,
@@ -131,13 +131,15 @@ class ImagesService(api.ImagesBase):
             user=message.user,
             all_platforms=message.all_platforms,
         )
-        async for progress in self.puller.pull(context.namespace(), request):
+        async for progress in self.engine.puller.pull(context.namespace(), request):
             yield progress_out(progress)
 
     async def import_(
         self, messages: AsyncIterator[api.ImportImageRequest]
     ) -> api.ImportImageResponse:
         # The first message carries the options; every message may carry tarball bytes.
+        from core.images.archive import ImportOptions  # on first import: tar, gzip
+
         first = await anext(aiter(messages), None) or api.ImportImageRequest()
         options = ImportOptions(
             base_name=first.base_name,

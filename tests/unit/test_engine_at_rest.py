@@ -1,0 +1,128 @@
+"""An engine at rest holds only what serving the containerd API needs.
+
+A real engine (`core.server.serve`, its own root under /tmp) is started in a
+fresh interpreter and asked, once it listens, which modules it has imported:
+the registry client and its HTTP stack, the differ's tar and compressors, the
+CRI's generated messages and services, and prometheus_client (with no metrics
+address) are not among them. They are loaded on first use, and what stands in
+for them until then is checked here: the CRI's method table is the generated
+one, server reflection still finds runtime.v1, and the import spool path the
+engine looks at is the archive code's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from core import engine as engine_module
+from core.api.google_proto_descriptor_pool import default_google_proto_descriptor_pool
+from core.api.runtime import v1 as cri
+from core.cri.plugin import METHODS, Pool
+from core.images import archive
+
+ROOT = Path(__file__).resolve().parents[2]
+
+NOT_AT_REST = (
+    "httpx",
+    "httpcore",
+    "tenacity",
+    "core.images.registry",
+    "core.images.pull",
+    "core.images.push",
+    "core.images.archive",
+    "core.images.unpack",
+    "core.diff.differ",
+    "tarfile",
+    "isal",
+    "zstandard",
+    "core.api.runtime.v1",
+    "core.cri.service",
+    "prometheus_client",
+    "core.metrics",
+)
+
+AT_REST = """
+import asyncio, json, os, signal, sys
+from pathlib import Path
+from core.config import Config, GrpcConfig
+from core.server import serve
+
+base = Path(sys.argv[1])
+config = Config(root=base / "root", state=base / "state", grpc=GrpcConfig(address=str(base / "s")))
+
+async def main() -> None:
+    ready = asyncio.Event()
+    serving = asyncio.create_task(serve(config, ready))
+    await ready.wait()
+    print(json.dumps(sorted(sys.modules)))
+    os.kill(os.getpid(), signal.SIGTERM)
+    await serving
+
+asyncio.run(main())
+"""
+
+
+def _run(script: str, *args: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_serving_engine_has_not_imported_what_it_loads_on_first_use() -> None:
+    base = Path(tempfile.mkdtemp(prefix="ctrdeck-rest-", dir="/tmp"))
+    try:
+        modules = set(json.loads(_run(AT_REST, str(base)).splitlines()[-1]))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert "core.server" in modules and "core.cri.plugin" in modules
+    loaded = sorted(
+        name for name in modules if any(name == m or name.startswith(m + ".") for m in NOT_AT_REST)
+    )
+    assert loaded == []
+
+
+def test_the_cri_stand_ins_are_the_generated_method_table() -> None:
+    for base in (cri.RuntimeServiceBase, cri.ImageServiceBase):
+        paths = list(base.__mapping__(base.__new__(base)))
+        service = paths[0].split("/")[1]
+        assert [f"/{service}/{m}" for m in METHODS[service]] == paths
+        assert all(
+            h.cardinality.name == "UNARY_UNARY"
+            for h in base.__mapping__(base.__new__(base)).values()
+        )
+
+
+def test_reflection_finds_runtime_v1_before_it_is_imported() -> None:
+    script = """
+import sys
+from core.api.google_proto_descriptor_pool import default_google_proto_descriptor_pool
+from core.cri.plugin import Pool
+
+assert "core.api.runtime.v1" not in sys.modules
+pool = Pool(default_google_proto_descriptor_pool)
+print(pool.FindFileContainingSymbol("runtime.v1.RuntimeService").name)
+"""
+    assert _run(script).strip() == "runtime/v1/api.proto"
+    pool = Pool(default_google_proto_descriptor_pool)
+    with pytest.raises(KeyError):
+        pool.FindFileContainingSymbol("runtime.v1.NoSuchService")
+
+
+def test_the_engine_looks_for_leftover_imports_where_imports_spool() -> None:
+    assert engine_module.IMPORT_SPOOL == archive.IMPORT_SPOOL
