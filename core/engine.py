@@ -10,7 +10,6 @@ engine and use only the parts they serve.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import os
@@ -294,10 +293,7 @@ class Engine:
         if _has_entries(self.root / IMPORT_SPOOL):
             # Wiring the imports removes what a crashed engine left spooled.
             self.imports  # noqa: B018
-        # Counted once here, off the loop; the metrics gauge reads the count after.
-        counting = asyncio.create_task(asyncio.to_thread(self.content.total_bytes))
         await self.tasks.restore()
-        await counting
 
     async def stop(self) -> None:
         """Stop watching tasks; containers and their monitors keep running."""

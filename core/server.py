@@ -30,7 +30,7 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
-from core import listeners, tls
+from core import listeners, memory, tls
 from core.api.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from core.config import Config
 from core.connection import HardenedServer, Limits
@@ -219,6 +219,8 @@ class EngineServer:
             from core import metrics  # see engine_metrics
 
             self.metrics_listener = await metrics.serve(self.metrics, self.config.metrics.address)
+            # Counted once here, off the loop; the content-bytes gauge reads the count after.
+            await asyncio.to_thread(self.engine.content.total_bytes)
         prepare_socket(self.socket_path)
         # Tasks of a previous run are known before the first call can ask.
         await self.engine.start()
@@ -286,6 +288,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
+        memory.trim()
         if ready is not None:
             ready.set()
         await stop.wait()

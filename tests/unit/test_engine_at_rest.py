@@ -126,3 +126,7 @@ print(pool.FindFileContainingSymbol("runtime.v1.RuntimeService").name)
 
 def test_the_engine_looks_for_leftover_imports_where_imports_spool() -> None:
     assert engine_module.IMPORT_SPOOL == archive.IMPORT_SPOOL
+
+
+def test_trimming_the_heap_leaves_the_process_working() -> None:
+    assert _run("from core import memory; memory.trim(); print('ok')").strip() == "ok"
