@@ -4,10 +4,11 @@ A real engine (`core.server.serve`, its own root under /tmp) is started in a
 fresh interpreter and asked, once it listens, which modules it has imported:
 the registry client and its HTTP stack, the differ's tar and compressors, the
 CRI's generated messages and services, and prometheus_client (with no metrics
-address) are not among them. They are loaded on first use, and what stands in
-for them until then is checked here: the CRI's method table is the generated
-one, server reflection still finds runtime.v1, and the import spool path the
-engine looks at is the archive code's.
+address) are not among them; and once it has built its puller, httpx's
+command-line client (rich, click, pygments) is not either. They are loaded on
+first use, and what stands in for them until then is checked here: the CRI's
+method table is the generated one, server reflection still finds runtime.v1,
+and the import spool path the engine looks at is the archive code's.
 """
 
 from __future__ import annotations
@@ -50,21 +51,26 @@ NOT_AT_REST = (
 )
 
 AT_REST = """
-import asyncio, json, os, signal, sys
+import asyncio, json, sys
 from pathlib import Path
 from core.config import Config, GrpcConfig
-from core.server import serve
+from core.server import EngineServer
 
 base = Path(sys.argv[1])
 config = Config(root=base / "root", state=base / "state", grpc=GrpcConfig(address=str(base / "s")))
 
+def imported() -> list[str]:
+    return sorted(name for name, module in sys.modules.items() if module is not None)
+
 async def main() -> None:
-    ready = asyncio.Event()
-    serving = asyncio.create_task(serve(config, ready))
-    await ready.wait()
-    print(json.dumps(sorted(sys.modules)))
-    os.kill(os.getpid(), signal.SIGTERM)
-    await serving
+    server = EngineServer(config)
+    await server.start()
+    try:
+        print(json.dumps(imported()))
+        server.engine.puller
+        print(json.dumps(imported()))
+    finally:
+        await server.stop()
 
 asyncio.run(main())
 """
@@ -87,14 +93,19 @@ def _run(script: str, *args: str) -> str:
 def test_a_serving_engine_has_not_imported_what_it_loads_on_first_use() -> None:
     base = Path(tempfile.mkdtemp(prefix="ctrdeck-rest-", dir="/tmp"))
     try:
-        modules = set(json.loads(_run(AT_REST, str(base)).splitlines()[-1]))
+        lines = _run(AT_REST, str(base)).splitlines()[-2:]
+        at_rest, pulling = (set(json.loads(line)) for line in lines)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    assert "core.server" in modules and "core.cri.plugin" in modules
-    loaded = sorted(
-        name for name in modules if any(name == m or name.startswith(m + ".") for m in NOT_AT_REST)
+    assert "core.server" in at_rest and "core.cri.plugin" in at_rest
+    assert _among(at_rest, NOT_AT_REST) == []
+    assert "httpx" in pulling and _among(pulling, ("rich", "click", "pygments")) == []
+
+
+def _among(modules: set[str], packages: tuple[str, ...]) -> list[str]:
+    return sorted(
+        name for name in modules if any(name == p or name.startswith(p + ".") for p in packages)
     )
-    assert loaded == []
 
 
 def test_the_cri_stand_ins_are_the_generated_method_table() -> None:
