@@ -215,15 +215,19 @@ class EngineServer:
             self.tcp_socket = listeners.bind_tcp(self.config.grpc.tcp_address)
         # Metrics first: an address in use refuses the start before any
         # client could reach an engine that is about to exit.
+        counting: asyncio.Task[int] | None = None
         if self.metrics is not None:
             from core import metrics  # see engine_metrics
 
             self.metrics_listener = await metrics.serve(self.metrics, self.config.metrics.address)
-            # Counted once here, off the loop; the content-bytes gauge reads the count after.
-            await asyncio.to_thread(self.engine.content.total_bytes)
+            # Counted once, off the loop, while the tasks are restored; the content-bytes
+            # gauge reads the count after.
+            counting = asyncio.create_task(asyncio.to_thread(self.engine.content.total_bytes))
         prepare_socket(self.socket_path)
         # Tasks of a previous run are known before the first call can ask.
         await self.engine.start()
+        if counting is not None:
+            await counting
         await self.cri.start()
         await self._new_server().start(sock=self._bind_unix())
         self.owns_socket = True

@@ -137,9 +137,9 @@ class ImagesService(api.ImagesBase):
     async def import_(
         self, messages: AsyncIterator[api.ImportImageRequest]
     ) -> api.ImportImageResponse:
-        # The first message carries the options; every message may carry tarball bytes.
         from core.images.archive import ImportOptions  # on first import: tar, gzip
 
+        # The first message carries the options; every message may carry tarball bytes.
         first = await anext(aiter(messages), None) or api.ImportImageRequest()
         options = ImportOptions(
             base_name=first.base_name,
