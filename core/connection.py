@@ -11,7 +11,8 @@ and closes connections whose handshake, or any frame once begun, does not
 complete within `connection_timeout`, or that carry no stream and receive
 nothing for `idle_timeout`.
 
-It also works around a leak in grpclib 0.4.9. A stream reset before its
+Replies leave in one write per loop turn (`CoalescedTransport`), not one per
+frame batch. It also works around a leak in grpclib 0.4.9. A stream reset before its
 handler task first ran is cancelled before the task's `try/finally` is
 entered, so grpclib's `release_stream` never runs and the connection's
 `EventsProcessor.streams` dict keeps that stream forever; and finished or
@@ -150,6 +151,50 @@ class _Handler(gserver.Handler):
         self._tasks.clear()
 
 
+class CoalescedTransport:
+    """A transport whose writes within one turn of the event loop leave in one `send`.
+
+    grpclib writes each frame batch as soon as h2 makes it: a unary reply is
+    three writes (headers, message, trailers), so three syscalls here and up
+    to three wake-ups of the client. Handed to grpclib in place of the socket's
+    transport, this joins them; the bytes go out, in order, at the end of the
+    loop turn, and before the transport closes. Back-pressure is the real
+    transport's: it pauses the protocol when its own buffer fills.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self.pending:
+            self.loop.call_soon(self.flush)
+        self.pending.append(data)
+
+    def flush(self) -> None:
+        if self.pending:
+            data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
+            self.pending.clear()
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def abort(self) -> None:
+        self.pending.clear()
+        self.transport.abort()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
+
 class _Protocol(gproto.H2Protocol):
     def __init__(self, handler: _Handler, config: Any, h2_config: Any, limits: Limits) -> None:
         super().__init__(handler, config, h2_config)
@@ -164,7 +209,7 @@ class _Protocol(gproto.H2Protocol):
         self.closed = False
 
     def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
+        super().connection_made(CoalescedTransport(transport, self.loop))
         h2_conn = self.connection._connection
         if self.limits.max_concurrent_streams != h2_conn.local_settings.max_concurrent_streams:
             h2_conn.update_settings(
