@@ -94,17 +94,23 @@ class FrameWatch:
                 if not self.body_left:
                     self.frames += 1
                 continue
-            take = min(FRAME_HEADER_LEN - len(self.header), n - i)
-            self.header += data[i : i + take]
-            i += take
-            if len(self.header) == FRAME_HEADER_LEN:
+            if not self.header and n - i >= FRAME_HEADER_LEN:
+                # A whole header in this chunk, the usual case: read it in place.
+                length = data[i] << 16 | data[i + 1] << 8 | data[i + 2]
+                i += FRAME_HEADER_LEN
+            else:
+                take = min(FRAME_HEADER_LEN - len(self.header), n - i)
+                self.header += data[i : i + take]
+                i += take
+                if len(self.header) < FRAME_HEADER_LEN:
+                    continue
                 length = int.from_bytes(self.header[:3], "big")
                 self.header.clear()
-                if length > self.max_frame_size:
-                    raise FrameTooLarge(f"frame of {length} bytes, max {self.max_frame_size}")
-                self.body_left = length
-                if not length:
-                    self.frames += 1
+            if length > self.max_frame_size:
+                raise FrameTooLarge(f"frame of {length} bytes, max {self.max_frame_size}")
+            self.body_left = length
+            if not length:
+                self.frames += 1
 
 
 class _Handler(gserver.Handler):
