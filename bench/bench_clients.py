@@ -235,6 +235,12 @@ def main() -> None:
     for name, values in runs.items():
         for r in values:
             print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()))
+    # Both engines of a round ran back to back, so a round's ratio carries less
+    # of the shared machine's drift than the ratio of the medians.
+    print("\nratio ctrdeck / containerd per round:")
+    for key in ("throughput", "p99", "cpu_us"):
+        ratios = [d[key] / c[key] for c, d in zip(runs["containerd"], runs["ctrdeck"], strict=True)]
+        print(f"  {key}: " + ", ".join(f"{x:.2f}x" for x in ratios))
 
 
 if __name__ == "__main__":
