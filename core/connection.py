@@ -184,7 +184,9 @@ class CoalescedTransport:
         if self.pending:
             data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
             self.pending.clear()
-            self.transport.write(data)
+            # A connection lost before the turn ended takes nothing more.
+            if not self.transport.is_closing():
+                self.transport.write(data)
 
     def close(self) -> None:
         self.flush()

@@ -18,18 +18,18 @@ def test_reply_cache_keeps_a_reply_for_one_generation() -> None:
     cache = ReplyCache(lambda: generation[0])
 
     def build(key: str) -> Any:
-        def run() -> str:
+        def run() -> bytes:
             builds.append(key)
-            return f"{key}@{generation[0]}"
+            return f"{key}@{generation[0]}".encode()
 
         return run
 
-    assert cache.get("a", build("a")) == "a@0"
-    assert cache.get("a", build("a")) == "a@0"
-    assert cache.get("b", build("b")) == "b@0"
+    assert cache.get("a", build("a")) == b"a@0"
+    assert cache.get("a", build("a")) == b"a@0"
+    assert cache.get("b", build("b")) == b"b@0"
     assert builds == ["a", "b"]
     generation[0] = 1
-    assert cache.get("a", build("a")) == "a@1"
+    assert cache.get("a", build("a")) == b"a@1"
     assert builds == ["a", "b", "a"]
 
 
@@ -37,18 +37,18 @@ def test_reply_built_across_a_change_is_not_kept() -> None:
     generation = [0]
     cache = ReplyCache(lambda: generation[0])
 
-    def moving() -> str:
+    def moving() -> bytes:
         generation[0] += 1
-        return "stale"
+        return b"stale"
 
-    assert cache.get("a", moving) == "stale"
-    assert cache.get("a", lambda: "fresh") == "fresh"
+    assert cache.get("a", moving) == b"stale"
+    assert cache.get("a", lambda: b"fresh") == b"fresh"
 
 
 def test_reply_cache_is_bounded() -> None:
     cache = ReplyCache(lambda: 0, limit=3)
     for i in range(10):
-        cache.get(i, lambda i=i: i)
+        cache.get(i, lambda i=i: bytes([i]))
     assert len(cache._items) <= 3
 
 
@@ -116,3 +116,22 @@ async def test_close_sends_what_is_pending_first() -> None:
     assert real.writes == [b"goaway"] and real.closed
     await asyncio.sleep(0)
     assert real.writes == [b"goaway"]
+
+
+def test_reply_cache_bounds_bytes_and_skips_huge_replies() -> None:
+    cache = ReplyCache(lambda: 0, max_bytes=100)
+    cache.get("big", lambda: b"x" * 101)
+    assert cache._items == {}
+    for i in range(5):
+        cache.get(i, lambda: [b"y" * 30])
+    assert sum(len(b) for r in cache._items.values() for b in r) <= 100  # type: ignore[attr-defined]
+    assert cache.get(4, lambda: [b"z"]) == [b"y" * 30]
+
+
+async def test_nothing_is_written_to_a_lost_connection() -> None:
+    real = _Recording()
+    joined = CoalescedTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    joined.write(b"late")
+    real.closed = True
+    await asyncio.sleep(0)
+    assert real.writes == []
