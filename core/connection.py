@@ -12,7 +12,9 @@ complete within `connection_timeout`, or that carry no stream and receive
 nothing for `idle_timeout`.
 
 Replies leave in one write per loop turn (`CoalescedTransport`), not one per
-frame batch. It also works around a leak in grpclib 0.4.9. A stream reset before its
+frame batch.
+
+It also works around a leak in grpclib 0.4.9. A stream reset before its
 handler task first ran is cancelled before the task's `try/finally` is
 entered, so grpclib's `release_stream` never runs and the connection's
 `EventsProcessor.streams` dict keeps that stream forever; and finished or

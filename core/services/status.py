@@ -3,12 +3,11 @@
 `install` wraps every handler of the server once, before it starts: it binds
 the call's namespace and lease headers into `core.context`, runs the handler,
 and turns a `CtrdeckError` into containerd's status code with the error's
-message. A connection that failed
-or an operation that timed out underneath a handler (a registry, a runtime, a
-socket) is UNAVAILABLE or DEADLINE_EXCEEDED, as grpc-go reports them, not
-UNKNOWN. Anything else unexpected is logged once with its method and namespace
-and reported as UNKNOWN with its text, so a client never sees a bare "Internal
-Server Error".
+message. A connection that failed or an operation that timed out underneath a
+handler (a registry, a runtime, a socket) is UNAVAILABLE or DEADLINE_EXCEEDED,
+as grpc-go reports them, not UNKNOWN. Anything else unexpected is logged once
+with its method and namespace and reported as UNKNOWN with its text, so a
+client never sees a bare "Internal Server Error".
 
 grpclib 0.4.9 looks a method up before it dispatches any event and answers an
 unknown one without a content-type; it has no public hook for that lookup, so
