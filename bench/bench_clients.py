@@ -10,6 +10,11 @@ latency of every call (p50, p99), and the engine process's CPU (utime + stime fr
 `/proc/PID/stat`) per call.
 
     .venv/bin/python -m bench.bench_clients [--clients 50] [--calls 1000] [--workers 5]
+
+`--pin` puts each engine on CPU 0 (all its threads) and the workers on CPU 1, so a
+profile's line shares are not skewed by the engine waiting for a core (perf-notes'
+trap); `--profile DIR` records ctrdeck's engine with py-spy (raw format, one file
+per round) while the clients run.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -125,9 +131,18 @@ async def worker(address: str, clients: int, calls: int, subscribers: int) -> No
     print(json.dumps({"wall": wall, "samples": [s for r in results for s in r]}), flush=True)
 
 
-def measure(running: engine_proc.Running, args: argparse.Namespace) -> dict[str, float]:
+def measure(
+    running: engine_proc.Running, args: argparse.Namespace, round_: int = 0
+) -> dict[str, float]:
     address = str(running.address)
     asyncio.run(seed(address))
+    pid = running.proc.pid
+    pin: list[str] = []
+    if args.pin:
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", "0", str(pid)], check=True, capture_output=True
+        )
+        pin = ["taskset", "-c", "1"]
     per = args.clients // args.workers
     subs_left = args.subscribers
     procs = []
@@ -136,7 +151,7 @@ def measure(running: engine_proc.Running, args: argparse.Namespace) -> dict[str,
         subs_left -= subs
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "bench.bench_clients", "--worker", address,
+                [*pin, sys.executable, "-m", "bench.bench_clients", "--worker", address,
                  "--clients", str(per), "--calls", str(args.calls), "--subscribers", str(subs)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                 cwd=engine_proc.ROOT, env=dict(os.environ, PYTHONPATH=str(engine_proc.ROOT)),
@@ -144,6 +159,15 @@ def measure(running: engine_proc.Running, args: argparse.Namespace) -> dict[str,
         )  # fmt: skip
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    spy = None
+    if args.profile and running.name != "containerd":
+        out = Path(args.profile) / f"engine-round{round_}.txt"
+        spy = subprocess.Popen(
+            [args.py_spy, "record", "--pid", str(pid), "--nonblocking", "--format", "raw",
+             "--rate", "250", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1.0)
     cpu0 = cpu_seconds(running.proc.pid)
     t0 = time.perf_counter()
     for p in procs:
@@ -153,6 +177,9 @@ def measure(running: engine_proc.Running, args: argparse.Namespace) -> dict[str,
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     wall = time.perf_counter() - t0
     cpu = cpu_seconds(running.proc.pid) - cpu0
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait()
     samples = [s for o in outs for s in o["samples"]]
     return {
         "throughput": len(samples) / wall,
@@ -170,6 +197,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=5)
     parser.add_argument("--subscribers", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pin", action="store_true", help="engine on CPU 0, workers on CPU 1")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy raw profiles of ctrdeck's engine")
+    parser.add_argument("--py-spy", default="py-spy", help="the py-spy binary")
     parser.add_argument("--worker", metavar="ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -181,7 +211,7 @@ def main() -> None:
         for name in order:
             start = engine_proc.containerd if name == "containerd" else engine_proc.ctrdeck
             with start() as running:
-                runs[name].append(measure(running, args))
+                runs[name].append(measure(running, args, round_))
 
     def med(name: str, key: str) -> float:
         values = sorted(r[key] for r in runs[name])
@@ -205,6 +235,12 @@ def main() -> None:
     for name, values in runs.items():
         for r in values:
             print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()))
+    # Both engines of a round ran back to back, so a round's ratio carries less
+    # of the shared machine's drift than the ratio of the medians.
+    print("\nratio ctrdeck / containerd per round:")
+    for key in ("throughput", "p99", "cpu_us"):
+        ratios = [d[key] / c[key] for c, d in zip(runs["containerd"], runs["ctrdeck"], strict=True)]
+        print(f"  {key}: " + ", ".join(f"{x:.2f}x" for x in ratios))
 
 
 if __name__ == "__main__":

@@ -19,17 +19,26 @@ LEASE_HEADER = "containerd-lease"
 
 _namespace: ContextVar[str | None] = ContextVar("namespace", default=None)
 _lease: ContextVar[str | None] = ContextVar("lease", default=None)
+# Names already found valid: nearly every call validates its namespace, and a
+# node has few. Bounded, because the header is whatever a client sends.
+_valid: set[str] = set()
+_VALID_LIMIT = 1024
 
 
 def namespace() -> str:
     """The call's namespace; containerd refuses namespaced calls without one."""
     ns = _namespace.get()
+    if ns in _valid:
+        return ns
     if not ns:
         raise FailedPrecondition("namespace is required")
     try:
         identifiers.validate(ns)
     except InvalidArgument as exc:
         raise InvalidArgument(f"namespace validation: {exc.message}") from None
+    if len(_valid) >= _VALID_LIMIT:
+        _valid.clear()
+    _valid.add(ns)
     return ns
 
 

@@ -24,12 +24,17 @@ def validate(identifier: str) -> None:
     """Raise InvalidArgument unless `identifier` is a valid containerd identifier."""
     if not identifier:
         raise InvalidArgument("identifier must not be empty")
-    quoted = json.dumps(identifier, ensure_ascii=False)
     # containerd measures bytes; only matters for non-ASCII input, which fails anyway.
     if len(identifier.encode("utf-8", "surrogatepass")) > MAX_LENGTH:
         raise InvalidArgument(
-            f"identifier {quoted} greater than maximum length ({MAX_LENGTH} characters)"
+            f"identifier {_quoted(identifier)} greater than maximum length"
+            f" ({MAX_LENGTH} characters)"
         )
     # fullmatch, because `$` alone would accept a trailing newline.
     if _IDENTIFIER.fullmatch(identifier) is None:
-        raise InvalidArgument(f"identifier {quoted} must match {PATTERN}")
+        raise InvalidArgument(f"identifier {_quoted(identifier)} must match {PATTERN}")
+
+
+def _quoted(identifier: str) -> str:
+    # Only a refusal quotes: every namespaced call validates its namespace.
+    return json.dumps(identifier, ensure_ascii=False)

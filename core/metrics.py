@@ -109,6 +109,9 @@ class EngineMetrics:
             ["method"],
             registry=self.registry,
         )
+        self._grpc_children: dict[
+            tuple[str, str | None, Status], tuple[tuple[Counter, ...], Histogram]
+        ] = {}
         self.collector = _EngineCollector(sources)
         self.registry.register(self.collector)
 
@@ -116,13 +119,28 @@ class EngineMetrics:
         self, method: str, namespace: str | None, code: Status, seconds: float
     ) -> None:
         """An `EngineServer.observers` entry: one finished gRPC call."""
+        key = (method, namespace, code)
+        children = self._grpc_children.get(key)
+        if children is None:
+            children = self._grpc_children[key] = self._children_of(method, namespace, code)
+        for counter in children[0]:
+            counter.inc()
+        children[1].observe(seconds)
+
+    def _children_of(
+        self, method: str, namespace: str | None, code: Status
+    ) -> tuple[tuple[Counter, ...], Histogram]:
+        # `labels()` takes a lock and builds its key on every use; a call's
+        # metrics are looked up once per (method, namespace, code) instead.
         operation = operation_name(method)
         ns = namespace or ""
-        self.operations.labels(operation, ns).inc()
+        counters = [
+            self.operations.labels(operation, ns),
+            self.grpc_requests.labels(method, code.name),
+        ]
         if code is not Status.OK:
-            self.operation_errors.labels(operation, ns).inc()
-        self.grpc_requests.labels(method, code.name).inc()
-        self.grpc_duration.labels(method).observe(seconds)
+            counters.append(self.operation_errors.labels(operation, ns))
+        return tuple(counters), self.grpc_duration.labels(method)
 
     def observe_pull(self, namespace: str, seconds: float) -> None:
         """A `Puller` observer: one image pull that stored its image."""

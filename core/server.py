@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -292,6 +293,11 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
+        # What start-up made (modules, API classes, the plugins) lives as long as
+        # the engine: out of the cyclic GC's walks, a full collection under load
+        # takes a few ms instead of ~40.
+        gc.collect()
+        gc.freeze()
         memory.trim()
         if ready is not None:
             ready.set()

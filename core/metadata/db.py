@@ -231,6 +231,17 @@ class Database:
         finally:
             conn.close()
 
+    @property
+    def generation(self) -> int:
+        """A number that moves whenever a row changes: the key of caches of whole replies.
+
+        It is SQLite's count of rows this connection has inserted, updated or
+        deleted (cascades included). Every mutation runs on this connection, so
+        an unchanged number means unchanged records; a change rolled back moves
+        it too, which only costs a cache a rebuild.
+        """
+        return self.conn.total_changes
+
     def close(self) -> None:
         self.conn.close()
 

@@ -3,7 +3,8 @@
 Anys (spec, runtime options, extensions) go back to clients byte for byte as
 they came in; `ctr` decodes the spec again when it starts a task. A list is
 assembled from each container's cached encoding (keyed by its update time), so
-a console's periodic resync does not encode every spec again.
+a console's periodic resync does not encode every spec again, and the whole
+encoded list is kept until the metadata next changes (`replies.ReplyCache`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from core.engine import Engine
 from core.metadata.containers import Container
 from core.services.codec import EncodingCache, Preencoded, check_sendable, repeated
 from core.services.convert import any_in, any_out, ts
+from core.services.replies import ReplyCache
 
 
 def container_out(c: Container) -> api.Container:
@@ -59,6 +61,8 @@ class ContainersService(api.ContainersBase):
         self.engine = engine
         self.store = engine.metadata.containers
         self.encoded = EncodingCache()
+        db = engine.metadata.db
+        self.replies = ReplyCache(lambda: db.generation)
 
     def _sendable(self, c: Container) -> None:
         check_sendable(
@@ -73,12 +77,17 @@ class ContainersService(api.ContainersBase):
 
     async def list(self, message: api.ListContainersRequest) -> api.ListContainersResponse:
         ns = context.namespace()
-        found = self.store.list(ns, list(message.filters))
+        filters = tuple(message.filters)
+        data = self.replies.get((ns, filters), lambda: self._encoded_list(ns, filters))
+        return Preencoded(data)  # type: ignore[return-value]
+
+    def _encoded_list(self, ns: str, filters: tuple[str, ...]) -> bytes:
+        found = self.store.list(ns, list(filters))
         items = (
             self.encoded.get((ns, c.id, c.created_at, c.updated_at), lambda c=c: container_out(c))
             for c in found
         )
-        return Preencoded(repeated(1, items))  # type: ignore[return-value]
+        return repeated(1, items)
 
     async def list_stream(
         self, message: api.ListContainersRequest

@@ -4,7 +4,8 @@ The blob files are shared by all namespaces; what a namespace sees is what the
 metadata says it owns. Ingest refs are private to their namespace. A `Write`
 stream is a session of `core/content/write.py`, which owns the protocol; this
 module turns its messages into session steps and the steps' status into
-replies. Heavy file work runs in a worker thread so the event loop keeps
+replies; `List` answers from encoded replies kept until the metadata next
+changes (`replies.ReplyCache`). Heavy file work runs in a worker thread so the event loop keeps
 serving other calls.
 """
 
@@ -23,7 +24,9 @@ from core.descriptor import validate_digest
 from core.engine import Engine
 from core.errors import NotFound
 from core.metadata.content import ContentRecord, ingest_key
+from core.services.codec import Preencoded
 from core.services.convert import ts
+from core.services.replies import ReplyCache
 
 LIST_BATCH = 100
 
@@ -76,6 +79,8 @@ class ContentService(api.ContentBase):
         self.meta = engine.metadata.content
         self.store = engine.content
         self.writes = engine.writes
+        db = engine.metadata.db
+        self.replies = ReplyCache(lambda: db.generation)
 
     async def info(self, message: api.InfoRequest) -> api.InfoResponse:
         validate_digest(message.digest)
@@ -89,10 +94,22 @@ class ContentService(api.ContentBase):
         return api.UpdateResponse(info=info_out(record))
 
     async def list(self, message: api.ListContentRequest) -> AsyncIterator[api.ListContentResponse]:
-        records = self.meta.list(context.namespace(), list(message.filters))
-        for start in range(0, len(records), LIST_BATCH):
-            batch = records[start : start + LIST_BATCH]
-            yield api.ListContentResponse(info=[info_out(r, with_updated=False) for r in batch])
+        ns = context.namespace()
+        filters = tuple(message.filters)
+        for data in self.replies.get((ns, filters), lambda: self._encoded_list(ns, filters)):
+            yield Preencoded(data)  # type: ignore[misc]
+
+    def _encoded_list(self, ns: str, filters: tuple[str, ...]) -> list[bytes]:
+        """The replies of one `List`: the namespace's records, `LIST_BATCH` to a message."""
+        records = self.meta.list(ns, list(filters))
+        return [
+            bytes(
+                api.ListContentResponse(
+                    info=[info_out(r, with_updated=False) for r in records[at : at + LIST_BATCH]]
+                )
+            )
+            for at in range(0, len(records), LIST_BATCH)
+        ]
 
     async def delete(self, message: api.DeleteContentRequest) -> Empty:
         ns = context.namespace()

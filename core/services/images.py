@@ -21,6 +21,7 @@ from core.images.progress import Progress
 from core.metadata.images import Image
 from core.services.codec import EncodingCache, Preencoded, check_sendable, repeated
 from core.services.convert import descriptor_in, descriptor_out, ts
+from core.services.replies import ReplyCache
 
 
 def image_out(image: Image) -> api.Image:
@@ -72,6 +73,8 @@ class ImagesService(api.ImagesBase):
         self.engine = engine
         self.store = engine.metadata.images
         self.encoded = EncodingCache()
+        db = engine.metadata.db
+        self.replies = ReplyCache(lambda: db.generation)
 
     def _sendable(self, image: Image) -> None:
         check_sendable(
@@ -87,12 +90,17 @@ class ImagesService(api.ImagesBase):
 
     async def list(self, message: api.ListImagesRequest) -> api.ListImagesResponse:
         ns = context.namespace()
-        images = self.store.list(ns, list(message.filters))
+        filters = tuple(message.filters)
+        data = self.replies.get((ns, filters), lambda: self._encoded_list(ns, filters))
+        return Preencoded(data)  # type: ignore[return-value]
+
+    def _encoded_list(self, ns: str, filters: tuple[str, ...]) -> bytes:
+        images = self.store.list(ns, list(filters))
         # The record's update time is part of the key, so an update never serves stale bytes.
         items = (
             self.encoded.get((ns, i.name, i.updated_at), lambda i=i: image_out(i)) for i in images
         )
-        return Preencoded(repeated(1, items))  # type: ignore[return-value]
+        return repeated(1, items)
 
     async def create(self, message: api.CreateImageRequest) -> api.CreateImageResponse:
         ns = context.namespace()

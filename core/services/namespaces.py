@@ -2,7 +2,8 @@
 
 `Get` answers for any valid name, as containerd's does, because clients read a
 namespace's default-runtime and default-snapshotter labels before anything has
-been written in it.
+been written in it. `List` answers from an encoded reply kept until the
+metadata next changes (`replies.ReplyCache`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from core.api.containerd.services.namespaces import v1 as api
 from core.api.google.protobuf import Empty
 from core.engine import Engine
 from core.errors import InvalidArgument
+from core.services.codec import Preencoded
+from core.services.replies import ReplyCache
 
 
 def _validate(name: str) -> None:
@@ -29,6 +32,8 @@ class NamespacesService(api.NamespacesBase):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.store = engine.metadata.namespaces
+        db = engine.metadata.db
+        self.replies = ReplyCache(lambda: db.generation)
 
     async def get(self, message: api.GetNamespaceRequest) -> api.GetNamespaceResponse:
         _validate(message.name)
@@ -37,14 +42,19 @@ class NamespacesService(api.NamespacesBase):
         return api.GetNamespaceResponse(namespace=api.Namespace(name=message.name, labels=labels))
 
     async def list(self, message: api.ListNamespacesRequest) -> api.ListNamespacesResponse:
-        match = filters.parse_all([message.filter] if message.filter else [])
-        return api.ListNamespacesResponse(
+        data = self.replies.get(message.filter, lambda: self._encoded_list(message.filter))
+        return Preencoded(data)  # type: ignore[return-value]
+
+    def _encoded_list(self, filter_string: str) -> bytes:
+        match = filters.parse_all([filter_string] if filter_string else [])
+        reply = api.ListNamespacesResponse(
             namespaces=[
                 api.Namespace(name=ns.name, labels=ns.labels)
                 for ns in self.store.list()
                 if match.match(filters.field_adaptor({"name": ns.name}, {"labels": ns.labels}))
             ]
         )
+        return bytes(reply)
 
     async def create(self, message: api.CreateNamespaceRequest) -> api.CreateNamespaceResponse:
         req = message.namespace or api.Namespace()

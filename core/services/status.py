@@ -1,17 +1,20 @@
 """The one place where typed errors become gRPC statuses.
 
-The server wraps every handler with `guard`: it binds the call's namespace and
-lease headers into `core.context`, runs the handler, and turns a `CtrdeckError`
-into containerd's status code with the error's message. A connection that failed
-or an operation that timed out underneath a handler (a registry, a runtime, a
-socket) is UNAVAILABLE or DEADLINE_EXCEEDED, as grpc-go reports them, not
-UNKNOWN. Anything else unexpected is logged once with its method and namespace
-and reported as UNKNOWN with its text, so a client never sees a bare "Internal
-Server Error".
+`install` wraps every handler of the server once, before it starts: it binds
+the call's namespace and lease headers into `core.context`, runs the handler,
+and turns a `CtrdeckError` into containerd's status code with the error's
+message. A connection that failed or an operation that timed out underneath a
+handler (a registry, a runtime, a socket) is UNAVAILABLE or DEADLINE_EXCEEDED,
+as grpc-go reports them, not UNKNOWN. Anything else unexpected is logged once
+with its method and namespace and reported as UNKNOWN with its text, so a
+client never sees a bare "Internal Server Error".
 
 grpclib 0.4.9 looks a method up before it dispatches any event and answers an
 unknown one without a content-type; it has no public hook for that lookup, so
-`install` wraps the server's method table (`_Methods`) to answer properly.
+`install` wraps the server's method table (`_Methods`) to answer properly. The
+same table is where the handlers are wrapped (`wrap_handlers`), rather than per
+call through grpclib's RecvRequest event, whose dispatch builds an event and
+closures for every request.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from typing import Any
 
 from grpclib import GRPCError
 from grpclib.const import Cardinality, Handler, Status
-from grpclib.events import RecvRequest, listen
 
 from core import context, errors
 from core.api.google.protobuf import Empty
@@ -80,8 +82,13 @@ class _Methods(dict[str, Handler]):
 
     grpclib rejects an unknown method without a content-type header, which Go
     clients such as ctr read as UNKNOWN; ctr needs a proper UNIMPLEMENTED to fall
-    back (e.g. from Containers.ListStream to List).
+    back (e.g. from Containers.ListStream to List). That answer passes through
+    the same `wrappers` as every known method's.
     """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.wrappers: list[Callable[[str, Any], Any]] = []
 
     def get(self, key: str, default: Any = None) -> Handler:  # type: ignore[override]
         handler = super().get(key)
@@ -91,50 +98,64 @@ class _Methods(dict[str, Handler]):
         async def unimplemented(stream: Any) -> None:
             raise GRPCError(Status.UNIMPLEMENTED, f"unknown method {key}")
 
-        return Handler(unimplemented, Cardinality.UNARY_UNARY, Empty, Empty)
+        func: Any = unimplemented
+        for wrap in self.wrappers:
+            func = wrap(key, func)
+        return Handler(func, Cardinality.UNARY_UNARY, Empty, Empty)
+
+
+def wrap_handlers(server: Any, wrap: Callable[[str, Any], Any]) -> None:
+    """Replace every method's function `f` in the server's table by `wrap(name, f)`.
+
+    Done once when the server is built, not per call: grpclib's RecvRequest
+    event would build an event object and two closures for every request.
+    Unknown methods get the same wrappers (`_Methods`).
+    """
+    mapping = server._mapping
+    if not isinstance(mapping, _Methods):
+        mapping = server._mapping = _Methods(mapping)
+    for name, handler in list(mapping.items()):
+        mapping[name] = handler._replace(func=wrap(name, handler.func))
+    mapping.wrappers.append(wrap)
 
 
 def install(server: Any, observers: list[Observer]) -> None:
     """Wrap every call the server receives; `observers` see (method, ns, status, seconds)."""
-    server._mapping = _Methods(server._mapping)
+    wrap_handlers(server, lambda method, inner: _guard(method, inner, observers))
 
-    async def on_request(event: RecvRequest) -> None:
-        inner = event.method_func
-        method = event.method_name
-        namespace = _first(event.metadata, context.NAMESPACE_HEADER)
-        lease = _first(event.metadata, context.LEASE_HEADER)
 
-        async def guarded(stream: Any) -> None:
-            context.set_from_headers(namespace, lease)
-            started = time.perf_counter()
-            code = Status.OK
-            try:
-                await inner(stream)
-            except (errors.CtrdeckError, ConnectionError, TimeoutError) as exc:
-                code = status_of(exc)
-                message = str(exc) if isinstance(exc, errors.CtrdeckError) else _os_message(exc)
-                log.info(
-                    "request failed",
-                    extra={
-                        "method": method,
-                        "namespace": namespace,
-                        "code": code.name,
-                        "err": message,
-                    },
-                )
-                raise GRPCError(code, message) from None
-            except GRPCError as exc:
-                code = exc.status
-                raise
-            except Exception as exc:
-                code = Status.UNKNOWN
-                log.exception("request failed", extra={"method": method, "namespace": namespace})
-                raise GRPCError(Status.UNKNOWN, f"{type(exc).__name__}: {exc}") from None
-            finally:
-                elapsed = time.perf_counter() - started
-                for observe in observers:
-                    observe(method, namespace, code, elapsed)
+def _guard(method: str, inner: Any, observers: list[Observer]) -> Any:
+    async def guarded(stream: Any) -> None:
+        metadata = stream.metadata
+        namespace = _first(metadata, context.NAMESPACE_HEADER)
+        context.set_from_headers(namespace, _first(metadata, context.LEASE_HEADER))
+        started = time.perf_counter()
+        code = Status.OK
+        try:
+            await inner(stream)
+        except (errors.CtrdeckError, ConnectionError, TimeoutError) as exc:
+            code = status_of(exc)
+            message = str(exc) if isinstance(exc, errors.CtrdeckError) else _os_message(exc)
+            log.info(
+                "request failed",
+                extra={
+                    "method": method,
+                    "namespace": namespace,
+                    "code": code.name,
+                    "err": message,
+                },
+            )
+            raise GRPCError(code, message) from None
+        except GRPCError as exc:
+            code = exc.status
+            raise
+        except Exception as exc:
+            code = Status.UNKNOWN
+            log.exception("request failed", extra={"method": method, "namespace": namespace})
+            raise GRPCError(Status.UNKNOWN, f"{type(exc).__name__}: {exc}") from None
+        finally:
+            elapsed = time.perf_counter() - started
+            for observe in observers:
+                observe(method, namespace, code, elapsed)
 
-        event.method_func = guarded
-
-    listen(server, RecvRequest, on_request)
+    return guarded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,17 @@ def test_frame_watch_rejects_an_oversized_header_at_once() -> None:
     w.feed(h2attack.PREFACE)
     with pytest.raises(FrameTooLarge):
         w.feed(h2attack.frame_header((1 << 24) - 1, 0, 0, 1))
+
+
+def test_frame_watch_counts_frames_in_any_chunking() -> None:
+    rng = random.Random(7)
+    frames = [h2attack.frame_header(n, 0, 0, 1) + bytes(n) for n in (0, 1, 5, 9, 10, 100, 0, 3)] * 5
+    stream = h2attack.PREFACE + b"".join(frames)
+    for _ in range(50):
+        w = FrameWatch(16384)
+        i = 0
+        while i < len(stream):
+            step = rng.randint(1, 40)
+            w.feed(stream[i : i + step])
+            i += step
+        assert w.frames == len(frames) and not w.pending

@@ -1,0 +1,177 @@
+"""Lists answered from cached encoded replies are never stale.
+
+Namespaces, Images, Containers and Content `List` keep their encoded reply
+until the metadata changes (`core/services/replies.py`). Each test asks the
+same list (same namespace, same filters) before and after every kind of
+write, so a cached reply would show if a write failed to invalidate it, and
+checks another namespace and filtered lists alongside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from grpclib import GRPCError
+from grpclib.const import Status
+
+from core.api.containerd import types
+from core.api.containerd.services.containers import v1 as containers
+from core.api.containerd.services.content import v1 as content
+from core.api.containerd.services.images import v1 as images
+from core.api.containerd.services.namespaces import v1 as namespaces
+from core.api.google.protobuf import Any, FieldMask
+from core.client import Client
+from core.services.version import REVISION, VERSION
+
+SPEC = Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/Spec", value=b"{}")
+DIGEST = "sha256:" + "c" * 64
+
+
+def _image(name: str, **labels: str) -> images.Image:
+    target = types.Descriptor(
+        media_type="application/vnd.oci.image.manifest.v1+json", digest=DIGEST, size=10
+    )
+    return images.Image(name=name, labels=labels, target=target)
+
+
+def _container(cid: str, **labels: str) -> containers.Container:
+    runtime = containers.ContainerRuntime(name="io.containerd.runc.v2")
+    return containers.Container(id=cid, runtime=runtime, spec=SPEC, labels=labels)
+
+
+async def _namespaces(c: Client, filter_: str = "") -> dict[str, dict[str, str]]:
+    got = await c.namespaces.list(namespaces.ListNamespacesRequest(filter=filter_))
+    return {n.name: dict(n.labels) for n in got.namespaces}
+
+
+async def _images(c: Client, *filters: str) -> dict[str, dict[str, str]]:
+    got = await c.images.list(images.ListImagesRequest(filters=list(filters)))
+    return {i.name: dict(i.labels) for i in got.images}
+
+
+async def _containers(c: Client, *filters: str) -> dict[str, dict[str, str]]:
+    got = await c.containers.list(containers.ListContainersRequest(filters=list(filters)))
+    return {x.id: dict(x.labels) for x in got.containers}
+
+
+async def _content(c: Client, *filters: str) -> tuple[int, dict[str, dict[str, str]]]:
+    """(messages in the stream, labels by digest)."""
+    messages = 0
+    found: dict[str, dict[str, str]] = {}
+    async for reply in c.content.list(content.ListContentRequest(filters=list(filters))):
+        messages += 1
+        found.update({i.digest: dict(i.labels) for i in reply.info})
+    return messages, found
+
+
+async def test_version_is_the_engines(client: Client) -> None:
+    for _ in range(2):
+        got = await client.server_version()
+        assert (got.version, got.revision) == (VERSION, REVISION)
+
+
+async def test_namespaces_list_follows_create_update_delete(client: Client) -> None:
+    assert "n1" not in await _namespaces(client)
+    await client.namespaces.create(
+        namespaces.CreateNamespaceRequest(namespace=namespaces.Namespace(name="n1"))
+    )
+    assert (await _namespaces(client))["n1"] == {}
+    assert await _namespaces(client, "labels.team==a") == {}
+    await client.namespaces.update(
+        namespaces.UpdateNamespaceRequest(
+            namespace=namespaces.Namespace(name="n1", labels={"team": "a"}),
+            update_mask=FieldMask(paths=["labels.team"]),
+        )
+    )
+    assert (await _namespaces(client))["n1"] == {"team": "a"}
+    assert await _namespaces(client, "labels.team==a") == {"n1": {"team": "a"}}
+    # A namespace made implicitly, by a write in it, shows at once too.
+    await client.with_namespace("n2").images.create(images.CreateImageRequest(image=_image("i")))
+    assert {"n1", "n2"} <= set(await _namespaces(client))
+    await client.namespaces.delete(namespaces.DeleteNamespaceRequest(name="n1"))
+    assert "n1" not in await _namespaces(client)
+    assert await _namespaces(client, "labels.team==a") == {}
+
+
+async def test_images_list_follows_writes_per_namespace_and_filter(client: Client) -> None:
+    other = client.with_namespace("other")
+    assert await _images(client) == {}
+    await client.images.create(images.CreateImageRequest(image=_image("a", k="1")))
+    await client.images.create(images.CreateImageRequest(image=_image("b")))
+    await other.images.create(images.CreateImageRequest(image=_image("z")))
+    assert await _images(client) == {"a": {"k": "1"}, "b": {}}
+    assert await _images(other) == {"z": {}}
+    assert await _images(client, "labels.k==2") == {}
+    await client.images.update(
+        images.UpdateImageRequest(
+            image=_image("a", k="2"), update_mask=FieldMask(paths=["labels.k"])
+        )
+    )
+    assert await _images(client) == {"a": {"k": "2"}, "b": {}}
+    assert await _images(client, "labels.k==2") == {"a": {"k": "2"}}
+    assert await _images(client, "name==b") == {"b": {}}
+    await client.images.delete(images.DeleteImageRequest(name="b"))
+    assert await _images(client) == {"a": {"k": "2"}}
+    assert await _images(client, "name==b") == {}
+    assert await _images(other) == {"z": {}}
+
+
+async def test_containers_list_follows_writes_per_namespace_and_filter(client: Client) -> None:
+    other = client.with_namespace("other")
+    await client.containers.create(containers.CreateContainerRequest(container=_container("c1")))
+    assert await _containers(client) == {"c1": {}}
+    assert await _containers(client, "labels.k==v") == {}
+    await client.containers.update(
+        containers.UpdateContainerRequest(
+            container=_container("c1", k="v"), update_mask=FieldMask(paths=["labels.k"])
+        )
+    )
+    assert await _containers(client) == {"c1": {"k": "v"}}
+    assert await _containers(client, "labels.k==v") == {"c1": {"k": "v"}}
+    assert await _containers(other) == {}
+    await other.containers.create(containers.CreateContainerRequest(container=_container("c2")))
+    assert await _containers(other) == {"c2": {}}
+    await client.containers.delete(containers.DeleteContainerRequest(id="c1"))
+    assert await _containers(client) == {}
+    assert await _containers(client, "labels.k==v") == {}
+    assert await _containers(other) == {"c2": {}}
+
+
+async def test_content_list_follows_writes_in_batches(client: Client) -> None:
+    other = client.with_namespace("other")
+    blobs = [f"blob {i}".encode() for i in range(101)]
+    digests = ["sha256:" + hashlib.sha256(b).hexdigest() for b in blobs]
+    assert await _content(client) == (0, {})
+    for i, blob in enumerate(blobs):
+        await client.write_content(f"ref-{i}", blob, digests[i])
+    messages, found = await _content(client)
+    assert messages == 2 and set(found) == set(digests)
+    assert await _content(other) == (0, {})
+    await client.content.update(
+        content.UpdateRequest(
+            info=content.Info(digest=digests[0], labels={"k": "v"}),
+            update_mask=FieldMask(paths=["labels.k"]),
+        )
+    )
+    assert (await _content(client))[1][digests[0]] == {"k": "v"}
+    assert await _content(client, "labels.k==v") == (1, {digests[0]: {"k": "v"}})
+    await client.content.delete(content.DeleteContentRequest(digest=digests[0]))
+    messages, found = await _content(client)
+    assert messages == 1 and set(found) == set(digests[1:])
+    assert await _content(client, "labels.k==v") == (0, {})
+    await other.write_content("ref-o", blobs[0], digests[0])
+    assert await _content(other) == (1, {digests[0]: {}})
+
+
+async def test_refusals_are_not_cached(client: Client) -> None:
+    await client.images.create(images.CreateImageRequest(image=_image("a")))
+    for _ in range(2):
+        with pytest.raises(GRPCError) as raised:
+            await _images(client, "name==")
+        assert raised.value.status == Status.INVALID_ARGUMENT
+    for _ in range(2):
+        with pytest.raises(GRPCError) as raised:
+            await _images(client.with_namespace("bad ns"))
+        assert raised.value.status == Status.INVALID_ARGUMENT
+    assert await _images(client) == {"a": {}}
