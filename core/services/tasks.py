@@ -176,12 +176,17 @@ class TasksService(api.TasksBase):
         return Empty()
 
     async def metrics(self, message: api.MetricsRequest) -> api.MetricsResponse:
-        now = datetime.now(UTC)
         found = await self.tasks.metrics(context.namespace(), list(message.filters))
+        # Each Metric is stamped with when its sample was read, which a shared
+        # sample (`Sampler`) may predate this call by: rates stay right.
         return api.MetricsResponse(
             metrics=[
-                ctypes.Metric(timestamp=now, id=task.id, data=typeurl.pack(stats))
-                for task, stats in found
+                ctypes.Metric(
+                    timestamp=datetime.fromtimestamp(sample.taken_ns / 1e9, UTC),
+                    id=task.id,
+                    data=Any(type_url=sample.type_url, value=sample.data),
+                )
+                for task, sample in found
             ]
         )
 

@@ -1,0 +1,367 @@
+"""A cgroup's statistics read cheaply enough to poll every task every few seconds.
+
+`StatFiles` holds open the descriptors of the cgroup files whose values
+containerd's `io.containerd.cgroups.v1.Metrics` or `v2.Metrics` carry, for as
+long as the task lives, and re-reads each with one `pread` at offset 0:
+cgroupfs regenerates a file's text on every read from its start, and an open
+descriptor does not hold the cgroup back from `rmdir` (reads then fail with
+ENODEV, which `read` reports as `Gone`). The texts are parsed with one
+`bytes.split` each and encoded straight to the protobuf wire format, with no
+message objects in between: the bytes go into a `Tasks.Metrics` reply's Any
+as they are, and the `Sample` keeps the few figures the engine's own gauges
+and the CRI want. Absent files (no swap accounting, a controller not mounted)
+read as zeros, as containerd reports them. The descriptors of all cgroups
+together stay under half the soft RLIMIT_NOFILE; past that a file is opened
+for each read instead of kept. Plain blocking I/O, meant for a worker thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_UINT64 = (1 << 64) - 1
+V1_URL = "io.containerd.cgroups.v1.Metrics"
+V2_URL = "io.containerd.cgroups.v2.Metrics"
+_TICK_NS = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+_CHUNK = 16384
+_ABSENT = -1
+_TRANSIENT = -2
+
+
+class Gone(Exception):
+    """The cgroup was removed while its files were open."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One read of a cgroup: the encoded Metrics message and what the engine itself uses."""
+
+    type_url: str
+    data: bytes
+    memory: int  # bytes charged to the cgroup now
+    cpu_ns: int  # CPU time used since the cgroup was made
+    inactive_file: int  # v1 total_inactive_file, which the CRI's working set leaves out
+    taken_ns: int  # wall clock of the read, the time the counters were sampled at
+
+
+# --- descriptors ------------------------------------------------------------------
+
+_held = 0
+_held_lock = threading.Lock()
+
+
+def _budget() -> int:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (1 << 20) if soft == resource.RLIM_INFINITY else soft // 2
+
+
+_BUDGET = _budget()
+
+
+def held() -> int:
+    """Descriptors all `StatFiles` hold open now."""
+    return _held
+
+
+class StatFiles:
+    """The stat files of one cgroup, open between reads; `close` when the task goes."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        global _held
+        self.paths = list(paths)
+        self.fds: list[int] = []
+        for path in self.paths:
+            with _held_lock:
+                keep = _held < _BUDGET
+                if keep:
+                    _held += 1
+            if not keep:
+                self.fds.append(_TRANSIENT)
+                continue
+            try:
+                self.fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                with _held_lock:
+                    _held -= 1
+                self.fds.append(_ABSENT)
+
+    def read(self) -> list[bytes]:
+        """Every file's text now, b"" for an absent one; `Gone` once the cgroup is removed."""
+        texts = []
+        for fd, path in zip(self.fds, self.paths, strict=True):
+            if fd == _ABSENT:
+                texts.append(b"")
+                continue
+            try:
+                if fd == _TRANSIENT:
+                    texts.append(_read_path(path))
+                else:
+                    texts.append(_read_fd(fd))
+            except OSError as exc:
+                if exc.errno in (errno.ENODEV, errno.ENOENT):
+                    raise Gone(str(path)) from None
+                texts.append(b"")
+        return texts
+
+    def close(self) -> None:
+        global _held
+        kept = [fd for fd in self.fds if fd >= 0]
+        self.fds = [_ABSENT] * len(self.paths)
+        for fd in kept:
+            os.close(fd)
+        with _held_lock:
+            _held -= len(kept)
+
+
+def _read_fd(fd: int) -> bytes:
+    data = os.pread(fd, _CHUNK, 0)
+    while len(data) % _CHUNK == 0 and data:
+        more = os.pread(fd, _CHUNK, len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _read_path(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _read_fd(fd)
+    finally:
+        os.close(fd)
+
+
+# --- parsing ----------------------------------------------------------------------
+
+
+def _num(text: bytes, unlimited: int = 0) -> int:
+    """A one-value file; "max" is `unlimited`, anything unreadable 0."""
+    try:
+        return int(text)
+    except ValueError:
+        return unlimited if text.strip() == b"max" else 0
+
+
+def _table(text: bytes) -> dict[bytes, bytes]:
+    """A `key value` per line file (memory.stat, cpu.stat, memory.events...)."""
+    words = text.split()
+    return dict(zip(words[::2], words[1::2], strict=False))
+
+
+def _get(table: dict[bytes, bytes], key: bytes) -> int:
+    value = table.get(key)
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+# --- protobuf wire format (proto3: zero scalars omitted, set messages always written) --
+
+_SMALL = [bytes([i]) for i in range(128)]
+
+
+def _varint(value: int) -> bytes:
+    if value < 128:
+        return _SMALL[value]
+    out = bytearray()
+    while value > 127:
+        out.append((value & 127) | 128)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_VARINT_TAGS = [_varint(n << 3) for n in range(64)]
+_LEN_TAGS = [_varint(n << 3 | 2) for n in range(64)]
+
+
+def _scalars(values: Sequence[int]) -> bytes:
+    """uint64 fields 1..len(values), in order."""
+    out = []
+    for number, value in enumerate(values, 1):
+        if value > 0:
+            out.append(_VARINT_TAGS[number])
+            out.append(_varint(value if value <= MAX_UINT64 else MAX_UINT64))
+    return b"".join(out)
+
+
+def _field(number: int, body: bytes) -> bytes:
+    """A length-delimited field: a message, a string or a packed list."""
+    return _LEN_TAGS[number] + _varint(len(body)) + body
+
+
+# --- cgroup v1 ----------------------------------------------------------------------
+
+V1_MEMORY_KEYS = (
+    b"cache", b"rss", b"rss_huge", b"mapped_file", b"dirty", b"writeback", b"pgpgin",
+    b"pgpgout", b"pgfault", b"pgmajfault", b"inactive_anon", b"active_anon",
+    b"inactive_file", b"active_file", b"unevictable", b"hierarchical_memory_limit",
+    b"hierarchical_memsw_limit", b"total_cache", b"total_rss", b"total_rss_huge",
+    b"total_mapped_file", b"total_dirty", b"total_writeback", b"total_pgpgin",
+    b"total_pgpgout", b"total_pgfault", b"total_pgmajfault", b"total_inactive_anon",
+    b"total_active_anon", b"total_inactive_file", b"total_active_file",
+    b"total_unevictable",
+)  # fmt: skip
+_V1_ENTRY_PREFIXES = ("memory.", "memory.memsw.", "memory.kmem.", "memory.kmem.tcp.")
+_V1_ENTRY_FILES = ("limit_in_bytes", "usage_in_bytes", "max_usage_in_bytes", "failcnt")
+# (controller, file name) in the order `encode_v1` takes the texts.
+V1_FILES = (
+    ("memory", "memory.stat"),
+    *(("memory", p + f) for p in _V1_ENTRY_PREFIXES for f in _V1_ENTRY_FILES),
+    ("memory", "memory.oom_control"),
+    ("cpuacct", "cpuacct.usage"),
+    ("cpuacct", "cpuacct.stat"),
+    ("cpuacct", "cpuacct.usage_percpu"),
+    ("cpu", "cpu.stat"),
+    ("pids", "pids.current"),
+    ("pids", "pids.max"),
+)
+
+
+def encode_v1(texts: Sequence[bytes], taken_ns: int) -> Sample:
+    """`io.containerd.cgroups.v1.Metrics` from the texts of `V1_FILES`, in that order."""
+    stat = _table(texts[0])
+    entries = [_num(t) for t in texts[1:17]]
+    oom = _table(texts[17])
+    total = _num(texts[18])
+    ticks = _table(texts[19])
+    per_cpu = b"".join(_varint(int(v)) for v in texts[20].split())
+    throttle = _table(texts[21])
+    memory_fields = [_get(stat, key) for key in V1_MEMORY_KEYS]
+    memory = [_scalars(memory_fields)]
+    for number, at in zip(range(33, 37), range(0, 16, 4), strict=True):
+        memory.append(_field(number, _scalars(entries[at : at + 4])))
+    usage = _scalars((total, _get(ticks, b"system") * _TICK_NS, _get(ticks, b"user") * _TICK_NS))
+    if per_cpu:
+        usage += _field(4, per_cpu)
+    throttling = _scalars(
+        (
+            _get(throttle, b"nr_periods"),
+            _get(throttle, b"nr_throttled"),
+            _get(throttle, b"throttled_time"),
+        )
+    )
+    data = b"".join(
+        (
+            _field(2, _scalars((_num(texts[22]), _num(texts[23])))),
+            _field(3, _field(1, usage) + _field(2, throttling)),
+            _field(4, b"".join(memory)),
+            _field(
+                9,
+                _scalars(
+                    (
+                        _get(oom, b"oom_kill_disable"),
+                        _get(oom, b"under_oom"),
+                        _get(oom, b"oom_kill"),
+                    )
+                ),
+            ),
+        )
+    )
+    return Sample(V1_URL, data, entries[1], total, memory_fields[29], taken_ns)
+
+
+# --- cgroup v2 ----------------------------------------------------------------------
+
+# memory.stat keys that are also MemoryStat field names (1..31), as containerd copies them.
+V2_MEMORY_KEYS = (
+    b"anon", b"file", b"kernel_stack", b"slab", b"sock", b"shmem", b"file_mapped",
+    b"file_dirty", b"file_writeback", b"anon_thp", b"inactive_anon", b"active_anon",
+    b"inactive_file", b"active_file", b"unevictable", b"slab_reclaimable",
+    b"slab_unreclaimable", b"pgfault", b"pgmajfault", b"workingset_refault",
+    b"workingset_activate", b"workingset_nodereclaim", b"pgrefill", b"pgscan", b"pgsteal",
+    b"pgactivate", b"pgdeactivate", b"pglazyfree", b"pglazyfreed", b"thp_fault_alloc",
+    b"thp_collapse_alloc",
+)  # fmt: skip
+V2_FILES = (
+    "memory.stat", "memory.current", "memory.max", "memory.swap.current", "memory.swap.max",
+    "cpu.stat", "memory.events", "pids.current", "pids.max", "io.stat",
+)  # fmt: skip
+
+
+def hugetlb_sizes(directory: Path) -> list[str]:
+    """The huge page sizes a v2 cgroup accounts (`hugetlb.<size>.current`), sorted."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    sizes = []
+    for name in names:
+        if name.startswith("hugetlb.") and name.endswith(".current"):
+            size = name[len("hugetlb.") : -len(".current")]
+            if "." not in size:  # not hugetlb.<size>.rsvd.current and the like
+                sizes.append(size)
+    return sorted(sizes)
+
+
+def v2_files(sizes: Sequence[str]) -> list[str]:
+    """The file names `encode_v2` takes, with a current and max pair per huge page size."""
+    return [*V2_FILES, *(f"hugetlb.{s}.{k}" for s in sizes for k in ("current", "max"))]
+
+
+def encode_v2(texts: Sequence[bytes], sizes: Sequence[str], taken_ns: int) -> Sample:
+    """`io.containerd.cgroups.v2.Metrics` from the texts of `v2_files(sizes)`, in order."""
+    stat = _table(texts[0])
+    # Kernels from 5.8 split workingset_refault and _activate into _anon and _file.
+    for key in (b"workingset_refault", b"workingset_activate"):
+        if key not in stat:
+            stat[key] = b"%d" % (_get(stat, key + b"_anon") + _get(stat, key + b"_file"))
+    usage = _num(texts[1])
+    memory = [_get(stat, key) for key in V2_MEMORY_KEYS]
+    memory += (
+        usage,
+        _num(texts[2], MAX_UINT64),
+        _num(texts[3]),
+        _num(texts[4], MAX_UINT64),
+    )
+    cpu = _table(texts[5])
+    events = _table(texts[6])
+    usage_usec = _get(cpu, b"usage_usec")
+    cpu_fields = (
+        usage_usec,
+        _get(cpu, b"user_usec"),
+        _get(cpu, b"system_usec"),
+        _get(cpu, b"nr_periods"),
+        _get(cpu, b"nr_throttled"),
+        _get(cpu, b"throttled_usec"),
+    )
+    parts = [
+        _field(1, _scalars((_num(texts[7]), _num(texts[8], MAX_UINT64)))),
+        _field(2, _scalars(cpu_fields)),
+        _field(4, _scalars(memory)),
+        _field(6, b"".join(_field(1, entry) for entry in _io_entries(texts[9]))),
+    ]
+    for i, size in enumerate(sizes):
+        current, limit = texts[10 + 2 * i], texts[11 + 2 * i]
+        body = _scalars((_num(current), _num(limit, MAX_UINT64))) + _field(3, size.encode())
+        parts.append(_field(7, body))
+    kinds = (b"low", b"high", b"max", b"oom", b"oom_kill")
+    parts.append(_field(8, _scalars([_get(events, k) for k in kinds])))
+    return Sample(V2_URL, b"".join(parts), usage, usage_usec * 1000, 0, taken_ns)
+
+
+def _io_entries(text: bytes) -> list[bytes]:
+    """io.stat: `MAJ:MIN rbytes=N wbytes=N rios=N wios=N dbytes=N dios=N` per device."""
+    entries = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        device, *pairs = words
+        major, _, minor = device.partition(b":")
+        if not (major.isdigit() and minor.isdigit()):
+            continue
+        values = dict(pair.partition(b"=")[::2] for pair in pairs)
+        fields = [int(major), int(minor)]
+        fields += (_get(values, k) for k in (b"rbytes", b"wbytes", b"rios", b"wios"))
+        entries.append(_scalars(fields))
+    return entries
