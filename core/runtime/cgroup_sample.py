@@ -365,3 +365,12 @@ def _io_entries(text: bytes) -> list[bytes]:
         fields += (_get(values, k) for k in (b"rbytes", b"wbytes", b"rios", b"wios"))
         entries.append(_scalars(fields))
     return entries
+
+
+def encode_metric(container_id: str, sample: Sample) -> bytes:
+    """A `containerd.types.Metric` carrying the sample, stamped with when it was read."""
+    seconds, nanos = divmod(sample.taken_ns, 1_000_000_000)
+    data = _field(1, sample.type_url.encode()) + _field(2, sample.data)
+    return (
+        _field(1, _scalars((seconds, nanos))) + _field(2, container_id.encode()) + _field(3, data)
+    )

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from core.api.containerd.types import Metric
+from core.api.google.protobuf import Any
 from core.api.io.containerd.cgroups import v1 as cg1
 from core.api.io.containerd.cgroups import v2 as cg2
 from core.errors import NotFound
@@ -258,3 +261,13 @@ async def test_requests_inside_the_window_share_one_read() -> None:
         assert reads.count("rec/web") == 3
     finally:
         web.close()
+
+
+def test_a_metric_is_encoded_as_betterproto_would() -> None:
+    sample = encode_v1([b""] * len(V1_FILES), 1_764_000_000_123_456_000)
+    theirs = Metric(
+        timestamp=datetime.fromtimestamp(1_764_000_000, UTC) + timedelta(microseconds=123456),
+        id="web-1",
+        data=Any(type_url="io.containerd.cgroups.v1.Metrics", value=sample.data),
+    )
+    assert cgroup_sample.encode_metric("web-1", sample) == bytes(theirs)
