@@ -21,9 +21,10 @@ import errno
 import os
 import resource
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MAX_UINT64 = (1 << 64) - 1
 V1_URL = "io.containerd.cgroups.v1.Metrics"
@@ -199,6 +200,33 @@ def _field(number: int, body: bytes) -> bytes:
     return _LEN_TAGS[number] + _varint(len(body)) + body
 
 
+class Memo:
+    """A cgroup's last encoding of each part of its message, by the texts it came from.
+
+    Most of what a task's files say does not change between two polls (limits,
+    failure counts, and everything about a task that sleeps), so a part whose
+    texts are byte for byte the last poll's is not parsed or encoded again.
+    """
+
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts: dict[str, tuple[Sequence[bytes], tuple[Any, ...]]] = {}
+
+    def get(
+        self,
+        part: str,
+        texts: Sequence[bytes],
+        build: Callable[[Sequence[bytes]], tuple[Any, ...]],
+    ) -> tuple[Any, ...]:
+        last = self._parts.get(part)
+        if last is not None and last[0] == texts:
+            return last[1]
+        built = build(texts)
+        self._parts[part] = (texts, built)
+        return built
+
+
 # --- cgroup v1 ----------------------------------------------------------------------
 
 V1_MEMORY_KEYS = (
@@ -227,19 +255,37 @@ V1_FILES = (
 )
 
 
-def encode_v1(texts: Sequence[bytes], taken_ns: int) -> Sample:
+def encode_v1(texts: Sequence[bytes], taken_ns: int, memo: Memo | None = None) -> Sample:
     """`io.containerd.cgroups.v1.Metrics` from the texts of `V1_FILES`, in that order."""
+    memo = Memo() if memo is None else memo
+    memory, usage, inactive_file = memo.get("memory", texts[0:17], _v1_memory)
+    cpu, total = memo.get("cpu", texts[18:22], _v1_cpu)
+    data = b"".join(
+        (
+            memo.get("pids", texts[22:24], _v1_pids)[0],
+            cpu,
+            memory,
+            memo.get("oom", texts[17:18], _v1_oom)[0],
+        )
+    )
+    return Sample(V1_URL, data, usage, total, inactive_file, taken_ns)
+
+
+def _v1_memory(texts: Sequence[bytes]) -> tuple[bytes, int, int]:
     stat = _table(texts[0])
     entries = [_num(t) for t in texts[1:17]]
-    oom = _table(texts[17])
-    total = _num(texts[18])
-    ticks = _table(texts[19])
-    per_cpu = b"".join(_varint(int(v)) for v in texts[20].split())
-    throttle = _table(texts[21])
-    memory_fields = [_get(stat, key) for key in V1_MEMORY_KEYS]
-    memory = [_scalars(memory_fields)]
+    fields = [_get(stat, key) for key in V1_MEMORY_KEYS]
+    body = [_scalars(fields)]
     for number, at in zip(range(33, 37), range(0, 16, 4), strict=True):
-        memory.append(_field(number, _scalars(entries[at : at + 4])))
+        body.append(_field(number, _scalars(entries[at : at + 4])))
+    return _field(4, b"".join(body)), entries[1], fields[29]
+
+
+def _v1_cpu(texts: Sequence[bytes]) -> tuple[bytes, int]:
+    total = _num(texts[0])
+    ticks = _table(texts[1])
+    per_cpu = b"".join(_varint(int(v)) for v in texts[2].split())
+    throttle = _table(texts[3])
     usage = _scalars((total, _get(ticks, b"system") * _TICK_NS, _get(ticks, b"user") * _TICK_NS))
     if per_cpu:
         usage += _field(4, per_cpu)
@@ -250,24 +296,17 @@ def encode_v1(texts: Sequence[bytes], taken_ns: int) -> Sample:
             _get(throttle, b"throttled_time"),
         )
     )
-    data = b"".join(
-        (
-            _field(2, _scalars((_num(texts[22]), _num(texts[23])))),
-            _field(3, _field(1, usage) + _field(2, throttling)),
-            _field(4, b"".join(memory)),
-            _field(
-                9,
-                _scalars(
-                    (
-                        _get(oom, b"oom_kill_disable"),
-                        _get(oom, b"under_oom"),
-                        _get(oom, b"oom_kill"),
-                    )
-                ),
-            ),
-        )
-    )
-    return Sample(V1_URL, data, entries[1], total, memory_fields[29], taken_ns)
+    return _field(3, _field(1, usage) + _field(2, throttling)), total
+
+
+def _v1_oom(texts: Sequence[bytes]) -> tuple[bytes]:
+    oom = _table(texts[0])
+    kinds = (b"oom_kill_disable", b"under_oom", b"oom_kill")
+    return (_field(9, _scalars([_get(oom, k) for k in kinds])),)
+
+
+def _v1_pids(texts: Sequence[bytes]) -> tuple[bytes]:
+    return (_field(2, _scalars((_num(texts[0]), _num(texts[1])))),)
 
 
 # --- cgroup v2 ----------------------------------------------------------------------
@@ -308,45 +347,61 @@ def v2_files(sizes: Sequence[str]) -> list[str]:
     return [*V2_FILES, *(f"hugetlb.{s}.{k}" for s in sizes for k in ("current", "max"))]
 
 
-def encode_v2(texts: Sequence[bytes], sizes: Sequence[str], taken_ns: int) -> Sample:
+def encode_v2(
+    texts: Sequence[bytes], sizes: Sequence[str], taken_ns: int, memo: Memo | None = None
+) -> Sample:
     """`io.containerd.cgroups.v2.Metrics` from the texts of `v2_files(sizes)`, in order."""
+    memo = Memo() if memo is None else memo
+    memory, usage = memo.get("memory", texts[0:5], _v2_memory)
+    cpu, usage_usec = memo.get("cpu", texts[5:6], _v2_cpu)
+    parts = [
+        memo.get("pids", texts[7:9], _v2_pids)[0],
+        cpu,
+        memory,
+        memo.get("io", texts[9:10], _v2_io)[0],
+    ]
+    for i, size in enumerate(sizes):
+        current, limit = texts[10 + 2 * i], texts[11 + 2 * i]
+        body = _scalars((_num(current), _num(limit, MAX_UINT64))) + _field(3, size.encode())
+        parts.append(_field(7, body))
+    parts.append(memo.get("events", texts[6:7], _v2_events)[0])
+    return Sample(V2_URL, b"".join(parts), usage, usage_usec * 1000, 0, taken_ns)
+
+
+def _v2_memory(texts: Sequence[bytes]) -> tuple[bytes, int]:
     stat = _table(texts[0])
     # Kernels from 5.8 split workingset_refault and _activate into _anon and _file.
     for key in (b"workingset_refault", b"workingset_activate"):
         if key not in stat:
             stat[key] = b"%d" % (_get(stat, key + b"_anon") + _get(stat, key + b"_file"))
     usage = _num(texts[1])
-    memory = [_get(stat, key) for key in V2_MEMORY_KEYS]
-    memory += (
-        usage,
-        _num(texts[2], MAX_UINT64),
-        _num(texts[3]),
-        _num(texts[4], MAX_UINT64),
-    )
-    cpu = _table(texts[5])
-    events = _table(texts[6])
-    usage_usec = _get(cpu, b"usage_usec")
-    cpu_fields = (
-        usage_usec,
-        _get(cpu, b"user_usec"),
-        _get(cpu, b"system_usec"),
-        _get(cpu, b"nr_periods"),
-        _get(cpu, b"nr_throttled"),
-        _get(cpu, b"throttled_usec"),
-    )
-    parts = [
-        _field(1, _scalars((_num(texts[7]), _num(texts[8], MAX_UINT64)))),
-        _field(2, _scalars(cpu_fields)),
-        _field(4, _scalars(memory)),
-        _field(6, b"".join(_field(1, entry) for entry in _io_entries(texts[9]))),
-    ]
-    for i, size in enumerate(sizes):
-        current, limit = texts[10 + 2 * i], texts[11 + 2 * i]
-        body = _scalars((_num(current), _num(limit, MAX_UINT64))) + _field(3, size.encode())
-        parts.append(_field(7, body))
+    fields = [_get(stat, key) for key in V2_MEMORY_KEYS]
+    fields += (usage, _num(texts[2], MAX_UINT64), _num(texts[3]), _num(texts[4], MAX_UINT64))
+    return _field(4, _scalars(fields)), usage
+
+
+def _v2_cpu(texts: Sequence[bytes]) -> tuple[bytes, int]:
+    cpu = _table(texts[0])
+    kinds = (
+        b"usage_usec", b"user_usec", b"system_usec", b"nr_periods", b"nr_throttled",
+        b"throttled_usec",
+    )  # fmt: skip
+    fields = [_get(cpu, k) for k in kinds]
+    return _field(2, _scalars(fields)), fields[0]
+
+
+def _v2_pids(texts: Sequence[bytes]) -> tuple[bytes]:
+    return (_field(1, _scalars((_num(texts[0]), _num(texts[1], MAX_UINT64)))),)
+
+
+def _v2_io(texts: Sequence[bytes]) -> tuple[bytes]:
+    return (_field(6, b"".join(_field(1, entry) for entry in _io_entries(texts[0]))),)
+
+
+def _v2_events(texts: Sequence[bytes]) -> tuple[bytes]:
+    events = _table(texts[0])
     kinds = (b"low", b"high", b"max", b"oom", b"oom_kill")
-    parts.append(_field(8, _scalars([_get(events, k) for k in kinds])))
-    return Sample(V2_URL, b"".join(parts), usage, usage_usec * 1000, 0, taken_ns)
+    return (_field(8, _scalars([_get(events, k) for k in kinds])),)
 
 
 def _io_entries(text: bytes) -> list[bytes]:

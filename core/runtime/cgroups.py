@@ -40,6 +40,7 @@ from core.runtime.cgroup_sample import (
     V1_FILES,
     V2_URL,
     Gone,
+    Memo,
     Sample,
     StatFiles,
     encode_v1,
@@ -161,6 +162,7 @@ class Cgroup:
         self._lock = threading.Lock()
         self._files: StatFiles | None = None
         self._sizes: list[str] = []
+        self._memo = Memo()
 
     def dir(self, controller: str) -> Path | None:
         """The cgroup's directory for a v1 controller (the one v2 directory on v2)."""
@@ -197,6 +199,7 @@ class Cgroup:
                 if not self.exists():
                     raise NotFound(f"cgroup {self.path} does not exist")
                 self._files = self._open()
+                self._memo = Memo()
             try:
                 texts = self._files.read()
             except Gone:
@@ -204,8 +207,8 @@ class Cgroup:
                 self._files = None
                 raise NotFound(f"cgroup {self.path} does not exist") from None
         if self.layout.version == 2:
-            return encode_v2(texts, self._sizes, time.time_ns())
-        return encode_v1(texts, time.time_ns())
+            return encode_v2(texts, self._sizes, time.time_ns(), self._memo)
+        return encode_v1(texts, time.time_ns(), self._memo)
 
     def stats(self) -> Stats:
         """`sample` as a Metrics message, for callers that want its fields."""

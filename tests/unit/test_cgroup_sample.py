@@ -271,3 +271,17 @@ def test_a_metric_is_encoded_as_betterproto_would() -> None:
         data=Any(type_url="io.containerd.cgroups.v1.Metrics", value=sample.data),
     )
     assert cgroup_sample.encode_metric("web-1", sample) == bytes(theirs)
+
+
+def test_parts_whose_texts_did_not_change_are_reused_and_the_rest_is_not() -> None:
+    texts = [b""] * len(V1_FILES)
+    texts[1] = b"4096\n"  # memory.limit_in_bytes
+    texts[18] = b"100\n"  # cpuacct.usage
+    memo = cgroup_sample.Memo()
+    first = encode_v1(list(texts), 1, memo)
+    texts[18] = b"250\n"
+    second = encode_v1(list(texts), 2, memo)
+    assert second == encode_v1(list(texts), 2)
+    assert (first.cpu_ns, second.cpu_ns) == (100, 250)
+    stats = cg1.Metrics.parse(second.data)
+    assert stats.memory is not None and stats.memory.usage == cg1.MemoryEntry(limit=4096)
