@@ -11,12 +11,14 @@ engine process's user+system CPU (`/proc/PID/stat`) around each piece of work:
   second in which ctrdeck's engine shares a sample between callers, so each one
   reads; timed from the threads' `schedstat` (nanoseconds) around each poll;
 - five consoles polling at once (five clients, one `Tasks.Metrics` each);
-- an idle window: the syncer running as the console runs it, for `--idle` seconds.
+- an idle window: the syncer running as the console runs it, for `--idle` seconds;
+  with `--unfocused`, a second one as when its terminal has lost focus.
 
 Also the console side: this process's CPU per resync. Prints a markdown table of
 ratios (ctrdeck / containerd).
 
-    .venv/bin/python -m bench.bench_resync [--containers 2000] [--running 50] [--idle 60]
+    .venv/bin/python -m bench.bench_resync [--containers 2000] [--running 50] [--idle 60] \
+        [--unfocused]
 """
 
 from __future__ import annotations
@@ -106,6 +108,12 @@ async def measure(running: engine_proc.Running, args: argparse.Namespace) -> dic
         e0, t0 = cpu_seconds(pid), time.perf_counter()
         await asyncio.sleep(args.idle)
         out["idle"] = (cpu_seconds(pid) - e0) / (time.perf_counter() - t0) * 100
+        if args.unfocused:
+            # As when the console's terminal reports it lost focus (`App.app_focus`).
+            syncer.watched = lambda: False
+            e0, t0 = cpu_seconds(pid), time.perf_counter()
+            await asyncio.sleep(args.idle)
+            out["unfocused"] = (cpu_seconds(pid) - e0) / (time.perf_counter() - t0) * 100
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -125,6 +133,9 @@ def main() -> None:
     parser.add_argument("--containers", type=int, default=2000)
     parser.add_argument("--running", type=int, default=50)
     parser.add_argument("--idle", type=float, default=60.0, help="idle window, seconds")
+    parser.add_argument(
+        "--unfocused", action="store_true", help="a second idle window, the terminal unfocused"
+    )
     args = parser.parse_args()
     results = {}
     for start in (engine_proc.containerd, engine_proc.ctrdeck):
@@ -155,6 +166,15 @@ def main() -> None:
                 ),
                 (f"engine CPU, idle console, {args.idle:g} s", cd["idle"], cx["idle"], "% core"),
             ]
+            + [
+                (
+                    f"engine CPU, idle console, terminal unfocused, {args.idle:g} s",
+                    cd["unfocused"],
+                    cx["unfocused"],
+                    "% core",
+                )
+            ]
+            * args.unfocused
         )
     )
 
