@@ -7,12 +7,14 @@ cgroupfs regenerates a file's text on every read from its start, and an open
 descriptor does not hold the cgroup back from `rmdir` (reads then fail with
 ENODEV, which `read` reports as `Gone`). The texts are parsed with one
 `bytes.split` each and encoded straight to the protobuf wire format, with no
-message objects in between: the bytes go into a `Tasks.Metrics` reply's Any
-as they are, and the `Sample` keeps the few figures the engine's own gauges
-and the CRI want. Absent files (no swap accounting, a controller not mounted)
-read as zeros, as containerd reports them. The descriptors of all cgroups
-together stay under half the soft RLIMIT_NOFILE; past that a file is opened
-for each read instead of kept. Plain blocking I/O, meant for a worker thread.
+message objects in between: the bytes go into a `Tasks.Metrics` reply as they
+are (`encode_metric`), and the `Sample` keeps the few figures the engine's own
+gauges and the CRI want. A `Memo` per cgroup skips parsing and encoding the
+parts whose texts did not change since the last read. Absent files (no swap
+accounting, a controller not mounted) read as zeros, as containerd reports
+them. The descriptors of all cgroups together stay under half the soft
+RLIMIT_NOFILE; past that a file is opened for each read instead of kept.
+Plain blocking I/O, meant for a worker thread.
 """
 
 from __future__ import annotations

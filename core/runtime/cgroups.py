@@ -34,9 +34,6 @@ from core.api.io.containerd.cgroups import v1 as cg
 from core.api.io.containerd.cgroups import v2 as cg2
 from core.errors import FailedPrecondition, NotFound
 from core.runtime.cgroup_sample import (
-    MAX_UINT64 as MAX_UINT64,
-)
-from core.runtime.cgroup_sample import (
     V1_FILES,
     V2_URL,
     Gone,
@@ -111,17 +108,6 @@ def detect() -> Layout:
 def hierarchies() -> dict[str, Path]:
     """Controller name to the mount point of its v1 hierarchy on this host."""
     return dict(detect().v1)
-
-
-def usage(stats: Stats) -> tuple[int | None, float | None]:
-    """(memory bytes, CPU seconds) from either kind of statistics; None where absent."""
-    if isinstance(stats, cg2.Metrics):
-        memory = stats.memory.usage if stats.memory else None
-        cpu = stats.cpu.usage_usec / 1e6 if stats.cpu else None
-        return memory, cpu
-    memory = stats.memory.usage.usage if stats.memory and stats.memory.usage else None
-    cpu = stats.cpu.usage.total / 1e9 if stats.cpu and stats.cpu.usage else None
-    return memory, cpu
 
 
 def _text(path: Path) -> str:
@@ -206,9 +192,9 @@ class Cgroup:
                 self._files.close()
                 self._files = None
                 raise NotFound(f"cgroup {self.path} does not exist") from None
-        if self.layout.version == 2:
-            return encode_v2(texts, self._sizes, time.time_ns(), self._memo)
-        return encode_v1(texts, time.time_ns(), self._memo)
+            if self.layout.version == 2:
+                return encode_v2(texts, self._sizes, time.time_ns(), self._memo)
+            return encode_v1(texts, time.time_ns(), self._memo)
 
     def stats(self) -> Stats:
         """`sample` as a Metrics message, for callers that want its fields."""
