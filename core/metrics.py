@@ -5,7 +5,7 @@ gRPC observer and the pull pipeline feed as calls happen, and a collector that
 reads the rest at scrape time from the engine's parts it is given (`Sources`:
 events, garbage collection, content store, snapshot records, tasks; the server
 wires them) and from the tasks' cgroups,
-through the same reader as `Tasks.Metrics` (`core/runtime/cgroups.py`).
+through the same shared samples as `Tasks.Metrics` (`core/runtime/sampler.py`).
 `MetricsListener` answers `GET /metrics` and `GET /v1/metrics` from the
 engine's own event loop, so every collector runs on the loop thread that owns
 the metadata database. The listener exists only when `[metrics] address` asks
@@ -31,7 +31,6 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.registry import Collector
 
 from core.errors import CtrdeckError, FailedPrecondition, InvalidArgument
-from core.runtime import cgroups
 
 if TYPE_CHECKING:
     from core.content.store import ContentStore
@@ -151,29 +150,22 @@ class EngineMetrics:
         return generate_latest(self.registry)
 
     async def scrape(self) -> bytes:
-        """`exposition`, with every task's cgroup files read in a worker first.
+        """`exposition`, with every task's cgroup sampled in a worker first.
 
         Reading them is file I/O per task, which must not stall the engine's
-        loop at each scrape; the rest of a collection reads memory only.
+        loop at each scrape; the rest of a collection reads memory only. The
+        samples are the ones `Tasks.Metrics` shares (`core/runtime/sampler.py`),
+        so a scrape next to a console's poll reads nothing twice.
         """
-        tasks = [(t.namespace, t.id, t.cgroup) for t in self.sources.tasks.list()]
-        self.collector.usage = await asyncio.to_thread(_read_usage, tasks)
+        try:
+            found = await self.sources.tasks.samples(self.sources.tasks.list())
+        except CtrdeckError:
+            found = []  # a host without cgroups: no per-task gauges
+        self.collector.usage = {(t.namespace, t.id): (s.memory, s.cpu_ns / 1e9) for t, s in found}
         try:
             return self.exposition()
         finally:
             self.collector.usage = {}
-
-
-def _read_usage(
-    tasks: list[tuple[str, str, cgroups.Cgroup]],
-) -> dict[tuple[str, str], tuple[int | None, float | None]]:
-    usage = {}
-    for namespace, cid, cgroup in tasks:
-        try:
-            usage[namespace, cid] = cgroups.usage(cgroup.stats())
-        except CtrdeckError:
-            continue  # a task whose cgroup is gone, or a host without cgroups
-    return usage
 
 
 class _EngineCollector(Collector):

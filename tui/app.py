@@ -127,6 +127,7 @@ class CtrdeckApp(TypeAheadApp[int]):
                 on_log=self.main.event_log.add,
                 on_connection=self.connection_changed,
                 on_exit=self.main.task_exited,
+                watched=lambda: self.app_focus,
             )
             self.run_worker(self.syncer.run(), group="sync", exit_on_error=False)
         # The main screen showed every table as it mounted.

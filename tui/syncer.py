@@ -5,7 +5,7 @@ stream (rows change as events arrive; what an event does not carry is fetched
 aside, a burst of created containers in one filtered list call), runs a slow
 periodic resync as a safety net that stretches while it finds nothing the events
 missed (the engine's health, `NodeState.engine`, keeps its own 30 s pace), and
-polls task metrics for CPU and memory.
+polls task metrics for CPU and memory, less often while nobody looks (`watched`).
 It reports through two callbacks (a log line, connection up or down); the screen
 picks up changed tables from `NodeState.dirty` at its own pace. Its subscription
 asks for the engine's recent history (ctrdeck's `SubscribeRequest.history`; a
@@ -71,6 +71,10 @@ RESYNC_INTERVAL = 30.0
 # one, up to this many resync intervals; one that finds a difference resets it.
 RESYNC_STRETCH = 8
 METRICS_INTERVAL = 2.0
+# While nobody looks (the terminal reports it lost focus), task metrics are
+# polled on every this many ticks of METRICS_INTERVAL: the CPU and memory
+# columns are for eyes, and each poll costs the engine a read of every task.
+UNWATCHED_POLL_TICKS = 5
 RELIST_DELAY = 0.3
 # Containers fetched per list call after a burst of creates (ids in its filters).
 FETCH_BATCH = 100
@@ -192,8 +196,12 @@ class Syncer:
         on_connection: Callable[[bool, str], None],
         resync_interval: float = RESYNC_INTERVAL,
         on_exit: Callable[[ContainerRow], None] | None = None,
+        watched: Callable[[], bool] = lambda: True,
     ) -> None:
         self.base = client
+        # Whether anyone is looking at the console now (its terminal has focus).
+        self.watched = watched
+        self._unwatched_ticks = 0
         self.state = state
         self.on_log = on_log
         self.on_connection = on_connection
@@ -284,8 +292,16 @@ class Syncer:
                 health = 0.0
                 await self._engine()
                 await self._metrics()
-            else:
+            elif self.metrics_due():
                 await self._metrics()
+
+    def metrics_due(self) -> bool:
+        """Whether this tick polls metrics: each one while watched, else every few."""
+        self._unwatched_ticks += 1
+        if self.watched() or self._unwatched_ticks >= UNWATCHED_POLL_TICKS:
+            self._unwatched_ticks = 0
+            return True
+        return False
 
     def request_resync(self) -> None:
         self._resync_now.set()

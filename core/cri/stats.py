@@ -4,29 +4,25 @@ from __future__ import annotations
 
 import time
 
-from core.api.io.containerd.cgroups import v1 as cg
 from core.api.runtime import v1 as cri
-from core.runtime import cgroups
 from core.runtime.records import Task
 
 
 def container_stats(task: Task, attributes: cri.ContainerAttributes) -> cri.ContainerStats:
     now = time.time_ns()
-    stats = task.cgroup.stats()
-    memory, cpu_seconds = cgroups.usage(stats)
-    working_set = memory or 0
-    if isinstance(stats, cg.Metrics) and stats.memory is not None:
-        working_set = max(working_set - stats.memory.total_inactive_file, 0)
+    sample = task.cgroup.sample()
+    # The kubelet's working set: usage less inactive file pages (as before, v1 only).
+    working_set = max(sample.memory - sample.inactive_file, 0)
     return cri.ContainerStats(
         attributes=attributes,
         cpu=cri.CpuUsage(
             timestamp=now,
-            usage_core_nano_seconds=cri.UInt64Value(value=int((cpu_seconds or 0) * 1e9)),
+            usage_core_nano_seconds=cri.UInt64Value(value=sample.cpu_ns),
         ),
         memory=cri.MemoryUsage(
             timestamp=now,
             working_set_bytes=cri.UInt64Value(value=working_set),
-            usage_bytes=cri.UInt64Value(value=memory or 0),
+            usage_bytes=cri.UInt64Value(value=sample.memory),
         ),
         writable_layer=cri.FilesystemUsage(timestamp=now),
     )

@@ -54,9 +54,11 @@ from core.runtime import cgroups
 from core.runtime import monitor_protocol as monitors
 from core.runtime import rootfs as rootfs_mod
 from core.runtime import spec as specs
+from core.runtime.cgroup_sample import Sample
 from core.runtime.cgroups import Layout, OomWatch
 from core.runtime.records import Exit, Process, Stdio, Task, load_task
 from core.runtime.runtimes import RuntimeFailed, Runtimes
+from core.runtime.sampler import Sampler
 from core.snapshots.mount import Mount
 
 log = logging.getLogger("ctrdeck.tasks")
@@ -91,16 +93,6 @@ def runc_binary_name(options: Any) -> str:
     return RuncOptions.parse(options.value).binary_name
 
 
-def _read_stats(tasks: list[Task]) -> list[tuple[Task, cgroups.Stats]]:
-    found = []
-    for task in tasks:
-        try:
-            found.append((task, task.cgroup.stats()))
-        except NotFound:
-            log.debug("no metrics for task %s/%s: its cgroup is gone", task.namespace, task.id)
-    return found
-
-
 class TaskManager:
     def __init__(
         self,
@@ -115,6 +107,7 @@ class TaskManager:
     ) -> None:
         self.root = state / TASK_DIR
         self.cgroups = cgroups_layout if cgroups_layout is not None else cgroups.detect()
+        self.sampler = Sampler()
         self.runtimes = runtimes
         self.publish = publish
         self.log_max = log_max
@@ -284,6 +277,10 @@ class TaskManager:
         proc.exit = exit_
         proc.status = Status.STOPPED
         proc.done.set()
+        if not proc.exec_id:
+            # A shared sample from before the exit would hide what the exit
+            # changed, such as the OOM-kill counter a console checks next.
+            self.sampler.forget(proc.task.cgroup)
         if not proc.exec_id and proc.task.oom is not None:
             # /tasks/oom goes out before the exit the kill caused, even if its wakeup is late.
             proc.task.oom.check()
@@ -309,6 +306,7 @@ class TaskManager:
 
     def _watch_oom(self, task: Task) -> None:
         def fired() -> None:
+            self.sampler.forget(task.cgroup)
             self.publish(task.namespace, "/tasks/oom", events.TaskOom(container_id=task.id))
 
         watch = OomWatch(task.cgroup, fired)
@@ -516,6 +514,8 @@ class TaskManager:
             task.oom.stop()
             task.oom = None
         self.tasks.pop((task.namespace, task.id), None)
+        self.sampler.forget(task.cgroup)
+        task.cgroup.close()
         await self._remove_bundle(task.bundle)
 
     async def delete_process(self, namespace: str, container_id: str, exec_id: str) -> Process:
@@ -561,10 +561,10 @@ class TaskManager:
                 namespace, "update", "--resources", str(path), container_id,
                 what=f"updating resources of task {container_id}",
             )  # fmt: skip
+            # The next sample shows the new limits, not one read before them.
+            self.sampler.forget(task.cgroup)
 
-    async def metrics(
-        self, namespace: str, filter_strings: list[str]
-    ) -> list[tuple[Task, cgroups.Stats]]:
+    async def metrics(self, namespace: str, filter_strings: list[str]) -> list[tuple[Task, Sample]]:
         """The cgroup statistics of the namespace's tasks matching containerd's filters.
 
         Scoped to the caller's namespace as containerd's is: a `Metric` names
@@ -572,7 +572,7 @@ class TaskManager:
         would be indistinguishable. A task whose cgroup is gone is left out,
         as containerd leaves out a task whose shim cannot read it; a host
         without cgroups is an error, never zeros. The files are read off the
-        event loop.
+        event loop, at most once a second for all callers (`Sampler`).
         """
         match = filters.parse_all(filter_strings)
         chosen = [
@@ -580,9 +580,17 @@ class TaskManager:
             for task in self.list(namespace)
             if match.match(filters.field_adaptor({"id": task.id, "namespace": task.namespace}))
         ]
-        if not chosen:
+        return await self.samples(chosen)
+
+    async def samples(self, tasks: list[Task]) -> list[tuple[Task, Sample]]:
+        """Each task's latest cgroup sample, leaving out those whose cgroup is gone."""
+        if not tasks:
             return []
-        return await asyncio.to_thread(_read_stats, chosen)
+        found = await self.sampler.samples([t.cgroup for t in tasks])
+        for task, sample in zip(tasks, found, strict=True):
+            if sample is None:
+                log.debug("no metrics for task %s/%s: its cgroup is gone", task.namespace, task.id)
+        return [(t, s) for t, s in zip(tasks, found, strict=True) if s is not None]
 
     def resize_pty(
         self, namespace: str, container_id: str, exec_id: str, width: int, height: int

@@ -10,10 +10,7 @@ supported and says so.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from core import context, typeurl
-from core.api.containerd import types as ctypes
 from core.api.containerd.runc.v1 import ProcessDetails
 from core.api.containerd.services.tasks import v1 as api
 from core.api.containerd.v1 import types as ttypes
@@ -21,7 +18,9 @@ from core.api.google.protobuf import Any, Empty
 from core.engine import Engine
 from core.errors import Internal, InvalidArgument, NotImplementedYet
 from core.runtime import spec as specs
+from core.runtime.cgroup_sample import encode_metric
 from core.runtime.tasks import Exit, Process, Stdio, TaskManager
+from core.services.codec import Preencoded, repeated
 from core.services.convert import GO_ZERO
 from core.snapshots.mount import Mount
 
@@ -176,14 +175,11 @@ class TasksService(api.TasksBase):
         return Empty()
 
     async def metrics(self, message: api.MetricsRequest) -> api.MetricsResponse:
-        now = datetime.now(UTC)
         found = await self.tasks.metrics(context.namespace(), list(message.filters))
-        return api.MetricsResponse(
-            metrics=[
-                ctypes.Metric(timestamp=now, id=task.id, data=typeurl.pack(stats))
-                for task, stats in found
-            ]
-        )
+        # Encoded by hand (betterproto2 takes ~90 us a Metric, most of a poll's
+        # cost): each stamped with when its sample was read, which a shared
+        # sample (`Sampler`) may predate this call by, so rates stay right.
+        return Preencoded(repeated(1, (encode_metric(t.id, s) for t, s in found)))  # type: ignore[return-value]
 
     async def wait(self, message: api.WaitRequest) -> api.WaitResponse:
         exit_ = await self.tasks.wait(context.namespace(), message.container_id, message.exec_id)

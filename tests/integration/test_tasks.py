@@ -437,6 +437,53 @@ async def test_wait_before_start_and_fifo_closed(nsclient: Client, workdir: Path
         io.close()
 
 
+def cgroup_fds(engine: EngineProcess, namespace: str, cid: str) -> int:
+    """The engine's descriptors open on files of the task's cgroup."""
+    assert engine.proc is not None
+    fd_dir = Path(f"/proc/{engine.proc.pid}/fd")
+    found = 0
+    for name in os.listdir(fd_dir):
+        with contextlib.suppress(OSError):
+            found += f"/{namespace}/{cid}/" in os.readlink(fd_dir / name)
+    return found
+
+
+async def test_metrics_hold_the_cgroup_files_until_the_task_is_deleted(
+    nsclient: Client, tengine: EngineProcess, workdir: Path
+) -> None:
+    c, ns, cid = nsclient, nsclient.namespace, "held"
+    await create_container(c, cid, ["sleep", "1000"])
+    io = Fifos(workdir, cid)
+    try:
+        await c.tasks.create(
+            tasks.CreateTaskRequest(container_id=cid, rootfs=rootfs_mounts(workdir / "rootfs"))
+        )
+        await c.tasks.start(tasks.StartRequest(container_id=cid))
+        assert cgroup_fds(tengine, ns, cid) == 0
+        first, together = await asyncio.gather(
+            c.tasks.metrics(tasks.MetricsRequest(filters=[f"id=={cid}"])),
+            c.tasks.metrics(tasks.MetricsRequest(filters=[f"namespace=={ns}"])),
+        )
+        # Asked at once, both are answered from one read, stamped with its time.
+        assert first.metrics == together.metrics
+        held = cgroup_fds(tengine, ns, cid)
+        assert held > 0
+        await asyncio.sleep(1.1)  # past the window in which samples are shared
+        second = await c.tasks.metrics(tasks.MetricsRequest(filters=[f"id=={cid}"]))
+        assert cgroup_fds(tengine, ns, cid) == held
+        stamps = [m.metrics[0].timestamp for m in (first, second)]
+        assert stamps[0] is not None and stamps[1] is not None and stamps[1] > stamps[0]
+        stats = cgroups_v1.Metrics.parse(second.metrics[0].data.value)  # type: ignore[union-attr]
+        assert stats.pids is not None and stats.pids.current >= 1
+        waiter = asyncio.create_task(c.tasks.wait(tasks.WaitRequest(container_id=cid)))
+        await c.tasks.kill(tasks.KillRequest(container_id=cid, signal=signal.SIGKILL))
+        await waiter
+        await c.tasks.delete(tasks.DeleteTaskRequest(container_id=cid))
+        assert cgroup_fds(tengine, ns, cid) == 0
+    finally:
+        io.close()
+
+
 async def test_stdin_and_close_io(nsclient: Client, workdir: Path) -> None:
     c = nsclient
     await create_container(c, "cat", ["cat"])

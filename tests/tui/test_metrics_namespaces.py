@@ -1,8 +1,9 @@
-"""Task metrics in the console belong to the namespace it shows.
+"""Task metrics in the console: its columns fill, from the namespace it shows.
 
 Two namespaces hold a running container of the same id; the one the console
 does not show fills 48 MiB of its /dev/shm. The console's memory column for
-its own container must be its own container's, not the other one's.
+its own container must be its own container's, not the other one's. While the
+terminal reports it lost focus, the console polls metrics less often.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from textual import events
 
 from core.api.containerd.services.tasks import v1 as tasks
 from core.client import Client
@@ -31,7 +33,7 @@ from tests.integration.test_tasks import (
 )
 from tests.tui.conftest import AppFactory
 from tests.tui.support import until
-from tui.syncer import metric_sample
+from tui.syncer import UNWATCHED_POLL_TICKS, metric_sample
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
@@ -96,3 +98,40 @@ async def test_same_container_id_in_two_namespaces(
                 await cleanup_namespace(client)
             client.close()
             remove_namespace_cgroups(client.namespace)
+
+
+async def test_metric_columns_fill_and_polls_thin_out_while_nobody_looks(
+    engine: EngineProcess, console: AppFactory, rootfs: Path
+) -> None:
+    client = Client(str(engine.address), "watch")
+    try:
+        await create_container(client, "busy", ["sleep", "1000"])
+        await client.tasks.create(
+            tasks.CreateTaskRequest(container_id="busy", rootfs=rootfs_mounts(rootfs))
+        )
+        await client.tasks.start(tasks.StartRequest(container_id="busy"))
+        app = console(namespace="watch")
+        async with app.run_test(size=(120, 36)) as pilot:
+
+            def both() -> bool:
+                row = app.state.containers.get("busy")
+                return row is not None and row.memory is not None and row.cpu is not None
+
+            # CPU is a rate: it takes two polls (shared samples are never reused
+            # past a second, so the second poll reads afresh).
+            await until(pilot, both, timeout=20)
+            syncer = app.syncer
+            assert syncer is not None and syncer.watched()
+            app.post_message(events.AppBlur())
+            await pilot.pause()
+            assert not syncer.watched()
+            due = [syncer.metrics_due() for _ in range(2 * UNWATCHED_POLL_TICKS)]
+            assert due.count(True) == 2
+            app.post_message(events.AppFocus())
+            await pilot.pause()
+            assert syncer.watched() and syncer.metrics_due()
+    finally:
+        with contextlib.suppress(Exception):
+            await cleanup_namespace(client)
+        client.close()
+        remove_namespace_cgroups(client.namespace)

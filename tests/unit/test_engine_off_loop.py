@@ -39,6 +39,7 @@ from core.images import hosts
 from core.images.hosts import Hosts
 from core.images.registry import RegistryClient, RetryPolicy
 from core.metadata.images import Image
+from core.runtime.cgroup_sample import V2_URL, Sample
 from core.server import EngineServer, engine_metrics
 
 NAMESPACE = "offloop"
@@ -322,9 +323,9 @@ async def test_a_scrape_reads_cgroup_files_in_a_worker(
     readers: list[threading.Thread] = []
 
     class Cgroup:
-        def stats(self) -> V2Metrics:
+        def sample(self) -> Sample:
             readers.append(threading.current_thread())
-            return V2Metrics(memory=MemoryStat(usage=4096))
+            return Sample(V2_URL, bytes(V2Metrics(memory=MemoryStat(usage=4096))), 4096, 0, 0, 0)
 
     class Task:
         namespace, id, cgroup = NAMESPACE, "scraped", Cgroup()

@@ -14,7 +14,8 @@ from core.config import Config, GrpcConfig
 from core.engine import Engine
 from core.errors import NotFound
 from core.runtime import cgroups
-from core.runtime.cgroups import MAX_UINT64, Cgroup, CgroupsUnavailable, layout_from_mountinfo
+from core.runtime.cgroup_sample import MAX_UINT64
+from core.runtime.cgroups import Cgroup, CgroupsUnavailable, layout_from_mountinfo
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "cgroups"
 
@@ -49,7 +50,8 @@ def test_v1_statistics_from_a_recorded_tree() -> None:
     assert stats.cpu.usage.user == stats.cpu.usage.kernel > 0
     assert stats.pids is not None and (stats.pids.current, stats.pids.limit) == (3, 0)
     assert stats.memory_oom_control is not None and stats.memory_oom_control.oom_kill == 0
-    assert cgroups.usage(stats) == (4976640, 0.022302916)
+    sample = Cgroup("/rec/web", layout("v1")).sample()
+    assert (sample.memory, sample.cpu_ns, sample.inactive_file) == (4976640, 22302916, 0)
     assert typeurl.pack(stats).type_url == "io.containerd.cgroups.v1.Metrics"
 
 
@@ -93,7 +95,8 @@ def test_v2_statistics_from_a_recorded_tree() -> None:
         (253, 0, 1310720, 4096, 40, 1),
     ]
     assert [(h.pagesize, h.current, h.max) for h in stats.hugetlb] == [("2MB", 0, MAX_UINT64)]
-    assert cgroups.usage(stats) == (4976640, 0.022302)
+    sample = Cgroup("/rec/web", layout("v2")).sample()
+    assert (sample.memory, sample.cpu_ns) == (4976640, 22302000)
     packed = typeurl.pack(stats)
     assert packed.type_url == "io.containerd.cgroups.v2.Metrics"
     assert typeurl.unpack(packed) == stats
