@@ -20,6 +20,7 @@ import contextlib
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -284,8 +285,22 @@ class EngineServer:
         log.info("engine stopped")
 
 
+def raise_open_files_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard limit, as Go does for containerd.
+
+    The engine holds descriptors per connection, per task's cgroup files and per
+    monitor; a stock soft limit of 1,024 would cap those long before the hard
+    limit does. Containers get their own limits from their spec, not this one.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT."""
+    raise_open_files_limit()
     server = EngineServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

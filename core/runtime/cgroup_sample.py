@@ -20,6 +20,7 @@ Plain blocking I/O, meant for a worker thread.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import resource
 import threading
@@ -59,12 +60,11 @@ _held = 0
 _held_lock = threading.Lock()
 
 
+@functools.cache
 def _budget() -> int:
+    # Asked on first use, not at import: the engine raises its soft limit at start.
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return (1 << 20) if soft == resource.RLIM_INFINITY else soft // 2
-
-
-_BUDGET = _budget()
 
 
 def held() -> int:
@@ -81,7 +81,7 @@ class StatFiles:
         self.fds: list[int] = []
         for path in self.paths:
             with _held_lock:
-                keep = _held < _BUDGET
+                keep = _held < _budget()
                 if keep:
                     _held += 1
             if not keep:

@@ -201,7 +201,8 @@ def test_a_long_file_is_read_whole(tmp_path: Path) -> None:
 def test_past_the_budget_files_are_opened_for_each_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cgroup_sample, "_BUDGET", cgroup_sample.held())
+    budget = cgroup_sample.held()
+    monkeypatch.setattr(cgroup_sample, "_budget", lambda: budget)
     (tmp_path / "a").write_bytes(b"1\n")
     fds = open_fds()
     files = StatFiles([tmp_path / "a"])

@@ -141,3 +141,18 @@ def test_the_engine_looks_for_leftover_imports_where_imports_spool() -> None:
 
 def test_trimming_the_heap_leaves_the_process_working() -> None:
     assert _run("from core import memory; memory.trim(); print('ok')").strip() == "ok"
+
+
+def test_the_engine_lifts_its_soft_open_files_limit() -> None:
+    code = (
+        "import resource\n"
+        "from core.server import raise_open_files_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))\n"
+        "raise_open_files_limit()\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "True"
