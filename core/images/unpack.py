@@ -38,6 +38,7 @@ from core.api.containerd import events
 from core.descriptor import Descriptor
 from core.diff.apply import Applied, apply_layer, copy_up_implied
 from core.diff.differ import CountingReader, Differ, apply_target, overlay_dirs, overlay_roots
+from core.diff.durable import fsync_dirs
 from core.errors import AlreadyExists, CtrdeckError, FailedPrecondition, Internal, InvalidArgument
 from core.images.handlers import GC_SNAPSHOT, UNCOMPRESSED
 from core.metadata.content import ContentMetadata
@@ -298,5 +299,7 @@ def _move_onto(staged: Sequence[Mount], mounts: Sequence[Mount], applied: Applie
         raise Internal("the snapshot for a staged layer has no upper directory")
     source = staged[0].source
     copy_up_implied(Path(source), applied.implied, lowers)
-    # rename(2) replaces an empty directory; the snapshot's fresh upper is one.
+    # rename(2) replaces an empty directory; the snapshot's fresh upper is one. The tree was
+    # made durable where it was applied; the rename lasts once the directory holding it does.
     os.rename(source, upper)
+    fsync_dirs([upper.parent])
