@@ -13,8 +13,9 @@ pulls it with its own CLI as a whole process, so both sides pay the same client 
 * ctrdeck: `ctrdeck -a SOCK pull --plain-http REF` (server-side pull, unpack into overlayfs);
 * containerd: `ctr -a SOCK image pull --plain-http REF` (unpack into overlayfs).
 
-The wall time of the CLI process and the engine process's CPU (utime + stime from
-`/proc/PID/stat`, before and after) are recorded. The baselines, on the same disk under /tmp:
+Before each pull the engine is left to finish its start-up work (`settle`). The wall time
+of the CLI process and the engine process's CPU (utime + stime from `/proc/PID/stat`,
+before and after) are recorded. The baselines, on the same disk under /tmp:
 for `random`, `curl` of every blob (concurrently) then `tar -xzf` of each layer; for `os`,
 `tar -xzf` of each layer blob, in order, into one directory (GNU tar, no download).
 
@@ -77,11 +78,30 @@ def ctr_cmd(address: str, ref: str) -> list[str]:
     return ["ctr", "-a", address, "image", "pull", "--plain-http", ref]
 
 
+def settle(pid: int, quiet: float = 0.3, limit: float = 10.0) -> None:
+    """Wait until the engine has used no CPU for `quiet` seconds (its start-up work is done).
+
+    A freshly started ctrdeck engine imports its registry client in a worker thread (about
+    0.1-0.3 s of CPU, more where the test extra's trio is installed, which httpcore then
+    imports); a pull that arrives meanwhile waits for it. A cold pull means an image the
+    engine has not got, not an engine still starting, so both engines get this wait.
+    """
+    deadline = time.monotonic() + limit
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = cpu_seconds(pid)
+        if now == last:
+            return
+        last = now
+
+
 def timed_pull(
     running: engine_proc.Running, cmd: Callable[[str, str], list[str]], ref: str
 ) -> tuple[float, float]:
     """Wall seconds of the CLI process, and the engine's CPU seconds meanwhile."""
     env = dict(os.environ, PYTHONPATH=str(engine_proc.ROOT))
+    settle(running.proc.pid)
     before = cpu_seconds(running.proc.pid)
     start = time.perf_counter()
     subprocess.run(
