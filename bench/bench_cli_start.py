@@ -73,7 +73,8 @@ def main() -> None:
             sides = ["containerd", "ctrdeck"] if round_ % 2 == 0 else ["ctrdeck", "containerd"]
             for side in sides:
                 if side == "ctrdeck":
-                    for what, cmd in (("help", [*cli, "--help"]), ("pull help", [*cli, "pull", "--help"])):  # fmt: skip
+                    helps = (("help", [*cli, "--help"]), ("pull help", [*cli, "pull", "--help"]))
+                    for what, cmd in helps:
                         wall, cpu = timed(cmd)
                         add(f"{what} ctrdeck wall", wall)
                         add(f"{what} ctrdeck cpu", cpu)
@@ -90,15 +91,19 @@ def main() -> None:
                 add(f"pull {side} cpu", cpu)
                 add(f"pull {side} engine", cpu_seconds(running.proc.pid) - before)
     med = {k: statistics.median(v) for k, v in samples.items()}
+    measures = (
+        ("`--help` wall (ctr --help)", "help", "wall"),
+        ("`--help` CLI CPU", "help", "cpu"),
+        ("`pull --help` wall (ctr --help)", "pull help", "wall"),
+        ("already-pulled image: CLI wall", "pull", "wall"),
+        ("already-pulled image: CLI CPU", "pull", "cpu"),
+        ("already-pulled image: engine CPU", "pull", "engine"),
+    )
     ms = 1000.0
     rows = [
-        ("`--help` wall (ctr --help)", med["help containerd wall"] * ms, med["help ctrdeck wall"] * ms, "ms"),
-        ("`--help` CLI CPU", med["help containerd cpu"] * ms, med["help ctrdeck cpu"] * ms, "ms"),
-        ("`pull --help` wall (ctr --help)", med["pull help containerd wall"] * ms, med["pull help ctrdeck wall"] * ms, "ms"),
-        ("already-pulled image: CLI wall", med["pull containerd wall"] * ms, med["pull ctrdeck wall"] * ms, "ms"),
-        ("already-pulled image: CLI CPU", med["pull containerd cpu"] * ms, med["pull ctrdeck cpu"] * ms, "ms"),
-        ("already-pulled image: engine CPU", med["pull containerd engine"] * ms, med["pull ctrdeck engine"] * ms, "ms"),
-    ]  # fmt: skip
+        (what, med[f"{cmd} containerd {key}"] * ms, med[f"{cmd} ctrdeck {key}"] * ms, "ms")
+        for what, cmd, key in measures
+    ]
     print(f"machine: {machine()}\n{args.rounds} rounds, medians\n")
     print(table(rows))
     print("\nall samples (ms):")
