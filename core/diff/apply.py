@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from core.diff.compression import DECOMPRESSION_ERRORS, HashingReader, Prefetcher, open_layer
-from core.diff.durable import Written, make_durable
+from core.diff.durable import Pending, Written, defer, make_durable
 from core.errors import CtrdeckError, DataLoss, Internal, InvalidArgument
 
 log = logging.getLogger("ctrdeck.diff")
@@ -68,11 +68,13 @@ class Applied:
 
     `implied` are the directories the layer needed but did not list, parents first, as
     paths below the root: their owner and mode came from `lowers` (or 0:0 0755 without).
+    `pending` is set when the caller deferred the sync: `durable.finish` is then its to do.
     """
 
     digest: str
     size: int
     implied: tuple[tuple[str, ...], ...] = ()
+    pending: Pending | None = None
 
 
 def apply_layer(
@@ -83,16 +85,19 @@ def apply_layer(
     *,
     lowers: Sequence[Path] = (),
     expected_diff_id: str = "",
+    defer_sync: bool = False,
 ) -> Applied:
     """Decompress a layer blob and apply it onto `root`; DataLoss if its diff ID is not expected.
 
     `lowers` are the directories under an overlay upper directory, topmost first; a
     parent directory the layer implies but does not list takes its owner and mode
-    from there, as a copy-up would.
+    from there, as a copy-up would. See `apply_tar` for `defer_sync`.
     """
     stream = Prefetcher(open_layer(blob, media_type))
     try:
-        applied = apply_tar(stream, root, mode, lowers=lowers)  # type: ignore[arg-type]
+        applied = apply_tar(  # type: ignore[arg-type]
+            stream, root, mode, lowers=lowers, defer_sync=defer_sync
+        )
     except DECOMPRESSION_ERRORS as exc:
         raise InvalidArgument(f"layer of type {media_type} cannot be decompressed: {exc}") from None
     finally:
@@ -104,8 +109,20 @@ def apply_layer(
     return applied
 
 
-def apply_tar(stream: BinaryIO, root: Path, mode: Mode, *, lowers: Sequence[Path] = ()) -> Applied:
-    """Apply an uncompressed tar stream onto the existing directory `root`."""
+def apply_tar(
+    stream: BinaryIO,
+    root: Path,
+    mode: Mode,
+    *,
+    lowers: Sequence[Path] = (),
+    defer_sync: bool = False,
+) -> Applied:
+    """Apply an uncompressed tar stream onto the existing directory `root`.
+
+    The layer is durable when this returns, unless `defer_sync`: then the result's
+    `pending` must go to `durable.finish` before anything commits the layer (for a tree
+    that stays a plain directory until then, such as a staged layer's).
+    """
     reader = HashingReader(stream)
     root_fd = os.open(root, _DIR_FLAGS)
     applier = _Applier(root_fd, mode, [Path(p) for p in lowers])
@@ -115,10 +132,14 @@ def apply_tar(stream: BinaryIO, root: Path, mode: Mode, *, lowers: Sequence[Path
             with tar:
                 applier.run(tar)
         reader.drain()
-        make_durable(root_fd, applier.written)
+        if defer_sync:
+            pending = defer(root_fd, applier.written)
+        else:
+            make_durable(root_fd, applier.written)
+            pending = None
     finally:
         os.close(root_fd)
-    return Applied(reader.digest(), reader.size, tuple(applier.implied))
+    return Applied(reader.digest(), reader.size, tuple(applier.implied), pending)
 
 
 def copy_up_implied(root: Path, implied: Sequence[tuple[str, ...]], lowers: Sequence[Path]) -> None:

@@ -21,14 +21,23 @@ more, or makes symbolic links, device nodes, FIFOs, whiteouts or hard links (who
 fsync of a path reaches), or removes anything (which could turn a recorded path into a link),
 gives the record up and gets one syncfs. Application layers of a few large files thus never
 wait for the rest of the disk, and a base layer of thousands of small files pays one flush.
+
+A syncfs covers every layer whose data was written before it started, so calls on one
+filesystem are shared (`_SyncfsGroup`): a layer takes a ticket when its data is written and
+needs only a syncfs that started after that. A layer staged beside its parent (overlayfs,
+`core/images/unpack.py`) cannot be committed before its parent anyway, so it defers its sync
+(`Pending`) until just before its own commit; by then the parent's syncfs, begun after the
+staged layer was written, has usually covered it, and no second flush is paid.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import Internal
@@ -78,10 +87,83 @@ class Written:
             self.give_up()
 
 
+class _SyncfsGroup:
+    """The syncfs calls on one filesystem: each covers every ticket issued before it started."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._issued = 0
+        self._covered = 0
+        self._running = False
+
+    def ticket(self) -> int:
+        """Taken once a layer's data is written: a syncfs that starts later covers it."""
+        with self._cond:
+            self._issued += 1
+            return self._issued
+
+    def wait(self, ticket: int, fd: int) -> None:
+        """Return once a syncfs that started after `ticket` was taken has completed."""
+        with self._cond:
+            while self._covered < ticket:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                upto = self._issued
+                self._cond.release()
+                done = False
+                try:
+                    syncfs(fd)
+                    done = True
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    if done:
+                        self._covered = max(self._covered, upto)
+                    self._cond.notify_all()
+
+
+_groups: dict[int, _SyncfsGroup] = {}
+_groups_lock = threading.Lock()
+
+
+def _group(fd: int) -> _SyncfsGroup:
+    dev = os.fstat(fd).st_dev
+    with _groups_lock:
+        return _groups.setdefault(dev, _SyncfsGroup())
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A layer written but not yet durable: what `finish` needs to make it so."""
+
+    written: Written
+    ticket: int
+
+
+def defer(root_fd: int, written: Written) -> Pending:
+    """Note that a layer's data is written below `root_fd`; `finish` makes it durable later."""
+    return Pending(written, 0 if written.exact else _group(root_fd).ticket())
+
+
+def finish(pending: Pending, root: Path) -> None:
+    """Make a deferred layer durable, its tree now at `root` (it may have been renamed)."""
+    fd = os.open(root, _OPEN_FLAGS | os.O_DIRECTORY)
+    try:
+        if pending.written.exact:
+            make_durable(fd, pending.written)
+        else:
+            _group(fd).wait(pending.ticket, fd)
+    finally:
+        os.close(fd)
+
+
 def make_durable(root_fd: int, written: Written) -> None:
     """Put what a layer wrote below the directory `root_fd` on stable storage (see the doc)."""
     if written.files is None or written.dirs is None:
-        syncfs(root_fd)
+        group = _group(root_fd)
+        group.wait(group.ticket(), root_fd)
         return
     # Files first in the list, so their data is on its way before the directories that name them.
     items = [(p, False) for p in written.files] + [(p, True) for p in written.dirs]

@@ -3,7 +3,9 @@
 On a real directory, with `os.fsync` and `syncfs` watched (not replaced: each still runs):
 a layer of a few files and directories has exactly those fsynced, files before directories,
 all before `apply_tar` returns (which is before anyone can commit it); a layer with a link,
-a whiteout, a removal, or more than `EXACT_LIMIT` paths gets one syncfs of its filesystem.
+a whiteout, a removal, or more than `EXACT_LIMIT` paths gets one syncfs of its filesystem;
+a layer whose sync was deferred (a staged one) needs no syncfs of its own when one that
+began after it was written has completed, and is fsynced where its tree was moved to.
 """
 
 from __future__ import annotations
@@ -156,3 +158,43 @@ def test_copied_up_directories_are_fsynced(tmp_path: Path, synced: Synced) -> No
     copy_up_implied(upper, [("opt",), ("opt", "app")], [lower])
     assert (upper / "opt" / "app").stat().st_mode & 0o777 == 0o750
     assert synced.fsynced == [str(upper / "opt"), str(upper / "opt" / "app")]
+
+
+def test_one_syncfs_covers_every_layer_written_before_it_started(
+    tmp_path: Path, synced: Synced
+) -> None:
+    links = [entry("a", tarfile.DIRTYPE), entry("a/link", tarfile.SYMTYPE, linkname="x")]
+    staged, parent, late = tmp_path / "staged", tmp_path / "parent", tmp_path / "late"
+    for d in (staged, parent, late):
+        d.mkdir()
+    # A staged layer is written first and defers its sync; its parent is synced at once.
+    pending = apply_tar(make_tar(*links), staged, Mode.OVERLAY, defer_sync=True).pending
+    assert pending is not None and synced.syncfs == []
+    apply_tar(make_tar(*links), parent, Mode.OVERLAY)
+    assert synced.syncfs == [str(parent)]
+    # The staged tree moves, as onto its parent's snapshot; the parent's syncfs started
+    # after it was written, so finishing it needs no second one.
+    moved = tmp_path / "moved"
+    os.rename(staged, moved)
+    durable.finish(pending, moved)
+    assert synced.syncfs == [str(parent)]
+    # A layer written after that syncfs does need its own.
+    later = apply_tar(make_tar(*links), late, Mode.OVERLAY, defer_sync=True).pending
+    assert later is not None
+    durable.finish(later, late)
+    assert synced.syncfs == [str(parent), str(late)]
+
+
+def test_a_deferred_small_layer_is_fsynced_where_it_was_moved(
+    tmp_path: Path, synced: Synced
+) -> None:
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    layer = make_tar(entry("app", tarfile.DIRTYPE), entry("app/one", data=b"1"))
+    pending = apply_tar(layer, staged, Mode.OVERLAY, defer_sync=True).pending
+    assert pending is not None and synced.fsynced == []
+    moved = tmp_path / "upper"
+    os.rename(staged, moved)
+    durable.finish(pending, moved)
+    assert synced.syncfs == []
+    assert set(synced.fsynced) == {str(moved / "app" / "one"), str(moved / "app"), str(moved)}
