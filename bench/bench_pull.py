@@ -13,8 +13,9 @@ pulls it with its own CLI as a whole process, so both sides pay the same client 
 * ctrdeck: `ctrdeck -a SOCK pull --plain-http REF` (server-side pull, unpack into overlayfs);
 * containerd: `ctr -a SOCK image pull --plain-http REF` (unpack into overlayfs).
 
-The wall time of the CLI process and the engine process's CPU (utime + stime from
-`/proc/PID/stat`, before and after) are recorded. The baselines, on the same disk under /tmp:
+Before each pull the engine is left to finish its start-up work (`settle`). The wall time
+of the CLI process and the engine process's CPU (utime + stime from `/proc/PID/stat`,
+before and after) are recorded. The baselines, on the same disk under /tmp:
 for `random`, `curl` of every blob (concurrently) then `tar -xzf` of each layer; for `os`,
 `tar -xzf` of each layer blob, in order, into one directory (GNU tar, no download).
 
@@ -26,6 +27,7 @@ Prints markdown tables of medians with the ctrdeck / containerd ratio (below 1 m
 is faster). The disk is shared, so each round runs everything back to back after a `sync`.
 
     .venv/bin/python -m bench.bench_pull [--rounds 3] [--images random,os] [--tmpfs] [--cache DIR]
+                                         [--before OLD_CHECKOUT]
 """
 
 from __future__ import annotations
@@ -77,11 +79,30 @@ def ctr_cmd(address: str, ref: str) -> list[str]:
     return ["ctr", "-a", address, "image", "pull", "--plain-http", ref]
 
 
+def settle(pid: int, quiet: float = 0.3, limit: float = 10.0) -> None:
+    """Wait until the engine has used no CPU for `quiet` seconds (its start-up work is done).
+
+    A freshly started ctrdeck engine imports its registry client in a worker thread (about
+    0.1-0.3 s of CPU, more where the test extra's trio is installed, which httpcore then
+    imports); a pull that arrives meanwhile waits for it. A cold pull means an image the
+    engine has not got, not an engine still starting, so both engines get this wait.
+    """
+    deadline = time.monotonic() + limit
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = cpu_seconds(pid)
+        if now == last:
+            return
+        last = now
+
+
 def timed_pull(
     running: engine_proc.Running, cmd: Callable[[str, str], list[str]], ref: str
 ) -> tuple[float, float]:
     """Wall seconds of the CLI process, and the engine's CPU seconds meanwhile."""
     env = dict(os.environ, PYTHONPATH=str(engine_proc.ROOT))
+    settle(running.proc.pid)
     before = cpu_seconds(running.proc.pid)
     start = time.perf_counter()
     subprocess.run(
@@ -143,10 +164,27 @@ def main() -> None:
     parser.add_argument("--images", default="random,os", help="comma-separated: random, os")
     parser.add_argument("--cache", type=Path, default=osimage.DEFAULT_CACHE)
     parser.add_argument("--tmpfs", action="store_true", help="engines and baselines on a tmpfs")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="also run ctrdeck from this checkout (an older commit), interleaved with the rest",
+    )
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         parent = stack.enter_context(tmpfs()) if args.tmpfs else "/tmp"
         run(args, parent)
+
+
+@contextlib.contextmanager
+def checkout(root: Path) -> Iterator[None]:
+    """Engines and CLIs started meanwhile run the code of the checkout at `root`."""
+    saved = engine_proc.ROOT
+    engine_proc.ROOT = root.resolve()
+    try:
+        yield
+    finally:
+        engine_proc.ROOT = saved
 
 
 @contextlib.contextmanager
@@ -175,16 +213,19 @@ def run(args: argparse.Namespace, parent: str) -> None:
             refs["random"] = registry.push(built, "bench/pull")
         if os_image is not None:
             refs["os"] = osimage.push(os_image, registry.host, "bench/debian")
+        sides = ["containerd", "ctrdeck"] + (["before"] if args.before else [])
         for round_ in range(args.rounds):
             for kind in kinds:
-                order = ["containerd", "ctrdeck"] if round_ % 2 == 0 else ["ctrdeck", "containerd"]
+                turn = round_ % len(sides)
+                order = sides[turn:] + sides[:turn]
                 for name in order:
                     subprocess.run(["sync"], check=True)
                     if name == "containerd":
                         with engine_proc.containerd(parent=parent) as running:
                             wall, cpu = timed_pull(running, ctr_cmd, refs[kind])
                     else:
-                        with engine_proc.ctrdeck(parent=parent) as running:
+                        tree = args.before if name == "before" else engine_proc.ROOT
+                        with checkout(tree), engine_proc.ctrdeck(parent=parent) as running:
                             wall, cpu = timed_pull(running, ctrdeck_cmd, refs[kind])
                     add(f"{kind} {name} wall", wall)
                     add(f"{kind} {name} cpu", cpu)
@@ -222,6 +263,13 @@ def run(args: argparse.Namespace, parent: str) -> None:
         ]  # fmt: skip
     print("\n".join(notes) + f"\n{args.rounds} rounds, medians\n")
     print(table(rows))
+    if args.before:
+        print(f"\nctrdeck from {args.before} (before), in the same rounds:\n")
+        print(table([
+            (f"{kind}: {what}", med[f"{kind} containerd {key}"], med[f"{kind} before {key}"], "s")
+            for kind in kinds
+            for what, key in (("cold pull + unpack, CLI wall", "wall"), ("engine CPU", "cpu"))
+        ]))  # fmt: skip
     for kind in kinds:
         floor = med[f"{kind} floor"]
         print(

@@ -11,31 +11,55 @@ the console use it; it imports nothing of the engine.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from grpclib import GRPCError
 from grpclib.client import Channel
 from grpclib.const import Status
 
-from core.api.containerd.services.containers import v1 as containers
-from core.api.containerd.services.content import v1 as content
-from core.api.containerd.services.diff import v1 as diff
-from core.api.containerd.services.events import v1 as events
-from core.api.containerd.services.images import v1 as images
-from core.api.containerd.services.introspection import v1 as introspection
-from core.api.containerd.services.leases import v1 as leases
-from core.api.containerd.services.namespaces import v1 as namespaces
-from core.api.containerd.services.snapshots import v1 as snapshots
-from core.api.containerd.services.tasks import v1 as tasks
-from core.api.containerd.services.version import v1 as version
-from core.api.ctrdeck.services.tasks import v1 as task_details
-from core.api.google.protobuf import Empty
-from core.api.runtime import v1 as cri
 from core.errors import InvalidArgument
 from core.tls import ClientTLS, TCPChannel
+
+if TYPE_CHECKING:
+    from core.api.containerd.services.containers import v1 as containers
+    from core.api.containerd.services.content import v1 as content
+    from core.api.containerd.services.diff import v1 as diff
+    from core.api.containerd.services.events import v1 as events
+    from core.api.containerd.services.images import v1 as images
+    from core.api.containerd.services.introspection import v1 as introspection
+    from core.api.containerd.services.leases import v1 as leases
+    from core.api.containerd.services.namespaces import v1 as namespaces
+    from core.api.containerd.services.snapshots import v1 as snapshots
+    from core.api.containerd.services.tasks import v1 as tasks
+    from core.api.containerd.services.version import v1 as version
+    from core.api.ctrdeck.services.tasks import v1 as task_details
+    from core.api.runtime import v1 as cri
+
+# The generated stubs, by the name the client hands them out under. Each is imported the
+# first time it is used: all of them together take a quarter of a second to import, and a
+# command such as `ctrdeck pull` speaks to one service.
+_SERVICES = {
+    "containers": "core.api.containerd.services.containers.v1",
+    "content": "core.api.containerd.services.content.v1",
+    "diff": "core.api.containerd.services.diff.v1",
+    "events": "core.api.containerd.services.events.v1",
+    "images": "core.api.containerd.services.images.v1",
+    "introspection": "core.api.containerd.services.introspection.v1",
+    "leases": "core.api.containerd.services.leases.v1",
+    "namespaces": "core.api.containerd.services.namespaces.v1",
+    "snapshots": "core.api.containerd.services.snapshots.v1",
+    "tasks": "core.api.containerd.services.tasks.v1",
+    "version": "core.api.containerd.services.version.v1",
+    "task_details": "core.api.ctrdeck.services.tasks.v1",
+    "cri": "core.api.runtime.v1",
+    "protobuf": "core.api.google.protobuf",
+}
+_LOADED: dict[str, ModuleType] = {}
 
 NAMESPACE_HEADER = "containerd-namespace"
 LEASE_HEADER = "containerd-lease"
@@ -74,6 +98,13 @@ def open_channel(address: str, tls: ClientTLS | None = None) -> Channel:
     return Channel(path=address.removeprefix(UNIX_SCHEME))
 
 
+def _api(service: str) -> Any:
+    module = _LOADED.get(service)
+    if module is None:
+        module = _LOADED[service] = importlib.import_module(_SERVICES[service])
+    return module
+
+
 class Client:
     """A connection to one engine socket, speaking in one namespace."""
 
@@ -102,7 +133,8 @@ class Client:
             md[LEASE_HEADER] = self.lease_id
         return md
 
-    def _stub(self, cls: type[Any]) -> Any:
+    def _stub(self, service: str, name: str) -> Any:
+        cls = getattr(_api(service), name)
         return cls(self.channel, timeout=self.timeout, metadata=self.metadata)
 
     def with_namespace(self, namespace: str) -> Client:
@@ -119,60 +151,60 @@ class Client:
     @property
     def cri_runtime(self) -> cri.RuntimeServiceStub:
         """Kubernetes' CRI RuntimeService (ours, or a containerd's on its main socket)."""
-        return self._stub(cri.RuntimeServiceStub)
+        return self._stub("cri", "RuntimeServiceStub")
 
     @property
     def cri_images(self) -> cri.ImageServiceStub:
-        return self._stub(cri.ImageServiceStub)
+        return self._stub("cri", "ImageServiceStub")
 
     @property
     def version(self) -> version.VersionStub:
-        return self._stub(version.VersionStub)
+        return self._stub("version", "VersionStub")
 
     @property
     def introspection(self) -> introspection.IntrospectionStub:
-        return self._stub(introspection.IntrospectionStub)
+        return self._stub("introspection", "IntrospectionStub")
 
     @property
     def namespaces(self) -> namespaces.NamespacesStub:
-        return self._stub(namespaces.NamespacesStub)
+        return self._stub("namespaces", "NamespacesStub")
 
     @property
     def images(self) -> images.ImagesStub:
-        return self._stub(images.ImagesStub)
+        return self._stub("images", "ImagesStub")
 
     @property
     def content(self) -> content.ContentStub:
-        return self._stub(content.ContentStub)
+        return self._stub("content", "ContentStub")
 
     @property
     def containers(self) -> containers.ContainersStub:
-        return self._stub(containers.ContainersStub)
+        return self._stub("containers", "ContainersStub")
 
     @property
     def leases(self) -> leases.LeasesStub:
-        return self._stub(leases.LeasesStub)
+        return self._stub("leases", "LeasesStub")
 
     @property
     def events(self) -> events.EventsStub:
-        return self._stub(events.EventsStub)
+        return self._stub("events", "EventsStub")
 
     @property
     def snapshots(self) -> snapshots.SnapshotsStub:
-        return self._stub(snapshots.SnapshotsStub)
+        return self._stub("snapshots", "SnapshotsStub")
 
     @property
     def diff(self) -> diff.DiffStub:
-        return self._stub(diff.DiffStub)
+        return self._stub("diff", "DiffStub")
 
     @property
     def tasks(self) -> tasks.TasksStub:
-        return self._stub(tasks.TasksStub)
+        return self._stub("tasks", "TasksStub")
 
     @property
     def task_details(self) -> task_details.TaskDetailsStub:
         """ctrdeck's extension: a task's log and start; a containerd answers UNIMPLEMENTED."""
-        return self._stub(task_details.TaskDetailsStub)
+        return self._stub("task_details", "TaskDetailsStub")
 
     async def task_log(
         self,
@@ -190,7 +222,7 @@ class Client:
         stopping the iteration cancels the call. `file` (a chunk's) says which
         file `offset` counts in, to resume across the engine's log rotation.
         """
-        request = task_details.LogRequest(
+        request = _api("task_details").LogRequest(
             container_id=container_id,
             exec_id=exec_id,
             offset=offset,
@@ -203,12 +235,12 @@ class Client:
 
     async def task_starts(self) -> dict[str, datetime]:
         """When each running task of the namespace started, by container id."""
-        resp = await self.task_details.started(task_details.StartedRequest())
+        resp = await self.task_details.started(_api("task_details").StartedRequest())
         return {t.container_id: t.started_at for t in resp.tasks if t.started_at is not None}
 
     async def task_processes(self, container_id: str) -> list[task_details.TaskProcess]:
         """The task's processes with their user, command, state, CPU time and memory."""
-        request = task_details.ProcessesRequest(container_id=container_id)
+        request = _api("task_details").ProcessesRequest(container_id=container_id)
         return list((await self.task_details.processes(request)).processes)
 
     @contextlib.asynccontextmanager
@@ -218,7 +250,7 @@ class Client:
         """Hold a lease for a block of work, as ctr does; yields a client that sends it."""
         until = (datetime.now(UTC) + expire).strftime("%Y-%m-%dT%H:%M:%SZ")
         resp = await self.leases.create(
-            leases.CreateRequest(labels={"containerd.io/gc.expire": until})
+            _api("leases").CreateRequest(labels={"containerd.io/gc.expire": until})
         )
         assert resp.lease is not None
         leased = Client(
@@ -232,7 +264,9 @@ class Client:
         try:
             yield leased
         finally:
-            await self.leases.delete(leases.DeleteRequest(id=resp.lease.id, sync=sync_delete))
+            await self.leases.delete(
+                _api("leases").DeleteRequest(id=resp.lease.id, sync=sync_delete)
+            )
 
     async def write_content(
         self,
@@ -246,17 +280,18 @@ class Client:
 
         A blob the namespace already has counts as written, as it does for ctr.
         """
-        wa = content.WriteAction
+        api = _api("content")
+        wa = api.WriteAction
 
         def requests() -> Iterator[content.WriteContentRequest]:
-            yield content.WriteContentRequest(
+            yield api.WriteContentRequest(
                 action=wa.STAT, ref=ref, total=len(data), expected=expected
             )
             for offset in range(0, len(data), chunk):
-                yield content.WriteContentRequest(
+                yield api.WriteContentRequest(
                     action=wa.WRITE, ref=ref, offset=offset, data=data[offset : offset + chunk]
                 )
-            yield content.WriteContentRequest(
+            yield api.WriteContentRequest(
                 action=wa.COMMIT,
                 ref=ref,
                 total=len(data),
@@ -276,7 +311,7 @@ class Client:
         return digest
 
     async def server_version(self) -> version.VersionResponse:
-        return await self.version.version(Empty())
+        return await self.version.version(_api("protobuf").Empty())
 
     def close(self) -> None:
         if self._owns_channel:

@@ -28,12 +28,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core import config as engine_config
-from core import logs as engine_logs
-from core import status
 from core.client import Client, ClientTLS, is_tcp
 from core.errors import CtrdeckError
+
+if TYPE_CHECKING:
+    from core import config as engine_config
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
@@ -60,6 +61,10 @@ class EngineLaunch:
 
 
 def _bundled_config() -> engine_config.Config:
+    # The engine's config is read only when no address is given: a command with `-a` (a
+    # script's `ctrdeck -a SOCK pull`) starts without loading it.
+    from core import config as engine_config
+
     try:
         return engine_config.load(None)
     except CtrdeckError:
@@ -124,11 +129,16 @@ def engine_command(address: str) -> list[str]:
 
 
 def _log_path(config: engine_config.Config) -> Path:
+    from core import logs as engine_logs
+
     return config.state / engine_logs.LOG_NAME
 
 
 async def reach_remote(where: Target) -> EngineLaunch:
     """A `tcp://` engine answers, or a `LaunchError` says why (never starts anything)."""
+    # Imported here: the status probe's stubs are no part of what a command like `pull` needs.
+    from core import status
+
     try:
         found = await status.probe(where.address, tls=where.tls, timeout=PROBE_TIMEOUT)
     except CtrdeckError as exc:

@@ -25,12 +25,15 @@ import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import platformdirs
 
-from core.client import ClientTLS
 from core.errors import CtrdeckError
+
+if TYPE_CHECKING:
+    from core.client import ClientTLS
 
 FILE_NAME = "nodes.toml"
 UNIX, TCP, SSH = "unix", "tcp", "ssh"
@@ -198,6 +201,8 @@ def _from_toml(path: Path, name: str, value: object) -> NodeSpec:
         return NodeSpec(name, value["url"], problem=problem)
     tls = None
     if any(value.get(k) for k in TLS_KEYS) or not value.get("plaintext", False):
+        from core.client import ClientTLS
+
         ca, cert, key = (value.get(k) or "" for k in TLS_KEYS)
         tls = ClientTLS(ca=ca, cert=cert, key=key)
     spec = parse_url(name, value["url"], tls)

@@ -10,20 +10,18 @@ the Nodes pane shows (or `--json`), and exits 0 only when every node is up.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.client import ClientTLS
 from core.errors import CtrdeckError
 from tui import nodes as node_specs
 from tui.nodes import NodeSpec
 
 if TYPE_CHECKING:
+    from core.client import ClientTLS
     from tui.fleet import NodeStatus
 
 
@@ -65,6 +63,8 @@ def add_parser(
 def _flag_tls(args: argparse.Namespace) -> ClientTLS | None:
     if getattr(args, "plaintext", False):
         return None
+    from core.client import ClientTLS
+
     return ClientTLS(
         ca=getattr(args, "tls_ca", None) or "",
         cert=getattr(args, "tls_cert", None) or "",
@@ -103,6 +103,9 @@ def _checked(spec: NodeSpec) -> NodeSpec:
 
 
 def nodes_command(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
     from tui import fleet
 
     try:

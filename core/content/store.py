@@ -217,11 +217,6 @@ class Writer:
     def closed(self) -> bool:
         return not self._finalizer.alive
 
-    def hash_state(self) -> hashlib._Hash:
-        """A copy of the running sha256 over the bytes held, to continue a download."""
-        with self._mu:
-            return self._hasher.copy()
-
     def digest(self) -> str:
         """Digest of the data written so far (sha256 of nothing for an empty ingest)."""
         with self._mu:

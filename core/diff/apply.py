@@ -14,14 +14,14 @@ time, without following a symbolic link out: absolute names, `..`, links that po
 outside the target or whose target is absolute, and hard links to anything missing
 or outside are refused with InvalidArgument naming the entry, and the apply stops
 there (the caller throws the half-written snapshot away). The uncompressed stream is
-hashed as it is read, giving the layer's diff ID and size. Files are not synced one by
-one: one `syncfs` of the target's filesystem at the end makes the whole layer durable
-before anyone commits it.
+hashed as it is read, giving the layer's diff ID and size. Before `apply_tar` returns, what
+the layer wrote is on stable storage, so a caller may commit it: exactly its files and
+directories are fsynced when they are few and all reachable, else one `syncfs` of the
+target's filesystem covers it (`core/diff/durable.py` says when which, and why).
 """
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import errno
 import logging
@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from core.diff.compression import DECOMPRESSION_ERRORS, HashingReader, Prefetcher, open_layer
+from core.diff.durable import Pending, Written, defer, make_durable
 from core.errors import CtrdeckError, DataLoss, Internal, InvalidArgument
 
 log = logging.getLogger("ctrdeck.diff")
 _T = TypeVar("_T")
-_libc = ctypes.CDLL(None, use_errno=True)
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -68,11 +68,13 @@ class Applied:
 
     `implied` are the directories the layer needed but did not list, parents first, as
     paths below the root: their owner and mode came from `lowers` (or 0:0 0755 without).
+    `pending` is set when the caller deferred the sync: `durable.finish` is then its to do.
     """
 
     digest: str
     size: int
     implied: tuple[tuple[str, ...], ...] = ()
+    pending: Pending | None = None
 
 
 def apply_layer(
@@ -83,16 +85,19 @@ def apply_layer(
     *,
     lowers: Sequence[Path] = (),
     expected_diff_id: str = "",
+    defer_sync: bool = False,
 ) -> Applied:
     """Decompress a layer blob and apply it onto `root`; DataLoss if its diff ID is not expected.
 
     `lowers` are the directories under an overlay upper directory, topmost first; a
     parent directory the layer implies but does not list takes its owner and mode
-    from there, as a copy-up would.
+    from there, as a copy-up would. See `apply_tar` for `defer_sync`.
     """
     stream = Prefetcher(open_layer(blob, media_type))
     try:
-        applied = apply_tar(stream, root, mode, lowers=lowers)  # type: ignore[arg-type]
+        applied = apply_tar(  # type: ignore[arg-type]
+            stream, root, mode, lowers=lowers, defer_sync=defer_sync
+        )
     except DECOMPRESSION_ERRORS as exc:
         raise InvalidArgument(f"layer of type {media_type} cannot be decompressed: {exc}") from None
     finally:
@@ -104,8 +109,20 @@ def apply_layer(
     return applied
 
 
-def apply_tar(stream: BinaryIO, root: Path, mode: Mode, *, lowers: Sequence[Path] = ()) -> Applied:
-    """Apply an uncompressed tar stream onto the existing directory `root`."""
+def apply_tar(
+    stream: BinaryIO,
+    root: Path,
+    mode: Mode,
+    *,
+    lowers: Sequence[Path] = (),
+    defer_sync: bool = False,
+) -> Applied:
+    """Apply an uncompressed tar stream onto the existing directory `root`.
+
+    The layer is durable when this returns, unless `defer_sync`: then the result's
+    `pending` must go to `durable.finish` before anything commits the layer (for a tree
+    that stays a plain directory until then, such as a staged layer's).
+    """
     reader = HashingReader(stream)
     root_fd = os.open(root, _DIR_FLAGS)
     applier = _Applier(root_fd, mode, [Path(p) for p in lowers])
@@ -115,18 +132,22 @@ def apply_tar(stream: BinaryIO, root: Path, mode: Mode, *, lowers: Sequence[Path
             with tar:
                 applier.run(tar)
         reader.drain()
-        _syncfs(root_fd)
+        if defer_sync:
+            pending = defer(root_fd, applier.written)
+        else:
+            make_durable(root_fd, applier.written)
+            pending = None
     finally:
         os.close(root_fd)
-    return Applied(reader.digest(), reader.size, tuple(applier.implied))
+    return Applied(reader.digest(), reader.size, tuple(applier.implied), pending)
 
 
 def copy_up_implied(root: Path, implied: Sequence[tuple[str, ...]], lowers: Sequence[Path]) -> None:
     """Give directories a layer implied the owner and mode they have in `lowers` (topmost first).
 
     For a layer applied before its lowers were complete: what `apply_tar` does with lowers
-    at hand, done afterwards. Paths are walked without following links; a path that is no
-    longer a directory is left alone.
+    at hand, done afterwards, and as durable when it returns. Paths are walked without
+    following links; a path that is no longer a directory is left alone.
     """
     for path in implied:
         found = next((st for st in (_lstat_below(lower, path) for lower in lowers) if st), None)
@@ -138,6 +159,7 @@ def copy_up_implied(root: Path, implied: Sequence[tuple[str, ...]], lowers: Sequ
         try:
             os.fchown(fd, found.st_uid, found.st_gid)
             os.fchmod(fd, stat.S_IMODE(found.st_mode))
+            os.fsync(fd)
         finally:
             os.close(fd)
 
@@ -169,12 +191,6 @@ def _lstat_below(root: Path, path: tuple[str, ...]) -> os.stat_result | None:
         return None
     finally:
         os.close(fd)
-
-
-def _syncfs(fd: int) -> None:
-    if _libc.syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise Internal(f"syncing the unpacked layer: {os.strerror(err)}")
 
 
 def _open_stream(reader: HashingReader) -> tarfile.TarFile | None:
@@ -256,6 +272,8 @@ class _Applier:
         self.stale: list[int] = []
         # Directories made because an entry needed them, until the layer lists them itself.
         self.implied: dict[tuple[str, ...], None] = {}
+        # What must reach stable storage before the layer may be committed.
+        self.written = Written()
 
     def run(self, tar: tarfile.TarFile) -> None:
         try:
@@ -390,12 +408,16 @@ class _Applier:
         os.chown(part, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
         os.chmod(part, mode, dir_fd=parent_fd)
         self.implied[resolved] = None
+        self.written.dir(resolved[:-1])
+        self.written.dir(resolved)
 
     def _remove(self, parent_fd: int, name: str) -> None:
         try:
             st = os.lstat(name, dir_fd=parent_fd)
         except FileNotFoundError:
             return
+        # What is left may now name something else: no recorded path is to be trusted.
+        self.written.give_up()
         if stat.S_ISDIR(st.st_mode):
             self.forget()
             shutil.rmtree(name, dir_fd=parent_fd)
@@ -420,6 +442,7 @@ class _Applier:
         parent_fd, parent = self._resolve(name, parts[:-1], create=not is_removal)
         if parent_fd is None:
             return
+        self.written.dir(parent)
         if base == OPAQUE_MARKER:
             self._opaque(parent_fd, parent)
         elif base.startswith(WHITEOUT_PREFIX):
@@ -434,6 +457,7 @@ class _Applier:
         if self.mode is Mode.OVERLAY:
             os.setxattr(dir_fd, OPAQUE_XATTR, b"y")
         else:
+            self.written.give_up()
             self._clear_lower(dir_fd, path)
 
     def _clear_lower(self, dir_fd: int, path: tuple[str, ...]) -> None:
@@ -455,6 +479,7 @@ class _Applier:
             raise InvalidArgument(f"layer entry {member.name!r} is not a valid whiteout")
         self._remove(dir_fd, target)
         if self.mode is Mode.OVERLAY:
+            self.written.give_up()
             os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dir_fd)
             os.chown(target, member.uid, member.gid, dir_fd=dir_fd, follow_symlinks=False)
 
@@ -483,8 +508,10 @@ class _Applier:
             self._set_fd_metadata(fd, member)
             self.implied.pop(path, None)
             self.dirs.append((member.name, path, _mtime_ns(member)))
+            self.written.dir(path)
         elif member.isreg():
             self._write_file(tar, member, parent_fd, base)
+            self.written.file((*parent, base))
         elif member.issym():
             self._replacing(
                 parent_fd, base, lambda: os.symlink(member.linkname, base, dir_fd=parent_fd)
@@ -506,6 +533,9 @@ class _Applier:
             raise InvalidArgument(
                 f"layer entry {member.name!r} has unsupported tar type {member.type!r}"
             )
+        if not (member.isdir() or member.isreg()):
+            # Links, device nodes and FIFOs: no fsync of a path reaches their inodes.
+            self.written.give_up()
 
     def _replacing(self, parent_fd: int, base: str, make: Callable[[], _T]) -> _T:
         """`make()` the entry; if something is already there, remove it and make it again.

@@ -218,10 +218,13 @@ class Differ:
         expected_diff_id: str = "",
         *,
         progress: Callable[[int], None] | None = None,
+        defer_sync: bool = False,
     ) -> Applied:
         """Apply the namespace's layer blob `desc` onto `mounts`; the result is uncompressed.
 
         `progress` hears, from the worker thread, how many bytes of the blob were read.
+        With `defer_sync` (only for a bind mount of a directory that outlives the call) the
+        layer is not yet durable: see `apply_tar`.
         """
         validate_digest(desc.digest)
         record = self.records.get(namespace, desc.digest)
@@ -233,7 +236,7 @@ class Differ:
         expected = expected_diff_id or record.labels.get(UNCOMPRESSED_LABEL, "")
         path = self.content.path(desc.digest)
         return await asyncio.to_thread(
-            self._apply, path, desc.media_type, mounts, expected, progress
+            self._apply, path, desc.media_type, mounts, expected, progress, defer_sync
         )
 
     def _apply(
@@ -243,6 +246,7 @@ class Differ:
         mounts: Sequence[Mount],
         expected: str,
         progress: Callable[[int], None] | None = None,
+        defer_sync: bool = False,
     ) -> Applied:
         roots = overlay_roots(self.snapshotters.values())
         with apply_target(mounts, roots) as target, path.open("rb") as blob:
@@ -253,6 +257,7 @@ class Differ:
                 target.mode,
                 lowers=target.lowers,
                 expected_diff_id=expected,
+                defer_sync=defer_sync,
             )
 
     async def diff(

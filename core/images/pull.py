@@ -464,9 +464,9 @@ class _Pipeline:
             if track:
                 self.job.set_state(desc.digest, DOWNLOADING)
                 self.job.set_offset(desc.digest, held)
-            chunks = client.blob_chunks(
-                self.ref, desc, offset=held, prefix_hash=writer.hash_state() if held else None
-            )
+            # The writer hashes every byte it stores to verify its commit; the registry client
+            # checks the download against that digest rather than hashing the stream again.
+            chunks = client.blob_chunks(self.ref, desc, offset=held, held_digest=writer.digest)
             async with contextlib.aclosing(chunks) as stream:
                 async for at, chunk in stream:
                     await asyncio.to_thread(writer.write, chunk, at)

@@ -139,9 +139,9 @@ def _failure(state: RetryCallState) -> Retryable:
 
 @dataclass
 class _Held:
-    """What a download holds so far: the hash over it and its length."""
+    """What a download holds: its length, and the hash over it unless the caller keeps one."""
 
-    hasher: hashlib._Hash
+    hasher: hashlib._Hash | None
     position: int
 
 
@@ -253,6 +253,7 @@ class RegistryClient:
         *,
         offset: int = 0,
         prefix_hash: hashlib._Hash | None = None,
+        held_digest: Callable[[], str] | None = None,
     ) -> AsyncIterator[tuple[int, bytes]]:
         """Yield `(offset, chunk)` pairs of a blob, holding one download slot meanwhile.
 
@@ -264,14 +265,21 @@ class RegistryClient:
         digest and size are checked, and a mismatch raises FailedPrecondition instead of ending
         the iteration, so a caller that commits only after the loop never commits bad data.
         Close the iterator (`contextlib.aclosing`) if you stop early.
+
+        A caller that hashes what it takes in anyway (the content store's writer does, to verify
+        its commit) passes `held_digest`, the digest of every byte it holds: the stream is then
+        not hashed a second time here, and no `prefix_hash` is needed to resume. It is asked
+        after the last chunk, which the caller has taken in by then as it has every other one.
         """
         ref = as_ref(ref)
         validate_digest(desc.digest)
         if offset < 0 or (desc.size and offset > desc.size):
             raise InvalidArgument(f"resume offset {offset} outside blob of {desc.size} bytes")
-        if offset and prefix_hash is None:
+        hashing = held_digest is None
+        if offset and hashing and prefix_hash is None:
             raise InvalidArgument("resuming a blob needs prefix_hash over the bytes already held")
-        held = _Held(prefix_hash.copy() if prefix_hash is not None else hashlib.sha256(), offset)
+        hasher = prefix_hash.copy() if prefix_hash is not None else hashlib.sha256()
+        held = _Held(hasher if hashing else None, offset)
         async with self._downloads:
             endpoints = self.endpoints(ref, PULL)
             for index, ep in enumerate(endpoints):
@@ -291,13 +299,16 @@ class RegistryClient:
                             ) as stream:
                                 async for at, chunk, restart in stream:
                                     if restart:
-                                        held.hasher, held.position = hashlib.sha256(), 0
+                                        held.position = 0
+                                        if held.hasher is not None:
+                                            held.hasher = hashlib.sha256()
                                     if desc.size and at + len(chunk) > desc.size:
                                         raise FailedPrecondition(
                                             f"blob {desc.digest} of {ref} from {ep.host} is "
                                             f"larger than its descriptor's {desc.size} bytes"
                                         )
-                                    held.hasher.update(chunk)
+                                    if held.hasher is not None:
+                                        held.hasher.update(chunk)
                                     held.position = at + len(chunk)
                                     yield at, chunk
                     break
@@ -306,7 +317,11 @@ class RegistryClient:
                     # can carry on from where a failing mirror stopped.
                     if index == len(endpoints) - 1:
                         raise
-            actual = "sha256:" + held.hasher.hexdigest()
+            if held.hasher is not None:
+                actual = "sha256:" + held.hasher.hexdigest()
+            else:
+                assert held_digest is not None
+                actual = held_digest()
             if desc.size and held.position != desc.size:
                 raise FailedPrecondition(
                     f"size mismatch for blob {desc.digest} of {ref}: expected {desc.size} "

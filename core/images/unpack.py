@@ -36,6 +36,7 @@ import betterproto2
 
 from core.api.containerd import events
 from core.descriptor import Descriptor
+from core.diff import durable
 from core.diff.apply import Applied, apply_layer, copy_up_implied
 from core.diff.differ import CountingReader, Differ, apply_target, overlay_dirs, overlay_roots
 from core.errors import AlreadyExists, CtrdeckError, FailedPrecondition, Internal, InvalidArgument
@@ -193,7 +194,9 @@ class Unpacker:
         self.publish(ns, "/snapshot/prepare", events.SnapshotPrepare(key=stage))
         key = ""
         try:
-            applied = await self._apply(layer, diff_id, staged, stream, progress)
+            # It cannot be committed before its parent: its sync waits until then, when the
+            # parent's syncfs, begun after this layer was written, has usually covered it.
+            applied = await self._apply(layer, diff_id, staged, stream, progress, defer=True)
             if landed is not None:
                 await landed()
             self._check(layer, diff_id, applied)
@@ -228,11 +231,17 @@ class Unpacker:
         mounts: Sequence[Mount],
         stream: BinaryIO | None,
         progress: Callable[[int], None] | None,
+        *,
+        defer: bool = False,
     ) -> Applied:
         if stream is None:
-            return await self.differ.apply(self.namespace, layer, mounts, progress=progress)
+            return await self.differ.apply(
+                self.namespace, layer, mounts, progress=progress, defer_sync=defer
+            )
         counted = CountingReader(stream, progress) if progress else stream
-        return await in_thread(self._apply_stream, counted, layer.media_type, mounts, diff_id)
+        return await in_thread(
+            self._apply_stream, counted, layer.media_type, mounts, diff_id, defer
+        )
 
     @staticmethod
     def _check(layer: Descriptor, diff_id: str, applied: Applied) -> None:
@@ -256,7 +265,12 @@ class Unpacker:
         return True
 
     def _apply_stream(
-        self, stream: BinaryIO, media_type: str, mounts: Sequence[Mount], diff_id: str
+        self,
+        stream: BinaryIO,
+        media_type: str,
+        mounts: Sequence[Mount],
+        diff_id: str,
+        defer: bool = False,
     ) -> Applied:
         # The walking differ's placement rules, fed from the download instead of the store.
         with apply_target(mounts, overlay_roots([self.snapshotter])) as target:
@@ -267,6 +281,7 @@ class Unpacker:
                 target.mode,
                 lowers=target.lowers,
                 expected_diff_id=diff_id,
+                defer_sync=defer,
             )
 
     async def finish(self, config: Descriptor, top_chain_id: str) -> None:
@@ -298,5 +313,9 @@ def _move_onto(staged: Sequence[Mount], mounts: Sequence[Mount], applied: Applie
         raise Internal("the snapshot for a staged layer has no upper directory")
     source = staged[0].source
     copy_up_implied(Path(source), applied.implied, lowers)
-    # rename(2) replaces an empty directory; the snapshot's fresh upper is one.
+    # rename(2) replaces an empty directory; the snapshot's fresh upper is one. The tree is
+    # made durable where it now is, and the rename once the directory holding it is.
     os.rename(source, upper)
+    if applied.pending is not None:
+        durable.finish(applied.pending, upper)
+    durable.fsync_dirs([upper.parent])

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +422,22 @@ async def test_blob_with_wrong_bytes_is_refused_and_nothing_is_committed(
     # Other layers cut short may keep their ingests for a retry; the bad one must not.
     statuses = await client.content.list_statuses(content_api.ListStatusesRequest())
     assert f"layer-{middle.digest}" not in {s.ref for s in statuses.statuses}
+
+
+async def test_layer_unpacking_to_another_diff_id_leaves_nothing(
+    engine: EngineProcess, client: Client, registry: Registry
+) -> None:
+    # The top layer's blob is sound but the config names another diff ID for it: it is
+    # applied and made durable, then refused before its commit, after the two below it
+    # were committed; the failed pull must take all of it away.
+    layers = [make_layer([file(f"l{i}/data", f"layer {i}\n" * 1000)]) for i in range(3)]
+    lying = replace(layers[2], tar=b"not what the blob unpacks to")
+    built = single(build_image([layers[0], layers[1], lying]))
+    ref = registry.push(built, "test/wrong-diff-id")
+    with pytest.raises(GRPCError) as info:
+        await pull(client, ref)
+    assert "diff ID" in (info.value.message or "")
+    await assert_nothing_left(engine, client, "overlayfs")
 
 
 # -- the shell command -----------------------------------------------------------------------

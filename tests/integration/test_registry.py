@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.content.store import ContentStore
+from core.content.store import ContentStore, Writer
 from core.descriptor import Descriptor
 from core.errors import FailedPrecondition, NotFound, Unauthenticated, Unavailable
 from core.images import mediatypes, platforms
@@ -192,6 +192,56 @@ async def test_corrupt_blob_is_refused_and_not_committed(
 
     with pytest.raises(FailedPrecondition, match=f"digest mismatch.*expected {layer.digest}"):
         await client.fetch_blob(ref, layer, sink)
+    writer.close()
+    assert not store.exists(layer.digest)
+
+
+async def _write_through(
+    client: RegistryClient, ref: str, desc: Descriptor, writer: Writer, offset: int = 0
+) -> None:
+    """A download checked against the writer's digest, as the pull does: one hash, the writer's."""
+    async with contextlib.aclosing(
+        client.blob_chunks(ref, desc, offset=offset, held_digest=writer.digest)
+    ) as chunks:
+        async for at, chunk in chunks:
+            await asyncio.to_thread(writer.write, chunk, at)
+
+
+async def test_download_checked_against_the_writers_digest(
+    registry: Registry, client: RegistryClient, workdir: Path
+) -> None:
+    built = big_image()
+    ref = registry.push(built, "test/onehash", "v1")
+    desc = built.images[0].layers[0].descriptor
+    store = ContentStore(workdir / "content")
+    writer = store.open_writer("one-hash", total=desc.size, expected=desc.digest)
+    async with contextlib.aclosing(client.blob_chunks(ref, desc)) as chunks:
+        async for at, chunk in chunks:
+            writer.write(chunk, at)
+            break
+    writer.close()
+    # A resumed ingest: the writer re-hashed what it holds, so no prefix hash is passed.
+    writer = store.open_writer("one-hash", total=desc.size, expected=desc.digest)
+    assert 0 < writer.offset < desc.size
+    await _write_through(client, ref, desc, writer, writer.offset)
+    assert writer.commit() == desc.digest
+    assert store.path(desc.digest).read_bytes() == built.images[0].layers[0].blob
+
+
+async def test_writers_digest_refuses_a_corrupt_blob(
+    registry: Registry, client: RegistryClient, workdir: Path
+) -> None:
+    built = busybox_image()
+    ref = registry.push(built, "test/onehash-corrupt", "v1")
+    layer = built.images[0].layers[0].descriptor
+    stored = registry.blob_path(layer.digest)
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    store = ContentStore(workdir / "content")
+    writer = store.open_writer("one-hash-bad", total=layer.size, expected=layer.digest)
+    with pytest.raises(FailedPrecondition, match=f"digest mismatch.*expected {layer.digest}"):
+        await _write_through(client, ref, layer, writer)
     writer.close()
     assert not store.exists(layer.digest)
 
