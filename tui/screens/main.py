@@ -27,7 +27,7 @@ from textual.binding import Binding
 from textual.color import Color
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, DataTable, Input, Static
+from textual.widgets import ContentSwitcher, Input, Static
 
 from core.client import Client
 from tui import commands, operations, pods
@@ -299,7 +299,7 @@ class MainScreen(CommandLine, PodsActions):
             self._applicable = applicable
             self.refresh_bindings()
 
-    @on(DataTable.RowHighlighted)
+    @on(ResourceTable.RowHighlighted)
     def row_highlighted(self) -> None:
         self.recheck_bindings()
 
