@@ -321,10 +321,10 @@ class LineTable(ScrollView, can_focus=True):
         self._after_change(True)
 
     def _place(self, rid: str) -> None:
-        key = self._okeys[rid]
-        bisect.insort(self._all, rid, key=self._okeys.__getitem__)
+        okey = self._okeys.__getitem__
+        bisect.insort(self._all, rid, key=okey)
         if self._filtering and self.matches(rid, self._rows[rid]):
-            self._shown.insert(bisect.bisect_left(self._shown, key, key=self._okeys.__getitem__), rid)
+            bisect.insort(self._shown, rid, key=okey)
 
     def _unplace(self, rid: str) -> None:
         for order in (self._all, self._shown) if self._filtering else (self._all,):
