@@ -181,18 +181,24 @@ class ResourceTable(LineTable):
             keys[rid] = key
             given[rid] = cells
         self._keys = keys
-        added = len(keys) - self.total_count
-        self.set_rows(given)
+        many = len(keys) - self.total_count >= FREEZE_ROWS
+        if many:
+            # Placing thousands of new rows would start collections that walk them all.
+            gc.disable()
+        try:
+            self.set_rows(given)
+        finally:
+            if many:
+                # Thousands of rows are thousands of long-lived objects that every full
+                # collection of the cyclic GC would walk again, a frame's worth of
+                # pause each time (the p99 of a key at 10,000 rows); reference
+                # counting still frees them when their rows go. Cyclic garbage is
+                # collected first, so none of it is frozen for the console's life.
+                gc.collect()
+                gc.freeze()
+                gc.enable()
         if len(self._haystacks) > len(keys):
             self._haystacks = {r: h for r, h in self._haystacks.items() if r in keys}
-        if added >= FREEZE_ROWS:
-            # Thousands of rows are thousands of long-lived objects that every full
-            # collection of the cyclic GC would walk again, a frame's worth of
-            # pause each time (the p99 of a key at 10,000 rows); reference
-            # counting still frees them when their rows go. Cyclic garbage is
-            # collected first, so none of it is frozen for the console's life.
-            gc.collect()
-            gc.freeze()
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip()
