@@ -297,3 +297,23 @@ async def test_the_consoles_age_tick_moves_the_uptimes_on_screen() -> None:
         assert str(table.get_cell("web-1", "up")) == "3h12m"
         line = next(t for t in screen_text(table) if t.startswith(" web-1 "))
         assert "3h12m" in line
+
+
+async def test_a_view_scrolled_away_from_the_cursor_stays_where_it_was_put() -> None:
+    app = TableApp()
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.query_one(ContainersTable)
+        ids = [f"c{i:04d}" for i in range(1000)]
+        table.sync(cells_of(ids))
+        await pilot.pause()
+        table.scroll_to(y=500, animate=False)
+        await pilot.pause()
+        # New rows (an event) leave the view alone while the cursor is off screen.
+        table.sync(cells_of([*ids, "a0", "a1"]))
+        await pilot.pause()
+        assert table.scroll_y == 500 and table.selected_key() == "c0000"
+        # A filter that leaves fewer rows than the view held shows them all.
+        table.set_filter("c000")
+        await pilot.pause()
+        assert table.scroll_y == 0
+        assert [t.split()[0] for t in screen_text(table)[1:11]] == ids[:10]

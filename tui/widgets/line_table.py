@@ -280,7 +280,7 @@ class LineTable(ScrollView, can_focus=True):
         if len(gone) + len(added) + len(changed) > max(64, len(self._all) // REBUILD_SHARE):
             for rid in gone:
                 del self._okeys[rid]
-            self._forget(gone)
+            self._forget([*gone, *changed])
             for rid in (*added, *changed):
                 self._okeys[rid] = self.order_key(rid, rows[rid])
             self._rebuild()
@@ -441,13 +441,20 @@ class LineTable(ScrollView, can_focus=True):
         return True
 
     def _keep_cursor(self) -> None:
-        """After rows came, went or moved: the cursor stays on its row, else at its place."""
+        """After rows came, went or moved: the cursor stays on its row, else at its place.
+
+        A cursor that was on screen stays on screen; one the operator scrolled
+        away from (the mouse wheel) does not pull the view back.
+        """
+        top = round(self.scroll_y)
+        seen = top <= self._cursor < top + self._body_height()
         index = None if self._cursor_rid is None else self._index_of(self._cursor_rid)
         if index is None:
             index = max(0, min(self._cursor, len(self._shown) - 1))
         self._cursor = index
         self._cursor_rid = self._rid_at(index) if self._shown else None
-        self._scroll_cursor_into_view()
+        if seen:
+            self._scroll_cursor_into_view()
 
     def _announce(self) -> None:
         rid = self.cursor_id()
