@@ -244,9 +244,11 @@ def _status_text(row: ContainerRow, styles: Mapping[str, str]) -> Text:
 
 # RUNNING first when sorted by status descending: the live ones lead.
 _STATUS_ORDER = {"RUNNING": 5, "PAUSED": 4, "CREATED": 3, "STOPPED": 2, "UNKNOWN": 1, "": 0}
-# The cells of rows without a running task, by row; cleared when it grows this big.
+# The cells of rows without a running task, by row object (the model replaces a
+# row's object when it changes: hashing a whole row for each look-up was most of
+# a refresh's cost at 10,000 rows); cleared when it grows this big.
 IDLE_CELLS_MAX = 100_000
-_IDLE_CELLS: dict[ContainerRow, tuple[Mapping[str, str], Cells]] = {}
+_IDLE_CELLS: dict[int, tuple[ContainerRow, Mapping[str, str], Cells]] = {}
 # The sort commands' names for the containers' columns (`sort.age` orders by UP).
 SORT_COLUMNS = {"name": "id", "status": "status", "age": "up", "cpu": "cpu", "mem": "mem"}
 
@@ -274,13 +276,13 @@ class ContainersTable(ResourceTable):
             # Without a task a row's cells do not move with the clock: made once
             # per row (and theme), not for every row on every refresh. The same
             # dict again also makes the table's comparison an identity check.
-            cached = _IDLE_CELLS.get(row)
-            if cached is not None and cached[0] is styles:
-                return cached[1]
+            cached = _IDLE_CELLS.get(id(row))
+            if cached is not None and cached[0] is row and cached[1] is styles:
+                return cached[2]
             if len(_IDLE_CELLS) >= IDLE_CELLS_MAX:
                 _IDLE_CELLS.clear()
             made = ContainersTable._cells(row, now, styles, live)
-            _IDLE_CELLS[row] = (styles, made)
+            _IDLE_CELLS[id(row)] = (row, styles, made)
             return made
         return ContainersTable._cells(row, now, styles, live)
 
