@@ -46,8 +46,6 @@ NULL = Style.null()
 STRIP_CACHE = 2000
 # A change to more rows than this share of the table rebuilds its order in one sort.
 REBUILD_SHARE = 8
-MAX_COLUMNS = 64
-_COLUMN_META = [Style.from_meta({"column": i}) for i in range(MAX_COLUMNS)]
 _BEYOND = Style.from_meta({"out_of_bounds": True})
 
 
@@ -183,6 +181,7 @@ class LineTable(ScrollView, can_focus=True):
         super().__init__(id=id, classes=classes)
         self.cell_padding = cell_padding
         self._columns: list[TableColumn] = []
+        self._metas: list[Style] = []
         self._rows: dict[str, Cells] = {}
         # Each row's place in the order; ids end every key, so no two are equal.
         self._okeys: dict[str, Any] = {}
@@ -225,6 +224,7 @@ class LineTable(ScrollView, can_focus=True):
 
     def set_columns(self, columns: list[tuple[str, Text, int]]) -> None:
         self._columns = [TableColumn(ColumnKey(k), label, width) for k, label, width in columns]
+        self._metas = [Style.from_meta({"column": i}) for i in range(len(columns))]
         self._forget_strips()
         self._update_virtual_size()
         self.refresh()
@@ -690,7 +690,7 @@ class LineTable(ScrollView, can_focus=True):
         pad = " " * self.cell_padding
         segments: list[Segment] = []
         used = 0
-        for column, text, meta in zip(self._columns, texts, _COLUMN_META, strict=False):
+        for column, text, meta in zip(self._columns, texts, self._metas, strict=True):
             w = column.width
             # Each cell's style carries its column, as DataTable's did: Textual joins
             # neighbouring runs of equal style, and a line must draw as it drew.
