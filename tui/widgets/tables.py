@@ -208,7 +208,7 @@ class ResourceTable(LineTable):
     def matches(self, rid: str, cells: Cells) -> bool:
         cached = self._haystacks.get(rid)
         if cached is None or cached[0] is not cells:
-            text = "\x00".join(str(v).lower() for k, v in cells.items() if not k.startswith("_"))
+            text = "\x00".join([str(v) for k, v in cells.items() if k[:1] != "_"]).lower()
             cached = self._haystacks[rid] = (cells, text)
         return self._needle in cached[1]
 
