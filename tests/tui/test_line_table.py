@@ -15,6 +15,7 @@ from textual import on
 from textual.app import App, ComposeResult
 
 from tests.tui import fixed
+from tests.tui.test_engine_view import fixed_status
 from tui.state import ContainerRow
 from tui.widgets.line_table import LineTable
 from tui.widgets.tables import Cells, ContainersTable
@@ -286,8 +287,9 @@ async def test_the_clock_remakes_rows_on_screen_now_and_others_when_they_show() 
 async def test_the_consoles_age_tick_moves_the_uptimes_on_screen() -> None:
     moved = [fixed.NOW]
     app = fixed.fixed_app()
+    app.state.engine = fixed_status()
     app.clock = lambda: moved[0]
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with app.run_test(size=(160, 36)) as pilot:
         table = app.main.table("containers")
         await pilot.pause()
         assert str(table.get_cell("web-1", "up")) == "3h02m"
@@ -297,6 +299,9 @@ async def test_the_consoles_age_tick_moves_the_uptimes_on_screen() -> None:
         assert str(table.get_cell("web-1", "up")) == "3h12m"
         line = next(t for t in screen_text(table) if t.startswith(" web-1 "))
         assert "3h12m" in line
+        # The engine's uptime in the top bar moves with the same tick.
+        topbar = app.main.query_one("#topbar")
+        assert "up 3h 12m" in topbar.render_lines(topbar.size.region)[0].text
 
 
 async def test_a_view_scrolled_away_from_the_cursor_stays_where_it_was_put() -> None:

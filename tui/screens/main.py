@@ -210,6 +210,8 @@ class MainScreen(CommandLine, PodsActions):
         self.table(IMAGES).refresh_ages(image)
         if self._pane == PODS:
             self.pods_table().show(node.containers, now, styles, self._pod_ip)
+        # The engine's uptime in the top bar moves with the clock too.
+        self.retitle()
 
     async def _pod_ip(self, sandbox_id: str) -> str:
         client = self.console.client
