@@ -166,7 +166,12 @@ class CtrdeckApp(TypeAheadApp[int]):
         self._refresh(self.state.take_dirty())
 
     def refresh_ages(self) -> None:
-        self._refresh({"containers", "images"})
+        if not self.is_screen_installed("main"):
+            return
+        try:
+            self.main.refresh_ages()
+        except NoMatches:
+            return
 
     def _refresh(self, dirty: set[str]) -> None:
         # A change that lands while the console shuts down has no screen left to show on.

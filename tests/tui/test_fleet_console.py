@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable
 
 from core.client import Client
 from tests.engine_proc import EngineProcess
@@ -41,6 +40,7 @@ from tui.nodes_cli import FleetPlan
 from tui.screens.fleet import ALL
 from tui.screens.logs import LogsScreen
 from tui.widgets.fleet_tables import AllContainersTable, NodesTable
+from tui.widgets.tables import ResourceTable
 
 pytestmark = pytest.mark.integration
 SIZE = (160, 45)
@@ -128,7 +128,7 @@ async def test_nodes_pane_switching_and_bad_rows(
         assert str(rows["a"][2]) == "ctrdeck"
         assert str(rows["a"][0]).startswith("▸")
         # The first node's containers show; `:node b` shows b's.
-        containers = app.main.query_one("#containers", DataTable)
+        containers = app.main.query_one("#containers", ResourceTable)
         await until(pilot, lambda: containers.row_count == 1)
         assert app.state.containers.keys() == {"web-on-a"}
         await pilot.press("colon", *"node b", "enter")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
 from textual.binding import Binding
-from textual.widgets import ContentSwitcher, DataTable
+from textual.widgets import ContentSwitcher
 
 from tui.commands import CONTAINERS, NAMESPACES, RESOURCE_PANES
 from tui.fleet import CONNECTING, UP
@@ -152,14 +152,14 @@ class FleetScreen(MainScreen):
         else:
             self.show_connection(False, f"{status.name}: {status.reason or status.phase}")
 
-    @on(DataTable.RowHighlighted, f"#{ALL}")
+    @on(ResourceTable.RowHighlighted, f"#{ALL}")
     def all_row_highlighted(self) -> None:
         name = self.query_one(f"#{ALL}", AllContainersTable).selected_node()
         if name is not None and name != self.fleet_console.selected:
             self.fleet_console.select_node(name, quiet=True)
 
-    @on(DataTable.RowSelected, f"#{NODES}")
-    def node_chosen(self, event: DataTable.RowSelected) -> None:
+    @on(ResourceTable.RowSelected, f"#{NODES}")
+    def node_chosen(self, event: ResourceTable.RowSelected) -> None:
         event.stop()
         self.set_all_nodes(False)
         self.fleet_console.select_node(str(event.row_key.value))

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from rich.text import Text
-from textual._two_way_dict import TwoWayDict
 from textual.binding import Binding
-from textual.widgets.data_table import ColumnKey
 
 from tui import commands
 from tui.commands import PODS
@@ -98,21 +96,9 @@ class PodsTable(ResourceTable):
             self._asked.update(wanted)
             self.run_worker(self._look_up(wanted, lookup), group="pod-ips")
 
-    def sort(
-        self, *columns: ColumnKey | str, key: Callable[[Any], Any] | None = None,
-        reverse: bool = False,
-    ) -> Self:  # fmt: skip
-        """Rows go by their key, never by a column: a pod, then its containers under it.
-
-        The base table sorts by its first column whenever a row is added; here
-        that would pull a pod's containers away from it. `DataTable` offers no
-        sort by row key, so the order is set the way its own `sort` sets it.
-        """
-        ordered = sorted(self._data, key=lambda row_key: str(row_key.value))
-        self._row_locations = TwoWayDict({rk: i for i, rk in enumerate(ordered)})
-        self._update_count += 1
-        self.refresh()
-        return self
+    def order_key(self, rid: str, cells: Cells) -> Any:
+        """Rows go by their key, never by a column: a pod, then its containers under it."""
+        return rid
 
     async def _look_up(self, ids: list[str], lookup: IpLookup) -> None:
         for sandbox_id in ids:

@@ -1,43 +1,31 @@
 """The resource tables: namespaces, containers, images, snapshots, content.
 
-`ResourceTable` is a DataTable that is only ever told the full set of rows it
-should show (already formatted, keyed like the model) and works out the
-difference itself: rows are added, changed cell by cell (repainting that row
-only), or removed by key, so a refresh never clears and rebuilds the table.
-Its filter is applied before that difference, so filtering is the same keyed
-update. Columns have fixed widths and drop from the right when the table is
-too narrow for them, except the ones marked essential (an ID, a status),
-which stay to the last. Every cell reaches the screen as plain text
-(`tui.plain`): a snapshot key or an image name is data, never markup or a
+`ResourceTable` is a `LineTable` (`tui.widgets.line_table`: only the lines on
+screen are drawn) that is only ever told the full set of rows it should show
+(already formatted, keyed like the model) and works out the difference
+itself: rows are added, changed (repainting that row only, when on screen) or
+removed by key, so a refresh never clears and rebuilds the table. Its filter
+(a substring of any cell, in any case) and the operator's sort choice are the
+line table's filter and order. Columns have fixed widths and drop from the
+right when the table is too narrow for them, except the ones marked essential
+(an ID, a status), which stay to the last. Every cell reaches the screen as
+plain text: a snapshot key or an image name is data, never markup or a
 terminal control code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
 import humanize
 from rich.text import Text
-from textual._two_way_dict import TwoWayDict
 from textual.binding import Binding
-from textual.coordinate import Coordinate
-from textual.geometry import Region
-from textual.widgets import DataTable
-from textual.widgets.data_table import (
-    CellDoesNotExist,
-    ColumnKey,
-    Row,
-    RowDoesNotExist,
-    RowKey,
-)
 
 from tui import commands, why
-from tui.plain import plain
 from tui.state import (
     CONTAINERS,
     CONTENT,
@@ -51,6 +39,7 @@ from tui.state import (
     SnapshotRow,
     age,
 )
+from tui.widgets.line_table import LineTable
 
 Cell = str | Text
 # A row's cells by column key; a key that starts with "_" is no column but the
@@ -110,7 +99,7 @@ def visible_columns(columns: tuple[Column, ...], width: int) -> tuple[Column, ..
     return tuple(chosen)
 
 
-class ResourceTable(DataTable[Cell]):
+class ResourceTable(LineTable):
     """A keyed table that updates rows in place; subclasses say which pane and columns."""
 
     PANE: ClassVar[str] = ""
@@ -118,18 +107,13 @@ class ResourceTable(DataTable[Cell]):
     SORT_COLUMN: ClassVar[str] = ""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=False, cell_padding=CELL_PADDING)
+        super().__init__(id=id, cell_padding=CELL_PADDING)
         self.filter_text = ""
-        self._rows: dict[str, Cells] = {}
+        self._needle = ""
         self._keys: dict[str, Hashable] = {}
-        self._shown: set[str] = set()
         # Each row's cells in lower case, for the filter; rebuilt only for rows whose cells changed.
         self._haystacks: dict[str, tuple[Cells, str]] = {}
-        # Rows the filter hides: the cells they were shown with, and their cells as text.
-        self._hidden: dict[str, tuple[Cells, dict[ColumnKey, Cell]]] = {}
-        # The cells each shown row was last given, to compare without asking the table.
-        self._on_screen: dict[str, Cells] = {}
-        self._columns: tuple[Column, ...] = ()
+        self._shown_columns: tuple[Column, ...] = ()
         # The operator's choice of order (a column key, descending?); None is the table's own.
         self.sort_by: tuple[str, bool] | None = None
 
@@ -142,19 +126,13 @@ class ResourceTable(DataTable[Cell]):
 
     def on_resize(self) -> None:
         wanted = visible_columns(self.COLUMNS, self.size.width)
-        if wanted != self._columns and self.size.width > 0:
+        if wanted != self._shown_columns and self.size.width > 0:
             # Only a change of width re-lays the columns; refreshes never do.
             self._set_columns(wanted)
 
     def _set_columns(self, columns: tuple[Column, ...]) -> None:
-        self._columns = columns
-        self.clear(columns=True)
-        for column in columns:
-            self.add_column(self._label(column), width=column.width, key=column.key)
-        self._shown.clear()
-        self._on_screen.clear()
-        self._hidden.clear()
-        self._apply()
+        self._shown_columns = columns
+        self.set_columns([(c.key, Text(self._label(c)), c.width) for c in columns])
 
     def _label(self, column: Column) -> str:
         if self.sort_by is None or self.sort_by[0] != column.key:
@@ -164,11 +142,9 @@ class ResourceTable(DataTable[Cell]):
     def set_sort(self, column: str, descending: bool) -> None:
         """Order rows by `column` from now on, refreshes included; the header shows the arrow."""
         self.sort_by = (column, descending)
-        for col in self._columns:
-            shown = self.columns.get(ColumnKey(col.key))
-            if shown is not None:
-                shown.label = Text(self._label(col))
-        self._resort()
+        for col in self._shown_columns:
+            self.relabel(col.key, Text(self._label(col)))
+        self.reorder()
 
     def sort_name(self) -> str:
         """What the rows are ordered by, for the pane's title ("" for the table's own order)."""
@@ -177,211 +153,79 @@ class ResourceTable(DataTable[Cell]):
         label = next((c.label for c in self.COLUMNS if c.key == self.sort_by[0]), self.sort_by[0])
         return f"{label.lower()} {'▼' if self.sort_by[1] else '▲'}"
 
-    def _resort(self) -> None:
-        if self.sort_by is None or len(self._shown) < 2:
-            return
+    @property
+    def descending(self) -> bool:
+        return self.sort_by is not None and self.sort_by[1]
+
+    def order_key(self, rid: str, cells: Cells) -> Any:
+        if self.sort_by is None:
+            column = self.SORT_COLUMN or self.COLUMNS[0].key
+            return (_sort_key(cells.get(column, "")), rid)
         column, descending = self.sort_by
-        selected = self.selected_key()
-
-        def value(rid: str) -> tuple[int, Any]:
-            cells = self._rows[rid]
-            raw = cells.get("_" + column)
-            # Rows without a value (no task: no CPU) go last either way.
-            if raw is None:
-                return (0 if descending else 1, "")
-            return (1 if descending else 0, raw)
-
-        order = sorted(self._shown, key=lambda rid: (value(rid), rid), reverse=descending)
-        self._row_locations = TwoWayDict({RowKey(rid): i for i, rid in enumerate(order)})
-        self._update_count += 1
-        self.refresh()
-        if selected is not None:
-            self.select_key(selected)
+        raw = cells.get("_" + column)
+        # Rows without a value (no task: no CPU) go last either way.
+        if raw is None:
+            return (0 if descending else 1, "", rid)
+        return (1 if descending else 0, raw, rid)
 
     def row_id(self, key: Hashable) -> str:
         return "\x1f".join(key) if isinstance(key, tuple) else str(key)
 
     def sync(self, rows: Mapping[Hashable, Cells]) -> None:
         """Show exactly `rows` (subject to the filter), touching only what changed."""
-        self._rows = {self.row_id(k): cells for k, cells in rows.items()}
-        self._keys = {self.row_id(k): k for k in rows}
-        self._apply()
+        keys: dict[str, Hashable] = {}
+        given: dict[str, Cells] = {}
+        row_id = self.row_id
+        for key, cells in rows.items():
+            rid = row_id(key)
+            keys[rid] = key
+            given[rid] = cells
+        self._keys = keys
+        many = len(keys) - self.total_count >= FREEZE_ROWS
+        if many:
+            # Placing thousands of new rows would start collections that walk them all.
+            gc.disable()
+        try:
+            self.set_rows(given)
+        finally:
+            if many:
+                # Thousands of rows are thousands of long-lived objects that every full
+                # collection of the cyclic GC would walk again, a frame's worth of
+                # pause each time (the p99 of a key at 10,000 rows); reference
+                # counting still frees them when their rows go. Cyclic garbage is
+                # collected first, so none of it is frozen for the console's life.
+                gc.collect()
+                gc.freeze()
+                gc.enable()
+        if len(self._haystacks) > len(keys):
+            self._haystacks = {r: h for r, h in self._haystacks.items() if r in keys}
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip()
-        self._apply()
+        self._needle = self.filter_text.lower()
+        self.refilter(bool(self._needle))
 
-    def _matches(self, rid: str, cells: Cells) -> bool:
-        if not self.filter_text:
-            return True
+    def matches(self, rid: str, cells: Cells) -> bool:
         cached = self._haystacks.get(rid)
         if cached is None or cached[0] is not cells:
-            text = "\x00".join(str(v).lower() for k, v in cells.items() if not k.startswith("_"))
+            text = "\x00".join([str(v) for k, v in cells.items() if k[:1] != "_"]).lower()
             cached = self._haystacks[rid] = (cells, text)
-        return self.filter_text.lower() in cached[1]
+        return self._needle in cached[1]
 
-    def _apply(self) -> None:
-        if not self._columns:
-            return
-        if len(self._haystacks) > len(self._rows):
-            self._haystacks = {r: h for r, h in self._haystacks.items() if r in self._rows}
-        wanted = {rid for rid, cells in self._rows.items() if self._matches(rid, cells)}
-        self._remove_rows(self._shown - wanted)
-        resort = False
-        new: list[str] = []
-        for rid in wanted:
-            cells = self._rows[rid]
-            shown = self._on_screen.get(rid)
-            if shown is None:
-                new.append(rid)
-                continue
-            if shown == cells:
-                # The common case on a refresh of 2,000 rows: nothing to touch.
-                continue
-            changed = {
-                column.key: _as_text(cells.get(column.key, ""))
-                for column in self._columns
-                if shown.get(column.key, "") != cells.get(column.key, "")
-            }
-            if changed:
-                self._update_row(rid, changed)
-            if self.sort_by is not None:
-                raw = "_" + self.sort_by[0]
-                resort = resort or shown.get(raw) != cells.get(raw)
-            self._on_screen[rid] = cells
-        self._add_rows(sorted(new))
-        if not self.filter_text:
-            self._hidden.clear()
-        added = bool(new)
-        self._shown = wanted
-        if self.sort_by is not None:
-            if added or resort:
-                self._resort()
-        elif added and len(self._shown) > 1:
-            self.sort(self.SORT_COLUMN or self._columns[0].key, key=_sort_key)
-
-    def _remove_rows(self, gone: set[str]) -> None:
-        """Remove rows in one pass.
-
-        `DataTable.remove_row` renumbers every row and re-checks the cursor for
-        each removed one: a filter that hides 9,000 of 10,000 rows took minutes.
-        """
-        if not gone:
-            return
-        for rid in gone:
-            shown = self._on_screen.pop(rid)
-            if self.filter_text and rid in self._rows:
-                # Kept to be shown again as it was when the filter lets it back.
-                self._hidden[rid] = (shown, self._data[RowKey(rid)])
-        kept = [row.key for row in self.ordered_rows if row.key.value not in gone]
-        self._row_locations = TwoWayDict({key: i for i, key in enumerate(kept)})
-        if self._updated_cells:
-            self._updated_cells = {c for c in self._updated_cells if c.row_key.value not in gone}
-        for rid in gone:
-            key = RowKey(rid)
-            del self.rows[key]
-            del self._data[key]
-        self._require_update_dimensions = True
-        self.check_idle()
-        self.cursor_coordinate = self.cursor_coordinate
-        self.hover_coordinate = self.hover_coordinate
-        self._update_count += 1
-        self.refresh(layout=True)
-
-    def _add_rows(self, rids: list[str]) -> None:
-        """Append rows in one pass, as `DataTable.add_row` would one by one.
-
-        A row hidden by the filter and shown again unchanged reuses the cells
-        it had on screen, so clearing a filter converts no text.
-        """
-        if not rids:
-            return
-        was_empty = self.row_count == 0
-        index = self.row_count
-        for rid in rids:
-            cells = self._rows[rid]
-            key = RowKey(rid)
-            hidden = self._hidden.pop(rid, None)
-            if hidden is not None and hidden[0] == cells:
-                data = hidden[1]
-            else:
-                data = {ColumnKey(c.key): _as_text(cells.get(c.key, "")) for c in self._columns}
-            self._row_locations[key] = index
-            self._data[key] = data
-            self.rows[key] = Row(key, 1)
-            self._on_screen[rid] = cells
-            index += 1
-        self._require_update_dimensions = True
-        self.cursor_coordinate = self.cursor_coordinate
-        if was_empty and self.columns and self.show_cursor and self.cursor_type != "none":
-            # What add_row does for the first row: the cursor's row is highlighted.
-            self._highlight_cursor()
-        self._update_count += 1
-        self.check_idle()
-        if len(rids) >= FREEZE_ROWS:
-            # Thousands of rows are thousands of long-lived objects that every full
-            # collection of the cyclic GC would walk again, a frame's worth of
-            # pause each time (the p99 of a key at 10,000 rows); reference
-            # counting still frees them when their rows go. Cyclic garbage is
-            # collected first, so none of it is frozen for the console's life.
-            gc.collect()
-            gc.freeze()
-
-    def _get_row_region(self, row_index: int) -> Region:
-        # Every row is one line high: its offset is its index. DataTable sums the
-        # heights of all rows above it, which at 10,000 rows made `G` slow.
-        region = super()._get_row_region(0) if self.is_valid_row_index(row_index) else None
-        return Region(0, 0, 0, 0) if region is None else region._replace(y=region.y + row_index)
-
-    def _get_cell_region(self, coordinate: Coordinate) -> Region:
-        if not self.is_valid_coordinate(coordinate):
-            return Region(0, 0, 0, 0)
-        region = super()._get_cell_region(Coordinate(0, coordinate.column))
-        return region._replace(y=region.y + coordinate.row)
-
-    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
-        # Every column has a fixed width and every row one line, so there is
-        # nothing to measure in new rows; DataTable would measure each cell.
-        super()._update_dimensions(())
-
-    def _update_row(self, rid: str, changed: Cells) -> None:
-        """Set a row's changed cells and repaint that row only.
-
-        `DataTable.update_cell` repaints the whole table for each cell, every
-        visible row re-rendered for one changed CPU figure.
-        """
-        row = self._data.get(RowKey(rid))
-        if row is None:
-            return
-        for key, value in changed.items():
-            row[ColumnKey(key)] = value
-        # The table's row caches are keyed by this count.
-        self._update_count += 1
-        with contextlib.suppress(RowDoesNotExist):
-            self.refresh_row(self.get_row_index(rid))
+    def refresh_ages(self, remake: Callable[[Hashable], Cells | None]) -> None:
+        """The clock moved: the rows on screen get `remake`'s cells now, the others in view."""
+        keys = self._keys
+        self.refresh_visible(lambda rid: remake(keys[rid]) if rid in keys else None)
 
     def selected_key(self) -> Hashable | None:
-        if not self.row_count:
-            return None
-        try:
-            row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
-        except CellDoesNotExist:
-            return None
-        return self._keys.get(str(row_key.value))
+        rid = self.cursor_id()
+        return None if rid is None else self._keys.get(rid)
 
     def select_key(self, key: Hashable) -> None:
-        try:
-            self.move_cursor(row=self.get_row_index(self.row_id(key)))
-        except RowDoesNotExist:
-            return
+        self.move_to(self.row_id(key))
 
     def counts(self) -> tuple[int, int]:
-        return len(self._shown), len(self._rows)
-
-
-def _as_text(value: Cell) -> Text:
-    # A str cell would be parsed as markup by the DataTable.
-    return value if isinstance(value, Text) else plain(value)
+        return self.row_count, self.total_count
 
 
 def _sort_key(value: Cell) -> str:
@@ -400,9 +244,11 @@ def _status_text(row: ContainerRow, styles: Mapping[str, str]) -> Text:
 
 # RUNNING first when sorted by status descending: the live ones lead.
 _STATUS_ORDER = {"RUNNING": 5, "PAUSED": 4, "CREATED": 3, "STOPPED": 2, "UNKNOWN": 1, "": 0}
-# The cells of rows without a running task, by row; cleared when it grows this big.
+# The cells of rows without a running task, by row object (the model replaces a
+# row's object when it changes: hashing a whole row for each look-up was most of
+# a refresh's cost at 10,000 rows); cleared when it grows this big.
 IDLE_CELLS_MAX = 100_000
-_IDLE_CELLS: dict[ContainerRow, tuple[Mapping[str, str], Cells]] = {}
+_IDLE_CELLS: dict[int, tuple[ContainerRow, Mapping[str, str], Cells]] = {}
 # The sort commands' names for the containers' columns (`sort.age` orders by UP).
 SORT_COLUMNS = {"name": "id", "status": "status", "age": "up", "cpu": "cpu", "mem": "mem"}
 
@@ -430,13 +276,13 @@ class ContainersTable(ResourceTable):
             # Without a task a row's cells do not move with the clock: made once
             # per row (and theme), not for every row on every refresh. The same
             # dict again also makes the table's comparison an identity check.
-            cached = _IDLE_CELLS.get(row)
-            if cached is not None and cached[0] is styles:
-                return cached[1]
+            cached = _IDLE_CELLS.get(id(row))
+            if cached is not None and cached[0] is row and cached[1] is styles:
+                return cached[2]
             if len(_IDLE_CELLS) >= IDLE_CELLS_MAX:
                 _IDLE_CELLS.clear()
             made = ContainersTable._cells(row, now, styles, live)
-            _IDLE_CELLS[row] = (styles, made)
+            _IDLE_CELLS[id(row)] = (row, styles, made)
             return made
         return ContainersTable._cells(row, now, styles, live)
 
