@@ -35,7 +35,6 @@ from __future__ import annotations
 # enum (and functools, collections) on every start.
 import _signal as signal
 import ctypes
-import errno
 import fcntl
 import marshal
 import os
@@ -178,8 +177,9 @@ class Sink:
 
 
 class Monitor:
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], env: dict[str, str]) -> None:
         self.cfg = cfg
+        self.env = env
         self.dir: str = cfg["dir"]
         self.terminal: bool = bool(cfg.get("terminal"))
         self.children: dict[int, int] = {}
@@ -198,9 +198,7 @@ class Monitor:
         self.stdin_fifo: int | None = None
         self.stdin_target: int | None = None
         self.master: int | None = None
-        self.control = os.open(
-            os.path.join(self.dir, "control"), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
-        )
+        self.control = os.open(f"{self.dir}/control", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self.control_buf = b""
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w)
@@ -251,7 +249,7 @@ class Monitor:
         runtime_pid = os.posix_spawnp(
             argv[0],
             argv,
-            dict(os.environ),
+            self.env,
             file_actions=[(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(child_fds)],
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT),
         )
@@ -263,8 +261,7 @@ class Monitor:
         status = self._wait_for(runtime_pid)
         if status != 0:
             raise RuntimeError(self._runtime_error(status))
-        with open(self.cfg["pid_file"]) as fp:
-            self.pid = int(fp.read().strip())
+        self.pid = int(read_file(self.cfg["pid_file"]))
         if self.pid in self.children:
             # A short exec can be over before the runtime has even returned.
             self.exit_status = self.children.pop(self.pid)
@@ -499,12 +496,48 @@ def write_exit(path: str, status: int, exited_at: int, pid: int) -> None:
     os.replace(tmp, path)
 
 
-def detach(home: str = "/") -> None:
-    """Leave the engine's (or the template's) process tree: the parent reaps ours at once."""
+def read_file(path: str) -> bytes:
+    """A small file's bytes, read with bare system calls (see `template` for why)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+_prctl: Any = None
+
+
+def prctl() -> Any:
+    """libc's prctl, looked up once per process (a template does so before it forks)."""
+    global _prctl
+    if _prctl is None:
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return _prctl
+
+
+def become_subreaper() -> None:
+    """Orphans below us are re-parented to us, so the container's exit status is ours to read."""
+    prctl()(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def detach() -> None:
+    """Leave the engine's process tree: the engine reaps our parent at once."""
     if os.fork() > 0:
         os._exit(0)
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    os.chdir(home)
+    become_subreaper()
+    os.chdir("/")
+
+
+def say(fd: int, line: str) -> None:
+    """Answer the engine; an engine that went away meanwhile is no reason to stop."""
+    try:  # noqa: SIM105 - contextlib is not imported, to start fast
+        os.write(fd, line.encode())
+    except BrokenPipeError:
+        pass
 
 
 def main(argv: list[str]) -> int:
@@ -512,27 +545,26 @@ def main(argv: list[str]) -> int:
     # the two overlap; one byte on stdin says go, end of file says give up.
     if not os.read(0, 1):
         return 1
-    return run(argv[-1], os.fdopen(os.dup(1), "w"), warm=False)
+    return run(argv[-1], os.dup(1), dict(os.environ), warm=False)
 
 
-def run(cfg_path: str, report: Any, *, warm: bool) -> int:
+def run(cfg_path: str, report: int, env: dict[str, str], *, warm: bool) -> int:
     """Load the config, detach, start the process and report, then watch it to its end."""
-    with open(cfg_path, "rb") as fp:
-        cfg = marshal.load(fp)
-    # A warm monitor works in its process's directory: the engine recognises it by that,
-    # since its command line is the template's.
-    detach(cfg["dir"] if warm else "/")
+    cfg = marshal.loads(read_file(cfg_path))
     if warm:
         # Forked from the template, it is in no session of its own: make one, so the
-        # engine can end the monitor and the runtime command under it together.
+        # engine can end the monitor and the runtime command under it together. It
+        # works in its process's directory: the engine recognises it by that, since
+        # its command line is the template's.
         os.setsid()
-        report.write(f"pid {os.getpid()}\n")
-        report.flush()
+        become_subreaper()
+        os.chdir(cfg["dir"])
+        say(report, f"pid {os.getpid()}\n")
+    else:
+        detach()
     # Our own stdout and stderr go nowhere the engine waits on: a monitor must
     # never block on, or die with, the engine's pipes.
-    errors_fd = os.open(
-        os.path.join(cfg["dir"], "monitor.err"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640
-    )
+    errors_fd = os.open(f"{cfg['dir']}/monitor.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
@@ -540,21 +572,28 @@ def run(cfg_path: str, report: Any, *, warm: bool) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        monitor = Monitor(cfg)
+        monitor = Monitor(cfg, env)
         monitor.start()
     except Exception as exc:  # every failure must reach the engine as a message
         message = " ".join((str(exc) or type(exc).__name__).split())
-        report.write(f"error {message}\n")
-        report.close()
+        say(report, f"error {message}\n")
+        os.close(report)
         return 1
-    report.write(f"ok {monitor.pid} {os.getpid()}\n")
-    try:
-        report.close()
-    except OSError as exc:
-        if exc.errno != errno.EPIPE:
-            raise
+    say(report, f"ok {monitor.pid} {os.getpid()}\n")
+    os.close(report)
     monitor.run()
     return 0
+
+
+def serve(conn: int, env: dict[str, str]) -> int:
+    """A monitor just forked from the template: its config's path comes on `conn`, one line."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(conn, 4096)
+        if not chunk:
+            return 1
+        line += chunk
+    return run(line.decode().strip(), conn, env, warm=True)
 
 
 def template(path: str) -> int:
@@ -564,9 +603,17 @@ def template(path: str) -> int:
     outlives engine restarts, as monitors do) and forks a monitor per request: no
     interpreter start, and the pages it loaded stay shared with every monitor. It ends
     when `path` is removed or replaced (a graceful engine stop, another template).
+
+    A page stays shared only until either side writes it, and in CPython a write is
+    also every reference count taken and every first run of a function (its warm-up
+    counters live in its code object). So between forks the template runs a loop of
+    bare system calls, freezes its objects out of the cyclic collector's reach right
+    before each fork, and a monitor reads and answers with bare system calls too,
+    not Python's io and socket layers, and imports nothing.
     """
     import contextlib
     import gc
+    import json  # noqa: F401 - a failing runtime's log is parsed after the fork, unimported
     import socket
 
     with_umask = os.umask(0o177)
@@ -584,28 +631,37 @@ def template(path: str) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forked monitors detach at once
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    gc.freeze()
-    listener.settimeout(TEMPLATE_POLL)
+    env = dict(os.environ)
+    prctl()
+    listener.setblocking(False)
+    fileno = listener.fileno()
     while True:
-        try:
-            conn, _ = listener.accept()
-        except TimeoutError:
+        ready, _, _ = select.select([fileno], [], [], TEMPLATE_POLL)
+        if not ready:
             try:
                 if os.stat(path).st_ino != ident:
                     return 0
             except FileNotFoundError:
                 return 0
             continue
+        try:
+            # The C accept: socket.accept() would build a socket object in Python.
+            conn, _ = listener._accept()
+        except OSError:
+            continue  # the client left before we took it
+        gc.freeze()
         if os.fork() == 0:
-            listener.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            conn.settimeout(None)
-            cfg_path = conn.makefile("rb").readline().decode().strip()
-            os._exit(run(cfg_path, os.fdopen(conn.detach(), "w"), warm=True))
-        conn.close()
+            code = 1
+            try:
+                os.close(fileno)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                code = serve(conn, env)
+            finally:
+                os._exit(code)
+        os.close(conn)
 
 
 def boot() -> None:
