@@ -47,7 +47,7 @@ import time
 # typing is not imported at run time: it alone costs milliseconds per start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
+    import _socket
     from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -221,9 +221,11 @@ class Monitor:
         listener = None
         dirfd = -1
         if self.terminal:
-            import socket  # only terminals need it; most tasks skip its import cost
+            # Only terminals need sockets; the C module, since Python's socket module
+            # alone would cost each cold monitor's start, and a template's memory.
+            import _socket
 
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             dirfd = os.open(self.dir, os.O_PATH | os.O_CLOEXEC)
             # Unix socket paths are limited to 108 bytes and bundle paths are
             # not; a path through our own fd table is always short.
@@ -267,8 +269,10 @@ class Monitor:
             self.exit_status = self.children.pop(self.pid)
             self.exited_at = time.time_ns()
 
-    def _receive_console(self, listener: socket.socket, runtime_pid: int, out: Sink | None) -> None:
-        import socket
+    def _receive_console(
+        self, listener: _socket.socket, runtime_pid: int, out: Sink | None
+    ) -> None:
+        import _socket
 
         listener.setblocking(False)
         while True:
@@ -279,11 +283,16 @@ class Monitor:
                 # is not queued now will never come.
                 ready, _, _ = select.select([listener], [], [], 0)
             if listener in ready:
-                conn, _ = listener.accept()
+                conn = _socket.socket(fileno=listener._accept()[0])
                 conn.setblocking(True)
-                _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+                _, ancillary, _, _ = conn.recvmsg(4096, _socket.CMSG_SPACE(4))
                 conn.close()
                 listener.close()
+                fds = [
+                    int.from_bytes(data[:4], sys.byteorder)
+                    for level, kind, data in ancillary
+                    if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= 4
+                ]
                 if not fds:
                     raise RuntimeError("the runtime sent no terminal on the console socket")
                 self.master = fds[0]
@@ -596,6 +605,60 @@ def serve(conn: int, env: dict[str, str]) -> int:
     return run(line.decode().strip(), conn, env, warm=True)
 
 
+def rehearse(directory: str, env: dict[str, str]) -> None:
+    """Run a monitor's course once in the template, on a process that ends at once.
+
+    CPython writes a function's code object on its first runs (warm-up counters,
+    specialised instructions) and fills lookup caches and memory pools as it goes: done
+    here once, before any fork, those pages stay shared instead of every monitor
+    writing its own copy. A rehearsal that fails leaves the template as it was.
+    """
+    clear(directory)
+    monitor = None
+    try:
+        os.mkdir(directory, 0o700)
+        for name in ("control", "stdout", "stderr"):
+            os.mkfifo(f"{directory}/{name}", 0o600)
+        cfg = {
+            "dir": directory,
+            "argv": ["sh", "-c", f"echo $$ > {directory}/pid; echo out; echo err >&2"],
+            "action": "create",
+            "runtime_name": "sh",
+            "runtime_log": f"{directory}/runtime.log",
+            "stdout": f"{directory}/stdout",
+            "stderr": f"{directory}/stderr",
+            "log": f"{directory}/log",
+            "exit_file": f"{directory}/exit",
+            "pid_file": f"{directory}/pid",
+        }
+        fd = os.open(f"{directory}/monitor.cfg", os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, marshal.dumps(cfg))
+        os.close(fd)
+        monitor = Monitor(marshal.loads(read_file(f"{directory}/monitor.cfg")), env)
+        monitor.start()
+        # The process was the runtime command itself, whose status start() has taken.
+        monitor.exit_status = 0
+        monitor.run()
+    except Exception:
+        pass  # a template that could not rehearse still works, only less shared
+    finally:
+        if monitor is not None:
+            for fd in (monitor.control, monitor.wake_r, monitor.wake_w):
+                os.close(fd)
+        signal.set_wakeup_fd(-1)
+        clear(directory)
+
+
+def clear(directory: str) -> None:
+    """Remove a flat directory and what is in it, if it is there."""
+    try:
+        for name in os.listdir(directory):
+            os.unlink(f"{directory}/{name}")
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass
+
+
 def template(path: str) -> int:
     """Serve warm monitors: each connection sends a config path, and gets a forked monitor.
 
@@ -611,15 +674,15 @@ def template(path: str) -> int:
     before each fork, and a monitor reads and answers with bare system calls too,
     not Python's io and socket layers, and imports nothing.
     """
-    import contextlib
+    import _socket
     import gc
-    import json  # noqa: F401 - a failing runtime's log is parsed after the fork, unimported
-    import socket
 
     with_umask = os.umask(0o177)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with contextlib.suppress(FileNotFoundError):
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:  # noqa: SIM105 - contextlib is not imported: each module is template memory
         os.unlink(path)
+    except FileNotFoundError:
+        pass
     listener.bind(path)
     os.umask(with_umask)
     listener.listen(64)
@@ -631,11 +694,12 @@ def template(path: str) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     env = dict(os.environ)
     prctl()
+    rehearse(f"{path}.rehearsal", env)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel
     listener.setblocking(False)
     fileno = listener.fileno()
     while True:
@@ -648,7 +712,6 @@ def template(path: str) -> int:
                 return 0
             continue
         try:
-            # The C accept: socket.accept() would build a socket object in Python.
             conn, _ = listener._accept()
         except OSError:
             continue  # the client left before we took it
