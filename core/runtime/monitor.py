@@ -26,7 +26,9 @@ The first line it writes on its stdout is the engine's answer:
 
 Started with `--template <socket>` instead, it is the template of warm monitors: it
 loads once, leaves the engine's tree, and forks a monitor for each config path sent on
-the socket; such a monitor first answers `pid <own pid>`, then as above, on the socket.
+the socket; such a monitor first answers `pid <own pid>`, readies itself while the engine
+prepares the bundle, waits for the line `go` (end of file: give up), then goes on as
+above, answering on the socket.
 """
 
 from __future__ import annotations
@@ -554,13 +556,35 @@ def main(argv: list[str]) -> int:
     # the two overlap; one byte on stdin says go, end of file says give up.
     if not os.read(0, 1):
         return 1
-    return run(argv[-1], os.dup(1), dict(os.environ), warm=False)
+    return run(argv[-1], os.dup(1), dict(os.environ))
 
 
-def run(cfg_path: str, report: int, env: dict[str, str], *, warm: bool) -> int:
-    """Load the config, detach, start the process and report, then watch it to its end."""
+class Lines:
+    """Lines the engine sends on a warm monitor's connection, read with bare system calls."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+
+    def next(self) -> bytes:
+        """The next line without its end; empty at end of file."""
+        while b"\n" not in self.buf:
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                return b""
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+
+def run(cfg_path: str, report: int, env: dict[str, str], lines: Lines | None = None) -> int:
+    """Load the config, detach, start the process and report, then watch it to its end.
+
+    A warm monitor (`lines` from its connection) readies itself while the engine
+    prepares the bundle, and runs the runtime command once told `go`.
+    """
     cfg = marshal.loads(read_file(cfg_path))
-    if warm:
+    if lines is not None:
         # Forked from the template, it is in no session of its own: make one, so the
         # engine can end the monitor and the runtime command under it together. It
         # works in its process's directory: the engine recognises it by that, since
@@ -580,10 +604,17 @@ def run(cfg_path: str, report: int, env: dict[str, str], *, warm: bool) -> int:
     os.dup2(errors_fd, 2)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    told = lines is None
     try:
         monitor = Monitor(cfg, env)
+        if lines is not None:
+            told = True
+            if lines.next() != b"go":
+                return 1  # the engine gave up on this process before it was created
         monitor.start()
     except Exception as exc:  # every failure must reach the engine as a message
+        if lines is not None and not told:
+            lines.next()  # the engine reads answers once it has said go
         message = " ".join((str(exc) or type(exc).__name__).split())
         say(report, f"error {message}\n")
         os.close(report)
@@ -595,14 +626,12 @@ def run(cfg_path: str, report: int, env: dict[str, str], *, warm: bool) -> int:
 
 
 def serve(conn: int, env: dict[str, str]) -> int:
-    """A monitor just forked from the template: its config's path comes on `conn`, one line."""
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = os.read(conn, 4096)
-        if not chunk:
-            return 1
-        line += chunk
-    return run(line.decode().strip(), conn, env, warm=True)
+    """A monitor just forked from the template: its config's path comes first on `conn`."""
+    lines = Lines(conn)
+    path = lines.next()
+    if not path:
+        return 1
+    return run(path.decode(), conn, env, lines)
 
 
 def rehearse(directory: str, env: dict[str, str]) -> None:
