@@ -15,8 +15,11 @@ directory (`monitor.py --template`, outside the engine's process tree, so it
 survives engine restarts as monitors do) forks each monitor instead of a new
 interpreter starting, which also leaves most of each monitor's pages shared.
 The first Create starts the template; a template that does not answer is
-replaced, and that Create falls back to a cold start. A graceful engine stop
-removes the socket, and the template ends soon after (`stop_template`).
+replaced at once, and only if none can be started does a Create fall back to a
+cold start. A warm monitor is sent its config's path as soon as the process's
+directory exists, readies itself while the caller prepares the bundle, and is
+told `go` after that (`spawn`'s `prepare`). A graceful engine stop removes the
+socket, and the template ends soon after (`stop_template`).
 """
 
 from __future__ import annotations
