@@ -698,10 +698,11 @@ def template(path: str) -> int:
 
     A page stays shared only until either side writes it, and in CPython a write is
     also every reference count taken and every first run of a function (its warm-up
-    counters live in its code object). So between forks the template runs a loop of
-    bare system calls, freezes its objects out of the cyclic collector's reach right
-    before each fork, and a monitor reads and answers with bare system calls too,
-    not Python's io and socket layers, and imports nothing.
+    counters live in its code object). So the template imports only C modules beyond
+    what a monitor runs, rehearses a monitor's course once (`rehearse`), runs a loop of
+    bare system calls between forks and freezes its objects out of the cyclic
+    collector's reach right before each fork; and a monitor reads and answers with bare
+    system calls too, not Python's io and socket layers, and imports nothing.
     """
     import _socket
     import gc
