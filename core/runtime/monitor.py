@@ -26,7 +26,9 @@ The first line it writes on its stdout is the engine's answer:
 
 Started with `--template <socket>` instead, it is the template of warm monitors: it
 loads once, leaves the engine's tree, and forks a monitor for each config path sent on
-the socket; such a monitor first answers `pid <own pid>`, then as above, on the socket.
+the socket; such a monitor first answers `pid <own pid>`, readies itself while the engine
+prepares the bundle, waits for the line `go` (end of file: give up), then goes on as
+above, answering on the socket.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from __future__ import annotations
 # enum (and functools, collections) on every start.
 import _signal as signal
 import ctypes
-import errno
 import fcntl
 import marshal
 import os
@@ -48,7 +49,7 @@ import time
 # typing is not imported at run time: it alone costs milliseconds per start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
+    import _socket
     from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -178,8 +179,9 @@ class Sink:
 
 
 class Monitor:
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], env: dict[str, str]) -> None:
         self.cfg = cfg
+        self.env = env
         self.dir: str = cfg["dir"]
         self.terminal: bool = bool(cfg.get("terminal"))
         self.children: dict[int, int] = {}
@@ -198,9 +200,7 @@ class Monitor:
         self.stdin_fifo: int | None = None
         self.stdin_target: int | None = None
         self.master: int | None = None
-        self.control = os.open(
-            os.path.join(self.dir, "control"), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
-        )
+        self.control = os.open(f"{self.dir}/control", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self.control_buf = b""
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w)
@@ -223,9 +223,11 @@ class Monitor:
         listener = None
         dirfd = -1
         if self.terminal:
-            import socket  # only terminals need it; most tasks skip its import cost
+            # Only terminals need sockets; the C module, since Python's socket module
+            # alone would cost each cold monitor's start, and a template's memory.
+            import _socket
 
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             dirfd = os.open(self.dir, os.O_PATH | os.O_CLOEXEC)
             # Unix socket paths are limited to 108 bytes and bundle paths are
             # not; a path through our own fd table is always short.
@@ -251,7 +253,7 @@ class Monitor:
         runtime_pid = os.posix_spawnp(
             argv[0],
             argv,
-            dict(os.environ),
+            self.env,
             file_actions=[(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(child_fds)],
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT),
         )
@@ -263,15 +265,16 @@ class Monitor:
         status = self._wait_for(runtime_pid)
         if status != 0:
             raise RuntimeError(self._runtime_error(status))
-        with open(self.cfg["pid_file"]) as fp:
-            self.pid = int(fp.read().strip())
+        self.pid = int(read_file(self.cfg["pid_file"]))
         if self.pid in self.children:
             # A short exec can be over before the runtime has even returned.
             self.exit_status = self.children.pop(self.pid)
             self.exited_at = time.time_ns()
 
-    def _receive_console(self, listener: socket.socket, runtime_pid: int, out: Sink | None) -> None:
-        import socket
+    def _receive_console(
+        self, listener: _socket.socket, runtime_pid: int, out: Sink | None
+    ) -> None:
+        import _socket
 
         listener.setblocking(False)
         while True:
@@ -282,11 +285,16 @@ class Monitor:
                 # is not queued now will never come.
                 ready, _, _ = select.select([listener], [], [], 0)
             if listener in ready:
-                conn, _ = listener.accept()
+                conn = _socket.socket(fileno=listener._accept()[0])
                 conn.setblocking(True)
-                _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+                _, ancillary, _, _ = conn.recvmsg(4096, _socket.CMSG_SPACE(4))
                 conn.close()
                 listener.close()
+                fds = [
+                    int.from_bytes(data[:4], sys.byteorder)
+                    for level, kind, data in ancillary
+                    if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= 4
+                ]
                 if not fds:
                     raise RuntimeError("the runtime sent no terminal on the console socket")
                 self.master = fds[0]
@@ -499,12 +507,48 @@ def write_exit(path: str, status: int, exited_at: int, pid: int) -> None:
     os.replace(tmp, path)
 
 
-def detach(home: str = "/") -> None:
-    """Leave the engine's (or the template's) process tree: the parent reaps ours at once."""
+def read_file(path: str) -> bytes:
+    """A small file's bytes, read with bare system calls (see `template` for why)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+_prctl: Any = None
+
+
+def prctl() -> Any:
+    """libc's prctl, looked up once per process (a template does so before it forks)."""
+    global _prctl
+    if _prctl is None:
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return _prctl
+
+
+def become_subreaper() -> None:
+    """Orphans below us are re-parented to us, so the container's exit status is ours to read."""
+    prctl()(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def detach() -> None:
+    """Leave the engine's process tree: the engine reaps our parent at once."""
     if os.fork() > 0:
         os._exit(0)
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    os.chdir(home)
+    become_subreaper()
+    os.chdir("/")
+
+
+def say(fd: int, line: str) -> None:
+    """Answer the engine; an engine that went away meanwhile is no reason to stop."""
+    try:  # noqa: SIM105 - contextlib is not imported, to start fast
+        os.write(fd, line.encode())
+    except BrokenPipeError:
+        pass
 
 
 def main(argv: list[str]) -> int:
@@ -512,49 +556,136 @@ def main(argv: list[str]) -> int:
     # the two overlap; one byte on stdin says go, end of file says give up.
     if not os.read(0, 1):
         return 1
-    return run(argv[-1], os.fdopen(os.dup(1), "w"), warm=False)
+    return run(argv[-1], os.dup(1), dict(os.environ))
 
 
-def run(cfg_path: str, report: Any, *, warm: bool) -> int:
-    """Load the config, detach, start the process and report, then watch it to its end."""
-    with open(cfg_path, "rb") as fp:
-        cfg = marshal.load(fp)
-    # A warm monitor works in its process's directory: the engine recognises it by that,
-    # since its command line is the template's.
-    detach(cfg["dir"] if warm else "/")
-    if warm:
+class Lines:
+    """Lines the engine sends on a warm monitor's connection, read with bare system calls."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+
+    def next(self) -> bytes:
+        """The next line without its end; empty at end of file."""
+        while b"\n" not in self.buf:
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                return b""
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+
+def run(cfg_path: str, report: int, env: dict[str, str], lines: Lines | None = None) -> int:
+    """Load the config, detach, start the process and report, then watch it to its end.
+
+    A warm monitor (`lines` from its connection) readies itself while the engine
+    prepares the bundle, and runs the runtime command once told `go`.
+    """
+    cfg = marshal.loads(read_file(cfg_path))
+    if lines is not None:
         # Forked from the template, it is in no session of its own: make one, so the
-        # engine can end the monitor and the runtime command under it together.
+        # engine can end the monitor and the runtime command under it together. It
+        # works in its process's directory: the engine recognises it by that, since
+        # its command line is the template's.
         os.setsid()
-        report.write(f"pid {os.getpid()}\n")
-        report.flush()
+        become_subreaper()
+        os.chdir(cfg["dir"])
+        say(report, f"pid {os.getpid()}\n")
+    else:
+        detach()
     # Our own stdout and stderr go nowhere the engine waits on: a monitor must
     # never block on, or die with, the engine's pipes.
-    errors_fd = os.open(
-        os.path.join(cfg["dir"], "monitor.err"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640
-    )
+    errors_fd = os.open(f"{cfg['dir']}/monitor.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.dup2(errors_fd, 2)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    told = lines is None
     try:
-        monitor = Monitor(cfg)
+        monitor = Monitor(cfg, env)
+        if lines is not None:
+            told = True
+            if lines.next() != b"go":
+                return 1  # the engine gave up on this process before it was created
         monitor.start()
     except Exception as exc:  # every failure must reach the engine as a message
+        if lines is not None and not told:
+            lines.next()  # the engine reads answers once it has said go
         message = " ".join((str(exc) or type(exc).__name__).split())
-        report.write(f"error {message}\n")
-        report.close()
+        say(report, f"error {message}\n")
+        os.close(report)
         return 1
-    report.write(f"ok {monitor.pid} {os.getpid()}\n")
-    try:
-        report.close()
-    except OSError as exc:
-        if exc.errno != errno.EPIPE:
-            raise
+    say(report, f"ok {monitor.pid} {os.getpid()}\n")
+    os.close(report)
     monitor.run()
     return 0
+
+
+def serve(conn: int, env: dict[str, str]) -> int:
+    """A monitor just forked from the template: its config's path comes first on `conn`."""
+    lines = Lines(conn)
+    path = lines.next()
+    if not path:
+        return 1
+    return run(path.decode(), conn, env, lines)
+
+
+def rehearse(directory: str, env: dict[str, str]) -> None:
+    """Run a monitor's course once in the template, on a process that ends at once.
+
+    CPython writes a function's code object on its first runs (warm-up counters,
+    specialised instructions) and fills lookup caches and memory pools as it goes: done
+    here once, before any fork, those pages stay shared instead of every monitor
+    writing its own copy. A rehearsal that fails leaves the template as it was.
+    """
+    clear(directory)
+    monitor = None
+    try:
+        os.mkdir(directory, 0o700)
+        for name in ("control", "stdout", "stderr"):
+            os.mkfifo(f"{directory}/{name}", 0o600)
+        cfg = {
+            "dir": directory,
+            "argv": ["sh", "-c", f"echo $$ > {directory}/pid; echo out; echo err >&2"],
+            "action": "create",
+            "runtime_name": "sh",
+            "runtime_log": f"{directory}/runtime.log",
+            "stdout": f"{directory}/stdout",
+            "stderr": f"{directory}/stderr",
+            "log": f"{directory}/log",
+            "exit_file": f"{directory}/exit",
+            "pid_file": f"{directory}/pid",
+        }
+        fd = os.open(f"{directory}/monitor.cfg", os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, marshal.dumps(cfg))
+        os.close(fd)
+        monitor = Monitor(marshal.loads(read_file(f"{directory}/monitor.cfg")), env)
+        monitor.start()
+        # The process was the runtime command itself, whose status start() has taken.
+        monitor.exit_status = 0
+        monitor.run()
+    except Exception:
+        pass  # a template that could not rehearse still works, only less shared
+    finally:
+        if monitor is not None:
+            for fd in (monitor.control, monitor.wake_r, monitor.wake_w):
+                os.close(fd)
+        signal.set_wakeup_fd(-1)
+        clear(directory)
+
+
+def clear(directory: str) -> None:
+    """Remove a flat directory and what is in it, if it is there."""
+    try:
+        for name in os.listdir(directory):
+            os.unlink(f"{directory}/{name}")
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass
 
 
 def template(path: str) -> int:
@@ -564,15 +695,24 @@ def template(path: str) -> int:
     outlives engine restarts, as monitors do) and forks a monitor per request: no
     interpreter start, and the pages it loaded stay shared with every monitor. It ends
     when `path` is removed or replaced (a graceful engine stop, another template).
+
+    A page stays shared only until either side writes it, and in CPython a write is
+    also every reference count taken and every first run of a function (its warm-up
+    counters live in its code object). So the template imports only C modules beyond
+    what a monitor runs, rehearses a monitor's course once (`rehearse`), runs a loop of
+    bare system calls between forks and freezes its objects out of the cyclic
+    collector's reach right before each fork; and a monitor reads and answers with bare
+    system calls too, not Python's io and socket layers, and imports nothing.
     """
-    import contextlib
+    import _socket
     import gc
-    import socket
 
     with_umask = os.umask(0o177)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with contextlib.suppress(FileNotFoundError):
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:  # noqa: SIM105 - contextlib is not imported: each module is template memory
         os.unlink(path)
+    except FileNotFoundError:
+        pass
     listener.bind(path)
     os.umask(with_umask)
     listener.listen(64)
@@ -584,28 +724,37 @@ def template(path: str) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forked monitors detach at once
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    gc.freeze()
-    listener.settimeout(TEMPLATE_POLL)
+    env = dict(os.environ)
+    prctl()
+    rehearse(f"{path}.rehearsal", env)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel
+    listener.setblocking(False)
+    fileno = listener.fileno()
     while True:
-        try:
-            conn, _ = listener.accept()
-        except TimeoutError:
+        ready, _, _ = select.select([fileno], [], [], TEMPLATE_POLL)
+        if not ready:
             try:
                 if os.stat(path).st_ino != ident:
                     return 0
             except FileNotFoundError:
                 return 0
             continue
+        try:
+            conn, _ = listener._accept()
+        except OSError:
+            continue  # the client left before we took it
+        gc.freeze()
         if os.fork() == 0:
-            listener.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            conn.settimeout(None)
-            cfg_path = conn.makefile("rb").readline().decode().strip()
-            os._exit(run(cfg_path, os.fdopen(conn.detach(), "w"), warm=True))
-        conn.close()
+            code = 1
+            try:
+                os.close(fileno)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                code = serve(conn, env)
+            finally:
+                os._exit(code)
+        os.close(conn)
 
 
 def boot() -> None:

@@ -15,8 +15,11 @@ directory (`monitor.py --template`, outside the engine's process tree, so it
 survives engine restarts as monitors do) forks each monitor instead of a new
 interpreter starting, which also leaves most of each monitor's pages shared.
 The first Create starts the template; a template that does not answer is
-replaced, and that Create falls back to a cold start. A graceful engine stop
-removes the socket, and the template ends soon after (`stop_template`).
+replaced at once, and only if none can be started does a Create fall back to a
+cold start. A warm monitor is sent its config's path as soon as the process's
+directory exists, readies itself while the caller prepares the bundle, and is
+told `go` after that (`spawn`'s `prepare`). A graceful engine stop removes the
+socket, and the template ends soon after (`stop_template`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import marshal
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from core.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
@@ -124,11 +127,14 @@ async def spawn(
     action: str,
     log_max: int,
     child: Starting | None = None,
+    prepare: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Have a monitor for `proc` run `argv`; learn the pids or the runtime's error.
 
     `child` is a monitor `start` made ready ahead for `proc.dir`; without one,
-    one is made ready now.
+    one is made ready now. `prepare` is the rest of the caller's work that the
+    runtime command needs done (the bundle's rootfs and config): it runs while
+    the monitor forks and readies itself, and the monitor is told to go after it.
     """
     proc.task.runtime.make_root(proc.task.namespace)
     control_fifo = proc.dir / "control"
@@ -155,17 +161,15 @@ async def spawn(
     bundles.write_private(proc.dir / "monitor.cfg", marshal.dumps(cfg))
     if child is None:
         child = await start(proc.dir, proc.task.bundle.parent.parent)
-    runtime = proc.task.runtime
     if isinstance(child, Warm):
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(child.path))
-        except OSError:
-            # A template that has gone: the next Create starts another.
-            stop_template(child.path.parent)
-            child = await _cold(proc.dir)
-        else:
-            return await _spawn_warm(proc, action, reader, writer)
+        connection = await _connect(child.path)
+        if connection is not None:
+            return await _spawn_warm(proc, action, *connection, prepare)
+        child = await _cold(proc.dir)
+    runtime = proc.task.runtime
     try:
+        if prepare is not None:
+            await prepare()
         out, err = await asyncio.wait_for(child.communicate(b"\n"), runtime.timeout)
     except TimeoutError:
         # The monitor and the runtime command it runs share its session.
@@ -188,13 +192,35 @@ async def spawn(
     proc.pid, proc.monitor_pid = int(pids[0]), int(pids[1])
 
 
+async def _connect(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A connection to the template at `path`; a template that has gone is started again."""
+    for retry in (False, True):
+        try:
+            return await asyncio.open_unix_connection(str(path))
+        except OSError:
+            # Killed, or gone with its host: its socket file stays behind.
+            stop_template(path.parent)
+            if retry or not await _template(path):
+                return None
+    return None
+
+
 async def _spawn_warm(
-    proc: Process, action: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    proc: Process,
+    action: str,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    prepare: Callable[[], Awaitable[None]] | None,
 ) -> None:
     runtime = proc.task.runtime
     pid = 0
+    told = False
     try:
         writer.write(f"{proc.dir / 'monitor.cfg'}\n".encode())
+        if prepare is not None:
+            await prepare()
+        writer.write(b"go\n")
+        told = True
         async with asyncio.timeout(runtime.timeout):
             lines = []
             while line := (await reader.readline()).decode(errors="replace").strip():
@@ -211,7 +237,15 @@ async def _spawn_warm(
             f"within {runtime.timeout:g} seconds and was killed"
         ) from None
     except BaseException:
-        _kill_group(pid)
+        if told:
+            _kill_group(pid)
+        else:
+            # Not told to go, the monitor ends on its own once the connection closes;
+            # wait for that, so that it no longer writes in the directory the caller
+            # is about to remove.
+            writer.write_eof()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wait_for(reader.read(), runtime.timeout))
         raise
     finally:
         writer.close()

@@ -172,9 +172,10 @@ class TaskManager:
         raw_spec = self._container_spec(container)
         specs.validate_process(raw_spec.get("process"), f'container "{container.id}" spec')
         bundle = self.root / namespace / container.id
-        # The monitor's interpreter loads while the bundle is prepared.
+        # A cold monitor's interpreter loads while the bundle is made.
         monitor = await monitors.start(bundle / "init", self.root)
         task: Task | None = None
+        prepared = False
         try:
             if not mounts and self.rootfs_lookup is not None and container.snapshot_key:
                 mounts = await self.rootfs_lookup(namespace, container) or []
@@ -182,9 +183,7 @@ class TaskManager:
                 await self._remove_bundle(bundle)
             bundles.make_bundle(self.root, namespace, container.id)
             root = bundle / "rootfs"
-            if mounts:
-                await rootfs_mod.mount_all(mounts, root)
-            else:
+            if not mounts:
                 given = (raw_spec.get("root") or {}).get("path", "")
                 if not (isinstance(given, str) and given.startswith("/") and Path(given).is_dir()):
                     raise InvalidArgument(
@@ -197,14 +196,11 @@ class TaskManager:
                 fitted["process"]["terminal"] = stdio.terminal
             if stdio.terminal:
                 stdio.stderr = ""
-            bundles.share_with_remapped_root(bundle, fitted)
-            bundles.write_private(bundle / "config.json", json.dumps(fitted).encode())
             task = Task(
                 namespace, container.id, bundle, runtime, fitted["linux"]["cgroupsPath"],
                 self.cgroups,
             )  # fmt: skip
             task.mounts = list(mounts)
-            task.save()
             init = Process(task, "", bundle / "init", stdio)
             bundles.make_dir(init.dir, bundles.BUNDLE_MODE)
             task.init = init
@@ -213,10 +209,22 @@ class TaskManager:
                 str(init.dir / "pid"), *monitors.console_args(stdio), container.id,
                 log=init.dir / "runtime.log",
             )  # fmt: skip
-            await monitors.spawn(init, argv, "create", self.log_max, monitor)
+
+            async def prepare() -> None:
+                # What the runtime command needs, done while a warm monitor readies itself.
+                nonlocal prepared
+                assert task is not None
+                if mounts:
+                    await rootfs_mod.mount_all(mounts, root)
+                bundles.share_with_remapped_root(bundle, fitted)
+                bundles.write_private(bundle / "config.json", json.dumps(fitted).encode())
+                task.save()
+                prepared = True
+
+            await monitors.spawn(init, argv, "create", self.log_max, monitor, prepare)
         except BaseException:
             await monitors.abandon(monitor)
-            if task is not None:
+            if prepared:
                 with contextlib.suppress(CtrdeckError):
                     await runtime.run(namespace, "delete", "--force", container.id)
             await self._remove_bundle(bundle)

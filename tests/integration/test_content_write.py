@@ -230,6 +230,27 @@ async def test_read_ranges_and_errors(client: Client) -> None:
     assert err.value.status == Status.NOT_FOUND
 
 
+async def test_read_on_both_sides_of_the_inline_limit(client: Client) -> None:
+    """Small blobs are read on the event loop, larger ones in a thread: the same bytes."""
+    from core.services.content import INLINE_READ_MAX
+
+    for size in (INLINE_READ_MAX, INLINE_READ_MAX + 1):
+        data = os.urandom(size)
+        digest = await client.write_content(f"edge-{size}", data, sha(data))
+        whole = [r async for r in client.content.read(api.ReadContentRequest(digest=digest))]
+        assert b"".join(r.data for r in whole) == data
+        assert whole[0].offset == 0
+        tail = b"".join(
+            [
+                r.data
+                async for r in client.content.read(
+                    api.ReadContentRequest(digest=digest, offset=size - 10)
+                )
+            ]
+        )
+        assert tail == data[-10:]
+
+
 async def test_update_labels_with_mask(client: Client) -> None:
     from core.api.google.protobuf import FieldMask
 

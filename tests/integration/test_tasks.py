@@ -806,6 +806,87 @@ async def test_warm_monitors_outlive_an_engine_sigkill(workdir: Path) -> None:
         shutil.rmtree(engine.base, ignore_errors=True)
 
 
+async def test_warm_monitor_reports_an_exit_after_its_template_died(
+    nsclient: Client, tengine: EngineProcess, workdir: Path
+) -> None:
+    """A monitor forked from the template does not need it: the template may die first."""
+    c = nsclient
+    await create_container(c, "orphaned", ["sh", "-c", "sleep 1000"])
+    created = await c.tasks.create(
+        tasks.CreateTaskRequest(container_id="orphaned", rootfs=rootfs_mounts(workdir / "rootfs"))
+    )
+    await c.tasks.start(tasks.StartRequest(container_id="orphaned"))
+    [template] = templates_of(tengine.state)
+    task_dir = tengine.state / TASK_DIR / c.namespace / "orphaned"
+    [monitor] = [m for m in monitors_of(tengine.state) if os.readlink(f"/proc/{m}/cwd") == str(
+        task_dir / "init"
+    )]  # fmt: skip
+    os.kill(template, signal.SIGKILL)
+    await eventually(lambda: not _alive(template), timeout=20)
+    assert _alive(monitor)
+    waiter = asyncio.create_task(c.tasks.wait(tasks.WaitRequest(container_id="orphaned")))
+    await asyncio.sleep(0.1)
+    os.kill(created.pid, signal.SIGKILL)
+    assert (await asyncio.wait_for(waiter, 20)).exit_status == 137
+    got = await c.tasks.get(tasks.GetRequest(container_id="orphaned"))
+    assert got.process is not None and got.process.status == Status.STOPPED
+
+
+async def test_create_after_the_template_was_killed_starts_a_new_one(
+    nsclient: Client, tengine: EngineProcess, workdir: Path
+) -> None:
+    """A killed template leaves its socket behind; the next Create forks from a new one."""
+    c = nsclient
+    mounts = rootfs_mounts(workdir / "rootfs")
+    await create_container(c, "before", ["sh", "-c", "sleep 1000"])
+    await c.tasks.create(tasks.CreateTaskRequest(container_id="before", rootfs=mounts))
+    [old] = templates_of(tengine.state)
+    os.kill(old, signal.SIGKILL)
+    await eventually(lambda: not _alive(old), timeout=20)
+
+    await create_container(c, "after", ["sh", "-c", "echo started; sleep 1000"])
+    io = Fifos(workdir, "after")
+    try:
+        await c.tasks.create(
+            tasks.CreateTaskRequest(container_id="after", rootfs=mounts,
+                                    stdout=str(io.paths["stdout"]))
+        )  # fmt: skip
+        await c.tasks.start(tasks.StartRequest(container_id="after"))
+        await io.until("stdout", b"started")
+        [new] = templates_of(tengine.state)
+        assert new != old
+        init = str(tengine.state / TASK_DIR / c.namespace / "after" / "init")
+        [monitor] = [m for m in monitors_of(tengine.state) if os.readlink(f"/proc/{m}/cwd") == init]
+        assert b"--template" in Path(f"/proc/{monitor}/cmdline").read_bytes()
+        await c.tasks.kill(tasks.KillRequest(container_id="after", signal=signal.SIGKILL))
+        assert (await c.tasks.wait(tasks.WaitRequest(container_id="after"))).exit_status == 137
+    finally:
+        io.close()
+
+
+async def test_a_monitor_not_told_to_go_leaves_nothing(
+    nsclient: Client, tengine: EngineProcess, workdir: Path
+) -> None:
+    """The rootfs fails to mount while a warm monitor waits: it ends, and so does the bundle."""
+    c = nsclient
+    await create_container(c, "warmfail", ["sh", "-c", "sleep 1000"])
+    bad = [types.Mount(type="bind", source=str(workdir / "no-such-dir"), options=["rbind"])]
+    code, msg = await _code(
+        c.tasks.create(tasks.CreateTaskRequest(container_id="warmfail", rootfs=bad))
+    )
+    assert code != Code.OK and msg
+    assert templates_of(tengine.state) != []
+    assert not (tengine.state / TASK_DIR / c.namespace / "warmfail").exists()
+    assert mounts_under(tengine.state / TASK_DIR / c.namespace) == []
+    assert [
+        m for m in monitors_of(tengine.state) if c.namespace in os.readlink(f"/proc/{m}/cwd")
+    ] == []
+    # The same container's task is created once the mounts are right.
+    await c.tasks.create(
+        tasks.CreateTaskRequest(container_id="warmfail", rootfs=rootfs_mounts(workdir / "rootfs"))
+    )
+
+
 def test_state_dir_has_no_stray_fifos(tengine: EngineProcess) -> None:
     """Runs last in the module: nothing the tasks made stays in the engine's state."""
     task_root = tengine.state / TASK_DIR
