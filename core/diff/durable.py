@@ -4,7 +4,7 @@ A snapshot is committed in metadata (which is fsynced) only once the files of it
 on stable storage too; otherwise a crash soon after a pull can leave a committed snapshot of
 empty files that no later pull repairs (containerd#5854, #8895). There are two ways to get
 there, and each is the cheap one for some layers (measured on this project's 2-core VM, ext4,
-a Debian layer of 4,075 entries, docs/benchmarks-r3-pull.md):
+a Debian layer of 4,075 entries, docs/benchmarks.md, "Pull, round three"):
 
 * `syncfs(2)` of the target's filesystem covers everything the layer wrote in one call,
   symbolic links, device nodes and whiteouts included, with one cache flush (0.02-0.12 s for
