@@ -149,31 +149,24 @@ class LineTable(ScrollView, can_focus=True):
 
     header_height = 1
 
-    class RowHighlighted(Message):
+    class _RowMessage(Message):
+        """A row and the table it is in, with DataTable's attribute names."""
+
+        def __init__(self, table: LineTable, cursor_row: int, row_key: RowKey) -> None:
+            self.data_table = table
+            self.cursor_row = cursor_row
+            self.row_key = row_key
+            super().__init__()
+
+        @property
+        def control(self) -> LineTable:
+            return self.data_table
+
+    class RowHighlighted(_RowMessage):
         """The cursor moved to another row."""
 
-        def __init__(self, table: LineTable, cursor_row: int, row_key: RowKey) -> None:
-            self.data_table = table
-            self.cursor_row = cursor_row
-            self.row_key = row_key
-            super().__init__()
-
-        @property
-        def control(self) -> LineTable:
-            return self.data_table
-
-    class RowSelected(Message):
+    class RowSelected(_RowMessage):
         """`enter` on a row, or a click on the cursor's row."""
-
-        def __init__(self, table: LineTable, cursor_row: int, row_key: RowKey) -> None:
-            self.data_table = table
-            self.cursor_row = cursor_row
-            self.row_key = row_key
-            super().__init__()
-
-        @property
-        def control(self) -> LineTable:
-            return self.data_table
 
     def __init__(
         self, *, cell_padding: int = 1, id: str | None = None, classes: str | None = None
