@@ -41,6 +41,7 @@ from bench.stats import machine, summary, table
 from core.api.containerd.services.containers import v1 as containers
 from core.api.containerd.services.snapshots import v1 as snapshots
 from core.api.containerd.services.tasks import v1 as tasks
+from core.api.containerd.types import Mount
 from core.api.containerd.v1.types import Status
 from core.client import Client
 from tests import engine_proc
@@ -182,6 +183,17 @@ def remove_namespace_cgroups(namespace: str = NS) -> None:
 # -- measurements ----------------------------------------------------------------------------
 
 
+async def created_container(client: Client, target: Target, cid: str) -> list[Mount]:
+    """`ctr containers create` a busybox container; its rootfs mounts, for Tasks.Create."""
+    target.ctr("containers", "create", IMAGE, cid, "sleep", "1000")
+    c = (await client.containers.get(containers.GetContainerRequest(id=cid))).container
+    assert c is not None
+    got = await client.snapshots.mounts(
+        snapshots.MountsRequest(snapshotter=c.snapshotter, key=c.snapshot_key)
+    )
+    return got.mounts
+
+
 async def lifecycle(client: Client, target: Target, reps: int) -> dict[str, list[float]]:
     """Per-RPC latencies over one task's life, on containers `ctr containers create` made."""
     samples: dict[str, list[float]] = {
@@ -189,14 +201,9 @@ async def lifecycle(client: Client, target: Target, reps: int) -> dict[str, list
     }
     for i in range(WARMUP + reps):
         cid = f"lc-{i}"
-        target.ctr("containers", "create", IMAGE, cid, "sleep", "1000")
-        c = (await client.containers.get(containers.GetContainerRequest(id=cid))).container
-        assert c is not None
-        mounts = await client.snapshots.mounts(
-            snapshots.MountsRequest(snapshotter=c.snapshotter, key=c.snapshot_key)
-        )
+        rootfs = await created_container(client, target, cid)
         t0 = time.perf_counter()
-        await client.tasks.create(tasks.CreateTaskRequest(container_id=cid, rootfs=mounts.mounts))
+        await client.tasks.create(tasks.CreateTaskRequest(container_id=cid, rootfs=rootfs))
         t1 = time.perf_counter()
         await client.tasks.start(tasks.StartRequest(container_id=cid))
         t2 = time.perf_counter()

@@ -27,8 +27,6 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import bench_tasks as bt
-from core.api.containerd.services.containers import v1 as containers
-from core.api.containerd.services.snapshots import v1 as snapshots
 from core.api.containerd.services.tasks import v1 as tasks
 from core.client import Client
 from tests import engine_proc
@@ -49,14 +47,9 @@ def engine_proc_of(tree: Path) -> ModuleType:
 
 async def one_round(client: Client, target: bt.Target, i: int) -> dict[str, float]:
     cid = f"ab-{i}"
-    target.ctr("containers", "create", bt.IMAGE, cid, "sleep", "1000")
-    c = (await client.containers.get(containers.GetContainerRequest(id=cid))).container
-    assert c is not None
-    mounts = await client.snapshots.mounts(
-        snapshots.MountsRequest(snapshotter=c.snapshotter, key=c.snapshot_key)
-    )
+    rootfs = await bt.created_container(client, target, cid)
     t0 = time.perf_counter()
-    await client.tasks.create(tasks.CreateTaskRequest(container_id=cid, rootfs=mounts.mounts))
+    await client.tasks.create(tasks.CreateTaskRequest(container_id=cid, rootfs=rootfs))
     t1 = time.perf_counter()
     await client.tasks.start(tasks.StartRequest(container_id=cid))
     t2 = time.perf_counter()
