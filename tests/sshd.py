@@ -96,6 +96,8 @@ def sshd(
         "-o", "PermitRootLogin=prohibit-password",
         "-o", "AllowStreamLocalForwarding=yes",
         "-o", "UsePAM=no",
+        # The keys live under /tmp, which some sshd builds refuse to trust for root.
+        "-o", "StrictModes=no",
         "-o", f"PidFile={base}/sshd.pid",
         "-o", "MaxStartups=100",
         "-o", "MaxSessions=100",

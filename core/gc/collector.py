@@ -58,6 +58,7 @@ class GarbageCollector:
         self._pending: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._sweep_skipped = False
+        self._again = False
 
     async def collect(self, *, wait: bool) -> Result | None:
         """Collect now (`wait`), or soon, coalescing bursts of deletes into one pass."""
@@ -69,10 +70,18 @@ class GarbageCollector:
     def collect_soon(self) -> None:
         if self._pending is None or self._pending.done():
             self._pending = asyncio.create_task(self._collect_soon())
+        else:
+            # The pending pass may already be past the point where it reads what
+            # this request deleted; it goes round once more rather than lose it.
+            self._again = True
 
     async def _collect_soon(self) -> None:
-        await asyncio.sleep(SOON)
-        await self._collect()
+        while True:
+            await asyncio.sleep(SOON)
+            self._again = False
+            await self._collect()
+            if not self._again:
+                return
 
     async def _collect(self) -> Result:
         async with self._lock:
