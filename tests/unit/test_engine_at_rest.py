@@ -5,8 +5,8 @@ fresh interpreter and asked, once it listens, which modules it has imported:
 the registry client and its HTTP stack, the differ's tar and compressors, the
 CRI's generated messages and services, prometheus_client (with no metrics
 address), protobuf's runtime and dateutil (the generated API's descriptor pool
-and Timestamp parsing), and grpclib's health and reflection services are not
-among them; and once it has built its puller, httpx's
+and Timestamp parsing), grpclib's health and reflection services, and
+importlib.metadata (core/startup.py) are not among them; and once it has built its puller, httpx's
 command-line client (rich, click, pygments) is not either. They are loaded on
 first use, and what stands in for them until then is checked here: the CRI's
 method table is the generated one, the health and reflection stand-ins declare
@@ -58,9 +58,15 @@ NOT_AT_REST = (
     "dateutil",
     "grpclib.health",
     "grpclib.reflection",
+    "importlib.metadata",
+    "email",
+    "zipfile",
 )
 
 AT_REST = """
+from core import startup
+
+startup.import_betterproto2()  # as `ctrdeck engine` does
 import asyncio, json, sys
 from pathlib import Path
 from core.config import Config, GrpcConfig
