@@ -28,8 +28,6 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grpclib.health.service import Health
-from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
 from core import listeners, memory, tls
@@ -41,7 +39,7 @@ from core.cri.plugin import CriPlugin, Pool
 from core.engine import Engine
 from core.errors import FailedPrecondition, InvalidArgument
 from core.plugins import Plugin
-from core.services import messages, status
+from core.services import deferred, messages, status
 from core.services.codec import Codec
 from core.services.containers import ContainersService
 from core.services.content import ContentService
@@ -80,7 +78,7 @@ def build_services(engine: Engine) -> tuple[list[Any], CriPlugin]:
         "snapshots": SnapshotsService(engine),
         "tasks": TasksService(engine),
         "task-details": TaskDetailsService(engine),
-        "healthcheck": Health(),
+        "healthcheck": deferred.health(),
     }
     for name, service in sorted(services.items()):
         # grpclib's Health uses none of the engine's parts.
@@ -92,7 +90,7 @@ def build_services(engine: Engine) -> tuple[list[Any], CriPlugin]:
     engine.plugins.add(
         Plugin(GRPC_PLUGIN, "cri", requires=engine.requires(CRI_PARTS)), *cri.services
     )
-    reflected = ServerReflection.extend(
+    reflected = deferred.with_reflection(
         [*services.values(), *cri.services], pool=Pool(default_google_proto_descriptor_pool)
     )
     return reflected, cri

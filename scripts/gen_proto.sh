@@ -40,20 +40,9 @@ mapfile -t PROTOS < <(cd protos && find . -name '*.proto' -printf '%P\n' | LC_AL
   --python_betterproto2_opt=client_generation=async,server_generation=async,google_protobuf_descriptors \
   "${PROTOS[@]}"
 
-# Compiler bug workaround. A message named Descriptor (containerd.types) collides
-# with the compiler's "from google.protobuf.descriptor import Descriptor", which
-# the google_protobuf_descriptors option uses to annotate each class's
-# DESCRIPTOR property; the class then shadows the import and the module fails to
-# import (NameError while the class body is evaluated). Deleting the import, the
-# fix for runs without that option, does not work here, so import protobuf's
-# descriptor classes under private aliases and point the annotations at them.
-# Applied to every generated module so they all look the same.
-while IFS= read -r -d '' f; do
-  sed -i -E \
-    -e 's/^from google\.protobuf\.descriptor import .*$/from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor/' \
-    -e 's/^( +def DESCRIPTOR\(\) -> )Descriptor:$/\1_PbDescriptor:/' \
-    -e 's/^( +def DESCRIPTOR\(\) -> )EnumDescriptor:$/\1_PbEnumDescriptor:/' \
-    "$f"
-done < <(grep -rlZ '^from google\.protobuf\.descriptor import ' "$OUTDIR" --include='*.py' || true)
+# Importing the API must not import protobuf or dateutil (an engine at rest needs
+# neither), and works around a compiler bug (a message named Descriptor); see the
+# post-processor's docstring.
+"$PYTHON" "$ROOT/scripts/proto_postprocess.py" "$OUTDIR"
 
 touch "$OUTDIR/__init__.py"

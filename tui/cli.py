@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_engine(args: argparse.Namespace) -> int:
+    from core import startup
+
+    startup.import_betterproto2()  # first: see core/startup.py
     import asyncio
 
     from core import config as cfg

@@ -3,11 +3,14 @@
 A real engine (`core.server.serve`, its own root under /tmp) is started in a
 fresh interpreter and asked, once it listens, which modules it has imported:
 the registry client and its HTTP stack, the differ's tar and compressors, the
-CRI's generated messages and services, and prometheus_client (with no metrics
-address) are not among them; and once it has built its puller, httpx's
+CRI's generated messages and services, prometheus_client (with no metrics
+address), protobuf's runtime and dateutil (the generated API's descriptor pool
+and Timestamp parsing), grpclib's health and reflection services, and
+importlib.metadata (core/startup.py) are not among them; and once it has built its puller, httpx's
 command-line client (rich, click, pygments) is not either. They are loaded on
 first use, and what stands in for them until then is checked here: the CRI's
-method table is the generated one, server reflection still finds runtime.v1,
+method table is the generated one, the health and reflection stand-ins declare
+grpclib's methods and health answers, server reflection still finds runtime.v1,
 and the import spool path the engine looks at is the archive code's.
 """
 
@@ -20,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +32,7 @@ from core.api.google_proto_descriptor_pool import default_google_proto_descripto
 from core.api.runtime import v1 as cri
 from core.cri.plugin import METHODS, Pool
 from core.images import archive
+from core.services import deferred
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,9 +53,20 @@ NOT_AT_REST = (
     "core.cri.service",
     "prometheus_client",
     "core.metrics",
+    "google.protobuf",
+    "google._upb",
+    "dateutil",
+    "grpclib.health",
+    "grpclib.reflection",
+    "importlib.metadata",
+    "email",
+    "zipfile",
 )
 
 AT_REST = """
+from core import startup
+
+startup.import_betterproto2()  # as `ctrdeck engine` does
 import asyncio, json, sys
 from pathlib import Path
 from core.config import Config, GrpcConfig
@@ -69,6 +85,18 @@ async def main() -> None:
         print(json.dumps(imported()))
         server.engine.puller
         print(json.dumps(imported()))
+        from grpclib.client import Channel
+        from grpclib.health.v1.health_pb2 import HealthCheckRequest
+        from grpclib.health.v1.health_grpc import HealthStub
+
+        async with Channel(path=config.grpc.address) as channel:
+            health = HealthStub(channel)
+            checked = await health.Check(HealthCheckRequest())
+            async with health.Watch.open() as watch:
+                await watch.send_message(HealthCheckRequest(), end=True)
+                watched = await watch.recv_message()
+                await watch.cancel()
+        print(json.dumps([checked.status, watched.status]))
     finally:
         await server.stop()
 
@@ -93,13 +121,16 @@ def _run(script: str, *args: str) -> str:
 def test_a_serving_engine_has_not_imported_what_it_loads_on_first_use() -> None:
     base = Path(tempfile.mkdtemp(prefix="ctrdeck-rest-", dir="/tmp"))
     try:
-        lines = _run(AT_REST, str(base)).splitlines()[-2:]
-        at_rest, pulling = (set(json.loads(line)) for line in lines)
+        lines = _run(AT_REST, str(base)).splitlines()[-3:]
+        at_rest, pulling = (set(json.loads(line)) for line in lines[:2])
+        health = json.loads(lines[2])
     finally:
         shutil.rmtree(base, ignore_errors=True)
     assert "core.server" in at_rest and "core.cri.plugin" in at_rest
     assert _among(at_rest, NOT_AT_REST) == []
     assert "httpx" in pulling and _among(pulling, ("rich", "click", "pygments")) == []
+    # The health service, loaded by its first call, answers both methods: SERVING.
+    assert health == [1, 1]
 
 
 def _among(modules: set[str], packages: tuple[str, ...]) -> list[str]:
@@ -133,6 +164,17 @@ print(pool.FindFileContainingSymbol("runtime.v1.RuntimeService").name)
     pool = Pool(default_google_proto_descriptor_pool)
     with pytest.raises(KeyError):
         pool.FindFileContainingSymbol("runtime.v1.NoSuchService")
+
+
+def test_the_deferred_services_declare_grpclib_s_methods() -> None:
+    from grpclib.health.service import Health
+    from grpclib.reflection.service import ServerReflection
+
+    def table(services: list[Any]) -> dict[str, Any]:
+        return {p: h.cardinality for s in services for p, h in s.__mapping__().items()}
+
+    assert table([Health()]) == deferred.HEALTH_METHODS
+    assert table(ServerReflection.extend([])) == deferred.REFLECTION_METHODS
 
 
 def test_the_engine_looks_for_leftover_imports_where_imports_spool() -> None:

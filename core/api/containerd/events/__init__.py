@@ -32,10 +32,15 @@ import datetime
 from dataclasses import dataclass
 
 import betterproto2
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from ...google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from ...message_pool import default_message_pool
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
@@ -45,7 +50,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class ContainerCreate(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_CONTAINER_PROTO_DESCRIPTOR.message_types_by_name["ContainerCreate"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -64,7 +69,7 @@ default_message_pool.register_message("containerd.events", "ContainerCreate", Co
 class ContainerCreateRuntime(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_CONTAINER_PROTO_DESCRIPTOR.message_types_by_name[
             "ContainerCreate.Runtime"
         ]
@@ -85,7 +90,7 @@ default_message_pool.register_message(
 class ContainerDelete(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_CONTAINER_PROTO_DESCRIPTOR.message_types_by_name["ContainerDelete"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -98,7 +103,7 @@ default_message_pool.register_message("containerd.events", "ContainerDelete", Co
 class ContainerUpdate(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_CONTAINER_PROTO_DESCRIPTOR.message_types_by_name["ContainerUpdate"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -121,7 +126,7 @@ default_message_pool.register_message("containerd.events", "ContainerUpdate", Co
 class ContentDelete(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_CONTENT_PROTO_DESCRIPTOR.message_types_by_name["ContentDelete"]
 
     digest: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -134,7 +139,7 @@ default_message_pool.register_message("containerd.events", "ContentDelete", Cont
 class NamespaceCreate(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name["NamespaceCreate"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -153,7 +158,7 @@ default_message_pool.register_message("containerd.events", "NamespaceCreate", Na
 class NamespaceDelete(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name["NamespaceDelete"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -166,7 +171,7 @@ default_message_pool.register_message("containerd.events", "NamespaceDelete", Na
 class NamespaceUpdate(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name["NamespaceUpdate"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -185,7 +190,7 @@ default_message_pool.register_message("containerd.events", "NamespaceUpdate", Na
 class SnapshotCommit(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_SNAPSHOT_PROTO_DESCRIPTOR.message_types_by_name["SnapshotCommit"]
 
     key: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -200,7 +205,7 @@ default_message_pool.register_message("containerd.events", "SnapshotCommit", Sna
 class SnapshotPrepare(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_SNAPSHOT_PROTO_DESCRIPTOR.message_types_by_name["SnapshotPrepare"]
 
     key: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -215,7 +220,7 @@ default_message_pool.register_message("containerd.events", "SnapshotPrepare", Sn
 class SnapshotRemove(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_SNAPSHOT_PROTO_DESCRIPTOR.message_types_by_name["SnapshotRemove"]
 
     key: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -228,7 +233,7 @@ default_message_pool.register_message("containerd.events", "SnapshotRemove", Sna
 class TaskCheckpointed(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_TASK_PROTO_DESCRIPTOR.message_types_by_name["TaskCheckpointed"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -243,7 +248,7 @@ default_message_pool.register_message("containerd.events", "TaskCheckpointed", T
 class TaskCreate(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_TASK_PROTO_DESCRIPTOR.message_types_by_name["TaskCreate"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -266,7 +271,7 @@ default_message_pool.register_message("containerd.events", "TaskCreate", TaskCre
 class TaskDelete(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_TASK_PROTO_DESCRIPTOR.message_types_by_name["TaskDelete"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -292,7 +297,7 @@ default_message_pool.register_message("containerd.events", "TaskDelete", TaskDel
 class TaskExecAdded(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_TASK_PROTO_DESCRIPTOR.message_types_by_name["TaskExecAdded"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -307,7 +312,7 @@ default_message_pool.register_message("containerd.events", "TaskExecAdded", Task
 class TaskExecStarted(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_TASK_PROTO_DESCRIPTOR.message_types_by_name["TaskExecStarted"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -324,7 +329,7 @@ default_message_pool.register_message("containerd.events", "TaskExecStarted", Ta
 class TaskExit(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_TASK_PROTO_DESCRIPTOR.message_types_by_name["TaskExit"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -350,7 +355,7 @@ default_message_pool.register_message("containerd.events", "TaskExit", TaskExit)
 class TaskIo(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_TASK_PROTO_DESCRIPTOR.message_types_by_name["TaskIO"]
 
     stdin: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -369,7 +374,7 @@ default_message_pool.register_message("containerd.events", "TaskIO", TaskIo)
 class TaskOom(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_TASK_PROTO_DESCRIPTOR.message_types_by_name["TaskOOM"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -382,7 +387,7 @@ default_message_pool.register_message("containerd.events", "TaskOOM", TaskOom)
 class TaskPaused(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_TASK_PROTO_DESCRIPTOR.message_types_by_name["TaskPaused"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -395,7 +400,7 @@ default_message_pool.register_message("containerd.events", "TaskPaused", TaskPau
 class TaskResumed(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_TASK_PROTO_DESCRIPTOR.message_types_by_name["TaskResumed"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -408,7 +413,7 @@ default_message_pool.register_message("containerd.events", "TaskResumed", TaskRe
 class TaskStart(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_TASK_PROTO_DESCRIPTOR.message_types_by_name["TaskStart"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)

@@ -14,10 +14,15 @@ import datetime
 from dataclasses import dataclass
 
 import betterproto2
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from ...google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from ...message_pool import default_message_pool
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
@@ -31,7 +36,7 @@ class Descriptor(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_TYPES_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["Descriptor"]
 
     media_type: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -65,7 +70,7 @@ class Metric(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_TYPES_METRICS_PROTO_DESCRIPTOR.message_types_by_name["Metric"]
 
     timestamp: "datetime.datetime | None" = betterproto2.field(
@@ -90,7 +95,7 @@ class Mount(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_TYPES_MOUNT_PROTO_DESCRIPTOR.message_types_by_name["Mount"]
 
     type: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -113,7 +118,7 @@ class Platform(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_TYPES_PLATFORM_PROTO_DESCRIPTOR.message_types_by_name["Platform"]
 
     os: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)

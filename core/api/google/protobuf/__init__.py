@@ -15,12 +15,16 @@ import typing
 from dataclasses import dataclass
 
 import betterproto2
-import dateutil.parser
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 from typing_extensions import Self
 
 from ...google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from ...message_pool import default_message_pool
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
@@ -63,7 +67,7 @@ class Any(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return GOOGLE_PROTOBUF_ANY_PROTO_DESCRIPTOR.message_types_by_name["Any"]
 
     type_url: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -194,7 +198,7 @@ class Empty(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return GOOGLE_PROTOBUF_EMPTY_PROTO_DESCRIPTOR.message_types_by_name["Empty"]
 
     pass
@@ -406,7 +410,7 @@ class FieldMask(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return GOOGLE_PROTOBUF_FIELD_MASK_PROTO_DESCRIPTOR.message_types_by_name["FieldMask"]
 
     paths: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
@@ -514,7 +518,7 @@ class Timestamp(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return GOOGLE_PROTOBUF_TIMESTAMP_PROTO_DESCRIPTOR.message_types_by_name["Timestamp"]
 
     seconds: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
@@ -581,6 +585,8 @@ class Timestamp(betterproto2.Message):
     @classmethod
     def from_dict(cls, value, *, ignore_unknown_fields: bool = False) -> Self:
         if isinstance(value, str):
+            import dateutil.parser
+
             dt = dateutil.parser.isoparse(value)
             dt = dt.astimezone(datetime.timezone.utc)
             return cls.from_datetime(dt)

@@ -135,7 +135,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from ...google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from ...message_pool import default_message_pool
@@ -145,6 +144,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -152,7 +157,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class ContainerState(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbEnumDescriptor:
+    def DESCRIPTOR() -> "_PbEnumDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.enum_types_by_name["ContainerState"]
 
     CONTAINER_CREATED = 0
@@ -167,7 +172,7 @@ class ContainerState(betterproto2.Enum):
 class MountPropagation(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbEnumDescriptor:
+    def DESCRIPTOR() -> "_PbEnumDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.enum_types_by_name["MountPropagation"]
 
     PROPAGATION_PRIVATE = 0
@@ -180,7 +185,7 @@ class MountPropagation(betterproto2.Enum):
 class NamespaceMode(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbEnumDescriptor:
+    def DESCRIPTOR() -> "_PbEnumDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.enum_types_by_name["NamespaceMode"]
 
     POD = 0
@@ -195,7 +200,7 @@ class NamespaceMode(betterproto2.Enum):
 class PodSandboxState(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbEnumDescriptor:
+    def DESCRIPTOR() -> "_PbEnumDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.enum_types_by_name["PodSandboxState"]
 
     SANDBOX_READY = 0
@@ -206,7 +211,7 @@ class PodSandboxState(betterproto2.Enum):
 class Protocol(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbEnumDescriptor:
+    def DESCRIPTOR() -> "_PbEnumDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.enum_types_by_name["Protocol"]
 
     TCP = 0
@@ -219,7 +224,7 @@ class Protocol(betterproto2.Enum):
 class SecurityProfileProfileType(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbEnumDescriptor:
+    def DESCRIPTOR() -> "_PbEnumDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.enum_types_by_name["SecurityProfile.ProfileType"]
 
     RuntimeDefault = 0
@@ -233,7 +238,7 @@ class SecurityProfileProfileType(betterproto2.Enum):
 class AttachRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["AttachRequest"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -254,7 +259,7 @@ default_message_pool.register_message("runtime.v1", "AttachRequest", AttachReque
 class AttachResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["AttachResponse"]
 
     url: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -267,7 +272,7 @@ default_message_pool.register_message("runtime.v1", "AttachResponse", AttachResp
 class AuthConfig(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["AuthConfig"]
 
     username: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -290,7 +295,7 @@ default_message_pool.register_message("runtime.v1", "AuthConfig", AuthConfig)
 class Capability(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["Capability"]
 
     add_capabilities: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
@@ -309,7 +314,7 @@ default_message_pool.register_message("runtime.v1", "Capability", Capability)
 class Container(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["Container"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -350,7 +355,7 @@ default_message_pool.register_message("runtime.v1", "Container", Container)
 class ContainerAttributes(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ContainerAttributes"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -379,7 +384,7 @@ default_message_pool.register_message("runtime.v1", "ContainerAttributes", Conta
 class ContainerConfig(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ContainerConfig"]
 
     metadata: "ContainerMetadata | None" = betterproto2.field(
@@ -432,7 +437,7 @@ default_message_pool.register_message("runtime.v1", "ContainerConfig", Container
 class ContainerFilter(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ContainerFilter"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -457,7 +462,7 @@ default_message_pool.register_message("runtime.v1", "ContainerFilter", Container
 class ContainerMetadata(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ContainerMetadata"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -472,7 +477,7 @@ default_message_pool.register_message("runtime.v1", "ContainerMetadata", Contain
 class ContainerStateValue(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ContainerStateValue"]
 
     state: "ContainerState" = betterproto2.field(
@@ -487,7 +492,7 @@ default_message_pool.register_message("runtime.v1", "ContainerStateValue", Conta
 class ContainerStats(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ContainerStats"]
 
     attributes: "ContainerAttributes | None" = betterproto2.field(
@@ -510,7 +515,7 @@ default_message_pool.register_message("runtime.v1", "ContainerStats", ContainerS
 class ContainerStatsFilter(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ContainerStatsFilter"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -531,7 +536,7 @@ default_message_pool.register_message("runtime.v1", "ContainerStatsFilter", Cont
 class ContainerStatsRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ContainerStatsRequest"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -544,7 +549,7 @@ default_message_pool.register_message("runtime.v1", "ContainerStatsRequest", Con
 class ContainerStatsResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ContainerStatsResponse"]
 
     stats: "ContainerStats | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
@@ -559,7 +564,7 @@ default_message_pool.register_message(
 class ContainerStatus(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ContainerStatus"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -612,7 +617,7 @@ default_message_pool.register_message("runtime.v1", "ContainerStatus", Container
 class ContainerStatusRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ContainerStatusRequest"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -629,7 +634,7 @@ default_message_pool.register_message(
 class ContainerStatusResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ContainerStatusResponse"]
 
     status: "ContainerStatus | None" = betterproto2.field(
@@ -652,7 +657,7 @@ default_message_pool.register_message(
 class CpuUsage(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["CpuUsage"]
 
     timestamp: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
@@ -673,7 +678,7 @@ default_message_pool.register_message("runtime.v1", "CpuUsage", CpuUsage)
 class CreateContainerRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["CreateContainerRequest"]
 
     pod_sandbox_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -696,7 +701,7 @@ default_message_pool.register_message(
 class CreateContainerResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["CreateContainerResponse"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -711,7 +716,7 @@ default_message_pool.register_message(
 class Device(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["Device"]
 
     container_path: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -728,7 +733,7 @@ default_message_pool.register_message("runtime.v1", "Device", Device)
 class DnsConfig(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["DNSConfig"]
 
     servers: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
@@ -745,7 +750,7 @@ default_message_pool.register_message("runtime.v1", "DNSConfig", DnsConfig)
 class ExecRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ExecRequest"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -768,7 +773,7 @@ default_message_pool.register_message("runtime.v1", "ExecRequest", ExecRequest)
 class ExecResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ExecResponse"]
 
     url: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -781,7 +786,7 @@ default_message_pool.register_message("runtime.v1", "ExecResponse", ExecResponse
 class ExecSyncRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ExecSyncRequest"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -798,7 +803,7 @@ default_message_pool.register_message("runtime.v1", "ExecSyncRequest", ExecSyncR
 class ExecSyncResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ExecSyncResponse"]
 
     stdout: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
@@ -815,7 +820,7 @@ default_message_pool.register_message("runtime.v1", "ExecSyncResponse", ExecSync
 class FilesystemIdentifier(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["FilesystemIdentifier"]
 
     mountpoint: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -828,7 +833,7 @@ default_message_pool.register_message("runtime.v1", "FilesystemIdentifier", File
 class FilesystemUsage(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["FilesystemUsage"]
 
     timestamp: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
@@ -853,7 +858,7 @@ default_message_pool.register_message("runtime.v1", "FilesystemUsage", Filesyste
 class HugepageLimit(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["HugepageLimit"]
 
     page_size: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -868,7 +873,7 @@ default_message_pool.register_message("runtime.v1", "HugepageLimit", HugepageLim
 class Image(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["Image"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -893,7 +898,7 @@ default_message_pool.register_message("runtime.v1", "Image", Image)
 class ImageFilter(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ImageFilter"]
 
     image: "ImageSpec | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
@@ -906,7 +911,7 @@ default_message_pool.register_message("runtime.v1", "ImageFilter", ImageFilter)
 class ImageFsInfoRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ImageFsInfoRequest"]
 
     pass
@@ -919,7 +924,7 @@ default_message_pool.register_message("runtime.v1", "ImageFsInfoRequest", ImageF
 class ImageFsInfoResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ImageFsInfoResponse"]
 
     image_filesystems: "list[FilesystemUsage]" = betterproto2.field(
@@ -934,7 +939,7 @@ default_message_pool.register_message("runtime.v1", "ImageFsInfoResponse", Image
 class ImageSpec(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ImageSpec"]
 
     image: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -953,7 +958,7 @@ default_message_pool.register_message("runtime.v1", "ImageSpec", ImageSpec)
 class ImageStatusRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ImageStatusRequest"]
 
     image: "ImageSpec | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
@@ -968,7 +973,7 @@ default_message_pool.register_message("runtime.v1", "ImageStatusRequest", ImageS
 class ImageStatusResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ImageStatusResponse"]
 
     image: "Image | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
@@ -987,7 +992,7 @@ default_message_pool.register_message("runtime.v1", "ImageStatusResponse", Image
 class Int64Value(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["Int64Value"]
 
     value: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
@@ -1000,7 +1005,7 @@ default_message_pool.register_message("runtime.v1", "Int64Value", Int64Value)
 class KeyValue(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["KeyValue"]
 
     key: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1015,7 +1020,7 @@ default_message_pool.register_message("runtime.v1", "KeyValue", KeyValue)
 class LinuxContainerConfig(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["LinuxContainerConfig"]
 
     resources: "LinuxContainerResources | None" = betterproto2.field(
@@ -1034,7 +1039,7 @@ default_message_pool.register_message("runtime.v1", "LinuxContainerConfig", Linu
 class LinuxContainerResources(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["LinuxContainerResources"]
 
     cpu_period: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
@@ -1073,7 +1078,7 @@ default_message_pool.register_message(
 class LinuxContainerSecurityContext(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name[
             "LinuxContainerSecurityContext"
         ]
@@ -1134,7 +1139,7 @@ default_message_pool.register_message(
 class LinuxPodSandboxConfig(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["LinuxPodSandboxConfig"]
 
     cgroup_parent: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1157,7 +1162,7 @@ default_message_pool.register_message("runtime.v1", "LinuxPodSandboxConfig", Lin
 class LinuxPodSandboxStats(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["LinuxPodSandboxStats"]
 
     cpu: "CpuUsage | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
@@ -1180,7 +1185,7 @@ default_message_pool.register_message("runtime.v1", "LinuxPodSandboxStats", Linu
 class LinuxPodSandboxStatus(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["LinuxPodSandboxStatus"]
 
     namespaces: "Namespace | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
@@ -1193,7 +1198,7 @@ default_message_pool.register_message("runtime.v1", "LinuxPodSandboxStatus", Lin
 class LinuxSandboxSecurityContext(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["LinuxSandboxSecurityContext"]
 
     namespace_options: "NamespaceOption | None" = betterproto2.field(
@@ -1238,7 +1243,7 @@ default_message_pool.register_message(
 class ListContainersRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ListContainersRequest"]
 
     filter: "ContainerFilter | None" = betterproto2.field(
@@ -1253,7 +1258,7 @@ default_message_pool.register_message("runtime.v1", "ListContainersRequest", Lis
 class ListContainersResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ListContainersResponse"]
 
     containers: "list[Container]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
@@ -1268,7 +1273,7 @@ default_message_pool.register_message(
 class ListContainerStatsRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ListContainerStatsRequest"]
 
     filter: "ContainerStatsFilter | None" = betterproto2.field(
@@ -1285,7 +1290,7 @@ default_message_pool.register_message(
 class ListContainerStatsResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ListContainerStatsResponse"]
 
     stats: "list[ContainerStats]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
@@ -1300,7 +1305,7 @@ default_message_pool.register_message(
 class ListImagesRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ListImagesRequest"]
 
     filter: "ImageFilter | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
@@ -1313,7 +1318,7 @@ default_message_pool.register_message("runtime.v1", "ListImagesRequest", ListIma
 class ListImagesResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ListImagesResponse"]
 
     images: "list[Image]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
@@ -1326,7 +1331,7 @@ default_message_pool.register_message("runtime.v1", "ListImagesResponse", ListIm
 class ListPodSandboxRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ListPodSandboxRequest"]
 
     filter: "PodSandboxFilter | None" = betterproto2.field(
@@ -1341,7 +1346,7 @@ default_message_pool.register_message("runtime.v1", "ListPodSandboxRequest", Lis
 class ListPodSandboxResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ListPodSandboxResponse"]
 
     items: "list[PodSandbox]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
@@ -1356,7 +1361,7 @@ default_message_pool.register_message(
 class ListPodSandboxStatsRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ListPodSandboxStatsRequest"]
 
     filter: "PodSandboxStatsFilter | None" = betterproto2.field(
@@ -1373,7 +1378,7 @@ default_message_pool.register_message(
 class ListPodSandboxStatsResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ListPodSandboxStatsResponse"]
 
     stats: "list[PodSandboxStats]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
@@ -1388,7 +1393,7 @@ default_message_pool.register_message(
 class MemoryUsage(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["MemoryUsage"]
 
     timestamp: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
@@ -1425,7 +1430,7 @@ default_message_pool.register_message("runtime.v1", "MemoryUsage", MemoryUsage)
 class Mount(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["Mount"]
 
     container_path: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1448,7 +1453,7 @@ default_message_pool.register_message("runtime.v1", "Mount", Mount)
 class Namespace(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["Namespace"]
 
     options: "NamespaceOption | None" = betterproto2.field(
@@ -1463,7 +1468,7 @@ default_message_pool.register_message("runtime.v1", "Namespace", Namespace)
 class NamespaceOption(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["NamespaceOption"]
 
     network: "NamespaceMode" = betterproto2.field(
@@ -1488,7 +1493,7 @@ default_message_pool.register_message("runtime.v1", "NamespaceOption", Namespace
 class NetworkConfig(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["NetworkConfig"]
 
     pod_cidr: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1501,7 +1506,7 @@ default_message_pool.register_message("runtime.v1", "NetworkConfig", NetworkConf
 class NetworkInterfaceUsage(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["NetworkInterfaceUsage"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1526,7 +1531,7 @@ default_message_pool.register_message("runtime.v1", "NetworkInterfaceUsage", Net
 class NetworkUsage(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["NetworkUsage"]
 
     timestamp: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
@@ -1547,7 +1552,7 @@ default_message_pool.register_message("runtime.v1", "NetworkUsage", NetworkUsage
 class PodIp(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodIP"]
 
     ip: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1560,7 +1565,7 @@ default_message_pool.register_message("runtime.v1", "PodIP", PodIp)
 class PodSandbox(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandbox"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1597,7 +1602,7 @@ default_message_pool.register_message("runtime.v1", "PodSandbox", PodSandbox)
 class PodSandboxAttributes(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxAttributes"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1626,7 +1631,7 @@ default_message_pool.register_message("runtime.v1", "PodSandboxAttributes", PodS
 class PodSandboxConfig(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxConfig"]
 
     metadata: "PodSandboxMetadata | None" = betterproto2.field(
@@ -1667,7 +1672,7 @@ default_message_pool.register_message("runtime.v1", "PodSandboxConfig", PodSandb
 class PodSandboxFilter(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxFilter"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1690,7 +1695,7 @@ default_message_pool.register_message("runtime.v1", "PodSandboxFilter", PodSandb
 class PodSandboxMetadata(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxMetadata"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1709,7 +1714,7 @@ default_message_pool.register_message("runtime.v1", "PodSandboxMetadata", PodSan
 class PodSandboxNetworkStatus(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxNetworkStatus"]
 
     ip: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1726,7 +1731,7 @@ default_message_pool.register_message(
 class PodSandboxStateValue(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxStateValue"]
 
     state: "PodSandboxState" = betterproto2.field(
@@ -1741,7 +1746,7 @@ default_message_pool.register_message("runtime.v1", "PodSandboxStateValue", PodS
 class PodSandboxStats(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxStats"]
 
     attributes: "PodSandboxAttributes | None" = betterproto2.field(
@@ -1760,7 +1765,7 @@ default_message_pool.register_message("runtime.v1", "PodSandboxStats", PodSandbo
 class PodSandboxStatsFilter(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxStatsFilter"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1779,7 +1784,7 @@ default_message_pool.register_message("runtime.v1", "PodSandboxStatsFilter", Pod
 class PodSandboxStatsRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxStatsRequest"]
 
     pod_sandbox_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1794,7 +1799,7 @@ default_message_pool.register_message(
 class PodSandboxStatsResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxStatsResponse"]
 
     stats: "PodSandboxStats | None" = betterproto2.field(
@@ -1811,7 +1816,7 @@ default_message_pool.register_message(
 class PodSandboxStatus(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxStatus"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1856,7 +1861,7 @@ default_message_pool.register_message("runtime.v1", "PodSandboxStatus", PodSandb
 class PodSandboxStatusRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxStatusRequest"]
 
     pod_sandbox_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1873,7 +1878,7 @@ default_message_pool.register_message(
 class PodSandboxStatusResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PodSandboxStatusResponse"]
 
     status: "PodSandboxStatus | None" = betterproto2.field(
@@ -1896,7 +1901,7 @@ default_message_pool.register_message(
 class PortForwardRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PortForwardRequest"]
 
     pod_sandbox_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1911,7 +1916,7 @@ default_message_pool.register_message("runtime.v1", "PortForwardRequest", PortFo
 class PortForwardResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PortForwardResponse"]
 
     url: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1924,7 +1929,7 @@ default_message_pool.register_message("runtime.v1", "PortForwardResponse", PortF
 class PortMapping(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PortMapping"]
 
     protocol: "Protocol" = betterproto2.field(
@@ -1945,7 +1950,7 @@ default_message_pool.register_message("runtime.v1", "PortMapping", PortMapping)
 class ProcessUsage(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ProcessUsage"]
 
     timestamp: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
@@ -1962,7 +1967,7 @@ default_message_pool.register_message("runtime.v1", "ProcessUsage", ProcessUsage
 class PullImageRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PullImageRequest"]
 
     image: "ImageSpec | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
@@ -1981,7 +1986,7 @@ default_message_pool.register_message("runtime.v1", "PullImageRequest", PullImag
 class PullImageResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["PullImageResponse"]
 
     image_ref: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -1994,7 +1999,7 @@ default_message_pool.register_message("runtime.v1", "PullImageResponse", PullIma
 class RemoveContainerRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["RemoveContainerRequest"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -2009,7 +2014,7 @@ default_message_pool.register_message(
 class RemoveContainerResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["RemoveContainerResponse"]
 
     pass
@@ -2024,7 +2029,7 @@ default_message_pool.register_message(
 class RemoveImageRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["RemoveImageRequest"]
 
     image: "ImageSpec | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
@@ -2037,7 +2042,7 @@ default_message_pool.register_message("runtime.v1", "RemoveImageRequest", Remove
 class RemoveImageResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["RemoveImageResponse"]
 
     pass
@@ -2050,7 +2055,7 @@ default_message_pool.register_message("runtime.v1", "RemoveImageResponse", Remov
 class RemovePodSandboxRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["RemovePodSandboxRequest"]
 
     pod_sandbox_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -2065,7 +2070,7 @@ default_message_pool.register_message(
 class RemovePodSandboxResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["RemovePodSandboxResponse"]
 
     pass
@@ -2080,7 +2085,7 @@ default_message_pool.register_message(
 class ReopenContainerLogRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ReopenContainerLogRequest"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -2095,7 +2100,7 @@ default_message_pool.register_message(
 class ReopenContainerLogResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["ReopenContainerLogResponse"]
 
     pass
@@ -2110,7 +2115,7 @@ default_message_pool.register_message(
 class RunPodSandboxRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["RunPodSandboxRequest"]
 
     config: "PodSandboxConfig | None" = betterproto2.field(
@@ -2127,7 +2132,7 @@ default_message_pool.register_message("runtime.v1", "RunPodSandboxRequest", RunP
 class RunPodSandboxResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["RunPodSandboxResponse"]
 
     pod_sandbox_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -2140,7 +2145,7 @@ default_message_pool.register_message("runtime.v1", "RunPodSandboxResponse", Run
 class RuntimeCondition(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["RuntimeCondition"]
 
     type: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -2159,7 +2164,7 @@ default_message_pool.register_message("runtime.v1", "RuntimeCondition", RuntimeC
 class RuntimeConfig(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["RuntimeConfig"]
 
     network_config: "NetworkConfig | None" = betterproto2.field(
@@ -2174,7 +2179,7 @@ default_message_pool.register_message("runtime.v1", "RuntimeConfig", RuntimeConf
 class RuntimeStatus(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["RuntimeStatus"]
 
     conditions: "list[RuntimeCondition]" = betterproto2.field(
@@ -2189,7 +2194,7 @@ default_message_pool.register_message("runtime.v1", "RuntimeStatus", RuntimeStat
 class SecurityProfile(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["SecurityProfile"]
 
     profile_type: "SecurityProfileProfileType" = betterproto2.field(
@@ -2206,7 +2211,7 @@ default_message_pool.register_message("runtime.v1", "SecurityProfile", SecurityP
 class SeLinuxOption(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["SELinuxOption"]
 
     user: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -2225,7 +2230,7 @@ default_message_pool.register_message("runtime.v1", "SELinuxOption", SeLinuxOpti
 class StartContainerRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["StartContainerRequest"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -2238,7 +2243,7 @@ default_message_pool.register_message("runtime.v1", "StartContainerRequest", Sta
 class StartContainerResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["StartContainerResponse"]
 
     pass
@@ -2253,7 +2258,7 @@ default_message_pool.register_message(
 class StatusRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["StatusRequest"]
 
     verbose: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
@@ -2266,7 +2271,7 @@ default_message_pool.register_message("runtime.v1", "StatusRequest", StatusReque
 class StatusResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["StatusResponse"]
 
     status: "RuntimeStatus | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
@@ -2285,7 +2290,7 @@ default_message_pool.register_message("runtime.v1", "StatusResponse", StatusResp
 class StopContainerRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["StopContainerRequest"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -2300,7 +2305,7 @@ default_message_pool.register_message("runtime.v1", "StopContainerRequest", Stop
 class StopContainerResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["StopContainerResponse"]
 
     pass
@@ -2313,7 +2318,7 @@ default_message_pool.register_message("runtime.v1", "StopContainerResponse", Sto
 class StopPodSandboxRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["StopPodSandboxRequest"]
 
     pod_sandbox_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -2326,7 +2331,7 @@ default_message_pool.register_message("runtime.v1", "StopPodSandboxRequest", Sto
 class StopPodSandboxResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["StopPodSandboxResponse"]
 
     pass
@@ -2341,7 +2346,7 @@ default_message_pool.register_message(
 class UInt64Value(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["UInt64Value"]
 
     value: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -2354,7 +2359,7 @@ default_message_pool.register_message("runtime.v1", "UInt64Value", UInt64Value)
 class UpdateContainerResourcesRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateContainerResourcesRequest"
         ]
@@ -2381,7 +2386,7 @@ default_message_pool.register_message(
 class UpdateContainerResourcesResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateContainerResourcesResponse"
         ]
@@ -2398,7 +2403,7 @@ default_message_pool.register_message(
 class UpdateRuntimeConfigRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["UpdateRuntimeConfigRequest"]
 
     runtime_config: "RuntimeConfig | None" = betterproto2.field(
@@ -2415,7 +2420,7 @@ default_message_pool.register_message(
 class UpdateRuntimeConfigResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["UpdateRuntimeConfigResponse"]
 
     pass
@@ -2430,7 +2435,7 @@ default_message_pool.register_message(
 class VersionRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["VersionRequest"]
 
     version: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -2443,7 +2448,7 @@ default_message_pool.register_message("runtime.v1", "VersionRequest", VersionReq
 class VersionResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return RUNTIME_V1_API_PROTO_DESCRIPTOR.message_types_by_name["VersionResponse"]
 
     version: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)

@@ -12,10 +12,15 @@ __all__ = (
 from dataclasses import dataclass
 
 import betterproto2
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from ....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from ....message_pool import default_message_pool
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
@@ -25,7 +30,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class CheckpointOptions(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_RUNTIME_V2_RUNC_OPTIONS_OCI_PROTO_DESCRIPTOR.message_types_by_name[
             "CheckpointOptions"
         ]
@@ -56,7 +61,7 @@ default_message_pool.register_message("containerd.runc.v1", "CheckpointOptions",
 class Options(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_RUNTIME_V2_RUNC_OPTIONS_OCI_PROTO_DESCRIPTOR.message_types_by_name[
             "Options"
         ]
@@ -91,7 +96,7 @@ default_message_pool.register_message("containerd.runc.v1", "Options", Options)
 class ProcessDetails(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_RUNTIME_V2_RUNC_OPTIONS_OCI_PROTO_DESCRIPTOR.message_types_by_name[
             "ProcessDetails"
         ]

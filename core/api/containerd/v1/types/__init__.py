@@ -9,10 +9,15 @@ import datetime
 from dataclasses import dataclass
 
 import betterproto2
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from ....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from ....message_pool import default_message_pool
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
@@ -25,7 +30,7 @@ class Status(betterproto2.Enum):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbEnumDescriptor:
+    def DESCRIPTOR() -> "_PbEnumDescriptor":
         return CONTAINERD_TYPES_TASK_TASK_PROTO_DESCRIPTOR.enum_types_by_name["Status"]
 
     UNKNOWN = 0
@@ -49,7 +54,7 @@ class Process(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_TYPES_TASK_TASK_PROTO_DESCRIPTOR.message_types_by_name["Process"]
 
     container_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -88,7 +93,7 @@ class ProcessInfo(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_TYPES_TASK_TASK_PROTO_DESCRIPTOR.message_types_by_name["ProcessInfo"]
 
     pid: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
@@ -38,6 +37,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -46,7 +51,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class Container(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTAINERS_V1_CONTAINERS_PROTO_DESCRIPTOR.message_types_by_name[
             "Container"
         ]
@@ -98,7 +103,7 @@ default_message_pool.register_message("containerd.services.containers.v1", "Cont
 class ContainerRuntime(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTAINERS_V1_CONTAINERS_PROTO_DESCRIPTOR.message_types_by_name[
             "Container.Runtime"
         ]
@@ -122,7 +127,7 @@ default_message_pool.register_message(
 class CreateContainerRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTAINERS_V1_CONTAINERS_PROTO_DESCRIPTOR.message_types_by_name[
             "CreateContainerRequest"
         ]
@@ -139,7 +144,7 @@ default_message_pool.register_message(
 class CreateContainerResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTAINERS_V1_CONTAINERS_PROTO_DESCRIPTOR.message_types_by_name[
             "CreateContainerResponse"
         ]
@@ -156,7 +161,7 @@ default_message_pool.register_message(
 class DeleteContainerRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTAINERS_V1_CONTAINERS_PROTO_DESCRIPTOR.message_types_by_name[
             "DeleteContainerRequest"
         ]
@@ -173,7 +178,7 @@ default_message_pool.register_message(
 class GetContainerRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTAINERS_V1_CONTAINERS_PROTO_DESCRIPTOR.message_types_by_name[
             "GetContainerRequest"
         ]
@@ -190,7 +195,7 @@ default_message_pool.register_message(
 class GetContainerResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTAINERS_V1_CONTAINERS_PROTO_DESCRIPTOR.message_types_by_name[
             "GetContainerResponse"
         ]
@@ -207,7 +212,7 @@ default_message_pool.register_message(
 class ListContainerMessage(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTAINERS_V1_CONTAINERS_PROTO_DESCRIPTOR.message_types_by_name[
             "ListContainerMessage"
         ]
@@ -224,7 +229,7 @@ default_message_pool.register_message(
 class ListContainersRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTAINERS_V1_CONTAINERS_PROTO_DESCRIPTOR.message_types_by_name[
             "ListContainersRequest"
         ]
@@ -241,7 +246,7 @@ default_message_pool.register_message(
 class ListContainersResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTAINERS_V1_CONTAINERS_PROTO_DESCRIPTOR.message_types_by_name[
             "ListContainersResponse"
         ]
@@ -258,7 +263,7 @@ default_message_pool.register_message(
 class UpdateContainerRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTAINERS_V1_CONTAINERS_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateContainerRequest"
         ]
@@ -279,7 +284,7 @@ default_message_pool.register_message(
 class UpdateContainerResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTAINERS_V1_CONTAINERS_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateContainerResponse"
         ]

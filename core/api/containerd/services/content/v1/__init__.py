@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
@@ -45,6 +44,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -52,7 +57,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class WriteAction(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbEnumDescriptor:
+    def DESCRIPTOR() -> "_PbEnumDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.enum_types_by_name[
             "WriteAction"
         ]
@@ -68,7 +73,7 @@ class WriteAction(betterproto2.Enum):
 class AbortRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "AbortRequest"
         ]
@@ -85,7 +90,7 @@ default_message_pool.register_message(
 class DeleteContentRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "DeleteContentRequest"
         ]
@@ -102,7 +107,7 @@ default_message_pool.register_message(
 class Info(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name["Info"]
 
     digest: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -131,7 +136,7 @@ default_message_pool.register_message("containerd.services.content.v1", "Info", 
 class InfoRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "InfoRequest"
         ]
@@ -146,7 +151,7 @@ default_message_pool.register_message("containerd.services.content.v1", "InfoReq
 class InfoResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "InfoResponse"
         ]
@@ -163,7 +168,7 @@ default_message_pool.register_message(
 class ListContentRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "ListContentRequest"
         ]
@@ -180,7 +185,7 @@ default_message_pool.register_message(
 class ListContentResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "ListContentResponse"
         ]
@@ -197,7 +202,7 @@ default_message_pool.register_message(
 class ListStatusesRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "ListStatusesRequest"
         ]
@@ -214,7 +219,7 @@ default_message_pool.register_message(
 class ListStatusesResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "ListStatusesResponse"
         ]
@@ -231,7 +236,7 @@ default_message_pool.register_message(
 class ReadContentRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "ReadContentRequest"
         ]
@@ -255,7 +260,7 @@ default_message_pool.register_message(
 class ReadContentResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "ReadContentResponse"
         ]
@@ -274,7 +279,7 @@ default_message_pool.register_message(
 class Status(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "Status"
         ]
@@ -303,7 +308,7 @@ default_message_pool.register_message("containerd.services.content.v1", "Status"
 class StatusRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "StatusRequest"
         ]
@@ -320,7 +325,7 @@ default_message_pool.register_message(
 class StatusResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "StatusResponse"
         ]
@@ -337,7 +342,7 @@ default_message_pool.register_message(
 class UpdateRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateRequest"
         ]
@@ -358,7 +363,7 @@ default_message_pool.register_message(
 class UpdateResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateResponse"
         ]
@@ -375,7 +380,7 @@ default_message_pool.register_message(
 class WriteContentRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "WriteContentRequest"
         ]
@@ -410,7 +415,7 @@ default_message_pool.register_message(
 class WriteContentResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_CONTENT_V1_CONTENT_PROTO_DESCRIPTOR.message_types_by_name[
             "WriteContentResponse"
         ]

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
@@ -21,6 +20,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -29,7 +34,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class ApplyRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_DIFF_V1_DIFF_PROTO_DESCRIPTOR.message_types_by_name[
             "ApplyRequest"
         ]
@@ -56,7 +61,7 @@ default_message_pool.register_message("containerd.services.diff.v1", "ApplyReque
 class ApplyResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_DIFF_V1_DIFF_PROTO_DESCRIPTOR.message_types_by_name[
             "ApplyResponse"
         ]
@@ -76,7 +81,7 @@ default_message_pool.register_message("containerd.services.diff.v1", "ApplyRespo
 class DiffRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_DIFF_V1_DIFF_PROTO_DESCRIPTOR.message_types_by_name[
             "DiffRequest"
         ]
@@ -105,7 +110,7 @@ default_message_pool.register_message("containerd.services.diff.v1", "DiffReques
 class DiffResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_DIFF_V1_DIFF_PROTO_DESCRIPTOR.message_types_by_name[
             "DiffResponse"
         ]

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
@@ -30,6 +29,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -38,7 +43,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class Envelope(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_EVENTS_V1_EVENTS_PROTO_DESCRIPTOR.message_types_by_name[
             "Envelope"
         ]
@@ -75,7 +80,7 @@ default_message_pool.register_message("containerd.services.events.v1", "Envelope
 class ForwardRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_EVENTS_V1_EVENTS_PROTO_DESCRIPTOR.message_types_by_name[
             "ForwardRequest"
         ]
@@ -92,7 +97,7 @@ default_message_pool.register_message(
 class PublishRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_EVENTS_V1_EVENTS_PROTO_DESCRIPTOR.message_types_by_name[
             "PublishRequest"
         ]
@@ -113,7 +118,7 @@ default_message_pool.register_message(
 class SubscribeRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_EVENTS_V1_EVENTS_PROTO_DESCRIPTOR.message_types_by_name[
             "SubscribeRequest"
         ]

@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
@@ -47,6 +46,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -55,7 +60,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class CreateImageRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "CreateImageRequest"
         ]
@@ -72,7 +77,7 @@ default_message_pool.register_message(
 class CreateImageResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "CreateImageResponse"
         ]
@@ -89,7 +94,7 @@ default_message_pool.register_message(
 class DeleteImageRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "DeleteImageRequest"
         ]
@@ -111,7 +116,7 @@ default_message_pool.register_message(
 class ExportImageChunk(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "ExportImageChunk"
         ]
@@ -128,7 +133,7 @@ default_message_pool.register_message(
 class ExportImageRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "ExportImageRequest"
         ]
@@ -152,7 +157,7 @@ default_message_pool.register_message(
 class GetImageRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "GetImageRequest"
         ]
@@ -169,7 +174,7 @@ default_message_pool.register_message(
 class GetImageResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "GetImageResponse"
         ]
@@ -186,7 +191,7 @@ default_message_pool.register_message(
 class Image(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name["Image"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -223,7 +228,7 @@ default_message_pool.register_message("containerd.services.images.v1", "Image", 
 class ImageCreate(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_IMAGE_PROTO_DESCRIPTOR.message_types_by_name["ImageCreate"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -242,7 +247,7 @@ default_message_pool.register_message("containerd.services.images.v1", "ImageCre
 class ImageDelete(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_IMAGE_PROTO_DESCRIPTOR.message_types_by_name["ImageDelete"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -255,7 +260,7 @@ default_message_pool.register_message("containerd.services.images.v1", "ImageDel
 class ImageUpdate(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_EVENTS_IMAGE_PROTO_DESCRIPTOR.message_types_by_name["ImageUpdate"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -274,7 +279,7 @@ default_message_pool.register_message("containerd.services.images.v1", "ImageUpd
 class ImportImageRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "ImportImageRequest"
         ]
@@ -311,7 +316,7 @@ default_message_pool.register_message(
 class ImportImageResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "ImportImageResponse"
         ]
@@ -328,7 +333,7 @@ default_message_pool.register_message(
 class LayerProgress(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "LayerProgress"
         ]
@@ -361,7 +366,7 @@ default_message_pool.register_message(
 class ListImagesRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "ListImagesRequest"
         ]
@@ -378,7 +383,7 @@ default_message_pool.register_message(
 class ListImagesResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "ListImagesResponse"
         ]
@@ -395,7 +400,7 @@ default_message_pool.register_message(
 class PullImageProgress(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "PullImageProgress"
         ]
@@ -428,7 +433,7 @@ class PullImageRequest(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "PullImageRequest"
         ]
@@ -471,7 +476,7 @@ default_message_pool.register_message(
 class PushImageRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "PushImageRequest"
         ]
@@ -508,7 +513,7 @@ default_message_pool.register_message(
 class UpdateImageRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateImageRequest"
         ]
@@ -529,7 +534,7 @@ default_message_pool.register_message(
 class UpdateImageResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_IMAGES_V1_IMAGES_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateImageResponse"
         ]

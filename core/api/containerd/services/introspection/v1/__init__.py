@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
@@ -28,6 +27,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -36,7 +41,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class Plugin(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_INTROSPECTION_V1_INTROSPECTION_PROTO_DESCRIPTOR.message_types_by_name[
             "Plugin"
         ]
@@ -74,7 +79,7 @@ default_message_pool.register_message("containerd.services.introspection.v1", "P
 class PluginsRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_INTROSPECTION_V1_INTROSPECTION_PROTO_DESCRIPTOR.message_types_by_name[
             "PluginsRequest"
         ]
@@ -91,7 +96,7 @@ default_message_pool.register_message(
 class PluginsResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_INTROSPECTION_V1_INTROSPECTION_PROTO_DESCRIPTOR.message_types_by_name[
             "PluginsResponse"
         ]
@@ -108,7 +113,7 @@ default_message_pool.register_message(
 class ServerResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_INTROSPECTION_V1_INTROSPECTION_PROTO_DESCRIPTOR.message_types_by_name[
             "ServerResponse"
         ]

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
@@ -36,6 +35,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -44,7 +49,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class AddResourceRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_LEASES_V1_LEASES_PROTO_DESCRIPTOR.message_types_by_name[
             "AddResourceRequest"
         ]
@@ -63,7 +68,7 @@ default_message_pool.register_message(
 class CreateRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_LEASES_V1_LEASES_PROTO_DESCRIPTOR.message_types_by_name[
             "CreateRequest"
         ]
@@ -89,7 +94,7 @@ default_message_pool.register_message(
 class CreateResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_LEASES_V1_LEASES_PROTO_DESCRIPTOR.message_types_by_name[
             "CreateResponse"
         ]
@@ -106,7 +111,7 @@ default_message_pool.register_message(
 class DeleteRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_LEASES_V1_LEASES_PROTO_DESCRIPTOR.message_types_by_name[
             "DeleteRequest"
         ]
@@ -128,7 +133,7 @@ default_message_pool.register_message(
 class DeleteResourceRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_LEASES_V1_LEASES_PROTO_DESCRIPTOR.message_types_by_name[
             "DeleteResourceRequest"
         ]
@@ -147,7 +152,7 @@ default_message_pool.register_message(
 class Lease(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_LEASES_V1_LEASES_PROTO_DESCRIPTOR.message_types_by_name["Lease"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -170,7 +175,7 @@ default_message_pool.register_message("containerd.services.leases.v1", "Lease", 
 class ListRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_LEASES_V1_LEASES_PROTO_DESCRIPTOR.message_types_by_name[
             "ListRequest"
         ]
@@ -185,7 +190,7 @@ default_message_pool.register_message("containerd.services.leases.v1", "ListRequ
 class ListResourcesRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_LEASES_V1_LEASES_PROTO_DESCRIPTOR.message_types_by_name[
             "ListResourcesRequest"
         ]
@@ -202,7 +207,7 @@ default_message_pool.register_message(
 class ListResourcesResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_LEASES_V1_LEASES_PROTO_DESCRIPTOR.message_types_by_name[
             "ListResourcesResponse"
         ]
@@ -219,7 +224,7 @@ default_message_pool.register_message(
 class ListResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_LEASES_V1_LEASES_PROTO_DESCRIPTOR.message_types_by_name[
             "ListResponse"
         ]
@@ -239,7 +244,7 @@ class Resource(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_LEASES_V1_LEASES_PROTO_DESCRIPTOR.message_types_by_name[
             "Resource"
         ]

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
@@ -34,6 +33,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -42,7 +47,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class CreateNamespaceRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_NAMESPACES_V1_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name[
             "CreateNamespaceRequest"
         ]
@@ -59,7 +64,7 @@ default_message_pool.register_message(
 class CreateNamespaceResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_NAMESPACES_V1_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name[
             "CreateNamespaceResponse"
         ]
@@ -76,7 +81,7 @@ default_message_pool.register_message(
 class DeleteNamespaceRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_NAMESPACES_V1_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name[
             "DeleteNamespaceRequest"
         ]
@@ -93,7 +98,7 @@ default_message_pool.register_message(
 class GetNamespaceRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_NAMESPACES_V1_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name[
             "GetNamespaceRequest"
         ]
@@ -110,7 +115,7 @@ default_message_pool.register_message(
 class GetNamespaceResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_NAMESPACES_V1_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name[
             "GetNamespaceResponse"
         ]
@@ -127,7 +132,7 @@ default_message_pool.register_message(
 class ListNamespacesRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_NAMESPACES_V1_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name[
             "ListNamespacesRequest"
         ]
@@ -147,7 +152,7 @@ default_message_pool.register_message(
 class ListNamespacesResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_NAMESPACES_V1_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name[
             "ListNamespacesResponse"
         ]
@@ -164,7 +169,7 @@ default_message_pool.register_message(
 class Namespace(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_NAMESPACES_V1_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name[
             "Namespace"
         ]
@@ -185,7 +190,7 @@ default_message_pool.register_message("containerd.services.namespaces.v1", "Name
 class UpdateNamespaceRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_NAMESPACES_V1_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateNamespaceRequest"
         ]
@@ -206,7 +211,7 @@ default_message_pool.register_message(
 class UpdateNamespaceResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_NAMESPACES_V1_NAMESPACE_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateNamespaceResponse"
         ]

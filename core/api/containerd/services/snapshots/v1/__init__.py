@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
@@ -45,6 +44,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -52,7 +57,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class Kind(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbEnumDescriptor:
+    def DESCRIPTOR() -> "_PbEnumDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.enum_types_by_name[
             "Kind"
         ]
@@ -70,7 +75,7 @@ class Kind(betterproto2.Enum):
 class CleanupRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "CleanupRequest"
         ]
@@ -87,7 +92,7 @@ default_message_pool.register_message(
 class CommitSnapshotRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "CommitSnapshotRequest"
         ]
@@ -114,7 +119,7 @@ default_message_pool.register_message(
 class Info(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "Info"
         ]
@@ -147,7 +152,7 @@ default_message_pool.register_message("containerd.services.snapshots.v1", "Info"
 class ListSnapshotsRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "ListSnapshotsRequest"
         ]
@@ -166,7 +171,7 @@ default_message_pool.register_message(
 class ListSnapshotsResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "ListSnapshotsResponse"
         ]
@@ -183,7 +188,7 @@ default_message_pool.register_message(
 class MountsRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "MountsRequest"
         ]
@@ -202,7 +207,7 @@ default_message_pool.register_message(
 class MountsResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "MountsResponse"
         ]
@@ -221,7 +226,7 @@ default_message_pool.register_message(
 class PrepareSnapshotRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "PrepareSnapshotRequest"
         ]
@@ -248,7 +253,7 @@ default_message_pool.register_message(
 class PrepareSnapshotResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "PrepareSnapshotResponse"
         ]
@@ -267,7 +272,7 @@ default_message_pool.register_message(
 class RemoveSnapshotRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "RemoveSnapshotRequest"
         ]
@@ -286,7 +291,7 @@ default_message_pool.register_message(
 class StatSnapshotRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "StatSnapshotRequest"
         ]
@@ -305,7 +310,7 @@ default_message_pool.register_message(
 class StatSnapshotResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "StatSnapshotResponse"
         ]
@@ -322,7 +327,7 @@ default_message_pool.register_message(
 class UpdateSnapshotRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateSnapshotRequest"
         ]
@@ -345,7 +350,7 @@ default_message_pool.register_message(
 class UpdateSnapshotResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateSnapshotResponse"
         ]
@@ -362,7 +367,7 @@ default_message_pool.register_message(
 class UsageRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "UsageRequest"
         ]
@@ -381,7 +386,7 @@ default_message_pool.register_message(
 class UsageResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "UsageResponse"
         ]
@@ -400,7 +405,7 @@ default_message_pool.register_message(
 class ViewSnapshotRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "ViewSnapshotRequest"
         ]
@@ -427,7 +432,7 @@ default_message_pool.register_message(
 class ViewSnapshotResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_SNAPSHOTS_V1_SNAPSHOTS_PROTO_DESCRIPTOR.message_types_by_name[
             "ViewSnapshotResponse"
         ]

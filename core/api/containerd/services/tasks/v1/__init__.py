@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
@@ -52,6 +51,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -60,7 +65,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class CheckpointTaskRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "CheckpointTaskRequest"
         ]
@@ -83,7 +88,7 @@ default_message_pool.register_message(
 class CheckpointTaskResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "CheckpointTaskResponse"
         ]
@@ -102,7 +107,7 @@ default_message_pool.register_message(
 class CloseIoRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "CloseIORequest"
         ]
@@ -123,7 +128,7 @@ default_message_pool.register_message(
 class CreateTaskRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "CreateTaskRequest"
         ]
@@ -165,7 +170,7 @@ default_message_pool.register_message(
 class CreateTaskResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "CreateTaskResponse"
         ]
@@ -184,7 +189,7 @@ default_message_pool.register_message(
 class DeleteProcessRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "DeleteProcessRequest"
         ]
@@ -203,7 +208,7 @@ default_message_pool.register_message(
 class DeleteResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "DeleteResponse"
         ]
@@ -228,7 +233,7 @@ default_message_pool.register_message(
 class DeleteTaskRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "DeleteTaskRequest"
         ]
@@ -245,7 +250,7 @@ default_message_pool.register_message(
 class ExecProcessRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "ExecProcessRequest"
         ]
@@ -279,7 +284,7 @@ default_message_pool.register_message(
 class ExecProcessResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "ExecProcessResponse"
         ]
@@ -296,7 +301,7 @@ default_message_pool.register_message(
 class GetRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "GetRequest"
         ]
@@ -313,7 +318,7 @@ default_message_pool.register_message("containerd.services.tasks.v1", "GetReques
 class GetResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "GetResponse"
         ]
@@ -330,7 +335,7 @@ default_message_pool.register_message("containerd.services.tasks.v1", "GetRespon
 class KillRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "KillRequest"
         ]
@@ -351,7 +356,7 @@ default_message_pool.register_message("containerd.services.tasks.v1", "KillReque
 class ListPidsRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "ListPidsRequest"
         ]
@@ -368,7 +373,7 @@ default_message_pool.register_message(
 class ListPidsResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "ListPidsResponse"
         ]
@@ -387,7 +392,7 @@ default_message_pool.register_message(
 class ListTasksRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "ListTasksRequest"
         ]
@@ -404,7 +409,7 @@ default_message_pool.register_message(
 class ListTasksResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "ListTasksResponse"
         ]
@@ -423,7 +428,7 @@ default_message_pool.register_message(
 class MetricsRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "MetricsRequest"
         ]
@@ -440,7 +445,7 @@ default_message_pool.register_message(
 class MetricsResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "MetricsResponse"
         ]
@@ -459,7 +464,7 @@ default_message_pool.register_message(
 class PauseTaskRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "PauseTaskRequest"
         ]
@@ -476,7 +481,7 @@ default_message_pool.register_message(
 class ResizePtyRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "ResizePtyRequest"
         ]
@@ -499,7 +504,7 @@ default_message_pool.register_message(
 class ResumeTaskRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "ResumeTaskRequest"
         ]
@@ -516,7 +521,7 @@ default_message_pool.register_message(
 class StartRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "StartRequest"
         ]
@@ -533,7 +538,7 @@ default_message_pool.register_message("containerd.services.tasks.v1", "StartRequ
 class StartResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "StartResponse"
         ]
@@ -550,7 +555,7 @@ default_message_pool.register_message(
 class UpdateTaskRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "UpdateTaskRequest"
         ]
@@ -577,7 +582,7 @@ default_message_pool.register_message(
 class WaitRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "WaitRequest"
         ]
@@ -594,7 +599,7 @@ default_message_pool.register_message("containerd.services.tasks.v1", "WaitReque
 class WaitResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_TASKS_V1_TASKS_PROTO_DESCRIPTOR.message_types_by_name[
             "WaitResponse"
         ]

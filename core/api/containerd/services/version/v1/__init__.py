@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
@@ -21,6 +20,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -29,7 +34,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class VersionResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CONTAINERD_SERVICES_VERSION_V1_VERSION_PROTO_DESCRIPTOR.message_types_by_name[
             "VersionResponse"
         ]

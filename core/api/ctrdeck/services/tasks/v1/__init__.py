@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 import betterproto2
 import grpclib
 from betterproto2 import grpclib as betterproto2_grpclib
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
@@ -34,6 +33,12 @@ if TYPE_CHECKING:
     from betterproto2.grpclib.grpclib_client import MetadataLike
     from grpclib.metadata import Deadline
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
+
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
@@ -42,7 +47,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class LogChunk(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR.message_types_by_name[
             "LogChunk"
         ]
@@ -69,7 +74,7 @@ default_message_pool.register_message("ctrdeck.services.tasks.v1", "LogChunk", L
 class LogRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR.message_types_by_name[
             "LogRequest"
         ]
@@ -115,7 +120,7 @@ default_message_pool.register_message("ctrdeck.services.tasks.v1", "LogRequest",
 class ProcessesRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR.message_types_by_name[
             "ProcessesRequest"
         ]
@@ -132,7 +137,7 @@ default_message_pool.register_message(
 class ProcessesResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR.message_types_by_name[
             "ProcessesResponse"
         ]
@@ -149,7 +154,7 @@ default_message_pool.register_message(
 class StartedRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR.message_types_by_name[
             "StartedRequest"
         ]
@@ -164,7 +169,7 @@ default_message_pool.register_message("ctrdeck.services.tasks.v1", "StartedReque
 class StartedResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR.message_types_by_name[
             "StartedResponse"
         ]
@@ -184,7 +189,7 @@ default_message_pool.register_message(
 class TaskProcess(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR.message_types_by_name[
             "TaskProcess"
         ]
@@ -223,7 +228,7 @@ default_message_pool.register_message("ctrdeck.services.tasks.v1", "TaskProcess"
 class TaskStarted(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CTRDECK_SERVICES_TASKS_V1_TASK_DETAILS_PROTO_DESCRIPTOR.message_types_by_name[
             "TaskStarted"
         ]

@@ -24,10 +24,15 @@ __all__ = (
 from dataclasses import dataclass
 
 import betterproto2
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
@@ -37,7 +42,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class BlkIoEntry(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["BlkIOEntry"]
 
     op: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -58,7 +63,7 @@ default_message_pool.register_message("io.containerd.cgroups.v1", "BlkIOEntry", 
 class BlkIoStat(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["BlkIOStat"]
 
     io_service_bytes_recursive: "list[BlkIoEntry]" = betterproto2.field(
@@ -101,7 +106,7 @@ default_message_pool.register_message("io.containerd.cgroups.v1", "BlkIOStat", B
 class CgroupStats(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["CgroupStats"]
 
     nr_sleeping: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -126,7 +131,7 @@ class CpuStat(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["CPUStat"]
 
     usage: "CpuUsage | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
@@ -141,7 +146,7 @@ default_message_pool.register_message("io.containerd.cgroups.v1", "CPUStat", Cpu
 class CpuUsage(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["CPUUsage"]
 
     total: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -160,7 +165,7 @@ default_message_pool.register_message("io.containerd.cgroups.v1", "CPUUsage", Cp
 class HugetlbStat(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["HugetlbStat"]
 
     usage: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -179,7 +184,7 @@ default_message_pool.register_message("io.containerd.cgroups.v1", "HugetlbStat",
 class MemoryEntry(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["MemoryEntry"]
 
     limit: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -198,7 +203,7 @@ default_message_pool.register_message("io.containerd.cgroups.v1", "MemoryEntry",
 class MemoryOomControl(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["MemoryOomControl"]
 
     oom_kill_disable: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -221,7 +226,7 @@ class MemoryStat(betterproto2.Message):
 
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["MemoryStat"]
 
     cache: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -306,7 +311,7 @@ default_message_pool.register_message("io.containerd.cgroups.v1", "MemoryStat", 
 class Metrics(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["Metrics"]
 
     hugetlb: "list[HugetlbStat]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
@@ -339,7 +344,7 @@ default_message_pool.register_message("io.containerd.cgroups.v1", "Metrics", Met
 class NetworkStat(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["NetworkStat"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -368,7 +373,7 @@ default_message_pool.register_message("io.containerd.cgroups.v1", "NetworkStat",
 class PidsStat(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["PidsStat"]
 
     current: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -383,7 +388,7 @@ default_message_pool.register_message("io.containerd.cgroups.v1", "PidsStat", Pi
 class RdmaEntry(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["RdmaEntry"]
 
     device: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -400,7 +405,7 @@ default_message_pool.register_message("io.containerd.cgroups.v1", "RdmaEntry", R
 class RdmaStat(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["RdmaStat"]
 
     current: "list[RdmaEntry]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
@@ -415,7 +420,7 @@ default_message_pool.register_message("io.containerd.cgroups.v1", "RdmaStat", Rd
 class Throttle(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_STATS_V1_METRICS_PROTO_DESCRIPTOR.message_types_by_name["Throttle"]
 
     periods: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)

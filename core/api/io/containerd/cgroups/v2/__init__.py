@@ -19,10 +19,15 @@ __all__ = (
 from dataclasses import dataclass
 
 import betterproto2
-from google.protobuf.descriptor import Descriptor as _PbDescriptor, EnumDescriptor as _PbEnumDescriptor
 
 from .....google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .....message_pool import default_message_pool
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor as _PbDescriptor
+    from google.protobuf.descriptor import EnumDescriptor as _PbEnumDescriptor
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
@@ -32,7 +37,7 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class CpuStat(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_V2_STATS_METRICS_PROTO_DESCRIPTOR.message_types_by_name["CPUStat"]
 
     usage_usec: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -55,7 +60,7 @@ default_message_pool.register_message("io.containerd.cgroups.v2", "CPUStat", Cpu
 class HugeTlbStat(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_V2_STATS_METRICS_PROTO_DESCRIPTOR.message_types_by_name["HugeTlbStat"]
 
     current: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -72,7 +77,7 @@ default_message_pool.register_message("io.containerd.cgroups.v2", "HugeTlbStat",
 class IoEntry(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_V2_STATS_METRICS_PROTO_DESCRIPTOR.message_types_by_name["IOEntry"]
 
     major: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -95,7 +100,7 @@ default_message_pool.register_message("io.containerd.cgroups.v2", "IOEntry", IoE
 class IoStat(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_V2_STATS_METRICS_PROTO_DESCRIPTOR.message_types_by_name["IOStat"]
 
     usage: "list[IoEntry]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
@@ -108,7 +113,7 @@ default_message_pool.register_message("io.containerd.cgroups.v2", "IOStat", IoSt
 class MemoryEvents(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_V2_STATS_METRICS_PROTO_DESCRIPTOR.message_types_by_name["MemoryEvents"]
 
     low: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -129,7 +134,7 @@ default_message_pool.register_message("io.containerd.cgroups.v2", "MemoryEvents"
 class MemoryStat(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_V2_STATS_METRICS_PROTO_DESCRIPTOR.message_types_by_name["MemoryStat"]
 
     anon: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -210,7 +215,7 @@ default_message_pool.register_message("io.containerd.cgroups.v2", "MemoryStat", 
 class Metrics(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_V2_STATS_METRICS_PROTO_DESCRIPTOR.message_types_by_name["Metrics"]
 
     pids: "PidsStat | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
@@ -240,7 +245,7 @@ default_message_pool.register_message("io.containerd.cgroups.v2", "Metrics", Met
 class PidsStat(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_V2_STATS_METRICS_PROTO_DESCRIPTOR.message_types_by_name["PidsStat"]
 
     current: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
@@ -255,7 +260,7 @@ default_message_pool.register_message("io.containerd.cgroups.v2", "PidsStat", Pi
 class RdmaEntry(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_V2_STATS_METRICS_PROTO_DESCRIPTOR.message_types_by_name["RdmaEntry"]
 
     device: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -272,7 +277,7 @@ default_message_pool.register_message("io.containerd.cgroups.v2", "RdmaEntry", R
 class RdmaStat(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
-    def DESCRIPTOR() -> _PbDescriptor:
+    def DESCRIPTOR() -> "_PbDescriptor":
         return CGROUPS_V2_STATS_METRICS_PROTO_DESCRIPTOR.message_types_by_name["RdmaStat"]
 
     current: "list[RdmaEntry]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
