@@ -116,7 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def refuse_trio() -> None:
+    """Make `import trio` fail in this process, which must then be one that runs asyncio only.
+
+    httpcore, under the engine's registry client, imports trio when it is installed (the
+    test extra's selenium brings it) to tell trio from asyncio at run time: 130-180 ms of
+    CPU that a fresh engine's first pull waited for, and memory kept from then on. None in
+    `sys.modules` makes the import fail, which httpcore provides for. Only the engine's
+    process calls this: the console and the tests may use trio.
+    """
+    sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
+
+
 def run_engine(args: argparse.Namespace) -> int:
+    refuse_trio()
     import asyncio
 
     from core import config as cfg
