@@ -1,8 +1,9 @@
 """The `ctrdeck` command: the console by default, and the engine's subcommands.
 
-`pull` and `images push|import|export|tag|rm` live in `tui/pull_cli.py` (options) and
-`tui/image_commands.py`, and `cri pods|ps|images|inspect|logs|exec|stop|rm` in
-`tui/cri_cli.py` and `tui/cri_commands.py`.
+`pull` and `images push|import|export|tag|rm` live in `tui/pull_cli.py` (options),
+`tui/pull_wire.py` (a pull on a local socket) and `tui/image_commands.py`, and
+`cri pods|ps|images|inspect|logs|exec|stop|rm` in `tui/cri_cli.py` and
+`tui/cri_commands.py`.
 
 Every subcommand takes ctr's global options, `--address/-a` and
 `--namespace/-n`, with their environment variables `CONTAINERD_ADDRESS` and
@@ -10,8 +11,8 @@ Every subcommand takes ctr's global options, `--address/-a` and
 `--tls-cert`, `--tls-key` (TLS is the default over TCP, with the server's
 certificate always verified) or `--plaintext`. Building the parser imports only
 the subcommands' option modules: a command imports what it runs when it runs
-(engine internals only for the engine, the TUI only for the console, one
-service's stubs for `pull`), so `--help` and `pull` start without loading them.
+(engine internals only for the engine, the TUI only for the console, h2 and a
+hand-coded message pair for `pull`), so `--help` and `pull` start without loading them.
 """
 
 from __future__ import annotations
@@ -264,10 +265,14 @@ def main(argv: list[str] | None = None) -> int:
             return engine_status(args)
         return run_engine(args)
     if args.command in ("pull", "images"):
-        from tui import image_commands
+        if args.command == "pull":
+            from tui import pull_wire
 
-        work = image_commands.pull if args.command == "pull" else image_commands.images
-        code = work(args)
+            code = pull_wire.pull(args)
+        else:
+            from tui import image_commands
+
+            code = image_commands.images(args)
         if argv is None:
             _exit_now(code)
         return code
