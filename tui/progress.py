@@ -135,11 +135,19 @@ def registry_user(ref: str, user: str | None) -> str:
     A `--user` without a password prompts for it, as ctr does.
     """
     from core.errors import CtrdeckError
-    from core.images.credentials import docker_credentials, parse_user, wire_user
-    from core.images.reference import parse
+    from core.images.credentials import (
+        docker_config_dir,
+        docker_credentials,
+        parse_user,
+        wire_user,
+    )
 
     if user:
         return wire_user(parse_user(user))
+    if not (docker_config_dir() / "config.json").exists():
+        return ""  # the common case: parsing the reference (dataclasses, re) can wait
+    from core.images.reference import parse
+
     try:
         domain = parse(ref).domain
     except CtrdeckError:
