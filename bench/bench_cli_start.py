@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from bench.bench_pull import cpu_seconds, ctr_cmd, ctrdeck_cmd
+from bench.bench_pull import compiled, cpu_seconds, ctr_cmd, ctrdeck_cmd
 from bench.stats import machine, table
 from tests import engine_proc
 from tests.registry import build_image, file, make_layer, running_registry, single
@@ -61,6 +61,7 @@ def main() -> None:
         samples.setdefault(key, []).append(value)
 
     cli = [sys.executable, "-m", "tui.cli"]
+    compiled(engine_proc.ROOT)
     with (
         running_registry() as registry,
         engine_proc.ctrdeck() as cx,

@@ -1,8 +1,9 @@
 """The `ctrdeck` command: the console by default, and the engine's subcommands.
 
-`pull` and `images push|import|export|tag|rm` live in `tui/pull_cli.py` (options) and
-`tui/image_commands.py`, and `cri pods|ps|images|inspect|logs|exec|stop|rm` in
-`tui/cri_cli.py` and `tui/cri_commands.py`.
+`pull` and `images push|import|export|tag|rm` live in `tui/pull_cli.py` (options),
+`tui/pull_wire.py` (a pull on a local socket) and `tui/image_commands.py`, and
+`cri pods|ps|images|inspect|logs|exec|stop|rm` in `tui/cri_cli.py` and
+`tui/cri_commands.py`.
 
 Every subcommand takes ctr's global options, `--address/-a` and
 `--namespace/-n`, with their environment variables `CONTAINERD_ADDRESS` and
@@ -10,8 +11,8 @@ Every subcommand takes ctr's global options, `--address/-a` and
 `--tls-cert`, `--tls-key` (TLS is the default over TCP, with the server's
 certificate always verified) or `--plaintext`. Building the parser imports only
 the subcommands' option modules: a command imports what it runs when it runs
-(engine internals only for the engine, the TUI only for the console, one
-service's stubs for `pull`), so `--help` and `pull` start without loading them.
+(engine internals only for the engine, the TUI only for the console, h2 and a
+hand-coded message pair for `pull`), so `--help` and `pull` start without loading them.
 """
 
 from __future__ import annotations
@@ -116,7 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def refuse_trio() -> None:
+    """Make `import trio` fail in this process, which must then be one that runs asyncio only.
+
+    httpcore, under the engine's registry client, imports trio when it is installed (the
+    test extra's selenium brings it) to tell trio from asyncio at run time: 130-180 ms of
+    CPU that a fresh engine's first pull waited for, and memory kept from then on. None in
+    `sys.modules` makes the import fail, which httpcore provides for. Only the engine's
+    process calls this: the console and the tests may use trio.
+    """
+    sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
+
+
 def run_engine(args: argparse.Namespace) -> int:
+    refuse_trio()
     from core import startup
 
     startup.import_betterproto2()  # first: see core/startup.py
@@ -254,10 +268,14 @@ def main(argv: list[str] | None = None) -> int:
             return engine_status(args)
         return run_engine(args)
     if args.command in ("pull", "images"):
-        from tui import image_commands
+        if args.command == "pull":
+            from tui import pull_wire
 
-        work = image_commands.pull if args.command == "pull" else image_commands.images
-        code = work(args)
+            code = pull_wire.pull(args)
+        else:
+            from tui import image_commands
+
+            code = image_commands.images(args)
         if argv is None:
             _exit_now(code)
         return code

@@ -1,11 +1,11 @@
 """`ctrdeck pull` and `ctrdeck images ...`: image work from a shell, through the engine's API.
 
-This module owns the shell side of pulling, pushing, importing, exporting, tagging and
-removing images (their options are `tui.pull_cli`'s). Every command talks to the engine over
-gRPC only (Images.Pull, Push, Import and Export are ctrdeck's own methods; tag and rm are
-containerd's Get, Create and Delete, as ctr does them). Progress streams are drawn as rich
-progress bars on a terminal, and as one plain line per change of phase or layer state
-otherwise, so scripts can read them.
+This module owns the shell side of pushing, importing, exporting, tagging and removing
+images, and of pulling through a `tcp://` address (their options are `tui.pull_cli`'s; a
+pull on a local socket is `tui.pull_wire`'s). Every command talks to the engine over gRPC
+only (Images.Pull, Push, Import and Export are ctrdeck's own methods; tag and rm are
+containerd's Get, Create and Delete, as ctr does them). Progress streams are shown by
+`tui.progress`.
 """
 
 from __future__ import annotations
@@ -13,111 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 from grpclib import GRPCError
 
 from core.api.containerd.services.images import v1 as images_api
 from core.client import Client
 from core.errors import CtrdeckError
-from core.images.credentials import docker_credentials, parse_user, wire_user
-from core.images.reference import parse
-from tui.pull_cli import human, short
+from tui import progress
+from tui.progress import shown
 
 CHUNK = 1 << 20
-
-
-class PlainReport:
-    """One line per phase change and per layer state change."""
-
-    def __init__(self, out: IO[str]) -> None:
-        self.out = out
-        self.phase = ""
-        self.states: dict[str, str] = {}
-
-    def update(self, progress: images_api.PullImageProgress) -> None:
-        if progress.phase and progress.phase != self.phase:
-            self.phase = progress.phase
-            line = f"{progress.phase}: {progress.message}" if progress.message else progress.phase
-            print(line, file=self.out, flush=True)
-        for layer in progress.layers:
-            if self.states.get(layer.digest) != layer.state:
-                self.states[layer.digest] = layer.state
-                print(
-                    f"{layer.digest}: {layer.state} {human(layer.offset)}/{human(layer.size)}",
-                    file=self.out,
-                    flush=True,
-                )
-
-    def close(self) -> None:
-        pass
-
-
-class RichReport:
-    """A progress bar per layer, with bytes, speed and state."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TransferSpeedColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TextColumn("{task.fields[state]}"),
-        )
-        self.tasks: dict[str, object] = {}
-        self.phase = ""
-        self.progress.start()
-
-    def update(self, progress: images_api.PullImageProgress) -> None:
-        if progress.phase and progress.phase != self.phase:
-            self.phase = progress.phase
-            line = f"{progress.phase}: {progress.message}" if progress.message else progress.phase
-            self.progress.console.print(_shown(line), markup=False, highlight=False)
-        for layer in progress.layers:
-            task = self.tasks.get(layer.digest)
-            if task is None:
-                task = self.tasks[layer.digest] = self.progress.add_task(
-                    short(layer.digest), total=layer.size or None, state=layer.state
-                )
-            done = layer.size if layer.state in ("downloaded", "unpacked", "exists") else None
-            if layer.state == "unpacking":
-                # The bar follows the unpack: how much of the blob has been applied.
-                done = layer.applied
-            self.progress.update(
-                task,  # type: ignore[arg-type]
-                completed=done if done is not None else layer.offset,
-                state=layer.state,
-            )
-
-    def close(self) -> None:
-        self.progress.stop()
-
-
-def reporter(out: IO[str] = sys.stdout) -> PlainReport | RichReport:
-    return RichReport() if out.isatty() else PlainReport(out)
-
-
-async def _follow(stream: AsyncIterator[images_api.PullImageProgress]) -> images_api.Image | None:
-    report = reporter()
-    image = None
-    try:
-        async for progress in stream:
-            report.update(progress)
-            if progress.image is not None:
-                image = progress.image
-    finally:
-        report.close()
-    return image
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -127,16 +34,9 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(target.address, args.namespace, tls=target.tls)
 
 
-def _shown(text: str) -> str:
-    """A registry's or an engine's words for the operator's terminal: no control codes."""
-    from tui.plain import clean
-
-    return clean(text, lines=True)
-
-
 def _fail(command: str, exc: BaseException) -> int:
     message = exc.message if isinstance(exc, GRPCError) else str(exc) or type(exc).__name__
-    print(f"ctrdeck {command}: {_shown(message)}", file=sys.stderr)
+    print(f"ctrdeck {command}: {shown(message)}", file=sys.stderr)
     return 1
 
 
@@ -154,21 +54,6 @@ def _run(command: str, coro: object) -> int:
 # -- pull and push --------------------------------------------------------------------------
 
 
-def registry_user(ref: str, user: str | None) -> str:
-    """The request's `user`: from `--user`, else from Docker's config.json, else none.
-
-    A `--user` without a password prompts for it, as ctr does.
-    """
-    if user:
-        return wire_user(parse_user(user))
-    try:
-        domain = parse(ref).domain
-    except CtrdeckError:
-        return ""  # the engine names what is wrong with the reference
-    found = docker_credentials(domain)
-    return wire_user(found) if found else ""
-
-
 async def _pull(args: argparse.Namespace) -> int:
     request = images_api.PullImageRequest(
         ref=args.ref,
@@ -176,11 +61,11 @@ async def _pull(args: argparse.Namespace) -> int:
         platform=args.platform or "",
         plain_http=args.plain_http,
         skip_unpack=args.skip_unpack,
-        user=registry_user(args.ref, args.user),
+        user=progress.registry_user(args.ref, args.user),
         all_platforms=args.all_platforms,
     )
     async with _client(args) as client:
-        image = await _follow(client.images.pull(request))
+        image = await progress.follow_async(client.images.pull(request))
     if image is not None and image.target is not None:
         print(f"{image.name}: {image.target.digest}")
     return 0
@@ -196,10 +81,10 @@ async def _push(args: argparse.Namespace) -> int:
         ref=args.remote or "",
         platform=args.platform or "",
         plain_http=args.plain_http,
-        user=registry_user(args.remote or args.name, args.user),
+        user=progress.registry_user(args.remote or args.name, args.user),
     )
     async with _client(args) as client:
-        await _follow(client.images.push(request))
+        await progress.follow_async(client.images.push(request))
     print(f"pushed {args.remote or args.name}")
     return 0
 

@@ -17,7 +17,6 @@ anyone, and refuses to stop anything that is not ctrdeck's.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import socket
@@ -30,11 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.client import Client, ClientTLS, is_tcp
 from core.errors import CtrdeckError
 
 if TYPE_CHECKING:
     from core import config as engine_config
+    from core.client import ClientTLS
+
+# asyncio and the gRPC client (`core.client`) are imported where they are used: a command
+# that only resolves its address here (`ctrdeck pull` on a socket) starts without them.
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
@@ -82,6 +84,8 @@ def resolve_address(address: str | None) -> str:
 
 def target(args: argparse.Namespace) -> Target:
     """The engine the global options name, with TLS for `tcp://` unless `--plaintext`."""
+    from core.client import ClientTLS, is_tcp
+
     address = resolve_address(args.address)
     ca = getattr(args, "tls_ca", None) or ""
     cert = getattr(args, "tls_cert", None) or ""
@@ -110,6 +114,8 @@ def target(args: argparse.Namespace) -> Target:
 
 async def probe(address: str, timeout: float = PROBE_TIMEOUT) -> str | None:
     """The engine's version string when something answers Version on `address`, else None."""
+    from core.client import Client
+
     if not Path(address).exists():
         return None
     client = Client(address, timeout=timeout)
@@ -159,6 +165,10 @@ async def ensure_engine(
 
     `announce` hears, before the wait, that the bundled engine is starting and where.
     """
+    import asyncio
+
+    from core.client import is_tcp
+
     if is_tcp(address):
         return await reach_remote(Target(address, tls))
     if await probe(address) is not None:
@@ -234,6 +244,10 @@ def _alive(pid: int) -> bool:
 
 def stop(address: str, timeout: float = STOP_TIMEOUT) -> int:
     """SIGTERM the ctrdeck engine on `address` and wait for it to end; returns its pid."""
+    import asyncio
+
+    from core.client import is_tcp
+
     if is_tcp(address):
         raise LaunchError(
             f"{address} is a TCP address; `engine stop` signals the engine through its "

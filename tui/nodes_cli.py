@@ -5,6 +5,8 @@ takes the global `--tls-*`/`--plaintext` options) and by `nodes.toml`, in that
 order; a bad one keeps its place with its problem. `ctrdeck nodes` reaches
 every node at once (each within its own deadline), prints the status table
 the Nodes pane shows (or `--json`), and exits 0 only when every node is up.
+The options are added without importing `tui.nodes` (TOML, platformdirs): every
+`ctrdeck` command builds them, and only the fleet's commands read them.
 """
 
 from __future__ import annotations
@@ -12,21 +14,27 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from core.errors import CtrdeckError
-from tui import nodes as node_specs
-from tui.nodes import NodeSpec
 
 if TYPE_CHECKING:
     from core.client import ClientTLS
     from tui.fleet import NodeStatus
+    from tui.nodes import NodeSpec
 
 
-@dataclass(frozen=True)
-class FleetPlan:
+class _DefaultNodesFile:
+    """The nodes file's default path, looked up only when a help text is printed."""
+
+    def __str__(self) -> str:
+        from tui import nodes as node_specs
+
+        return str(node_specs.default_path())
+
+
+class FleetPlan(NamedTuple):
     specs: list[NodeSpec]
     ssh_config: Path | None = None
 
@@ -41,13 +49,15 @@ def add_options(parser: argparse.ArgumentParser, *, top: bool = True) -> None:
         help="a node of the fleet (repeatable): a socket path, unix://, tcp://HOST:PORT, "
         "or ssh://[USER@]HOST[:PORT][/SOCKET], with ?namespace=NS to pin one",
     )
-    parser.add_argument(
+    nodes_file = parser.add_argument(
         "--nodes-file",
         type=Path,
         metavar="TOML",
         default=None if top else argparse.SUPPRESS,
-        help=f"the fleet's nodes (default: {node_specs.default_path()} when no -a and no --node)",
+        help="the fleet's nodes (default: %(default_file)s when no -a and no --node)",
     )
+    # argparse fills a help text's %(name)s from the option's attributes as it prints it.
+    nodes_file.default_file = _DefaultNodesFile()  # type: ignore[attr-defined]
 
 
 def add_parser(
@@ -76,11 +86,15 @@ def wanted(args: argparse.Namespace) -> bool:
     """Whether the console runs as a fleet: `--node`, `--nodes-file`, or a nodes.toml and no -a."""
     if getattr(args, "node", None) or getattr(args, "nodes_file", None):
         return True
+    from tui import nodes as node_specs
+
     return args.address is None and node_specs.default_path().exists()
 
 
 def specs_from(args: argparse.Namespace) -> FleetPlan:
     """The nodes to attach to; `NodesError` when the nodes file cannot be read at all."""
+    from tui import nodes as node_specs
+
     tls = _flag_tls(args)
     specs = [_checked(node_specs.parse_flag(text, tls)) for text in getattr(args, "node", [])]
     path = getattr(args, "nodes_file", None)
@@ -92,6 +106,10 @@ def specs_from(args: argparse.Namespace) -> FleetPlan:
 
 
 def _checked(spec: NodeSpec) -> NodeSpec:
+    from dataclasses import replace
+
+    from tui import nodes as node_specs
+
     if spec.kind != node_specs.TCP:
         return replace(spec, tls=None)
     if spec.tls is not None and not spec.problem:
@@ -107,6 +125,7 @@ def nodes_command(args: argparse.Namespace) -> int:
     import json
 
     from tui import fleet
+    from tui import nodes as node_specs
 
     try:
         plan = specs_from(args)

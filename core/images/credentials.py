@@ -16,17 +16,15 @@ InvalidArgument naming it.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import getpass
-import json
 import os
-import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidArgument, NotFound
+
+# json, base64, getpass and subprocess are imported where used: `ctrdeck pull` asks here
+# for a registry user on every run, mostly with no Docker config and no --user at all.
 
 IDENTITY_TOKEN_USER = "<token>"
 """The username that marks the secret as an identity (OAuth2 refresh) token, as Docker's."""
@@ -34,12 +32,14 @@ DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 HELPER_TIMEOUT = 30.0
 
 
-def parse_user(text: str, prompt: Callable[[str], str] = getpass.getpass) -> tuple[str, str]:
-    """`NAME[:PASSWORD]` as ctr's `--user`; without a password, `prompt` asks for it."""
+def parse_user(text: str, prompt: Callable[[str], str] | None = None) -> tuple[str, str]:
+    """`NAME[:PASSWORD]` as ctr's `--user`; without a password, `prompt` (getpass) asks."""
     name, sep, secret = text.partition(":")
     if not name:
         raise InvalidArgument("--user needs a user name: NAME[:PASSWORD]")
     if not sep:
+        if prompt is None:
+            from getpass import getpass as prompt
         secret = prompt(f"Password for {name}: ")
     return name, secret
 
@@ -72,6 +72,8 @@ def _server_keys(host: str) -> list[str]:
 
 def docker_credentials(host: str, config_dir: Path | None = None) -> tuple[str, str] | None:
     """Credentials for registry `host` from Docker's config.json, or None if it has none."""
+    import json
+
     path = (config_dir or docker_config_dir()) / "config.json"
     try:
         raw = path.read_text()
@@ -114,6 +116,9 @@ def _auth_entry(entry: Mapping[str, Any], where: str) -> tuple[str, str] | None:
     if entry.get("identitytoken"):
         return IDENTITY_TOKEN_USER, entry["identitytoken"]
     if entry.get("auth"):
+        import base64
+        import binascii
+
         try:
             decoded = base64.b64decode(entry["auth"], validate=True).decode()
         except (binascii.Error, UnicodeDecodeError) as exc:
@@ -129,6 +134,9 @@ def _auth_entry(entry: Mapping[str, Any], where: str) -> tuple[str, str] | None:
 
 def run_helper(name: str, server: str) -> tuple[str, str] | None:
     """Ask `docker-credential-<name>` for `server`'s credentials (None: it has none)."""
+    import json
+    import subprocess
+
     program = f"docker-credential-{name}"
     try:
         result = subprocess.run(
