@@ -62,6 +62,10 @@ FIFO_BUFFER_MAX = 1 << 20
 DRAIN_SECONDS = 2.0
 # How often a template looks whether its socket is still the one the engine uses.
 TEMPLATE_POLL = 2.0
+# CPython 3.11 counts a function's first 8 runs in its code object, then rewrites its
+# instructions: a function run fewer times in the template writes its code object in
+# every monitor (40 KiB per monitor with one rehearsal).
+REHEARSALS = 8
 
 
 class Log:
@@ -635,7 +639,7 @@ def serve(conn: int, env: dict[str, str]) -> int:
 
 
 def rehearse(directory: str, env: dict[str, str]) -> None:
-    """Run a monitor's course once in the template, on a process that ends at once.
+    """Run a monitor's course in the template, on a process that ends at once.
 
     CPython writes a function's code object on its first runs (warm-up counters,
     specialised instructions) and fills lookup caches and memory pools as it goes: done
@@ -699,10 +703,11 @@ def template(path: str) -> int:
     A page stays shared only until either side writes it, and in CPython a write is
     also every reference count taken and every first run of a function (its warm-up
     counters live in its code object). So the template imports only C modules beyond
-    what a monitor runs, rehearses a monitor's course once (`rehearse`), runs a loop of
-    bare system calls between forks and freezes its objects out of the cyclic
-    collector's reach right before each fork; and a monitor reads and answers with bare
-    system calls too, not Python's io and socket layers, and imports nothing.
+    what a monitor runs, rehearses a monitor's course `REHEARSALS` times (`rehearse`),
+    runs a loop of bare system calls between forks and freezes its objects out of the
+    cyclic collector's reach right before each fork; and a monitor reads and answers with
+    bare system calls too, not Python's io and socket layers, and imports nothing. The
+    engine compiles this module's bytecode for it (`monitor_protocol.fresh_bytecode`).
     """
     import _socket
     import gc
@@ -728,7 +733,8 @@ def template(path: str) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     env = dict(os.environ)
     prctl()
-    rehearse(f"{path}.rehearsal", env)
+    for _ in range(REHEARSALS):
+        rehearse(f"{path}.rehearsal", env)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel
     listener.setblocking(False)
     fileno = listener.fileno()
