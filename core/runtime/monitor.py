@@ -183,9 +183,8 @@ class Sink:
 
 
 class Monitor:
-    def __init__(self, cfg: dict[str, Any], env: dict[str, str]) -> None:
+    def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
-        self.env = env
         self.dir: str = cfg["dir"]
         self.terminal: bool = bool(cfg.get("terminal"))
         self.children: dict[int, int] = {}
@@ -254,13 +253,7 @@ class Monitor:
                 close_after.append(in_r)
                 self.stdin_target = in_w
         self.sinks = {i: s for i, s in enumerate((stdout, stderr)) if s is not None}
-        runtime_pid = os.posix_spawnp(
-            argv[0],
-            argv,
-            self.env,
-            file_actions=[(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(child_fds)],
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT),
-        )
+        runtime_pid = spawn(argv, child_fds)
         for fd in close_after:
             os.close(fd)
         if listener is not None:
@@ -496,6 +489,39 @@ class Monitor:
         write_exit(self.cfg["exit_file"], status, self.exited_at or time.time_ns(), self.pid)
 
 
+def spawn(argv: list[str], stdio: list[int]) -> int:
+    """Start `argv` with `stdio` as its fds 0-2, and this process's environment; its pid.
+
+    fork and exec rather than posix_spawn, which converts an environment dict for every
+    call: its strings are on a dozen of the template's pages, which every monitor then
+    copied (50 KiB each). exec passes the environment no Python object holds. A failed
+    exec is raised here, with the message posix_spawn would give.
+    """
+    failed_r, failed_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for i, fd in enumerate(stdio):
+                os.dup2(fd, i)
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            os.execvp(argv[0], argv)
+        except BaseException as exc:
+            os.write(failed_w, str(exc).encode(errors="replace"))
+        finally:
+            os._exit(127)
+    os.close(failed_w)
+    try:
+        # End of file once exec has closed the pipe: the command runs.
+        failure = os.read(failed_r, 4096)
+    finally:
+        os.close(failed_r)
+    if failure:
+        os.waitpid(pid, 0)
+        raise OSError(failure.decode(errors="replace"))
+    return pid
+
+
 def write_exit(path: str, status: int, exited_at: int, pid: int) -> None:
     """Persist the exit for an engine that restarts; the rename makes it all-or-nothing.
 
@@ -560,7 +586,7 @@ def main(argv: list[str]) -> int:
     # the two overlap; one byte on stdin says go, end of file says give up.
     if not os.read(0, 1):
         return 1
-    return run(argv[-1], os.dup(1), dict(os.environ))
+    return run(argv[-1], os.dup(1))
 
 
 class Lines:
@@ -581,7 +607,7 @@ class Lines:
         return line
 
 
-def run(cfg_path: str, report: int, env: dict[str, str], lines: Lines | None = None) -> int:
+def run(cfg_path: str, report: int, lines: Lines | None = None) -> int:
     """Load the config, detach, start the process and report, then watch it to its end.
 
     A warm monitor (`lines` from its connection) readies itself while the engine
@@ -610,7 +636,7 @@ def run(cfg_path: str, report: int, env: dict[str, str], lines: Lines | None = N
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     told = lines is None
     try:
-        monitor = Monitor(cfg, env)
+        monitor = Monitor(cfg)
         if lines is not None:
             told = True
             if lines.next() != b"go":
@@ -629,16 +655,16 @@ def run(cfg_path: str, report: int, env: dict[str, str], lines: Lines | None = N
     return 0
 
 
-def serve(conn: int, env: dict[str, str]) -> int:
+def serve(conn: int) -> int:
     """A monitor just forked from the template: its config's path comes first on `conn`."""
     lines = Lines(conn)
     path = lines.next()
     if not path:
         return 1
-    return run(path.decode(), conn, env, lines)
+    return run(path.decode(), conn, lines)
 
 
-def rehearse(directory: str, env: dict[str, str]) -> None:
+def rehearse(directory: str) -> None:
     """Run a monitor's course in the template, on a process that ends at once.
 
     CPython writes a function's code object on its first runs (warm-up counters,
@@ -667,7 +693,7 @@ def rehearse(directory: str, env: dict[str, str]) -> None:
         fd = os.open(f"{directory}/monitor.cfg", os.O_WRONLY | os.O_CREAT, 0o600)
         os.write(fd, marshal.dumps(cfg))
         os.close(fd)
-        monitor = Monitor(marshal.loads(read_file(f"{directory}/monitor.cfg")), env)
+        monitor = Monitor(marshal.loads(read_file(f"{directory}/monitor.cfg")))
         monitor.start()
         # The process was the runtime command itself, whose status start() has taken.
         monitor.exit_status = 0
@@ -731,10 +757,9 @@ def template(path: str) -> int:
         os.dup2(devnull, fd)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    env = dict(os.environ)
     prctl()
     for _ in range(REHEARSALS):
-        rehearse(f"{path}.rehearsal", env)
+        rehearse(f"{path}.rehearsal")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel
     listener.setblocking(False)
     fileno = listener.fileno()
@@ -757,7 +782,7 @@ def template(path: str) -> int:
             try:
                 os.close(fileno)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                code = serve(conn, env)
+                code = serve(conn)
             finally:
                 os._exit(code)
         os.close(conn)

@@ -1,11 +1,14 @@
-"""The monitor's log file: appends, rotates at its cap, keeps one old file."""
+"""The monitor's parts: its log file, its FIFO sinks, and how it starts the runtime."""
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
-from core.runtime.monitor import Log, Sink
+import pytest
+
+from core.runtime.monitor import Log, Sink, spawn
 
 
 def test_log_rotates_at_its_limit(tmp_path: Path) -> None:
@@ -41,3 +44,44 @@ def test_sink_buffers_when_nobody_reads(tmp_path: Path) -> None:
     finally:
         sink.close()
         os.close(reader)
+
+
+def _run(argv: list[str]) -> tuple[int, bytes]:
+    """Run `argv` through `spawn` with a pipe as its stdout: exit status and output."""
+    out_r, out_w = os.pipe()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        pid = spawn(argv, [devnull, out_w, devnull])
+        os.close(out_w)
+        chunks = []
+        while chunk := os.read(out_r, 65536):
+            chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), b"".join(chunks)
+    finally:
+        os.close(out_r)
+        os.close(devnull)
+
+
+def test_spawn_passes_stdio_environment_and_default_signals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MONITOR_SPAWN_TEST", "passed on")
+    # The monitor ignores these; the runtime, and the container after it, must not.
+    ignored = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT)
+    before = [signal.signal(sig, signal.SIG_IGN) for sig in ignored]
+    try:
+        code, out = _run(["sh", "-c", 'echo "$MONITOR_SPAWN_TEST"; grep SigIgn /proc/self/status'])
+    finally:
+        for sig, handler in zip(ignored, before, strict=True):
+            signal.signal(sig, handler)
+    assert code == 0
+    lines = out.decode().splitlines()
+    assert lines[0] == "passed on"
+    mask = int(lines[1].split()[1], 16)
+    assert not [sig for sig in ignored if mask & (1 << (sig - 1))]
+
+
+def test_spawn_of_a_missing_command_raises_its_error(tmp_path: Path) -> None:
+    with pytest.raises(OSError, match="No such file or directory"):
+        spawn([str(tmp_path / "no-runtime"), "create"], [0, 1, 2])
