@@ -36,7 +36,6 @@ from __future__ import annotations
 # The C module behind `signal`: the same calls and numbers without importing
 # enum (and functools, collections) on every start.
 import _signal as signal
-import ctypes
 import fcntl
 import marshal
 import os
@@ -553,10 +552,22 @@ _prctl: Any = None
 
 
 def prctl() -> Any:
-    """libc's prctl, looked up once per process (a template does so before it forks)."""
+    """libc's prctl, looked up once per process (a template does so before it forks).
+
+    Through the C module alone: ctypes' Python layer is 220 KiB of a template's memory,
+    and a function that returns an int needs none of it.
+    """
     global _prctl
     if _prctl is None:
-        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        import _ctypes
+
+        class Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL
+
+        class Libc:
+            _handle = _ctypes.dlopen(None)
+
+        _prctl = Function(("prctl", Libc))
     return _prctl
 
 

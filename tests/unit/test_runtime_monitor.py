@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.runtime.monitor import Log, Sink, spawn
+from core.runtime.monitor import Log, Sink, become_subreaper, spawn
 
 
 def test_log_rotates_at_its_limit(tmp_path: Path) -> None:
@@ -85,3 +85,27 @@ def test_spawn_passes_stdio_environment_and_default_signals(
 def test_spawn_of_a_missing_command_raises_its_error(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="No such file or directory"):
         spawn([str(tmp_path / "no-runtime"), "create"], [0, 1, 2])
+
+
+def test_a_subreaper_collects_the_exit_of_an_orphan_below_it() -> None:
+    """As a monitor does for the container's process, once the runtime has exited."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            become_subreaper()
+            go_r, go_w = os.pipe()
+            runtime = os.fork()
+            if runtime == 0:
+                if os.fork() == 0:
+                    os.read(go_r, 1)  # the container's process, until its runtime is gone
+                    os._exit(7)
+                os._exit(0)
+            os.waitpid(runtime, 0)
+            os.write(go_w, b"x")
+            _, status = os.waitpid(-1, 0)
+            code = 0 if os.waitstatus_to_exitcode(status) == 7 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
