@@ -687,17 +687,24 @@ def rehearse(directory: str) -> None:
     monitor = None
     try:
         os.mkdir(directory, 0o700)
-        for name in ("control", "stdout", "stderr"):
+        for name in ("control", "stdin", "stdout", "stderr"):
             os.mkfifo(f"{directory}/{name}", 0o600)
+        # The keys and the paths taken are those of a task's monitor (stdin included),
+        # as `monitor_protocol.spawn` writes them.
         cfg = {
             "dir": directory,
             "argv": ["sh", "-c", f"echo $$ > {directory}/pid; echo out; echo err >&2"],
             "action": "create",
             "runtime_name": "sh",
             "runtime_log": f"{directory}/runtime.log",
+            "terminal": False,
+            "console_socket_index": -1,
+            "stdin": f"{directory}/stdin",
             "stdout": f"{directory}/stdout",
             "stderr": f"{directory}/stderr",
             "log": f"{directory}/log",
+            "cri_log": "",
+            "log_max": 1 << 20,
             "exit_file": f"{directory}/exit",
             "pid_file": f"{directory}/pid",
         }

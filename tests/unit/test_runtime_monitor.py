@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import core.runtime.monitor as monitor_module
 from core.runtime.monitor import Log, Sink, become_subreaper, spawn
 
 
@@ -109,3 +112,25 @@ def test_a_subreaper_collects_the_exit_of_an_orphan_below_it() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_rehearsal_runs_a_monitor_course_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """What a template does before it serves: stdin, stdout and stderr FIFOs, exit file."""
+    directory = tmp_path / "rehearsal"
+    probe = (
+        f"import os, sys; sys.path.insert(0, {str(Path(monitor_module.__file__).parent)!r})\n"
+        "import monitor\n"
+        "seen = []\n"
+        "write_exit = monitor.write_exit\n"
+        "def record(path, *args):\n"
+        "    seen.append(sorted(os.listdir(os.path.dirname(path))))\n"
+        "    write_exit(path, *args)\n"
+        "monitor.write_exit = record\n"
+        f"monitor.rehearse({str(directory)!r})\n"
+        "print(' '.join(seen[0]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert not directory.exists()
+    assert {"stdin", "stdout", "stderr", "control", "log", "pid"} <= set(done.stdout.split())
