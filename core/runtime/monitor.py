@@ -340,9 +340,10 @@ class Monitor:
     # --- children -------------------------------------------------------------
 
     def _reap(self) -> None:
-        try:
-            while os.read(self.wake_r, 512):
-                pass
+        # One read empties the pipe but for a flood of signals, which wakes us again;
+        # reading until it raises would raise on every turn.
+        try:  # noqa: SIM105 - contextlib is not imported, to start fast
+            os.read(self.wake_r, 4096)
         except BlockingIOError:
             pass
         while True:

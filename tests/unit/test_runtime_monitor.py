@@ -134,3 +134,29 @@ def test_a_rehearsal_runs_a_monitor_course_and_leaves_nothing_behind(tmp_path: P
     )
     assert not directory.exists()
     assert {"stdin", "stdout", "stderr", "control", "log", "pid"} <= set(done.stdout.split())
+
+
+def test_reaping_after_a_flood_of_wake_ups_collects_every_child(tmp_path: Path) -> None:
+    """More pending wake-up bytes than one read takes: the next select wakes again."""
+    os.mkfifo(tmp_path / "control")
+    here = str(Path(monitor_module.__file__).parent)
+    probe = (
+        f"import os, select, sys; sys.path.insert(0, {here!r})\n"
+        "import monitor\n"
+        f"m = monitor.Monitor({{'dir': {str(tmp_path)!r}, 'log': {str(tmp_path / 'log')!r}}})\n"
+        "pids = []\n"
+        "for code in (3, 4, 5):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os._exit(code)\n"
+        "    pids.append(pid)\n"
+        "os.write(m.wake_w, bytes(20000))\n"
+        "while not all(p in m.children for p in pids) or select.select([m.wake_r], [], [], 0)[0]:\n"
+        "    select.select([m.wake_r], [], [], 1.0)\n"
+        "    m._reap()\n"
+        "print(*sorted(m.children.values()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["3", "4", "5"]
