@@ -712,7 +712,15 @@ def rehearse(directory: str) -> None:
         fd = os.open(f"{directory}/monitor.cfg", os.O_WRONLY | os.O_CREAT, 0o600)
         os.write(fd, marshal.dumps(cfg))
         os.close(fd)
-        monitor = Monitor(marshal.loads(read_file(f"{directory}/monitor.cfg")))
+        # The config's path and the go-ahead come as on a template's connection.
+        lines_r, lines_w = os.pipe2(os.O_CLOEXEC)
+        say(lines_w, f"{directory}/monitor.cfg\ngo\n")
+        os.close(lines_w)
+        lines = Lines(lines_r)
+        path = lines.next().decode()
+        lines.next()
+        os.close(lines_r)
+        monitor = Monitor(marshal.loads(read_file(path)))
         monitor.start()
         # The process was the runtime command itself, whose status start() has taken.
         monitor.exit_status = 0
