@@ -36,7 +36,6 @@ from __future__ import annotations
 # The C module behind `signal`: the same calls and numbers without importing
 # enum (and functools, collections) on every start.
 import _signal as signal
-import ctypes
 import fcntl
 import marshal
 import os
@@ -62,6 +61,10 @@ FIFO_BUFFER_MAX = 1 << 20
 DRAIN_SECONDS = 2.0
 # How often a template looks whether its socket is still the one the engine uses.
 TEMPLATE_POLL = 2.0
+# CPython 3.11 counts a function's first 8 runs in its code object, then rewrites its
+# instructions: a function run fewer times in the template writes its code object in
+# every monitor (40 KiB per monitor with one rehearsal).
+REHEARSALS = 8
 
 
 class Log:
@@ -179,9 +182,8 @@ class Sink:
 
 
 class Monitor:
-    def __init__(self, cfg: dict[str, Any], env: dict[str, str]) -> None:
+    def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
-        self.env = env
         self.dir: str = cfg["dir"]
         self.terminal: bool = bool(cfg.get("terminal"))
         self.children: dict[int, int] = {}
@@ -250,13 +252,7 @@ class Monitor:
                 close_after.append(in_r)
                 self.stdin_target = in_w
         self.sinks = {i: s for i, s in enumerate((stdout, stderr)) if s is not None}
-        runtime_pid = os.posix_spawnp(
-            argv[0],
-            argv,
-            self.env,
-            file_actions=[(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(child_fds)],
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT),
-        )
+        runtime_pid = spawn(argv, child_fds)
         for fd in close_after:
             os.close(fd)
         if listener is not None:
@@ -344,9 +340,10 @@ class Monitor:
     # --- children -------------------------------------------------------------
 
     def _reap(self) -> None:
-        try:
-            while os.read(self.wake_r, 512):
-                pass
+        # One read empties the pipe but for a flood of signals, which wakes us again;
+        # reading until it raises would raise on every turn.
+        try:  # noqa: SIM105 - contextlib is not imported, to start fast
+            os.read(self.wake_r, 4096)
         except BlockingIOError:
             pass
         while True:
@@ -492,6 +489,39 @@ class Monitor:
         write_exit(self.cfg["exit_file"], status, self.exited_at or time.time_ns(), self.pid)
 
 
+def spawn(argv: list[str], stdio: list[int]) -> int:
+    """Start `argv` with `stdio` as its fds 0-2, and this process's environment; its pid.
+
+    fork and exec rather than posix_spawn, which converts an environment dict for every
+    call: its strings are on a dozen of the template's pages, which every monitor then
+    copied (50 KiB each). exec passes the environment no Python object holds. A failed
+    exec is raised here, with the message posix_spawn would give.
+    """
+    failed_r, failed_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for i, fd in enumerate(stdio):
+                os.dup2(fd, i)
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            os.execvp(argv[0], argv)
+        except BaseException as exc:
+            os.write(failed_w, str(exc).encode(errors="replace"))
+        finally:
+            os._exit(127)
+    os.close(failed_w)
+    try:
+        # End of file once exec has closed the pipe: the command runs.
+        failure = os.read(failed_r, 4096)
+    finally:
+        os.close(failed_r)
+    if failure:
+        os.waitpid(pid, 0)
+        raise OSError(failure.decode(errors="replace"))
+    return pid
+
+
 def write_exit(path: str, status: int, exited_at: int, pid: int) -> None:
     """Persist the exit for an engine that restarts; the rename makes it all-or-nothing.
 
@@ -523,10 +553,22 @@ _prctl: Any = None
 
 
 def prctl() -> Any:
-    """libc's prctl, looked up once per process (a template does so before it forks)."""
+    """libc's prctl, looked up once per process (a template does so before it forks).
+
+    Through the C module alone: ctypes' Python layer is 220 KiB of a template's memory,
+    and a function that returns an int needs none of it.
+    """
     global _prctl
     if _prctl is None:
-        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        import _ctypes
+
+        class Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL
+
+        class Libc:
+            _handle = _ctypes.dlopen(None)
+
+        _prctl = Function(("prctl", Libc))
     return _prctl
 
 
@@ -556,7 +598,7 @@ def main(argv: list[str]) -> int:
     # the two overlap; one byte on stdin says go, end of file says give up.
     if not os.read(0, 1):
         return 1
-    return run(argv[-1], os.dup(1), dict(os.environ))
+    return run(argv[-1], os.dup(1))
 
 
 class Lines:
@@ -577,7 +619,7 @@ class Lines:
         return line
 
 
-def run(cfg_path: str, report: int, env: dict[str, str], lines: Lines | None = None) -> int:
+def run(cfg_path: str, report: int, lines: Lines | None = None) -> int:
     """Load the config, detach, start the process and report, then watch it to its end.
 
     A warm monitor (`lines` from its connection) readies itself while the engine
@@ -606,7 +648,7 @@ def run(cfg_path: str, report: int, env: dict[str, str], lines: Lines | None = N
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     told = lines is None
     try:
-        monitor = Monitor(cfg, env)
+        monitor = Monitor(cfg)
         if lines is not None:
             told = True
             if lines.next() != b"go":
@@ -625,17 +667,17 @@ def run(cfg_path: str, report: int, env: dict[str, str], lines: Lines | None = N
     return 0
 
 
-def serve(conn: int, env: dict[str, str]) -> int:
+def serve(conn: int) -> int:
     """A monitor just forked from the template: its config's path comes first on `conn`."""
     lines = Lines(conn)
     path = lines.next()
     if not path:
         return 1
-    return run(path.decode(), conn, env, lines)
+    return run(path.decode(), conn, lines)
 
 
-def rehearse(directory: str, env: dict[str, str]) -> None:
-    """Run a monitor's course once in the template, on a process that ends at once.
+def rehearse(directory: str) -> None:
+    """Run a monitor's course in the template, on a process that ends at once.
 
     CPython writes a function's code object on its first runs (warm-up counters,
     specialised instructions) and fills lookup caches and memory pools as it goes: done
@@ -646,24 +688,39 @@ def rehearse(directory: str, env: dict[str, str]) -> None:
     monitor = None
     try:
         os.mkdir(directory, 0o700)
-        for name in ("control", "stdout", "stderr"):
+        for name in ("control", "stdin", "stdout", "stderr"):
             os.mkfifo(f"{directory}/{name}", 0o600)
+        # The keys and the paths taken are those of a task's monitor (stdin included),
+        # as `monitor_protocol.spawn` writes them.
         cfg = {
             "dir": directory,
             "argv": ["sh", "-c", f"echo $$ > {directory}/pid; echo out; echo err >&2"],
             "action": "create",
             "runtime_name": "sh",
             "runtime_log": f"{directory}/runtime.log",
+            "terminal": False,
+            "console_socket_index": -1,
+            "stdin": f"{directory}/stdin",
             "stdout": f"{directory}/stdout",
             "stderr": f"{directory}/stderr",
             "log": f"{directory}/log",
+            "cri_log": "",
+            "log_max": 1 << 20,
             "exit_file": f"{directory}/exit",
             "pid_file": f"{directory}/pid",
         }
         fd = os.open(f"{directory}/monitor.cfg", os.O_WRONLY | os.O_CREAT, 0o600)
         os.write(fd, marshal.dumps(cfg))
         os.close(fd)
-        monitor = Monitor(marshal.loads(read_file(f"{directory}/monitor.cfg")), env)
+        # The config's path and the go-ahead come as on a template's connection.
+        lines_r, lines_w = os.pipe2(os.O_CLOEXEC)
+        say(lines_w, f"{directory}/monitor.cfg\ngo\n")
+        os.close(lines_w)
+        lines = Lines(lines_r)
+        path = lines.next().decode()
+        lines.next()
+        os.close(lines_r)
+        monitor = Monitor(marshal.loads(read_file(path)))
         monitor.start()
         # The process was the runtime command itself, whose status start() has taken.
         monitor.exit_status = 0
@@ -699,10 +756,11 @@ def template(path: str) -> int:
     A page stays shared only until either side writes it, and in CPython a write is
     also every reference count taken and every first run of a function (its warm-up
     counters live in its code object). So the template imports only C modules beyond
-    what a monitor runs, rehearses a monitor's course once (`rehearse`), runs a loop of
-    bare system calls between forks and freezes its objects out of the cyclic
-    collector's reach right before each fork; and a monitor reads and answers with bare
-    system calls too, not Python's io and socket layers, and imports nothing.
+    what a monitor runs, rehearses a monitor's course `REHEARSALS` times (`rehearse`),
+    runs a loop of bare system calls between forks and freezes its objects out of the
+    cyclic collector's reach right before each fork; and a monitor reads and answers with
+    bare system calls too, not Python's io and socket layers, and imports nothing. The
+    engine compiles this module's bytecode for it (`monitor_protocol.fresh_bytecode`).
     """
     import _socket
     import gc
@@ -726,9 +784,9 @@ def template(path: str) -> int:
         os.dup2(devnull, fd)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    env = dict(os.environ)
     prctl()
-    rehearse(f"{path}.rehearsal", env)
+    for _ in range(REHEARSALS):
+        rehearse(f"{path}.rehearsal")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel
     listener.setblocking(False)
     fileno = listener.fileno()
@@ -751,7 +809,7 @@ def template(path: str) -> int:
             try:
                 os.close(fileno)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                code = serve(conn, env)
+                code = serve(conn)
             finally:
                 os._exit(code)
         os.close(conn)

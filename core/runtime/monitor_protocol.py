@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import marshal
 import os
 import signal
@@ -87,12 +88,47 @@ async def _template(path: Path) -> bool:
         return True
     path.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
     bundles.make_dir(path.parent, bundles.TASK_ROOT_MODE)
+    await asyncio.to_thread(fresh_bytecode)
     starter = await asyncio.create_subprocess_exec(
         sys.executable, "-I", "-S", "-c", MONITOR_BOOT, str(MONITOR), "--template", str(path),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     return await starter.wait() == 0 and path.exists()
+
+
+def fresh_bytecode(source: Path = MONITOR) -> bool:
+    """Make sure the monitor's cached bytecode matches its source; False if it cannot be.
+
+    A template that finds it stale (a new checkout, an upgrade) compiles the module in its
+    own process, and what the compiler allocated stays in its heap for good: 1.8 MiB more
+    in the template, shared with every monitor it forks (0.2 MiB more PSS per monitor).
+    """
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    try:
+        stat = source.stat()
+        with open(cached, "rb") as fp:
+            head = fp.read(16)
+    except OSError:
+        pass
+    else:
+        if head[:4] == importlib.util.MAGIC_NUMBER and (
+            # Hash-based bytecode is the installer's, and import checks it itself.
+            head[4:8] != bytes(4)
+            or head[8:16]
+            == ((int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+                + (stat.st_size & 0xFFFFFFFF).to_bytes(4, "little"))
+        ):  # fmt: skip
+            return True
+    import py_compile  # only when stale: once per upgrade
+
+    try:
+        py_compile.compile(
+            str(source), doraise=True, invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP
+        )
+    except (OSError, py_compile.PyCompileError):
+        return False  # a read-only install: the template compiles for itself
+    return True
 
 
 def stop_template(tasks_root: Path) -> None:

@@ -1,11 +1,17 @@
-"""The monitor's log file: appends, rotates at its cap, keeps one old file."""
+"""The monitor's parts: its log file, its FIFO sinks, and how it starts the runtime."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
-from core.runtime.monitor import Log, Sink
+import pytest
+
+import core.runtime.monitor as monitor_module
+from core.runtime.monitor import Log, Sink, become_subreaper, spawn
 
 
 def test_log_rotates_at_its_limit(tmp_path: Path) -> None:
@@ -41,3 +47,116 @@ def test_sink_buffers_when_nobody_reads(tmp_path: Path) -> None:
     finally:
         sink.close()
         os.close(reader)
+
+
+def _run(argv: list[str]) -> tuple[int, bytes]:
+    """Run `argv` through `spawn` with a pipe as its stdout: exit status and output."""
+    out_r, out_w = os.pipe()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        pid = spawn(argv, [devnull, out_w, devnull])
+        os.close(out_w)
+        chunks = []
+        while chunk := os.read(out_r, 65536):
+            chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), b"".join(chunks)
+    finally:
+        os.close(out_r)
+        os.close(devnull)
+
+
+def test_spawn_passes_stdio_environment_and_default_signals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MONITOR_SPAWN_TEST", "passed on")
+    # The monitor ignores these; the runtime, and the container after it, must not.
+    ignored = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT)
+    before = [signal.signal(sig, signal.SIG_IGN) for sig in ignored]
+    try:
+        code, out = _run(["sh", "-c", 'echo "$MONITOR_SPAWN_TEST"; grep SigIgn /proc/self/status'])
+    finally:
+        for sig, handler in zip(ignored, before, strict=True):
+            signal.signal(sig, handler)
+    assert code == 0
+    lines = out.decode().splitlines()
+    assert lines[0] == "passed on"
+    mask = int(lines[1].split()[1], 16)
+    assert not [sig for sig in ignored if mask & (1 << (sig - 1))]
+
+
+def test_spawn_of_a_missing_command_raises_its_error(tmp_path: Path) -> None:
+    with pytest.raises(OSError, match="No such file or directory"):
+        spawn([str(tmp_path / "no-runtime"), "create"], [0, 1, 2])
+
+
+def test_a_subreaper_collects_the_exit_of_an_orphan_below_it() -> None:
+    """As a monitor does for the container's process, once the runtime has exited."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            become_subreaper()
+            go_r, go_w = os.pipe()
+            runtime = os.fork()
+            if runtime == 0:
+                if os.fork() == 0:
+                    os.read(go_r, 1)  # the container's process, until its runtime is gone
+                    os._exit(7)
+                os._exit(0)
+            os.waitpid(runtime, 0)
+            os.write(go_w, b"x")
+            _, status = os.waitpid(-1, 0)
+            code = 0 if os.waitstatus_to_exitcode(status) == 7 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_rehearsal_runs_a_monitor_course_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """What a template does before it serves: stdin, stdout and stderr FIFOs, exit file."""
+    directory = tmp_path / "rehearsal"
+    probe = (
+        f"import os, sys; sys.path.insert(0, {str(Path(monitor_module.__file__).parent)!r})\n"
+        "import monitor\n"
+        "seen = []\n"
+        "write_exit = monitor.write_exit\n"
+        "def record(path, *args):\n"
+        "    seen.append(sorted(os.listdir(os.path.dirname(path))))\n"
+        "    write_exit(path, *args)\n"
+        "monitor.write_exit = record\n"
+        f"monitor.rehearse({str(directory)!r})\n"
+        "print(' '.join(seen[0]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert not directory.exists()
+    assert {"stdin", "stdout", "stderr", "control", "log", "pid"} <= set(done.stdout.split())
+
+
+def test_reaping_after_a_flood_of_wake_ups_collects_every_child(tmp_path: Path) -> None:
+    """More pending wake-up bytes than one read takes: the next select wakes again."""
+    os.mkfifo(tmp_path / "control")
+    here = str(Path(monitor_module.__file__).parent)
+    probe = (
+        f"import os, select, sys; sys.path.insert(0, {here!r})\n"
+        "import monitor\n"
+        f"m = monitor.Monitor({{'dir': {str(tmp_path)!r}, 'log': {str(tmp_path / 'log')!r}}})\n"
+        "pids = []\n"
+        "for code in (3, 4, 5):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os._exit(code)\n"
+        "    pids.append(pid)\n"
+        "os.write(m.wake_w, bytes(20000))\n"
+        "while not all(p in m.children for p in pids) or select.select([m.wake_r], [], [], 0)[0]:\n"
+        "    select.select([m.wake_r], [], [], 1.0)\n"
+        "    m._reap()\n"
+        "print(*sorted(m.children.values()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["3", "4", "5"]
