@@ -4,13 +4,13 @@ This module owns running one command to completion for the engine (the OCI
 runtime's `start`, `kill`, `pause`, `delete`, `state`, ...). asyncio's own
 subprocesses in Python 3.11 wait for each child in a thread of its own, which
 costs more CPU than the command's start; here the child is started with
-`posix_spawn` (no fork of the engine), in its own session with stdin on
-/dev/null, and its stdout, stderr and pidfd are all watched on the loop. The
+`posix_spawn` (no fork of the engine), in its own process group with stdin
+on /dev/null, and its stdout, stderr and pidfd are all watched on the loop. The
 child is reaped as soon as its pidfd says it ended, and every descriptor is
 closed whether the command finishes, fails to start, overruns or is
 cancelled. A command that overruns its timeout, or whose caller gives up, is
-killed with its whole process group (everything it started that stayed in its
-session). A binary that cannot be run raises the `OSError` of its exec
+killed with its whole process group (everything it started that stayed in
+it). A binary that cannot be run raises the `OSError` of its exec
 (`FileNotFoundError` for a missing one).
 """
 
@@ -115,7 +115,9 @@ def _spawn(argv: list[str], out: int, err: int) -> int:
             (os.POSIX_SPAWN_DUP2, out, 1),
             (os.POSIX_SPAWN_DUP2, err, 2),
         ],
-        setsid=True,
+        # Its own process group, for the kill; not its own session, which would put it
+        # in a scheduler autogroup of its own that waits behind every running one.
+        setpgroup=0,
         setsigdef=_DEFAULT_SIGNALS,
     )
 

@@ -60,10 +60,11 @@ async def test_stdin_is_empty_and_signals_are_at_their_defaults() -> None:
     assert not ignored & (1 << 12)
 
 
-async def test_the_command_leads_its_own_session() -> None:
-    done = await command.run(["/bin/sh", "-c", "echo $$; ps -o sid= -p $$"], 10)
-    pid, sid = done.stdout.split()
-    assert pid == sid
+async def test_the_command_leads_its_own_process_group_in_our_session() -> None:
+    done = await command.run(["/bin/sh", "-c", "echo $$; ps -o pgid=,sid= -p $$"], 10)
+    pid, pgid, sid = done.stdout.split()
+    assert pid == pgid
+    assert int(sid) == os.getsid(0)
 
 
 async def test_a_missing_binary_raises_its_exec_error(tmp_path: Path) -> None:
