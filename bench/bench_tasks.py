@@ -172,10 +172,11 @@ def remove_namespace_cgroups(namespace: str = NS) -> None:
         top = controller / namespace
         if not top.is_dir():
             continue
-        for sub in sorted(top.rglob("*"), reverse=True):
-            if sub.is_dir():
+        # os.walk, not rglob: another run's engine may remove a cgroup while this walks.
+        for parent, dirs, _ in os.walk(top, topdown=False):
+            for name in dirs:
                 with contextlib.suppress(OSError):
-                    sub.rmdir()
+                    os.rmdir(os.path.join(parent, name))
         with contextlib.suppress(OSError):
             top.rmdir()
 

@@ -627,11 +627,12 @@ def run(cfg_path: str, report: int, lines: Lines | None = None) -> int:
     """
     cfg = marshal.loads(read_file(cfg_path))
     if lines is not None:
-        # Forked from the template, it is in no session of its own: make one, so the
-        # engine can end the monitor and the runtime command under it together. It
-        # works in its process's directory: the engine recognises it by that, since
-        # its command line is the template's.
-        os.setsid()
+        # Forked from the template, it leads a process group of its own, so the engine
+        # can end the monitor and the runtime command under it together; it stays in
+        # the template's session, as a new session is a new scheduler autogroup that
+        # `runc create` would wait in. It works in its process's directory: the engine
+        # recognises it by that, since its command line is the template's.
+        os.setpgid(0, 0)
         become_subreaper()
         os.chdir(cfg["dir"])
         say(report, f"pid {os.getpid()}\n")

@@ -295,7 +295,7 @@ async def _spawn_warm(
 
 
 def _kill_group(pid: int) -> None:
-    # The monitor leads its own session; the runtime command under it is in it too.
+    # The monitor leads its own process group; the runtime command under it is in it too.
     if pid:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)

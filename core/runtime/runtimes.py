@@ -14,6 +14,8 @@ binary is not installed fails with a message naming the binary. No runtime
 command may hang a task: each gets `runtime_timeout` seconds (the
 `io.containerd.runtime.v2.task` plugin's option, 120 by default), and one that
 overruns, or whose caller gives up, is killed with everything it started.
+Commands run through `command.py` (posix_spawn and a pidfd on the loop, no
+thread per command).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from core.errors import (
     InvalidArgument,
     NotFound,
 )
+from core.runtime import command
 
 HYBRID_UNIFIED = Path("/sys/fs/cgroup/unified")
 RUNSC_SHIM = "io.containerd.runsc.v1"
@@ -106,29 +109,23 @@ class Runtime:
         """
         what = what or f"{self.name} {args[0]}"
         self.make_root(namespace)
-        proc = await asyncio.create_subprocess_exec(
-            *self.argv(namespace, *args),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            # Its own process group, so a kill reaches whatever it started.
-            start_new_session=True,
-        )
+        argv = self.argv(namespace, *args)
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
+            done = await command.run(argv, self.timeout)
         except TimeoutError:
-            await asyncio.shield(kill_group(proc))
             raise DeadlineExceeded(
                 f"{what}: {self.binary} did not finish within {self.timeout:g} seconds "
                 "and was killed"
             ) from None
-        except BaseException:
-            await asyncio.shield(kill_group(proc))
-            raise
-        if proc.returncode != 0:
-            text = _error_text(err) or f"exit status {proc.returncode}"
+        except (FileNotFoundError, PermissionError) as exc:
+            raise FailedPrecondition(
+                f"{what}: cannot run {argv[0]}: {exc.strerror or exc} "
+                "(the runtime binary was removed or is not executable)"
+            ) from None
+        if done.returncode != 0:
+            text = _error_text(done.stderr) or f"exit status {done.returncode}"
             raise RuntimeFailed(f"{what}: {text}")
-        return out.decode(errors="replace")
+        return done.stdout.decode(errors="replace")
 
     async def state(self, namespace: str, container_id: str) -> dict[str, object] | None:
         """The runtime's `state` of a container, or None when it does not know it."""

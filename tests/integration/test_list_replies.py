@@ -1,7 +1,7 @@
 """Lists answered from cached encoded replies are never stale.
 
-Namespaces, Images, Containers and Content `List` keep their encoded reply
-until the metadata changes (`core/services/replies.py`). Each test asks the
+Namespaces, Images, Containers and Content `List`, and Content `Info`, keep
+their encoded reply until the metadata changes (`core/services/replies.py`). Each test asks the
 same list (same namespace, same filters) before and after every kind of
 write, so a cached reply would show if a write failed to invalidate it, and
 checks another namespace and filtered lists alongside.
@@ -162,6 +162,42 @@ async def test_content_list_follows_writes_in_batches(client: Client) -> None:
     assert await _content(client, "labels.k==v") == (0, {})
     await other.write_content("ref-o", blobs[0], digests[0])
     assert await _content(other) == (1, {digests[0]: {}})
+
+
+async def _info(c: Client, digest: str) -> dict[str, str] | None:
+    """A blob's labels by `Content.Info`, or None when the namespace does not have it."""
+    try:
+        got = await c.content.info(content.InfoRequest(digest=digest))
+    except GRPCError as exc:
+        assert exc.status == Status.NOT_FOUND
+        return None
+    assert got.info is not None and got.info.digest == digest
+    return dict(got.info.labels)
+
+
+async def test_content_info_follows_writes(client: Client) -> None:
+    other = client.with_namespace("other")
+    blob = b"info blob"
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    for _ in range(2):
+        assert await _info(client, digest) is None
+    await client.write_content("ref-i", blob, digest)
+    for _ in range(2):
+        assert await _info(client, digest) == {}
+        assert await _info(other, digest) is None
+    for value in ("v1", "v2"):
+        await client.content.update(
+            content.UpdateRequest(
+                info=content.Info(digest=digest, labels={"k": value}),
+                update_mask=FieldMask(paths=["labels.k"]),
+            )
+        )
+        assert await _info(client, digest) == {"k": value}
+    await other.write_content("ref-o", blob, digest)
+    assert await _info(other, digest) == {}
+    await client.content.delete(content.DeleteContentRequest(digest=digest))
+    assert await _info(client, digest) is None
+    assert await _info(other, digest) == {}
 
 
 async def test_refusals_are_not_cached(client: Client) -> None:

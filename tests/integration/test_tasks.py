@@ -773,6 +773,11 @@ async def test_warm_monitors_outlive_an_engine_sigkill(workdir: Path) -> None:
         [monitor] = monitors_of(engine.state)
         assert b"--template" in Path(f"/proc/{monitor}/cmdline").read_bytes()
         assert os.readlink(f"/proc/{monitor}/cwd") == str(engine.state / TASK_DIR / ns / "w0/init")
+        # Its own process group (the engine kills it with its runtime command), in the
+        # template's session, not a new one (a new scheduler autogroup per Create).
+        assert os.getpgid(monitor) == monitor
+        assert engine.proc is not None
+        assert os.getsid(monitor) == os.getsid(template) != os.getsid(engine.proc.pid)
         c.close()
         engine.kill()
 
