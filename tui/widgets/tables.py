@@ -1,10 +1,11 @@
 """The resource tables: namespaces, containers, images, snapshots, content.
 
 `ResourceTable` is a `LineTable` (`tui.widgets.line_table`: only the lines on
-screen are drawn) that is only ever told the full set of rows it should show
-(already formatted, keyed like the model) and works out the difference
-itself: rows are added, changed (repainting that row only, when on screen) or
-removed by key, so a refresh never clears and rebuilds the table. Its filter
+screen are drawn) that is told either the full set of rows it should show
+(already formatted, keyed like the model; `sync` works out the difference) or
+only the rows the model says changed (`update`): rows are added, changed
+(repainting that row only, when on screen) or removed by key, so a refresh
+never clears and rebuilds the table. Its filter
 (a substring of any cell, in any case) and the operator's sort choice are the
 line table's filter and order. Columns have fixed widths and drop from the
 right when the table is too narrow for them, except the ones marked essential
