@@ -362,13 +362,13 @@ class LineTable(ScrollView, can_focus=True):
     def _changed(self, rid: str) -> bool:
         """A row's cells changed; True when it moved, or the filter now decides otherwise."""
         self._drop_strips(rid)
-        key = self.order_key(rid, self._rows[rid])
-        shown = self._position(rid) is not None
-        wanted = not self._filtering or self.matches(rid, self._rows[rid])
-        if key == self._okeys[rid] and shown == wanted:
-            index = self._index_of(rid)
-            if index is not None:
-                self._refresh_row(index)
+        cells = self._rows[rid]
+        key = self.order_key(rid, cells)
+        position = self._position(rid)
+        wanted = not self._filtering or self.matches(rid, cells)
+        if key == self._okeys[rid] and (position is not None) == wanted:
+            if position is not None:
+                self._refresh_row(len(self._shown) - 1 - position if self.descending else position)
             return False
         self._unplace(rid)
         self._okeys[rid] = key
