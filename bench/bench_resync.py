@@ -14,8 +14,9 @@ engine process's user+system CPU (`/proc/PID/stat`) around each piece of work:
 - an idle window: the syncer running as the console runs it, for `--idle` seconds;
   with `--unfocused`, a second one as when its terminal has lost focus.
 
-Also the console side: this process's CPU per resync. Prints a markdown table of
-ratios (ctrdeck / containerd).
+Also the console side: this process's CPU per resync (nothing changed, one
+container's labels changed behind its back, and the first one), and while
+idle. Prints a markdown table of ratios (ctrdeck / containerd).
 
     .venv/bin/python -m bench.bench_resync [--containers 2000] [--running 50] [--idle 60] \
         [--unfocused]
@@ -35,7 +36,9 @@ from typing import Any
 from bench import bench_tasks
 from bench.bench_console import cpu_seconds, create_container
 from bench.stats import machine, pct, table
+from core.api.containerd.services.containers import v1 as containers_api
 from core.api.containerd.services.tasks import v1 as tasks_api
+from core.api.google.protobuf import FieldMask
 from core.client import Client
 from tests import engine_proc
 from tui.state import NodeState
@@ -84,7 +87,9 @@ async def measure(running: engine_proc.Running, args: argparse.Namespace) -> dic
             on_log=lambda _: None,
             on_connection=lambda *_: None,
         )
+        c0 = time.process_time()
         await syncer.resync()
+        out["first"] = (time.process_time() - c0) * 1000
         consoles = [Client(str(running.address), NS) for _ in range(CONSOLES)]
         for _ in range(ROUNDS):
             e0, c0 = cpu_seconds(pid), time.process_time()
@@ -103,11 +108,28 @@ async def measure(running: engine_proc.Running, args: argparse.Namespace) -> dic
             out["burst"].append((cpu_ns(pid) - e0) / 1e6)
             assert all(len(a.metrics) == args.running for a in answers)
         assert sum(1 for c in state.containers.values() if c.status == "RUNNING") == args.running
+        out["changed"], out["console changed"] = [], []
+        for r in range(ROUNDS):
+            # A label changed behind the console's back (no events followed here).
+            cid = f"bench-{r:05d}"
+            await client.containers.update(
+                containers_api.UpdateContainerRequest(
+                    container=containers_api.Container(id=cid, labels={"round": str(r)}),
+                    update_mask=FieldMask(paths=["labels"]),
+                )
+            )
+            e0, c0 = cpu_seconds(pid), time.process_time()
+            await syncer.resync()
+            out["changed"].append((cpu_seconds(pid) - e0) * 1000)
+            out["console changed"].append((time.process_time() - c0) * 1000)
+            assert state.containers[cid].labels == {"round": str(r)}
         task = asyncio.ensure_future(syncer.run())
         await asyncio.sleep(3.0)
-        e0, t0 = cpu_seconds(pid), time.perf_counter()
+        e0, c0, t0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
         await asyncio.sleep(args.idle)
-        out["idle"] = (cpu_seconds(pid) - e0) / (time.perf_counter() - t0) * 100
+        elapsed = time.perf_counter() - t0
+        out["idle"] = (cpu_seconds(pid) - e0) / elapsed * 100
+        out["console idle"] = (time.process_time() - c0) / elapsed * 100
         if args.unfocused:
             # As when the console's terminal reports it lost focus (`App.app_focus`).
             syncer.watched = lambda: False
@@ -153,6 +175,19 @@ def main() -> None:
                 ("engine CPU per resync", pct(cd["resync"], 50), pct(cx["resync"], 50), "ms"),
                 ("console CPU per resync", pct(cd["console"], 50), pct(cx["console"], 50), "ms"),
                 (
+                    "engine CPU per resync, one record changed",
+                    pct(cd["changed"], 50),
+                    pct(cx["changed"], 50),
+                    "ms",
+                ),
+                (
+                    "console CPU per resync, one record changed",
+                    pct(cd["console changed"], 50),
+                    pct(cx["console changed"], 50),
+                    "ms",
+                ),
+                ("console CPU, first resync (connect)", cd["first"], cx["first"], "ms"),
+                (
                     "engine CPU per metrics poll",
                     pct(cd["metrics"], 50),
                     pct(cx["metrics"], 50),
@@ -165,16 +200,25 @@ def main() -> None:
                     "ms",
                 ),
                 (f"engine CPU, idle console, {args.idle:g} s", cd["idle"], cx["idle"], "% core"),
-            ]
-            + [
                 (
-                    f"engine CPU, idle console, terminal unfocused, {args.idle:g} s",
-                    cd["unfocused"],
-                    cx["unfocused"],
+                    f"console CPU, idle, {args.idle:g} s",
+                    cd["console idle"],
+                    cx["console idle"],
                     "% core",
-                )
+                ),
             ]
-            * args.unfocused
+            + (
+                [
+                    (
+                        f"engine CPU, idle console, terminal unfocused, {args.idle:g} s",
+                        cd["unfocused"],
+                        cx["unfocused"],
+                        "% core",
+                    )
+                ]
+                if args.unfocused
+                else []
+            )
         )
     )
 

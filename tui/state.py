@@ -2,14 +2,15 @@
 
 `NodeState` holds namespaces by name, images by name, containers (with their
 task) by id, snapshots by (snapshotter, key) and content by digest. Changes are
-upserts and removals by key, and each records which table went dirty, so the
-screen updates only the rows that changed and never rebuilds a table. What
-keeps it current from an engine is `tui.syncer.Syncer`; tests fill it with fixed
-data directly.
+upserts and removals by key, and each records which table went dirty and, in
+a short log, which key changed, so the screen remakes only the rows that
+changed (`changed_since`) and never rebuilds a table. What keeps it current
+from an engine is `tui.syncer.Syncer`; tests fill it with fixed data directly.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,10 @@ TABLES = (NAMESPACES, IMAGES, CONTAINERS, SNAPSHOTS, CONTENT)
 COUNTS = "counts"
 # Not a table either: the engine's health went dirty (the top bar shows it).
 ENGINE = "engine"
+# Changes kept per table for `changed_since`; past this the older half goes, and a
+# reader that far behind remakes the whole table (as it does after a resync that
+# changed most rows: remaking them all is then no dearer than naming them).
+CHANGE_LOG = 4096
 
 
 Clock = Callable[[], datetime]
@@ -125,6 +130,15 @@ class NodeState:
         self.on_dirty: Callable[[], None] | None = None
         # Told of every row change, (table, key, the new row or None); a recorder listens here.
         self.on_change: Callable[[str, Hashable, Any], None] | None = None
+        # Every row change is numbered: `seq` is the last number, each table logs
+        # (number, key) of its recent changes, and a reader at a number below the
+        # table's floor has missed changes the log no longer holds.
+        self.seq = 0
+        self._log: dict[str, list[tuple[int, Hashable]]] = {name: [] for name in TABLES}
+        self._floor: dict[str, int] = dict.fromkeys(TABLES, 0)
+        # Containers with a running task, counted as rows change: the top bar shows it on
+        # every refresh.
+        self._running = 0
 
     @property
     def namespace(self) -> str:
@@ -159,23 +173,60 @@ class NodeState:
 
     def upsert(self, table: str, key: Hashable, row: Any) -> None:
         rows = self.tables[table]
-        if rows.get(key) != row:
+        was = rows.get(key)
+        # Identity first: a resync hands back the very rows the events kept current.
+        if was is not row and was != row:
             rows[key] = row
-            self.mark(table)
+            if table == CONTAINERS:
+                self._running += _runs(row) - _runs(was)
+            self._changed(table, key)
             if self.on_change is not None:
                 self.on_change(table, key, row)
 
     def remove(self, table: str, key: Hashable) -> None:
-        if self.tables[table].pop(key, None) is not None:
-            self.mark(table)
+        was = self.tables[table].pop(key, None)
+        if was is not None:
+            if table == CONTAINERS:
+                self._running -= _runs(was)
+            self._changed(table, key)
             if self.on_change is not None:
                 self.on_change(table, key, None)
 
+    def _changed(self, table: str, key: Hashable) -> None:
+        self.seq += 1
+        log = self._log[table]
+        log.append((self.seq, key))
+        if len(log) > CHANGE_LOG:
+            half = len(log) // 2
+            self._floor[table] = log[half - 1][0]
+            del log[:half]
+        self._dirty(table)
+
     def mark(self, table: str) -> None:
+        """`table` went dirty as a whole: readers remake all its rows."""
+        if table in self._floor:
+            self.seq += 1
+            self._floor[table] = self.seq
+            self._log[table].clear()
+        self._dirty(table)
+
+    def _dirty(self, table: str) -> None:
         first = not self.dirty
         self.dirty.add(table)
         if first and self.on_dirty is not None:
             self.on_dirty()
+
+    def changed_since(self, table: str, seq: int) -> set[Hashable] | None:
+        """The keys of `table` changed (upserted or removed) after change number `seq`.
+
+        None when the log no longer reaches back that far, or the table was
+        marked dirty as a whole since: the reader must look at every row.
+        """
+        if seq < self._floor[table]:
+            return None
+        log = self._log[table]
+        start = bisect.bisect_right(log, seq, key=lambda entry: entry[0])
+        return {key for _, key in log[start:]}
 
     def replace_all(self, table: str, rows: dict[Hashable, Any]) -> None:
         """Make a table equal to `rows`, touching only the keys that differ."""
@@ -200,7 +251,11 @@ class NodeState:
 
     @property
     def running(self) -> int:
-        return sum(1 for c in self.containers.values() if c.status == "RUNNING")
+        return self._running
+
+
+def _runs(row: ContainerRow | None) -> int:
+    return 1 if row is not None and row.status == "RUNNING" else 0
 
 
 def age(since: datetime | None, now: datetime) -> str:

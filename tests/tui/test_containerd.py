@@ -5,8 +5,9 @@ container, a second namespace, a snapshot) and the console must show what
 Debian's `ctr` lists there; the event log starts empty (containerd skips the
 console's request for history); an event from another client reaches the screen;
 a pull says plainly that containerd has no server-side pull, with the
-`ctr` line that does it instead; and the log view says containerd keeps no task
-log rather than failing.
+`ctr` line that does it instead; the log view says containerd keeps no task
+log rather than failing; and a resync, which reads containerd's reply bytes
+itself, still finds a label changed behind the console's back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 import pytest
 from textual.widgets import Input, RichLog
 
+from core.api.containerd.services.containers import v1 as containers_api
 from core.api.containerd.services.snapshots import v1 as snapshots_api
 from core.client import Client
 from tests.engine_proc import Running
@@ -24,9 +26,12 @@ from tests.engine_proc import containerd as start_containerd
 from tests.helpers import ctr
 from tests.tui.support import seed_container, seed_image, seed_namespace, until
 from tests.tui.test_console import BUSYBOX, log_text, rows
+from tests.tui.test_syncer_cost import relabelled
 from tui.app import CtrdeckApp, Settings
 from tui.screens.logs import LogsScreen
 from tui.screens.pull import PullScreen
+from tui.state import NodeState
+from tui.syncer import Syncer
 
 pytestmark = pytest.mark.skipif(
     shutil.which("containerd") is None,
@@ -130,3 +135,34 @@ async def test_logs_say_containerd_keeps_none(containerd: tuple[Running, Client]
         )
         # A plain answer, not a failure: no error toast.
         assert not any(n.severity == "error" for n in app._notifications)
+
+
+async def test_a_resync_on_containerd_finds_a_label_changed_behind_its_back(
+    containerd: tuple[Running, Client],
+) -> None:
+    """The resync reads containerd's reply bytes itself: what changed still reaches the rows."""
+    running, client = containerd
+    address = str(running.address)
+    ids = ["calm-1", "calm-2", "calm-3"]
+    for cid in ids:
+        await seed_container(client, cid, BUSYBOX)
+    await client.containers.update(relabelled("calm-2", {"b": "2", "a": "1", "c": "3"}))
+    base = Client(address, "default")
+    state = NodeState("default", address)
+    # Not running: no events reach it, so the change below is missed and left to the resync.
+    syncer = Syncer(base, state, on_log=lambda _: None, on_connection=lambda *_: None)
+    try:
+        await syncer.resync()
+        assert set(state.containers) == set(ids)
+        assert state.containers["calm-2"].labels == {"a": "1", "b": "2", "c": "3"}
+        await syncer.resync()
+        await client.containers.update(relabelled("calm-3", {"tier": "web"}))
+        await syncer.resync()
+        assert state.containers["calm-3"].labels == {"tier": "web"}
+        assert state.containers["calm-2"].labels == {"a": "1", "b": "2", "c": "3"}
+        assert state.containers["calm-1"].image == BUSYBOX
+        await client.containers.delete(containers_api.DeleteContainerRequest(id="calm-1"))
+        await syncer.resync()
+        assert set(state.containers) == {"calm-2", "calm-3"}
+    finally:
+        base.close()

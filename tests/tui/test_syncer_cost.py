@@ -3,7 +3,9 @@
 The syncer shows a created container from its event at once and fetches the
 rest of the record (labels, snapshot) for the whole burst with filtered
 `Containers.List` calls; a container deleted meanwhile does not come back. A
-resync that finds nothing the events missed stretches the wait for the next.
+resync that finds nothing the events missed stretches the wait for the next,
+decodes no container record when the engine's reply is the same as the last
+one, and only the changed record when one changed behind the console's back.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import pytest
 
 from core.api.containerd.services.containers import v1 as containers_api
+from core.api.google.protobuf import FieldMask
 from core.client import Client
 from tests.engine_proc import EngineProcess
 from tests.tui.conftest import AppFactory
@@ -78,5 +81,56 @@ async def test_a_resync_that_finds_nothing_missed_waits_longer(
         await syncer.resync()
         assert "steady" in state.containers
         assert syncer._resync_every == RESYNC_INTERVAL
+    finally:
+        base.close()
+
+
+def relabelled(container_id: str, labels: dict[str, str]) -> containers_api.UpdateContainerRequest:
+    return containers_api.UpdateContainerRequest(
+        container=containers_api.Container(id=container_id, labels=labels),
+        update_mask=FieldMask(paths=["labels"]),
+    )
+
+
+async def test_a_resync_decodes_only_the_records_that_changed(
+    engine: EngineProcess, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [f"quiet-{i:02d}" for i in range(12)]
+    for cid in ids:
+        await seed_container(client, cid, BUSYBOX)
+    base = Client(str(engine.address), "default")
+    state = NodeState("default", str(engine.address))
+    # Not running: no events reach it, so whatever changes is missed and left to the resync.
+    syncer = Syncer(base, state, on_log=lambda _: None, on_connection=lambda *_: None)
+    try:
+        await syncer.resync()
+        assert set(state.containers) == set(ids)
+        assert syncer._listing.decoded == len(ids)
+        rows = dict(state.containers)
+
+        decoded: list[bytes] = []
+        real = containers_api.Container.FromString
+
+        def counted(data: bytes) -> containers_api.Container:
+            decoded.append(data)
+            return real(data)
+
+        monkeypatch.setattr(containers_api.Container, "FromString", counted)
+        await syncer.resync()
+        assert decoded == []
+        assert all(state.containers[cid] is rows[cid] for cid in ids)
+
+        await client.containers.update(relabelled(ids[3], {"tier": "web"}))
+        await syncer.resync()
+        assert state.containers[ids[3]].labels == {"tier": "web"}
+        assert len(decoded) == 1
+        assert all(state.containers[cid] is rows[cid] for cid in ids if cid != ids[3])
+        # A drift found resets the safety net's pace.
+        assert syncer._resync_every == RESYNC_INTERVAL
+
+        await client.containers.delete(containers_api.DeleteContainerRequest(id=ids[0]))
+        await syncer.resync()
+        assert set(state.containers) == set(ids[1:])
+        assert len(decoded) == 1
     finally:
         base.close()

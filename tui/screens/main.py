@@ -17,6 +17,7 @@ owns the layout, the lookups those two use, and moving between panes.
 from __future__ import annotations
 
 from collections.abc import Hashable
+from datetime import datetime
 from typing import ClassVar
 
 from rich.table import Table
@@ -67,6 +68,8 @@ class MainScreen(CommandLine, PodsActions):
         self._shown_titles: dict[str, object] = {}
         self._applicable: tuple[str, frozenset[str]] = ("", frozenset())
         self.error_style = "bold"
+        # The model and its change number the containers table was last brought up to.
+        self._containers_at: tuple[NodeState, int] | None = None
 
     @property
     def node(self) -> NodeState:
@@ -158,18 +161,15 @@ class MainScreen(CommandLine, PodsActions):
         self.error_style = "bold" if self.app.no_color else f"bold {readable(theme.error)}".strip()
         # The log's lines were drawn in the old colours: draw them again from its buffer.
         self.event_log.set_filter(self.event_log.filter_text)
+        # Every row's status is drawn in the old colours too.
+        self._containers_at = None
         self.refresh_view({CONTAINERS})
 
     def refresh_view(self, dirty: set[str]) -> None:
         node = self.node
         now = self.console.clock()
         if CONTAINERS in dirty:
-            self.table(CONTAINERS).sync(
-                {
-                    k: ContainersTable.cells(r, now, self.status_styles)
-                    for k, r in node.containers.items()
-                }
-            )
+            self.refresh_containers(now)
         if IMAGES in dirty:
             self.table(IMAGES).sync({k: ImagesTable.cells(r, now) for k, r in node.images.items()})
         if SNAPSHOTS in dirty:
@@ -180,7 +180,9 @@ class MainScreen(CommandLine, PodsActions):
             self.table(CONTENT).sync(
                 {k: ContentTable.cells(r, now) for k, r in node.content.items()}
             )
-        if CONTAINERS in dirty or PODS in dirty:
+        if (CONTAINERS in dirty or PODS in dirty) and self._pane == PODS:
+            # Grouping every container into pods is made again as the pane is shown
+            # (`_show_tab`), not on each refresh while it is hidden.
             self.pods_table().show(node.containers, now, self.status_styles, self._pod_ip)
         if NAMESPACES in dirty:
             self.table(NAMESPACES).sync(
@@ -188,6 +190,29 @@ class MainScreen(CommandLine, PodsActions):
             )
         self.retitle()
         self.recheck_bindings()
+
+    def refresh_containers(self, now: datetime) -> None:
+        """Bring the containers table up to the model: only the rows changed since it last was.
+
+        A metrics poll changes the running rows only; remaking and comparing all
+        10,000 rows for it was most of an idle console's work. The whole table is
+        given again when the model cannot say what changed (another node, a long
+        burst, a change of colours).
+        """
+        node, styles = self.node, self.status_styles
+        table = self.query_one(f"#{CONTAINERS}", ResourceTable)
+        at = self._containers_at
+        keys = node.changed_since(CONTAINERS, at[1]) if at is not None and at[0] is node else None
+        self._containers_at = (node, node.seq)
+        rows = node.containers
+        if keys is None:
+            table.sync({k: ContainersTable.cells(r, now, styles) for k, r in rows.items()})
+            return
+        changed: dict[Hashable, Cells | None] = {}
+        for key in keys:
+            row = rows.get(key)
+            changed[key] = None if row is None else ContainersTable.cells(row, now, styles)
+        table.update(changed)
 
     def refresh_ages(self) -> None:
         """The clock moved: ages change on the rows on screen now, on other rows as they show.

@@ -268,6 +268,40 @@ class LineTable(ScrollView, can_focus=True):
         self._rows = rows
         self._synced_at = self._clock
         self._made_at.clear()
+        self._apply(gone, added, changed)
+
+    def update_rows(self, rows: Mapping[str, Cells | None]) -> None:
+        """Change only the rows named: their new cells, or None for a row that goes.
+
+        The others stay as they are, uncompared: a refresh that knows which rows
+        changed costs those rows, not the table.
+        """
+        current = self._rows
+        gone: list[str] = []
+        added: list[str] = []
+        changed: list[str] = []
+        for rid, cells in rows.items():
+            was = current.get(rid)
+            if cells is None:
+                if was is not None:
+                    gone.append(rid)
+                    del current[rid]
+                continue
+            if was is None:
+                added.append(rid)
+            elif was is cells or was == cells:
+                continue
+            else:
+                changed.append(rid)
+            current[rid] = cells
+        self._apply(gone, added, changed)
+        # Made as of now: the clock's next tick remakes them, not the frame after this one.
+        for rid in (*added, *changed):
+            self._made_at[rid] = self._clock
+
+    def _apply(self, gone: list[str], added: list[str], changed: list[str]) -> None:
+        """Place the rows that came, went or changed (`_rows` already holds the new set)."""
+        rows = self._rows
         if not (gone or added or changed):
             return
         if len(gone) + len(added) + len(changed) > max(64, len(self._all) // REBUILD_SHARE):
@@ -328,13 +362,13 @@ class LineTable(ScrollView, can_focus=True):
     def _changed(self, rid: str) -> bool:
         """A row's cells changed; True when it moved, or the filter now decides otherwise."""
         self._drop_strips(rid)
-        key = self.order_key(rid, self._rows[rid])
-        shown = self._position(rid) is not None
-        wanted = not self._filtering or self.matches(rid, self._rows[rid])
-        if key == self._okeys[rid] and shown == wanted:
-            index = self._index_of(rid)
-            if index is not None:
-                self._refresh_row(index)
+        cells = self._rows[rid]
+        key = self.order_key(rid, cells)
+        position = self._position(rid)
+        wanted = not self._filtering or self.matches(rid, cells)
+        if key == self._okeys[rid] and (position is not None) == wanted:
+            if position is not None:
+                self._refresh_row(len(self._shown) - 1 - position if self.descending else position)
             return False
         self._unplace(rid)
         self._okeys[rid] = key

@@ -1,10 +1,11 @@
 """The resource tables: namespaces, containers, images, snapshots, content.
 
 `ResourceTable` is a `LineTable` (`tui.widgets.line_table`: only the lines on
-screen are drawn) that is only ever told the full set of rows it should show
-(already formatted, keyed like the model) and works out the difference
-itself: rows are added, changed (repainting that row only, when on screen) or
-removed by key, so a refresh never clears and rebuilds the table. Its filter
+screen are drawn) that is told either the full set of rows it should show
+(already formatted, keyed like the model; `sync` works out the difference) or
+only the rows the model says changed (`update`): rows are added, changed
+(repainting that row only, when on screen) or removed by key, so a refresh
+never clears and rebuilds the table. Its filter
 (a substring of any cell, in any case) and the operator's sort choice are the
 line table's filter and order. Columns have fixed widths and drop from the
 right when the table is too narrow for them, except the ones marked essential
@@ -15,8 +16,9 @@ terminal control code.
 
 from __future__ import annotations
 
+import contextlib
 import gc
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -181,24 +183,27 @@ class ResourceTable(LineTable):
             keys[rid] = key
             given[rid] = cells
         self._keys = keys
-        many = len(keys) - self.total_count >= FREEZE_ROWS
-        if many:
-            # Placing thousands of new rows would start collections that walk them all.
-            gc.disable()
-        try:
+        with _placing(len(keys) - self.total_count):
             self.set_rows(given)
-        finally:
-            if many:
-                # Thousands of rows are thousands of long-lived objects that every full
-                # collection of the cyclic GC would walk again, a frame's worth of
-                # pause each time (the p99 of a key at 10,000 rows); reference
-                # counting still frees them when their rows go. Cyclic garbage is
-                # collected first, so none of it is frozen for the console's life.
-                gc.collect()
-                gc.freeze()
-                gc.enable()
         if len(self._haystacks) > len(keys):
             self._haystacks = {r: h for r, h in self._haystacks.items() if r in keys}
+
+    def update(self, rows: Mapping[Hashable, Cells | None]) -> None:
+        """Change only the rows named (None: the row goes); the others are not looked at."""
+        keys = self._keys
+        given: dict[str, Cells | None] = {}
+        added = 0
+        for key, cells in rows.items():
+            rid = self.row_id(key)
+            given[rid] = cells
+            if cells is None:
+                keys.pop(rid, None)
+                self._haystacks.pop(rid, None)
+            elif rid not in keys:
+                keys[rid] = key
+                added += 1
+        with _placing(added):
+            self.update_rows(given)
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip()
@@ -226,6 +231,27 @@ class ResourceTable(LineTable):
 
     def counts(self) -> tuple[int, int]:
         return self.row_count, self.total_count
+
+
+@contextlib.contextmanager
+def _placing(new_rows: int) -> Iterator[None]:
+    """Around placing `new_rows` rows: past `FREEZE_ROWS`, no collections meanwhile, one after."""
+    if new_rows < FREEZE_ROWS:
+        yield
+        return
+    # Placing thousands of new rows would start collections that walk them all.
+    gc.disable()
+    try:
+        yield
+    finally:
+        # Thousands of rows are thousands of long-lived objects that every full
+        # collection of the cyclic GC would walk again, a frame's worth of
+        # pause each time (the p99 of a key at 10,000 rows); reference
+        # counting still frees them when their rows go. Cyclic garbage is
+        # collected first, so none of it is frozen for the console's life.
+        gc.collect()
+        gc.freeze()
+        gc.enable()
 
 
 def _sort_key(value: Cell) -> str:
