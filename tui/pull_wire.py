@@ -17,6 +17,8 @@ import argparse
 import sys
 from collections.abc import Iterator
 
+from tui import protowire
+
 PATH = "/containerd.services.images.v1.Images/Pull"
 NAMESPACE_HEADER = "containerd-namespace"
 GRPC_STATUS_NAMES = (
@@ -146,41 +148,18 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise PullError("a malformed message from the engine (varint)")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
 def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
     """Each field of a message as (number, value): an int for a varint, bytes otherwise."""
-    pos, end = 0, len(data)
-    while pos < end:
-        key, pos = _read_varint(data, pos)
-        wire = key & 7
-        value: int | bytes
-        if wire == 0:
-            value, pos = _read_varint(data, pos)
-        elif wire == 2:
-            size, pos = _read_varint(data, pos)
-            value = data[pos : pos + size]
-            pos += size
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value = data[pos : pos + size]
-            pos += size
-        else:
-            raise PullError(f"a malformed message from the engine (wire type {wire})")
-        if pos > end:
-            raise PullError("a malformed message from the engine (truncated)")
-        yield key >> 3, value
+    try:
+        for number, kind, _, value, end in protowire.fields(data):
+            yield (
+                number,
+                protowire.read_varint(data, value)[0]
+                if kind == protowire.VARINT
+                else data[value:end],
+            )
+    except ValueError as e:
+        raise PullError(f"a malformed message from the engine ({e})") from None
 
 
 def _text(value: int | bytes) -> str:

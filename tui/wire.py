@@ -15,15 +15,12 @@ message, and bytes that differ only decode again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 from grpclib.const import Cardinality
 
 from core.client import Client
-
-# Wire types (the low three bits of a tag).
-VARINT, I64, LEN, I32 = 0, 1, 2, 5
+from tui.protowire import fields
 
 
 class _Bytes:
@@ -50,47 +47,6 @@ async def unary_bytes(client: Client, route: str, request: Any) -> bytes:
     return reply or b""
 
 
-def _varint(data: memoryview, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise ValueError("truncated or overlong varint")
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, at
-        shift += 7
-
-
-def _fields(view: memoryview) -> Iterator[tuple[int, int, int, int]]:
-    """Each field of a message: its number, where it starts, where its value starts, its end."""
-    end = len(view)
-    at = 0
-    while at < end:
-        start = at
-        tag, at = _varint(view, at)
-        number, kind = tag >> 3, tag & 7
-        if number == 0:
-            raise ValueError("field number 0 in a reply")
-        if kind == LEN:
-            size, at = _varint(view, at)
-            value = at
-            at += size
-        elif kind == VARINT:
-            value = at
-            _, at = _varint(view, at)
-        elif kind == I64:
-            value, at = at, at + 8
-        elif kind == I32:
-            value, at = at, at + 4
-        else:
-            raise ValueError(f"wire type {kind} in a reply")
-        if at > end:
-            raise ValueError("a field past the end of the message")
-        yield number, start, value, at
-
-
 def elements(data: bytes, field: int) -> list[memoryview]:
     """The bytes of each element of repeated message field `field`, in order.
 
@@ -98,7 +54,7 @@ def elements(data: bytes, field: int) -> list[memoryview]:
     well-formed protobuf message.
     """
     view = memoryview(data)
-    return [view[value:end] for number, _, value, end in _fields(view) if number == field]
+    return [view[value:end] for number, _, _, value, end in fields(view) if number == field]
 
 
 def canonical(data: bytes | memoryview, maps: frozenset[int]) -> bytes:
@@ -113,7 +69,7 @@ def canonical(data: bytes | memoryview, maps: frozenset[int]) -> bytes:
     view = memoryview(data)
     digest = hashlib.sha256()
     entries: list[bytes] = []
-    for number, start, _, end in _fields(view):
+    for number, _, start, _, end in fields(view):
         if number in maps:
             entries.append(bytes(view[start:end]))
         else:
