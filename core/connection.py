@@ -43,6 +43,7 @@ from grpclib import protocol as gproto
 from grpclib import server as gserver
 from h2.errors import ErrorCodes
 from h2.events import StreamReset
+from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
 from core.hpack_cache import CachedDecoder, CachedEncoder
@@ -255,7 +256,20 @@ class _Protocol(gproto.H2Protocol):
         except FrameTooLarge as exc:
             self._goaway(ErrorCodes.FRAME_SIZE_ERROR, str(exc))
             return
-        super().data_received(data)
+        try:
+            events = self.connection.feed(data)
+        except ProtocolError:
+            # grpclib's own handling, but the GOAWAY h2 queued (PROTOCOL_ERROR for
+            # an undecodable header block, FRAME_SIZE_ERROR...) leaves first: the
+            # client learns why it was dropped.
+            log.debug("HTTP/2 protocol error", exc_info=True)
+            self.connection.flush()
+            self.processor.close("Protocol error")
+            return
+        self.connection.flush()
+        for event in events:
+            self.processor.process(event)
+        self.connection.flush()
         if self.closed:
             return
         if self.watch.pending or not self.watch.frames:
