@@ -21,9 +21,12 @@ from typing import Any
 
 from hpack import Decoder, Encoder
 
-# Distinct blocks kept per connection and direction; a peer that sends a new
-# literal (unindexed) value with every call cannot grow the cache beyond this.
-MAX_BLOCKS = 64
+# What one connection may keep per direction: a peer sending a new unindexed
+# literal with every call, or long blocks, cannot make the engine hold more than
+# MAX_BLOCKS blocks of MAX_BLOCK_BYTES (a block of table indexes is a few bytes
+# per field; decoded fields from the table share its strings).
+MAX_BLOCKS = 32
+MAX_BLOCK_BYTES = 512
 
 
 State = tuple[Any, ...]
@@ -79,7 +82,7 @@ class CachedEncoder(Encoder):
         if not _same(self.state, after):
             self.blocks.clear()
             self.state = after
-        if key is not None and _same(before, after):
+        if key is not None and len(block) <= MAX_BLOCK_BYTES and _same(before, after):
             if len(self.blocks) >= MAX_BLOCKS:
                 self.blocks.clear()
             self.blocks[key] = block
@@ -124,7 +127,7 @@ class CachedDecoder(Decoder):
         if not _same(self.state, after):
             self.headers.clear()
             self.state = after
-        if _same(before, after):
+        if len(data) <= MAX_BLOCK_BYTES and _same(before, after):
             if len(self.headers) >= MAX_BLOCKS:
                 self.headers.clear()
             self.headers[data] = list(headers)

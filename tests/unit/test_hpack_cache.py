@@ -7,7 +7,7 @@ import random
 import pytest
 from hpack import Decoder, Encoder, NeverIndexedHeaderTuple, OversizedHeaderListError
 
-from core.hpack_cache import MAX_BLOCKS, CachedDecoder, CachedEncoder
+from core.hpack_cache import MAX_BLOCK_BYTES, MAX_BLOCKS, CachedDecoder, CachedEncoder
 
 REPLY = [(":status", "200"), ("content-type", "application/grpc+proto")]
 TRAILERS = [("grpc-status", "0")]
@@ -110,3 +110,11 @@ def test_new_literals_every_call_keep_the_cache_bounded() -> None:
         # Never-indexed: unique values that do not enter the table.
         dec.decode(enc.encode([NeverIndexedHeaderTuple("grpc-timeout", f"{i}m")]), raw=True)
         assert len(dec.headers) <= MAX_BLOCKS
+
+
+def test_long_blocks_are_not_kept() -> None:
+    enc, dec = CachedEncoder(), CachedDecoder()
+    long = [NeverIndexedHeaderTuple("x-long", "z" * (2 * MAX_BLOCK_BYTES))]
+    for _ in range(3):
+        dec.decode(enc.encode(long), raw=True)
+    assert not dec.headers
