@@ -12,7 +12,8 @@ complete within `connection_timeout`, or that carry no stream and receive
 nothing for `idle_timeout`.
 
 Replies leave in one write per loop turn (`CoalescedTransport`), not one per
-frame batch.
+frame batch, and header blocks that repeat are coded once per state of the
+HPACK tables (`core.hpack_cache`).
 
 It also works around a leak in grpclib 0.4.9. A stream reset before its
 handler task first ran is cancelled before the task's `try/finally` is
@@ -42,7 +43,10 @@ from grpclib import protocol as gproto
 from grpclib import server as gserver
 from h2.errors import ErrorCodes
 from h2.events import StreamReset
+from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
+
+from core.hpack_cache import CachedDecoder, CachedEncoder
 
 log = logging.getLogger("ctrdeck.server")
 
@@ -221,6 +225,9 @@ class _Protocol(gproto.H2Protocol):
     def connection_made(self, transport: Any) -> None:
         super().connection_made(CoalescedTransport(transport, self.loop))
         h2_conn = self.connection._connection
+        # Before any header block: the caches must see the tables from their start.
+        h2_conn.encoder = CachedEncoder.replacing(h2_conn.encoder)
+        h2_conn.decoder = CachedDecoder.replacing(h2_conn.decoder)
         if self.limits.max_concurrent_streams != h2_conn.local_settings.max_concurrent_streams:
             h2_conn.update_settings(
                 {SettingCodes.MAX_CONCURRENT_STREAMS: self.limits.max_concurrent_streams}
@@ -249,7 +256,20 @@ class _Protocol(gproto.H2Protocol):
         except FrameTooLarge as exc:
             self._goaway(ErrorCodes.FRAME_SIZE_ERROR, str(exc))
             return
-        super().data_received(data)
+        try:
+            events = self.connection.feed(data)
+        except ProtocolError:
+            # grpclib's own handling, but the GOAWAY h2 queued (PROTOCOL_ERROR for
+            # an undecodable header block, FRAME_SIZE_ERROR...) leaves first: the
+            # client learns why it was dropped.
+            log.debug("HTTP/2 protocol error", exc_info=True)
+            self.connection.flush()
+            self.processor.close("Protocol error")
+            return
+        self.connection.flush()
+        for event in events:
+            self.processor.process(event)
+        self.connection.flush()
         if self.closed:
             return
         if self.watch.pending or not self.watch.frames:

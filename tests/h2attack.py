@@ -20,8 +20,10 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 
 VERSION_PATH = "/containerd.services.version.v1.Version/Version"
+HEALTH_PATH = "/grpc.health.v1.Health/Check"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -233,3 +235,67 @@ def handshake() -> bytes:
 def promised_frame(length: int) -> bytes:
     """A handshake, then a DATA frame header promising `length` bytes, and nothing behind it."""
     return handshake() + frame_header(length, 0, 0, 1)
+
+
+def calls_on_one_connection(address: Path | str, calls: int) -> list[tuple[str, str]]:
+    """Health checks on one connection while the client churns its HPACK tables.
+
+    Each call sends a new indexed metadata value (the server's decoding table
+    grows and evicts); every tenth call the client shrinks, then restores, the
+    server's encoding table (SETTINGS_HEADER_TABLE_SIZE). A reply coded against
+    a table the client does not have fails here as a decoding error. Returns
+    each call's (grpc-status, content-type).
+    """
+    conn = _client()
+    s = _connect(address)
+    results: list[tuple[str, str]] = []
+    try:
+        s.sendall(conn.data_to_send())
+        for i in range(calls):
+            if i % 10 == 5:
+                size = 0 if i % 20 == 5 else 4096
+                conn.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: size})
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [*_headers(HEALTH_PATH), ("x-call", str(i % 7) * (i % 300))])
+            conn.send_data(sid, grpc_frame(b""), end_stream=True)
+            s.sendall(conn.data_to_send())
+            got: dict[str, str] = {}
+            while "grpc-status" not in got:
+                data = s.recv(1 << 16)
+                if not data:
+                    raise ConnectionError("server closed the connection")
+                for event in conn.receive_data(data):
+                    for k, v in getattr(event, "headers", None) or ():
+                        got[k] = v
+                    if isinstance(event, h2.events.DataReceived):
+                        conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                out = conn.data_to_send()
+                if out:
+                    s.sendall(out)
+            results.append((got["grpc-status"], got["content-type"]))
+    finally:
+        s.close()
+    return results
+
+
+def garbage_header_block(address: Path | str) -> int | None:
+    """A HEADERS frame whose HPACK block names a table index that does not exist;
+    returns the GOAWAY error code the server answers with (None: no GOAWAY)."""
+    conn = _client()
+    s = _connect(address)
+    try:
+        s.sendall(conn.data_to_send())
+        # 0xFF 0x7F: an indexed field, index 127 + 127 (empty dynamic table).
+        s.sendall(frame_header(2, 0x1, 0x4 | 0x1, 1) + b"\xff\x7f")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            data = s.recv(1 << 16)
+            if not data:
+                return None
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ConnectionTerminated):
+                    return int(event.error_code)
+            # The server's SETTINGS are not acknowledged: it may be gone already.
+        return None
+    finally:
+        s.close()

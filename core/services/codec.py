@@ -36,13 +36,16 @@ class Preencoded:
 
 def unmarshal(data: bytes, message_type: Any) -> Any:
     """Strictly decode one request; InvalidArgument when it does not decode."""
-    prefix = f"error unmarshalling request: {message_type.__name__}"
     if not issubclass(message_type, betterproto2.Message):
         # Health and reflection use protobuf's own (strict) parser.
         try:
             return message_type.FromString(data)
         except Exception:
-            raise InvalidArgument(f"{prefix}: not a valid encoding") from None
+            raise InvalidArgument(f"{_prefix(message_type)}: not a valid encoding") from None
+    if not data:
+        # Most requests (Version, every unfiltered List) are empty: all defaults,
+        # which is what parsing nothing gives.
+        return message_type()
     try:
         wire.check(data, message_type)
     except wire.WireError as exc:
@@ -52,7 +55,11 @@ def unmarshal(data: bytes, message_type: Any) -> Any:
     except (ValueError, OverflowError):
         # Well-formed wire data can still carry, e.g., a timestamp no
         # datetime can hold.
-        raise InvalidArgument(f"{prefix}: a value is out of range") from None
+        raise InvalidArgument(f"{_prefix(message_type)}: a value is out of range") from None
+
+
+def _prefix(message_type: Any) -> str:
+    return f"error unmarshalling request: {message_type.__name__}"
 
 
 def check_sendable(reply: Any, limit: int, what: str) -> None:

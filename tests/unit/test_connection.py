@@ -7,6 +7,7 @@ import gc
 import random
 from pathlib import Path
 
+import h2.errors
 import pytest
 from grpclib import protocol as gproto
 from grpclib.health.service import Health
@@ -88,3 +89,35 @@ def test_frame_watch_counts_frames_in_any_chunking() -> None:
             w.feed(stream[i : i + step])
             i += step
         assert w.frames == len(frames) and not w.pending
+
+
+async def test_replies_follow_the_clients_hpack_tables(tmp_path: Path) -> None:
+    # Header blocks are remembered per table state (core.hpack_cache): a table
+    # that grows, evicts, shrinks to nothing and grows again under them must
+    # still give the client replies it decodes, on one connection.
+    server = HardenedServer([Health()], limits=Limits())
+    path = tmp_path / "s.sock"
+    await server.start(path=str(path))
+    try:
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(None, h2attack.calls_on_one_connection, path, 400)
+        assert results == [("0", "application/grpc+proto")] * 400
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_undecodable_header_block_closes_the_connection_cleanly(tmp_path: Path) -> None:
+    server = HardenedServer([Health()], limits=Limits())
+    path = tmp_path / "s.sock"
+    await server.start(path=str(path))
+    try:
+        loop = asyncio.get_running_loop()
+        code = await loop.run_in_executor(None, h2attack.garbage_header_block, path)
+        assert code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        # The server itself is unharmed.
+        results = await loop.run_in_executor(None, h2attack.calls_on_one_connection, path, 3)
+        assert results == [("0", "application/grpc+proto")] * 3
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -79,3 +79,23 @@ def test_a_timestamp_no_datetime_holds_is_out_of_range() -> None:
     with pytest.raises(InvalidArgument) as err:
         unmarshal(data, containers.CreateContainerRequest)
     assert "out of range" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "message_type",
+    [
+        containers.ListContainersRequest,
+        content.ListContentRequest,
+        tasks.CreateTaskRequest,
+        cgroups.Metrics,
+        containers.UpdateContainerRequest,
+    ],
+    ids=lambda t: t.__name__,
+)
+def test_an_empty_request_is_what_parsing_nothing_gives(message_type) -> None:  # type: ignore[no-untyped-def]
+    message = unmarshal(b"", message_type)
+    assert type(message) is message_type
+    assert message == message_type.FromString(b"")
+    assert bytes(message) == b""
+    # Each call its own message: a handler may fill it in.
+    assert unmarshal(b"", message_type) is not message
