@@ -18,16 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import shutil
 import socket
 import statistics
-import tempfile
 import urllib.request
 from collections import Counter
-from pathlib import Path
 
 from bench import bench_tasks as bt
-from core.client import Client
 from tests import engine_proc
 
 WARMUP = 2
@@ -60,44 +56,33 @@ def scrape(port: int, histogram: str) -> tuple[Counter[str], Counter[str]]:
 
 
 async def measure(rounds: int) -> dict[str, tuple[list[float], Counter[str], Counter[str]]]:
-    work = Path(tempfile.mkdtemp(prefix="bench-calls-", dir="/tmp"))
     ports = {"containerd": free_port(), "ctrdeck": free_port()}
-    got = {k: ([], Counter(), Counter()) for k in ports}
-    try:
-        archive = bt.image_archive(work)
-        with (
-            engine_proc.containerd(
-                f'[metrics]\naddress = "127.0.0.1:{ports["containerd"]}"\ngrpc_histogram = true\n'
-            ) as cd,
-            engine_proc.ctrdeck(
-                f'version = 2\n[metrics]\naddress = "127.0.0.1:{ports["ctrdeck"]}"\n'
-            ) as cx,
-        ):
-            engines = {"containerd": cd, "ctrdeck": cx}
-            clients = {k: Client(str(v.address), bt.NS) for k, v in engines.items()}
-            try:
-                for running in engines.values():
-                    bt.import_image(bt.Target(running), archive)
-                for i in range(WARMUP + rounds):
-                    for k, running in engines.items():
-                        cid = f"calls-{i}"
-                        s0, c0 = scrape(ports[k], HISTOGRAMS[k])
-                        argv = bt.Target(running).run_argv("-d", bt.IMAGE, cid, "sleep", "1000")
-                        wall = bt.wall_ms(argv)
-                        s1, c1 = scrape(ports[k], HISTOGRAMS[k])
-                        if i >= WARMUP:
-                            got[k][0].append(wall)
-                            got[k][1].update(s1 - s0)
-                            got[k][2].update(c1 - c0)
-                        await bt.end_task(clients[k], cid)
-                        await bt.remove_container(clients[k], cid)
-            finally:
-                for client in clients.values():
-                    await bt.sweep(client)
-                    client.close()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        bt.remove_namespace_cgroups()
+    got: dict[str, tuple[list[float], Counter[str], Counter[str]]] = {
+        k: ([], Counter(), Counter()) for k in ports
+    }
+    with (
+        engine_proc.containerd(
+            f'[metrics]\naddress = "127.0.0.1:{ports["containerd"]}"\ngrpc_histogram = true\n'
+        ) as cd,
+        engine_proc.ctrdeck(
+            f'version = 2\n[metrics]\naddress = "127.0.0.1:{ports["ctrdeck"]}"\n'
+        ) as cx,
+    ):
+        engines = {"containerd": cd, "ctrdeck": cx}
+        async with bt.prepared(engines) as clients:
+            for i in range(WARMUP + rounds):
+                for k, running in engines.items():
+                    cid = f"calls-{i}"
+                    s0, c0 = scrape(ports[k], HISTOGRAMS[k])
+                    argv = bt.Target(running).run_argv("-d", bt.IMAGE, cid, "sleep", "1000")
+                    wall = bt.wall_ms(argv)
+                    s1, c1 = scrape(ports[k], HISTOGRAMS[k])
+                    if i >= WARMUP:
+                        got[k][0].append(wall)
+                        got[k][1].update(s1 - s0)
+                        got[k][2].update(c1 - c0)
+                    await bt.end_task(clients[k], cid)
+                    await bt.remove_container(clients[k], cid)
     return got
 
 
@@ -107,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     got = asyncio.run(measure(args.rounds))
     n = args.rounds
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    load = bt.load_average()
     print(f"`ctr run -d`, {n} rounds per engine after {WARMUP}; load {load}\n")
     print("| per run | containerd | ctrdeck |")
     print("|---|---|---|")

@@ -30,7 +30,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +182,40 @@ def remove_namespace_cgroups(namespace: str = NS) -> None:
 
 
 # -- measurements ----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def prepared(engines: Mapping[str, engine_proc.Running]) -> AsyncIterator[dict[str, Client]]:
+    """A client in `NS` per engine, each engine with the image imported; all removed after."""
+    work = Path(tempfile.mkdtemp(prefix="bench-tasks-", dir="/tmp"))
+    clients = {k: Client(str(v.address), NS) for k, v in engines.items()}
+    try:
+        archive = image_archive(work)
+        for running in engines.values():
+            import_image(Target(running), archive)
+        yield clients
+    finally:
+        for client in clients.values():
+            await sweep(client)
+            client.close()
+        shutil.rmtree(work, ignore_errors=True)
+        remove_namespace_cgroups()
+
+
+def ab_arguments(rounds: int) -> argparse.Namespace:
+    """`--before DIR` (a checkout to compare with) and `--rounds`, for a root-only A/B bench."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--before", type=Path, required=True, help="a checkout to compare with")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("running containers needs root")
+    args.before = args.before.resolve()
+    return args
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 async def created_container(client: Client, target: Target, cid: str) -> list[Mount]:

@@ -14,14 +14,10 @@ stop.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -69,49 +65,30 @@ async def one_round(client: Client, target: bt.Target, i: int) -> dict[str, floa
 
 
 async def measure(before: Path, rounds: int) -> dict[str, dict[str, list[float]]]:
-    work = Path(tempfile.mkdtemp(prefix="bench-ab-", dir="/tmp"))
-    samples: dict[str, dict[str, list[float]]] = {}
-    try:
-        archive = bt.image_archive(work)
-        with (
-            engine_proc.containerd() as cd,
-            engine_proc_of(before).ctrdeck() as old,
-            engine_proc.ctrdeck() as new,
-        ):
-            engines = {"containerd": cd, "before": old, "after": new}
-            targets = {k: bt.Target(v) for k, v in engines.items()}
-            clients = {k: Client(str(v.address), bt.NS) for k, v in engines.items()}
-            try:
-                for target in targets.values():
-                    bt.import_image(target, archive)
-                samples = {k: {m: [] for m in MEASURES} for k in engines}
-                order = list(engines)
-                for i in range(bt.WARMUP + rounds):
-                    for k in order:
-                        got = await one_round(clients[k], targets[k], i)
-                        if i >= bt.WARMUP:
-                            for m, v in got.items():
-                                samples[k][m].append(v)
-                    order = order[1:] + order[:1]
-            finally:
-                for client in clients.values():
-                    await bt.sweep(client)
-                    client.close()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        bt.remove_namespace_cgroups()
+    with (
+        engine_proc.containerd() as cd,
+        engine_proc_of(before).ctrdeck() as old,
+        engine_proc.ctrdeck() as new,
+    ):
+        engines = {"containerd": cd, "before": old, "after": new}
+        targets = {k: bt.Target(v) for k, v in engines.items()}
+        samples: dict[str, dict[str, list[float]]] = {k: {m: [] for m in MEASURES} for k in engines}
+        async with bt.prepared(engines) as clients:
+            order = list(engines)
+            for i in range(bt.WARMUP + rounds):
+                for k in order:
+                    got = await one_round(clients[k], targets[k], i)
+                    if i >= bt.WARMUP:
+                        for m, v in got.items():
+                            samples[k][m].append(v)
+                order = order[1:] + order[:1]
     return samples
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--before", type=Path, required=True, help="a checkout to compare with")
-    parser.add_argument("--rounds", type=int, default=30)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("running containers needs root")
-    samples = asyncio.run(measure(args.before.resolve(), args.rounds))
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    args = bt.ab_arguments(rounds=30)
+    samples = asyncio.run(measure(args.before, args.rounds))
+    load = bt.load_average()
     print(f"{args.rounds} interleaved rounds after {bt.WARMUP} warm-up ones; load {load}\n")
     print("| measure, p50 | containerd | before | after |")
     print("|---|---|---|---|")

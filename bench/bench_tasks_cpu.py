@@ -15,11 +15,8 @@ the mean over many rounds means anything.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import shutil
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -62,44 +59,23 @@ async def one_round(
 
 
 async def measure(before: Path, rounds: int) -> dict[str, dict[str, float]]:
-    work = Path(tempfile.mkdtemp(prefix="bench-cpu-", dir="/tmp"))
     used = {k: dict.fromkeys(MEASURES, 0.0) for k in ("before", "after")}
-    try:
-        archive = bt.image_archive(work)
-        with engine_proc_of(before).ctrdeck() as old, engine_proc.ctrdeck() as new:
-            engines = {"before": old, "after": new}
-            clients = {k: Client(str(v.address), bt.NS) for k, v in engines.items()}
-            try:
-                for running in engines.values():
-                    bt.import_image(bt.Target(running), archive)
-                order = list(engines)
-                for i in range(rounds):
-                    for k in order:
-                        running = engines[k]
-                        await one_round(
-                            clients[k], bt.Target(running), running.proc.pid, i, used[k]
-                        )
-                    order.reverse()
-            finally:
-                for client in clients.values():
-                    await bt.sweep(client)
-                    client.close()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        bt.remove_namespace_cgroups()
+    with engine_proc_of(before).ctrdeck() as old, engine_proc.ctrdeck() as new:
+        engines = {"before": old, "after": new}
+        async with bt.prepared(engines) as clients:
+            order = list(engines)
+            for i in range(rounds):
+                for k in order:
+                    running = engines[k]
+                    await one_round(clients[k], bt.Target(running), running.proc.pid, i, used[k])
+                order.reverse()
     return used
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--before", type=Path, required=True, help="a checkout to compare with")
-    parser.add_argument("--rounds", type=int, default=60)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("running containers needs root")
-    used = asyncio.run(measure(args.before.resolve(), args.rounds))
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    print(f"engine CPU per call, mean of {args.rounds} rounds; load {load}\n")
+    args = bt.ab_arguments(rounds=60)
+    used = asyncio.run(measure(args.before, args.rounds))
+    print(f"engine CPU per call, mean of {args.rounds} rounds; load {bt.load_average()}\n")
     print("| call | before | after |")
     print("|---|---|---|")
     for m in MEASURES:
