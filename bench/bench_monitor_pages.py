@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.runtime.monitor import stand_in_config
 from core.runtime.monitor_protocol import MONITOR, MONITOR_BOOT, fresh_bytecode
 
 PAGE = 4096
@@ -76,23 +77,7 @@ def start_monitor(socket_path: Path, directory: Path) -> tuple[int, int]:
     directory.mkdir()
     for name in ("control", "stdin", "stdout", "stderr"):
         os.mkfifo(directory / name)
-    cfg = {
-        "dir": str(directory),
-        "argv": ["sh", "-c", f"sleep 1000 & echo $! > {directory}/pid"],
-        "action": "create",
-        "runtime_name": "sh",
-        "runtime_log": f"{directory}/runtime.log",
-        "terminal": False,
-        "console_socket_index": -1,
-        "stdin": f"{directory}/stdin",
-        "stdout": f"{directory}/stdout",
-        "stderr": f"{directory}/stderr",
-        "log": f"{directory}/log",
-        "cri_log": "",
-        "log_max": 1 << 20,
-        "exit_file": f"{directory}/exit",
-        "pid_file": f"{directory}/pid",
-    }
+    cfg = stand_in_config(str(directory), ["sh", "-c", f"sleep 1000 & echo $! > {directory}/pid"])
     (directory / "monitor.cfg").write_bytes(marshal.dumps(cfg))
     with socket.socket(socket.AF_UNIX) as conn:
         conn.connect(str(socket_path))

@@ -677,6 +677,31 @@ def serve(conn: int) -> int:
     return run(path.decode(), conn, lines)
 
 
+def stand_in_config(directory: str, argv: list[str]) -> dict[str, object]:
+    """A task monitor's config over a stand-in runtime command, its files in `directory`.
+
+    The keys and paths are a task's (stdin included), as `monitor_protocol.spawn` writes
+    them, so a monitor run on it takes a real monitor's course.
+    """
+    return {
+        "dir": directory,
+        "argv": argv,
+        "action": "create",
+        "runtime_name": "sh",
+        "runtime_log": f"{directory}/runtime.log",
+        "terminal": False,
+        "console_socket_index": -1,
+        "stdin": f"{directory}/stdin",
+        "stdout": f"{directory}/stdout",
+        "stderr": f"{directory}/stderr",
+        "log": f"{directory}/log",
+        "cri_log": "",
+        "log_max": 1 << 20,
+        "exit_file": f"{directory}/exit",
+        "pid_file": f"{directory}/pid",
+    }
+
+
 def rehearse(directory: str) -> None:
     """Run a monitor's course in the template, on a process that ends at once.
 
@@ -691,25 +716,9 @@ def rehearse(directory: str) -> None:
         os.mkdir(directory, 0o700)
         for name in ("control", "stdin", "stdout", "stderr"):
             os.mkfifo(f"{directory}/{name}", 0o600)
-        # The keys and the paths taken are those of a task's monitor (stdin included),
-        # as `monitor_protocol.spawn` writes them.
-        cfg = {
-            "dir": directory,
-            "argv": ["sh", "-c", f"echo $$ > {directory}/pid; echo out; echo err >&2"],
-            "action": "create",
-            "runtime_name": "sh",
-            "runtime_log": f"{directory}/runtime.log",
-            "terminal": False,
-            "console_socket_index": -1,
-            "stdin": f"{directory}/stdin",
-            "stdout": f"{directory}/stdout",
-            "stderr": f"{directory}/stderr",
-            "log": f"{directory}/log",
-            "cri_log": "",
-            "log_max": 1 << 20,
-            "exit_file": f"{directory}/exit",
-            "pid_file": f"{directory}/pid",
-        }
+        cfg = stand_in_config(
+            directory, ["sh", "-c", f"echo $$ > {directory}/pid; echo out; echo err >&2"]
+        )
         fd = os.open(f"{directory}/monitor.cfg", os.O_WRONLY | os.O_CREAT, 0o600)
         os.write(fd, marshal.dumps(cfg))
         os.close(fd)
