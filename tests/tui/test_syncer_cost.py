@@ -20,7 +20,8 @@ from core.client import Client
 from tests.engine_proc import EngineProcess
 from tests.tui.conftest import AppFactory
 from tests.tui.support import seed_container, until
-from tui.state import CONTAINERS, NodeState
+from tui import container_list
+from tui.state import CONTAINERS, ContainerRow, NodeState
 from tui.syncer import RESYNC_INTERVAL, RESYNC_STRETCH, Syncer
 
 BUSYBOX = "127.0.0.1:5000/library/busybox:1.36"
@@ -108,14 +109,21 @@ async def test_a_resync_decodes_only_the_records_that_changed(
         assert syncer._listing.decoded == len(ids)
         rows = dict(state.containers)
 
+        # Every record read, by either reader: the row reader or the generated decoder.
         decoded: list[bytes] = []
         real = containers_api.Container.FromString
+        real_lean = container_list.lean_row
 
         def counted(data: bytes) -> containers_api.Container:
             decoded.append(data)
             return real(data)
 
+        def counted_lean(data: memoryview) -> tuple[ContainerRow, int] | None:
+            decoded.append(bytes(data))
+            return real_lean(data)
+
         monkeypatch.setattr(containers_api.Container, "FromString", counted)
+        monkeypatch.setattr(container_list, "lean_row", counted_lean)
         await syncer.resync()
         assert decoded == []
         assert all(state.containers[cid] is rows[cid] for cid in ids)
