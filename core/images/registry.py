@@ -58,6 +58,7 @@ from core.images.registry_errors import (
     tls_failure,
     transport_reason,
 )
+from core.images.registry_http import AsyncHTTP11
 
 CHUNK_SIZE = 1 << 20
 MAX_MANIFEST_SIZE = 4 << 20
@@ -379,15 +380,11 @@ class RegistryClient:
         transport: httpx.AsyncBaseTransport
         if ep.scheme == "https":
             verify = await asyncio.to_thread(ep.ssl_context)
-            transport = (
-                _HTTPFallback(verify)
-                if ep.http_fallback
-                else httpx.AsyncHTTPTransport(verify=verify)
-            )
+            transport = _HTTPFallback(verify) if ep.http_fallback else AsyncHTTP11(verify)
         else:
             if urllib.request.getproxies():
                 verify = await asyncio.to_thread(_default_tls)
-            transport = _TLSOnDemand()
+            transport = AsyncHTTP11(_default_tls)
         client = self._clients.get(key)
         if client is None:
             client = httpx.AsyncClient(
@@ -637,7 +634,9 @@ class RegistryClient:
                 raise self.status_error(ep, ref, response, body, f"blob {desc.digest}")
             position = start
             try:
-                async for chunk in response.aiter_raw(CHUNK_SIZE):
+                # The transport hands on reads of up to a MiB; httpx's re-chunking to a fixed
+                # size would copy every byte twice more.
+                async for chunk in response.aiter_raw():
                     yield position, chunk, restarted
                     restarted = False
                     position += len(chunk)
@@ -686,34 +685,6 @@ class Slots:
         self._free += 1
 
 
-class _TLSOnDemand(httpx.AsyncBaseTransport):
-    """Plain HTTP at once; HTTPS through the default checks, built on its first request.
-
-    A plain-HTTP registry may redirect blobs to HTTPS storage or name an HTTPS token realm,
-    but most never do; loading the system roots costs a fresh engine's first pull tens of
-    milliseconds of CPU and 0.7 MiB it would otherwise not need.
-    """
-
-    def __init__(self) -> None:
-        # No roots, full checks: should an HTTPS request ever reach this pool, it fails.
-        self._plain = httpx.AsyncHTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
-        self._tls: httpx.AsyncHTTPTransport | None = None
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.scheme != "https":
-            return await self._plain.handle_async_request(request)
-        if self._tls is None:
-            verify = await asyncio.to_thread(_default_tls)
-            if self._tls is None:
-                self._tls = httpx.AsyncHTTPTransport(verify=verify)
-        return await self._tls.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._plain.aclose()
-        if self._tls is not None:
-            await self._tls.aclose()
-
-
 class _HTTPFallback(httpx.AsyncBaseTransport):
     """HTTPS to a loopback registry, and plain HTTP when it answers without TLS.
 
@@ -723,7 +694,7 @@ class _HTTPFallback(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, verify: ssl.SSLContext) -> None:
-        self._inner = httpx.AsyncHTTPTransport(verify=verify)
+        self._inner = AsyncHTTP11(verify)
         self._plain: set[bytes] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
