@@ -35,7 +35,6 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from core import __version__
 from core.descriptor import Descriptor, validate_digest
@@ -102,43 +101,86 @@ class RetryPolicy:
         self,
         gave_up: Callable[[int, Retryable], CtrdeckError],
         progress: Callable[[], int] | None = None,
-    ) -> AsyncRetrying:
+    ) -> Attempts:
         """Attempts of one operation; `gave_up(attempts, last failure)` is raised at the end.
 
         Only `Retryable` failures are retried. With `progress` (a position that grows while
         the operation gets somewhere), the budget counts failures since it last moved.
         """
-        mark = [progress() if progress else 0, 0]
-
-        def stop(state: RetryCallState) -> bool:
-            if progress is not None and progress() != mark[0]:
-                mark[:] = [progress(), state.attempt_number - 1]
-            return state.attempt_number - mark[1] >= self.attempts
-
-        def wait(state: RetryCallState) -> float:
-            failure = _failure(state)
-            if failure.retry_after is not None:
-                return min(failure.retry_after, self.max_delay)
-            return self.delay(state.attempt_number - mark[1])
-
-        def give_up(state: RetryCallState) -> None:
-            failure = _failure(state)
-            raise gave_up(state.attempt_number - mark[1], failure) from failure
-
-        return AsyncRetrying(
-            stop=stop,
-            wait=wait,
-            retry=retry_if_exception_type(Retryable),
-            retry_error_callback=give_up,
-            sleep=asyncio.sleep,
-        )
+        return Attempts(self, gave_up, progress)
 
 
-def _failure(state: RetryCallState) -> Retryable:
-    assert state.outcome is not None
-    exc = state.outcome.exception()
-    assert isinstance(exc, Retryable)
-    return exc
+class _Attempt:
+    """One attempt: `with attempt:` keeps a `Retryable` failure for `Attempts` to judge."""
+
+    failure: Retryable | None = None
+
+    def __enter__(self) -> _Attempt:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, Retryable):
+            self.failure = exc
+            return True
+        return False
+
+
+class Attempts:
+    """The attempts of one operation under a `RetryPolicy`.
+
+    Either `async for attempt in attempts: with attempt: ...` (the loop ends after the first
+    attempt that does not fail retryably; another failure propagates at once), or
+    `await attempts(operation, *args)`. Between failures it sleeps the policy's backoff (or
+    the server's `Retry-After`, capped); once the budget is spent it raises `gave_up`'s error.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        gave_up: Callable[[int, Retryable], CtrdeckError],
+        progress: Callable[[], int] | None,
+    ) -> None:
+        self._policy = policy
+        self._gave_up = gave_up
+        self._progress = progress
+        self._mark = progress() if progress else 0
+        self._before_mark = 0
+        """Attempts made before the position last moved."""
+        self._made = 0
+        self._current: _Attempt | None = None
+
+    def __aiter__(self) -> Attempts:
+        return self
+
+    async def __anext__(self) -> _Attempt:
+        last = self._current
+        if last is not None:
+            if last.failure is None:
+                raise StopAsyncIteration
+            await self._after(last.failure)
+        self._made += 1
+        self._current = _Attempt()
+        return self._current
+
+    async def _after(self, failure: Retryable) -> None:
+        progress = self._progress
+        if progress is not None and progress() != self._mark:
+            self._mark, self._before_mark = progress(), self._made - 1
+        failures = self._made - self._before_mark
+        if failures >= self._policy.attempts:
+            raise self._gave_up(failures, failure) from failure
+        if failure.retry_after is not None:
+            await asyncio.sleep(min(failure.retry_after, self._policy.max_delay))
+        else:
+            await asyncio.sleep(self._policy.delay(failures))
+
+    async def __call__(
+        self, operation: Callable[..., Awaitable[T]], *args: object, **kwargs: object
+    ) -> T:
+        async for attempt in self:
+            with attempt:
+                return await operation(*args, **kwargs)
+        raise AssertionError("an operation ended without a result or an error")
 
 
 @dataclass
