@@ -179,7 +179,8 @@ async def test_https_checks_the_certificate_with_the_context_it_builds(tmp_path:
     pki = make_pki(tmp_path / "pki")
     serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     serving.load_cert_chain(pki.server_cert, pki.server_key)
-    _, url = await start(fixed(b"secret"), tls=serving)
+    secret = bytes(range(256)) * (5 * READ_SIZE // 256 + 3)
+    _, url = await start(fixed(secret), tls=serving)
     built: list[str] = []
 
     def trusting() -> ssl.SSLContext:
@@ -187,8 +188,8 @@ async def test_https_checks_the_certificate_with_the_context_it_builds(tmp_path:
         return ssl.create_default_context(cafile=str(pki.ca))
 
     async with httpx.AsyncClient(transport=AsyncHTTP11(trusting)) as ok:
-        assert (await ok.get(url)).content == b"secret"
-        assert (await ok.get(url)).content == b"secret"
+        assert (await ok.get(url)).content == secret
+        assert (await ok.get(url)).content == secret
     assert built == ["ours"]
     async with httpx.AsyncClient(transport=AsyncHTTP11(ssl.create_default_context)) as refusing:
         with pytest.raises(httpx.ConnectError) as info:
