@@ -4,16 +4,19 @@
 (Authorization included), except blob GETs, which it answers with a 307 to `BlobStorage`, a
 second server on another loopback host (127.0.0.2) that serves the registry's stored blob files
 and records the headers of every request it gets, so a test can show that the registry's
-Authorization never reaches it. With `loop`, blob GETs are redirected back to the proxy itself,
-forever.
+Authorization never reaches it; given a certificate and key, the storage speaks HTTPS instead
+(on 127.0.0.1, the address the test certificates name). With `loop`, blob GETs are redirected
+back to the proxy itself, forever.
 """
 
 from __future__ import annotations
 
 import http.client
 import re
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from tests.registry import Registry
@@ -23,6 +26,8 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "host"}
 
 
 class _Server:
+    scheme = "http"
+
     def __init__(self, host: str, handler: type[BaseHTTPRequestHandler]) -> None:
         self._server = ThreadingHTTPServer((host, 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -45,7 +50,7 @@ class _Server:
 class BlobStorage(_Server):
     """Serves `/blobs/<digest>` from the registry's storage; remembers request headers."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, tls: tuple[Path, Path] | None = None) -> None:
         self.seen: list[dict[str, str]] = []
         storage = self
 
@@ -68,7 +73,12 @@ class BlobStorage(_Server):
                 self.end_headers()
                 self.wfile.write(data)
 
-        super().__init__("127.0.0.2", Handler)
+        super().__init__("127.0.0.1" if tls else "127.0.0.2", Handler)
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
 
 
 class RedirectingProxy(_Server):
@@ -93,7 +103,7 @@ class RedirectingProxy(_Server):
                     if loop:
                         self._redirect(f"http://{proxy.host}{self.path}")
                     else:
-                        self._redirect(f"http://{storage.host}/blobs/{blob.group(1)}")
+                        self._redirect(f"{storage.scheme}://{storage.host}/blobs/{blob.group(1)}")
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None

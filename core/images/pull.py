@@ -303,7 +303,9 @@ class _Pipeline:
         tees = {layer.digest: LayerTee() for layer in manifest.layers if unpacker is not None}
 
         async def fetch(i: int, layer: Descriptor) -> None:
-            await self._fetch_blob(client, layer, track=True, tee=tees.get(layer.digest))
+            await self._fetch_blob(
+                client, layer, track=True, tee=tees.get(layer.digest), priority=i
+            )
             ready[i].set()
 
         loop = asyncio.get_running_loop()
@@ -438,6 +440,7 @@ class _Pipeline:
         *,
         track: bool = False,
         tee: LayerTee | None = None,
+        priority: int = 0,
     ) -> None:
         blobs, ns = self.blobs, self.ns
         labels = self._source(desc.digest)
@@ -466,7 +469,9 @@ class _Pipeline:
                 self.job.set_offset(desc.digest, held)
             # The writer hashes every byte it stores to verify its commit; the registry client
             # checks the download against that digest rather than hashing the stream again.
-            chunks = client.blob_chunks(self.ref, desc, offset=held, held_digest=writer.digest)
+            chunks = client.blob_chunks(
+                self.ref, desc, offset=held, held_digest=writer.digest, priority=priority
+            )
             async with contextlib.aclosing(chunks) as stream:
                 async for at, chunk in stream:
                     await asyncio.to_thread(writer.write, chunk, at)

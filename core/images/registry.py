@@ -22,17 +22,19 @@ import copy
 import dataclasses
 import functools
 import hashlib
+import heapq
+import itertools
 import json
 import random
 import re
 import ssl
+import urllib.request
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from core import __version__
 from core.descriptor import Descriptor, validate_digest
@@ -55,6 +57,7 @@ from core.images.registry_errors import (
     tls_failure,
     transport_reason,
 )
+from core.images.registry_http import AsyncHTTP11
 
 CHUNK_SIZE = 1 << 20
 MAX_MANIFEST_SIZE = 4 << 20
@@ -98,43 +101,86 @@ class RetryPolicy:
         self,
         gave_up: Callable[[int, Retryable], CtrdeckError],
         progress: Callable[[], int] | None = None,
-    ) -> AsyncRetrying:
+    ) -> Attempts:
         """Attempts of one operation; `gave_up(attempts, last failure)` is raised at the end.
 
         Only `Retryable` failures are retried. With `progress` (a position that grows while
         the operation gets somewhere), the budget counts failures since it last moved.
         """
-        mark = [progress() if progress else 0, 0]
-
-        def stop(state: RetryCallState) -> bool:
-            if progress is not None and progress() != mark[0]:
-                mark[:] = [progress(), state.attempt_number - 1]
-            return state.attempt_number - mark[1] >= self.attempts
-
-        def wait(state: RetryCallState) -> float:
-            failure = _failure(state)
-            if failure.retry_after is not None:
-                return min(failure.retry_after, self.max_delay)
-            return self.delay(state.attempt_number - mark[1])
-
-        def give_up(state: RetryCallState) -> None:
-            failure = _failure(state)
-            raise gave_up(state.attempt_number - mark[1], failure) from failure
-
-        return AsyncRetrying(
-            stop=stop,
-            wait=wait,
-            retry=retry_if_exception_type(Retryable),
-            retry_error_callback=give_up,
-            sleep=asyncio.sleep,
-        )
+        return Attempts(self, gave_up, progress)
 
 
-def _failure(state: RetryCallState) -> Retryable:
-    assert state.outcome is not None
-    exc = state.outcome.exception()
-    assert isinstance(exc, Retryable)
-    return exc
+class _Attempt:
+    """One attempt: `with attempt:` keeps a `Retryable` failure for `Attempts` to judge."""
+
+    failure: Retryable | None = None
+
+    def __enter__(self) -> _Attempt:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, Retryable):
+            self.failure = exc
+            return True
+        return False
+
+
+class Attempts:
+    """The attempts of one operation under a `RetryPolicy`.
+
+    Either `async for attempt in attempts: with attempt: ...` (the loop ends after the first
+    attempt that does not fail retryably; another failure propagates at once), or
+    `await attempts(operation, *args)`. Between failures it sleeps the policy's backoff (or
+    the server's `Retry-After`, capped); once the budget is spent it raises `gave_up`'s error.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        gave_up: Callable[[int, Retryable], CtrdeckError],
+        progress: Callable[[], int] | None,
+    ) -> None:
+        self._policy = policy
+        self._gave_up = gave_up
+        self._progress = progress
+        self._mark = progress() if progress else 0
+        self._before_mark = 0
+        """Attempts made before the position last moved."""
+        self._made = 0
+        self._current: _Attempt | None = None
+
+    def __aiter__(self) -> Attempts:
+        return self
+
+    async def __anext__(self) -> _Attempt:
+        last = self._current
+        if last is not None:
+            if last.failure is None:
+                raise StopAsyncIteration
+            await self._after(last.failure)
+        self._made += 1
+        self._current = _Attempt()
+        return self._current
+
+    async def _after(self, failure: Retryable) -> None:
+        progress = self._progress
+        if progress is not None and progress() != self._mark:
+            self._mark, self._before_mark = progress(), self._made - 1
+        failures = self._made - self._before_mark
+        if failures >= self._policy.attempts:
+            raise self._gave_up(failures, failure) from failure
+        if failure.retry_after is not None:
+            await asyncio.sleep(min(failure.retry_after, self._policy.max_delay))
+        else:
+            await asyncio.sleep(self._policy.delay(failures))
+
+    async def __call__(
+        self, operation: Callable[..., Awaitable[T]], *args: object, **kwargs: object
+    ) -> T:
+        async for attempt in self:
+            with attempt:
+                return await operation(*args, **kwargs)
+        raise AssertionError("an operation ended without a result or an error")
 
 
 @dataclass
@@ -150,7 +196,8 @@ class RegistryClient:
 
     `hosts` says which endpoints serve each registry host (mirrors first); `credentials` maps a
     host to a username and secret for Basic or token authentication. Blob downloads share
-    `max_concurrent_downloads` slots, uploads `max_concurrent_uploads`.
+    `max_concurrent_downloads` slots (given out by priority: a pull's lower layers, which it
+    unpacks first, before its upper ones), uploads `max_concurrent_uploads`.
     """
 
     def __init__(
@@ -158,7 +205,7 @@ class RegistryClient:
         hosts: Hosts | None = None,
         *,
         credentials: Credentials | None = None,
-        max_concurrent_downloads: int = 3,
+        max_concurrent_downloads: int = 4,
         max_concurrent_uploads: int = 5,
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
@@ -167,7 +214,7 @@ class RegistryClient:
         self.retry = retry or RetryPolicy()
         self.uploads = asyncio.Semaphore(max_concurrent_uploads)
         self._auth = Authorizer(credentials)
-        self._downloads = asyncio.Semaphore(max_concurrent_downloads)
+        self._downloads = Slots(max_concurrent_downloads)
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 15.0))
         self._clients: dict[tuple[object, ...], httpx.AsyncClient] = {}
         self._manifests: dict[str, bytes] = {}
@@ -254,6 +301,7 @@ class RegistryClient:
         offset: int = 0,
         prefix_hash: hashlib._Hash | None = None,
         held_digest: Callable[[], str] | None = None,
+        priority: int = 0,
     ) -> AsyncIterator[tuple[int, bytes]]:
         """Yield `(offset, chunk)` pairs of a blob, holding one download slot meanwhile.
 
@@ -270,6 +318,9 @@ class RegistryClient:
         its commit) passes `held_digest`, the digest of every byte it holds: the stream is then
         not hashed a second time here, and no `prefix_hash` is needed to resume. It is asked
         after the last chunk, which the caller has taken in by then as it has every other one.
+
+        While all download slots are taken, the download with the lowest `priority` (a layer's
+        index in its manifest) gets the next one.
         """
         ref = as_ref(ref)
         validate_digest(desc.digest)
@@ -280,7 +331,7 @@ class RegistryClient:
             raise InvalidArgument("resuming a blob needs prefix_hash over the bytes already held")
         hasher = prefix_hash.copy() if prefix_hash is not None else hashlib.sha256()
         held = _Held(hasher if hashing else None, offset)
-        async with self._downloads:
+        async with self._downloads.hold(priority):
             endpoints = self.endpoints(ref, PULL)
             for index, ep in enumerate(endpoints):
 
@@ -362,17 +413,25 @@ class RegistryClient:
         client = self._clients.get(key)
         if client is not None:
             return client
-        # Plain-HTTP registries may still redirect to HTTPS storage, so they get the
-        # default checks too, from one context built once per engine. An HTTPS endpoint
-        # gets its own (system roots plus its CAs and client certificates). Either is built
-        # in a worker thread: loading the roots takes a tenth of a second or more.
-        build = ep.ssl_context if ep.scheme == "https" else _default_tls
-        verify = await asyncio.to_thread(build)
+        # An HTTPS endpoint gets its own TLS settings (system roots plus its CAs and client
+        # certificates), built in a worker thread: loading the roots takes a tenth of a second
+        # or more. A plain-HTTP one builds the default checks only when a request goes to
+        # HTTPS (a redirect to storage); httpx's own transports for proxies named in the
+        # environment need them at once.
+        verify: ssl.SSLContext | bool = True
+        transport: httpx.AsyncBaseTransport
+        if ep.scheme == "https":
+            verify = await asyncio.to_thread(ep.ssl_context)
+            transport = _HTTPFallback(verify) if ep.http_fallback else AsyncHTTP11(verify)
+        else:
+            if urllib.request.getproxies():
+                verify = await asyncio.to_thread(_default_tls)
+            transport = AsyncHTTP11(_default_tls)
         client = self._clients.get(key)
         if client is None:
             client = httpx.AsyncClient(
                 verify=verify,
-                transport=_HTTPFallback(verify) if ep.http_fallback else None,
+                transport=transport,
                 # A redirect to another host (object storage) drops Authorization: httpx
                 # strips it whenever the origin changes.
                 follow_redirects=True,
@@ -617,7 +676,9 @@ class RegistryClient:
                 raise self.status_error(ep, ref, response, body, f"blob {desc.digest}")
             position = start
             try:
-                async for chunk in response.aiter_raw(CHUNK_SIZE):
+                # The transport hands on reads of up to a MiB; httpx's re-chunking to a fixed
+                # size would copy every byte twice more.
+                async for chunk in response.aiter_raw():
                     yield position, chunk, restarted
                     restarted = False
                     position += len(chunk)
@@ -629,6 +690,43 @@ class RegistryClient:
             await response.aclose()
 
 
+class Slots:
+    """At most `count` holders at once; waiters get in lowest `priority` first, then in turn."""
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._turn = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, priority: int = 0) -> AsyncIterator[None]:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+        else:
+            handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (priority, next(self._turn), handed))
+            try:
+                await handed
+            except asyncio.CancelledError:
+                # Cancelled after the slot was handed over: pass it on. (A waiter cancelled
+                # before is skipped by `_release`.)
+                if handed.done() and not handed.cancelled():
+                    self._release()
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, handed = heapq.heappop(self._waiting)
+            if not handed.done():
+                handed.set_result(None)
+                return
+        self._free += 1
+
+
 class _HTTPFallback(httpx.AsyncBaseTransport):
     """HTTPS to a loopback registry, and plain HTTP when it answers without TLS.
 
@@ -638,7 +736,7 @@ class _HTTPFallback(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, verify: ssl.SSLContext) -> None:
-        self._inner = httpx.AsyncHTTPTransport(verify=verify)
+        self._inner = AsyncHTTP11(verify)
         self._plain: set[bytes] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

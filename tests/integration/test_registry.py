@@ -9,6 +9,7 @@ import hashlib
 import json
 import random
 import shutil
+import ssl
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from core.content.store import ContentStore, Writer
 from core.descriptor import Descriptor
 from core.errors import FailedPrecondition, NotFound, Unauthenticated, Unavailable
 from core.images import mediatypes, platforms
+from core.images import registry as registry_module
 from core.images.hosts import Hosts
 from core.images.reference import parse
 from core.images.registry import RegistryClient, RetryPolicy
@@ -464,3 +466,37 @@ async def test_parallel_downloads_share_slots(registry: Registry) -> None:
 
 def _desc(d: dict[str, object]) -> dict[str, object]:
     return {"media_type": d["mediaType"], "digest": d["digest"], "size": d["size"]}
+
+
+async def test_a_plain_http_registry_loads_no_tls_roots(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = busybox_image()
+    ref = registry.push(built, "test/plain", "v1")
+    loaded: list[str] = []
+    real_default, real_verify = (
+        ssl.SSLContext.load_default_certs,
+        ssl.SSLContext.load_verify_locations,
+    )
+
+    def default_certs(self: ssl.SSLContext, *args: object) -> None:
+        loaded.append("default")
+        real_default(self, *args)  # type: ignore[arg-type]
+
+    def verify_locations(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loaded.append("locations")
+        real_verify(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_default_certs", default_certs)
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", verify_locations)
+    registry_module._default_tls.cache_clear()
+    try:
+        async with RegistryClient(Hosts(plain_http=True), retry=FAST) as client:
+            root = await client.resolve(ref)
+            manifest = json.loads(await client.fetch_manifest(ref, root))
+            layer = manifest["layers"][0]
+            desc = Descriptor(layer["mediaType"], layer["digest"], layer["size"])
+            assert await fetch_all(client, ref, desc) == built.images[0].layers[0].blob
+    finally:
+        registry_module._default_tls.cache_clear()
+    assert loaded == []

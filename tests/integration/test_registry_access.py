@@ -22,6 +22,7 @@ import pytest
 
 from core.descriptor import Descriptor
 from core.errors import FailedPrecondition, Unauthenticated
+from core.images import registry as registry_module
 from core.images.credentials import IDENTITY_TOKEN_USER
 from core.images.hosts import Hosts
 from core.images.registry import RegistryClient, RetryPolicy
@@ -277,3 +278,41 @@ async def test_tls_with_test_ca_and_client_certificate(workdir: Path) -> None:
                 FailedPrecondition, match=r"TLS certificate of registry .*not trusted"
             ):
                 await client.resolve("example.test/test/tls:v1")
+
+
+# -- TLS made only when a plain-HTTP registry sends a request to HTTPS -------------------------
+
+
+async def test_plain_registry_redirect_to_https_storage_checks_its_certificate(
+    private_registry: tuple[Registry, str], workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg, pushed = private_registry
+    pki = make_pki(workdir / "pki")
+    storage = BlobStorage(reg, tls=(pki.server_cert, pki.server_key)).start()
+    proxy = RedirectingProxy(reg, storage).start()
+    ref = pushed.replace(reg.host, proxy.host)
+    credentials = lambda host: ("alice", "s3cret")  # noqa: E731
+    # The default checks are built on the first HTTPS request; clear what earlier tests built.
+    registry_module._default_tls.cache_clear()
+    try:
+        # The system roots do not vouch for the test CA: the storage is refused.
+        async with RegistryClient(
+            Hosts(plain_http=True), credentials=credentials, retry=FAST
+        ) as client:
+            with pytest.raises(FailedPrecondition, match="certificate"):
+                await fetch_image(client, ref)
+        assert storage.seen == []
+        # With the CA among the default roots, the same redirect is followed over HTTPS.
+        monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+        registry_module._default_tls.cache_clear()
+        async with RegistryClient(
+            Hosts(plain_http=True), credentials=credentials, retry=FAST
+        ) as client:
+            layers = await fetch_image(client, ref)
+    finally:
+        registry_module._default_tls.cache_clear()
+        proxy.stop()
+        storage.stop()
+    assert layers == [layer.blob for layer in layered_image().images[0].layers]
+    assert len(storage.seen) == len(layers)
+    assert all("authorization" not in headers for headers in storage.seen)
