@@ -160,3 +160,56 @@ def test_reaping_after_a_flood_of_wake_ups_collects_every_child(tmp_path: Path) 
         [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == ["3", "4", "5"]
+
+
+def test_a_rehearsal_answers_as_a_forked_monitor_and_closes_what_it_opened(
+    tmp_path: Path,
+) -> None:
+    """A rehearsal runs `serve` and `run` (with `stay`); the template's fds stay as they were."""
+    directory = tmp_path / "rehearsal"
+    here = str(Path(monitor_module.__file__).parent)
+    probe = (
+        f"import os, signal, sys; sys.path.insert(0, {here!r})\n"
+        "import monitor\n"
+        "said = []\n"
+        "say = monitor.say\n"
+        "def record(fd, line):\n"
+        "    said.append(line.split()[0])\n"
+        "    say(fd, line)\n"
+        "monitor.say = record\n"
+        "before = sorted(os.listdir('/proc/self/fd'))\n"
+        "cwd = os.getcwd()\n"
+        f"monitor.rehearse({str(directory)!r})\n"
+        f"monitor.rehearse({str(directory)!r})\n"
+        "assert sorted(os.listdir('/proc/self/fd')) == before\n"
+        "assert os.getcwd() == cwd and os.getpgid(0) == os.getpgid(os.getppid())\n"
+        "assert signal.set_wakeup_fd(-1) == -1\n"
+        "print(' '.join(said))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["pid", "ok", "pid", "ok"]
+    assert not directory.exists()
+
+
+def test_a_runtime_command_that_is_its_process_gives_the_exit(tmp_path: Path) -> None:
+    """`start` takes the status of a runtime command whose pid the pid file names."""
+    os.mkfifo(tmp_path / "control")
+    cfg = monitor_module.stand_in_config(
+        str(tmp_path), ["sh", "-c", f"echo $$ > {tmp_path}/pid; exit 0"]
+    )
+    cfg["stdin"] = cfg["stdout"] = cfg["stderr"] = ""
+    here = str(Path(monitor_module.__file__).parent)
+    probe = (
+        f"import signal, sys; sys.path.insert(0, {here!r})\n"
+        "import monitor\n"
+        f"m = monitor.Monitor({cfg!r})\n"
+        "assert signal.getsignal(signal.SIGCHLD) is monitor.ignore\n"
+        "m.start()\n"
+        "print(m.exit_status, m.pid > 0, m.children)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["0", "True", "{}"]
