@@ -213,3 +213,41 @@ def test_a_runtime_command_that_is_its_process_gives_the_exit(tmp_path: Path) ->
         [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == ["0", "True", "{}"]
+
+
+def test_a_cold_monitor_leaves_its_starter_and_reports_the_exit(tmp_path: Path) -> None:
+    """`run` without a connection: `leave` detaches, the answer and the exit file come."""
+    import json
+    import marshal
+    import time
+
+    from core.runtime.monitor_protocol import MONITOR, MONITOR_BOOT
+
+    os.mkfifo(tmp_path / "control")
+    cfg = monitor_module.stand_in_config(
+        str(tmp_path), ["sh", "-c", f"echo $$ > {tmp_path}/pid; echo hello"]
+    )
+    cfg["stdin"] = cfg["stdout"] = cfg["stderr"] = ""
+    (tmp_path / "monitor.cfg").write_bytes(marshal.dumps(cfg))
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            MONITOR_BOOT,
+            str(MONITOR),
+            str(tmp_path / "monitor.cfg"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    out, _ = starter.communicate(b"\n", timeout=30)
+    word, pid, monitor_pid = out.decode().split()
+    assert word == "ok" and int(monitor_pid) != starter.pid
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "exit").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    exit_record = json.loads((tmp_path / "exit").read_text())
+    assert exit_record["status"] == 0 and exit_record["pid"] == int(pid)
+    assert b"hello" in (tmp_path / "log").read_bytes()
