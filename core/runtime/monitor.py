@@ -676,15 +676,16 @@ def leave(cfg: dict[str, Any], report: int, lines: Lines | None) -> None:
         say(report, f"pid {os.getpid()}\n")
     else:
         detach()
-    # Our own stdout and stderr go nowhere the engine waits on: a monitor must
-    # never block on, or die with, the engine's pipes.
+        # Our own stdin and stdout go nowhere the engine waits on: a monitor must never
+        # block on, or die with, the engine's pipes. A template's are /dev/null already,
+        # and it ignores SIGHUP and SIGINT already.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     errors_fd = os.open(f"{cfg['dir']}/monitor.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)
     os.dup2(errors_fd, 2)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stay(cfg: dict[str, Any], report: int, lines: Lines | None) -> None:

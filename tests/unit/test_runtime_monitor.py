@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -251,3 +252,57 @@ def test_a_cold_monitor_leaves_its_starter_and_reports_the_exit(tmp_path: Path) 
     exit_record = json.loads((tmp_path / "exit").read_text())
     assert exit_record["status"] == 0 and exit_record["pid"] == int(pid)
     assert b"hello" in (tmp_path / "log").read_bytes()
+
+
+def test_a_warm_monitor_keeps_the_templates_quiet_stdio_and_signals(tmp_path: Path) -> None:
+    """A forked monitor's stdin and stdout are the template's /dev/null, its stderr its own
+    file, SIGHUP and SIGINT stay ignored; it runs and reports as a cold one does."""
+    import marshal
+    import socket
+    import time
+
+    from core.runtime.monitor_protocol import MONITOR, MONITOR_BOOT, fresh_bytecode
+
+    fresh_bytecode()
+    sock = tmp_path / "template.sock"
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-c", MONITOR_BOOT, str(MONITOR), "--template", str(sock)],
+        check=True,
+        start_new_session=True,
+    )
+    directory = tmp_path / "task"
+    directory.mkdir()
+    for name in ("control", "stdin", "stdout", "stderr"):
+        os.mkfifo(directory / name)
+    cfg = monitor_module.stand_in_config(
+        str(directory), ["sh", "-c", f"sleep 1000 & echo $! > {directory}/pid"]
+    )
+    (directory / "monitor.cfg").write_bytes(marshal.dumps(cfg))
+    monitor = 0
+    try:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(sock))
+            conn.sendall(f"{directory}/monitor.cfg\ngo\n".encode())
+            words = conn.makefile("rb").read().decode().split()
+        ok = words.index("ok")
+        process, monitor = int(words[ok + 1]), int(words[ok + 2])
+        assert words[:2] == ["pid", str(monitor)]
+        assert os.readlink(f"/proc/{monitor}/fd/0") == os.readlink(f"/proc/{monitor}/fd/1")
+        assert os.readlink(f"/proc/{monitor}/fd/1") == "/dev/null"
+        assert os.readlink(f"/proc/{monitor}/fd/2") == str(directory / "monitor.err")
+        assert os.readlink(f"/proc/{monitor}/cwd") == str(directory)
+        status = Path(f"/proc/{monitor}/status").read_text()
+        ignored = int(
+            next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16
+        )
+        assert ignored & (1 << (signal.SIGHUP - 1)) and ignored & (1 << (signal.SIGINT - 1))
+        os.kill(process, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (directory / "exit").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (directory / "exit").read_text().startswith('{"status": 137')
+    finally:
+        if monitor:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(monitor, signal.SIGKILL)
+        sock.unlink(missing_ok=True)  # the template ends once it sees its socket gone
