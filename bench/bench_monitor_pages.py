@@ -98,6 +98,16 @@ def template_pid(socket_path: Path) -> int:
     raise RuntimeError("the template is not running")
 
 
+def mapping_names(pid: int) -> list[tuple[int, int, str]]:
+    """(start, end, short name) of each mapping of `pid`: a file's name, `[heap]`, `[anon]`."""
+    out = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split()
+        lo, hi = (int(x, 16) for x in fields[0].split("-"))
+        out.append((lo, hi, Path(fields[5]).name if len(fields) > 5 else "[anon]"))
+    return out
+
+
 def measure(template: int, monitors: list[int]) -> dict[str, float]:
     procs = [template, *monitors]
     n = len(monitors)
@@ -110,7 +120,10 @@ def measure(template: int, monitors: list[int]) -> dict[str, float]:
     first = monitors[0]
     private = [a for a, f in maps[first].items() if sharers[f] == 1]
     same_everywhere = same_as_template = 0
+    mappings = mapping_names(first)
+    by_mapping: dict[str, int] = collections.Counter()
     for address in private:
+        by_mapping[next(n for lo, hi, n in mappings if lo <= address < hi)] += 1
         mine = page(first, address)
         if all(page(pid, address) == mine for pid in monitors[1:]):
             same_everywhere += 1
@@ -122,10 +135,13 @@ def measure(template: int, monitors: list[int]) -> dict[str, float]:
         "private dirty": total["Private_Dirty"] / n,
         "own PSS": own / n,
         "monitor private dirty": rollup(first)["Private_Dirty"],
+        # One monitor moves by a page or two with where the template's clock tick fell.
+        "monitor private dirty, mean of all": sum(rollup(m)["Private_Dirty"] for m in monitors) / n,
         "template private dirty": rollup(template)["Private_Dirty"],
         "monitor private pages": len(private),
         "of which the same in every monitor": same_everywhere,
         "of which the same as the template's": same_as_template,
+        **{f"  in {name}": count for name, count in by_mapping.most_common()},
     }
 
 
@@ -161,7 +177,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{args.monitors} monitors and their template, {args.python}")
     for key, value in figures.items():
-        unit = "" if "pages" in key or "the same" in key else " KiB"
+        unit = "" if "pages" in key or "the same" in key or " in " in key else " KiB"
         per = " per monitor" if key in ("RSS", "PSS", "private dirty", "own PSS") else ""
         print(f"  {key}{per}: {value:,.0f}{unit}")
 

@@ -49,7 +49,10 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _socket
+    from collections.abc import Callable
     from typing import Any
+
+    Settle = Callable[[dict[str, Any], int, "Lines | None"], None]
 
 PR_SET_CHILD_SUBREAPER = 36
 READ_SIZE = 32 * 1024
@@ -206,7 +209,7 @@ class Monitor:
         self.control_buf = b""
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGCHLD, ignore)
 
     # --- starting the process -------------------------------------------------
 
@@ -263,9 +266,11 @@ class Monitor:
             raise RuntimeError(self._runtime_error(status))
         self.pid = int(read_file(self.cfg["pid_file"]))
         if self.pid in self.children:
-            # A short exec can be over before the runtime has even returned.
+            # A short exec can be over before the runtime has even returned, and a
+            # rehearsal's runtime command is its process.
             self.exit_status = self.children.pop(self.pid)
             self.exited_at = time.time_ns()
+        self.children.pop(runtime_pid, None)
 
     def _receive_console(
         self, listener: _socket.socket, runtime_pid: int, out: Sink | None
@@ -304,10 +309,11 @@ class Monitor:
                 return
 
     def _wait_for(self, pid: int) -> int:
+        """The exit status of child `pid`, which stays among `children` for `start`."""
         while pid not in self.children:
             select.select([self.wake_r], [], [], 1.0)
             self._reap()
-        return self.children.pop(pid)
+        return self.children[pid]
 
     def _runtime_error(self, status: int) -> str:
         import json  # only failures parse the runtime's log
@@ -489,6 +495,10 @@ class Monitor:
         write_exit(self.cfg["exit_file"], status, self.exited_at or time.time_ns(), self.pid)
 
 
+def ignore(*_: object) -> None:
+    """SIGCHLD's handler: the wake-up fd carries the news. One function, not one per monitor."""
+
+
 def spawn(argv: list[str], stdio: list[int]) -> int:
     """Start `argv` with `stdio` as its fds 0-2, and this process's environment; its pid.
 
@@ -619,34 +629,18 @@ class Lines:
         return line
 
 
-def run(cfg_path: str, report: int, lines: Lines | None = None) -> int:
+def run(
+    cfg_path: str, report: int, lines: Lines | None = None, settle: Settle | None = None
+) -> int:
     """Load the config, detach, start the process and report, then watch it to its end.
 
     A warm monitor (`lines` from its connection) readies itself while the engine
-    prepares the bundle, and runs the runtime command once told `go`.
+    prepares the bundle, and runs the runtime command once told `go`. `settle` is what
+    leaves the caller's process group, directory and stdio (`leave`); a template's
+    rehearsal, which stays, runs the same course with `stay`.
     """
     cfg = marshal.loads(read_file(cfg_path))
-    if lines is not None:
-        # Forked from the template, it leads a process group of its own, so the engine
-        # can end the monitor and the runtime command under it together; it stays in
-        # the template's session, as a new session is a new scheduler autogroup that
-        # `runc create` would wait in. It works in its process's directory: the engine
-        # recognises it by that, since its command line is the template's.
-        os.setpgid(0, 0)
-        become_subreaper()
-        os.chdir(cfg["dir"])
-        say(report, f"pid {os.getpid()}\n")
-    else:
-        detach()
-    # Our own stdout and stderr go nowhere the engine waits on: a monitor must
-    # never block on, or die with, the engine's pipes.
-    errors_fd = os.open(f"{cfg['dir']}/monitor.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)
-    os.dup2(errors_fd, 2)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    (settle or leave)(cfg, report, lines)
     told = lines is None
     try:
         monitor = Monitor(cfg)
@@ -668,13 +662,44 @@ def run(cfg_path: str, report: int, lines: Lines | None = None) -> int:
     return 0
 
 
-def serve(conn: int) -> int:
+def leave(cfg: dict[str, Any], report: int, lines: Lines | None) -> None:
+    """Leave the engine's process tree or the template's group and directory, and stdio."""
+    if lines is not None:
+        # Forked from the template, it leads a process group of its own, so the engine
+        # can end the monitor and the runtime command under it together; it stays in
+        # the template's session, as a new session is a new scheduler autogroup that
+        # `runc create` would wait in. It works in its process's directory: the engine
+        # recognises it by that, since its command line is the template's.
+        os.setpgid(0, 0)
+        become_subreaper()
+        os.chdir(cfg["dir"])
+        say(report, f"pid {os.getpid()}\n")
+    else:
+        detach()
+        # Our own stdin and stdout go nowhere the engine waits on: a monitor must never
+        # block on, or die with, the engine's pipes. A template's are /dev/null already,
+        # and it ignores SIGHUP and SIGINT already.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    errors_fd = os.open(f"{cfg['dir']}/monitor.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.dup2(errors_fd, 2)
+
+
+def stay(cfg: dict[str, Any], report: int, lines: Lines | None) -> None:
+    """A rehearsal's `settle`: it stays where the template is, and answers as a monitor."""
+    say(report, f"pid {os.getpid()}\n")
+
+
+def serve(conn: int, settle: Settle | None = None) -> int:
     """A monitor just forked from the template: its config's path comes first on `conn`."""
     lines = Lines(conn)
     path = lines.next()
     if not path:
         return 1
-    return run(path.decode(), conn, lines)
+    return run(path.decode(), conn, lines, settle)
 
 
 def stand_in_config(directory: str, argv: list[str]) -> dict[str, object]:
@@ -708,10 +733,15 @@ def rehearse(directory: str) -> None:
     CPython writes a function's code object on its first runs (warm-up counters,
     specialised instructions) and fills lookup caches and memory pools as it goes: done
     here once, before any fork, those pages stay shared instead of every monitor
-    writing its own copy. A rehearsal that fails leaves the template as it was.
+    writing its own copy. The course is a forked monitor's, from `serve` on, over a
+    connection, but for `stay` in place of `leave`. A rehearsal that fails leaves the
+    template as it was; whatever it opened is closed.
     """
+    import _socket
+
     clear(directory)
-    monitor = None
+    before = set(os.listdir("/proc/self/fd"))
+    engine, monitor = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         os.mkdir(directory, 0o700)
         for name in ("control", "stdin", "stdout", "stderr"):
@@ -722,26 +752,22 @@ def rehearse(directory: str) -> None:
         fd = os.open(f"{directory}/monitor.cfg", os.O_WRONLY | os.O_CREAT, 0o600)
         os.write(fd, marshal.dumps(cfg))
         os.close(fd)
-        # The config's path and the go-ahead come as on a template's connection.
-        lines_r, lines_w = os.pipe2(os.O_CLOEXEC)
-        say(lines_w, f"{directory}/monitor.cfg\ngo\n")
-        os.close(lines_w)
-        lines = Lines(lines_r)
-        path = lines.next().decode()
-        lines.next()
-        os.close(lines_r)
-        monitor = Monitor(marshal.loads(read_file(path)))
-        monitor.start()
-        # The process was the runtime command itself, whose status start() has taken.
-        monitor.exit_status = 0
-        monitor.run()
+        engine.sendall(f"{directory}/monitor.cfg\ngo\n".encode())
+        # serve closes the connection, as a monitor does once it has answered.
+        serve(monitor.detach(), stay)
     except Exception:
         pass  # a template that could not rehearse still works, only less shared
     finally:
-        if monitor is not None:
-            for fd in (monitor.control, monitor.wake_r, monitor.wake_w):
-                os.close(fd)
         signal.set_wakeup_fd(-1)
+        monitor.close()
+        engine.close()
+        # What the monitor left open (its control FIFO and wake-up pipe, and more if it
+        # failed): a monitor's process ends, a template goes on.
+        for fd in set(os.listdir("/proc/self/fd")) - before:
+            try:  # noqa: SIM105 - contextlib is not imported: each module is template memory
+                os.close(int(fd))
+            except OSError:
+                pass  # the directory's own descriptor, closed already
         clear(directory)
 
 

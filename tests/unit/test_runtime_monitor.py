@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -160,3 +161,148 @@ def test_reaping_after_a_flood_of_wake_ups_collects_every_child(tmp_path: Path) 
         [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == ["3", "4", "5"]
+
+
+def test_a_rehearsal_answers_as_a_forked_monitor_and_closes_what_it_opened(
+    tmp_path: Path,
+) -> None:
+    """A rehearsal runs `serve` and `run` (with `stay`); the template's fds stay as they were."""
+    directory = tmp_path / "rehearsal"
+    here = str(Path(monitor_module.__file__).parent)
+    probe = (
+        f"import os, signal, sys; sys.path.insert(0, {here!r})\n"
+        "import monitor\n"
+        "said = []\n"
+        "say = monitor.say\n"
+        "def record(fd, line):\n"
+        "    said.append(line.split()[0])\n"
+        "    say(fd, line)\n"
+        "monitor.say = record\n"
+        "before = sorted(os.listdir('/proc/self/fd'))\n"
+        "cwd = os.getcwd()\n"
+        f"monitor.rehearse({str(directory)!r})\n"
+        f"monitor.rehearse({str(directory)!r})\n"
+        "assert sorted(os.listdir('/proc/self/fd')) == before\n"
+        "assert os.getcwd() == cwd and os.getpgid(0) == os.getpgid(os.getppid())\n"
+        "assert signal.set_wakeup_fd(-1) == -1\n"
+        "print(' '.join(said))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["pid", "ok", "pid", "ok"]
+    assert not directory.exists()
+
+
+def test_a_runtime_command_that_is_its_process_gives_the_exit(tmp_path: Path) -> None:
+    """`start` takes the status of a runtime command whose pid the pid file names."""
+    os.mkfifo(tmp_path / "control")
+    cfg = monitor_module.stand_in_config(
+        str(tmp_path), ["sh", "-c", f"echo $$ > {tmp_path}/pid; exit 0"]
+    )
+    cfg["stdin"] = cfg["stdout"] = cfg["stderr"] = ""
+    here = str(Path(monitor_module.__file__).parent)
+    probe = (
+        f"import signal, sys; sys.path.insert(0, {here!r})\n"
+        "import monitor\n"
+        f"m = monitor.Monitor({cfg!r})\n"
+        "assert signal.getsignal(signal.SIGCHLD) is monitor.ignore\n"
+        "m.start()\n"
+        "print(m.exit_status, m.pid > 0, m.children)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["0", "True", "{}"]
+
+
+def test_a_cold_monitor_leaves_its_starter_and_reports_the_exit(tmp_path: Path) -> None:
+    """`run` without a connection: `leave` detaches, the answer and the exit file come."""
+    import json
+    import marshal
+    import time
+
+    from core.runtime.monitor_protocol import MONITOR, MONITOR_BOOT
+
+    os.mkfifo(tmp_path / "control")
+    cfg = monitor_module.stand_in_config(
+        str(tmp_path), ["sh", "-c", f"echo $$ > {tmp_path}/pid; echo hello"]
+    )
+    cfg["stdin"] = cfg["stdout"] = cfg["stderr"] = ""
+    (tmp_path / "monitor.cfg").write_bytes(marshal.dumps(cfg))
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            MONITOR_BOOT,
+            str(MONITOR),
+            str(tmp_path / "monitor.cfg"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    out, _ = starter.communicate(b"\n", timeout=30)
+    word, pid, monitor_pid = out.decode().split()
+    assert word == "ok" and int(monitor_pid) != starter.pid
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "exit").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    exit_record = json.loads((tmp_path / "exit").read_text())
+    assert exit_record["status"] == 0 and exit_record["pid"] == int(pid)
+    assert b"hello" in (tmp_path / "log").read_bytes()
+
+
+def test_a_warm_monitor_keeps_the_templates_quiet_stdio_and_signals(tmp_path: Path) -> None:
+    """A forked monitor's stdin and stdout are the template's /dev/null, its stderr its own
+    file, SIGHUP and SIGINT stay ignored; it runs and reports as a cold one does."""
+    import marshal
+    import socket
+    import time
+
+    from core.runtime.monitor_protocol import MONITOR, MONITOR_BOOT, fresh_bytecode
+
+    fresh_bytecode()
+    sock = tmp_path / "template.sock"
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-c", MONITOR_BOOT, str(MONITOR), "--template", str(sock)],
+        check=True,
+        start_new_session=True,
+    )
+    directory = tmp_path / "task"
+    directory.mkdir()
+    for name in ("control", "stdin", "stdout", "stderr"):
+        os.mkfifo(directory / name)
+    cfg = monitor_module.stand_in_config(
+        str(directory), ["sh", "-c", f"sleep 1000 & echo $! > {directory}/pid"]
+    )
+    (directory / "monitor.cfg").write_bytes(marshal.dumps(cfg))
+    monitor = 0
+    try:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(sock))
+            conn.sendall(f"{directory}/monitor.cfg\ngo\n".encode())
+            words = conn.makefile("rb").read().decode().split()
+        ok = words.index("ok")
+        process, monitor = int(words[ok + 1]), int(words[ok + 2])
+        assert words[:2] == ["pid", str(monitor)]
+        assert os.readlink(f"/proc/{monitor}/fd/0") == os.readlink(f"/proc/{monitor}/fd/1")
+        assert os.readlink(f"/proc/{monitor}/fd/1") == "/dev/null"
+        assert os.readlink(f"/proc/{monitor}/fd/2") == str(directory / "monitor.err")
+        assert os.readlink(f"/proc/{monitor}/cwd") == str(directory)
+        status = Path(f"/proc/{monitor}/status").read_text()
+        ignored = int(
+            next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16
+        )
+        assert ignored & (1 << (signal.SIGHUP - 1)) and ignored & (1 << (signal.SIGINT - 1))
+        os.kill(process, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (directory / "exit").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (directory / "exit").read_text().startswith('{"status": 137')
+    finally:
+        if monitor:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(monitor, signal.SIGKILL)
+        sock.unlink(missing_ok=True)  # the template ends once it sees its socket gone
