@@ -367,3 +367,16 @@ def test_implied_parents_copy_lower_metadata(tmp_path: Path) -> None:
 def test_delete_mode_whiteout_of_missing_path_makes_nothing(root: Path) -> None:
     apply_bytes(make_tar(entry("a/b/.wh.c"), entry(".wh.nothing")), root)
     assert tree(root) == {}
+
+
+def test_broken_streams_are_refused_naming_where(root: Path) -> None:
+    with pytest.raises(InvalidArgument, match="layer is not a tar stream"):
+        apply_bytes(b"not a tar archive, just some bytes" * 20, root)
+    layer = bytearray(make_tar(entry("a", data=b"x"), entry("b", data=b"y")))
+    second = 2 * 512  # after the first entry's header and its data block
+    assert layer[second : second + 1] == b"b"
+    layer[second + 148 : second + 156] = b"0000001\0"
+    with pytest.raises(InvalidArgument, match="not a valid tar stream at 'a': bad header checksum"):
+        apply_bytes(bytes(layer), root)
+    with pytest.raises(InvalidArgument, match="at 'a': unexpected end"):
+        apply_bytes(make_tar(entry("a", data=b"x" * 2000))[:1024], root.parent)
