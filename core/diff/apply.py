@@ -294,11 +294,17 @@ class _Applier:
     def _resolve(
         self, name: str, parts: list[str], *, create: bool
     ) -> tuple[int | None, tuple[str, ...]]:
+        fds = self.fds
+        # Cached keys are resolved paths, each component a directory when it was cached (a
+        # removal empties the cache), so a name that is one needs no walk.
+        whole = tuple(parts)
+        cached = fds.get(whole)
+        if cached is not None:
+            return cached, whole
         pending = list(reversed(parts))
         resolved: tuple[str, ...] = ()
         links = 0
         fd = self.root_fd
-        fds = self.fds
         while pending:
             part = pending.pop()
             if part == "..":
@@ -523,9 +529,12 @@ class _Applier:
             return make()
 
     def _write_file(self, reader: TarReader, entry: Entry, parent_fd: int, base: str) -> None:
-        fd = self._replacing(
-            parent_fd, base, lambda: os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
-        )
+        # As `_replacing`, spelt out: this is the path of nearly every entry.
+        try:
+            fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
+        except FileExistsError:
+            self._remove(parent_fd, base)
+            fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
         try:
             if entry.sparse is None:
                 reader.write_to(fd, entry.size)
@@ -580,8 +589,9 @@ class _Applier:
     def _set_fd_metadata(self, fd: int, entry: Entry) -> None:
         # chown clears setuid and setgid, so the mode goes last.
         os.fchown(fd, entry.uid, entry.gid)
-        for key, value in _xattrs(entry):
-            self._setxattr(entry, lambda k=key, v=value: os.setxattr(fd, k, v))
+        if entry.xattrs:
+            for key, value in _xattrs(entry):
+                self._setxattr(entry, lambda k=key, v=value: os.setxattr(fd, k, v))
         os.fchmod(fd, stat.S_IMODE(entry.mode))
 
     def _set_path_metadata(self, parent_fd: int, base: str, entry: Entry, *, chmod: bool) -> None:

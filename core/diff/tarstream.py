@@ -78,10 +78,17 @@ def _cstr(field: bytes) -> bytes:
 
 def number(field: bytes) -> int:
     """A header's number: octal digits (NUL or space padded), or GNU's base-256."""
-    if field[:1] == b"\x80":
-        return int.from_bytes(field[1:], "big")
-    if field[:1] == b"\xff":
-        return int.from_bytes(field, "big", signed=True)
+    first = field[0]
+    if first >= 0x80:
+        if first == 0x80:
+            return int.from_bytes(field[1:], "big")
+        if first == 0xFF:
+            return int.from_bytes(field, "big", signed=True)
+    try:
+        # The common field: digits, then NULs or spaces (int() takes the leading spaces).
+        return int(field.rstrip(b"\0 ") or b"0", 8)
+    except ValueError:
+        pass
     digits = _cstr(field).strip()
     try:
         return int(digits, 8) if digits else 0
@@ -262,13 +269,16 @@ class TarReader:
         if kind == _GNU_SPARSE:
             entry.sparse, entry.realsize = self._gnu_sparse(block)
             kind = REGULAR
-        elif magic == _USTAR:
-            prefix = _cstr(fields[14])
-            if prefix:
-                name = prefix + b"/" + name
+        elif magic == _USTAR and fields[14][0]:
+            name = _cstr(fields[14]) + b"/" + name
         if long_name is not None:
             name = long_name
-        linkname = long_link if long_link is not None else _cstr(fields[8])
+        if long_link is not None:
+            linkname = long_link
+        elif kind in (SYMLINK, HARD_LINK):
+            linkname = _cstr(fields[8])
+        else:
+            linkname = b""
         entry.mode = number(fields[1])
         entry.uid = number(fields[2])
         entry.gid = number(fields[3])
