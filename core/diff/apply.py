@@ -244,6 +244,10 @@ class _Applier:
         self.implied: dict[tuple[str, ...], None] = {}
         # What must reach stable storage before the layer may be committed.
         self.written = Written()
+        # The owner a file made in a directory gets, learnt from the first one made there:
+        # the process's, or the directory's group if it is setgid or the filesystem says so.
+        # A file whose entry wants exactly that needs no chown.
+        self.new_owner: dict[tuple[str, ...], tuple[int, int]] = {}
 
     def run(self, reader: TarReader) -> None:
         try:
@@ -384,6 +388,7 @@ class _Applier:
         os.chown(part, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
         os.chmod(part, mode, dir_fd=parent_fd)
         self.implied[resolved] = None
+        self.new_owner.pop(resolved, None)
         self.written.dir(resolved[:-1])
         self.written.dir(resolved)
 
@@ -396,6 +401,7 @@ class _Applier:
         self.written.give_up()
         if stat.S_ISDIR(st.st_mode):
             self.forget()
+            self.new_owner.clear()
             shutil.rmtree(name, dir_fd=parent_fd)
         else:
             os.unlink(name, dir_fd=parent_fd)
@@ -473,7 +479,7 @@ class _Applier:
     ) -> None:
         kind = entry.type
         if kind == tarstream.REGULAR:
-            self._write_file(reader, entry, parent_fd, base)
+            self._write_file(reader, entry, parent_fd, parent, base)
             self.written.file((*parent, base))
             return
         if kind == tarstream.DIRECTORY:
@@ -491,6 +497,7 @@ class _Applier:
                     self.forget()
                 self.fds[path] = fd
             self._set_fd_metadata(fd, entry)
+            self.new_owner.pop(path, None)
             self.implied.pop(path, None)
             self.dirs.append((entry.name, path, entry.mtime_ns))
             self.written.dir(path)
@@ -528,7 +535,9 @@ class _Applier:
             self._remove(parent_fd, base)
             return make()
 
-    def _write_file(self, reader: TarReader, entry: Entry, parent_fd: int, base: str) -> None:
+    def _write_file(
+        self, reader: TarReader, entry: Entry, parent_fd: int, parent: tuple[str, ...], base: str
+    ) -> None:
         # As `_replacing`, spelt out: this is the path of nearly every entry.
         try:
             fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
@@ -536,11 +545,15 @@ class _Applier:
             self._remove(parent_fd, base)
             fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
         try:
+            owner = self.new_owner.get(parent)
+            if owner is None:
+                st = os.fstat(fd)
+                owner = self.new_owner[parent] = (st.st_uid, st.st_gid)
             if entry.sparse is None:
                 reader.write_to(fd, entry.size)
             else:
                 reader.write_sparse(fd, entry)
-            self._set_fd_metadata(fd, entry)
+            self._set_fd_metadata(fd, entry, chown=owner != (entry.uid, entry.gid))
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
         finally:
             os.close(fd)
@@ -586,9 +599,10 @@ class _Applier:
 
     # -- metadata --------------------------------------------------------------------------------
 
-    def _set_fd_metadata(self, fd: int, entry: Entry) -> None:
+    def _set_fd_metadata(self, fd: int, entry: Entry, *, chown: bool = True) -> None:
         # chown clears setuid and setgid, so the mode goes last.
-        os.fchown(fd, entry.uid, entry.gid)
+        if chown:
+            os.fchown(fd, entry.uid, entry.gid)
         if entry.xattrs:
             for key, value in _xattrs(entry):
                 self._setxattr(entry, lambda k=key, v=value: os.setxattr(fd, k, v))
