@@ -17,6 +17,9 @@ import struct
 from collections.abc import Callable
 
 BLOCK = 512
+# The most an extended header or a GNU long name may hold, as Go's archive/tar allows: a
+# hostile size must not make the reader keep the rest of the stream in memory.
+MAX_SPECIAL = 1 << 20
 ZERO_BLOCK = bytes(BLOCK)
 
 REGULAR = b"0"
@@ -196,8 +199,19 @@ class TarReader:
             self._pos = end
 
     def write_sparse(self, fd: int, entry: Entry) -> None:
-        """Write a sparse file's segments at their offsets, leaving holes, then set its size."""
+        """Write a sparse file's segments at their offsets, leaving holes, then set its size.
+
+        The segments must be in order, apart, and inside the file's size (as Go's reader
+        checks them); else TarError, before anything is written.
+        """
         assert entry.sparse is not None
+        end = 0
+        for offset, length in entry.sparse:
+            if offset < end or length < 0:
+                raise TarError("sparse map out of order")
+            end = offset + length
+        if end > entry.realsize or entry.realsize < 0:
+            raise TarError("sparse map past the end of the file")
         for offset, length in entry.sparse:
             os.lseek(fd, offset, os.SEEK_SET)
             self.write_to(fd, length)
@@ -232,6 +246,8 @@ class TarReader:
             kind = fields[7]
             size = number(fields[4])
             if kind in (_PAX, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK):
+                if not 0 <= size <= MAX_SPECIAL:
+                    raise TarError(f"extended header of {size} bytes")
                 data = self._take(size)
                 self._skip(_padded(size) - size)
                 if kind == _PAX:
@@ -293,6 +309,8 @@ class TarReader:
             entry.type = DIRECTORY  # how v7 tar wrote a directory
         entry.name = _text(name)
         entry.linkname = _text(linkname)
+        if min(size, entry.uid, entry.gid, entry.mode) < 0:
+            raise TarError("negative size, owner or mode")
         entry.size = 0 if entry.type in _HEADER_ONLY else size
         self._left = _padded(entry.size)
         if entry.sparse is not None and pax.get(b"GNU.sparse.major") == b"1":

@@ -199,3 +199,36 @@ def test_broken_pax_header() -> None:
     data[record - 2] = ord("8")  # the record's length, one short
     with pytest.raises(TarError, match="PAX"):
         _read_all(bytes(data))
+
+
+def _one_header(**fields: bytes) -> bytearray:
+    data = bytearray(_archive([(_info("a"), b"x")], format=tarfile.GNU_FORMAT))
+    spans = {"size": (124, 136), "uid": (108, 116), "type": (156, 157)}
+    for key, value in fields.items():
+        start, stop = spans[key]
+        data[start:stop] = value
+    _rechecksum(data)
+    return data
+
+
+def test_hostile_sizes_are_refused() -> None:
+    with pytest.raises(TarError, match="extended header of"):
+        _read_all(bytes(_one_header(type=b"L", size=b"%011o\0" % (2 << 20))))
+    with pytest.raises(TarError, match="negative"):
+        _read_all(bytes(_one_header(size=b"\xff" * 12)))
+    with pytest.raises(TarError, match="negative"):
+        _read_all(bytes(_one_header(uid=b"\xff" * 8)))
+
+
+@pytest.mark.parametrize(
+    ("segments", "realsize"),
+    [([(100, 10), (50, 10)], 1000), ([(0, 10), (5, 10)], 1000), ([(0, 10)], 5)],
+)
+def test_bad_sparse_maps_are_refused(segments: list[tuple[int, int]], realsize: int) -> None:
+    entry = Entry()
+    entry.sparse, entry.realsize, entry.size = segments, realsize, 20
+    reader = TarReader(iter([bytes(512)]).__next__)
+    with tempfile.TemporaryFile() as f:
+        with pytest.raises(TarError, match="sparse map"):
+            reader.write_sparse(f.fileno(), entry)
+        assert os.fstat(f.fileno()).st_size == 0  # refused before anything is written
