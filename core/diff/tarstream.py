@@ -41,7 +41,7 @@ _GNU_SPARSE = b"S"
 
 _USTAR = b"ustar\x0000"
 _GNU_MAGIC = b"ustar  \x00"
-_XATTR = "SCHILY.xattr."
+_XATTR = b"SCHILY.xattr."
 # The header as fields: name, mode, uid, gid, size, mtime, checksum, type, linkname,
 # magic+version, uname, gname, devmajor, devminor, prefix.
 _HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
@@ -58,16 +58,14 @@ class Entry:
     __slots__ = ("devmajor", "devminor", "gid", "linkname", "mode", "mtime_ns", "name",
                  "realsize", "size", "sparse", "type", "uid", "xattrs")  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, mode: int = 0, uid: int = 0, gid: int = 0, mtime_ns: int = 0) -> None:
+        self.mode, self.uid, self.gid, self.mtime_ns = mode, uid, gid, mtime_ns
         self.xattrs: list[tuple[str, bytes]] = []
         # (offset, length) of each data segment of a sparse file, and the file's size.
         self.sparse: list[tuple[int, int]] | None = None
-        self.realsize = 0
-        self.name = ""
+        self.realsize = self.size = self.devmajor = self.devminor = 0
+        self.name = self.linkname = ""
         self.type = REGULAR
-        self.mode = self.uid = self.gid = self.size = self.mtime_ns = 0
-        self.linkname = ""
-        self.devmajor = self.devminor = 0
 
 
 def _text(raw: bytes) -> str:
@@ -233,9 +231,14 @@ class TarReader:
         pax: dict[bytes, bytes] = {}
         long_name = long_link = None
         while True:
-            if self._pos == len(self._buf) and not self._fill():
+            pos = self._pos
+            if pos + BLOCK <= len(self._buf):
+                self._pos = pos + BLOCK
+                block = self._buf[pos : pos + BLOCK]
+            elif pos == len(self._buf) and not self._fill():
                 return None  # no end marker: the stream ends at an entry boundary
-            block = self._take(BLOCK)
+            else:
+                block = self._take(BLOCK)
             if block == ZERO_BLOCK:
                 return None
             fields = _HEADER.unpack(block)
@@ -279,7 +282,12 @@ class TarReader:
         long_name: bytes | None,
         long_link: bytes | None,
     ) -> Entry:
-        entry = Entry()
+        entry = Entry(
+            number(fields[1]),
+            number(fields[2]),
+            number(fields[3]),
+            number(fields[5]) * 1_000_000_000,
+        )
         name = _cstr(fields[0])
         magic = fields[9]
         if kind == _GNU_SPARSE:
@@ -295,10 +303,6 @@ class TarReader:
             linkname = _cstr(fields[8])
         else:
             linkname = b""
-        entry.mode = number(fields[1])
-        entry.uid = number(fields[2])
-        entry.gid = number(fields[3])
-        entry.mtime_ns = number(fields[5]) * 1_000_000_000
         if kind in (CHAR, BLOCK_DEVICE):
             entry.devmajor = number(fields[12])
             entry.devminor = number(fields[13])
@@ -307,12 +311,14 @@ class TarReader:
         entry.type = _AS_REGULAR.get(kind, kind)
         if kind == b"\0" and name.endswith(b"/"):
             entry.type = DIRECTORY  # how v7 tar wrote a directory
-        entry.name = _text(name)
-        entry.linkname = _text(linkname)
+        entry.name = name.decode("utf-8", "surrogateescape")
+        if linkname:
+            entry.linkname = linkname.decode("utf-8", "surrogateescape")
         if min(size, entry.uid, entry.gid, entry.mode) < 0:
             raise TarError("negative size, owner or mode")
-        entry.size = 0 if entry.type in _HEADER_ONLY else size
-        self._left = _padded(entry.size)
+        if entry.type not in _HEADER_ONLY:
+            entry.size = size
+            self._left = (size + BLOCK - 1) & -BLOCK
         if entry.sparse is not None and pax.get(b"GNU.sparse.major") == b"1":
             self._sparse_map_10(entry)
         elif entry.sparse is None:
@@ -342,7 +348,7 @@ class TarReader:
         except (ValueError, KeyError, UnicodeDecodeError):
             raise TarError("invalid PAX extended header value") from None
         for key, value in pax.items():
-            if key.startswith(b"SCHILY.xattr."):
+            if key.startswith(_XATTR):
                 entry.xattrs.append((_text(key[len(_XATTR) :]), value))
         return name, linkname, size
 
