@@ -40,7 +40,6 @@ _GNU_LONGLINK = b"K"
 _GNU_SPARSE = b"S"
 
 _USTAR = b"ustar\x0000"
-_GNU_MAGIC = b"ustar  \x00"
 _XATTR = b"SCHILY.xattr."
 # The header as fields: name, mode, uid, gid, size, mtime, checksum, type, linkname,
 # magic+version, uname, gname, devmajor, devminor, prefix.
@@ -130,7 +129,7 @@ def _pax_records(data: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def _padded(size: int) -> int:
-    return -(-size // BLOCK) * BLOCK
+    return (size + BLOCK - 1) & -BLOCK
 
 
 class TarReader:
@@ -143,7 +142,6 @@ class TarReader:
         self._pos = 0
         # Bytes of the current entry's data (and padding) not yet consumed.
         self._left = 0
-        self.started = False
 
     # -- the byte stream -------------------------------------------------------------------------
 
@@ -151,7 +149,6 @@ class TarReader:
         chunk = self._next_chunk()
         if not chunk:
             return False
-        self.started = True
         self._buf, self._view, self._pos = chunk, memoryview(chunk), 0
         return True
 
@@ -318,7 +315,7 @@ class TarReader:
             raise TarError("negative size, owner or mode")
         if entry.type not in _HEADER_ONLY:
             entry.size = size
-            self._left = (size + BLOCK - 1) & -BLOCK
+            self._left = _padded(size)
         if entry.sparse is not None and pax.get(b"GNU.sparse.major") == b"1":
             self._sparse_map_10(entry)
         elif entry.sparse is None:
