@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import pstats
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -65,20 +66,24 @@ print(json.dumps([time.perf_counter() - wall, time.process_time() - cpu]))
 def run_side(side: str, tree: Path | None, blobs: list[Path], dest: Path) -> dict[str, float]:
     """Extract the blobs into `dest` with one side; its timings."""
     if tree is None:
-        script = "; ".join(f"tar -xzf {b} -C {dest}" for b in blobs)
-        cmd = ["sh", "-c", script]
+        into = shlex.quote(str(dest))
+        script = "; ".join(f"tar -xzf {shlex.quote(str(b))} -C {into}" for b in blobs)
+        cmd = ["sh", "-e", "-c", script]
     else:
         cmd = [sys.executable, "-c", _CHILD, str(tree), str(dest), *map(str, blobs)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"{side} failed: {err.decode()}")
+    with tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        # Reaped by wait4 (for its resource usage), so Popen must not wait for it again.
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc.stdout.close()
+        if proc.returncode:
+            errors.seek(0)
+            raise RuntimeError(f"{side} failed: {errors.read().decode()}")
     result = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime}
     if tree is not None:
         result["apply wall"], result["apply cpu"] = json.loads(out)
