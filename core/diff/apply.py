@@ -28,14 +28,15 @@ import logging
 import os
 import shutil
 import stat
-import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
+from core.diff import tarstream
 from core.diff.compression import DECOMPRESSION_ERRORS, HashingReader, Prefetcher, open_layer
 from core.diff.durable import Pending, Written, defer, make_durable
+from core.diff.tarstream import Entry, TarError, TarReader
 from core.errors import CtrdeckError, DataLoss, Internal, InvalidArgument
 
 log = logging.getLogger("ctrdeck.diff")
@@ -45,11 +46,9 @@ WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
-XATTR_PAX_PREFIX = "SCHILY.xattr."
 
 # As the kernel's limit on symbolic links followed in one path lookup.
 MAX_LINKS = 40
-_CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # Directory descriptors an applier keeps open; tar streams list a directory's entries
@@ -95,9 +94,7 @@ def apply_layer(
     """
     stream = Prefetcher(open_layer(blob, media_type))
     try:
-        applied = apply_tar(  # type: ignore[arg-type]
-            stream, root, mode, lowers=lowers, defer_sync=defer_sync
-        )
+        applied = _apply(stream, root, mode, lowers, defer_sync)
     except DECOMPRESSION_ERRORS as exc:
         raise InvalidArgument(f"layer of type {media_type} cannot be decompressed: {exc}") from None
     finally:
@@ -123,14 +120,28 @@ def apply_tar(
     `pending` must go to `durable.finish` before anything commits the layer (for a tree
     that stays a plain directory until then, such as a staged layer's).
     """
-    reader = HashingReader(stream)
+    return _apply(HashingReader(stream), root, mode, lowers, defer_sync)
+
+
+class _Chunks(Protocol):
+    """An uncompressed stream in pieces, hashed as they are read."""
+
+    size: int
+
+    def chunk(self) -> bytes: ...
+
+    def digest(self) -> str: ...
+
+
+def _apply(
+    source: _Chunks, root: Path, mode: Mode, lowers: Sequence[Path], defer_sync: bool
+) -> Applied:
     root_fd = os.open(root, _DIR_FLAGS)
     applier = _Applier(root_fd, mode, [Path(p) for p in lowers])
     try:
-        tar = _open_stream(reader)
-        if tar is not None:
-            with tar:
-                applier.run(tar)
+        reader = TarReader(source.chunk)
+        applier.run(reader)
+        # The digest covers the padding after the archive's end marker too.
         reader.drain()
         if defer_sync:
             pending = defer(root_fd, applier.written)
@@ -139,7 +150,7 @@ def apply_tar(
             pending = None
     finally:
         os.close(root_fd)
-    return Applied(reader.digest(), reader.size, tuple(applier.implied), pending)
+    return Applied(source.digest(), source.size, tuple(applier.implied), pending)
 
 
 def copy_up_implied(root: Path, implied: Sequence[tuple[str, ...]], lowers: Sequence[Path]) -> None:
@@ -193,16 +204,6 @@ def _lstat_below(root: Path, path: tuple[str, ...]) -> os.stat_result | None:
         os.close(fd)
 
 
-def _open_stream(reader: HashingReader) -> tarfile.TarFile | None:
-    """The tar reader over the stream; None for an empty stream (an empty layer)."""
-    try:
-        return tarfile.open(fileobj=reader, mode="r|")  # type: ignore[call-overload]
-    except tarfile.ReadError as exc:
-        if reader.size == 0:
-            return None
-        raise InvalidArgument(f"layer is not a tar stream: {exc}") from None
-
-
 def split_name(name: str) -> list[str]:
     """The components of a tar entry's name; InvalidArgument for absolute names and `..`."""
     if name.startswith("/"):
@@ -219,44 +220,12 @@ def _at(dir_fd: int, name: str) -> str:
     return f"/proc/self/fd/{dir_fd}/{name}"
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _copy_data(source: BinaryIO, member: tarfile.TarInfo, fd: int) -> None:
-    """A member's data straight from the tar stream (what `extractfile` wraps, minus objects)."""
-    source.seek(member.offset_data)
-    remaining = member.size
-    while remaining:
-        chunk = source.read(min(remaining, _CHUNK))
-        if not chunk:
-            raise tarfile.ReadError(f"unexpected end of data in {member.name!r}")
-        remaining -= len(chunk)
-        _write_all(fd, chunk)
-
-
-def _mtime_ns(member: tarfile.TarInfo) -> int:
-    # tarfile turns a PAX mtime into a float, which loses the last digits of nanoseconds.
-    raw = member.pax_headers.get("mtime", "")
-    sign, digits = (-1, raw[1:]) if raw.startswith("-") else (1, raw)
-    whole, _, frac = digits.partition(".")
-    if whole.isdigit() and (not frac or frac.isdigit()):
-        return sign * (int(whole) * 1_000_000_000 + int((frac + "000000000")[:9]))
-    return round(float(member.mtime) * 1e9)
-
-
-def _xattrs(member: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
-    for key, value in member.pax_headers.items():
-        if not key.startswith(XATTR_PAX_PREFIX):
-            continue
-        name = key[len(XATTR_PAX_PREFIX) :]
+def _xattrs(entry: Entry) -> Iterator[tuple[str, bytes]]:
+    for name, value in entry.xattrs:
         # Overlay's own attributes (redirects, metacopy) would let a layer steer the kernel
         # to other files; only the opaque marker, from `.wh..wh..opq`, is ever set.
-        if name.startswith("trusted.overlay."):
-            continue
-        yield name, value.encode("utf-8", "surrogateescape")
+        if not name.startswith("trusted.overlay."):
+            yield name, value
 
 
 class _Applier:
@@ -274,30 +243,34 @@ class _Applier:
         self.implied: dict[tuple[str, ...], None] = {}
         # What must reach stable storage before the layer may be committed.
         self.written = Written()
+        # The owner a file made in a directory gets, learnt from the first one made there:
+        # the process's, or the directory's group if it is setgid or the filesystem says so.
+        # A file whose entry wants exactly that needs no chown.
+        self.new_owner: dict[tuple[str, ...], tuple[int, int]] = {}
 
-    def run(self, tar: tarfile.TarFile) -> None:
+    def run(self, reader: TarReader) -> None:
         try:
-            self._run(tar)
+            self._run(reader)
         finally:
             self.forget()
             self._close_stale()
 
-    def _run(self, tar: tarfile.TarFile) -> None:
-        name = "(first entry)"
+    def _run(self, reader: TarReader) -> None:
+        name = None
         while True:
             try:
-                member = tar.next()
-                if member is None:
+                entry = reader.next()
+                if entry is None:
                     break
-                name = member.name
-                # The stream is read once, so the member list tarfile keeps is only memory.
-                tar.members.clear()
-                self._entry(tar, member)
+                name = entry.name
+                self._entry(reader, entry)
                 if self.stale:
                     self._close_stale()
             except (CtrdeckError, *DECOMPRESSION_ERRORS):
                 raise
-            except tarfile.TarError as exc:
+            except TarError as exc:
+                if name is None:
+                    raise InvalidArgument(f"layer is not a tar stream: {exc}") from None
                 raise InvalidArgument(
                     f"layer is not a valid tar stream at {name!r}: {exc}"
                 ) from None
@@ -324,11 +297,17 @@ class _Applier:
     def _resolve(
         self, name: str, parts: list[str], *, create: bool
     ) -> tuple[int | None, tuple[str, ...]]:
+        fds = self.fds
+        # Cached keys are resolved paths, each component a directory when it was cached (a
+        # removal empties the cache), so a name that is one needs no walk.
+        whole = tuple(parts)
+        cached = fds.get(whole)
+        if cached is not None:
+            return cached, whole
         pending = list(reversed(parts))
         resolved: tuple[str, ...] = ()
         links = 0
         fd = self.root_fd
-        fds = self.fds
         while pending:
             part = pending.pop()
             if part == "..":
@@ -408,6 +387,7 @@ class _Applier:
         os.chown(part, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
         os.chmod(part, mode, dir_fd=parent_fd)
         self.implied[resolved] = None
+        self.new_owner.pop(resolved, None)
         self.written.dir(resolved[:-1])
         self.written.dir(resolved)
 
@@ -420,38 +400,43 @@ class _Applier:
         self.written.give_up()
         if stat.S_ISDIR(st.st_mode):
             self.forget()
+            self.new_owner.clear()
             shutil.rmtree(name, dir_fd=parent_fd)
         else:
             os.unlink(name, dir_fd=parent_fd)
 
     # -- entries ---------------------------------------------------------------------------------
 
-    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        name = member.name
+    def _entry(self, reader: TarReader, entry: Entry) -> None:
+        name = entry.name
         parts = split_name(name)
         if not parts:
             return  # the root itself: its owner and mode belong to the snapshot
-        if any(p.startswith(WHITEOUT_META_PREFIX) for p in parts[:-1]):
-            return
         base = parts[-1]
-        if base.startswith(WHITEOUT_META_PREFIX) and base != OPAQUE_MARKER:
-            return  # AUFS bookkeeping, never part of the tree
+        if WHITEOUT_META_PREFIX in name:
+            if any(p.startswith(WHITEOUT_META_PREFIX) for p in parts[:-1]):
+                return
+            if base.startswith(WHITEOUT_META_PREFIX) and base != OPAQUE_MARKER:
+                return  # AUFS bookkeeping, never part of the tree
         # In delete mode a whiteout of something that is not there changes nothing, and
         # must not leave behind the directories on its way.
-        is_removal = base.startswith(WHITEOUT_PREFIX) and self.mode is Mode.DELETE
+        is_whiteout = base.startswith(WHITEOUT_PREFIX)
+        is_removal = is_whiteout and self.mode is Mode.DELETE
         parent_fd, parent = self._resolve(name, parts[:-1], create=not is_removal)
         if parent_fd is None:
             return
         self.written.dir(parent)
         if base == OPAQUE_MARKER:
             self._opaque(parent_fd, parent)
-        elif base.startswith(WHITEOUT_PREFIX):
-            self._whiteout(parent_fd, base[len(WHITEOUT_PREFIX) :], member)
+        elif is_whiteout:
+            self._whiteout(parent_fd, base[len(WHITEOUT_PREFIX) :], entry)
         else:
-            self._create(tar, member, parent_fd, parent, base)
-            path = (*parent, base)
-            for i in range(1, len(path) + 1):
-                self.unpacked.add(path[:i])
+            self._create(reader, entry, parent_fd, parent, base)
+            if self.mode is Mode.DELETE:
+                # Only an opaque marker in delete mode asks what this layer wrote.
+                path = (*parent, base)
+                for i in range(1, len(path) + 1):
+                    self.unpacked.add(path[:i])
 
     def _opaque(self, dir_fd: int, path: tuple[str, ...]) -> None:
         if self.mode is Mode.OVERLAY:
@@ -474,24 +459,29 @@ class _Applier:
                 finally:
                     os.close(fd)
 
-    def _whiteout(self, dir_fd: int, target: str, member: tarfile.TarInfo) -> None:
+    def _whiteout(self, dir_fd: int, target: str, entry: Entry) -> None:
         if target in ("", ".", ".."):
-            raise InvalidArgument(f"layer entry {member.name!r} is not a valid whiteout")
+            raise InvalidArgument(f"layer entry {entry.name!r} is not a valid whiteout")
         self._remove(dir_fd, target)
         if self.mode is Mode.OVERLAY:
             self.written.give_up()
             os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dir_fd)
-            os.chown(target, member.uid, member.gid, dir_fd=dir_fd, follow_symlinks=False)
+            os.chown(target, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
 
     def _create(
         self,
-        tar: tarfile.TarFile,
-        member: tarfile.TarInfo,
+        reader: TarReader,
+        entry: Entry,
         parent_fd: int,
         parent: tuple[str, ...],
         base: str,
     ) -> None:
-        if member.isdir():
+        kind = entry.type
+        if kind == tarstream.REGULAR:
+            self._write_file(reader, entry, parent_fd, parent, base)
+            self.written.file((*parent, base))
+            return
+        if kind == tarstream.DIRECTORY:
             try:
                 os.mkdir(base, 0o700, dir_fd=parent_fd)
             except FileExistsError:
@@ -505,37 +495,33 @@ class _Applier:
                 if len(self.fds) >= _MAX_CACHED_DIRS:
                     self.forget()
                 self.fds[path] = fd
-            self._set_fd_metadata(fd, member)
+            self._set_fd_metadata(fd, entry)
+            self.new_owner.pop(path, None)
             self.implied.pop(path, None)
-            self.dirs.append((member.name, path, _mtime_ns(member)))
+            self.dirs.append((entry.name, path, entry.mtime_ns))
             self.written.dir(path)
-        elif member.isreg():
-            self._write_file(tar, member, parent_fd, base)
-            self.written.file((*parent, base))
-        elif member.issym():
+            return
+        if kind == tarstream.SYMLINK:
             self._replacing(
-                parent_fd, base, lambda: os.symlink(member.linkname, base, dir_fd=parent_fd)
+                parent_fd, base, lambda: os.symlink(entry.linkname, base, dir_fd=parent_fd)
             )
-            self._set_path_metadata(parent_fd, base, member, chmod=False)
-        elif member.islnk():
-            self._hard_link(member, parent_fd, base)
-        elif member.ischr() or member.isblk() or member.isfifo():
-            if member.isfifo():
-                kind, device = stat.S_IFIFO, 0
+            self._set_path_metadata(parent_fd, base, entry, chmod=False)
+        elif kind == tarstream.HARD_LINK:
+            self._hard_link(entry, parent_fd, base)
+        elif kind in (tarstream.CHAR, tarstream.BLOCK_DEVICE, tarstream.FIFO):
+            if kind == tarstream.FIFO:
+                node, device = stat.S_IFIFO, 0
             else:
-                kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-                device = os.makedev(member.devmajor, member.devminor)
+                node = stat.S_IFCHR if kind == tarstream.CHAR else stat.S_IFBLK
+                device = os.makedev(entry.devmajor, entry.devminor)
             self._replacing(
-                parent_fd, base, lambda: os.mknod(base, kind | 0o600, device, dir_fd=parent_fd)
+                parent_fd, base, lambda: os.mknod(base, node | 0o600, device, dir_fd=parent_fd)
             )
-            self._set_path_metadata(parent_fd, base, member, chmod=True)
+            self._set_path_metadata(parent_fd, base, entry, chmod=True)
         else:
-            raise InvalidArgument(
-                f"layer entry {member.name!r} has unsupported tar type {member.type!r}"
-            )
-        if not (member.isdir() or member.isreg()):
-            # Links, device nodes and FIFOs: no fsync of a path reaches their inodes.
-            self.written.give_up()
+            raise InvalidArgument(f"layer entry {entry.name!r} has unsupported tar type {kind!r}")
+        # Links, device nodes and FIFOs: no fsync of a path reaches their inodes.
+        self.written.give_up()
 
     def _replacing(self, parent_fd: int, base: str, make: Callable[[], _T]) -> _T:
         """`make()` the entry; if something is already there, remove it and make it again.
@@ -549,39 +535,42 @@ class _Applier:
             return make()
 
     def _write_file(
-        self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int, base: str
+        self, reader: TarReader, entry: Entry, parent_fd: int, parent: tuple[str, ...], base: str
     ) -> None:
-        fd = self._replacing(
-            parent_fd, base, lambda: os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
-        )
+        # As `_replacing`, spelt out: this is the path of nearly every entry.
         try:
-            if member.sparse is None:
-                _copy_data(tar.fileobj, member, fd)  # type: ignore[arg-type]
+            fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
+        except FileExistsError:
+            self._remove(parent_fd, base)
+            fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
+        try:
+            owner = self.new_owner.get(parent)
+            if owner is None:
+                st = os.fstat(fd)
+                owner = self.new_owner[parent] = (st.st_uid, st.st_gid)
+            if entry.sparse is None:
+                reader.write_to(fd, entry.size)
             else:
-                source = tar.extractfile(member)
-                assert source is not None
-                while chunk := source.read(_CHUNK):
-                    _write_all(fd, chunk)
-            self._set_fd_metadata(fd, member)
-            mtime = _mtime_ns(member)
-            os.utime(fd, ns=(mtime, mtime))
+                reader.write_sparse(fd, entry)
+            self._set_fd_metadata(fd, entry, chown=owner != (entry.uid, entry.gid))
+            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
         finally:
             os.close(fd)
 
-    def _hard_link(self, member: tarfile.TarInfo, parent_fd: int, base: str) -> None:
+    def _hard_link(self, entry: Entry, parent_fd: int, base: str) -> None:
         try:
-            target = split_name(member.linkname)
+            target = split_name(entry.linkname)
         except InvalidArgument:
             raise InvalidArgument(
-                f"layer entry {member.name!r} is a hard link to {member.linkname!r}, "
+                f"layer entry {entry.name!r} is a hard link to {entry.linkname!r}, "
                 "which is outside the root"
             ) from None
         if not target:
-            raise InvalidArgument(f"layer entry {member.name!r} is a hard link to the root")
-        target_fd = self._open_dir(member.name, target[:-1], create=False)
+            raise InvalidArgument(f"layer entry {entry.name!r} is a hard link to the root")
+        target_fd = self._open_dir(entry.name, target[:-1], create=False)
         if target_fd is None:
             raise InvalidArgument(
-                f"layer entry {member.name!r} is a hard link to {member.linkname!r}, "
+                f"layer entry {entry.name!r} is a hard link to {entry.linkname!r}, "
                 "which does not exist"
             )
 
@@ -590,13 +579,12 @@ class _Applier:
                 st = os.lstat(target[-1], dir_fd=target_fd)
             except FileNotFoundError:
                 raise InvalidArgument(
-                    f"layer entry {member.name!r} is a hard link to {member.linkname!r}, "
+                    f"layer entry {entry.name!r} is a hard link to {entry.linkname!r}, "
                     "which does not exist"
                 ) from None
             if stat.S_ISDIR(st.st_mode):
                 raise InvalidArgument(
-                    f"layer entry {member.name!r} is a hard link to the directory "
-                    f"{member.linkname!r}"
+                    f"layer entry {entry.name!r} is a hard link to the directory {entry.linkname!r}"
                 )
             os.link(
                 target[-1],
@@ -610,31 +598,31 @@ class _Applier:
 
     # -- metadata --------------------------------------------------------------------------------
 
-    def _set_fd_metadata(self, fd: int, member: tarfile.TarInfo) -> None:
+    def _set_fd_metadata(self, fd: int, entry: Entry, *, chown: bool = True) -> None:
         # chown clears setuid and setgid, so the mode goes last.
-        os.fchown(fd, member.uid, member.gid)
-        for key, value in _xattrs(member):
-            self._setxattr(member, lambda k=key, v=value: os.setxattr(fd, k, v))
-        os.fchmod(fd, stat.S_IMODE(member.mode))
+        if chown:
+            os.fchown(fd, entry.uid, entry.gid)
+        if entry.xattrs:
+            for key, value in _xattrs(entry):
+                self._setxattr(entry, lambda k=key, v=value: os.setxattr(fd, k, v))
+        os.fchmod(fd, stat.S_IMODE(entry.mode))
 
-    def _set_path_metadata(
-        self, parent_fd: int, base: str, member: tarfile.TarInfo, *, chmod: bool
-    ) -> None:
-        os.chown(base, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
-        for key, value in _xattrs(member):
+    def _set_path_metadata(self, parent_fd: int, base: str, entry: Entry, *, chmod: bool) -> None:
+        os.chown(base, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
+        for key, value in _xattrs(entry):
             self._setxattr(
-                member,
+                entry,
                 lambda k=key, v=value: os.setxattr(
                     _at(parent_fd, base), k, v, follow_symlinks=False
                 ),
             )
         if chmod:
             # The entry was just made by us and is not a link, so following it is safe.
-            os.chmod(base, stat.S_IMODE(member.mode), dir_fd=parent_fd)
-        mtime = _mtime_ns(member)
+            os.chmod(base, stat.S_IMODE(entry.mode), dir_fd=parent_fd)
+        mtime = entry.mtime_ns
         os.utime(base, ns=(mtime, mtime), dir_fd=parent_fd, follow_symlinks=False)
 
-    def _setxattr(self, member: tarfile.TarInfo, set_it: Callable[[], None]) -> None:
+    def _setxattr(self, entry: Entry, set_it: Callable[[], None]) -> None:
         try:
             set_it()
         except OSError as exc:
@@ -642,4 +630,4 @@ class _Applier:
             # containerd skips these too rather than failing the whole layer.
             if exc.errno not in (errno.ENOTSUP, errno.EPERM):
                 raise
-            log.warning("layer entry %r: extended attribute not kept: %s", member.name, exc)
+            log.warning("layer entry %r: extended attribute not kept: %s", entry.name, exc)

@@ -120,11 +120,12 @@ def open_layer(raw: BinaryIO, media_type: str) -> BinaryIO:
 
 
 class Prefetcher:
-    """Reads a stream ahead in a worker thread, so decompression overlaps the file writes.
+    """Reads and hashes a stream ahead in a worker thread, so both overlap the file writes.
 
-    zlib and zstd release the GIL while they work, as the writes of the applier do; a
-    bounded queue keeps at most `depth` chunks in memory. Errors of the stream surface
-    from `read` in the reading thread. `close` stops the worker.
+    zlib, zstd and sha256 release the GIL while they work, as the writes of the applier
+    do; a bounded queue keeps at most `depth` chunks in memory. `chunk` hands them out in
+    order; errors of the stream surface from it in the reading thread. `digest` and `size`
+    cover what was read once `chunk` has returned b"". `close` stops the worker.
     """
 
     def __init__(self, stream: BinaryIO, chunk: int = _CHUNK, depth: int = 8) -> None:
@@ -132,9 +133,9 @@ class Prefetcher:
         self._chunk = chunk
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(depth)
         self._stop = threading.Event()
-        self._buffer = b""
-        self._pos = 0
         self._eof = False
+        self._hash = hashlib.sha256()
+        self.size = 0
         self._thread = threading.Thread(target=self._fill, name="layer-prefetch", daemon=True)
         self._thread.start()
 
@@ -142,6 +143,8 @@ class Prefetcher:
         try:
             while not self._stop.is_set():
                 data = self._stream.read(self._chunk)
+                self._hash.update(data)
+                self.size += len(data)
                 self._put(data)
                 if not data:
                     return
@@ -156,27 +159,20 @@ class Prefetcher:
             except queue.Full:
                 continue
 
-    def read(self, n: int = -1) -> bytes:
-        parts: list[bytes] = []
-        wanted = n
-        while wanted != 0:
-            if self._pos == len(self._buffer):
-                if self._eof:
-                    break
-                item = self._queue.get()
-                if isinstance(item, BaseException):
-                    self._eof = True
-                    raise item
-                if not item:
-                    self._eof = True
-                    break
-                self._buffer, self._pos = item, 0
-            end = len(self._buffer) if wanted < 0 else min(len(self._buffer), self._pos + wanted)
-            parts.append(self._buffer[self._pos : end])
-            if wanted > 0:
-                wanted -= end - self._pos
-            self._pos = end
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+    def chunk(self) -> bytes:
+        """The next piece of the stream, of any size; b"" at its end."""
+        if self._eof:
+            return b""
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._eof = True
+            raise item
+        if not item:
+            self._eof = True
+        return item
+
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
 
     def close(self) -> None:
         self._stop.set()
@@ -184,23 +180,19 @@ class Prefetcher:
 
 
 class HashingReader:
-    """Reads through to a stream, keeping the sha256 and byte count of what was read."""
+    """Reads a stream in chunks in the caller's thread, keeping their sha256 and byte count."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._hash = hashlib.sha256()
         self.size = 0
 
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
+    def chunk(self) -> bytes:
+        """The next piece of the stream; b"" at its end."""
+        data = self._stream.read(_CHUNK)
         self._hash.update(data)
         self.size += len(data)
         return data
-
-    def drain(self) -> None:
-        """Read to the end, so the digest covers the padding after a tar's end marker."""
-        while self.read(_CHUNK):
-            pass
 
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()

@@ -367,3 +367,49 @@ def test_implied_parents_copy_lower_metadata(tmp_path: Path) -> None:
 def test_delete_mode_whiteout_of_missing_path_makes_nothing(root: Path) -> None:
     apply_bytes(make_tar(entry("a/b/.wh.c"), entry(".wh.nothing")), root)
     assert tree(root) == {}
+
+
+def test_broken_streams_are_refused_naming_where(root: Path) -> None:
+    with pytest.raises(InvalidArgument, match="layer is not a tar stream"):
+        apply_bytes(b"not a tar archive, just some bytes" * 20, root)
+    layer = bytearray(make_tar(entry("a", data=b"x"), entry("b", data=b"y")))
+    second = 2 * 512  # after the first entry's header and its data block
+    assert layer[second : second + 1] == b"b"
+    layer[second + 148 : second + 156] = b"0000001\0"
+    with pytest.raises(InvalidArgument, match="not a valid tar stream at 'a': bad header checksum"):
+        apply_bytes(bytes(layer), root)
+    with pytest.raises(InvalidArgument, match="at 'a': unexpected end"):
+        apply_bytes(make_tar(entry("a", data=b"x" * 2000))[:1024], root.parent)
+
+
+def test_owners_exact_in_setgid_and_plain_directories(root: Path) -> None:
+    # A file made in a setgid directory gets the directory's group, elsewhere the
+    # process's: the applier skips the chown only when that is the entry's owner.
+    layer = make_tar(
+        entry("sg/", tarfile.DIRTYPE, mode=0o2775, gid=50),
+        entry("sg/a", data=b"a", uid=0, gid=0),
+        entry("sg/b", data=b"b", uid=0, gid=50),
+        entry("sg/c", data=b"c", uid=7, gid=50),
+        entry("plain/", tarfile.DIRTYPE),
+        entry("plain/d", data=b"d", uid=0, gid=0),
+        entry("plain/e", data=b"e", uid=1000, gid=1000),
+        # The same directory listed again, with another group, then more files in it.
+        entry("sg/", tarfile.DIRTYPE, mode=0o2775, gid=60),
+        entry("sg/f", data=b"f", uid=0, gid=50),
+        entry("sg/g", data=b"g", uid=0, gid=60),
+        entry("top", data=b"t", uid=0, gid=0),
+    )
+    for mode in Mode:
+        target = root / mode.value
+        target.mkdir()
+        apply_bytes(layer, target, mode)
+        owners = {
+            name: (st.st_uid, st.st_gid)
+            for name in ("sg/a", "sg/b", "sg/c", "plain/d", "plain/e", "sg/f", "sg/g", "top")
+            for st in [(target / name).lstat()]
+        }
+        assert owners == {
+            "sg/a": (0, 0), "sg/b": (0, 50), "sg/c": (7, 50), "plain/d": (0, 0),
+            "plain/e": (1000, 1000), "sg/f": (0, 50), "sg/g": (0, 60), "top": (0, 0),
+        }  # fmt: skip
+        assert (target / "sg").lstat().st_gid == 60

@@ -96,10 +96,15 @@ def _as_applied(picture: dict[str, tuple[object, ...]]) -> dict[str, tuple[objec
     return out
 
 
-def _gnu_layer(source: Path, out: Path, *, sparse: bool = False) -> bytes:
-    """A gzip layer of `source`'s contents, as GNU tar writes one (PAX, xattrs, numeric owners)."""
-    cmd = ["tar", "--format=posix", "--xattrs", "--xattrs-include=*", "--numeric-owner",
-           "--sort=name", "-C", str(source), "-cf", str(out), "."]  # fmt: skip
+def _gnu_layer(
+    source: Path, out: Path, *, sparse: bool = False, options: tuple[str, ...] = ()
+) -> bytes:
+    """A gzip layer of `source`'s contents, as GNU tar writes one (PAX, xattrs, numeric owners).
+
+    `options` replace the format options (`--format=posix --xattrs --xattrs-include=*`).
+    """
+    fmt = options or ("--format=posix", "--xattrs", "--xattrs-include=*")
+    cmd = ["tar", *fmt, "--numeric-owner", "--sort=name", "-C", str(source), "-cf", str(out), "."]
     if sparse:
         cmd.insert(1, "--sparse")
     subprocess.run(cmd, check=True)
@@ -115,9 +120,11 @@ def _reference(tar_path: Path, dest: Path) -> None:
     )  # fmt: skip
 
 
-def _compare(tmp_path: Path, source: Path, *, sparse: bool = False) -> None:
+def _compare(
+    tmp_path: Path, source: Path, *, sparse: bool = False, options: tuple[str, ...] = ()
+) -> None:
     tar_path = tmp_path / "layer.tar"
-    blob = _gnu_layer(source, tar_path, sparse=sparse)
+    blob = _gnu_layer(source, tar_path, sparse=sparse, options=options)
     _reference(tar_path, tmp_path / "ref")
     ours = tmp_path / "ours"
     ours.mkdir()
@@ -186,6 +193,65 @@ def test_crafted_layer_matches_gnu_tar(tmp_path: Path) -> None:
     source.mkdir()
     _crafted(source)
     _compare(tmp_path, source, sparse=True)
+
+
+def _long_and_large(root: Path, *, long_link: bool = True, large_ids: bool = True) -> None:
+    """Names past the 100 bytes of a header's field, long link targets, ids past 7 octal digits."""
+    deep = root / ("d" * 90) / ("e" * 50)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 80)).write_bytes(b"deep")
+    if long_link:
+        os.link(deep / ("f" * 80), root / "hard-to-deep")
+        os.symlink(str((deep / ("f" * 80)).relative_to(root)), root / "link-to-deep")
+    if large_ids:
+        (root / "large-ids").write_bytes(b"ids")
+        os.chown(root / "large-ids", 3_000_000, 4_000_000)
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in dirnames + filenames:
+            os.utime(Path(dirpath) / name, ns=(MTIME * 10**9, MTIME * 10**9), follow_symlinks=False)
+
+
+@pytest.mark.parametrize("version", ["0.0", "0.1", "1.0"])
+def test_pax_sparse_formats_match_gnu_tar(tmp_path: Path, version: str) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    with (source / "sparse.img").open("wb") as out:
+        out.write(b"head")
+        out.seek(3 << 20)
+        out.write(b"middle")
+        out.seek(9 << 20)
+        out.write(b"end")
+    with (source / "all-hole.img").open("wb") as out:
+        out.truncate(2 << 20)
+    options = ("--format=posix", f"--sparse-version={version}")
+    _compare(tmp_path, source, sparse=True, options=options)
+    # The holes stay holes: only the data segments take blocks.
+    assert (tmp_path / "ours/sparse.img").stat().st_blocks * 512 < 1 << 20
+
+
+def test_gnu_format_matches_gnu_tar(tmp_path: Path) -> None:
+    # GNU format: long names and link targets as `L` and `K` entries, ids in base-256,
+    # sparse files as old GNU `S` entries (without xattrs, which only PAX carries).
+    source = tmp_path / "src"
+    source.mkdir()
+    _crafted(source)
+    _long_and_large(source / "long")
+    _compare(tmp_path, source, sparse=True, options=("--format=gnu",))
+
+
+def test_ustar_format_matches_gnu_tar(tmp_path: Path) -> None:
+    # ustar splits a long name into the header's prefix and name fields.
+    source = tmp_path / "src"
+    source.mkdir()
+    _long_and_large(source, long_link=False, large_ids=False)
+    _compare(tmp_path, source, options=("--format=ustar",))
+
+
+def test_long_names_and_large_ids_in_pax_match_gnu_tar(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    _long_and_large(source)
+    _compare(tmp_path, source)
 
 
 def test_host_tree_matches_gnu_tar(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 
 import pytest
@@ -12,6 +13,7 @@ from core.diff.compression import (
     GZIP,
     PLAIN,
     ZSTD,
+    HashingReader,
     Prefetcher,
     detect,
     layer_compression,
@@ -72,15 +74,33 @@ def test_short_plain_stream() -> None:
     assert open_layer(io.BytesIO(b"ab"), "application/vnd.oci.image.layer.v1.tar").read() == b"ab"
 
 
-def test_prefetcher_reads_in_any_sizes() -> None:
+def _all_chunks(stream: Prefetcher) -> list[bytes]:
+    chunks = []
+    while chunk := stream.chunk():
+        chunks.append(chunk)
+    return chunks
+
+
+def test_prefetcher_hands_out_the_stream_and_its_digest() -> None:
     data = bytes(range(256)) * 5000
     stream = Prefetcher(io.BytesIO(data), chunk=4096, depth=2)
     try:
-        got = [stream.read(1), stream.read(10_000), stream.read(7), stream.read()]
-        assert b"".join(got) == data
-        assert stream.read(10) == b""
+        chunks = _all_chunks(stream)
+        assert b"".join(chunks) == data
+        assert max(map(len, chunks)) == 4096
+        assert stream.chunk() == b""
+        assert stream.size == len(data)
+        assert stream.digest() == "sha256:" + hashlib.sha256(data).hexdigest()
     finally:
         stream.close()
+
+
+def test_hashing_reader_hands_out_the_stream_and_its_digest() -> None:
+    data = b"y" * 3_000_000
+    reader = HashingReader(io.BytesIO(data))
+    assert b"".join(iter(reader.chunk, b"")) == data
+    assert reader.size == len(data)
+    assert reader.digest() == "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def test_prefetcher_hands_errors_to_the_reader() -> None:
@@ -88,13 +108,13 @@ def test_prefetcher_hands_errors_to_the_reader() -> None:
     stream = Prefetcher(open_layer(io.BytesIO(broken), "application/vnd.oci.image.layer.v1.tar"))
     try:
         with pytest.raises(EOFError):
-            while stream.read(1000):
-                pass
+            _all_chunks(stream)
+        assert stream.chunk() == b""
     finally:
         stream.close()
 
 
 def test_prefetcher_close_before_the_end() -> None:
     stream = Prefetcher(io.BytesIO(b"x" * 10_000_000), chunk=1000, depth=1)
-    assert stream.read(5) == b"xxxxx"
+    assert stream.chunk() == b"x" * 1000
     stream.close()
