@@ -286,3 +286,32 @@ async def test_content_replies_follow_writes_among_other_writes(client: Client) 
     await client.containers.delete(containers.DeleteContainerRequest(id="c1"))
     assert await _info(client, digest) is None
     assert await _code(client, digest) == Status.NOT_FOUND
+
+
+async def test_images_get_answers_each_image_as_it_is_now(client: Client) -> None:
+    # Get replies from the image's cached encoding, as List does.
+    other = client.with_namespace("other")
+
+    async def got(c: Client, name: str) -> images.Image:
+        return (await c.images.get(images.GetImageRequest(name=name))).image
+
+    made = await client.images.create(images.CreateImageRequest(image=_image("g", k="1")))
+    await other.images.create(images.CreateImageRequest(image=_image("g", k="o")))
+    assert await got(client, "g") == made.image
+    assert (await got(other, "g")).labels == {"k": "o"}
+    updated = await client.images.update(
+        images.UpdateImageRequest(
+            image=_image("g", k="2"), update_mask=FieldMask(paths=["labels.k"])
+        )
+    )
+    assert await got(client, "g") == updated.image
+    assert updated.image.labels == {"k": "2"}
+    listed = await client.images.list(images.ListImagesRequest())
+    assert listed.images == [updated.image]
+    await client.images.delete(images.DeleteImageRequest(name="g"))
+    with pytest.raises(GRPCError) as raised:
+        await got(client, "g")
+    assert raised.value.status == Status.NOT_FOUND
+    remade = await client.images.create(images.CreateImageRequest(image=_image("g")))
+    assert await got(client, "g") == remade.image and remade.image.labels == {}
+    assert (await got(other, "g")).labels == {"k": "o"}
