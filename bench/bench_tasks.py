@@ -393,7 +393,8 @@ def runc_floor(reps: int) -> dict[str, list[float]]:
             spec["process"]["terminal"] = False
             spec["process"]["args"] = args
             spec["root"]["path"] = str(rootfs)
-            spec["linux"]["cgroupsPath"] = f"/{NS}/runc-{name}"
+            # Per process: two runs on one host would otherwise share (and tear down) one cgroup.
+            spec["linux"]["cgroupsPath"] = f"/{NS}/runc-{name}-{os.getpid()}"
             (bundle / "config.json").write_text(json.dumps(spec))
             bundles[name] = bundle
         runc = ["runc", "--root", str(state)]

@@ -159,6 +159,8 @@ class Database:
         self.conn.execute("PRAGMA busy_timeout=5000")
         self._depth = 0
         self._migrate()
+        self._content_changes = 0
+        self._count_content_changes()
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -172,6 +174,23 @@ class Database:
                 for statement in _split(MIGRATIONS[number]):
                     self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version={number + 1}")
+
+    def _count_content_changes(self) -> None:
+        """Count row changes of the content table, however they are made (see `content_generation`).
+
+        TEMP triggers live on this connection only, which is the one every
+        mutation runs on; they fire for each row, cascades and rolled-back
+        statements included (a change undone only costs a cache a rebuild).
+        """
+        self.conn.create_function("ctrdeck_content_changed", 0, self._content_changed)
+        for op in ("INSERT", "UPDATE", "DELETE"):
+            self.conn.execute(
+                f"CREATE TEMP TRIGGER content_{op.lower()} AFTER {op} ON main.content "
+                "BEGIN SELECT ctrdeck_content_changed(); END"
+            )
+
+    def _content_changed(self) -> None:
+        self._content_changes += 1
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -241,6 +260,16 @@ class Database:
         it too, which only costs a cache a rebuild.
         """
         return self.conn.total_changes
+
+    @property
+    def content_generation(self) -> int:
+        """A number that moves whenever a row of the content table changes.
+
+        What a namespace's blob looks like to a client (its ownership, size,
+        labels, times) is that table's row alone, so replies built from it stay
+        valid while leases, snapshots and containers are written around them.
+        """
+        return self._content_changes
 
     def close(self) -> None:
         self.conn.close()

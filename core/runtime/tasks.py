@@ -176,6 +176,7 @@ class TaskManager:
         monitor = await monitors.start(bundle / "init", self.root)
         task: Task | None = None
         prepared = False
+        mounting: asyncio.Future[None] | None = None
         try:
             if not mounts and self.rootfs_lookup is not None and container.snapshot_key:
                 mounts = await self.rootfs_lookup(namespace, container) or []
@@ -183,7 +184,10 @@ class TaskManager:
                 await self._remove_bundle(bundle)
             bundles.make_bundle(self.root, namespace, container.id)
             root = bundle / "rootfs"
-            if not mounts:
+            if mounts:
+                # In a worker while the spec is fitted and the monitor readied.
+                mounting = asyncio.ensure_future(rootfs_mod.mount_all(mounts, root))
+            else:
                 given = (raw_spec.get("root") or {}).get("path", "")
                 if not (isinstance(given, str) and given.startswith("/") and Path(given).is_dir()):
                     raise InvalidArgument(
@@ -214,15 +218,20 @@ class TaskManager:
                 # What the runtime command needs, done while a warm monitor readies itself.
                 nonlocal prepared
                 assert task is not None
-                if mounts:
-                    await rootfs_mod.mount_all(mounts, root)
                 bundles.share_with_remapped_root(bundle, fitted)
                 bundles.write_private(bundle / "config.json", json.dumps(fitted).encode())
                 task.save()
+                if mounting is not None:
+                    await mounting
                 prepared = True
 
             await monitors.spawn(init, argv, "create", self.log_max, monitor, prepare)
         except BaseException:
+            if mounting is not None:
+                # The bundle goes only once the worker is done with its rootfs.
+                await asyncio.wait([mounting])
+                if not mounting.cancelled():
+                    mounting.exception()
             await monitors.abandon(monitor)
             if prepared:
                 with contextlib.suppress(CtrdeckError):

@@ -1,10 +1,12 @@
 """Containers: container records and their events.
 
 Anys (spec, runtime options, extensions) go back to clients byte for byte as
-they came in; `ctr` decodes the spec again when it starts a task. A list is
-assembled from each container's cached encoding (keyed by its update time), so
-a console's periodic resync does not encode every spec again, and the whole
-encoded list is kept until the metadata next changes (`replies.ReplyCache`).
+they came in; `ctr` decodes the spec again when it starts a task. Every reply
+carrying a container is made from its cached encoding (keyed by its update
+time): a list, so a console's periodic resync does not encode every spec again
+(and the whole encoded list is kept until the metadata next changes,
+`replies.ReplyCache`), and Create and Get, so `ctr run`'s create, its size
+check and its two Gets encode the spec once.
 """
 
 from __future__ import annotations
@@ -64,16 +66,21 @@ class ContainersService(api.ContainersBase):
         db = engine.metadata.db
         self.replies = ReplyCache(lambda: db.generation)
 
-    def _sendable(self, c: Container) -> None:
+    def _encoded(self, ns: str, c: Container) -> bytes:
+        return self.encoded.get((ns, c.id, c.created_at, c.updated_at), lambda: container_out(c))
+
+    def _sendable(self, ns: str, c: Container) -> None:
+        # A ListContainerMessage: the container as field 1, as in Get's and Create's replies.
         check_sendable(
-            api.ListContainerMessage(container=container_out(c)),
+            repeated(1, [self._encoded(ns, c)]),
             self.engine.config.grpc.max_send_message_size,
             f'container "{c.id}"',
         )
 
     async def get(self, message: api.GetContainerRequest) -> api.GetContainerResponse:
-        c = self.store.get(context.namespace(), message.id)
-        return api.GetContainerResponse(container=container_out(c))
+        ns = context.namespace()
+        c = self.store.get(ns, message.id)
+        return Preencoded(repeated(1, [self._encoded(ns, c)]))  # type: ignore[return-value]
 
     async def list(self, message: api.ListContainersRequest) -> api.ListContainersResponse:
         ns = context.namespace()
@@ -83,11 +90,7 @@ class ContainersService(api.ContainersBase):
 
     def _encoded_list(self, ns: str, filters: tuple[str, ...]) -> bytes:
         found = self.store.list(ns, list(filters))
-        items = (
-            self.encoded.get((ns, c.id, c.created_at, c.updated_at), lambda c=c: container_out(c))
-            for c in found
-        )
-        return repeated(1, items)
+        return repeated(1, (self._encoded(ns, c) for c in found))
 
     async def list_stream(
         self, message: api.ListContainersRequest
@@ -97,7 +100,7 @@ class ContainersService(api.ContainersBase):
 
     async def create(self, message: api.CreateContainerRequest) -> api.CreateContainerResponse:
         ns = context.namespace()
-        c = self.store.create(ns, container_in(message.container), self._sendable)
+        c = self.store.create(ns, container_in(message.container), lambda c: self._sendable(ns, c))
         self.engine.events.publish(
             ns,
             "/containers/create",
@@ -109,12 +112,14 @@ class ContainersService(api.ContainersBase):
                 ),
             ),
         )
-        return api.CreateContainerResponse(container=container_out(c))
+        return Preencoded(repeated(1, [self._encoded(ns, c)]))  # type: ignore[return-value]
 
     async def update(self, message: api.UpdateContainerRequest) -> api.UpdateContainerResponse:
         ns = context.namespace()
         paths = list(message.update_mask.paths) if message.update_mask else []
-        c = self.store.update(ns, container_in(message.container), paths, self._sendable)
+        c = self.store.update(
+            ns, container_in(message.container), paths, lambda c: self._sendable(ns, c)
+        )
         self.engine.events.publish(
             ns,
             "/containers/update",

@@ -83,10 +83,14 @@ class ImagesService(api.ImagesBase):
             f'image "{image.name}"',
         )
 
+    def _encoded(self, ns: str, image: Image) -> bytes:
+        # The record's update time is part of the key, so an update never serves stale bytes.
+        return self.encoded.get((ns, image.name, image.updated_at), lambda: image_out(image))
+
     async def get(self, message: api.GetImageRequest) -> api.GetImageResponse:
-        return api.GetImageResponse(
-            image=image_out(self.store.get(context.namespace(), message.name))
-        )
+        ns = context.namespace()
+        image = self.store.get(ns, message.name)
+        return Preencoded(repeated(1, [self._encoded(ns, image)]))  # type: ignore[return-value]
 
     async def list(self, message: api.ListImagesRequest) -> api.ListImagesResponse:
         ns = context.namespace()
@@ -96,11 +100,7 @@ class ImagesService(api.ImagesBase):
 
     def _encoded_list(self, ns: str, filters: tuple[str, ...]) -> bytes:
         images = self.store.list(ns, list(filters))
-        # The record's update time is part of the key, so an update never serves stale bytes.
-        items = (
-            self.encoded.get((ns, i.name, i.updated_at), lambda i=i: image_out(i)) for i in images
-        )
-        return repeated(1, items)
+        return repeated(1, (self._encoded(ns, i) for i in images))
 
     async def create(self, message: api.CreateImageRequest) -> api.CreateImageResponse:
         ns = context.namespace()

@@ -7,7 +7,8 @@ loops) ask for the same answer over and over while nothing changes. A
 after any row changed anywhere finds the cache empty and builds the answer
 from the records again, so a reply is never older than the last write. Only
 answers that are built whole are cached: a request that fails (a bad filter,
-a missing namespace) raises before anything is stored.
+a missing namespace) raises before anything is stored, and a builder may
+return None for an answer it does not want kept (one too large to cache).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class ReplyCache:
         except KeyError:
             pass
         reply = build()
+        if reply is None:
+            return reply  # the builder's way of saying "not worth keeping"
         # Building reads the database only; were that to change, a write during
         # `build` would make this reply stale, so it is kept only if none came.
         size = _size(reply)

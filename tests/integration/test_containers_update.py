@@ -81,3 +81,47 @@ async def test_list_answers_each_container_as_it_is_now(client: Client) -> None:
     )
     assert (await listed())["l1"].spec == other
     assert await listed(client.with_namespace("elsewhere")) == {}
+
+
+async def test_create_get_and_update_reply_with_the_record_as_stored(client: Client) -> None:
+    # Create, Get and Update reply from the container's cached encoding: each must be
+    # the record as it is now, in the namespace asked, after updates and re-creation.
+    ext = Any(type_url="x.Ext", value=b"\x03")
+    made = await client.containers.create(
+        api.CreateContainerRequest(
+            container=_container(id="g1", labels={"k": "v"}, extensions={"e": ext}, image="img")
+        )
+    )
+    got = await client.containers.get(api.GetContainerRequest(id="g1"))
+    assert made.container == got.container
+    assert got.container.labels == {"k": "v"} and got.container.extensions == {"e": ext}
+    assert got.container.image == "img" and got.container.spec == SPEC
+    assert got.container.created_at == got.container.updated_at
+    updated = await client.containers.update(
+        api.UpdateContainerRequest(
+            container=_container(id="g1", labels={"k": "w"}),
+            update_mask=FieldMask(paths=["labels.k"]),
+        )
+    )
+    again = await client.containers.get(api.GetContainerRequest(id="g1"))
+    assert updated.container == again.container
+    assert again.container.labels == {"k": "w"}
+    assert again.container.updated_at > again.container.created_at
+
+    await client.containers.delete(api.DeleteContainerRequest(id="g1"))
+    other = Any(type_url=SPEC.type_url, value=b'{"ociVersion":"1.0.2"}')
+    remade = await client.containers.create(
+        api.CreateContainerRequest(container=_container(id="g1", spec=other))
+    )
+    final = await client.containers.get(api.GetContainerRequest(id="g1"))
+    assert remade.container == final.container
+    assert final.container.spec == other and final.container.labels == {}
+    elsewhere = client.with_namespace("elsewhere")
+    await elsewhere.containers.create(
+        api.CreateContainerRequest(container=_container(id="g1", labels={"ns": "2"}))
+    )
+    assert (await client.containers.get(api.GetContainerRequest(id="g1"))).container == (
+        final.container
+    )
+    theirs = await elsewhere.containers.get(api.GetContainerRequest(id="g1"))
+    assert theirs.container.labels == {"ns": "2"}

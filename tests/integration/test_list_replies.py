@@ -1,7 +1,8 @@
 """Lists answered from cached encoded replies are never stale.
 
-Namespaces, Images, Containers and Content `List`, and Content `Info`, keep
-their encoded reply until the metadata changes (`core/services/replies.py`). Each test asks the
+Namespaces, Images, Containers and Content `List`, and Content `Info` and the
+`Read` of a small blob, keep their encoded reply until the metadata changes
+(`core/services/replies.py`; Content's until its own table changes). Each test asks the
 same list (same namespace, same filters) before and after every kind of
 write, so a cached reply would show if a write failed to invalidate it, and
 checks another namespace and filtered lists alongside.
@@ -19,6 +20,7 @@ from core.api.containerd import types
 from core.api.containerd.services.containers import v1 as containers
 from core.api.containerd.services.content import v1 as content
 from core.api.containerd.services.images import v1 as images
+from core.api.containerd.services.leases import v1 as leases
 from core.api.containerd.services.namespaces import v1 as namespaces
 from core.api.google.protobuf import Any, FieldMask
 from core.client import Client
@@ -211,3 +213,105 @@ async def test_refusals_are_not_cached(client: Client) -> None:
             await _images(client.with_namespace("bad ns"))
         assert raised.value.status == Status.INVALID_ARGUMENT
     assert await _images(client) == {"a": {}}
+
+
+async def _read(c: Client, digest: str, offset: int = 0, size: int = 0) -> tuple[list[int], bytes]:
+    """(each reply's offset, the bytes) of a `Content.Read`; NOT_FOUND and OUT_OF_RANGE raise."""
+    offsets: list[int] = []
+    data = b""
+    request = content.ReadContentRequest(digest=digest, offset=offset, size=size)
+    async for reply in c.content.read(request):
+        offsets.append(reply.offset)
+        data += reply.data
+    return offsets, data
+
+
+async def _code(c: Client, digest: str, offset: int = 0) -> Status:
+    with pytest.raises(GRPCError) as raised:
+        await _read(c, digest, offset)
+    return raised.value.status
+
+
+async def test_content_read_follows_ownership_and_ranges(client: Client) -> None:
+    other = client.with_namespace("other")
+    blob = bytes(range(256)) * 40
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    for _ in range(2):
+        assert await _code(client, digest) == Status.NOT_FOUND
+    await client.write_content("ref-r", blob, digest)
+    for _ in range(2):
+        assert await _read(client, digest) == ([0], blob)
+        assert await _read(client, digest, 100, 50) == ([0], blob[100:150])
+        assert await _read(client, digest, 10_000) == ([0], blob[10_000:])
+        assert await _read(client, digest, len(blob)) == ([], b"")
+        assert await _code(client, digest, len(blob) + 1) == Status.OUT_OF_RANGE
+        assert await _code(other, digest) == Status.NOT_FOUND
+    await other.write_content("ref-o", blob, digest)
+    assert await _read(other, digest) == ([0], blob)
+    await client.content.delete(content.DeleteContentRequest(digest=digest))
+    assert await _code(client, digest) == Status.NOT_FOUND
+    assert await _read(other, digest, 1, 2) == ([0], blob[1:3])
+
+
+async def test_content_read_of_a_large_blob_streams_in_pieces(client: Client) -> None:
+    blob = hashlib.sha256(b"seed").digest() * (3 << 15)  # 3 MiB: not kept, streamed in 1 MiB
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    await client.write_content("ref-big", blob, digest)
+    for _ in range(2):
+        assert await _read(client, digest) == ([0, 1 << 20, 2 << 20], blob)
+        assert await _read(client, digest, 5, 10) == ([0], blob[5:15])
+
+
+async def test_content_replies_follow_writes_among_other_writes(client: Client) -> None:
+    # Info and Read stay cached across writes to other tables (a lease, a container,
+    # as `ctr run` makes between its reads); a content write among them still shows.
+    blob = b"manifest-like"
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    await client.write_content("ref-m", blob, digest)
+    assert await _info(client, digest) == {}
+    assert await _read(client, digest) == ([0], blob)
+    await client.leases.create(leases.CreateRequest(id="l1"))
+    await client.containers.create(containers.CreateContainerRequest(container=_container("c1")))
+    assert await _info(client, digest) == {}
+    assert await _read(client, digest) == ([0], blob)
+    await client.content.update(
+        content.UpdateRequest(
+            info=content.Info(digest=digest, labels={"k": "v"}),
+            update_mask=FieldMask(paths=["labels.k"]),
+        )
+    )
+    await client.leases.delete(leases.DeleteRequest(id="l1"))
+    assert await _info(client, digest) == {"k": "v"}
+    await client.content.delete(content.DeleteContentRequest(digest=digest))
+    await client.containers.delete(containers.DeleteContainerRequest(id="c1"))
+    assert await _info(client, digest) is None
+    assert await _code(client, digest) == Status.NOT_FOUND
+
+
+async def test_images_get_answers_each_image_as_it_is_now(client: Client) -> None:
+    # Get replies from the image's cached encoding, as List does.
+    other = client.with_namespace("other")
+
+    async def got(c: Client, name: str) -> images.Image:
+        return (await c.images.get(images.GetImageRequest(name=name))).image
+
+    made = await client.images.create(images.CreateImageRequest(image=_image("g", k="1")))
+    await other.images.create(images.CreateImageRequest(image=_image("g", k="o")))
+    assert await got(client, "g") == made.image
+    assert (await got(other, "g")).labels == {"k": "o"}
+    updated = await client.images.update(
+        images.UpdateImageRequest(
+            image=_image("g", k="2"), update_mask=FieldMask(paths=["labels.k"])
+        )
+    )
+    assert await got(client, "g") == updated.image
+    assert updated.image.labels == {"k": "2"}
+    listed = await client.images.list(images.ListImagesRequest())
+    assert listed.images == [updated.image]
+    await client.images.delete(images.DeleteImageRequest(name="g"))
+    with pytest.raises(GRPCError) as raised:
+        await got(client, "g")
+    assert raised.value.status == Status.NOT_FOUND
+    remade = await client.images.create(images.CreateImageRequest(image=_image("g")))
+    assert await got(client, "g") == remade.image and remade.image.labels == {}
+    assert (await got(other, "g")).labels == {"k": "o"}

@@ -892,6 +892,35 @@ async def test_a_monitor_not_told_to_go_leaves_nothing(
     )
 
 
+async def test_a_spec_refused_while_the_rootfs_mounts_leaves_nothing(
+    nsclient: Client, tengine: EngineProcess, workdir: Path
+) -> None:
+    """The rootfs mounts in a worker while the spec is fitted: a spec refused meanwhile
+    waits for the mount, then takes it down with the bundle."""
+    c = nsclient
+    mounts = rootfs_mounts(workdir / "rootfs")
+    for cid, bad in (("rootbad", {"root": "x"}), ("linuxbad", {"linux": []})):
+        spec = {"process": {"args": ["true"], "cwd": "/"}, **bad}
+        await c.containers.create(
+            containers.CreateContainerRequest(
+                container=containers.Container(
+                    id=cid,
+                    runtime=containers.ContainerRuntime(name="io.containerd.runc.v2"),
+                    spec=Any(type_url=SPEC_URL, value=json.dumps(spec).encode()),
+                )
+            )
+        )
+        for _ in range(3):
+            code, msg = await _code(
+                c.tasks.create(tasks.CreateTaskRequest(container_id=cid, rootfs=mounts))
+            )
+            assert code == Code.INVALID_ARGUMENT and "must be an object" in msg
+            assert not (tengine.state / TASK_DIR / c.namespace / cid).exists()
+            assert mounts_under(tengine.state / TASK_DIR / c.namespace) == []
+        await c.containers.delete(containers.DeleteContainerRequest(id=cid))
+    assert (await c.tasks.list(tasks.ListTasksRequest())).tasks == []
+
+
 def test_state_dir_has_no_stray_fifos(tengine: EngineProcess) -> None:
     """Runs last in the module: nothing the tasks made stays in the engine's state."""
     task_root = tengine.state / TASK_DIR

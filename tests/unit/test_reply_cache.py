@@ -78,6 +78,55 @@ def test_generation_moves_with_every_row_change(tmp_path: Path) -> None:
         meta.close()
 
 
+def test_content_generation_moves_with_content_rows_only(tmp_path: Path) -> None:
+    meta = Metadata(tmp_path / "meta.db")
+    digest = "sha256:" + "a" * 64
+    try:
+        db = meta.db
+        seen = [db.content_generation]
+
+        def moved() -> bool:
+            seen.append(db.content_generation)
+            return seen[-1] != seen[-2]
+
+        meta.leases.create("ns", "l", {})
+        spec = AnyValue("types.containerd.io/opencontainers/runtime-spec/1/Spec", b"{}")
+        meta.containers.create("ns", Container(id="c", runtime_name="r", spec=spec))
+        meta.namespaces.update("ns", {"k": "v"}, [])
+        assert not moved()
+        meta.content.add("ns", digest, 3, {}, "l")
+        assert moved()
+        meta.content.add("ns", digest, 3, {}, None)  # already owned: no row changes
+        assert not moved()
+        meta.content.update("ns", digest, {"k": "v"}, [])
+        assert moved()
+        meta.leases.delete("ns", "l")
+        meta.containers.delete("ns", "c")
+        assert not moved()
+        meta.content.add("other", digest, 3, {}, None)
+        assert moved()
+        meta.content.remove_many([("other", digest)])  # as garbage collection removes
+        assert moved()
+        meta.content.delete("ns", digest)
+        assert moved()
+    finally:
+        meta.close()
+
+
+def test_reply_cache_does_not_keep_what_the_builder_declines() -> None:
+    cache = ReplyCache(lambda: 0)
+    builds: list[int] = []
+
+    def declined() -> None:
+        builds.append(1)
+
+    assert cache.get("a", declined) is None
+    assert cache.get("a", declined) is None
+    assert builds == [1, 1]
+    assert cache.get("a", lambda: b"kept") == b"kept"
+    assert cache.get("a", lambda: b"other") == b"kept"
+
+
 class _Recording:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
