@@ -110,12 +110,12 @@ class RetryPolicy:
         return Attempts(self, gave_up, progress)
 
 
-class _Attempt:
-    """One attempt: `with attempt:` keeps a `Retryable` failure for `Attempts` to judge."""
+class _First:
+    """The first attempt: `with attempt:` keeps a `Retryable` failure for the retries."""
 
     failure: Retryable | None = None
 
-    def __enter__(self) -> _Attempt:
+    def __enter__(self) -> _First:
         return self
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
@@ -126,12 +126,13 @@ class _Attempt:
 
 
 class Attempts:
-    """The attempts of one operation under a `RetryPolicy`.
+    """The attempts of one operation under a `RetryPolicy`: the first alone, then tenacity's.
 
-    Either `async for attempt in attempts: with attempt: ...` (the loop ends after the first
-    attempt that does not fail retryably; another failure propagates at once), or
-    `await attempts(operation, *args)`. Between failures it sleeps the policy's backoff (or
-    the server's `Retry-After`, capped); once the budget is spent it raises `gave_up`'s error.
+    Either `async for attempt in attempts: with attempt: ...` or `await attempts(operation,
+    *args)`. Most operations succeed at once, so tenacity (8-10 ms of imports) is loaded only
+    when a first attempt fails retryably; its `AsyncRetrying` then judges that failure and
+    runs the rest (backoff or the server's `Retry-After`, capped; `gave_up`'s error once the
+    budget is spent).
     """
 
     def __init__(
@@ -143,36 +144,62 @@ class Attempts:
         self._policy = policy
         self._gave_up = gave_up
         self._progress = progress
-        self._mark = progress() if progress else 0
-        self._before_mark = 0
-        """Attempts made before the position last moved."""
-        self._made = 0
-        self._current: _Attempt | None = None
+        self._mark = (progress() if progress else 0, 0)
+        """The position last seen, and how many attempts were made before it moved there."""
+        self._first: _First | None = None
+        self._rest: AsyncIterator[Any] | None = None
 
     def __aiter__(self) -> Attempts:
         return self
 
-    async def __anext__(self) -> _Attempt:
-        last = self._current
-        if last is not None:
-            if last.failure is None:
+    async def __anext__(self) -> Any:
+        if self._first is None:
+            self._first = _First()
+            return self._first
+        if self._rest is None:
+            if self._first.failure is None:
                 raise StopAsyncIteration
-            await self._after(last.failure)
-        self._made += 1
-        self._current = _Attempt()
-        return self._current
+            self._rest = await self._retrying(self._first.failure)
+        return await anext(self._rest)
 
-    async def _after(self, failure: Retryable) -> None:
-        progress = self._progress
-        if progress is not None and progress() != self._mark:
-            self._mark, self._before_mark = progress(), self._made - 1
-        failures = self._made - self._before_mark
-        if failures >= self._policy.attempts:
-            raise self._gave_up(failures, failure) from failure
-        if failure.retry_after is not None:
-            await asyncio.sleep(min(failure.retry_after, self._policy.max_delay))
-        else:
-            await asyncio.sleep(self._policy.delay(failures))
+    async def _retrying(self, failure: Retryable) -> AsyncIterator[Any]:
+        import tenacity
+
+        policy, progress = self._policy, self._progress
+
+        def failures(state: tenacity.RetryCallState) -> int:
+            if progress is not None and progress() != self._mark[0]:
+                self._mark = (progress(), state.attempt_number - 1)
+            return state.attempt_number - self._mark[1]
+
+        def failed(state: tenacity.RetryCallState) -> Retryable:
+            assert state.outcome is not None
+            exc = state.outcome.exception()
+            assert isinstance(exc, Retryable)
+            return exc
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            retry_after = failed(state).retry_after
+            if retry_after is not None:
+                return min(retry_after, policy.max_delay)
+            return policy.delay(failures(state))
+
+        def give_up(state: tenacity.RetryCallState) -> None:
+            raise self._gave_up(failures(state), failed(state)) from failed(state)
+
+        rest = aiter(
+            tenacity.AsyncRetrying(
+                stop=lambda state: failures(state) >= policy.attempts,
+                wait=wait,
+                retry=tenacity.retry_if_exception_type(Retryable),
+                retry_error_callback=give_up,
+                sleep=asyncio.sleep,
+            )
+        )
+        # tenacity's first attempt is the one already made: it fails as that one did.
+        with await anext(rest):
+            raise failure
+        return rest
 
     async def __call__(
         self, operation: Callable[..., Awaitable[T]], *args: object, **kwargs: object

@@ -1,16 +1,17 @@
-"""HTTP/1.1 over asyncio streams: the registry client's transport under httpx.
+"""HTTP/1.1 over asyncio streams, framed by h11: the registry client's transport under httpx.
 
 This module owns the registry client's connections. httpx keeps the request and response
-model, redirects, cookies and what timeouts mean; this transport writes each request on a
-kept-alive connection per scheme, host and port (TLS with the caller's context and the host
-as server name; a context still to be built is built in a worker thread on the first https
-request), sends a body whole or chunked as httpx framed it, and streams the answer's body
-(Content-Length, chunked, or up to the close) in reads of up to `READ_SIZE` bytes. A body
-read to its end gives its connection back; one closed early closes it. Failures are httpx's
-own (`ConnectError` caused by the `ssl.SSLError`, `ConnectTimeout`, `ReadError`,
-`ReadTimeout`, `WriteError`, `RemoteProtocolError`), so the client's retries and TLS wording
-see what they saw with httpx's default transport, which loads httpcore, h11 and anyio on a
-fresh engine's first pull (~90 ms of CPU) and re-chunks every 64 KiB read.
+model, redirects, cookies and what timeouts mean; h11 writes and parses every message (heads,
+Content-Length, chunked and read-to-the-close bodies, interim answers) and says whether a
+connection may serve another request. Here: kept-alive connections per scheme, host and port
+on asyncio streams (TLS with the caller's context and the host as server name; a context still
+to be built is built in a worker thread on the first https request), h11 fed reads of up to
+`READ_SIZE` bytes and its body data handed on as it comes, a body read to its end giving its
+connection back and one closed early closing it. Failures are httpx's own (`ConnectError`
+caused by the `ssl.SSLError`, `ConnectTimeout`, `ReadError`, `ReadTimeout`, `WriteError`,
+`RemoteProtocolError`), so the client's retries and TLS wording see what they saw with httpx's
+default transport, whose httpcore and anyio cost a fresh engine's first pull ~90 ms of imports
+and re-chunk every 64 KiB read.
 """
 
 from __future__ import annotations
@@ -19,21 +20,57 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator, Callable
 
+import h11
 import httpx
 
 READ_SIZE = 1 << 20
-"""Most bytes of a body handed on at once; also the stream's buffer limit."""
+"""Most bytes read (and so handed on) at once; also the stream's buffer limit."""
 _HEAD_LIMIT = 64 << 10
-_NO_BODY = frozenset({204, 304})
+
+_Key = tuple[bytes, bytes, int]
 
 
 class _Connection:
+    """One socket and h11's view of the conversation on it."""
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.http = h11.Connection(h11.CLIENT, max_incomplete_event_size=_HEAD_LIMIT)
 
     def usable(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
+        return (
+            self.http.our_state is h11.IDLE
+            and self.http.their_state is h11.IDLE
+            and not self.writer.is_closing()
+            and not self.reader.at_eof()
+        )
+
+    def write(self, event: h11.Event) -> None:
+        # Passthrough: a body part goes to the socket as it is, not joined to its framing.
+        self.writer.writelines(self.http.send_with_data_passthrough(event) or ())
+
+    async def next_event(self, request: httpx.Request, timeout: float | None) -> object:
+        http = self.http
+        while True:
+            try:
+                event = http.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await self.reader.read(READ_SIZE)
+            except TimeoutError as exc:
+                raise httpx.ReadTimeout("reading the answer timed out", request=request) from exc
+            except (OSError, ssl.SSLError) as exc:
+                raise httpx.ReadError(str(exc) or repr(exc), request=request) from exc
+            if not data and http.their_state is h11.SEND_RESPONSE:
+                raise httpx.RemoteProtocolError(
+                    "the server closed the connection without an answer", request=request
+                )
+            http.receive_data(data)  # b"" is the close, which h11 judges
 
     def close(self) -> None:
         self.writer.close()
@@ -44,13 +81,12 @@ class AsyncHTTP11(httpx.AsyncBaseTransport):
 
     def __init__(self, tls: ssl.SSLContext | Callable[[], ssl.SSLContext]) -> None:
         self._tls = tls
-        self._idle: dict[tuple[bytes, bytes, int], list[_Connection]] = {}
+        self._idle: dict[_Key, list[_Connection]] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         scheme = url.raw_scheme
-        port = url.port or (443 if scheme == b"https" else 80)
-        key = (scheme, url.raw_host, port)
+        key = (scheme, url.raw_host, url.port or (443 if scheme == b"https" else 80))
         timeouts = request.extensions.get("timeout", {})
         replayable = isinstance(request.stream, httpx.ByteStream)
         while True:
@@ -59,7 +95,7 @@ class AsyncHTTP11(httpx.AsyncBaseTransport):
                 conn, reused = await self._connect(request, key, timeouts.get("connect")), False
             try:
                 await self._send(conn, request, timeouts.get("write"))
-                answer = await self._head(conn, request, timeouts.get("read"))
+                head = await self._head(conn, request, timeouts.get("read"))
             except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
                 conn.close()
                 # A kept-alive connection the server has since closed: once more, afresh.
@@ -70,16 +106,17 @@ class AsyncHTTP11(httpx.AsyncBaseTransport):
                 conn.close()
                 raise
             break
-        status, reason, headers, http11 = answer
-        stream = _Body(self, key, conn, request, status, headers, http11, timeouts.get("read"))
         return httpx.Response(
-            status,
-            headers=headers,
-            stream=stream,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+            head.status_code,
+            headers=head.headers.raw_items(),
+            stream=_Body(self, key, conn, request, timeouts.get("read")),
+            extensions={
+                "http_version": b"HTTP/" + head.http_version,
+                "reason_phrase": head.reason,
+            },
         )
 
-    def _take(self, key: tuple[bytes, bytes, int]) -> _Connection | None:
+    def _take(self, key: _Key) -> _Connection | None:
         idle = self._idle.get(key, [])
         while idle:
             conn = idle.pop()
@@ -88,14 +125,17 @@ class AsyncHTTP11(httpx.AsyncBaseTransport):
             conn.close()
         return None
 
-    def give_back(self, key: tuple[bytes, bytes, int], conn: _Connection) -> None:
+    def give_back(self, key: _Key, conn: _Connection) -> None:
+        http = conn.http
+        if http.our_state is h11.DONE and http.their_state is h11.DONE:
+            http.start_next_cycle()
         if conn.usable():
             self._idle.setdefault(key, []).append(conn)
         else:
             conn.close()
 
     async def _connect(
-        self, request: httpx.Request, key: tuple[bytes, bytes, int], timeout: float | None
+        self, request: httpx.Request, key: _Key, timeout: float | None
     ) -> _Connection:
         scheme, host, port = key
         tls = None
@@ -122,29 +162,24 @@ class AsyncHTTP11(httpx.AsyncBaseTransport):
         return _Connection(reader, writer)
 
     async def _send(self, conn: _Connection, request: httpx.Request, timeout: float | None) -> None:
-        url = request.url
-        lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), url.raw_path)]
-        lines += [b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw]
-        lines.append(b"\r\n")
-        chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
-        writer = conn.writer
         try:
             async with asyncio.timeout(timeout):
-                writer.write(b"".join(lines))
+                conn.write(
+                    h11.Request(
+                        method=request.method,
+                        target=request.url.raw_path,
+                        headers=request.headers.raw,
+                    )
+                )
                 assert isinstance(request.stream, httpx.AsyncByteStream)
                 async for part in request.stream:
-                    if not part:
-                        continue
-                    if chunked:
-                        writer.write(b"%x\r\n" % len(part))
-                        writer.write(part)
-                        writer.write(b"\r\n")
-                    else:
-                        writer.write(part)
-                    await writer.drain()
-                if chunked:
-                    writer.write(b"0\r\n\r\n")
-                await writer.drain()
+                    if part:
+                        conn.write(h11.Data(data=part))
+                        await conn.writer.drain()
+                conn.write(h11.EndOfMessage())
+                await conn.writer.drain()
+        except h11.LocalProtocolError as exc:
+            raise httpx.LocalProtocolError(str(exc), request=request) from exc
         except TimeoutError as exc:
             raise httpx.WriteTimeout("sending the request timed out", request=request) from exc
         except (OSError, ssl.SSLError) as exc:
@@ -152,47 +187,12 @@ class AsyncHTTP11(httpx.AsyncBaseTransport):
 
     async def _head(
         self, conn: _Connection, request: httpx.Request, timeout: float | None
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bool]:
-        reader = conn.reader
+    ) -> h11.Response:
         while True:
-            try:
-                async with asyncio.timeout(timeout):
-                    head = await reader.readuntil(b"\r\n\r\n")
-            except TimeoutError as exc:
-                raise httpx.ReadTimeout(
-                    "waiting for the answer timed out", request=request
-                ) from exc
-            except asyncio.IncompleteReadError as exc:
-                raise httpx.RemoteProtocolError(
-                    "the server closed the connection without an answer", request=request
-                ) from exc
-            except asyncio.LimitOverrunError as exc:
-                raise httpx.RemoteProtocolError(
-                    "the answer's head is too long", request=request
-                ) from exc
-            except (OSError, ssl.SSLError) as exc:
-                raise httpx.ReadError(str(exc) or repr(exc), request=request) from exc
-            if len(head) > _HEAD_LIMIT:
-                raise httpx.RemoteProtocolError("the answer's head is too long", request=request)
-            status_line, *fields = head[:-4].split(b"\r\n")
-            parts = status_line.split(b" ", 2)
-            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-                raise httpx.RemoteProtocolError(
-                    f"not an HTTP/1.1 answer: {status_line[:80]!r}", request=request
-                )
-            status = int(parts[1])
-            if 100 <= status < 200:
-                continue  # an interim answer; the real one follows
-            headers = []
-            for field in fields:
-                name, sep, value = field.partition(b":")
-                if not sep or not name or name != name.strip():
-                    raise httpx.RemoteProtocolError(
-                        f"bad header line {field[:80]!r}", request=request
-                    )
-                headers.append((name, value.strip()))
-            # An HTTP/1.0 answer ends its connection (this client asks for no keep-alive).
-            return status, parts[2] if len(parts) > 2 else b"", headers, parts[0] == b"HTTP/1.1"
+            event = await conn.next_event(request, timeout)
+            if isinstance(event, h11.Response):
+                return event
+            # Otherwise an interim (1xx) answer: the real one follows.
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, {}
@@ -207,12 +207,9 @@ class _Body(httpx.AsyncByteStream):
     def __init__(
         self,
         pool: AsyncHTTP11,
-        key: tuple[bytes, bytes, int],
+        key: _Key,
         conn: _Connection,
         request: httpx.Request,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        http11: bool,
         timeout: float | None,
     ) -> None:
         self._pool = pool
@@ -220,85 +217,23 @@ class _Body(httpx.AsyncByteStream):
         self._conn: _Connection | None = conn
         self._request = request
         self._timeout = timeout
-        fields = {name.lower(): value for name, value in headers}
-        self._chunked = b"chunked" in fields.get(b"transfer-encoding", b"").lower()
-        length = fields.get(b"content-length", b"")
-        self._length = int(length) if length.isdigit() and not self._chunked else None
-        reusable = http11 and fields.get(b"connection", b"").lower() != b"close"
-        self._keep = reusable and (self._chunked or self._length is not None)
-        if request.method == "HEAD" or status in _NO_BODY:
-            self._length, self._chunked, self._keep = 0, False, reusable
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
             raise httpx.StreamClosed()
-        reader = self._conn.reader
         try:
-            if self._chunked:
-                async for part in self._chunks(reader):
-                    yield part
-            elif self._length is not None:
-                left = self._length
-                while left:
-                    part = await self._read(reader.readexactly(min(left, READ_SIZE)))
-                    left -= len(part)
-                    yield part
-            else:
-                while part := await self._read(reader.read(READ_SIZE)):
-                    yield part
+            while type(event := await conn.next_event(self._request, self._timeout)) is h11.Data:
+                yield event.data
         except BaseException:
             self._close()
             raise
         self._done()
 
-    async def _chunks(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
-        while True:
-            line = await self._read(reader.readuntil(b"\r\n"))
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError(
-                    f"bad chunk size {size_text[:20]!r}", request=self._request
-                ) from None
-            if size == 0:
-                while (await self._read(reader.readuntil(b"\r\n"))) != b"\r\n":
-                    pass  # trailers, which nothing here uses
-                return
-            while size:
-                part = await self._read(reader.readexactly(min(size, READ_SIZE)))
-                size -= len(part)
-                yield part
-            if await self._read(reader.readexactly(2)) != b"\r\n":
-                raise httpx.RemoteProtocolError(
-                    "a chunk did not end in CRLF", request=self._request
-                )
-
-    async def _read(self, step: object) -> bytes:
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await step  # type: ignore[misc,no-any-return]
-        except TimeoutError as exc:
-            raise httpx.ReadTimeout("reading the answer timed out", request=self._request) from exc
-        except asyncio.IncompleteReadError as exc:
-            raise httpx.RemoteProtocolError(
-                "the server closed the connection in the middle of the answer",
-                request=self._request,
-            ) from exc
-        except asyncio.LimitOverrunError as exc:
-            raise httpx.RemoteProtocolError(
-                "a chunk header is too long", request=self._request
-            ) from exc
-        except (OSError, ssl.SSLError) as exc:
-            raise httpx.ReadError(str(exc) or repr(exc), request=self._request) from exc
-
     def _done(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            if self._keep:
-                self._pool.give_back(self._key, conn)
-            else:
-                conn.close()
+            self._pool.give_back(self._key, conn)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -306,8 +241,14 @@ class _Body(httpx.AsyncByteStream):
             conn.close()
 
     async def aclose(self) -> None:
-        if self._conn is not None:
-            if self._length == 0 and not self._chunked:
+        conn = self._conn
+        if conn is not None:
+            # An empty body (HEAD, 204, 304, Content-Length: 0) ends without a read.
+            try:
+                ended = type(conn.http.next_event()) is h11.EndOfMessage
+            except h11.RemoteProtocolError:
+                ended = False
+            if ended:
                 self._done()
             else:
                 self._close()

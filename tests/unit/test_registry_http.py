@@ -102,6 +102,22 @@ async def test_a_large_body_comes_whole_in_reads_of_at_most_read_size(
     assert max(len(p) for p in parts) <= READ_SIZE
 
 
+async def test_interim_answers_are_skipped_and_an_unread_head_answer_keeps_its_connection(
+    client: httpx.AsyncClient,
+) -> None:
+    def answer(head: bytes) -> bytes:
+        if head.startswith(b"HEAD "):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n"
+        return b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    server, url = await start(answer)
+    async with client.stream("HEAD", url + "/v2/x/manifests/latest") as response:
+        assert response.headers["content-length"] == "42"
+    response = await client.get(url + "/v2/")
+    assert (response.status_code, response.content) == (200, b"ok")
+    assert server.connections == 1
+
+
 async def test_chunked_answers_and_chunked_uploads(client: httpx.AsyncClient) -> None:
     chunked = (
         b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -1,8 +1,14 @@
-"""The registry client's retry policy: what is retried, how often, and what ends it."""
+"""The registry client's retry policy: what is retried, how often, and what ends it.
+
+A first attempt that succeeds loads no retry machinery (tenacity): checked in a fresh
+interpreter.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
@@ -39,6 +45,22 @@ async def test_a_success_after_failures_is_the_result() -> None:
         return outcome + suffix
 
     assert await POLICY.retrying(gave_up)(flaky, "!") == "done!"
+
+
+async def test_a_failure_that_is_not_retryable_ends_the_retries() -> None:
+    outcomes = iter([Retryable("HTTP 502"), NotFound("no such blob"), "never"])
+    calls: list[int] = []
+
+    async def vanishing() -> str:
+        calls.append(1)
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    with pytest.raises(NotFound):
+        await POLICY.retrying(gave_up)(vanishing)
+    assert len(calls) == 2
 
 
 async def test_other_failures_are_not_retried() -> None:
@@ -85,3 +107,36 @@ async def test_retry_after_is_honoured_up_to_the_longest_delay(
     with pytest.raises(Unavailable, match="gave up after 3"):
         await policy.retrying(gave_up)(busy)
     assert waits == [0.02, 0.05]
+
+
+def test_a_first_success_loads_no_retry_machinery() -> None:
+    script = """
+import asyncio, sys
+from core.errors import Unavailable
+from core.images.registry import Retryable, RetryPolicy
+
+policy = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01)
+
+async def main() -> None:
+    async def ok() -> str:
+        return "ok"
+    assert await policy.retrying(lambda n, e: Unavailable(str(e)))(ok) == "ok"
+    async for attempt in policy.retrying(lambda n, e: Unavailable(str(e)), lambda: 0):
+        with attempt:
+            pass
+    print("tenacity" in sys.modules)
+    outcomes = iter([Retryable("reset"), "ok"])
+    async def flaky() -> str:
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+    assert await policy.retrying(lambda n, e: Unavailable(str(e)))(flaky) == "ok"
+    print("tenacity" in sys.modules)
+
+asyncio.run(main())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "True"]
