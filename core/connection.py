@@ -46,6 +46,7 @@ from h2.events import StreamReset
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
+from core import calls
 from core.hpack_cache import CachedDecoder, CachedEncoder
 
 log = logging.getLogger("ctrdeck.server")
@@ -120,7 +121,8 @@ class FrameWatch:
 
 
 class _Handler(gserver.Handler):
-    """grpclib's per-connection handler, releasing every stream and task once done."""
+    """grpclib's per-connection handler, running calls with `core.calls.request_handler`
+    and releasing every stream and task once done."""
 
     def accept(
         self,
@@ -136,8 +138,18 @@ class _Handler(gserver.Handler):
                 released = True
                 release_stream()
 
-        super().accept(stream, headers, release_once)
-        task = self._tasks[stream]
+        self.__gc_step__()
+        task = self._tasks[stream] = self.loop.create_task(
+            calls.request_handler(
+                self.mapping,
+                stream,
+                headers,
+                self.codec,
+                self.status_details_codec,
+                self.dispatch,
+                release_once,
+            )
+        )
 
         def done(t: asyncio.Task[None]) -> None:
             # A task cancelled before its first step never ran request_handler's
