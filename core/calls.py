@@ -29,6 +29,8 @@ import struct
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass, field
+from itertools import chain
 from types import TracebackType
 from typing import Any
 
@@ -38,10 +40,12 @@ from grpclib.const import Status
 from grpclib.encoding.base import GRPC_CONTENT_TYPE
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
-from grpclib.metadata import Deadline, decode_metadata
+from grpclib.metadata import Deadline, decode_metadata, decode_timeout
 from grpclib.utils import DeadlineWrapper, Wrapper
 from h2.connection import ConnectionState
+from h2.errors import ErrorCodes
 from h2.stream import StreamClosedBy, StreamState
+from multidict import MultiDict
 
 log = logging.getLogger("grpclib.server")
 
@@ -193,56 +197,123 @@ async def _abort(
         h2_stream.reset_nowait()
 
 
+@dataclass(slots=True)
+class Request:
+    """What one header list asks of the server, worked out once per connection and list.
+
+    `abort` is the HTTP status, gRPC status and message of a request refused
+    before any handler runs; otherwise the method, its caller's metadata and
+    the grpc-timeout in seconds (a deadline is a clock reading: per call).
+    """
+
+    headers: list[tuple[str, str]]
+    abort: tuple[int, Status | None, str | None] | None = None
+    method_name: str = ""
+    method: Any = None
+    content_type: str = ""
+    user_agent: str | None = None
+    timeout: float | None = None
+    metadata: list[tuple[str, str | bytes]] = field(default_factory=list)
+
+
+def prepare(mapping: dict[str, Any], codec: Any, raw: list[tuple[bytes, bytes]]) -> Request:
+    """grpclib's checks of a request's headers, in its order; ValueError for a header
+    that is not ASCII (what h2 decodes with grpclib's `header_encoding`)."""
+    try:
+        headers = [(k.decode("ascii"), v.decode("ascii")) for k, v in raw]
+    except UnicodeDecodeError as exc:
+        raise ValueError("request header is not ASCII") from exc
+    request = Request(headers)
+    headers_map = dict(headers)
+    if headers_map[":method"] != "POST":
+        request.abort = (405, None, None)
+        return request
+    content_type = headers_map.get("content-type")
+    if content_type is None:
+        request.abort = (415, Status.UNKNOWN, "Missing content-type header")
+        return request
+    base_content_type, _, sub_type = content_type.partition("+")
+    sub_type = sub_type or ProtoCodec.__content_subtype__
+    if base_content_type != GRPC_CONTENT_TYPE or sub_type != codec.__content_subtype__:
+        request.abort = (415, Status.UNKNOWN, "Unacceptable content-type header")
+        return request
+    if headers_map.get("te") != "trailers":
+        request.abort = (400, Status.UNKNOWN, 'Required "te: trailers" header is missing')
+        return request
+    method_name = headers_map[":path"]
+    method = mapping.get(method_name)
+    if method is None:
+        request.abort = (200, Status.UNIMPLEMENTED, "Method not found")
+        return request
+    try:
+        request.timeout = min(
+            map(decode_timeout, (v for k, v in headers if k == "grpc-timeout")), default=None
+        )
+    except ValueError:
+        request.abort = (200, Status.UNKNOWN, "Invalid grpc-timeout header")
+        return request
+    request.method_name, request.method = method_name, method
+    request.content_type = content_type
+    request.user_agent = headers_map.get("user-agent")
+    request.metadata = list(decode_metadata(headers).items())
+    return request
+
+
+class Requests:
+    """A connection's prepared requests by header list: a client repeats a few lists.
+
+    Bounded like `core.hpack_cache`: at most MAX_REQUESTS lists of at most
+    MAX_REQUEST_BYTES each, all forgotten when full.
+    """
+
+    MAX_REQUESTS = 32
+    MAX_REQUEST_BYTES = 1024
+
+    def __init__(self, mapping: dict[str, Any], codec: Any) -> None:
+        self.mapping = mapping
+        self.codec = codec
+        self.known: dict[tuple[tuple[bytes, bytes], ...], Request] = {}
+
+    def get(self, raw: list[tuple[bytes, bytes]]) -> Request:
+        key = tuple(raw)
+        request = self.known.get(key)
+        if request is None:
+            request = prepare(self.mapping, self.codec, raw)
+            if sum(map(len, chain.from_iterable(key))) <= self.MAX_REQUEST_BYTES:
+                if len(self.known) >= self.MAX_REQUESTS:
+                    self.known.clear()
+                self.known[key] = request
+        return request
+
+
 async def request_handler(
-    mapping: dict[str, Any],
+    requests: Requests,
     _stream: gproto.Stream,
-    headers: list[tuple[str, str]],
+    raw_headers: list[tuple[bytes, bytes]],
     codec: Any,
     status_details_codec: Any,
     dispatch: Any,
     release_stream: Callable[[], Any],
 ) -> None:
-    """grpclib 0.4.9's `request_handler`, running the call with `ServerStream`."""
+    """grpclib 0.4.9's `request_handler` on undecoded headers, with `ServerStream`."""
     try:
-        headers_map = dict(headers)
-
-        if headers_map[":method"] != "POST":
-            await _abort(_stream, 405)
-            return
-
-        content_type = headers_map.get("content-type")
-        if content_type is None:
-            await _abort(_stream, 415, Status.UNKNOWN, "Missing content-type header")
-            return
-
-        base_content_type, _, sub_type = content_type.partition("+")
-        sub_type = sub_type or ProtoCodec.__content_subtype__
-        if base_content_type != GRPC_CONTENT_TYPE or sub_type != codec.__content_subtype__:
-            await _abort(_stream, 415, Status.UNKNOWN, "Unacceptable content-type header")
-            return
-
-        if headers_map.get("te") != "trailers":
-            await _abort(_stream, 400, Status.UNKNOWN, 'Required "te: trailers" header is missing')
-            return
-
-        method_name = headers_map[":path"]
-        method = mapping.get(method_name)
-        if method is None:
-            await _abort(_stream, 200, Status.UNIMPLEMENTED, "Method not found")
-            return
-
         try:
-            deadline = Deadline.from_headers(headers)
+            request = requests.get(raw_headers)
         except ValueError:
-            await _abort(_stream, 200, Status.UNKNOWN, "Invalid grpc-timeout header")
+            # A stream error, as grpc-go answers a malformed field.
+            await _stream.reset(ErrorCodes.PROTOCOL_ERROR)
             return
-
-        metadata = decode_metadata(headers)
-        user_agent = headers_map.get("user-agent")
+        if request.abort is not None:
+            await _abort(_stream, *request.abort)
+            return
+        timeout = request.timeout
+        deadline = None if timeout is None else Deadline.from_timeout(timeout)
+        method = request.method
+        metadata = MultiDict(request.metadata)
 
         async with ServerStream(
             _stream,
-            method_name,
+            request.method_name,
             method.cardinality,
             method.request_type,
             method.reply_type,
@@ -250,7 +321,7 @@ async def request_handler(
             status_details_codec=status_details_codec,
             dispatch=dispatch,
             deadline=deadline,
-            user_agent=user_agent,
+            user_agent=request.user_agent,
         ) as stream:
             wrapper: Wrapper
             deadline_wrapper: Any
@@ -265,10 +336,10 @@ async def request_handler(
                     stream.metadata, method_func = await dispatch.recv_request(
                         metadata,
                         method.func,
-                        method_name=method_name,
+                        method_name=request.method_name,
                         deadline=deadline,
-                        content_type=content_type,
-                        user_agent=user_agent,
+                        content_type=request.content_type,
+                        user_agent=request.user_agent,
                         peer=stream.peer,
                     )
                     await method_func(stream)

@@ -124,6 +124,10 @@ class _Handler(gserver.Handler):
     """grpclib's per-connection handler, running calls with `core.calls.request_handler`
     and releasing every stream and task once done."""
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.requests = calls.Requests(self.mapping, self.codec)
+
     def accept(
         self,
         stream: gproto.Stream,
@@ -141,7 +145,7 @@ class _Handler(gserver.Handler):
         self.__gc_step__()
         task = self._tasks[stream] = self.loop.create_task(
             calls.request_handler(
-                self.mapping,
+                self.requests,
                 stream,
                 headers,
                 self.codec,
@@ -374,6 +378,9 @@ class HardenedServer(gserver.Server):
     def __init__(self, handlers: Any, *, limits: Limits, **kwargs: Any) -> None:
         super().__init__(handlers, **kwargs)
         self.limits = limits
+        # Request headers reach `core.calls` undecoded: it decodes each distinct
+        # list once per connection, not every field of every call.
+        self._h2_config.header_encoding = None
 
     def _protocol_factory(self) -> gproto.H2Protocol:
         self.__gc_step__()

@@ -14,6 +14,7 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import pytest
 from grpclib import GRPCError
@@ -72,6 +73,12 @@ class Service:
         for i in range(3):
             await stream.send_message(b"part %d" % i)
 
+    async def metadata(self, stream: Any) -> None:
+        await stream.recv_message()
+        seen = stream.metadata
+        await stream.send_message(repr(sorted(seen.items())).encode())
+        seen["x-added"] = "by the handler"
+
     async def wait(self, stream: Any) -> None:
         await stream.recv_message()
         await self.release.wait()
@@ -87,6 +94,7 @@ class Service:
             "InitialMetadata": (self.initial_metadata, unary),
             "ServerStream": (self.server_stream, streaming),
             "Wait": (self.wait, unary),
+            "Metadata": (self.metadata, unary),
         }
         return {f"/t.T/{k}": Handler(f, c, bytes, bytes) for k, (f, c) in methods.items()}
 
@@ -131,18 +139,26 @@ class Pair:
     def h2(self) -> h2.connection.H2Connection:
         return self.protocol.connection._connection
 
-    def request(self, method: str, body: bytes, end: bool = True) -> int:
+    def request(
+        self,
+        method: str,
+        body: bytes,
+        end: bool = True,
+        extra: list[tuple[str | bytes, str | bytes]] | None = None,
+        replace: dict[str, str | None] | None = None,
+    ) -> int:
         sid = self.client.get_next_available_stream_id()
+        headers: dict[str, str | None] = {
+            ":method": "POST",
+            ":scheme": "http",
+            ":path": f"/t.T/{method}",
+            ":authority": "localhost",
+            "te": "trailers",
+            "content-type": "application/grpc",
+            **(replace or {}),
+        }
         self.client.send_headers(
-            sid,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", f"/t.T/{method}"),
-                (":authority", "localhost"),
-                ("te", "trailers"),
-                ("content-type", "application/grpc"),
-            ],
+            sid, [*((k, v) for k, v in headers.items() if v is not None), *(extra or [])]
         )
         self.client.send_data(sid, grpc_frame(body), end_stream=end)
         self.replies[sid] = {"headers": None, "data": b"", "trailers": None, "ended": False}
@@ -214,7 +230,14 @@ def fast_path_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 
 def _grpclib_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Replies through grpclib's own Stream methods only."""
+    """Calls through grpclib's own request handler and Stream methods only, on
+    headers decoded as h2 would with grpclib's `header_encoding`."""
+
+    async def grpclib_handler(requests: calls.Requests, stream: Any, raw: Any, *rest: Any) -> None:
+        headers = [(k.decode("ascii"), v.decode("ascii")) for k, v in raw]
+        await gserver.request_handler(requests.mapping, stream, headers, *rest)
+
+    monkeypatch.setattr(calls, "request_handler", grpclib_handler)
     for name in ("send_message", "send_trailing_metadata", "cancel", "__aexit__"):
         monkeypatch.setattr(calls.ServerStream, name, getattr(gserver.Stream, name))
 
@@ -401,3 +424,100 @@ async def test_goaway_after_fast_replies(
 
     await _both_ways(monkeypatch, scenario)
     assert fast_path_calls == [True] * 3
+
+
+@pytest.mark.parametrize(
+    "replace",
+    [
+        {":method": "GET"},
+        {"content-type": None},
+        {"content-type": "application/json"},
+        {"content-type": "application/grpc+json"},
+        {"te": None},
+        {":path": "/t.T/Nothing"},
+        {"grpc-timeout": "soon"},
+        {"grpc-timeout": "5S"},
+        {"content-type": "application/grpc+proto", "user-agent": "test/1"},
+    ],
+)
+async def test_request_headers_are_checked_as_grpclib_does(
+    monkeypatch: pytest.MonkeyPatch, replace: dict[str, str | None]
+) -> None:
+    async def scenario(pair: Pair) -> None:
+        await pair.exchange()
+        # Twice: the second one is answered from the connection's prepared requests.
+        sids = [pair.request("Echo", b"2", replace=replace) for _ in range(2)]
+        await pair.exchange()
+        first, second = (pair.replies[sid] for sid in sids)
+        assert first["ended"] and second["ended"]
+        assert first["trailers"] == second["trailers"]
+        assert first["headers"][":status"] == second["headers"][":status"]
+
+    await _both_ways(monkeypatch, scenario)
+
+
+async def test_metadata_is_each_calls_own(
+    monkeypatch: pytest.MonkeyPatch, fast_path_calls: list[bool]
+) -> None:
+    async def scenario(pair: Pair) -> None:
+        await pair.exchange()
+        extra: list[tuple[str | bytes, str | bytes]] = [
+            ("x-one", "1"),
+            ("x-one", "2"),
+            ("x-data-bin", "AAEC"),
+            ("grpc-accept-encoding", "gzip"),
+        ]
+        sids = [pair.request("Metadata", b"", extra=extra) for _ in range(3)]
+        await pair.exchange()
+        expected = repr(sorted([("x-one", "1"), ("x-one", "2"), ("x-data-bin", b"\x00\x01\x02")]))
+        for sid in sids:
+            _ok(pair, sid, expected.encode())
+
+    await _both_ways(monkeypatch, scenario)
+    assert fast_path_calls == [True] * 3
+
+
+async def test_a_deadline_is_each_calls_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(pair: Pair) -> None:
+        await pair.exchange()
+        sids = [pair.request("Wait", b"", extra=[("grpc-timeout", "1m")]) for _ in range(2)]
+        await pair.exchange()
+        await asyncio.sleep(0.05)
+        later = pair.request("Wait", b"", extra=[("grpc-timeout", "1m")])
+        await pair.exchange()
+        await asyncio.sleep(0.05)
+        await pair.exchange()
+        for sid in [*sids, later]:
+            got = pair.replies[sid]["trailers"] or pair.replies[sid]["headers"]
+            assert got["grpc-status"] == str(Status.DEADLINE_EXCEEDED.value)
+
+    pair = Pair(Service())
+    try:
+        await scenario(pair)
+    finally:
+        pair.close()
+
+
+async def test_a_header_that_is_not_ascii_resets_only_its_stream() -> None:
+    pair = Pair(Service())
+    try:
+        await pair.exchange()
+        bad = pair.request("Echo", b"1", extra=[(b"x-name", b"caf\xc3\xa9")])
+        good = pair.request("Echo", b"1")
+        events: list[Any] = []
+        real = pair.client.receive_data
+
+        def receive(data: bytes) -> list[Any]:
+            new = real(data)
+            events.extend(new)
+            return new
+
+        pair.client.receive_data = receive  # type: ignore[method-assign]
+        await pair.exchange()
+        resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
+        assert [(e.stream_id, e.error_code) for e in resets] == [
+            (bad, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        ]
+        _ok(pair, good, b"r")
+    finally:
+        pair.close()
