@@ -521,3 +521,39 @@ async def test_a_header_that_is_not_ascii_resets_only_its_stream() -> None:
         _ok(pair, good, b"r")
     finally:
         pair.close()
+
+
+async def test_every_kind_of_frame_still_reaches_h2() -> None:
+    # Received frames are of `core.connection`'s quiet classes (no eager repr).
+    pair = Pair(Service())
+    try:
+        await pair.exchange()
+        events: list[Any] = []
+        real = pair.client.receive_data
+
+        def receive(data: bytes) -> list[Any]:
+            new = real(data)
+            events.extend(new)
+            return new
+
+        pair.client.receive_data = receive  # type: ignore[method-assign]
+        pair.client.ping(b"12345678")
+        pair.client.increment_flow_control_window(1000)
+        pair.client.update_settings({h2.settings.SettingCodes.MAX_FRAME_SIZE: 20000})
+        pair.protocol.data_received(bytes.fromhex("000003fa0000000000616263"))  # unknown type
+        # 30 KB of metadata: a HEADERS frame and CONTINUATION frames.
+        letters = "".join(chr(33 + (i * 7919) % 90) for i in range(30000)).replace(",", "a")
+        big = pair.request("Echo", b"6", extra=[("x-big", letters)])
+        waiting = pair.request("Wait", b"")
+        await pair.exchange()
+        pair.client.reset_stream(waiting)
+        await pair.exchange()
+        assert any(isinstance(e, h2.events.PingAckReceived) for e in events)
+        assert any(isinstance(e, h2.events.SettingsAcknowledged) for e in events)
+        _ok(pair, big, b"r" * 6)
+        assert pair.h2.streams[waiting].closed
+        pair.client.close_connection()
+        await pair.exchange()
+        assert pair.protocol.processor.handler.closing
+    finally:
+        pair.close()
