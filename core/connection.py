@@ -13,7 +13,10 @@ nothing for `idle_timeout`.
 
 Replies leave in one write per loop turn (`CoalescedTransport`), not one per
 frame batch, and header blocks that repeat are coded once per state of the
-HPACK tables (`core.hpack_cache`).
+HPACK tables (`core.hpack_cache`). Calls run through `core.calls` (the unary
+reply fast path), on request headers h2 leaves undecoded; received frames
+skip h2's eager `repr` of each (`quiet_frames`), and frames of unknown types
+are ignored as RFC 9113 asks.
 
 It also works around a leak in grpclib 0.4.9. A stream reset before its
 handler task first ran is cancelled before the task's `try/finally` is
