@@ -47,17 +47,19 @@ from h2.errors import ErrorCodes
 from h2.stream import StreamClosedBy, StreamState
 from multidict import MultiDict
 
+from core.hpack_cache import CachedEncoder
+
 log = logging.getLogger("grpclib.server")
 
 _FRAME_HEADER = struct.Struct(">BHBBL")
 _MESSAGE_PREFIX = struct.Struct(">BI")
 _DATA, _HEADERS = 0x0, 0x1
 _END_STREAM, _END_HEADERS = 0x1, 0x4
-_TRAILERS_OK = [(b"grpc-status", b"0")]
+_TRAILERS_OK = ((b"grpc-status", b"0"),)
 # A reply's headers by content type, as h2 would pass them to the encoder.
-_REPLY_HEADERS: dict[str, list[tuple[bytes, bytes]]] = {}
+_REPLY_HEADERS: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
 # The grpclib events whose listeners may change a reply's metadata or message.
-_SEND_EVENTS = ("send_initial_metadata", "send_message", "send_trailing_metadata")
+_SEND_EVENTS = frozenset(("send_initial_metadata", "send_message", "send_trailing_metadata"))
 
 
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
@@ -66,13 +68,13 @@ def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
 
 
 def write_unary_reply(
-    stream: gproto.Stream, headers: list[tuple[bytes, bytes]], data: bytes
+    stream: gproto.Stream, headers: tuple[tuple[bytes, bytes], ...], data: bytes
 ) -> bool:
     """Send `headers`, the DATA `data` and OK trailers on `stream` in one write, if h2's
     own path would send them as they are; False (nothing done) otherwise."""
     conn = stream._h2_connection
-    stream_id = stream.id
-    h2_stream = conn.streams.get(stream_id)  # type: ignore[arg-type]
+    stream_id: int = stream.id  # type: ignore[assignment]
+    h2_stream = conn.streams.get(stream_id)
     if h2_stream is None or not stream.connection.write_ready.is_set():
         return False
     machine = h2_stream.state_machine
@@ -89,12 +91,14 @@ def write_unary_reply(
         return False
     # Header blocks of a few dozen bytes: within the smallest frame size HTTP/2
     # allows (16 KiB), so never split into CONTINUATION frames.
-    encoder = conn.encoder
+    encoder: CachedEncoder = conn.encoder  # type: ignore[assignment]
+    head = encoder.encode_tuples(headers)
+    tail = encoder.encode_tuples(_TRAILERS_OK)
     frames = b"".join(
         (
-            _frame(_HEADERS, _END_HEADERS, stream_id, encoder.encode(headers)),  # type: ignore[arg-type]
-            _frame(_DATA, 0, stream_id, data),  # type: ignore[arg-type]
-            _frame(_HEADERS, _END_HEADERS | _END_STREAM, stream_id, encoder.encode(_TRAILERS_OK)),  # type: ignore[arg-type]
+            _frame(_HEADERS, _END_HEADERS, stream_id, head),
+            _frame(_DATA, 0, stream_id, data),
+            _frame(_HEADERS, _END_HEADERS | _END_STREAM, stream_id, tail),
         )
     )
     # What h2's send_headers, send_data and send_headers(end_stream=True) leave.
@@ -123,7 +127,7 @@ class ServerStream(gserver.Stream):  # type: ignore[type-arg]
             self._cardinality.server_streaming
             or self._send_initial_metadata_done
             or self._send_message_done
-            or not all(name in self._dispatch.__dict__ for name in _SEND_EVENTS)
+            or not self._dispatch.__dict__.keys() >= _SEND_EVENTS
         ):
             await super().send_message(message)
             return
@@ -150,11 +154,11 @@ class ServerStream(gserver.Stream):  # type: ignore[type-arg]
         self._held = None
         await super().cancel()
 
-    def _headers(self) -> list[tuple[bytes, bytes]]:
+    def _headers(self) -> tuple[tuple[bytes, bytes], ...]:
         content_type = self._content_type
         headers = _REPLY_HEADERS.get(content_type)
         if headers is None:
-            headers = [(b":status", b"200"), (b"content-type", content_type.encode())]
+            headers = ((b":status", b"200"), (b"content-type", content_type.encode()))
             _REPLY_HEADERS[content_type] = headers
         return headers
 

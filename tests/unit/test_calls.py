@@ -79,6 +79,10 @@ class Service:
         await stream.send_message(repr(sorted(seen.items())).encode())
         seen["x-added"] = "by the handler"
 
+    async def time_left(self, stream: Any) -> None:
+        await stream.recv_message()
+        await stream.send_message(b"yes" if stream.deadline.time_remaining() > 0 else b"no")
+
     async def wait(self, stream: Any) -> None:
         await stream.recv_message()
         await self.release.wait()
@@ -95,6 +99,7 @@ class Service:
             "ServerStream": (self.server_stream, streaming),
             "Wait": (self.wait, unary),
             "Metadata": (self.metadata, unary),
+            "TimeLeft": (self.time_left, unary),
         }
         return {f"/t.T/{k}": Handler(f, c, bytes, bytes) for k, (f, c) in methods.items()}
 
@@ -477,23 +482,40 @@ async def test_metadata_is_each_calls_own(
     assert fast_path_calls == [True] * 3
 
 
-async def test_a_deadline_is_each_calls_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def scenario(pair: Pair) -> None:
+async def test_a_deadline_is_each_calls_own() -> None:
+    pair = Pair(Service())
+
+    def done(sid: int) -> bool:
+        return pair.replies[sid]["ended"]
+
+    try:
         await pair.exchange()
-        sids = [pair.request("Wait", b"", extra=[("grpc-timeout", "1m")]) for _ in range(2)]
-        await pair.exchange()
-        await asyncio.sleep(0.05)
-        later = pair.request("Wait", b"", extra=[("grpc-timeout", "1m")])
-        await pair.exchange()
-        await asyncio.sleep(0.05)
-        await pair.exchange()
+        timeout = [("grpc-timeout", "1m")]
+        sids = [pair.request("Wait", b"", extra=timeout) for _ in range(2)]
+        for _ in range(500):
+            await pair.exchange(1)
+            if all(map(done, sids)):
+                break
+            await asyncio.sleep(0.01)
+        # The same header list again: its deadline is counted from its own start.
+        later = pair.request("Wait", b"", extra=timeout)
+        for _ in range(500):
+            await pair.exchange(1)
+            if done(later):
+                break
+            await asyncio.sleep(0.01)
         for sid in [*sids, later]:
             got = pair.replies[sid]["trailers"] or pair.replies[sid]["headers"]
             assert got["grpc-status"] == str(Status.DEADLINE_EXCEEDED.value)
-
-    pair = Pair(Service())
-    try:
-        await scenario(pair)
+        # Past the first one's deadline, the same list's next call has time left.
+        timeout = [("grpc-timeout", "200m")]
+        first = pair.request("TimeLeft", b"", extra=timeout)
+        await pair.exchange()
+        await asyncio.sleep(0.3)
+        second = pair.request("TimeLeft", b"", extra=timeout)
+        await pair.exchange()
+        _ok(pair, first, b"yes")
+        _ok(pair, second, b"yes")
     finally:
         pair.close()
 
