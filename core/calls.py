@@ -17,9 +17,14 @@ not held (initial metadata sent first, event listeners that may change what is
 sent), a message larger than a window or a frame, a stream not half-closed by
 the client, a connection closing or paused by back-pressure; and a handler that
 raises or sends its trailers itself after its message first has the held
-message sent the usual way. `request_handler` is grpclib's, running calls with
-`ServerStream`; statuses, deadlines, cancellation and metadata are handled as
-there (and the typed errors mapped in `core.services.status`).
+message sent the usual way.
+
+`request_handler` is grpclib's, running calls with `ServerStream`, on request
+headers h2 leaves undecoded: a client repeats a few header lists, so each
+list's decoding and grpclib's checks of it are done once per connection
+(`Requests`), and a call builds only its own deadline and metadata. Statuses,
+deadlines, cancellation and metadata are handled as in grpclib (the typed
+errors are mapped in `core.services.status`).
 """
 
 from __future__ import annotations
