@@ -13,7 +13,10 @@ nothing for `idle_timeout`.
 
 Replies leave in one write per loop turn (`CoalescedTransport`), not one per
 frame batch, and header blocks that repeat are coded once per state of the
-HPACK tables (`core.hpack_cache`).
+HPACK tables (`core.hpack_cache`). Calls run through `core.calls` (the unary
+reply fast path), on request headers h2 leaves undecoded; received frames
+skip h2's eager `repr` of each (`quiet_frames`), and frames of unknown types
+are ignored as RFC 9113 asks.
 
 It also works around a leak in grpclib 0.4.9. A stream reset before its
 handler task first ran is cancelled before the task's `try/finally` is
@@ -42,10 +45,13 @@ from typing import Any
 from grpclib import protocol as gproto
 from grpclib import server as gserver
 from h2.errors import ErrorCodes
-from h2.events import StreamReset
+from h2.events import StreamReset, UnknownFrameReceived
 from h2.exceptions import ProtocolError
+from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes
+from hyperframe.frame import FRAMES, ExtensionFrame, Frame
 
+from core import calls
 from core.hpack_cache import CachedDecoder, CachedEncoder
 
 log = logging.getLogger("ctrdeck.server")
@@ -119,8 +125,44 @@ class FrameWatch:
                 self.frames += 1
 
 
+def _quiet(cls: type[Frame]) -> type[Frame]:
+    return type(cls.__name__, (cls,), {"__repr__": object.__repr__})
+
+
+# h2 formats every frame it receives with `repr()` for its trace logger, which
+# does nothing: ~5% of a unary call. The frames a connection receives take a
+# subclass whose repr is object's (the class of a quiet frame is its own).
+_QUIET = {cls: _quiet(cls) for cls in (*FRAMES.values(), ExtensionFrame)}
+_QUIET.update({quiet: quiet for quiet in list(_QUIET.values())})
+
+
+class _QuietFrameBuffer(FrameBuffer):
+    """h2's frame buffer, yielding frames of `_QUIET` classes."""
+
+    def __next__(self) -> Frame:
+        frame = super().__next__()
+        frame.__class__ = _QUIET[frame.__class__]
+        return frame
+
+
+def quiet_frames(h2_conn: Any) -> None:
+    """Make `h2_conn` receive frames of `_QUIET` classes, dispatched as their bases."""
+    h2_conn.incoming_buffer.__class__ = _QuietFrameBuffer
+    table = h2_conn._frame_dispatch_table
+    table.update({_QUIET[cls]: handle for cls, handle in list(table.items())})
+
+
+def _ignore(event: Any) -> None:
+    pass
+
+
 class _Handler(gserver.Handler):
-    """grpclib's per-connection handler, releasing every stream and task once done."""
+    """grpclib's per-connection handler, running calls with `core.calls.request_handler`
+    and releasing every stream and task once done."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.requests = calls.Requests(self.mapping, self.codec)
 
     def accept(
         self,
@@ -136,8 +178,18 @@ class _Handler(gserver.Handler):
                 released = True
                 release_stream()
 
-        super().accept(stream, headers, release_once)
-        task = self._tasks[stream]
+        self.__gc_step__()
+        task = self._tasks[stream] = self.loop.create_task(
+            calls.request_handler(
+                self.requests,
+                stream,
+                headers,
+                self.codec,
+                self.status_details_codec,
+                self.dispatch,
+                release_once,
+            )
+        )
 
         def done(t: asyncio.Task[None]) -> None:
             # A task cancelled before its first step never ran request_handler's
@@ -228,6 +280,7 @@ class _Protocol(gproto.H2Protocol):
         # Before any header block: the caches must see the tables from their start.
         h2_conn.encoder = CachedEncoder.replacing(h2_conn.encoder)
         h2_conn.decoder = CachedDecoder.replacing(h2_conn.decoder)
+        quiet_frames(h2_conn)
         if self.limits.max_concurrent_streams != h2_conn.local_settings.max_concurrent_streams:
             h2_conn.update_settings(
                 {SettingCodes.MAX_CONCURRENT_STREAMS: self.limits.max_concurrent_streams}
@@ -243,6 +296,9 @@ class _Protocol(gproto.H2Protocol):
                 self._count_reset()
 
         processors[StreamReset] = counted_reset
+        # Frames of unknown types are to be ignored (RFC 9113 4.1); grpclib has no
+        # processor for h2's event and raised from data_received, dropping the connection.
+        processors[UnknownFrameReceived] = _ignore
         self._arm_stall()
         self._arm_idle(self.limits.idle_timeout)
 
@@ -362,6 +418,9 @@ class HardenedServer(gserver.Server):
     def __init__(self, handlers: Any, *, limits: Limits, **kwargs: Any) -> None:
         super().__init__(handlers, **kwargs)
         self.limits = limits
+        # Request headers reach `core.calls` undecoded: it decodes each distinct
+        # list once per connection, not every field of every call.
+        self._h2_config.header_encoding = None
 
     def _protocol_factory(self) -> gproto.H2Protocol:
         self.__gc_step__()

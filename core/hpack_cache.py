@@ -61,6 +61,16 @@ class CachedEncoder(Encoder):
         new.blocks, new.state = {}, None
         return new
 
+    def encode_tuples(self, key: tuple[tuple[bytes, bytes], ...]) -> bytes:
+        """`encode(list(key))` for a caller that vouches for `key`: plain 2-tuples,
+        coded with Huffman. Skips the check of each field on a remembered block."""
+        table = self.header_table
+        if not table.resized and _same(self.state, _table_state(table)):
+            block = self.blocks.get(key)
+            if block is not None:
+                return block
+        return self.encode(list(key))
+
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
         table = self.header_table
         before = _table_state(table)

@@ -37,6 +37,25 @@ def test_same_blocks_and_tables_as_hpack_in_any_sequence() -> None:
             assert dec.header_table.dynamic_entries == plain_dec.header_table.dynamic_entries
 
 
+def test_encode_tuples_is_encode_in_any_sequence() -> None:
+    # The reply fast path (core.calls) codes its constant lists with encode_tuples.
+    rng = random.Random(15)
+    reply = tuple((k.encode(), v.encode()) for k, v in REPLY)
+    trailers = tuple((k.encode(), v.encode()) for k, v in TRAILERS)
+    for _ in range(50):
+        plain, enc = Encoder(), CachedEncoder()
+        for _ in range(100):
+            if rng.random() < 0.05:
+                size = rng.choice([0, 100, 256, 4096])
+                plain.header_table_size = enc.header_table_size = size
+            if rng.random() < 0.2:
+                other = [(f"x-{rng.randint(0, 9)}", "v" * rng.randint(0, 300))]
+                assert enc.encode(list(other)) == plain.encode(list(other))
+            key = rng.choice([reply, trailers])
+            assert enc.encode_tuples(key) == plain.encode(list(key))
+            assert enc.header_table.dynamic_entries == plain.header_table.dynamic_entries
+
+
 def test_a_repeated_block_is_coded_once() -> None:
     enc, dec = CachedEncoder(), CachedDecoder()
     for _ in range(3):
