@@ -38,10 +38,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from bench import osimage
+from bench.bench_pull import tmpfs
 from bench.stats import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,19 +156,6 @@ def profile(blobs: list[Path], parent: str, top: int) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
-@contextlib.contextmanager
-def tmpfs() -> Iterator[str]:
-    where = tempfile.mkdtemp(prefix="bench-apply-tmpfs-", dir="/tmp")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2g", "tmpfs", where], check=True)
-    try:
-        yield where
-    finally:
-        # Something else walking /tmp can hold it a moment: detach it lazily then.
-        if subprocess.run(["umount", where], check=False).returncode:
-            subprocess.run(["umount", "-l", where], check=False)
-        os.rmdir(where)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("blobs", nargs="*", type=Path, help="gzip layer blobs, in order")
@@ -182,7 +169,7 @@ def main() -> None:
     args = parser.parse_args()
     blobs = args.blobs or osimage.build(args.cache).blobs
     with contextlib.ExitStack() as stack:
-        parent = stack.enter_context(tmpfs()) if args.tmpfs else "/tmp"
+        parent = stack.enter_context(tmpfs("2g")) if args.tmpfs else "/tmp"
         if args.profile:
             profile(blobs, parent, args.top)
             return

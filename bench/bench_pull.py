@@ -207,13 +207,16 @@ def checkout(root: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def tmpfs() -> Iterator[str]:
-    where = tempfile.mkdtemp(prefix="bench-pull-tmpfs-", dir="/tmp")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g", "tmpfs", where], check=True)
+def tmpfs(size: str = "4g") -> Iterator[str]:
+    """A tmpfs mounted under /tmp for the block's duration, then unmounted and removed."""
+    where = tempfile.mkdtemp(prefix="bench-tmpfs-", dir="/tmp")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", where], check=True)
     try:
         yield where
     finally:
-        subprocess.run(["umount", "-R", where], check=False)
+        # Something else walking /tmp can hold it a moment: detach it lazily then.
+        if subprocess.run(["umount", "-R", where], check=False).returncode:
+            subprocess.run(["umount", "-R", "-l", where], check=False)
         os.rmdir(where)
 
 
