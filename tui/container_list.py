@@ -99,7 +99,6 @@ def lean_row(record: memoryview) -> tuple[ContainerRow, int] | None:
     labels: dict[str, str] = {}
     runtime: str | None = None
     created: datetime | None = None
-    seen_created = False
     entries = 0
     try:
         for number, kind, _, value, end in fields(record):
@@ -121,9 +120,8 @@ def lean_row(record: memoryview) -> tuple[ContainerRow, int] | None:
                     return None
                 runtime = name[0]
             elif number == CREATED_AT:
-                if kind != LEN or seen_created:
+                if kind != LEN or created is not None:
                     return None
-                seen_created = True
                 created = _timestamp(record[value:end])
                 if created is None:
                     return None
