@@ -17,7 +17,7 @@ from core import filters, identifiers
 from core import labels as label_rules
 from core.errors import AlreadyExists, InvalidArgument, NotFound
 from core.metadata import masks
-from core.metadata.db import Database, dump_labels, load_labels, now_us
+from core.metadata.db import Database, dump_labels, load_labels, now_after, now_us
 from core.metadata.namespaces import NamespaceStore
 
 
@@ -177,7 +177,7 @@ class ContainerStore:
                 else:
                     raise InvalidArgument(f'container "{c.id}": {path} field is immutable')
             _validate(cur)
-            cur.updated_at = now_us()
+            cur.updated_at = now_after(cur.updated_at)
             if check is not None:
                 check(cur)
             self._write(conn, namespace, cur, insert=False)

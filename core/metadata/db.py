@@ -131,6 +131,12 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+def now_after(previous: int) -> int:
+    """`now_us`, but later than `previous`: a record's update time is the key of its cached
+    encoding, so two updates may not share one, whatever the clock does."""
+    return max(now_us(), previous + 1)
+
+
 def to_datetime(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, tz=UTC).replace(microsecond=us % 1_000_000)
 

@@ -17,7 +17,7 @@ from core import labels as label_rules
 from core.descriptor import Descriptor, validate_digest
 from core.errors import AlreadyExists, InvalidArgument, NotFound
 from core.metadata import masks
-from core.metadata.db import Database, dump_labels, load_labels, now_us
+from core.metadata.db import Database, dump_labels, load_labels, now_after, now_us
 from core.metadata.namespaces import NamespaceStore
 
 
@@ -140,7 +140,7 @@ class ImageStore:
                 current.labels = dict(image.labels)
                 current.target = image.target
             _validate(current)
-            current.updated_at = now_us()
+            current.updated_at = now_after(current.updated_at)
             if check is not None:
                 check(current)
             self._write(conn, namespace, current, insert=False)

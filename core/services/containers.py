@@ -5,7 +5,7 @@ they came in; `ctr` decodes the spec again when it starts a task. Every reply
 carrying a container is made from its cached encoding (keyed by its update
 time): a list, so a console's periodic resync does not encode every spec again
 (and the whole encoded list is kept until the metadata next changes,
-`replies.ReplyCache`), and Create and Get, so `ctr run`'s create, its size
+`replies.ReplyCache`), and Create, Update and Get, so `ctr run`'s create, its size
 check and its two Gets encode the spec once.
 """
 
@@ -127,7 +127,7 @@ class ContainersService(api.ContainersBase):
                 id=c.id, image=c.image, labels=c.labels, snapshot_key=c.snapshot_key
             ),
         )
-        return api.UpdateContainerResponse(container=container_out(c))
+        return Preencoded(repeated(1, [self._encoded(ns, c)]))  # type: ignore[return-value]
 
     async def delete(self, message: api.DeleteContainerRequest) -> Empty:
         ns = context.namespace()

@@ -76,9 +76,10 @@ class ImagesService(api.ImagesBase):
         db = engine.metadata.db
         self.replies = ReplyCache(lambda: db.generation)
 
-    def _sendable(self, image: Image) -> None:
+    def _sendable(self, ns: str, image: Image) -> None:
+        # A GetImageResponse: the image as field 1, as in Create's and Update's replies.
         check_sendable(
-            api.GetImageResponse(image=image_out(image)),
+            repeated(1, [self._encoded(ns, image)]),
             self.engine.config.grpc.max_send_message_size,
             f'image "{image.name}"',
         )
@@ -104,20 +105,24 @@ class ImagesService(api.ImagesBase):
 
     async def create(self, message: api.CreateImageRequest) -> api.CreateImageResponse:
         ns = context.namespace()
-        image = self.store.create(ns, image_in(message.image), self._sendable)
+        image = self.store.create(
+            ns, image_in(message.image), lambda image: self._sendable(ns, image)
+        )
         self.engine.events.publish(
             ns, "/images/create", api.ImageCreate(name=image.name, labels=image.labels)
         )
-        return api.CreateImageResponse(image=image_out(image))
+        return Preencoded(repeated(1, [self._encoded(ns, image)]))  # type: ignore[return-value]
 
     async def update(self, message: api.UpdateImageRequest) -> api.UpdateImageResponse:
         ns = context.namespace()
         paths = list(message.update_mask.paths) if message.update_mask else []
-        image = self.store.update(ns, image_in(message.image), paths, self._sendable)
+        image = self.store.update(
+            ns, image_in(message.image), paths, lambda image: self._sendable(ns, image)
+        )
         self.engine.events.publish(
             ns, "/images/update", api.ImageUpdate(name=image.name, labels=image.labels)
         )
-        return api.UpdateImageResponse(image=image_out(image))
+        return Preencoded(repeated(1, [self._encoded(ns, image)]))  # type: ignore[return-value]
 
     async def delete(self, message: api.DeleteImageRequest) -> Empty:
         ns = context.namespace()
