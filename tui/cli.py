@@ -65,10 +65,11 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool = False) -> No
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ctrdeck", description="A terminal console for containers, and its engine."
-    )
+PROG = "ctrdeck"
+DESCRIPTION = "A terminal console for containers, and its engine."
+
+
+def _top_options(parser: argparse.ArgumentParser) -> None:
     _global_options(parser, top=True)
     parser.add_argument("--read-only", action="store_true", help="refuse every change")
     parser.add_argument("--theme", choices=("dark", "light"), help="console theme (default dark)")
@@ -84,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     from tui import nodes_cli
 
     nodes_cli.add_options(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    _top_options(parser)
+    from tui import nodes_cli
+
     sub = parser.add_subparsers(dest="command")
 
     engine = sub.add_parser("engine", help="run or control the bundled engine")
@@ -115,6 +123,44 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     config_sub.add_parser("default", help="print the default config.toml")
     return parser
+
+
+class _NotPull(Exception):
+    """The command line is not one `_PullOnly` parses as the full parser would."""
+
+
+class _PullOnly(argparse.ArgumentParser):
+    """A parser that gives up, instead of printing an error, on what it does not take."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _NotPull(message)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line `argv` (default: the process's arguments), parsed.
+
+    Building every subcommand's parser costs ~30 ms of CPU (argparse looks up message
+    translations and the terminal's width for each parser and option), which a `ctrdeck
+    pull` would spend before it sends its request. So the command line is first parsed by
+    a parser with the same top-level options and `pull` as its only subcommand, without
+    -h; it raises instead of printing errors. A `pull` command line that it takes is parsed
+    exactly as the full parser would; anything else (another command, none, -h, any error)
+    goes to the full parser, which prints what it always printed.
+    """
+    if "pull" not in (sys.argv[1:] if argv is None else argv):
+        return build_parser().parse_args(argv)
+    quick = _PullOnly(prog=PROG, description=DESCRIPTION, add_help=False)
+    _top_options(quick)
+    from tui import pull_cli
+
+    pull_cli.add_pull_parser(quick.add_subparsers(dest="command"), _global_options)
+    try:
+        args = quick.parse_args(argv)
+    except _NotPull:
+        args = None
+    if args is not None and args.command == "pull":
+        return args
+    return build_parser().parse_args(argv)
 
 
 def refuse_trio() -> None:
@@ -260,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     Called without `argv`, as the `ctrdeck` program is, the one-shot image commands end the
     process themselves once done (`_exit_now`).
     """
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     if args.command == "engine":
         if args.engine_command == "stop":
             return stop_engine(args)

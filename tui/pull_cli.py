@@ -27,7 +27,15 @@ def add_parsers(
     add_globals: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     """Add `pull` and `images` to the `ctrdeck` command; `add_globals` adds -a and -n."""
+    add_pull_parser(sub, add_globals)
+    add_images_parser(sub, add_globals)
 
+
+def add_pull_parser(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_globals: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Add `pull` alone (as `tui.cli.parse` does for a `ctrdeck pull` command line)."""
     pull_parser = sub.add_parser("pull", help="pull an image through the engine, with progress")
     add_globals(pull_parser)
     pull_parser.add_argument("--snapshotter", help="snapshotter to unpack into")
@@ -48,6 +56,11 @@ def add_parsers(
     )
     pull_parser.add_argument("ref", help="image reference, e.g. docker.io/library/alpine:3.20")
 
+
+def add_images_parser(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_globals: Callable[[argparse.ArgumentParser], None],
+) -> None:
     images_parser = sub.add_parser("images", help="push, import, export, tag and remove images")
     add_globals(images_parser)
     isub = images_parser.add_subparsers(dest="images_command", required=True)
