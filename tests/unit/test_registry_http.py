@@ -102,6 +102,25 @@ async def test_a_large_body_comes_whole_in_reads_of_at_most_read_size(
     assert max(len(p) for p in parts) <= READ_SIZE
 
 
+async def test_a_slow_reader_gets_every_byte_of_a_body_larger_than_the_buffer(
+    client: httpx.AsyncClient,
+) -> None:
+    # The server can send far ahead of the reader: reading pauses while the connection's
+    # buffer is full, and resumes as the reader takes it, without losing or reordering.
+    data = bytes(range(251)) * (6 * READ_SIZE // 251 + 5)
+    server, url = await start(fixed(data))
+    async with client.stream("GET", url + "/blob") as response:
+        parts = []
+        async for part in response.aiter_raw():
+            parts.append(part)
+            await asyncio.sleep(0.01)
+    assert b"".join(parts) == data
+    assert max(len(p) for p in parts) <= READ_SIZE
+    response = await client.get(url + "/v2/")
+    assert response.content == data
+    assert server.connections == 1
+
+
 async def test_interim_answers_are_skipped_and_an_unread_head_answer_keeps_its_connection(
     client: httpx.AsyncClient,
 ) -> None:
