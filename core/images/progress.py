@@ -60,8 +60,11 @@ class Progress:
 
 
 class Subscriber:
+    """A caller's view of a job: `event` on every change, `hurry` on an urgent one."""
+
     def __init__(self) -> None:
         self.event = asyncio.Event()
+        self.hurry = asyncio.Event()
         self.urgent = True
 
 
@@ -84,6 +87,8 @@ class PullJob:
         for sub in self.subscribers:
             sub.urgent = sub.urgent or urgent
             sub.event.set()
+            if urgent:
+                sub.hurry.set()
 
     def set_phase(self, phase: str, message: str = "") -> None:
         self.phase, self.message = phase, message

@@ -583,8 +583,12 @@ class Puller:
                 if not sub.urgent and not job.done:
                     wait = last + PROGRESS_INTERVAL - time.monotonic()
                     if wait > 0:
-                        await asyncio.sleep(wait)
+                        # An urgent change (a state, a phase, the end) cuts the wait short.
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(wait):
+                                await sub.hurry.wait()
                 sub.event.clear()
+                sub.hurry.clear()
                 sub.urgent = False
                 last = time.monotonic()
                 if job.done:
