@@ -167,7 +167,7 @@ class Engine:
         return Puller(
             self.blobs,
             self.image_records,
-            self.unpackers,
+            lambda: self.unpackers,
             self.config.registry.config_path,
             self.pull_observers,
             auths=self.config.registry.auths,

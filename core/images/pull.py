@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from core.descriptor import Descriptor
 from core.errors import (
@@ -57,8 +58,10 @@ from core.images.progress import (
 from core.images.records import ImageRecords
 from core.images.reference import Reference, parse
 from core.images.registry import RegistryClient
-from core.images.unpack import Unpacker, Unpackers
 from core.metadata.images import Image
+
+if TYPE_CHECKING:
+    from core.images.unpack import Unpacker, Unpackers
 
 log = logging.getLogger("ctrdeck.pull")
 
@@ -188,7 +191,7 @@ class _Pipeline:
         self,
         blobs: Blobs,
         records: ImageRecords,
-        unpackers: Unpackers,
+        unpackers: Callable[[], Unpackers],
         job: PullJob,
         lease: str,
         client: RegistryClient,
@@ -214,21 +217,28 @@ class _Pipeline:
 
     async def run(self) -> Image:
         request = self.request
-        unpacker = (
-            self.unpackers.open(self.ns, self.lease, request.snapshotter)
+        # A fresh engine's first pull loads the unpacker's modules (the applier, tar, the
+        # compressors) in a worker thread while the registry answers the first two requests.
+        loading = (
+            asyncio.get_running_loop().run_in_executor(None, self.unpackers)
             if request.unpack
             else None
         )
-        matcher = (
-            platforms.only(platforms.parse(request.platform))
-            if request.platform
-            else platforms.default_matcher()
-        )
-        client = self.client
-        root = await client.resolve(self.ref)
-        self.job.set_phase("fetching", f"resolved {self.ref} to {root.digest}")
+        try:
+            matcher = (
+                platforms.only(platforms.parse(request.platform))
+                if request.platform
+                else platforms.default_matcher()
+            )
+            client = self.client
+            root = await client.resolve(self.ref)
+            self.job.set_phase("fetching", f"resolved {self.ref} to {root.digest}")
+            data = await client.fetch_manifest(self.ref, root)
+        finally:
+            parts = await loading if loading is not None else None
+        # Nothing is stored before the snapshotter is known to be there.
+        unpacker = parts.open(self.ns, self.lease, request.snapshotter) if parts else None
         manifest_desc = root
-        data = await client.fetch_manifest(self.ref, root)
         depth = 0
         others: list[Descriptor] = []
         while mediatypes.is_index(manifest_desc.media_type):
@@ -263,29 +273,41 @@ class _Pipeline:
                 layer.digest, LayerProgress(layer.digest, layer.media_type, layer.size)
             )
         self.job.changed(urgent=True)
-        await self._fetch_blob(client, manifest.config)
-        config_path = self.blobs.content.path(manifest.config.digest)
-        config = handlers.read_config(
-            await asyncio.to_thread(config_path.read_bytes),
-            f"config {manifest.config.digest}",
-        )
-        if (
-            request.platform
-            and manifest_desc is root
-            and config.platform.os
-            and not matcher.match(config.platform)
-        ):
-            raise NotFound(f"{self.ref} is an image for {config.platform}, not {request.platform}")
-        if unpacker is not None and len(config.diff_ids) != len(manifest.layers):
-            raise FailedPrecondition(
-                f"manifest {manifest_desc.digest} has {len(manifest.layers)} layers but its "
-                f"config lists {len(config.diff_ids)} diff IDs"
+
+        async def read_config() -> list[str]:
+            await self._fetch_blob(client, manifest.config)
+            config_path = self.blobs.content.path(manifest.config.digest)
+            config = handlers.read_config(
+                await asyncio.to_thread(config_path.read_bytes),
+                f"config {manifest.config.digest}",
             )
-        await self._layers(client, manifest, config.diff_ids, unpacker)
+            if (
+                request.platform
+                and manifest_desc is root
+                and config.platform.os
+                and not matcher.match(config.platform)
+            ):
+                raise NotFound(
+                    f"{self.ref} is an image for {config.platform}, not {request.platform}"
+                )
+            if unpacker is not None and len(config.diff_ids) != len(manifest.layers):
+                raise FailedPrecondition(
+                    f"manifest {manifest_desc.digest} has {len(manifest.layers)} layers but its "
+                    f"config lists {len(config.diff_ids)} diff IDs"
+                )
+            return config.diff_ids
+
+        if request.platform and manifest_desc is root:
+            # Only the config says which platform a lone manifest is for: no layer before it.
+            diff_ids = await read_config()
+            await self._layers(client, manifest, diff_ids, unpacker)
+        else:
+            # The layers download while the config does; each unpack waits for its diff IDs.
+            diff_ids = await self._layers(client, manifest, read_config(), unpacker)
         for other in others:
             await self._fetch_content(client, other, depth)
         if unpacker is not None and manifest.layers:
-            chains = handlers.chain_ids(config.diff_ids)
+            chains = handlers.chain_ids(diff_ids)
             await unpacker.finish(manifest.config, chains[-1])
         image = Image(name=str(self.ref), target=root, labels=dict(request.labels))
         return self.records.register(self.ns, image)
@@ -294,9 +316,10 @@ class _Pipeline:
         self,
         client: RegistryClient,
         manifest: handlers.Manifest,
-        diff_ids: list[str],
+        config: list[str] | Awaitable[list[str]],
         unpacker: Unpacker | None,
-    ) -> None:
+    ) -> list[str]:
+        """Fetch (and unpack) the layers; `config` is their diff IDs, or reads them meanwhile."""
         ready = [asyncio.Event() for _ in manifest.layers]
         # A layer whose turn to unpack comes while it is still downloading is applied
         # from the download as the bytes arrive, so extraction overlaps the transfer.
@@ -317,7 +340,16 @@ class _Pipeline:
 
             return report
 
-        chains = handlers.chain_ids(diff_ids)
+        diff_ids: list[str] = []
+        chains: list[str] = []
+        configured = asyncio.Event()
+
+        async def configure() -> None:
+            nonlocal diff_ids, chains
+            diff_ids = config if isinstance(config, list) else await config
+            chains = handlers.chain_ids(diff_ids)
+            configured.set()
+
         count = len(manifest.layers)
         # Set once a layer's snapshot is there; a layer starts once the one `parallel` below
         # it is done, and goes onto its parent once that one is (see core/images/unpack.py).
@@ -325,6 +357,7 @@ class _Pipeline:
 
         async def unpack(i: int, layer: Descriptor) -> None:
             assert unpacker is not None
+            await configured.wait()
             if i >= unpacker.parallel:
                 await done[i - unpacker.parallel].wait()
             await unpack_one(i, layer, done[i - 1].wait if i else None)
@@ -377,6 +410,7 @@ class _Pipeline:
 
         try:
             async with asyncio.TaskGroup() as group:
+                group.create_task(configure())
                 seen: set[str] = set()
                 for i, layer in enumerate(manifest.layers):
                     if layer.digest in seen:
@@ -390,6 +424,7 @@ class _Pipeline:
                         group.create_task(unpack(i, layer))
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
+        return diff_ids
 
     async def _fetch_content(self, client: RegistryClient, desc: Descriptor, depth: int) -> None:
         """Fetch, without unpacking, everything under another platform's index entry."""
@@ -516,7 +551,8 @@ class Puller:
     """Runs pulls and lets concurrent callers of the same pull share it.
 
     It stores blobs through `blobs`, keeps its lease and image record through
-    `records`, unpacks through `unpackers` and reaches registries as the hosts
+    `records`, unpacks through what `unpackers()` returns (called in a worker thread as a
+    pull starts: the first call imports the unpacker) and reaches registries as the hosts
     directory `hosts_dir` says, with the request's credentials for its registry
     and `auths` (the engine's per-host entries) elsewhere. Each pull that stores
     its image is reported to every one of `observers` (`engine.pull_observers`,
@@ -527,7 +563,7 @@ class Puller:
         self,
         blobs: Blobs,
         records: ImageRecords,
-        unpackers: Unpackers,
+        unpackers: Callable[[], Unpackers],
         hosts_dir: str,
         observers: Sequence[PullObserver] = (),
         auths: Mapping[str, tuple[str, str]] | None = None,

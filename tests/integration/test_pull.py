@@ -53,6 +53,9 @@ from tests.registry import (
     multiplatform_image,
     single,
 )
+from tests.registry import _desc_json as registry_desc_json
+from tests.registry import _json as registry_json
+from tests.registry import _sha as registry_sha
 
 pytestmark = [
     pytest.mark.integration,
@@ -437,6 +440,35 @@ async def test_layer_unpacking_to_another_diff_id_leaves_nothing(
     with pytest.raises(GRPCError) as info:
         await pull(client, ref)
     assert "diff ID" in (info.value.message or "")
+    await assert_nothing_left(engine, client, "overlayfs")
+
+
+async def test_a_config_with_too_few_diff_ids_leaves_nothing(
+    engine: EngineProcess, client: Client, registry: Registry
+) -> None:
+    # The layers download while the config does: the config, listing two diff IDs for three
+    # layers, must still stop the pull before any layer is unpacked, and take all of it away.
+    layers = [make_layer([file(f"l{i}/data", os.urandom(1 << 20))]) for i in range(3)]
+    short = build_image(layers[:2])
+    manifest = registry_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": short.descriptor.media_type,
+            "config": registry_desc_json(short.config_descriptor),
+            "layers": [registry_desc_json(layer.descriptor) for layer in layers],
+        }
+    )
+    lying = replace(
+        short,
+        layers=layers,
+        manifest=manifest,
+        descriptor=replace(short.descriptor, digest=registry_sha(manifest), size=len(manifest)),
+    )
+    ref = registry.push(single(lying), "test/few-diff-ids")
+    with pytest.raises(GRPCError) as info:
+        await pull(client, ref)
+    assert info.value.status == Status.FAILED_PRECONDITION
+    assert "has 3 layers but its config lists 2 diff IDs" in (info.value.message or "")
     await assert_nothing_left(engine, client, "overlayfs")
 
 
