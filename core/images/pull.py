@@ -274,40 +274,29 @@ class _Pipeline:
             )
         self.job.changed(urgent=True)
 
-        async def read_config() -> list[str]:
-            await self._fetch_blob(client, manifest.config)
-            config_path = self.blobs.content.path(manifest.config.digest)
-            config = handlers.read_config(
-                await asyncio.to_thread(config_path.read_bytes),
-                f"config {manifest.config.digest}",
+        await self._fetch_blob(client, manifest.config)
+        config_path = self.blobs.content.path(manifest.config.digest)
+        config = handlers.read_config(
+            await asyncio.to_thread(config_path.read_bytes),
+            f"config {manifest.config.digest}",
+        )
+        if (
+            request.platform
+            and manifest_desc is root
+            and config.platform.os
+            and not matcher.match(config.platform)
+        ):
+            raise NotFound(f"{self.ref} is an image for {config.platform}, not {request.platform}")
+        if unpacker is not None and len(config.diff_ids) != len(manifest.layers):
+            raise FailedPrecondition(
+                f"manifest {manifest_desc.digest} has {len(manifest.layers)} layers but its "
+                f"config lists {len(config.diff_ids)} diff IDs"
             )
-            if (
-                request.platform
-                and manifest_desc is root
-                and config.platform.os
-                and not matcher.match(config.platform)
-            ):
-                raise NotFound(
-                    f"{self.ref} is an image for {config.platform}, not {request.platform}"
-                )
-            if unpacker is not None and len(config.diff_ids) != len(manifest.layers):
-                raise FailedPrecondition(
-                    f"manifest {manifest_desc.digest} has {len(manifest.layers)} layers but its "
-                    f"config lists {len(config.diff_ids)} diff IDs"
-                )
-            return config.diff_ids
-
-        if request.platform and manifest_desc is root:
-            # Only the config says which platform a lone manifest is for: no layer before it.
-            diff_ids = await read_config()
-            await self._layers(client, manifest, diff_ids, unpacker)
-        else:
-            # The layers download while the config does; each unpack waits for its diff IDs.
-            diff_ids = await self._layers(client, manifest, read_config(), unpacker)
+        await self._layers(client, manifest, config.diff_ids, unpacker)
         for other in others:
             await self._fetch_content(client, other, depth)
         if unpacker is not None and manifest.layers:
-            chains = handlers.chain_ids(diff_ids)
+            chains = handlers.chain_ids(config.diff_ids)
             await unpacker.finish(manifest.config, chains[-1])
         image = Image(name=str(self.ref), target=root, labels=dict(request.labels))
         return self.records.register(self.ns, image)
@@ -316,10 +305,9 @@ class _Pipeline:
         self,
         client: RegistryClient,
         manifest: handlers.Manifest,
-        config: list[str] | Awaitable[list[str]],
+        diff_ids: list[str],
         unpacker: Unpacker | None,
-    ) -> list[str]:
-        """Fetch (and unpack) the layers; `config` is their diff IDs, or reads them meanwhile."""
+    ) -> None:
         ready = [asyncio.Event() for _ in manifest.layers]
         # A layer whose turn to unpack comes while it is still downloading is applied
         # from the download as the bytes arrive, so extraction overlaps the transfer.
@@ -340,16 +328,7 @@ class _Pipeline:
 
             return report
 
-        diff_ids: list[str] = []
-        chains: list[str] = []
-        configured = asyncio.Event()
-
-        async def configure() -> None:
-            nonlocal diff_ids, chains
-            diff_ids = config if isinstance(config, list) else await config
-            chains = handlers.chain_ids(diff_ids)
-            configured.set()
-
+        chains = handlers.chain_ids(diff_ids)
         count = len(manifest.layers)
         # Set once a layer's snapshot is there; a layer starts once the one `parallel` below
         # it is done, and goes onto its parent once that one is (see core/images/unpack.py).
@@ -357,7 +336,6 @@ class _Pipeline:
 
         async def unpack(i: int, layer: Descriptor) -> None:
             assert unpacker is not None
-            await configured.wait()
             if i >= unpacker.parallel:
                 await done[i - unpacker.parallel].wait()
             await unpack_one(i, layer, done[i - 1].wait if i else None)
@@ -410,7 +388,6 @@ class _Pipeline:
 
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(configure())
                 seen: set[str] = set()
                 for i, layer in enumerate(manifest.layers):
                     if layer.digest in seen:
@@ -424,7 +401,6 @@ class _Pipeline:
                         group.create_task(unpack(i, layer))
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
-        return diff_ids
 
     async def _fetch_content(self, client: RegistryClient, desc: Descriptor, depth: int) -> None:
         """Fetch, without unpacking, everything under another platform's index entry."""

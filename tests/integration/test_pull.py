@@ -446,8 +446,8 @@ async def test_layer_unpacking_to_another_diff_id_leaves_nothing(
 async def test_a_config_with_too_few_diff_ids_leaves_nothing(
     engine: EngineProcess, client: Client, registry: Registry
 ) -> None:
-    # The layers download while the config does: the config, listing two diff IDs for three
-    # layers, must still stop the pull before any layer is unpacked, and take all of it away.
+    # The config lists two diff IDs for three layers: the pull stops before any layer is
+    # fetched or unpacked, and takes what it stored away.
     layers = [make_layer([file(f"l{i}/data", os.urandom(1 << 20))]) for i in range(3)]
     short = build_image(layers[:2])
     manifest = registry_json(
