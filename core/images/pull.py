@@ -273,7 +273,6 @@ class _Pipeline:
                 layer.digest, LayerProgress(layer.digest, layer.media_type, layer.size)
             )
         self.job.changed(urgent=True)
-
         await self._fetch_blob(client, manifest.config)
         config_path = self.blobs.content.path(manifest.config.digest)
         config = handlers.read_config(
