@@ -68,6 +68,8 @@ TEMPLATE_POLL = 2.0
 # instructions: a function run fewer times in the template writes its code object in
 # every monitor (40 KiB per monitor with one rehearsal).
 REHEARSALS = 8
+# What a runtime command's child says when no `go` came: no error message is empty.
+GAVE_UP = b"\0"
 
 
 class Log:
@@ -217,7 +219,8 @@ class Monitor:
         path = self.cfg.get(key) or ""
         return Sink(path) if path else None
 
-    def start(self) -> None:
+    def start(self, lines: Lines | None = None) -> None:
+        """Run the runtime command and learn its process; with `lines`, once told `go`."""
         stdout, stderr = self._sink("stdout"), self._sink("stderr")
         if self.cfg.get("stdin"):
             self.stdin_fifo = os.open(self.cfg["stdin"], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -255,7 +258,7 @@ class Monitor:
                 close_after.append(in_r)
                 self.stdin_target = in_w
         self.sinks = {i: s for i, s in enumerate((stdout, stderr)) if s is not None}
-        runtime_pid = spawn(argv, child_fds)
+        runtime_pid = spawn(argv, child_fds, lines)
         for fd in close_after:
             os.close(fd)
         if listener is not None:
@@ -499,8 +502,17 @@ def ignore(*_: object) -> None:
     """SIGCHLD's handler: the wake-up fd carries the news. One function, not one per monitor."""
 
 
-def spawn(argv: list[str], stdio: list[int]) -> int:
+class GaveUp(Exception):
+    """The engine gave up on this process before it was created: no `go` came."""
+
+
+def spawn(argv: list[str], stdio: list[int], lines: Lines | None = None) -> int:
     """Start `argv` with `stdio` as its fds 0-2, and this process's environment; its pid.
+
+    With `lines`, the child forked for it waits for `go` on them, and execs the moment it
+    comes: a warm monitor forks while the engine still prepares the bundle, so neither
+    the fork nor the monitor's own wake-up is on the way from `go` to the runtime
+    command. End of file instead raises `GaveUp`.
 
     fork and exec rather than posix_spawn, which converts an environment dict for every
     call: its strings are on a dozen of the template's pages, which every monitor then
@@ -515,11 +527,16 @@ def spawn(argv: list[str], stdio: list[int]) -> int:
                 os.dup2(fd, i)
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            if lines is not None and lines.next() != b"go":
+                os.write(failed_w, GAVE_UP)
+                os._exit(1)
             os.execvp(argv[0], argv)
         except BaseException as exc:
             os.write(failed_w, str(exc).encode(errors="replace"))
         finally:
             os._exit(127)
+    if lines is not None:
+        lines.handed_on = True
     os.close(failed_w)
     try:
         # End of file once exec has closed the pipe: the command runs.
@@ -528,6 +545,8 @@ def spawn(argv: list[str], stdio: list[int]) -> int:
         os.close(failed_r)
     if failure:
         os.waitpid(pid, 0)
+        if failure == GAVE_UP:
+            raise GaveUp
         raise OSError(failure.decode(errors="replace"))
     return pid
 
@@ -617,6 +636,8 @@ class Lines:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.buf = b""
+        # Whether a child forked to run the runtime command reads the rest (`spawn`).
+        self.handed_on = False
 
     def next(self) -> bytes:
         """The next line without its end; empty at end of file."""
@@ -641,17 +662,16 @@ def run(
     """
     cfg = marshal.loads(read_file(cfg_path))
     (settle or leave)(cfg, report, lines)
-    told = lines is None
     try:
         monitor = Monitor(cfg)
-        if lines is not None:
-            told = True
-            if lines.next() != b"go":
-                return 1  # the engine gave up on this process before it was created
-        monitor.start()
+        monitor.start(lines)
+    except GaveUp:
+        return 1
     except Exception as exc:  # every failure must reach the engine as a message
-        if lines is not None and not told:
-            lines.next()  # the engine reads answers once it has said go
+        # The engine reads answers once it has said go; a child forked for the runtime
+        # command has taken it, else it is still to come.
+        if lines is not None and not lines.handed_on and lines.next() != b"go":
+            return 1
         message = " ".join((str(exc) or type(exc).__name__).split())
         say(report, f"error {message}\n")
         os.close(report)
