@@ -27,8 +27,9 @@ The first line it writes on its stdout is the engine's answer:
 Started with `--template <socket>` instead, it is the template of warm monitors: it
 loads once, leaves the engine's tree, and forks a monitor for each config path sent on
 the socket; such a monitor first answers `pid <own pid>`, readies itself while the engine
-prepares the bundle, waits for the line `go` (end of file: give up), then goes on as
-above, answering on the socket.
+prepares the bundle (its files, its pipes, and the child forked to run the runtime
+command, which waits for the line `go` itself and execs at once; end of file: both give
+up), then goes on as above, answering on the socket.
 """
 
 from __future__ import annotations
