@@ -77,7 +77,9 @@ def start_monitor(socket_path: Path, directory: Path) -> tuple[int, int]:
     directory.mkdir()
     for name in ("control", "stdin", "stdout", "stderr"):
         os.mkfifo(directory / name)
-    cfg = stand_in_config(str(directory), ["sh", "-c", f"sleep 1000 & echo $! > {directory}/pid"])
+    # The shell by its full path, as the engine names a runtime.
+    shell = shutil.which("sh") or "sh"
+    cfg = stand_in_config(str(directory), [shell, "-c", f"sleep 1000 & echo $! > {directory}/pid"])
     (directory / "monitor.cfg").write_bytes(marshal.dumps(cfg))
     with socket.socket(socket.AF_UNIX) as conn:
         conn.connect(str(socket_path))

@@ -27,8 +27,9 @@ The first line it writes on its stdout is the engine's answer:
 Started with `--template <socket>` instead, it is the template of warm monitors: it
 loads once, leaves the engine's tree, and forks a monitor for each config path sent on
 the socket; such a monitor first answers `pid <own pid>`, readies itself while the engine
-prepares the bundle, waits for the line `go` (end of file: give up), then goes on as
-above, answering on the socket.
+prepares the bundle (its files, its pipes, and the child forked to run the runtime
+command, which waits for the line `go` itself and execs at once; end of file: both give
+up), then goes on as above, answering on the socket.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     Settle = Callable[[dict[str, Any], int, "Lines | None"], None]
 
 PR_SET_CHILD_SUBREAPER = 36
+MADV_DONTNEED = 4
 READ_SIZE = 32 * 1024
 # Output a slow or vanished client has not read yet is kept up to this many
 # bytes per FIFO, then dropped (the log file still has it).
@@ -68,6 +70,8 @@ TEMPLATE_POLL = 2.0
 # instructions: a function run fewer times in the template writes its code object in
 # every monitor (40 KiB per monitor with one rehearsal).
 REHEARSALS = 8
+# What a runtime command's child says when no `go` came: no error message is empty.
+GAVE_UP = b"\0"
 
 
 class Log:
@@ -217,7 +221,8 @@ class Monitor:
         path = self.cfg.get(key) or ""
         return Sink(path) if path else None
 
-    def start(self) -> None:
+    def start(self, lines: Lines | None = None) -> None:
+        """Run the runtime command and learn its process; with `lines`, once told `go`."""
         stdout, stderr = self._sink("stdout"), self._sink("stderr")
         if self.cfg.get("stdin"):
             self.stdin_fifo = os.open(self.cfg["stdin"], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -255,7 +260,7 @@ class Monitor:
                 close_after.append(in_r)
                 self.stdin_target = in_w
         self.sinks = {i: s for i, s in enumerate((stdout, stderr)) if s is not None}
-        runtime_pid = spawn(argv, child_fds)
+        runtime_pid = spawn(argv, child_fds, lines)
         for fd in close_after:
             os.close(fd)
         if listener is not None:
@@ -499,8 +504,17 @@ def ignore(*_: object) -> None:
     """SIGCHLD's handler: the wake-up fd carries the news. One function, not one per monitor."""
 
 
-def spawn(argv: list[str], stdio: list[int]) -> int:
+class GaveUp(Exception):
+    """The engine gave up on this process before it was created: no `go` came."""
+
+
+def spawn(argv: list[str], stdio: list[int], lines: Lines | None = None) -> int:
     """Start `argv` with `stdio` as its fds 0-2, and this process's environment; its pid.
+
+    With `lines`, the child forked for it waits for `go` on them, and execs the moment it
+    comes: a warm monitor forks while the engine still prepares the bundle, so neither
+    the fork nor the monitor's own wake-up is on the way from `go` to the runtime
+    command. End of file instead raises `GaveUp`.
 
     fork and exec rather than posix_spawn, which converts an environment dict for every
     call: its strings are on a dozen of the template's pages, which every monitor then
@@ -515,11 +529,16 @@ def spawn(argv: list[str], stdio: list[int]) -> int:
                 os.dup2(fd, i)
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            if lines is not None and lines.next() != b"go":
+                os.write(failed_w, GAVE_UP)
+                os._exit(1)
             os.execvp(argv[0], argv)
         except BaseException as exc:
             os.write(failed_w, str(exc).encode(errors="replace"))
         finally:
             os._exit(127)
+    if lines is not None:
+        lines.handed_on = True
     os.close(failed_w)
     try:
         # End of file once exec has closed the pipe: the command runs.
@@ -528,6 +547,8 @@ def spawn(argv: list[str], stdio: list[int]) -> int:
         os.close(failed_r)
     if failure:
         os.waitpid(pid, 0)
+        if failure == GAVE_UP:
+            raise GaveUp
         raise OSError(failure.decode(errors="replace"))
     return pid
 
@@ -582,6 +603,61 @@ def prctl() -> Any:
     return _prctl
 
 
+_code: Any = None
+
+
+def code_ranges() -> Any:
+    """libc's madvise, and the (start, length) of each mapping of code this process has,
+    as its arguments.
+
+    Read once (a template does so before it forks; its monitors map the same libraries,
+    and load none after), and only of mappings of a file that hold no page of their own
+    (`Anonymous: 0 kB`, as code without text relocations never does): letting go of
+    those drops page-table entries, never content. smaps is searched, not split: a
+    template keeps the pages its allocations touched, and so would every monitor.
+    """
+    global _code
+    if _code is None:
+        import _ctypes
+
+        class Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL
+
+        class Libc:
+            _handle = _ctypes.dlopen(None)
+
+        class Word(_ctypes._SimpleCData):
+            _type_ = "L"  # unsigned long: an address and a size_t on Linux
+
+        try:
+            smaps = read_file("/proc/self/smaps")
+        except OSError:
+            smaps = b""  # no /proc: nothing is shed, and the monitor runs on as it would
+        ranges = []
+        at = smaps.find(b" r-xp ")
+        while at >= 0:
+            line = smaps.rfind(b"\n", 0, at) + 1
+            end = smaps.find(b"\n", at)
+            anonymous = smaps.find(b"\nAnonymous:", end) + 11
+            pristine = smaps[anonymous : smaps.find(b"\n", anonymous)].strip() == b"0 kB"
+            if pristine and smaps.find(b" /", at, end) >= 0:
+                lo, _, hi = smaps[line:at].partition(b"-")
+                ranges.append((Word(int(lo, 16)), Word(int(hi, 16) - int(lo, 16))))
+            at = smaps.find(b" r-xp ", end)
+        _code = (Function(("madvise", Libc)), tuple(ranges))
+    return _code
+
+
+def shed_code() -> None:
+    """Let go of the code pages starting ran through; the ones the monitor's loop runs
+    come back as it runs them (a minor fault each, once). The pages stay in the page
+    cache, shared, but each one mapped counts in this process's PSS: a monitor's start
+    maps about 1 MiB of libpython's and libc's code that its loop never runs again."""
+    madvise, ranges = code_ranges()
+    for start, length in ranges:
+        madvise(start, length, MADV_DONTNEED)
+
+
 def become_subreaper() -> None:
     """Orphans below us are re-parented to us, so the container's exit status is ours to read."""
     prctl()(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -617,6 +693,8 @@ class Lines:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.buf = b""
+        # Whether a child forked to run the runtime command reads the rest (`spawn`).
+        self.handed_on = False
 
     def next(self) -> bytes:
         """The next line without its end; empty at end of file."""
@@ -641,23 +719,23 @@ def run(
     """
     cfg = marshal.loads(read_file(cfg_path))
     (settle or leave)(cfg, report, lines)
-    told = lines is None
     try:
         monitor = Monitor(cfg)
-        if lines is not None:
-            told = True
-            if lines.next() != b"go":
-                return 1  # the engine gave up on this process before it was created
-        monitor.start()
+        monitor.start(lines)
+    except GaveUp:
+        return 1
     except Exception as exc:  # every failure must reach the engine as a message
-        if lines is not None and not told:
-            lines.next()  # the engine reads answers once it has said go
+        # The engine reads answers once it has said go; a child forked for the runtime
+        # command has taken it, else it is still to come.
+        if lines is not None and not lines.handed_on and lines.next() != b"go":
+            return 1
         message = " ".join((str(exc) or type(exc).__name__).split())
         say(report, f"error {message}\n")
         os.close(report)
         return 1
     say(report, f"ok {monitor.pid} {os.getpid()}\n")
     os.close(report)
+    shed_code()
     monitor.run()
     return 0
 
@@ -821,6 +899,7 @@ def template(path: str) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     prctl()
+    code_ranges()
     for _ in range(REHEARSALS):
         rehearse(f"{path}.rehearsal")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel

@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -306,3 +308,167 @@ def test_a_warm_monitor_keeps_the_templates_quiet_stdio_and_signals(tmp_path: Pa
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(monitor, signal.SIGKILL)
         sock.unlink(missing_ok=True)  # the template ends once it sees its socket gone
+
+
+@pytest.fixture
+def template_socket(tmp_path: Path) -> Iterator[Path]:
+    """A running template of warm monitors; it ends once its socket is removed."""
+    from core.runtime.monitor_protocol import MONITOR, MONITOR_BOOT, fresh_bytecode
+
+    fresh_bytecode()
+    sock = tmp_path / "template.sock"
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-c", MONITOR_BOOT, str(MONITOR), "--template", str(sock)],
+        check=True,
+        start_new_session=True,
+    )
+    try:
+        yield sock
+    finally:
+        sock.unlink(missing_ok=True)
+
+
+def _task_dir(tmp_path: Path, argv: list[str], **cfg: object) -> Path:
+    import marshal
+
+    directory = tmp_path / "task"
+    directory.mkdir()
+    for name in ("control", "stdin", "stdout", "stderr"):
+        os.mkfifo(directory / name)
+    config = {**monitor_module.stand_in_config(str(directory), argv), **cfg}
+    (directory / "monitor.cfg").write_bytes(marshal.dumps(config))
+    return directory
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _wait(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "not within 30 seconds"
+        time.sleep(0.02)
+
+
+def test_a_warm_monitor_forks_ahead_and_runs_its_runtime_only_once_told_go(
+    tmp_path: Path, template_socket: Path
+) -> None:
+    """The runtime command's child is there before `go`, but execs only after it."""
+    import socket
+
+    marker = tmp_path / "ran"
+    directory = _task_dir(
+        tmp_path, ["/bin/sh", "-c", f"touch {marker}; sleep 1000 & echo $! > {tmp_path}/task/pid"]
+    )
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(str(template_socket))
+        conn.sendall(f"{directory}/monitor.cfg\n".encode())
+        reader = conn.makefile("rb")
+        word, monitor = reader.readline().split()
+        assert word == b"pid"
+        try:
+            _wait(lambda: _children(int(monitor)) != [])
+            assert not marker.exists()
+            conn.sendall(b"go\n")
+            word, _, _ = reader.readline().split()
+            assert word == b"ok" and marker.exists()
+        finally:
+            os.killpg(int(monitor), signal.SIGKILL)
+
+
+def test_a_warm_monitor_the_engine_gave_up_on_ends_with_its_child(
+    tmp_path: Path, template_socket: Path
+) -> None:
+    """End of file where `go` would come: no runtime command, no answer, nothing left."""
+    import socket
+
+    marker = tmp_path / "ran"
+    directory = _task_dir(tmp_path, ["/bin/sh", "-c", f"touch {marker}"])
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(str(template_socket))
+        conn.sendall(f"{directory}/monitor.cfg\n".encode())
+        reader = conn.makefile("rb")
+        _, monitor = reader.readline().split()
+        _wait(lambda: _children(int(monitor)) != [])
+        [child] = _children(int(monitor))
+        conn.shutdown(socket.SHUT_WR)
+        assert reader.read() == b""
+    _wait(lambda: _gone(int(monitor)) and _gone(child))
+    assert not marker.exists()
+
+
+def test_a_warm_monitor_answers_a_failure_before_its_fork_once_told_go(
+    tmp_path: Path, template_socket: Path
+) -> None:
+    """A stdout FIFO that is not there fails before the fork: the answer waits for `go`,
+    and end of file instead of `go` gets none."""
+    import socket
+
+    directory = _task_dir(tmp_path, ["/bin/true"], stdout=str(tmp_path / "no-such-fifo"))
+    for told in (b"", b"go\n"):
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(template_socket))
+            conn.sendall(f"{directory}/monitor.cfg\n".encode() + told)
+            conn.shutdown(socket.SHUT_WR)
+            words = conn.makefile("rb").read().decode().split()
+        assert words[0] == "pid"
+        assert words[2:3] == (["error"] if told else [])
+        if told:
+            assert "no-such-fifo" in " ".join(words)
+
+
+def test_a_warm_monitor_reports_a_runtime_that_cannot_be_run(
+    tmp_path: Path, template_socket: Path
+) -> None:
+    import socket
+
+    directory = _task_dir(tmp_path, [str(tmp_path / "no-runtime"), "create"])
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(str(template_socket))
+        conn.sendall(f"{directory}/monitor.cfg\ngo\n".encode())
+        words = conn.makefile("rb").read().decode()
+    assert "error" in words and "No such file or directory" in words
+    _, monitor = words.split()[:2]
+    _wait(lambda: _gone(int(monitor)))
+
+
+def test_shedding_code_drops_mapped_code_only_and_the_process_runs_on() -> None:
+    """`shed_code` lets go of code mappings' pages, which come back as they run."""
+    here = str(Path(monitor_module.__file__).parent)
+    probe = (
+        f"import os, sys; sys.path.insert(0, {here!r})\n"
+        "import monitor\n"
+        "def rss():\n"
+        "    text = open('/proc/self/smaps_rollup').read().split()\n"
+        "    return int(text[text.index('Rss:') + 1])\n"
+        "_, ranges = monitor.code_ranges()\n"
+        "maps = [line.split() for line in open('/proc/self/maps')]\n"
+        "code = {int(f[0].split('-')[0], 16): f for f in maps if f[1] == 'r-xp'}\n"
+        "assert ranges\n"
+        "for start, length in ranges:\n"
+        "    f = code[start.value]\n"
+        "    assert f[5].startswith('/')\n"
+        "    assert int(f[0].split('-')[1], 16) - start.value == length.value\n"
+        "before = rss()\n"
+        "monitor.shed_code()\n"
+        "after = rss()\n"
+        "import json\n"
+        "print(after < before, json.dumps({'sum': sum(range(1000))}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["True", '{"sum":', "499500}"]
