@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     Settle = Callable[[dict[str, Any], int, "Lines | None"], None]
 
 PR_SET_CHILD_SUBREAPER = 36
-MADV_DONTNEED = 4
 READ_SIZE = 32 * 1024
 # Output a slow or vanished client has not read yet is kept up to this many
 # bytes per FIFO, then dropped (the log file still has it).
@@ -603,61 +602,6 @@ def prctl() -> Any:
     return _prctl
 
 
-_code: Any = None
-
-
-def code_ranges() -> Any:
-    """libc's madvise, and the (start, length) of each mapping of code this process has,
-    as its arguments.
-
-    Read once (a template does so before it forks; its monitors map the same libraries,
-    and load none after), and only of mappings of a file that hold no page of their own
-    (`Anonymous: 0 kB`, as code without text relocations never does): letting go of
-    those drops page-table entries, never content. smaps is searched, not split: a
-    template keeps the pages its allocations touched, and so would every monitor.
-    """
-    global _code
-    if _code is None:
-        import _ctypes
-
-        class Function(_ctypes.CFuncPtr):
-            _flags_ = _ctypes.FUNCFLAG_CDECL
-
-        class Libc:
-            _handle = _ctypes.dlopen(None)
-
-        class Word(_ctypes._SimpleCData):
-            _type_ = "L"  # unsigned long: an address and a size_t on Linux
-
-        try:
-            smaps = read_file("/proc/self/smaps")
-        except OSError:
-            smaps = b""  # no /proc: nothing is shed, and the monitor runs on as it would
-        ranges = []
-        at = smaps.find(b" r-xp ")
-        while at >= 0:
-            line = smaps.rfind(b"\n", 0, at) + 1
-            end = smaps.find(b"\n", at)
-            anonymous = smaps.find(b"\nAnonymous:", end) + 11
-            pristine = smaps[anonymous : smaps.find(b"\n", anonymous)].strip() == b"0 kB"
-            if pristine and smaps.find(b" /", at, end) >= 0:
-                lo, _, hi = smaps[line:at].partition(b"-")
-                ranges.append((Word(int(lo, 16)), Word(int(hi, 16) - int(lo, 16))))
-            at = smaps.find(b" r-xp ", end)
-        _code = (Function(("madvise", Libc)), tuple(ranges))
-    return _code
-
-
-def shed_code() -> None:
-    """Let go of the code pages starting ran through; the ones the monitor's loop runs
-    come back as it runs them (a minor fault each, once). The pages stay in the page
-    cache, shared, but each one mapped counts in this process's PSS: a monitor's start
-    maps about 1 MiB of libpython's and libc's code that its loop never runs again."""
-    madvise, ranges = code_ranges()
-    for start, length in ranges:
-        madvise(start, length, MADV_DONTNEED)
-
-
 def become_subreaper() -> None:
     """Orphans below us are re-parented to us, so the container's exit status is ours to read."""
     prctl()(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -735,7 +679,6 @@ def run(
         return 1
     say(report, f"ok {monitor.pid} {os.getpid()}\n")
     os.close(report)
-    shed_code()
     monitor.run()
     return 0
 
@@ -899,7 +842,6 @@ def template(path: str) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     prctl()
-    code_ranges()
     for _ in range(REHEARSALS):
         rehearse(f"{path}.rehearsal")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel

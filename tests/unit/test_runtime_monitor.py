@@ -443,32 +443,3 @@ def test_a_warm_monitor_reports_a_runtime_that_cannot_be_run(
     assert "error" in words and "No such file or directory" in words
     _, monitor = words.split()[:2]
     _wait(lambda: _gone(int(monitor)))
-
-
-def test_shedding_code_drops_mapped_code_only_and_the_process_runs_on() -> None:
-    """`shed_code` lets go of code mappings' pages, which come back as they run."""
-    here = str(Path(monitor_module.__file__).parent)
-    probe = (
-        f"import os, sys; sys.path.insert(0, {here!r})\n"
-        "import monitor\n"
-        "def rss():\n"
-        "    text = open('/proc/self/smaps_rollup').read().split()\n"
-        "    return int(text[text.index('Rss:') + 1])\n"
-        "_, ranges = monitor.code_ranges()\n"
-        "maps = [line.split() for line in open('/proc/self/maps')]\n"
-        "code = {int(f[0].split('-')[0], 16): f for f in maps if f[1] == 'r-xp'}\n"
-        "assert ranges\n"
-        "for start, length in ranges:\n"
-        "    f = code[start.value]\n"
-        "    assert f[5].startswith('/')\n"
-        "    assert int(f[0].split('-')[1], 16) - start.value == length.value\n"
-        "before = rss()\n"
-        "monitor.shed_code()\n"
-        "after = rss()\n"
-        "import json\n"
-        "print(after < before, json.dumps({'sum': sum(range(1000))}))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
-    )
-    assert done.stdout.split() == ["True", '{"sum":', "499500}"]
