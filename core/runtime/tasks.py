@@ -93,6 +93,23 @@ def runc_binary_name(options: Any) -> str:
     return RuncOptions.parse(options.value).binary_name
 
 
+async def _to_the_end(work: Awaitable[None]) -> None:
+    """Await `work` to its end, even through cancellations of the caller meanwhile.
+
+    For undoing what a refused or cancelled call began: a client's deadline cancels
+    its handler, and a reset of its stream may cancel it again while it cleans up,
+    which must not leave a runtime container, a mount or a bundle behind.
+    """
+    undoing = asyncio.ensure_future(work)
+    while True:
+        try:
+            await asyncio.shield(undoing)
+            return
+        except asyncio.CancelledError:
+            if undoing.done():
+                raise
+
+
 class TaskManager:
     def __init__(
         self,
@@ -186,7 +203,7 @@ class TaskManager:
             root = bundle / "rootfs"
             if mounts:
                 # In a worker while the spec is fitted and the monitor readied.
-                mounting = asyncio.ensure_future(rootfs_mod.mount_all(mounts, root))
+                mounting = rootfs_mod.start_mount(mounts, root)
             else:
                 given = (raw_spec.get("root") or {}).get("path", "")
                 if not (isinstance(given, str) and given.startswith("/") and Path(given).is_dir()):
@@ -222,21 +239,26 @@ class TaskManager:
                 bundles.write_private(bundle / "config.json", json.dumps(fitted).encode())
                 task.save()
                 if mounting is not None:
-                    await mounting
+                    # Shielded: a Create cancelled here still waits for the worker below.
+                    await asyncio.shield(mounting)
                 prepared = True
 
             await monitors.spawn(init, argv, "create", self.log_max, monitor, prepare)
         except BaseException:
-            if mounting is not None:
-                # The bundle goes only once the worker is done with its rootfs.
-                await asyncio.wait([mounting])
-                if not mounting.cancelled():
-                    mounting.exception()
-            await monitors.abandon(monitor)
-            if prepared:
-                with contextlib.suppress(CtrdeckError):
-                    await runtime.run(namespace, "delete", "--force", container.id)
-            await self._remove_bundle(bundle)
+
+            async def undo() -> None:
+                if mounting is not None:
+                    # The bundle goes only once the worker is done with its rootfs.
+                    await asyncio.wait([mounting])
+                    if not mounting.cancelled():
+                        mounting.exception()
+                await monitors.abandon(monitor)
+                if prepared:
+                    with contextlib.suppress(CtrdeckError):
+                        await runtime.run(namespace, "delete", "--force", container.id)
+                await self._remove_bundle(bundle)
+
+            await _to_the_end(undo())
             raise
         self.tasks[(namespace, container.id)] = task
         init.save()

@@ -928,3 +928,31 @@ def test_state_dir_has_no_stray_fifos(tengine: EngineProcess) -> None:
         p for p in task_root.rglob("*") if p.exists() and stat.S_ISFIFO(p.lstat().st_mode)
     ] if task_root.exists() else []  # fmt: skip
     assert leftovers == []
+
+
+async def test_a_create_cancelled_at_any_point_leaves_a_task_or_nothing(
+    nsclient: Client, tengine: EngineProcess, workdir: Path
+) -> None:
+    """A Create whose deadline passes (while the rootfs mounts in its worker, while the
+    runtime creates, ...) either made its task or left no bundle and no mount behind."""
+    c = nsclient
+    await create_container(c, "hurried", ["sleep", "60"])
+    mounts = rootfs_mounts(workdir / "rootfs")
+    bundle = tengine.state / TASK_DIR / c.namespace / "hurried"
+
+    async def settled() -> bool:
+        listed = [t.id for t in (await c.tasks.list(tasks.ListTasksRequest())).tasks]
+        if "hurried" in listed:
+            return bundle.is_dir() and mounts_under(bundle) != []
+        return not bundle.exists() and mounts_under(bundle) == []
+
+    for deadline in (0.0005, 0.001, 0.002, 0.003, 0.005, 0.008, 0.013, 0.021, 0.034, 0.055):
+        with contextlib.suppress(GRPCError, TimeoutError):
+            await c.tasks.create(
+                tasks.CreateTaskRequest(container_id="hurried", rootfs=mounts), timeout=deadline
+            )
+        await eventually(settled, timeout=20)
+        if "hurried" in [t.id for t in (await c.tasks.list(tasks.ListTasksRequest())).tasks]:
+            await c.tasks.delete(tasks.DeleteTaskRequest(container_id="hurried"))
+        assert not bundle.exists() and mounts_under(bundle) == []
+    await c.containers.delete(containers.DeleteContainerRequest(id="hurried"))
