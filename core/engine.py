@@ -271,6 +271,8 @@ class Engine:
             subscribers=lambda: self.events.subscriber_count,
             cgroups_layout=layout,
         )
+        # A collection put off while tasks are created and started: see `_until_quiet`.
+        self.gc.quiet_for = self.tasks.quiet_for
         self.plugins.add(
             Plugin(
                 "io.containerd.runtime.v2",

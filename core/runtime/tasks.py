@@ -30,7 +30,7 @@ import os
 import shutil
 import signal as signals
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,21 @@ class TaskManager:
         self.tasks: dict[tuple[str, str], Task] = {}
         self._reserved: set[tuple[str, str]] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._busy = 0
+        self._busy_until = time.monotonic()
+
+    def quiet_for(self) -> float:
+        """Seconds since the last create, start or delete of a task ended; 0 while one runs."""
+        return 0.0 if self._busy else time.monotonic() - self._busy_until
+
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            self._busy_until = time.monotonic()
 
     # --- lookup ---------------------------------------------------------------
 
@@ -166,7 +181,8 @@ class TaskManager:
             raise AlreadyExists(f"task {container.id}: already exists")
         self._reserved.add(key)
         try:
-            return await self._create(namespace, container, mounts, stdio)
+            with self._working():
+                return await self._create(namespace, container, mounts, stdio)
         finally:
             self._reserved.discard(key)
 
@@ -357,27 +373,28 @@ class TaskManager:
     async def start(self, namespace: str, container_id: str, exec_id: str = "") -> Process:
         task = self.get(namespace, container_id)
         async with task.lock:
-            if exec_id:
-                return await self._start_exec(task, task.lookup(exec_id))
-            proc = task.process
-            if proc.status != Status.CREATED or proc.exit is not None:
-                raise FailedPrecondition(
-                    f"task {container_id}: cannot start a task that is {self._state(proc)}"
-                )
-            proc.starting = asyncio.Event()
-            try:
-                await task.runtime.run(namespace, "start", container_id)
-                if proc.exit is None:
-                    proc.status = Status.RUNNING
-                proc.save()
-                self.publish(
-                    namespace, "/tasks/start",
-                    events.TaskStart(container_id=container_id, pid=proc.pid),
-                )  # fmt: skip
-            finally:
-                proc.starting.set()
-                proc.starting = None
-            return proc
+            with self._working():
+                if exec_id:
+                    return await self._start_exec(task, task.lookup(exec_id))
+                proc = task.process
+                if proc.status != Status.CREATED or proc.exit is not None:
+                    raise FailedPrecondition(
+                        f"task {container_id}: cannot start a task that is {self._state(proc)}"
+                    )
+                proc.starting = asyncio.Event()
+                try:
+                    await task.runtime.run(namespace, "start", container_id)
+                    if proc.exit is None:
+                        proc.status = Status.RUNNING
+                    proc.save()
+                    self.publish(
+                        namespace, "/tasks/start",
+                        events.TaskStart(container_id=container_id, pid=proc.pid),
+                    )  # fmt: skip
+                finally:
+                    proc.starting.set()
+                    proc.starting = None
+                return proc
 
     async def _start_exec(self, task: Task, proc: Process) -> Process:
         if proc.status != Status.CREATED or proc.monitor_pid:
@@ -510,19 +527,20 @@ class TaskManager:
     async def delete(self, namespace: str, container_id: str) -> Process:
         task = self.get(namespace, container_id)
         async with task.lock:
-            proc = task.process
-            if proc.exit is None and proc.status in (Status.RUNNING, Status.PAUSED):
-                raise FailedPrecondition(
-                    f"cannot delete task {container_id}: it is {self._state(proc)}; "
-                    "kill it and wait for it to stop first"
-                )
-            with contextlib.suppress(RuntimeFailed):
-                await task.runtime.run(namespace, "delete", "--force", container_id)
-            await proc.done.wait()
-            for ex in task.execs.values():
-                if ex.monitor_pid:
-                    await self._finish_exec(ex)
-            await self._forget(task)
+            with self._working():
+                proc = task.process
+                if proc.exit is None and proc.status in (Status.RUNNING, Status.PAUSED):
+                    raise FailedPrecondition(
+                        f"cannot delete task {container_id}: it is {self._state(proc)}; "
+                        "kill it and wait for it to stop first"
+                    )
+                with contextlib.suppress(RuntimeFailed):
+                    await task.runtime.run(namespace, "delete", "--force", container_id)
+                await proc.done.wait()
+                for ex in task.execs.values():
+                    if ex.monitor_pid:
+                        await self._finish_exec(ex)
+                await self._forget(task)
         assert proc.exit is not None
         self.publish(
             namespace,
