@@ -774,10 +774,11 @@ async def test_warm_monitors_outlive_an_engine_sigkill(workdir: Path) -> None:
         assert b"--template" in Path(f"/proc/{monitor}/cmdline").read_bytes()
         assert os.readlink(f"/proc/{monitor}/cwd") == str(engine.state / TASK_DIR / ns / "w0/init")
         # Its own process group (the engine kills it with its runtime command), in the
-        # template's session, not a new one (a new scheduler autogroup per Create).
+        # template's session, which is the engine's: not a new one (a scheduler autogroup
+        # of its own, in which runc waits on a loaded host).
         assert os.getpgid(monitor) == monitor
         assert engine.proc is not None
-        assert os.getsid(monitor) == os.getsid(template) != os.getsid(engine.proc.pid)
+        assert os.getsid(monitor) == os.getsid(template) == os.getsid(engine.proc.pid)
         c.close()
         engine.kill()
 
@@ -956,3 +957,27 @@ async def test_a_create_cancelled_at_any_point_leaves_a_task_or_nothing(
             await c.tasks.delete(tasks.DeleteTaskRequest(container_id="hurried"))
         assert not bundle.exists() and mounts_under(bundle) == []
     await c.containers.delete(containers.DeleteContainerRequest(id="hurried"))
+
+
+async def test_template_and_monitors_keep_the_engines_session_in_groups_of_their_own(
+    nsclient: Client, tengine: EngineProcess, workdir: Path
+) -> None:
+    """A session of its own would be a scheduler autogroup of its own, in which every
+    runtime command of the monitors waits on a loaded host; a process group of its own
+    keeps what signals the engine's group away from them."""
+    c = nsclient
+    await create_container(c, "grouped", ["sleep", "60"])
+    await c.tasks.create(
+        tasks.CreateTaskRequest(container_id="grouped", rootfs=rootfs_mounts(workdir / "rootfs"))
+    )
+    assert tengine.proc is not None
+    engine = tengine.proc.pid
+    mine = [
+        m for m in monitors_of(tengine.state) if c.namespace in os.readlink(f"/proc/{m}/cwd")
+    ]  # fmt: skip
+    for pid in [*templates_of(tengine.state), *mine]:
+        assert os.getsid(pid) == os.getsid(engine)
+        assert os.getpgid(pid) == pid != os.getpgid(engine)
+    assert mine
+    await c.tasks.delete(tasks.DeleteTaskRequest(container_id="grouped"))
+    await c.containers.delete(containers.DeleteContainerRequest(id="grouped"))
