@@ -90,11 +90,12 @@ class GarbageCollector:
                 return
 
     async def _until_quiet(self) -> None:
-        """Wait until no task has been created, started or deleted for SOON, PUT_OFF_MAX at most.
+        """Wait until `quiet_for` says SOON have passed, PUT_OFF_MAX at most.
 
-        A task's create or start is its runtime's CPU-bound work on a small host, and a
-        pass's mark takes the engine's interpreter besides: put off, the pass lands
-        after `ctr run` returns instead of in its Tasks.Create.
+        The engine counts a task created, started or deleted and a metadata commit as
+        busy. A task's create or start is its runtime's CPU-bound work on a small host,
+        and a pass's mark takes the engine's interpreter besides: put off, the pass
+        lands after `ctr run` returns instead of in its Tasks.Create.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUT_OFF_MAX

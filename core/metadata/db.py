@@ -175,6 +175,7 @@ class Database:
         self._depth = 0
         self.commits = 0
         """Commits on this connection, for `sync` to tell when a checkpoint is due."""
+        self._last_commit = time.monotonic()
         self._checkpointed_at = 0
         self._migrate()
         self._content_changes = 0
@@ -230,6 +231,7 @@ class Database:
         else:
             self.conn.execute("COMMIT")
             self.commits += 1
+            self._last_commit = time.monotonic()
         finally:
             self._depth = 0
 
@@ -248,6 +250,10 @@ class Database:
         finally:
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint)}")
+
+    def quiet_for(self) -> float:
+        """Seconds since the last commit: how long no client (or pass) has written."""
+        return time.monotonic() - self._last_commit
 
     def sync(self) -> None:
         """Make every commit so far durable, now and then folding the log into the file; any thread.

@@ -10,6 +10,7 @@ commit's frames only. Real SQLite in a temporary directory.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,19 @@ def test_sync_checkpoints_only_every_so_many_commits(tmp_path: Path, commits: in
         assert len(reopened.leases.list(NS)) == commits + 1
     finally:
         reopened.close()
+
+
+def test_quiet_for_counts_from_the_last_commit_and_reads_do_not_reset_it(tmp_path: Path) -> None:
+    """What the collector waits on: a commit makes the database busy again, a read not."""
+    md = Metadata(tmp_path / "meta.db")
+    try:
+        lease_writes(md, 1)
+        after_write = md.db.quiet_for()
+        md.leases.list(NS)
+        after_read = md.db.quiet_for()
+        assert after_read >= after_write
+        before_write = time.monotonic()
+        lease_writes(md, 1, start=1)
+        assert md.db.quiet_for() <= time.monotonic() - before_write
+    finally:
+        md.close()
