@@ -271,6 +271,9 @@ class Engine:
             subscribers=lambda: self.events.subscriber_count,
             cgroups_layout=layout,
         )
+        # A collection put off while tasks are created and started, or clients write
+        # (a `ctr run`'s writes come just before its Tasks.Create): see `_until_quiet`.
+        self.gc.quiet_for = lambda: min(self.tasks.quiet_for(), self.metadata.db.quiet_for())
         self.plugins.add(
             Plugin(
                 "io.containerd.runtime.v2",

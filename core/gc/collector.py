@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 
 from core.content.store import ContentStore, Writer
 from core.errors import AlreadyExists
@@ -34,6 +35,8 @@ SWEEP_STEP = 200
 """Content records a sweep removes per transaction before it lets other work run."""
 SOON = 0.05
 """Seconds a collection asked for soon waits, so a burst of deletes shares one pass."""
+PUT_OFF_MAX = 2.0
+"""Seconds at most a collection asked for soon also waits for the tasks to be quiet."""
 
 
 class GarbageCollector:
@@ -59,6 +62,8 @@ class GarbageCollector:
         self._lock = asyncio.Lock()
         self._sweep_skipped = False
         self._again = False
+        self.quiet_for: Callable[[], float] = lambda: math.inf
+        """Seconds since the tasks were last busy (0 while they are); the engine wires it."""
 
     async def collect(self, *, wait: bool) -> Result | None:
         """Collect now (`wait`), or soon, coalescing bursts of deletes into one pass."""
@@ -78,10 +83,24 @@ class GarbageCollector:
     async def _collect_soon(self) -> None:
         while True:
             await asyncio.sleep(SOON)
+            await self._until_quiet()
             self._again = False
             await self._collect()
             if not self._again:
                 return
+
+    async def _until_quiet(self) -> None:
+        """Wait until `quiet_for` says SOON have passed, PUT_OFF_MAX at most.
+
+        The engine counts a task created, started or deleted and a metadata commit as
+        busy. A task's create or start is its runtime's CPU-bound work on a small host,
+        and a pass's mark takes the engine's interpreter besides: put off, the pass
+        lands after `ctr run` returns instead of in its Tasks.Create.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUT_OFF_MAX
+        while (quiet := self.quiet_for()) < SOON and (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(SOON - quiet, left))
 
     async def _collect(self) -> Result:
         async with self._lock:

@@ -24,6 +24,20 @@ from core.metadata.namespaces import NamespaceStore
 
 EXPIRE_LABEL = "containerd.io/gc.expire"
 FLAT_LABEL = "containerd.io/gc.flat"
+# Whether a lease holds anything besides snapshots that a container of its namespace
+# holds too. A container is a root of its snapshot and of all under it, as the lease
+# was, so losing such a lease leaves nothing unreachable.
+HOLDS_MORE_THAN_CONTAINERS = """
+    SELECT EXISTS (
+        SELECT 1 FROM lease_resources r
+        WHERE r.namespace = ? AND r.lease_id = ?
+        AND NOT (substr(r.type, 1, 10) = 'snapshots/' AND EXISTS (
+            SELECT 1 FROM containers c
+            WHERE c.namespace = r.namespace AND c.snapshotter = substr(r.type, 11)
+            AND c.snapshot_key = r.resource_id
+        ))
+    )
+"""
 
 
 @dataclass
@@ -95,13 +109,22 @@ class LeaseStore:
             )
         return lease
 
-    def delete(self, namespace: str, lease_id: str) -> None:
+    def delete(self, namespace: str, lease_id: str) -> bool:
+        """Delete a lease; whether what it held may now be garbage.
+
+        It may not when it held nothing, or only snapshots containers hold too: the
+        lease `ctr run` (and any client creating a container) drops once its container
+        exists, which leaves a collection nothing to find.
+        """
         with self.db.tx() as conn:
+            holds_more = conn.execute(HOLDS_MORE_THAN_CONTAINERS, (namespace, lease_id))
+            may_free = bool(holds_more.fetchone()[0])
             cur = conn.execute(
                 "DELETE FROM leases WHERE namespace = ? AND id = ?", (namespace, lease_id)
             )
             if cur.rowcount == 0:
                 raise NotFound(f'lease "{lease_id}"')
+        return may_free
 
     def list(self, namespace: str, filter_strings: Sequence[str] = ()) -> list[Lease]:
         match = filters.parse_all(filter_strings)

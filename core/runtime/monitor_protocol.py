@@ -92,7 +92,7 @@ async def _template(path: Path) -> bool:
     starter = await asyncio.create_subprocess_exec(
         sys.executable, "-I", "-S", "-c", MONITOR_BOOT, str(MONITOR), "--template", str(path),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+        stderr=asyncio.subprocess.DEVNULL, process_group=0,
     )  # fmt: skip
     return await starter.wait() == 0 and path.exists()
 
@@ -144,7 +144,8 @@ async def _cold(directory: Path) -> asyncio.subprocess.Process:
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
+        # Its own process group for `kill_group`, but the engine's session: see `template`.
+        process_group=0,
     )  # fmt: skip
 
 
@@ -208,7 +209,7 @@ async def spawn(
             await prepare()
         out, err = await asyncio.wait_for(child.communicate(b"\n"), runtime.timeout)
     except TimeoutError:
-        # The monitor and the runtime command it runs share its session.
+        # The monitor and the runtime command it runs share its process group.
         await asyncio.shield(kill_group(child))
         raise DeadlineExceeded(
             f"{runtime.name} {action} of {proc.id}: {runtime.binary} did not finish "

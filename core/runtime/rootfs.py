@@ -37,6 +37,16 @@ async def mount_all(records: list[Mount], target: Path) -> None:
     await asyncio.to_thread(mounts.mount_all, records, target)
 
 
+def start_mount(records: list[Mount], target: Path) -> asyncio.Future[None]:
+    """`mount_all`'s work handed to a worker at once (not at the loop's next turn); its end.
+
+    The future ends when the worker does, and nothing cancels the worker: a caller
+    that awaits it through `asyncio.shield` and is cancelled can still wait for the
+    mount to finish before taking it down.
+    """
+    return asyncio.get_running_loop().run_in_executor(None, mounts.mount_all, records, target)
+
+
 async def unmount_all(target: Path) -> None:
     """Take every mount off `target`; a target that is not mounted is fine."""
     await asyncio.to_thread(mounts.unmount, target)

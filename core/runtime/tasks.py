@@ -30,7 +30,7 @@ import os
 import shutil
 import signal as signals
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,23 @@ def runc_binary_name(options: Any) -> str:
     return RuncOptions.parse(options.value).binary_name
 
 
+async def _to_the_end(work: Awaitable[None]) -> None:
+    """Await `work` to its end, even through cancellations of the caller meanwhile.
+
+    For undoing what a refused or cancelled call began: a client's deadline cancels
+    its handler, and a reset of its stream may cancel it again while it cleans up,
+    which must not leave a runtime container, a mount or a bundle behind.
+    """
+    undoing = asyncio.ensure_future(work)
+    while True:
+        try:
+            await asyncio.shield(undoing)
+            return
+        except asyncio.CancelledError:
+            if undoing.done():
+                raise
+
+
 class TaskManager:
     def __init__(
         self,
@@ -116,6 +133,21 @@ class TaskManager:
         self.tasks: dict[tuple[str, str], Task] = {}
         self._reserved: set[tuple[str, str]] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._busy = 0
+        self._busy_until = time.monotonic()
+
+    def quiet_for(self) -> float:
+        """Seconds since the last create, start or delete of a task ended; 0 while one runs."""
+        return 0.0 if self._busy else time.monotonic() - self._busy_until
+
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            self._busy_until = time.monotonic()
 
     # --- lookup ---------------------------------------------------------------
 
@@ -149,7 +181,8 @@ class TaskManager:
             raise AlreadyExists(f"task {container.id}: already exists")
         self._reserved.add(key)
         try:
-            return await self._create(namespace, container, mounts, stdio)
+            with self._working():
+                return await self._create(namespace, container, mounts, stdio)
         finally:
             self._reserved.discard(key)
 
@@ -186,7 +219,7 @@ class TaskManager:
             root = bundle / "rootfs"
             if mounts:
                 # In a worker while the spec is fitted and the monitor readied.
-                mounting = asyncio.ensure_future(rootfs_mod.mount_all(mounts, root))
+                mounting = rootfs_mod.start_mount(mounts, root)
             else:
                 given = (raw_spec.get("root") or {}).get("path", "")
                 if not (isinstance(given, str) and given.startswith("/") and Path(given).is_dir()):
@@ -222,21 +255,26 @@ class TaskManager:
                 bundles.write_private(bundle / "config.json", json.dumps(fitted).encode())
                 task.save()
                 if mounting is not None:
-                    await mounting
+                    # Shielded: a Create cancelled here still waits for the worker below.
+                    await asyncio.shield(mounting)
                 prepared = True
 
             await monitors.spawn(init, argv, "create", self.log_max, monitor, prepare)
         except BaseException:
-            if mounting is not None:
-                # The bundle goes only once the worker is done with its rootfs.
-                await asyncio.wait([mounting])
-                if not mounting.cancelled():
-                    mounting.exception()
-            await monitors.abandon(monitor)
-            if prepared:
-                with contextlib.suppress(CtrdeckError):
-                    await runtime.run(namespace, "delete", "--force", container.id)
-            await self._remove_bundle(bundle)
+
+            async def undo() -> None:
+                if mounting is not None:
+                    # The bundle goes only once the worker is done with its rootfs.
+                    await asyncio.wait([mounting])
+                    if not mounting.cancelled():
+                        mounting.exception()
+                await monitors.abandon(monitor)
+                if prepared:
+                    with contextlib.suppress(CtrdeckError):
+                        await runtime.run(namespace, "delete", "--force", container.id)
+                await self._remove_bundle(bundle)
+
+            await _to_the_end(undo())
             raise
         self.tasks[(namespace, container.id)] = task
         init.save()
@@ -335,27 +373,28 @@ class TaskManager:
     async def start(self, namespace: str, container_id: str, exec_id: str = "") -> Process:
         task = self.get(namespace, container_id)
         async with task.lock:
-            if exec_id:
-                return await self._start_exec(task, task.lookup(exec_id))
-            proc = task.process
-            if proc.status != Status.CREATED or proc.exit is not None:
-                raise FailedPrecondition(
-                    f"task {container_id}: cannot start a task that is {self._state(proc)}"
-                )
-            proc.starting = asyncio.Event()
-            try:
-                await task.runtime.run(namespace, "start", container_id)
-                if proc.exit is None:
-                    proc.status = Status.RUNNING
-                proc.save()
-                self.publish(
-                    namespace, "/tasks/start",
-                    events.TaskStart(container_id=container_id, pid=proc.pid),
-                )  # fmt: skip
-            finally:
-                proc.starting.set()
-                proc.starting = None
-            return proc
+            with self._working():
+                if exec_id:
+                    return await self._start_exec(task, task.lookup(exec_id))
+                proc = task.process
+                if proc.status != Status.CREATED or proc.exit is not None:
+                    raise FailedPrecondition(
+                        f"task {container_id}: cannot start a task that is {self._state(proc)}"
+                    )
+                proc.starting = asyncio.Event()
+                try:
+                    await task.runtime.run(namespace, "start", container_id)
+                    if proc.exit is None:
+                        proc.status = Status.RUNNING
+                    proc.save()
+                    self.publish(
+                        namespace, "/tasks/start",
+                        events.TaskStart(container_id=container_id, pid=proc.pid),
+                    )  # fmt: skip
+                finally:
+                    proc.starting.set()
+                    proc.starting = None
+                return proc
 
     async def _start_exec(self, task: Task, proc: Process) -> Process:
         if proc.status != Status.CREATED or proc.monitor_pid:
@@ -488,19 +527,20 @@ class TaskManager:
     async def delete(self, namespace: str, container_id: str) -> Process:
         task = self.get(namespace, container_id)
         async with task.lock:
-            proc = task.process
-            if proc.exit is None and proc.status in (Status.RUNNING, Status.PAUSED):
-                raise FailedPrecondition(
-                    f"cannot delete task {container_id}: it is {self._state(proc)}; "
-                    "kill it and wait for it to stop first"
-                )
-            with contextlib.suppress(RuntimeFailed):
-                await task.runtime.run(namespace, "delete", "--force", container_id)
-            await proc.done.wait()
-            for ex in task.execs.values():
-                if ex.monitor_pid:
-                    await self._finish_exec(ex)
-            await self._forget(task)
+            with self._working():
+                proc = task.process
+                if proc.exit is None and proc.status in (Status.RUNNING, Status.PAUSED):
+                    raise FailedPrecondition(
+                        f"cannot delete task {container_id}: it is {self._state(proc)}; "
+                        "kill it and wait for it to stop first"
+                    )
+                with contextlib.suppress(RuntimeFailed):
+                    await task.runtime.run(namespace, "delete", "--force", container_id)
+                await proc.done.wait()
+                for ex in task.execs.values():
+                    if ex.monitor_pid:
+                        await self._finish_exec(ex)
+                await self._forget(task)
         assert proc.exit is not None
         self.publish(
             namespace,

@@ -32,8 +32,10 @@ class LeasesService(api.LeasesBase):
         return api.CreateResponse(lease=lease_out(lease))
 
     async def delete(self, message: api.DeleteRequest) -> Empty:
-        self.store.delete(context.namespace(), message.id)
-        await self.engine.gc.collect(wait=message.sync)
+        may_free = self.store.delete(context.namespace(), message.id)
+        if may_free or message.sync:
+            # Asked to wait, the client waits for a pass whatever the lease held.
+            await self.engine.gc.collect(wait=message.sync)
         return Empty()
 
     async def list(self, message: api.ListRequest) -> api.ListResponse:

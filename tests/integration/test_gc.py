@@ -11,6 +11,7 @@ import pytest
 
 from core.api.containerd.services.images import v1 as images_api
 from core.api.containerd.services.leases import v1 as leases_api
+from core.api.containerd.services.snapshots import v1 as snapshots_api
 from core.client import Client
 from core.images.handlers import chain_ids
 from tests.engine_proc import EngineProcess
@@ -88,3 +89,31 @@ async def test_image_delete_collects_soon_and_a_container_keeps_its_chain(
     assert await snapshot_keys(client, "overlayfs") == []
     sn_root = engine.root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
     assert os.listdir(sn_root) == []
+
+
+async def test_a_dropped_lease_collects_what_only_it_held(
+    engine: EngineProcess, client: Client, registry: Registry, ctr_bin: str
+) -> None:
+    """`ctr containers create` drops its lease once the container holds the snapshot; a
+    lease holding a snapshot nothing else does, deleted without sync, still gets a pass."""
+    ref = registry.push(layered_image(), "test/layered")
+    await pull(client, ref)
+    top = chain_ids([layer.diff_id for layer in layered_image().images[0].layers])[-1]
+    ctr(engine.address, "containers", "create", ref, "keeper")
+    await client.leases.create(leases_api.CreateRequest(id="work"))
+    working = Client(str(engine.address), "default", lease="work")
+    try:
+        await working.snapshots.prepare(
+            snapshots_api.PrepareSnapshotRequest(snapshotter="overlayfs", key="loose", parent=top)
+        )
+    finally:
+        working.close()
+    await client.leases.delete(leases_api.DeleteRequest(id="work"))
+
+    async def loose_gone() -> bool:
+        return "loose" not in await snapshot_keys(client, "overlayfs")
+
+    await eventually(loose_gone, timeout=10)
+    assert "keeper" in await snapshot_keys(client, "overlayfs")
+    ctr(engine.address, "containers", "rm", "keeper")
+    await collect(client)

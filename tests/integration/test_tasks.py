@@ -774,10 +774,11 @@ async def test_warm_monitors_outlive_an_engine_sigkill(workdir: Path) -> None:
         assert b"--template" in Path(f"/proc/{monitor}/cmdline").read_bytes()
         assert os.readlink(f"/proc/{monitor}/cwd") == str(engine.state / TASK_DIR / ns / "w0/init")
         # Its own process group (the engine kills it with its runtime command), in the
-        # template's session, not a new one (a new scheduler autogroup per Create).
+        # template's session, which is the engine's: not a new one (a scheduler autogroup
+        # of its own, in which runc waits on a loaded host).
         assert os.getpgid(monitor) == monitor
         assert engine.proc is not None
-        assert os.getsid(monitor) == os.getsid(template) != os.getsid(engine.proc.pid)
+        assert os.getsid(monitor) == os.getsid(template) == os.getsid(engine.proc.pid)
         c.close()
         engine.kill()
 
@@ -928,3 +929,55 @@ def test_state_dir_has_no_stray_fifos(tengine: EngineProcess) -> None:
         p for p in task_root.rglob("*") if p.exists() and stat.S_ISFIFO(p.lstat().st_mode)
     ] if task_root.exists() else []  # fmt: skip
     assert leftovers == []
+
+
+async def test_a_create_cancelled_at_any_point_leaves_a_task_or_nothing(
+    nsclient: Client, tengine: EngineProcess, workdir: Path
+) -> None:
+    """A Create whose deadline passes (while the rootfs mounts in its worker, while the
+    runtime creates, ...) either made its task or left no bundle and no mount behind."""
+    c = nsclient
+    await create_container(c, "hurried", ["sleep", "60"])
+    mounts = rootfs_mounts(workdir / "rootfs")
+    bundle = tengine.state / TASK_DIR / c.namespace / "hurried"
+
+    async def settled() -> bool:
+        listed = [t.id for t in (await c.tasks.list(tasks.ListTasksRequest())).tasks]
+        if "hurried" in listed:
+            return bundle.is_dir() and mounts_under(bundle) != []
+        return not bundle.exists() and mounts_under(bundle) == []
+
+    for deadline in (0.0005, 0.001, 0.002, 0.003, 0.005, 0.008, 0.013, 0.021, 0.034, 0.055):
+        with contextlib.suppress(GRPCError, TimeoutError):
+            await c.tasks.create(
+                tasks.CreateTaskRequest(container_id="hurried", rootfs=mounts), timeout=deadline
+            )
+        await eventually(settled, timeout=20)
+        if "hurried" in [t.id for t in (await c.tasks.list(tasks.ListTasksRequest())).tasks]:
+            await c.tasks.delete(tasks.DeleteTaskRequest(container_id="hurried"))
+        assert not bundle.exists() and mounts_under(bundle) == []
+    await c.containers.delete(containers.DeleteContainerRequest(id="hurried"))
+
+
+async def test_template_and_monitors_keep_the_engines_session_in_groups_of_their_own(
+    nsclient: Client, tengine: EngineProcess, workdir: Path
+) -> None:
+    """A session of its own would be a scheduler autogroup of its own, in which every
+    runtime command of the monitors waits on a loaded host; a process group of its own
+    keeps what signals the engine's group away from them."""
+    c = nsclient
+    await create_container(c, "grouped", ["sleep", "60"])
+    await c.tasks.create(
+        tasks.CreateTaskRequest(container_id="grouped", rootfs=rootfs_mounts(workdir / "rootfs"))
+    )
+    assert tengine.proc is not None
+    engine = tengine.proc.pid
+    mine = [
+        m for m in monitors_of(tengine.state) if c.namespace in os.readlink(f"/proc/{m}/cwd")
+    ]  # fmt: skip
+    for pid in [*templates_of(tengine.state), *mine]:
+        assert os.getsid(pid) == os.getsid(engine)
+        assert os.getpgid(pid) == pid != os.getpgid(engine)
+    assert mine
+    await c.tasks.delete(tasks.DeleteTaskRequest(container_id="grouped"))
+    await c.containers.delete(containers.DeleteContainerRequest(id="grouped"))
