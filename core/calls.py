@@ -213,6 +213,9 @@ class Request:
     `abort` is the HTTP status, gRPC status and message of a request refused
     before any handler runs; otherwise the method, its caller's metadata and
     the grpc-timeout in seconds (a deadline is a clock reading: per call).
+    `plain` says a request with this list may be opened by `core.receive`: it
+    is not refused, and has none of the fields h2 acts on beyond validating
+    them (content-length, cookie).
     """
 
     headers: list[tuple[str, str]]
@@ -223,6 +226,7 @@ class Request:
     user_agent: str | None = None
     timeout: float | None = None
     metadata: list[tuple[str, str | bytes]] = field(default_factory=list)
+    plain: bool = False
 
 
 def prepare(mapping: dict[str, Any], codec: Any, raw: list[tuple[bytes, bytes]]) -> Request:
@@ -265,6 +269,7 @@ def prepare(mapping: dict[str, Any], codec: Any, raw: list[tuple[bytes, bytes]])
     request.content_type = content_type
     request.user_agent = headers_map.get("user-agent")
     request.metadata = list(decode_metadata(headers).items())
+    request.plain = "content-length" not in headers_map and "cookie" not in headers_map
     return request
 
 

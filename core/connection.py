@@ -53,6 +53,7 @@ from hyperframe.frame import FRAMES, ExtensionFrame, Frame
 
 from core import calls
 from core.hpack_cache import CachedDecoder, CachedEncoder
+from core.receive import Receiver
 
 log = logging.getLogger("ctrdeck.server")
 
@@ -270,6 +271,7 @@ class _Protocol(gproto.H2Protocol):
         self.refilled = time.monotonic()
         self.last_activity = self.loop.time()
         self.watch: FrameWatch | None = None
+        self.receiver: Receiver | None = None
         self.stall_timer: asyncio.TimerHandle | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.closed = False
@@ -281,6 +283,7 @@ class _Protocol(gproto.H2Protocol):
         h2_conn.encoder = CachedEncoder.replacing(h2_conn.encoder)
         h2_conn.decoder = CachedDecoder.replacing(h2_conn.decoder)
         quiet_frames(h2_conn)
+        self.receiver = Receiver(h2_conn, self.handler.requests)
         if self.limits.max_concurrent_streams != h2_conn.local_settings.max_concurrent_streams:
             h2_conn.update_settings(
                 {SettingCodes.MAX_CONCURRENT_STREAMS: self.limits.max_concurrent_streams}
@@ -312,22 +315,27 @@ class _Protocol(gproto.H2Protocol):
         except FrameTooLarge as exc:
             self._goaway(ErrorCodes.FRAME_SIZE_ERROR, str(exc))
             return
-        try:
-            events = self.connection.feed(data)
-        except ProtocolError:
-            # grpclib's own handling, but the GOAWAY h2 queued (PROTOCOL_ERROR for
-            # an undecodable header block, FRAME_SIZE_ERROR...) leaves first: the
-            # client learns why it was dropped.
-            log.debug("HTTP/2 protocol error", exc_info=True)
-            self.connection.flush()
-            self.processor.close("Protocol error")
-            return
+        assert self.receiver is not None
+        for part in self.receiver.parts(data):
+            if isinstance(part, list):
+                events = part
+            else:
+                try:
+                    events = self.connection.feed(part)
+                except ProtocolError:
+                    # grpclib's own handling, but the GOAWAY h2 queued (PROTOCOL_ERROR
+                    # for an undecodable header block, FRAME_SIZE_ERROR...) leaves
+                    # first: the client learns why it was dropped.
+                    log.debug("HTTP/2 protocol error", exc_info=True)
+                    self.connection.flush()
+                    self.processor.close("Protocol error")
+                    return
+                self.connection.flush()
+            for event in events:
+                self.processor.process(event)
+            if self.closed:
+                return
         self.connection.flush()
-        for event in events:
-            self.processor.process(event)
-        self.connection.flush()
-        if self.closed:
-            return
         if self.watch.pending or not self.watch.frames:
             self._arm_stall()
         elif self.stall_timer is not None:
