@@ -22,9 +22,10 @@ validated on this connection and that `core.calls.Requests` holds as fit
 checks act on); a new odd stream id above the highest, within the concurrent
 stream limit; neither frame padded, the HEADERS without priority or
 END_STREAM; the request within both inbound windows; the connection open.
-Everything else (the preface, any other frame, a frame split across reads,
-a header block in CONTINUATION frames and whatever follows it in the read)
-is fed to h2 as it arrives, in order, so it sees it as it always did.
+Everything else (the preface, any other frame, a frame split across reads;
+a header block in CONTINUATION frames, an RST_STREAM or a GOAWAY, and whatever
+follows them in the read) is fed to h2 as it arrives, in order, so it sees it
+as it always did.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from core.hpack_cache import CachedDecoder, _same
 
 _HEAD = struct.Struct(">BHBBL")
 _HEAD_LEN = 9
-_DATA, _HEADERS = 0x0, 0x1
+_DATA, _HEADERS, _RST_STREAM, _GOAWAY = 0x0, 0x1, 0x3, 0x7
 _END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20
 # The flags hyperframe reads on each type; others it ignores, and so does this.
 _HEADERS_FLAGS = _END_STREAM | _END_HEADERS | _PADDED | _PRIORITY
@@ -76,6 +77,10 @@ class Receiver:
             if end > n:
                 break
             if kind != _HEADERS:
+                if kind in (_RST_STREAM, _GOAWAY):
+                    # What grpclib does on these may close the connection: h2 takes
+                    # the rest of the read at once, as it always did.
+                    break
                 i = end
                 continue
             if flags & _HEADERS_FLAGS != _END_HEADERS:
