@@ -316,26 +316,27 @@ class _Protocol(gproto.H2Protocol):
             self._goaway(ErrorCodes.FRAME_SIZE_ERROR, str(exc))
             return
         assert self.receiver is not None
-        for part in self.receiver.parts(data):
-            if isinstance(part, list):
-                events = part
-            else:
-                try:
-                    events = self.connection.feed(part)
-                except ProtocolError:
-                    # grpclib's own handling, but the GOAWAY h2 queued (PROTOCOL_ERROR
-                    # for an undecodable header block, FRAME_SIZE_ERROR...) leaves
-                    # first: the client learns why it was dropped.
-                    log.debug("HTTP/2 protocol error", exc_info=True)
-                    self.connection.flush()
-                    self.processor.close("Protocol error")
-                    return
-                self.connection.flush()
-            for event in events:
-                self.processor.process(event)
-            if self.closed:
-                return
+        events: list[Any] = []
+        try:
+            for part in self.receiver.parts(data):
+                if isinstance(part, list):
+                    events += part
+                else:
+                    events += self.connection.feed(part)
+        except ProtocolError:
+            # grpclib's own handling, but the GOAWAY h2 queued (PROTOCOL_ERROR for
+            # an undecodable header block, FRAME_SIZE_ERROR...) leaves first: the
+            # client learns why it was dropped. As ever, nothing of the read is processed.
+            log.debug("HTTP/2 protocol error", exc_info=True)
+            self.connection.flush()
+            self.processor.close("Protocol error")
+            return
         self.connection.flush()
+        for event in events:
+            self.processor.process(event)
+        self.connection.flush()
+        if self.closed:
+            return
         if self.watch.pending or not self.watch.frames:
             self._arm_stall()
         elif self.stall_timer is not None:

@@ -77,14 +77,30 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sids: list[int] = []
     real = Receiver.open
 
-    def recorded(self: Receiver, sid: int, block: bytes, message: bytes) -> Any:
-        events = real(self, sid, block, message)
+    def recorded(self: Receiver, sid: int, block: bytes) -> Any:
+        events = real(self, sid, block)
         if events is not None:
             sids.append(sid)
         return events
 
     monkeypatch.setattr(Receiver, "open", recorded)
     return sids
+
+
+@pytest.fixture
+def received(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The stream and length of every DATA frame `Receiver` took, in order."""
+    taken: list[tuple[int, int]] = []
+    real = Receiver.receive
+
+    def recorded(self: Receiver, sid: int, message: bytes, end_stream: int) -> Any:
+        events = real(self, sid, message, end_stream)
+        if events is not None:
+            taken.append((sid, len(message)))
+        return events
+
+    monkeypatch.setattr(Receiver, "receive", recorded)
+    return taken
 
 
 class Raw:
@@ -152,6 +168,7 @@ class Raw:
 
 def _h2_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Receiver, "open", lambda *args: None)
+    monkeypatch.setattr(Receiver, "receive", lambda *args: None)
 
 
 async def _pairs_both_ways(
@@ -296,6 +313,35 @@ async def test_reads_split_anywhere(
     await _pairs_both_ways(monkeypatch, scenario)
 
 
+async def test_each_frame_in_a_read_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, opened: list[int], received: list[tuple[int, int]]
+) -> None:
+    """HEADERS and DATA apart, as a client writing them one by one may deliver them;
+    DATA without END_STREAM, then (after the reply ended the server's side) an
+    empty DATA ending the stream, which is h2's."""
+
+    async def scenario(raw: Raw) -> None:
+        for sid in (1, 3):
+            raw.feed(raw.call(sid))
+            await raw.settle()
+        for sid in (5, 7):
+            frames = raw.call(sid)
+            raw.feed(frames[: len(frames) - 9 - 6])
+            await raw.settle()
+            raw.feed(frames[len(frames) - 9 - 6 :])
+            await raw.settle()
+        frames = raw.call(9, data_flags=())
+        raw.feed(frames)
+        await raw.settle()
+        raw.feed(DataFrame(9, b"", flags=["END_STREAM"]).serialize())
+        await raw.settle()
+
+    fast, _ = await _raw_both_ways(monkeypatch, scenario)
+    assert opened == [5, 7, 9]
+    assert received[-3:] == [(5, 6), (7, 6), (9, 6)]
+    assert fast.wire.count(b"rrr") == 5
+
+
 async def test_odd_requests_are_left_to_h2(
     monkeypatch: pytest.MonkeyPatch, opened: list[int]
 ) -> None:
@@ -399,6 +445,7 @@ _CODES = h2.errors.ErrorCodes
         # DATA after END_STREAM: RST_STREAM (STREAM_CLOSED).
         ("headers end the stream", None),
         ("padding longer than the frame", (7, _CODES.PROTOCOL_ERROR)),
+        ("content-length not met", (7, _CODES.PROTOCOL_ERROR)),
         # Refused by `core.connection.FrameWatch` before anything in the read is taken.
         ("frame larger than allowed", (3, _CODES.FRAME_SIZE_ERROR)),
     ],
@@ -424,6 +471,9 @@ async def test_bad_frames_still_goaway(
                 raw.call(7)[: -(9 + 6)] + bytes.fromhex("00000a 00 09 00000007 c8") + bytes(9)
             ),
             "frame larger than allowed": lambda: raw.call(7, message=b"x" * 17000),
+            "content-length not met": lambda: raw.call(
+                7, headers=[*Raw.HEADERS, ("content-length", "99")]
+            ),
         }
         raw.feed(good + frames[bad]() + raw.call(9))
         await raw.settle()
@@ -462,8 +512,7 @@ async def test_reset_and_window_update_between_requests(
         await raw.settle()
 
     await _raw_both_ways(monkeypatch, scenario)
-    # Once an RST_STREAM is in a read, h2 takes the rest of that read.
-    assert opened == [5, 11, 13]
+    assert opened == [5, 7, 9, 11, 13, 15]
 
 
 async def test_goaway_from_the_client_then_requests(
