@@ -157,6 +157,15 @@ def _ignore(event: Any) -> None:
     pass
 
 
+class _Connection(gproto.Connection):
+    """grpclib's connection, making each call's stream a `core.calls.CallStream`."""
+
+    def create_stream(self, *, stream_id: int | None = None, wrapper: Any = None) -> gproto.Stream:
+        return calls.CallStream(
+            self, self._connection, self._transport, stream_id=stream_id, wrapper=wrapper
+        )
+
+
 class _Handler(gserver.Handler):
     """grpclib's per-connection handler, running calls with `core.calls.request_handler`
     and releasing every stream and task once done."""
@@ -278,6 +287,7 @@ class _Protocol(gproto.H2Protocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(CoalescedTransport(transport, self.loop))
+        self.connection.__class__ = _Connection
         h2_conn = self.connection._connection
         # Before any header block: the caches must see the tables from their start.
         h2_conn.encoder = CachedEncoder.replacing(h2_conn.encoder)

@@ -18,6 +18,7 @@ import h2.errors
 import h2.events
 import pytest
 from grpclib import GRPCError
+from grpclib import protocol as gproto
 from grpclib import server as gserver
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.base import CodecBase
@@ -246,6 +247,7 @@ def _grpclib_path(monkeypatch: pytest.MonkeyPatch) -> None:
         await gserver.request_handler(requests.mapping, stream, headers, *rest)
 
     monkeypatch.setattr(calls, "request_handler", grpclib_handler)
+    monkeypatch.setattr(calls, "CallStream", gproto.Stream)
     for name in ("send_message", "send_trailing_metadata", "cancel", "__aexit__"):
         monkeypatch.setattr(calls.ServerStream, name, getattr(gserver.Stream, name))
 

@@ -12,12 +12,14 @@ well-behaved client never sends, through hand-made frames.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h2.errors
 import h2.settings
 import pytest
+from grpclib import protocol as gproto
 from hpack import Encoder
 from hyperframe.frame import (
     DataFrame,
@@ -28,6 +30,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from core import calls
 from core.connection import HardenedServer, Limits
 from core.receive import Receiver
 from tests.h2attack import PREFACE, grpc_frame
@@ -167,8 +170,10 @@ class Raw:
 
 
 def _h2_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every byte through h2, every call on grpclib's own Stream and Buffer."""
     monkeypatch.setattr(Receiver, "open", lambda *args: None)
     monkeypatch.setattr(Receiver, "receive", lambda *args: None)
+    monkeypatch.setattr(calls, "CallStream", gproto.Stream)
 
 
 async def _pairs_both_ways(
@@ -527,3 +532,53 @@ async def test_goaway_from_the_client_then_requests(
 
     await _raw_both_ways(monkeypatch, scenario)
     assert opened == []
+
+
+async def test_the_request_buffer_reads_as_grpclibs() -> None:
+    """`calls.RequestBuffer` against grpclib's Buffer over random adds, ends and reads,
+    some reads waiting for data: the same bytes, acknowledgements and errors."""
+    rng = random.Random(14)
+    for _ in range(300):
+        steps: list[tuple[str, Any]] = []
+        for _ in range(rng.randint(1, 8)):
+            roll = rng.random()
+            if roll < 0.45:
+                size = rng.choice([0, 1, 5, 7, 30])
+                steps.append(
+                    (
+                        "add",
+                        (
+                            bytes(rng.randrange(256) for _ in range(size)),
+                            size + rng.choice([0, 0, 3]),
+                        ),
+                    )
+                )
+            elif roll < 0.9:
+                steps.append(("read", rng.choice([0, 1, 4, 5, 12, 40])))
+            else:
+                steps.append(("eof", None))
+        outcomes = []
+        for cls in (gproto.Buffer, calls.RequestBuffer):
+            acks: list[int] = []
+            buffer = cls(acks.append)
+            seen: list[Any] = []
+            for kind, arg in steps:
+                if kind == "add":
+                    buffer.add(*arg)
+                elif kind == "eof":
+                    buffer.eof()
+                else:
+                    read = asyncio.ensure_future(buffer.read(arg))
+                    for _ in range(3):
+                        await asyncio.sleep(0)
+                    if not read.done():
+                        read.cancel()
+                        seen.append("waiting")
+                        continue
+                    try:
+                        seen.append(read.result())
+                    except AssertionError as exc:
+                        seen.append(str(exc))
+            seen.append(buffer.unacked_size())
+            outcomes.append((seen, acks))
+        assert outcomes[0] == outcomes[1], steps
