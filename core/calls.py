@@ -25,6 +25,11 @@ list's decoding and grpclib's checks of it are done once per connection
 (`Requests`), and a call builds only its own deadline and metadata. Statuses,
 deadlines, cancellation and metadata are handled as in grpclib (the typed
 errors are mapped in `core.services.status`).
+
+A call's protocol stream (`CallStream`, made by `core.connection`) is grpclib's
+without its three asyncio Events until something waits on or sets one, over a
+`RequestBuffer`: grpclib's Buffer on a deque rather than an asyncio.Queue, with
+the same reads, acknowledgements (so the same WINDOW_UPDATEs) and errors.
 """
 
 from __future__ import annotations
