@@ -25,16 +25,24 @@ list's decoding and grpclib's checks of it are done once per connection
 (`Requests`), and a call builds only its own deadline and metadata. Statuses,
 deadlines, cancellation and metadata are handled as in grpclib (the typed
 errors are mapped in `core.services.status`).
+
+A call's protocol stream (`CallStream`, made by `core.connection`) is grpclib's
+without its three asyncio Events until something waits on or sets one, over a
+`RequestBuffer`: grpclib's Buffer on a deque rather than an asyncio.Queue, with
+the same reads, acknowledgements (so the same WINDOW_UPDATEs) and errors.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 from itertools import chain
 from types import TracebackType
 from typing import Any
@@ -120,6 +128,124 @@ def write_unary_reply(
     stream.connection.headers_send_process()
     stream.connection.data_send_process()
     return True
+
+
+class RequestBuffer(gproto.Buffer):
+    """grpclib's Buffer of a stream's received data, over a deque instead of an
+    asyncio.Queue: the same reads, acknowledgements and end, for a call whose data
+    has mostly arrived before its handler reads it."""
+
+    def __init__(self, ack_callback: Callable[[int], None]) -> None:
+        self._ack_callback = ack_callback
+        self._eof = False
+        self._unacked: deque[gproto.UnackedData] = deque()  # type: ignore[assignment]
+        self._acked: deque[gproto.AckedData] = deque()
+        self._acked_size = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def add(self, data: bytes, ack_size: int) -> None:
+        self._unacked.append(gproto.UnackedData(data, len(data), ack_size))
+        self._wake()
+
+    def eof(self) -> None:
+        self._unacked.append(gproto.UnackedData(b"", 0, 0))
+        self._eof = True
+        self._wake()
+
+    async def _next(self) -> gproto.UnackedData:
+        unacked: deque[gproto.UnackedData] = self._unacked  # type: ignore[assignment]
+        while not unacked:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return unacked.popleft()
+
+    async def read(self, size: int) -> bytes:
+        """grpclib 0.4.9's `Buffer.read`, line for line, on the deque."""
+        assert size >= 0, "Size can not be negative"
+        if size == 0:
+            return b""
+        unacked: deque[gproto.UnackedData] = self._unacked  # type: ignore[assignment]
+        if not self._eof or unacked:
+            while self._acked_size < size:
+                data, data_size, ack_size = unacked.popleft() if unacked else await self._next()
+                if not ack_size:
+                    break
+                self._acked.append(gproto.AckedData(memoryview(data), data_size))
+                self._acked_size += data_size
+                self._ack_callback(ack_size)
+        if self._eof and self._acked_size == 0:
+            return b""
+        if self._acked_size < size:
+            raise AssertionError("Received less data than expected")
+        chunks = []
+        chunks_size = 0
+        while chunks_size < size:
+            next_chunk, next_chunk_size = self._acked[0]
+            if chunks_size + next_chunk_size <= size:
+                chunks.append(next_chunk)
+                chunks_size += next_chunk_size
+                self._acked.popleft()
+            else:
+                offset = size - chunks_size
+                chunks.append(next_chunk[:offset])
+                chunks_size += offset
+                self._acked[0] = gproto.AckedData(
+                    data=next_chunk[offset:], data_size=next_chunk_size - offset
+                )
+        self._acked_size -= size
+        return b"".join(chunks)
+
+    def unacked_size(self) -> int:
+        unacked: deque[gproto.UnackedData] = self._unacked  # type: ignore[assignment]
+        size = sum(item.ack_size for item in unacked)
+        unacked.clear()
+        return size
+
+
+class CallStream(gproto.Stream):
+    """grpclib's protocol Stream for a call the client opened: a `RequestBuffer`, and
+    its three events made only when something waits on or sets one (a unary call
+    usually never does)."""
+
+    def __init__(
+        self,
+        connection: gproto.Connection,
+        h2_connection: Any,
+        transport: Any,
+        *,
+        stream_id: int | None = None,
+        wrapper: Wrapper | None = None,
+    ) -> None:
+        self.connection = connection
+        self._h2_connection = h2_connection
+        self._transport = transport
+        self.wrapper = wrapper
+        self.headers = self.trailers = None
+        if stream_id is not None:
+            self.init_stream(stream_id, connection)
+
+    def init_stream(self, stream_id: int, connection: gproto.Connection) -> None:
+        self.id = stream_id
+        self.buffer = RequestBuffer(partial(connection.ack, stream_id))
+        connection.streams_started += 1
+        self.created = connection.last_stream_created = time.monotonic()
+
+    @cached_property
+    def window_updated(self) -> asyncio.Event:  # type: ignore[override]
+        return asyncio.Event()
+
+    @cached_property
+    def headers_received(self) -> asyncio.Event:  # type: ignore[override]
+        return asyncio.Event()
+
+    @cached_property
+    def trailers_received(self) -> asyncio.Event:  # type: ignore[override]
+        return asyncio.Event()
 
 
 class ServerStream(gserver.Stream):  # type: ignore[type-arg]
@@ -213,6 +339,9 @@ class Request:
     `abort` is the HTTP status, gRPC status and message of a request refused
     before any handler runs; otherwise the method, its caller's metadata and
     the grpc-timeout in seconds (a deadline is a clock reading: per call).
+    `plain` says a request with this list may be opened by `core.receive`: it
+    is not refused, and has none of the fields h2 acts on beyond validating
+    them (content-length, cookie).
     """
 
     headers: list[tuple[str, str]]
@@ -223,6 +352,7 @@ class Request:
     user_agent: str | None = None
     timeout: float | None = None
     metadata: list[tuple[str, str | bytes]] = field(default_factory=list)
+    plain: bool = False
 
 
 def prepare(mapping: dict[str, Any], codec: Any, raw: list[tuple[bytes, bytes]]) -> Request:
@@ -265,6 +395,7 @@ def prepare(mapping: dict[str, Any], codec: Any, raw: list[tuple[bytes, bytes]])
     request.content_type = content_type
     request.user_agent = headers_map.get("user-agent")
     request.metadata = list(decode_metadata(headers).items())
+    request.plain = "content-length" not in headers_map and "cookie" not in headers_map
     return request
 
 

@@ -14,9 +14,10 @@ nothing for `idle_timeout`.
 Replies leave in one write per loop turn (`CoalescedTransport`), not one per
 frame batch, and header blocks that repeat are coded once per state of the
 HPACK tables (`core.hpack_cache`). Calls run through `core.calls` (the unary
-reply fast path), on request headers h2 leaves undecoded; received frames
-skip h2's eager `repr` of each (`quiet_frames`), and frames of unknown types
-are ignored as RFC 9113 asks.
+reply fast path), on request headers h2 leaves undecoded; a read's plain
+request frames are taken by `core.receive` without h2's per-frame machinery and
+the rest fed to h2; received frames skip h2's eager `repr` of each
+(`quiet_frames`), and frames of unknown types are ignored as RFC 9113 asks.
 
 It also works around a leak in grpclib 0.4.9. A stream reset before its
 handler task first ran is cancelled before the task's `try/finally` is
@@ -53,6 +54,7 @@ from hyperframe.frame import FRAMES, ExtensionFrame, Frame
 
 from core import calls
 from core.hpack_cache import CachedDecoder, CachedEncoder
+from core.receive import Receiver
 
 log = logging.getLogger("ctrdeck.server")
 
@@ -154,6 +156,15 @@ def quiet_frames(h2_conn: Any) -> None:
 
 def _ignore(event: Any) -> None:
     pass
+
+
+class _Connection(gproto.Connection):
+    """grpclib's connection, making each call's stream a `core.calls.CallStream`."""
+
+    def create_stream(self, *, stream_id: int | None = None, wrapper: Any = None) -> gproto.Stream:
+        return calls.CallStream(
+            self, self._connection, self._transport, stream_id=stream_id, wrapper=wrapper
+        )
 
 
 class _Handler(gserver.Handler):
@@ -270,17 +281,20 @@ class _Protocol(gproto.H2Protocol):
         self.refilled = time.monotonic()
         self.last_activity = self.loop.time()
         self.watch: FrameWatch | None = None
+        self.receiver: Receiver | None = None
         self.stall_timer: asyncio.TimerHandle | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.closed = False
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(CoalescedTransport(transport, self.loop))
+        self.connection.__class__ = _Connection
         h2_conn = self.connection._connection
         # Before any header block: the caches must see the tables from their start.
         h2_conn.encoder = CachedEncoder.replacing(h2_conn.encoder)
         h2_conn.decoder = CachedDecoder.replacing(h2_conn.decoder)
         quiet_frames(h2_conn)
+        self.receiver = Receiver(h2_conn, self.handler.requests)
         if self.limits.max_concurrent_streams != h2_conn.local_settings.max_concurrent_streams:
             h2_conn.update_settings(
                 {SettingCodes.MAX_CONCURRENT_STREAMS: self.limits.max_concurrent_streams}
@@ -312,12 +326,18 @@ class _Protocol(gproto.H2Protocol):
         except FrameTooLarge as exc:
             self._goaway(ErrorCodes.FRAME_SIZE_ERROR, str(exc))
             return
+        assert self.receiver is not None
+        events: list[Any] = []
         try:
-            events = self.connection.feed(data)
+            for part in self.receiver.parts(data):
+                if isinstance(part, list):
+                    events += part
+                else:
+                    events += self.connection.feed(part)
         except ProtocolError:
             # grpclib's own handling, but the GOAWAY h2 queued (PROTOCOL_ERROR for
             # an undecodable header block, FRAME_SIZE_ERROR...) leaves first: the
-            # client learns why it was dropped.
+            # client learns why it was dropped. As ever, nothing of the read is processed.
             log.debug("HTTP/2 protocol error", exc_info=True)
             self.connection.flush()
             self.processor.close("Protocol error")

@@ -18,6 +18,7 @@ import h2.errors
 import h2.events
 import pytest
 from grpclib import GRPCError
+from grpclib import protocol as gproto
 from grpclib import server as gserver
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.base import CodecBase
@@ -127,8 +128,10 @@ class Recorder:
 class Pair:
     """The engine's protocol and an h2 client, joined in process."""
 
-    def __init__(self, service: Service, window: int | None = None) -> None:
-        self.server = HardenedServer([service], codec=RawCodec(), limits=Limits())
+    def __init__(
+        self, service: Service, window: int | None = None, limits: Limits | None = None
+    ) -> None:
+        self.server = HardenedServer([service], codec=RawCodec(), limits=limits or Limits())
         self.protocol = self.server._protocol_factory()
         self.transport = Recorder()
         self.protocol.connection_made(self.transport)
@@ -169,11 +172,12 @@ class Pair:
         self.replies[sid] = {"headers": None, "data": b"", "trailers": None, "ended": False}
         return sid
 
-    async def exchange(self, turns: int = 6) -> None:
+    async def exchange(self, turns: int = 6, split: int = 0) -> None:
+        """`turns` round trips; the client's bytes in reads of `split` bytes if set."""
         for _ in range(turns):
             out = self.client.data_to_send()
-            if out:
-                self.protocol.data_received(out)
+            for at in range(0, len(out), split or len(out) or 1):
+                self.protocol.data_received(out[at : at + (split or len(out))])
             for _ in range(4):
                 await asyncio.sleep(0)
             got = bytes(self.transport.data)
@@ -243,6 +247,7 @@ def _grpclib_path(monkeypatch: pytest.MonkeyPatch) -> None:
         await gserver.request_handler(requests.mapping, stream, headers, *rest)
 
     monkeypatch.setattr(calls, "request_handler", grpclib_handler)
+    monkeypatch.setattr(calls, "CallStream", gproto.Stream)
     for name in ("send_message", "send_trailing_metadata", "cancel", "__aexit__"):
         monkeypatch.setattr(calls.ServerStream, name, getattr(gserver.Stream, name))
 
