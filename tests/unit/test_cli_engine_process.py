@@ -7,12 +7,7 @@ fresh interpreter, since the test process may have imported trio already.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fresh import run_fresh
 
 SCRIPT = """
 import asyncio, sys
@@ -33,13 +28,5 @@ print(sys.modules.get("trio") is None)
 
 
 def test_engine_process_runs_httpcore_without_trio() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        timeout=60,
-    ).stdout.split()
+    out = run_fresh(SCRIPT).split()
     assert out == ["asyncio", "True"]

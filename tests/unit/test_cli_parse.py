@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.fresh import run_fresh
 from tui import cli
-
-ROOT = Path(__file__).resolve().parents[2]
 
 PULLS = [
     ["pull", "docker.io/library/alpine:3.20"],
@@ -96,15 +92,6 @@ def test_a_pull_builds_no_other_command(tmp_path: Path) -> None:
         "assert args.command == 'pull', args\n"
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('tui.'))))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        timeout=60,
-    )
-    loaded = set(done.stdout.split())
+    loaded = set(run_fresh(script).split())
     assert "tui.pull_cli" in loaded
     assert not loaded & {"tui.cri_cli", "tui.trainer_cli"}

@@ -10,14 +10,10 @@ default path.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.fresh import run_fresh
 from tui import nodes
-
-ROOT = Path(__file__).resolve().parents[2]
 
 HEAVY = (
     "asyncio",
@@ -59,16 +55,9 @@ print(json.dumps({"code": code, "stderr": err.getvalue(), "heavy": heavy, "bundl
 
 def test_pull_loads_only_what_it_runs(tmp_path: Path) -> None:
     missing = tmp_path / "no.sock"
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(missing), " ".join(HEAVY), " ".join(GRPC)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="300"),
-        timeout=60,
+    result = json.loads(
+        run_fresh(SCRIPT, str(missing), " ".join(HEAVY), " ".join(GRPC), COLUMNS="300")
     )
-    result = json.loads(done.stdout)
     assert result["code"] == 1
     assert result["stderr"] == "ctrdeck pull: [Errno 2] No such file or directory\n"
     assert result["heavy"] == []

@@ -8,12 +8,7 @@ module must not load them. Checked in a fresh interpreter.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fresh import run_fresh
 
 UNPACKER = ("core.images.unpack", "core.diff", "tarfile", "isal")
 
@@ -26,13 +21,4 @@ print(" ".join(sorted(m for m in sys.modules if m in names or m.startswith(names
 
 
 def test_importing_the_pipeline_loads_no_unpacker() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, " ".join(UNPACKER)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        timeout=60,
-    )
-    assert done.stdout.split() == []
+    assert run_fresh(SCRIPT, " ".join(UNPACKER)).split() == []
