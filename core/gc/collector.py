@@ -61,6 +61,8 @@ class GarbageCollector:
         self._pending: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._sweep_skipped = False
+        self._swept_at: tuple[int, int] | None = None
+        """`_blob_epoch` when the last blob sweep that finished began; None before the first."""
         self._again = False
         self.quiet_for: Callable[[], float] = lambda: math.inf
         """Seconds since the tasks were last busy (0 while they are); the engine wires it."""
@@ -113,8 +115,19 @@ class GarbageCollector:
                 # first); the directories they owned go now.
                 for snapshotter in self.snapshotters.values():
                     await snapshotter.cleanup()
-            await self.sweep_blobs()
+            if self._sweep_skipped or self._swept_at != self._blob_epoch():
+                await self.sweep_blobs()
             return result
+
+    def _blob_epoch(self) -> tuple[int, int]:
+        """What moves whenever a blob file may have lost its last owner or come unowned.
+
+        A blob loses an owner only with a row of the content table (deleted, cascaded
+        or swept: `content_generation` counts them all) and arrives only through
+        `commit_blob` (`BlobPins.started`); while neither moved, a sweep of the blob
+        directory finds nothing the last finished one did not remove.
+        """
+        return self.metadata.db.content_generation, self.pins.started
 
     async def _collect_metadata(self) -> Result:
         """Mark in a worker thread, then sweep on the loop in steps, if nothing else wrote.
@@ -130,7 +143,15 @@ class GarbageCollector:
         for _ in range(MARK_ATTEMPTS):
             before = conn.total_changes
             plan = await asyncio.to_thread(self._mark_apart)
-            if conn.total_changes == before and await self._sweep_in_steps(plan, result):
+            if conn.total_changes != before:
+                continue
+            if not plan.dead_content and not plan.dead_snapshots:
+                # Nothing to remove, so nothing to make durable; the log is still
+                # folded in on schedule, or a client's commit would do it on the loop.
+                if self.metadata.db.checkpoint_due():
+                    await asyncio.to_thread(self.metadata.db.sync)
+                return result
+            if await self._sweep_in_steps(plan, result):
                 return result
         result.add(self.marker.collect())
         return result
@@ -182,6 +203,7 @@ class GarbageCollector:
             if self.pins.commits:
                 self._sweep_skipped = True
                 break
+            epoch = self._blob_epoch()
             on_disk = await asyncio.to_thread(self.content.digests)
             if not self.pins.doom(on_disk, self.metadata.content.owned_digests):
                 continue
@@ -192,6 +214,7 @@ class GarbageCollector:
                 self.pins.forget()
             removed += gone
             if finished:
+                self._swept_at = epoch
                 break
         if removed:
             log.info("garbage collection removed %d blobs", removed)

@@ -255,6 +255,10 @@ class Database:
         """Seconds since the last commit: how long no client (or pass) has written."""
         return time.monotonic() - self._last_commit
 
+    def checkpoint_due(self) -> bool:
+        """Whether CHECKPOINT_EVERY commits have come since `sync` last folded the log."""
+        return self.commits - self._checkpointed_at >= CHECKPOINT_EVERY
+
     def sync(self) -> None:
         """Make every commit so far durable, now and then folding the log into the file; any thread.
 
@@ -270,10 +274,9 @@ class Database:
             os.fsync(fd)
         finally:
             os.close(fd)
-        commits = self.commits
-        if commits - self._checkpointed_at < CHECKPOINT_EVERY:
+        if not self.checkpoint_due():
             return
-        self._checkpointed_at = commits
+        self._checkpointed_at = self.commits
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
