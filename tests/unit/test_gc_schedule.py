@@ -57,6 +57,7 @@ async def test_a_delete_during_a_pass_gets_a_pass_of_its_own(tmp_path: Path) -> 
         assert metadata.content.list(NS) == []
         assert gc.runs == 2
     finally:
+        gc.close()
         metadata.close()
 
 
@@ -97,6 +98,7 @@ async def test_a_pass_asked_for_soon_waits_for_the_tasks_to_be_quiet(
         await asyncio.wait_for(gc._pending, 5)
         assert gc.runs == 2
     finally:
+        gc.close()
         metadata.close()
 
 
@@ -150,6 +152,7 @@ async def test_a_pass_that_finds_nothing_writes_syncs_and_lists_nothing(tmp_path
         assert (metadata.db.commits, metadata.db.conn.total_changes) == (commits, changes)
         assert gc.runs == 4 and content.exists(digest)
     finally:
+        gc.close()
         metadata.close()
 
 
@@ -178,6 +181,7 @@ async def test_a_blob_that_lost_its_owner_or_came_unowned_is_still_swept(tmp_pat
         await gc.collect(wait=True)
         assert not content.exists(unowned)
     finally:
+        gc.close()
         metadata.close()
 
 
@@ -197,4 +201,33 @@ async def test_passes_that_find_nothing_still_fold_the_log_on_schedule(tmp_path:
         await gc.collect(wait=True)
         assert counted.syncs == 1 and not metadata.db.checkpoint_due()
     finally:
+        gc.close()
         metadata.close()
+
+
+async def test_the_mark_keeps_its_connection_and_reads_every_write_since(tmp_path: Path) -> None:
+    """One connection for every mark, each mark on a fresh read; closed before the
+    metadata's, whose close then folds and removes the log as before."""
+    metadata = Metadata(tmp_path / "meta.db")
+    content = ContentStore(tmp_path / "content")
+    gc = GarbageCollector(
+        metadata, content, SnapshotStore(metadata.db, metadata.namespaces, metadata.leases), {}
+    )
+    digests = []
+    for i in range(3):
+        digest, size = stored_blob(content, i)
+        metadata.content.add(NS, digest, size, ROOT, None)
+        digests.append(digest)
+    await gc.collect(wait=True)
+    reader = gc._reader
+    assert reader is not None
+    for digest in digests:
+        metadata.content.update(NS, digest, {}, ())
+        await gc.collect(wait=True)
+        assert gc._reader is reader
+        assert not content.exists(digest)
+    assert metadata.content.list(NS) == []
+    gc.close()
+    assert gc._reader is None
+    metadata.close()
+    assert not (tmp_path / "meta.db-wal").exists()
