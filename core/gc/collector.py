@@ -190,12 +190,18 @@ class GarbageCollector:
         with self._reader_lock:
             if self._reader is None:
                 self._reader = Metadata(self.metadata.db.path)
-            conn = self._reader.db.conn
-            conn.execute("BEGIN")
+            reader = self._reader
             try:
-                return self.marker.mark(self._reader)
-            finally:
-                conn.execute("ROLLBACK")
+                reader.db.conn.execute("BEGIN")
+                try:
+                    return self.marker.mark(reader)
+                finally:
+                    reader.db.conn.execute("ROLLBACK")
+            except BaseException:
+                # A connection left in an unknown state is not the next pass's.
+                self._reader = None
+                reader.close()
+                raise
 
     def close(self) -> None:
         """Close the mark's connection; before the metadata's, whose close then folds the log."""

@@ -274,9 +274,10 @@ class Database:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if not self.checkpoint_due():
+        commits = self.commits
+        if commits - self._checkpointed_at < CHECKPOINT_EVERY:
             return
-        self._checkpointed_at = self.commits
+        self._checkpointed_at = commits
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")

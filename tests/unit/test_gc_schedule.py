@@ -231,3 +231,30 @@ async def test_the_mark_keeps_its_connection_and_reads_every_write_since(tmp_pat
     assert gc._reader is None
     metadata.close()
     assert not (tmp_path / "meta.db-wal").exists()
+
+
+async def test_a_mark_that_failed_leaves_its_connection_to_no_later_pass(tmp_path: Path) -> None:
+    metadata = Metadata(tmp_path / "meta.db")
+    content = ContentStore(tmp_path / "content")
+    gc = GarbageCollector(
+        metadata, content, SnapshotStore(metadata.db, metadata.namespaces, metadata.leases), {}
+    )
+    mark = gc.marker.mark
+
+    def failing(md: Metadata) -> collector.Plan:
+        md.db.conn.execute("SELECT 1 FROM content")
+        raise RuntimeError("the mark failed")
+
+    try:
+        digest, size = stored_blob(content, 1)
+        metadata.content.add(NS, digest, size, {}, None)
+        gc.marker.mark = failing  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            await gc.collect(wait=True)
+        assert gc._reader is None
+        gc.marker.mark = mark  # type: ignore[method-assign]
+        await gc.collect(wait=True)
+        assert metadata.content.list(NS) == [] and not content.exists(digest)
+    finally:
+        gc.close()
+        metadata.close()
