@@ -18,11 +18,13 @@ Before each pull the engine is left to finish its start-up work (`settle`). The 
 of the CLI process, its own CPU (utime + stime from `wait4`) and the engine process's CPU
 (from `/proc/PID/stat`, before and after) are recorded, and two counts of the engine's work
 that load does not move: its minor page faults (pages touched for the first time) and the
-bytes its read(2)-like calls took in (`rchar` of `/proc/PID/io`: for ctrdeck, layers read
-back from its own store; sockets are not counted). containerd's are its daemon's alone:
-`ctr` downloads in the client. The baselines, on the same disk under /tmp:
-for `random`, `curl` of every blob (concurrently) then `tar -xzf` of each layer; for `os`,
-`tar -xzf` of each layer blob, in order, into one directory (GNU tar, no download).
+bytes its read(2)-like calls took in (`rchar` of `/proc/PID/io`, which counts read(2) on
+any file but not recv(2): for ctrdeck, whose sockets use recv, the layers it reads back from
+its own store; for containerd, whose Go reads sockets with read, also what `ctr` sends it,
+since `ctr` downloads in the client and writes through the Content API). The baselines,
+on the same disk under /tmp: for `random`, `curl` of every blob (concurrently) then
+`tar -xzf` of each layer; for `os`, `tar -xzf` of each layer blob, in order, into one
+directory (GNU tar, no download).
 
 With `--tmpfs` every engine root and baseline directory is on a tmpfs mounted for the run
 instead: on this machine's ext4 the cost of creating a file varies thirtyfold with recent
