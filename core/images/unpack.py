@@ -332,11 +332,12 @@ async def on_own_thread(fn: Callable[..., T], *args: Any) -> T:
 
     def run() -> None:
         try:
-            result = context.run(fn, *args)
+            outcome: tuple[T | None, BaseException | None] = (context.run(fn, *args), None)
         except BaseException as exc:  # handed to the caller
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
+            outcome = (None, exc)
+        # A loop closed meanwhile has no caller left to tell.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, *outcome)
 
     threading.Thread(target=run, name="layer-apply", daemon=True).start()
     try:
