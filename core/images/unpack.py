@@ -54,7 +54,8 @@ DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"
 # Layers applied at once on overlayfs. Four, so that an image of up to four layers (most
 # base images, issue 14's benchmark images) applies every layer from its download as the
 # bytes arrive: with two, the upper two waited for a slot until after the last byte and
-# were then read back from the store, a tail of 40-160 ms and 24 MiB more read per 48 MiB.
+# were then read back from the store (80-160 ms after it on a busy machine, 24 MiB more
+# read per 48 MiB). The work is less; on two busy cores the wall did not move with it.
 PARALLEL_LAYERS = 4
 
 Publish = Callable[[str, str, betterproto2.Message], None]
