@@ -142,11 +142,12 @@ def test_a_rehearsal_runs_a_monitor_course_and_leaves_nothing_behind(tmp_path: P
 def test_reaping_after_a_flood_of_wake_ups_collects_every_child(tmp_path: Path) -> None:
     """More pending wake-up bytes than one read takes: the next select wakes again."""
     os.mkfifo(tmp_path / "control")
+    cfg = monitor_module.stand_in_config(str(tmp_path), ["true"])
     here = str(Path(monitor_module.__file__).parent)
     probe = (
         f"import os, select, sys; sys.path.insert(0, {here!r})\n"
         "import monitor\n"
-        f"m = monitor.Monitor({{'dir': {str(tmp_path)!r}, 'log': {str(tmp_path / 'log')!r}}})\n"
+        f"m = monitor.Monitor({cfg!r})\n"
         "pids = []\n"
         "for code in (3, 4, 5):\n"
         "    pid = os.fork()\n"
