@@ -38,6 +38,7 @@ from __future__ import annotations
 # enum (and functools, collections) on every start.
 import _signal as signal
 import fcntl
+import gc
 import marshal
 import os
 import select
@@ -101,6 +102,9 @@ set_signal = partial(signal.signal)
 marshal_loads = partial(marshal.loads)
 decode = partial(bytes.decode)
 encode = partial(str.encode)
+find = partial(bytes.find)
+to_int = partial(int)
+gc_freeze = partial(gc.freeze)
 WRITE_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 RDWR_NONBLOCK = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
 NONBLOCK = os.O_NONBLOCK | os.O_CLOEXEC
@@ -116,7 +120,7 @@ class Log:
 
     def __init__(self, path: str, limit: int) -> None:
         self.path = path
-        self.limit = max(limit, 4096)
+        self.limit = limit if limit > 4096 else 4096
         self.fd = os_open(path, WRITE_APPEND, 0o640)
         # Its end is its size; lseek makes no stat_result, whose heap type is one more page.
         self.size = os_lseek(self.fd, 0, 2)
@@ -230,17 +234,17 @@ class Monitor:
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
         self.dir: str = cfg["dir"]
-        self.terminal: bool = bool(cfg["terminal"])
+        self.terminal: bool = cfg["terminal"]
         self.children: dict[int, int] = {}
         self.pid = 0
         self.exit_status: int | None = None
         self.exited_at = 0
-        self.log = Log(cfg["log"], int(cfg["log_max"]))
+        self.log = Log(cfg["log"], to_int(cfg["log_max"]))
         self.cri_log = (
             CriLog(cfg["cri_log"], int(cfg.get("cri_log_line", 16384))) if cfg["cri_log"] else None
         )
         self.streams: dict[int, str] = {}
-        self.sinks: dict[int, Sink] = {}
+        self.sinks: list[Sink] = []
         self.sources: dict[int, Sink | None] = {}
         self.stdin_fifo: int | None = None
         self.stdin_target: int | None = None
@@ -264,7 +268,7 @@ class Monitor:
         if self.cfg["stdin"]:
             self.stdin_fifo = os_open(self.cfg["stdin"], RDWR_NONBLOCK)
         devnull = os_open(DEVNULL, RDWR)
-        argv = list(self.cfg["argv"])
+        argv = [*self.cfg["argv"]]
         child_fds = [devnull, devnull, devnull]
         close_after = [devnull]
         listener = None
@@ -297,11 +301,9 @@ class Monitor:
                 close_after += [in_r]
                 self.stdin_target = in_w
         # No comprehension: each is a function made and called, its code object written.
-        self.sinks = {}
-        if stdout is not None:
-            self.sinks[0] = stdout
-        if stderr is not None:
-            self.sinks[1] = stderr
+        for sink in (stdout, stderr):
+            if sink is not None:
+                self.sinks += [sink]
         runtime_pid = spawn(argv, child_fds, lines)
         for fd in close_after:
             os_close(fd)
@@ -311,7 +313,7 @@ class Monitor:
         status = self._wait_for(runtime_pid)
         if status != 0:
             raise RuntimeError(self._runtime_error(status))
-        self.pid = int(read_file(self.cfg["pid_file"]))
+        self.pid = to_int(read_file(self.cfg["pid_file"]))
         if self.pid in self.children:
             # A short exec can be over before the runtime has even returned, and a
             # rehearsal's runtime command is its process.
@@ -505,7 +507,7 @@ class Monitor:
                 readers += [self.stdin_fifo]
             # A loop, not a comprehension (a function made and called on every turn).
             writers = []
-            for sink in self.sinks.values():
+            for sink in self.sinks:
                 if sink.pending and sink.fd is not None:
                     writers += [sink.fd]
             timeout = None if drain_deadline is None else 0.1
@@ -522,7 +524,7 @@ class Monitor:
                     self._forward_stdin()
                 elif fd in self.sources:
                     self._read_source(fd)
-            for sink in self.sinks.values():
+            for sink in self.sinks:
                 if sink.fd in writable:
                     sink.flush()
         self.finish()
@@ -530,14 +532,14 @@ class Monitor:
     def finish(self) -> None:
         deadline = time.monotonic() + DRAIN_SECONDS
         while time.monotonic() < deadline:
-            pending = [s.fd for s in self.sinks.values() if s.pending and s.fd is not None]
+            pending = [s.fd for s in self.sinks if s.pending and s.fd is not None]
             if not pending:
                 break
             _, writable, _ = select.select([], pending, [], 0.1)
-            for sink in self.sinks.values():
+            for sink in self.sinks:
                 if sink.fd in writable:
                     sink.flush()
-        for sink in self.sinks.values():
+        for sink in self.sinks:
             sink.close()
         self._close_stdin()
         if self.master is not None:
@@ -692,12 +694,13 @@ class Lines:
 
     def next(self) -> bytes:
         """The next line without its end; empty at end of file."""
-        while b"\n" not in self.buf:
+        # 10 is b"\n": a small int is the interpreter's, a bytes constant one more page.
+        while 10 not in self.buf:
             chunk = os_read(self.fd, 4096)
             if not chunk:
                 return b""
             self.buf += chunk
-        end = self.buf.index(b"\n")
+        end = find(self.buf, 10)
         line, self.buf = self.buf[:end], self.buf[end + 1 :]
         return line
 
@@ -871,7 +874,6 @@ def template(path: str) -> int:
     engine compiles this module's bytecode for it (`monitor_protocol.fresh_bytecode`).
     """
     import _socket
-    import gc
 
     with_umask = os.umask(0o177)
     listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -904,7 +906,6 @@ def template(path: str) -> int:
     # What the loop writes after a fork, the monitor just forked keeps a copy of: so it
     # calls what a monitor calls too (the stand-ins above), and holds its own stand-ins.
     accept = partial(listener._accept)
-    freeze = partial(gc.freeze)
     while True:
         ready, _, _ = select_([fileno], [], [], TEMPLATE_POLL)
         if not ready:
@@ -918,7 +919,7 @@ def template(path: str) -> int:
             conn, _ = accept()
         except OSError:
             continue  # the client left before we took it
-        freeze()
+        gc_freeze()
         if os_fork() == 0:
             code = 1
             try:
