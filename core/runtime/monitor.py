@@ -112,6 +112,29 @@ CLOEXEC = os.O_CLOEXEC + 0
 READ = os.O_RDONLY | os.O_CLOEXEC
 RDWR = os.O_RDWR | os.O_CLOEXEC
 DEVNULL = "/dev/null"
+
+
+def key(name: str) -> str:
+    """`name` as a string object of this module's, not the interned one of that value."""
+    return (name + " ")[:-1]
+
+
+# The config's keys a monitor reads on its way to its steady state. As literals they are
+# interned strings, shared with the rest of the template (`dir` and `argv` are
+# libpython's own), on half a dozen pages every lookup wrote in every monitor; the config
+# is written with its keys not interned either (`config_bytes`).
+DIR = key("dir")
+ARGV = key("argv")
+TERMINAL = key("terminal")
+STDIN = key("stdin")
+STDOUT = key("stdout")
+STDERR = key("stderr")
+LOG = key("log")
+LOG_MAX = key("log_max")
+CRI_LOG = key("cri_log")
+PID_FILE = key("pid_file")
+# The engine's too (`monitor_protocol.CONFIG_FORMAT`).
+CONFIG_FORMAT = 2
 SIGCHLD = signal.SIGCHLD + 0
 
 
@@ -233,15 +256,15 @@ class Sink:
 class Monitor:
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
-        self.dir: str = cfg["dir"]
-        self.terminal: bool = cfg["terminal"]
+        self.dir: str = cfg[DIR]
+        self.terminal: bool = cfg[TERMINAL]
         self.children: dict[int, int] = {}
         self.pid = 0
         self.exit_status: int | None = None
         self.exited_at = 0
-        self.log = Log(cfg["log"], to_int(cfg["log_max"]))
+        self.log = Log(cfg[LOG], to_int(cfg[LOG_MAX]))
         self.cri_log = (
-            CriLog(cfg["cri_log"], int(cfg.get("cri_log_line", 16384))) if cfg["cri_log"] else None
+            CriLog(cfg[CRI_LOG], int(cfg.get("cri_log_line", 16384))) if cfg[CRI_LOG] else None
         )
         self.streams: dict[int, str] = {}
         self.sinks: list[Sink] = []
@@ -257,18 +280,18 @@ class Monitor:
 
     # --- starting the process -------------------------------------------------
 
-    def _sink(self, key: str) -> Sink | None:
+    def _sink(self, name: str) -> Sink | None:
         # Every key is in a config (`monitor_protocol.spawn`); an empty path is no FIFO.
-        path = self.cfg[key]
+        path = self.cfg[name]
         return Sink(path) if path else None
 
     def start(self, lines: Lines | None = None) -> None:
         """Run the runtime command and learn its process; with `lines`, once told `go`."""
-        stdout, stderr = self._sink("stdout"), self._sink("stderr")
-        if self.cfg["stdin"]:
-            self.stdin_fifo = os_open(self.cfg["stdin"], RDWR_NONBLOCK)
+        stdout, stderr = self._sink(STDOUT), self._sink(STDERR)
+        if self.cfg[STDIN]:
+            self.stdin_fifo = os_open(self.cfg[STDIN], RDWR_NONBLOCK)
         devnull = os_open(DEVNULL, RDWR)
-        argv = [*self.cfg["argv"]]
+        argv = [*self.cfg[ARGV]]
         child_fds = [devnull, devnull, devnull]
         close_after = [devnull]
         listener = None
@@ -313,7 +336,7 @@ class Monitor:
         status = self._wait_for(runtime_pid)
         if status != 0:
             raise RuntimeError(self._runtime_error(status))
-        self.pid = to_int(read_file(self.cfg["pid_file"]))
+        self.pid = to_int(read_file(self.cfg[PID_FILE]))
         if self.pid in self.children:
             # A short exec can be over before the runtime has even returned, and a
             # rehearsal's runtime command is its process.
@@ -747,7 +770,7 @@ def leave(cfg: dict[str, Any], report: int, lines: Lines | None) -> None:
         # recognises it by that, since its command line is the template's.
         os_setpgid(0, 0)
         become_subreaper()
-        os_chdir(cfg["dir"])
+        os_chdir(cfg[DIR])
         say(report, f"pid {os_getpid()}\n")
     else:
         detach()
@@ -759,7 +782,7 @@ def leave(cfg: dict[str, Any], report: int, lines: Lines | None) -> None:
         os.dup2(devnull, 1)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    errors_fd = os_open(f"{cfg['dir']}/monitor.err", WRITE_APPEND, 0o640)
+    errors_fd = os_open(f"{cfg[DIR]}/monitor.err", WRITE_APPEND, 0o640)
     os_dup2(errors_fd, 2)
 
 
@@ -775,6 +798,15 @@ def serve(conn: int, settle: Settle | None = None) -> int:
     if not path:
         return 1
     return run(decode(path), conn, lines, settle)
+
+
+def config_bytes(cfg: dict[str, Any]) -> bytes:
+    """A config as the monitor reads it: marshal's format 2, whose strings load un-interned.
+
+    Format 4 would mark the keys interned, and loading them would take a reference to
+    the template's interned strings of those names (see `DIR`).
+    """
+    return marshal.dumps(cfg, CONFIG_FORMAT)
 
 
 def stand_in_config(directory: str, argv: list[str]) -> dict[str, object]:
@@ -825,7 +857,7 @@ def rehearse(directory: str) -> None:
             directory, ["sh", "-c", f"echo $$ > {directory}/pid; echo out; echo err >&2"]
         )
         fd = os.open(f"{directory}/monitor.cfg", os.O_WRONLY | os.O_CREAT, 0o600)
-        os.write(fd, marshal.dumps(cfg))
+        os.write(fd, config_bytes(cfg))
         os.close(fd)
         engine.sendall(f"{directory}/monitor.cfg\ngo\n".encode())
         # serve closes the connection, as a monitor does once it has answered.
