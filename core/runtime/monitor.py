@@ -105,6 +105,10 @@ encode = partial(str.encode)
 find = partial(bytes.find)
 to_int = partial(int)
 gc_freeze = partial(gc.freeze)
+# A template's accept on its listener, made here beside the others (`template` points it
+# at the listener): the template calls it after each fork, and a page only it wrote there
+# would be one more copy in every monitor.
+template_accept = partial(int)
 WRITE_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 RDWR_NONBLOCK = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
 NONBLOCK = os.O_NONBLOCK | os.O_CLOEXEC
@@ -936,8 +940,9 @@ def template(path: str) -> int:
     listener.setblocking(False)
     fileno = listener.fileno()
     # What the loop writes after a fork, the monitor just forked keeps a copy of: so it
-    # calls what a monitor calls too (the stand-ins above), and holds its own stand-ins.
-    accept = partial(listener._accept)
+    # calls what a monitor calls too (the stand-ins above). A partial's state is its
+    # function, its arguments, its keywords and its attributes.
+    template_accept.__setstate__((listener._accept, (), None, None))
     while True:
         ready, _, _ = select_([fileno], [], [], TEMPLATE_POLL)
         if not ready:
@@ -948,7 +953,7 @@ def template(path: str) -> int:
                 return 0
             continue
         try:
-            conn, _ = accept()
+            conn, _ = template_accept()
         except OSError:
             continue  # the client left before we took it
         gc_freeze()
