@@ -145,6 +145,8 @@ SIGCHLD = signal.SIGCHLD + 0
 class Log:
     """An append-only log file that rotates to `<path>.1` when it reaches `limit`."""
 
+    __slots__ = ("fd", "limit", "path", "size")
+
     def __init__(self, path: str, limit: int) -> None:
         self.path = path
         self.limit = limit if limit > 4096 else 4096
@@ -226,6 +228,8 @@ class CriLog:
 class Sink:
     """A client FIFO the monitor writes output into, without ever blocking."""
 
+    __slots__ = ("fd", "pending")
+
     def __init__(self, path: str) -> None:
         # O_RDWR never blocks on a FIFO and never fails for want of a reader,
         # so a client that opens its end late still gets everything.
@@ -258,6 +262,31 @@ class Sink:
 
 
 class Monitor:
+    # Slots, not an instance dict: making an instance with a dict also takes a reference
+    # to its class's shared keys, on a page of the template's. So with `Log`, `Sink` and
+    # `Lines`.
+    __slots__ = (
+        "cfg",
+        "children",
+        "control",
+        "control_buf",
+        "cri_log",
+        "dir",
+        "exit_status",
+        "exited_at",
+        "log",
+        "master",
+        "pid",
+        "sinks",
+        "sources",
+        "stdin_fifo",
+        "stdin_target",
+        "streams",
+        "terminal",
+        "wake_r",
+        "wake_w",
+    )
+
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
         self.dir: str = cfg[DIR]
@@ -712,6 +741,8 @@ def main(argv: list[str]) -> int:
 
 class Lines:
     """Lines the engine sends on a warm monitor's connection, read with bare system calls."""
+
+    __slots__ = ("buf", "fd", "handed_on")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
