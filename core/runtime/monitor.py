@@ -112,7 +112,7 @@ template_accept = partial(int)
 WRITE_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 RDWR_NONBLOCK = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
 NONBLOCK = os.O_NONBLOCK | os.O_CLOEXEC
-CLOEXEC = os.O_CLOEXEC + 0
+CLOEXEC = os.O_CLOEXEC + 0  # a new int, beside the others
 READ = os.O_RDONLY | os.O_CLOEXEC
 RDWR = os.O_RDWR | os.O_CLOEXEC
 DEVNULL = "/dev/null"
@@ -139,6 +139,7 @@ CRI_LOG = key("cri_log")
 PID_FILE = key("pid_file")
 # The engine's too (`monitor_protocol.CONFIG_FORMAT`).
 CONFIG_FORMAT = 2
+# By name, so that no monitor reads it through the `_signal` module (its count too).
 SIGCHLD = signal.SIGCHLD + 0
 
 
