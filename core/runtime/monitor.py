@@ -74,94 +74,41 @@ REHEARSALS = 8
 # What a runtime command's child says when no `go` came: no error message is empty.
 GAVE_UP = b"\0"
 
-
-def builtin_copier() -> Any:
-    """A function that copies a builtin function object, or None where it cannot.
-
-    It calls `PyCFunction_NewEx` (holding the GIL) with the original's method definition,
-    read from the object: the object header, then `PyCFunctionObject.m_ml`, in every
-    CPython 3 but the free-threaded builds ("t"). Through `_ctypes` alone, as `prctl`.
-    """
-    if sys.implementation.name != "cpython" or "t" in sys.abiflags:
-        return None
-    import _ctypes
-
-    class Object(_ctypes._SimpleCData):
-        _type_ = "O"
-
-    class Address(_ctypes._SimpleCData):
-        _type_ = "P"
-
-    class InterpreterCall(_ctypes.CFuncPtr):
-        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_PYTHONAPI
-        _restype_ = Object
-        _argtypes_ = (Address, Object, Object)
-
-    class Process:
-        _handle = _ctypes.dlopen(None)
-
-    new = InterpreterCall(("PyCFunction_NewEx", Process))
-
-    def copy(function: Any) -> Any:
-        return new(Address.from_address(id(function) + 16).value, function.__self__, None)
-
-    return copy
-
-
-_copy_builtin = builtin_copier()
-
-
-def stand_in(function: Any) -> Any:
-    """`function`, to be called without writing the object every other process holds.
-
-    Each call of a builtin writes its reference count, and the builtins a monitor calls
-    on its way to its steady state lie on a dozen of the template's pages (os's functions
-    alone on four, the os and signal modules and their int constants on others), which
-    every monitor then copied. A builtin function is copied: a new object over the same
-    C function and module, made with the others at import, so the copies share a page,
-    and a call site specialises on them as on the original. Anything else (a method
-    descriptor, a type) is wrapped in a partial, whose call does not touch what it wraps
-    either, but whose call sites do not specialise (their counters are written on every
-    call).
-    """
-    if _copy_builtin is not None and type(function) is type(len):
-        try:
-            return _copy_builtin(function)
-        except SystemError:
-            pass  # a method that needs its defining class: a partial serves
-    return partial(function)
-
-
-os_read = stand_in(os.read)
-os_write = stand_in(os.write)
-os_open = stand_in(os.open)
-os_close = stand_in(os.close)
-os_lseek = stand_in(os.lseek)
-os_pipe2 = stand_in(os.pipe2)
-os_set_blocking = stand_in(os.set_blocking)
-os_fork = stand_in(os.fork)
-os_waitpid = stand_in(os.waitpid)
-os_exitcode = stand_in(os.waitstatus_to_exitcode)
-os_getpid = stand_in(os.getpid)
-os_setpgid = stand_in(os.setpgid)
-os_chdir = stand_in(os.chdir)
-os_dup2 = stand_in(os.dup2)
-os_stat = stand_in(os.stat)
-select_ = stand_in(select.select)
-set_wakeup_fd = stand_in(signal.set_wakeup_fd)
-set_signal = stand_in(signal.signal)
-marshal_loads = stand_in(marshal.loads)
-decode = stand_in(bytes.decode)
-encode = stand_in(str.encode)
-find = stand_in(bytes.find)
-to_int = stand_in(int)
-gc_freeze = stand_in(gc.freeze)
+# Each call of a builtin writes its reference count, and the builtins a monitor calls on
+# its way to its steady state lie on a dozen of the template's pages (os's functions
+# alone on four, with the os module, the signal module and their large int constants on
+# others), which every monitor then copied. A partial's call does not touch the function
+# it wraps, and these are made one after another at import, so the calls of a monitor's
+# start write a page or two between them. The flags are ints made here for the same
+# reason (os's own are spread over its module's pages).
+os_read = partial(os.read)
+os_write = partial(os.write)
+os_open = partial(os.open)
+os_close = partial(os.close)
+os_lseek = partial(os.lseek)
+os_pipe2 = partial(os.pipe2)
+os_set_blocking = partial(os.set_blocking)
+os_fork = partial(os.fork)
+os_waitpid = partial(os.waitpid)
+os_exitcode = partial(os.waitstatus_to_exitcode)
+os_getpid = partial(os.getpid)
+os_setpgid = partial(os.setpgid)
+os_chdir = partial(os.chdir)
+os_dup2 = partial(os.dup2)
+os_stat = partial(os.stat)
+select_ = partial(select.select)
+set_wakeup_fd = partial(signal.set_wakeup_fd)
+set_signal = partial(signal.signal)
+marshal_loads = partial(marshal.loads)
+decode = partial(bytes.decode)
+encode = partial(str.encode)
+find = partial(bytes.find)
+to_int = partial(int)
+gc_freeze = partial(gc.freeze)
 # A template's accept on its listener, made here beside the others (`template` points it
 # at the listener): the template calls it after each fork, and a page only it wrote there
 # would be one more copy in every monitor.
 template_accept = partial(int)
-# The flags a monitor passes are ints made here, for the same reason (os's own are spread
-# over its module's pages).
 WRITE_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 RDWR_NONBLOCK = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
 NONBLOCK = os.O_NONBLOCK | os.O_CLOEXEC

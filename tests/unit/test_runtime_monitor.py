@@ -68,25 +68,6 @@ def test_a_config_loads_with_keys_of_its_own() -> None:
     assert monitor_module.DIR == "dir" and monitor_module.DIR is not sys.intern("dir")
 
 
-def test_stand_ins_call_what_they_stand_for() -> None:
-    """A builtin's stand-in is a copy of it (a new object, same C function and module)."""
-    copy = monitor_module.stand_in(os.getpid)
-    assert copy is not os.getpid and type(copy) is type(os.getpid)
-    assert copy.__name__ == "getpid" and copy.__self__ is os.getpid.__self__
-    assert copy() == os.getpid()
-    read_end, write_end = monitor_module.os_pipe2(os.O_CLOEXEC)
-    try:
-        assert monitor_module.os_write(write_end, b"data") == 4
-        assert monitor_module.os_read(read_end, 10) == b"data"
-    finally:
-        monitor_module.os_close(read_end)
-        monitor_module.os_close(write_end)
-    # What is not a builtin function (a method descriptor, a type) gets a partial.
-    assert monitor_module.find(b"a\nb", 10) == 1
-    assert monitor_module.to_int(b"42") == 42
-    assert monitor_module.stand_in(bytes.decode)(b"x") == "x"
-
-
 def test_lines_come_whole_whatever_the_reads(tmp_path: Path) -> None:
     """`Lines` splits at newlines across reads, and ends with an empty line at end of file."""
     read_end, write_end = os.pipe()
