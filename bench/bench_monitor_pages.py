@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import marshal
 import os
 import shutil
 import signal
@@ -29,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.runtime.monitor import stand_in_config
+from core.runtime.monitor import config_bytes, stand_in_config
 from core.runtime.monitor_protocol import MONITOR, MONITOR_BOOT, fresh_bytecode
 
 PAGE = 4096
@@ -80,7 +79,7 @@ def start_monitor(socket_path: Path, directory: Path) -> tuple[int, int]:
     # The shell by its full path, as the engine names a runtime.
     shell = shutil.which("sh") or "sh"
     cfg = stand_in_config(str(directory), [shell, "-c", f"sleep 1000 & echo $! > {directory}/pid"])
-    (directory / "monitor.cfg").write_bytes(marshal.dumps(cfg))
+    (directory / "monitor.cfg").write_bytes(config_bytes(cfg))
     with socket.socket(socket.AF_UNIX) as conn:
         conn.connect(str(socket_path))
         conn.sendall(f"{directory}/monitor.cfg\ngo\n".encode())

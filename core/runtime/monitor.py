@@ -38,6 +38,7 @@ from __future__ import annotations
 # enum (and functools, collections) on every start.
 import _signal as signal
 import fcntl
+import gc
 import marshal
 import os
 import select
@@ -45,6 +46,7 @@ import struct
 import sys
 import termios
 import time
+from _functools import partial
 
 # typing is not imported at run time: it alone costs milliseconds per start.
 TYPE_CHECKING = False
@@ -72,15 +74,86 @@ REHEARSALS = 8
 # What a runtime command's child says when no `go` came: no error message is empty.
 GAVE_UP = b"\0"
 
+# Each call of a builtin writes its reference count, and the builtins a monitor calls on
+# its way to its steady state lie on a dozen of the template's pages (os's functions
+# alone on four, with the os module, the signal module and their large int constants on
+# others), which every monitor then copied. A partial's call does not touch the function
+# it wraps, and these are made one after another at import, so the calls of a monitor's
+# start write a page or two between them. The flags are ints made here for the same
+# reason (os's own are spread over its module's pages).
+os_read = partial(os.read)
+os_write = partial(os.write)
+os_open = partial(os.open)
+os_close = partial(os.close)
+os_lseek = partial(os.lseek)
+os_pipe2 = partial(os.pipe2)
+os_set_blocking = partial(os.set_blocking)
+os_fork = partial(os.fork)
+os_waitpid = partial(os.waitpid)
+os_exitcode = partial(os.waitstatus_to_exitcode)
+os_getpid = partial(os.getpid)
+os_setpgid = partial(os.setpgid)
+os_chdir = partial(os.chdir)
+os_dup2 = partial(os.dup2)
+os_stat = partial(os.stat)
+select_ = partial(select.select)
+set_wakeup_fd = partial(signal.set_wakeup_fd)
+set_signal = partial(signal.signal)
+marshal_loads = partial(marshal.loads)
+decode = partial(bytes.decode)
+encode = partial(str.encode)
+find = partial(bytes.find)
+to_int = partial(int)
+gc_freeze = partial(gc.freeze)
+# A template's accept on its listener, made here beside the others (`template` points it
+# at the listener): the template calls it after each fork, and a page only it wrote there
+# would be one more copy in every monitor.
+template_accept = partial(int)
+WRITE_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+RDWR_NONBLOCK = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
+NONBLOCK = os.O_NONBLOCK | os.O_CLOEXEC
+CLOEXEC = os.O_CLOEXEC + 0  # a new int, beside the others
+READ = os.O_RDONLY | os.O_CLOEXEC
+RDWR = os.O_RDWR | os.O_CLOEXEC
+DEVNULL = "/dev/null"
+
+
+def key(name: str) -> str:
+    """`name` as a string object of this module's, not the interned one of that value."""
+    return (name + " ")[:-1]
+
+
+# The config's keys a monitor reads on its way to its steady state. As literals they are
+# interned strings, shared with the rest of the template (`dir` and `argv` are
+# libpython's own), on half a dozen pages every lookup wrote in every monitor; the config
+# is written with its keys not interned either (`config_bytes`).
+DIR = key("dir")
+ARGV = key("argv")
+TERMINAL = key("terminal")
+STDIN = key("stdin")
+STDOUT = key("stdout")
+STDERR = key("stderr")
+LOG = key("log")
+LOG_MAX = key("log_max")
+CRI_LOG = key("cri_log")
+PID_FILE = key("pid_file")
+# The engine's too (`monitor_protocol.CONFIG_FORMAT`).
+CONFIG_FORMAT = 2
+# By name, so that no monitor reads it through the `_signal` module (its count too).
+SIGCHLD = signal.SIGCHLD + 0
+
 
 class Log:
     """An append-only log file that rotates to `<path>.1` when it reaches `limit`."""
 
+    __slots__ = ("fd", "limit", "path", "size")
+
     def __init__(self, path: str, limit: int) -> None:
         self.path = path
-        self.limit = max(limit, 4096)
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        self.size = os.fstat(self.fd).st_size
+        self.limit = limit if limit > 4096 else 4096
+        self.fd = os_open(path, WRITE_APPEND, 0o640)
+        # Its end is its size; lseek makes no stat_result, whose heap type is one more page.
+        self.size = os_lseek(self.fd, 0, 2)
 
     def write(self, data: bytes) -> None:
         if self.size + len(data) > self.limit and self.size > 0:
@@ -156,10 +229,12 @@ class CriLog:
 class Sink:
     """A client FIFO the monitor writes output into, without ever blocking."""
 
+    __slots__ = ("fd", "pending")
+
     def __init__(self, path: str) -> None:
         # O_RDWR never blocks on a FIFO and never fails for want of a reader,
         # so a client that opens its end late still gets everything.
-        self.fd: int | None = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fd: int | None = os_open(path, RDWR_NONBLOCK)
         self.pending = bytearray()
 
     def write(self, data: bytes) -> None:
@@ -188,45 +263,69 @@ class Sink:
 
 
 class Monitor:
+    # Slots, not an instance dict: making an instance with a dict also takes a reference
+    # to its class's shared keys, on a page of the template's. So with `Log`, `Sink` and
+    # `Lines`.
+    __slots__ = (
+        "cfg",
+        "children",
+        "control",
+        "control_buf",
+        "cri_log",
+        "dir",
+        "exit_status",
+        "exited_at",
+        "log",
+        "master",
+        "pid",
+        "sinks",
+        "sources",
+        "stdin_fifo",
+        "stdin_target",
+        "streams",
+        "terminal",
+        "wake_r",
+        "wake_w",
+    )
+
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
-        self.dir: str = cfg["dir"]
-        self.terminal: bool = bool(cfg.get("terminal"))
+        self.dir: str = cfg[DIR]
+        self.terminal: bool = cfg[TERMINAL]
         self.children: dict[int, int] = {}
         self.pid = 0
         self.exit_status: int | None = None
         self.exited_at = 0
-        self.log = Log(cfg["log"], int(cfg.get("log_max", 1 << 20)))
+        self.log = Log(cfg[LOG], to_int(cfg[LOG_MAX]))
         self.cri_log = (
-            CriLog(cfg["cri_log"], int(cfg.get("cri_log_line", 16384)))
-            if cfg.get("cri_log")
-            else None
+            CriLog(cfg[CRI_LOG], int(cfg.get("cri_log_line", 16384))) if cfg[CRI_LOG] else None
         )
         self.streams: dict[int, str] = {}
-        self.sinks: dict[int, Sink] = {}
+        self.sinks: list[Sink] = []
         self.sources: dict[int, Sink | None] = {}
         self.stdin_fifo: int | None = None
         self.stdin_target: int | None = None
         self.master: int | None = None
-        self.control = os.open(f"{self.dir}/control", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.control = os_open(f"{self.dir}/control", RDWR_NONBLOCK)
         self.control_buf = b""
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(self.wake_w)
-        signal.signal(signal.SIGCHLD, ignore)
+        self.wake_r, self.wake_w = os_pipe2(NONBLOCK)
+        set_wakeup_fd(self.wake_w)
+        set_signal(SIGCHLD, ignore)
 
     # --- starting the process -------------------------------------------------
 
-    def _sink(self, key: str) -> Sink | None:
-        path = self.cfg.get(key) or ""
+    def _sink(self, name: str) -> Sink | None:
+        # Every key is in a config (`monitor_protocol.spawn`); an empty path is no FIFO.
+        path = self.cfg[name]
         return Sink(path) if path else None
 
     def start(self, lines: Lines | None = None) -> None:
         """Run the runtime command and learn its process; with `lines`, once told `go`."""
-        stdout, stderr = self._sink("stdout"), self._sink("stderr")
-        if self.cfg.get("stdin"):
-            self.stdin_fifo = os.open(self.cfg["stdin"], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        argv = list(self.cfg["argv"])
+        stdout, stderr = self._sink(STDOUT), self._sink(STDERR)
+        if self.cfg[STDIN]:
+            self.stdin_fifo = os_open(self.cfg[STDIN], RDWR_NONBLOCK)
+        devnull = os_open(DEVNULL, RDWR)
+        argv = [*self.cfg[ARGV]]
         child_fds = [devnull, devnull, devnull]
         close_after = [devnull]
         listener = None
@@ -244,37 +343,42 @@ class Monitor:
             listener.listen(1)
             argv[self.cfg["console_socket_index"]] = f"/proc/{os.getpid()}/fd/{dirfd}/console.sock"
         else:
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            os.set_blocking(out_r, False)
-            os.set_blocking(err_r, False)
+            out_r, out_w = os_pipe2(CLOEXEC)
+            err_r, err_w = os_pipe2(CLOEXEC)
+            os_set_blocking(out_r, False)
+            os_set_blocking(err_r, False)
             self.sources[out_r] = stdout
             self.sources[err_r] = stderr
             self.streams = {out_r: "stdout", err_r: "stderr"}
             child_fds[1], child_fds[2] = out_w, err_w
             close_after += [out_w, err_w]
             if self.stdin_fifo is not None:
-                in_r, in_w = os.pipe2(os.O_CLOEXEC)
+                in_r, in_w = os_pipe2(CLOEXEC)
                 child_fds[0] = in_r
-                close_after.append(in_r)
+                close_after += [in_r]
                 self.stdin_target = in_w
-        self.sinks = {i: s for i, s in enumerate((stdout, stderr)) if s is not None}
+        # No comprehension: each is a function made and called, its code object written.
+        for sink in (stdout, stderr):
+            if sink is not None:
+                self.sinks += [sink]
         runtime_pid = spawn(argv, child_fds, lines)
         for fd in close_after:
-            os.close(fd)
+            os_close(fd)
         if listener is not None:
             self._receive_console(listener, runtime_pid, stdout)
             os.close(dirfd)
         status = self._wait_for(runtime_pid)
         if status != 0:
             raise RuntimeError(self._runtime_error(status))
-        self.pid = int(read_file(self.cfg["pid_file"]))
+        self.pid = to_int(read_file(self.cfg[PID_FILE]))
         if self.pid in self.children:
             # A short exec can be over before the runtime has even returned, and a
             # rehearsal's runtime command is its process.
-            self.exit_status = self.children.pop(self.pid)
+            self.exit_status = self.children[self.pid]
+            del self.children[self.pid]
             self.exited_at = time.time_ns()
-        self.children.pop(runtime_pid, None)
+        if runtime_pid in self.children:
+            del self.children[runtime_pid]
 
     def _receive_console(
         self, listener: _socket.socket, runtime_pid: int, out: Sink | None
@@ -315,7 +419,7 @@ class Monitor:
     def _wait_for(self, pid: int) -> int:
         """The exit status of child `pid`, which stays among `children` for `start`."""
         while pid not in self.children:
-            select.select([self.wake_r], [], [], 1.0)
+            select_([self.wake_r], [], [], 1.0)
             self._reap()
         return self.children[pid]
 
@@ -353,21 +457,22 @@ class Monitor:
         # One read empties the pipe but for a flood of signals, which wakes us again;
         # reading until it raises would raise on every turn.
         try:  # noqa: SIM105 - contextlib is not imported, to start fast
-            os.read(self.wake_r, 4096)
+            os_read(self.wake_r, 4096)
         except BlockingIOError:
             pass
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os_waitpid(-1, 1)  # WNOHANG
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            code = os.waitstatus_to_exitcode(status)
-            self.children[pid] = 128 - code if code < 0 else code
+            code = os_exitcode(status)
             if pid == self.pid and self.exit_status is None:
-                self.exit_status = self.children.pop(pid)
+                self.exit_status = 128 - code if code < 0 else code
                 self.exited_at = time.time_ns()
+            else:
+                self.children[pid] = 128 - code if code < 0 else code
 
     # --- the copy loop ----------------------------------------------------------
 
@@ -456,11 +561,15 @@ class Monitor:
                 break
             readers = [self.wake_r, self.control, *self.sources]
             if self.stdin_fifo is not None:
-                readers.append(self.stdin_fifo)
-            writers = [s.fd for s in self.sinks.values() if s.pending and s.fd is not None]
+                readers += [self.stdin_fifo]
+            # A loop, not a comprehension (a function made and called on every turn).
+            writers = []
+            for sink in self.sinks:
+                if sink.pending and sink.fd is not None:
+                    writers += [sink.fd]
             timeout = None if drain_deadline is None else 0.1
             try:
-                readable, writable, _ = select.select(readers, writers, [], timeout)
+                readable, writable, _ = select_(readers, writers, [], timeout)
             except InterruptedError:
                 continue
             for fd in readable:
@@ -472,7 +581,7 @@ class Monitor:
                     self._forward_stdin()
                 elif fd in self.sources:
                     self._read_source(fd)
-            for sink in self.sinks.values():
+            for sink in self.sinks:
                 if sink.fd in writable:
                     sink.flush()
         self.finish()
@@ -480,14 +589,14 @@ class Monitor:
     def finish(self) -> None:
         deadline = time.monotonic() + DRAIN_SECONDS
         while time.monotonic() < deadline:
-            pending = [s.fd for s in self.sinks.values() if s.pending and s.fd is not None]
+            pending = [s.fd for s in self.sinks if s.pending and s.fd is not None]
             if not pending:
                 break
             _, writable, _ = select.select([], pending, [], 0.1)
-            for sink in self.sinks.values():
+            for sink in self.sinks:
                 if sink.fd in writable:
                     sink.flush()
-        for sink in self.sinks.values():
+        for sink in self.sinks:
             sink.close()
         self._close_stdin()
         if self.master is not None:
@@ -520,8 +629,8 @@ def spawn(argv: list[str], stdio: list[int], lines: Lines | None = None) -> int:
     copied (50 KiB each). exec passes the environment no Python object holds. A failed
     exec is raised here, with the message posix_spawn would give.
     """
-    failed_r, failed_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    failed_r, failed_w = os_pipe2(CLOEXEC)
+    pid = os_fork()
     if pid == 0:
         try:
             for i, fd in enumerate(stdio):
@@ -538,12 +647,12 @@ def spawn(argv: list[str], stdio: list[int], lines: Lines | None = None) -> int:
             os._exit(127)
     if lines is not None:
         lines.handed_on = True
-    os.close(failed_w)
+    os_close(failed_w)
     try:
         # End of file once exec has closed the pipe: the command runs.
-        failure = os.read(failed_r, 4096)
+        failure = os_read(failed_r, 4096)
     finally:
-        os.close(failed_r)
+        os_close(failed_r)
     if failure:
         os.waitpid(pid, 0)
         if failure == GAVE_UP:
@@ -569,14 +678,14 @@ def write_exit(path: str, status: int, exited_at: int, pid: int) -> None:
 
 def read_file(path: str) -> bytes:
     """A small file's bytes, read with bare system calls (see `template` for why)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os_open(path, READ)
+    data = b""
     try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
+        while chunk := os_read(fd, 65536):
+            data += chunk
     finally:
-        os.close(fd)
-    return b"".join(chunks)
+        os_close(fd)
+    return data
 
 
 _prctl: Any = None
@@ -618,7 +727,7 @@ def detach() -> None:
 def say(fd: int, line: str) -> None:
     """Answer the engine; an engine that went away meanwhile is no reason to stop."""
     try:  # noqa: SIM105 - contextlib is not imported, to start fast
-        os.write(fd, line.encode())
+        os_write(fd, encode(line))
     except BrokenPipeError:
         pass
 
@@ -634,6 +743,8 @@ def main(argv: list[str]) -> int:
 class Lines:
     """Lines the engine sends on a warm monitor's connection, read with bare system calls."""
 
+    __slots__ = ("buf", "fd", "handed_on")
+
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.buf = b""
@@ -642,12 +753,14 @@ class Lines:
 
     def next(self) -> bytes:
         """The next line without its end; empty at end of file."""
-        while b"\n" not in self.buf:
-            chunk = os.read(self.fd, 4096)
+        # 10 is b"\n": a small int is the interpreter's, a bytes constant one more page.
+        while 10 not in self.buf:
+            chunk = os_read(self.fd, 4096)
             if not chunk:
                 return b""
             self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\n")
+        end = find(self.buf, 10)
+        line, self.buf = self.buf[:end], self.buf[end + 1 :]
         return line
 
 
@@ -661,7 +774,7 @@ def run(
     leaves the caller's process group, directory and stdio (`leave`); a template's
     rehearsal, which stays, runs the same course with `stay`.
     """
-    cfg = marshal.loads(read_file(cfg_path))
+    cfg = marshal_loads(read_file(cfg_path))
     (settle or leave)(cfg, report, lines)
     try:
         monitor = Monitor(cfg)
@@ -677,8 +790,8 @@ def run(
         say(report, f"error {message}\n")
         os.close(report)
         return 1
-    say(report, f"ok {monitor.pid} {os.getpid()}\n")
-    os.close(report)
+    say(report, f"ok {monitor.pid} {os_getpid()}\n")
+    os_close(report)
     monitor.run()
     return 0
 
@@ -691,10 +804,10 @@ def leave(cfg: dict[str, Any], report: int, lines: Lines | None) -> None:
         # the template's session, as a new session is a new scheduler autogroup that
         # `runc create` would wait in. It works in its process's directory: the engine
         # recognises it by that, since its command line is the template's.
-        os.setpgid(0, 0)
+        os_setpgid(0, 0)
         become_subreaper()
-        os.chdir(cfg["dir"])
-        say(report, f"pid {os.getpid()}\n")
+        os_chdir(cfg[DIR])
+        say(report, f"pid {os_getpid()}\n")
     else:
         detach()
         # Our own stdin and stdout go nowhere the engine waits on: a monitor must never
@@ -705,13 +818,13 @@ def leave(cfg: dict[str, Any], report: int, lines: Lines | None) -> None:
         os.dup2(devnull, 1)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    errors_fd = os.open(f"{cfg['dir']}/monitor.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    os.dup2(errors_fd, 2)
+    errors_fd = os_open(f"{cfg[DIR]}/monitor.err", WRITE_APPEND, 0o640)
+    os_dup2(errors_fd, 2)
 
 
 def stay(cfg: dict[str, Any], report: int, lines: Lines | None) -> None:
     """A rehearsal's `settle`: it stays where the template is, and answers as a monitor."""
-    say(report, f"pid {os.getpid()}\n")
+    say(report, f"pid {os_getpid()}\n")
 
 
 def serve(conn: int, settle: Settle | None = None) -> int:
@@ -720,7 +833,16 @@ def serve(conn: int, settle: Settle | None = None) -> int:
     path = lines.next()
     if not path:
         return 1
-    return run(path.decode(), conn, lines, settle)
+    return run(decode(path), conn, lines, settle)
+
+
+def config_bytes(cfg: dict[str, Any]) -> bytes:
+    """A config as the monitor reads it: marshal's format 2, whose strings load un-interned.
+
+    Format 4 would mark the keys interned, and loading them would take a reference to
+    the template's interned strings of those names (see `DIR`).
+    """
+    return marshal.dumps(cfg, CONFIG_FORMAT)
 
 
 def stand_in_config(directory: str, argv: list[str]) -> dict[str, object]:
@@ -771,7 +893,7 @@ def rehearse(directory: str) -> None:
             directory, ["sh", "-c", f"echo $$ > {directory}/pid; echo out; echo err >&2"]
         )
         fd = os.open(f"{directory}/monitor.cfg", os.O_WRONLY | os.O_CREAT, 0o600)
-        os.write(fd, marshal.dumps(cfg))
+        os.write(fd, config_bytes(cfg))
         os.close(fd)
         engine.sendall(f"{directory}/monitor.cfg\ngo\n".encode())
         # serve closes the connection, as a monitor does once it has answered.
@@ -820,7 +942,6 @@ def template(path: str) -> int:
     engine compiles this module's bytecode for it (`monitor_protocol.fresh_bytecode`).
     """
     import _socket
-    import gc
 
     with_umask = os.umask(0o177)
     listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -850,29 +971,33 @@ def template(path: str) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel
     listener.setblocking(False)
     fileno = listener.fileno()
+    # What the loop writes after a fork, the monitor just forked keeps a copy of: so it
+    # calls what a monitor calls too (the stand-ins above). A partial's state is its
+    # function, its arguments, its keywords and its attributes.
+    template_accept.__setstate__((listener._accept, (), None, None))
     while True:
-        ready, _, _ = select.select([fileno], [], [], TEMPLATE_POLL)
+        ready, _, _ = select_([fileno], [], [], TEMPLATE_POLL)
         if not ready:
             try:
-                if os.stat(path).st_ino != ident:
+                if os_stat(path).st_ino != ident:
                     return 0
             except FileNotFoundError:
                 return 0
             continue
         try:
-            conn, _ = listener._accept()
+            conn, _ = template_accept()
         except OSError:
             continue  # the client left before we took it
-        gc.freeze()
-        if os.fork() == 0:
+        gc_freeze()
+        if os_fork() == 0:
             code = 1
             try:
-                os.close(fileno)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os_close(fileno)
+                set_signal(SIGCHLD, 0)  # SIG_DFL
                 code = serve(conn)
             finally:
                 os._exit(code)
-        os.close(conn)
+        os_close(conn)
 
 
 def boot() -> None:

@@ -47,6 +47,7 @@ MONITOR_BOOT = (
     "import sys; sys.path.insert(0, sys.argv[1].rpartition('/')[0]); import monitor; monitor.boot()"
 )
 TEMPLATE_SOCKET = "monitor-template.sock"
+CONFIG_FORMAT = 2
 # A Unix socket path must fit in sockaddr_un; longer state paths use cold monitors.
 MAX_SOCKET_PATH = 107
 
@@ -194,8 +195,10 @@ async def spawn(
         "exit_file": str(proc.dir / "exit"),
         "pid_file": str(proc.dir / "pid"),
     }
-    # marshal, not JSON: the monitor then needs no json (and re) import.
-    bundles.write_private(proc.dir / "monitor.cfg", marshal.dumps(cfg))
+    # marshal, not JSON: the monitor then needs no json (and re) import. Format 2, as
+    # `monitor.config_bytes`: its keys load un-interned, so a monitor's lookups leave the
+    # template's interned strings of those names alone.
+    bundles.write_private(proc.dir / "monitor.cfg", marshal.dumps(cfg, CONFIG_FORMAT))
     if child is None:
         child = await start(proc.dir, proc.task.bundle.parent.parent)
     if isinstance(child, Warm):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import marshal
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import core.runtime.monitor as monitor_module
+from core.runtime import monitor_protocol
 from core.runtime.monitor import Log, Sink, become_subreaper, spawn
 
 
@@ -50,6 +52,36 @@ def test_sink_buffers_when_nobody_reads(tmp_path: Path) -> None:
     finally:
         sink.close()
         os.close(reader)
+
+
+def test_a_config_loads_with_keys_of_its_own() -> None:
+    """The engine's config format loads keys that are not the interned strings of the names."""
+    cfg = monitor_module.stand_in_config("/run/x", ["runc", "create"])
+    assert monitor_protocol.CONFIG_FORMAT == monitor_module.CONFIG_FORMAT
+    loaded = marshal.loads(monitor_module.config_bytes(cfg))
+    assert loaded == cfg
+    for name in loaded:
+        assert name is not sys.intern(name)
+    # The monitor's own keys find the values, and are not the interned strings either.
+    assert loaded[monitor_module.DIR] == "/run/x"
+    assert loaded[monitor_module.ARGV] == ["runc", "create"]
+    assert monitor_module.DIR == "dir" and monitor_module.DIR is not sys.intern("dir")
+
+
+def test_lines_come_whole_whatever_the_reads(tmp_path: Path) -> None:
+    """`Lines` splits at newlines across reads, and ends with an empty line at end of file."""
+    read_end, write_end = os.pipe()
+    lines = monitor_module.Lines(read_end)
+    try:
+        os.write(write_end, b"/a/path/monitor.cfg\ng")
+        assert lines.next() == b"/a/path/monitor.cfg"
+        os.write(write_end, b"o\n\nlast")
+        assert lines.next() == b"go"
+        assert lines.next() == b""
+        os.close(write_end)
+        assert lines.next() == b""
+    finally:
+        os.close(read_end)
 
 
 def _run(argv: list[str]) -> tuple[int, bytes]:
@@ -142,11 +174,12 @@ def test_a_rehearsal_runs_a_monitor_course_and_leaves_nothing_behind(tmp_path: P
 def test_reaping_after_a_flood_of_wake_ups_collects_every_child(tmp_path: Path) -> None:
     """More pending wake-up bytes than one read takes: the next select wakes again."""
     os.mkfifo(tmp_path / "control")
+    cfg = monitor_module.stand_in_config(str(tmp_path), ["true"])
     here = str(Path(monitor_module.__file__).parent)
     probe = (
         f"import os, select, sys; sys.path.insert(0, {here!r})\n"
         "import monitor\n"
-        f"m = monitor.Monitor({{'dir': {str(tmp_path)!r}, 'log': {str(tmp_path / 'log')!r}}})\n"
+        f"m = monitor.Monitor({cfg!r})\n"
         "pids = []\n"
         "for code in (3, 4, 5):\n"
         "    pid = os.fork()\n"
