@@ -17,6 +17,7 @@ that fails to decode is never remembered, so it fails the same way each time.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from hpack import Decoder, Encoder
@@ -30,6 +31,7 @@ MAX_BLOCK_BYTES = 512
 
 
 State = tuple[Any, ...]
+Mark = tuple[dict[str, Any], tuple[Any, ...]]
 
 
 def _table_state(table: Any) -> State:
@@ -114,6 +116,28 @@ class CachedDecoder(Decoder):
         new.__dict__.update(decoder.__dict__)
         new.headers, new.state = {}, None
         return new
+
+    def remembered(self, data: bytes) -> list[Any] | None:
+        """The header list `decode(data, raw=True)` would give from what is remembered,
+        without decoding (not a copy: the caller must not change it); None if not remembered."""
+        if _same(self.state, self._state()):
+            return self.headers.get(data)
+        return None
+
+    def mark(self) -> Mark:
+        """What `undo` needs to put the dynamic table back as it is now."""
+        table = self.header_table
+        return dict(table.__dict__), tuple(table.dynamic_entries)
+
+    def undo(self, mark: Mark) -> None:
+        """The dynamic table as it was at `mark` (its entries the same objects), and
+        nothing remembered: decoding after this is as if nothing was decoded since."""
+        table = self.header_table
+        fields, entries = mark
+        table.__dict__.update(fields)
+        table.dynamic_entries = deque(entries)
+        self.headers.clear()
+        self.state = None
 
     def _state(self) -> State:
         return (

@@ -20,7 +20,7 @@ import h2.errors
 import h2.settings
 import pytest
 from grpclib import protocol as gproto
-from hpack import Encoder
+from hpack import Encoder, NeverIndexedHeaderTuple
 from hyperframe.frame import (
     DataFrame,
     GoAwayFrame,
@@ -342,7 +342,7 @@ async def test_each_frame_in_a_read_of_its_own(
         await raw.settle()
 
     fast, _ = await _raw_both_ways(monkeypatch, scenario)
-    assert opened == [5, 7, 9]
+    assert opened == [1, 3, 5, 7, 9]
     assert received[-3:] == [(5, 6), (7, 6), (9, 6)]
     assert fast.wire.count(b"rrr") == 5
 
@@ -351,9 +351,9 @@ async def test_odd_requests_are_left_to_h2(
     monkeypatch: pytest.MonkeyPatch, opened: list[int]
 ) -> None:
     """Priority, padding, content-length, cookies, a refused method, three rounds:
-    by the third each block is one the decoder knows at rest, so each could be
-    taken by the fast path if it did not look; only the plain grpc-timeout call is.
-    Then a header block in CONTINUATION frames, and a plain call after it."""
+    each block decoded here (new to the table in the first round, known at rest by
+    the third) and each could be taken by the fast path if it did not look; only the
+    plain grpc-timeout call is. Then a long header list, and a plain call after it."""
 
     def odd_round(pair: Pair) -> list[int]:
         sid = pair.client.get_next_available_stream_id()
@@ -380,6 +380,7 @@ async def test_odd_requests_are_left_to_h2(
         ]
 
     timed: list[int] = []
+    last: list[int] = []
 
     async def scenario(pair: Pair) -> None:
         await pair.exchange()
@@ -395,9 +396,10 @@ async def test_odd_requests_are_left_to_h2(
         for sid in sids:
             assert pair.replies[sid]["ended"]
         _ok(pair, sids[-2], b"rrr")
+        last.append(sids[-1])
 
     await _pairs_both_ways(monkeypatch, scenario)
-    assert opened == [timed[2]]
+    assert opened == [*timed[:3], last[0] - 2, last[0]]
 
 
 async def test_flow_control_edges(monkeypatch: pytest.MonkeyPatch, opened: list[int]) -> None:
@@ -517,7 +519,7 @@ async def test_reset_and_window_update_between_requests(
         await raw.settle()
 
     await _raw_both_ways(monkeypatch, scenario)
-    assert opened == [5, 7, 9, 11, 13, 15]
+    assert opened == [1, 3, 5, 7, 9, 11, 13, 15]
 
 
 async def test_goaway_from_the_client_then_requests(
@@ -531,7 +533,8 @@ async def test_goaway_from_the_client_then_requests(
         await raw.settle()
 
     await _raw_both_ways(monkeypatch, scenario)
-    assert opened == []
+    # Stream 5 comes after the client's GOAWAY: h2's.
+    assert opened == [1, 3]
 
 
 async def test_the_request_buffer_reads_as_grpclibs() -> None:
@@ -582,3 +585,88 @@ async def test_the_request_buffer_reads_as_grpclibs() -> None:
             seen.append(buffer.unacked_size())
             outcomes.append((seen, acks))
         assert outcomes[0] == outcomes[1], steps
+
+
+def _request(sid: int, block: bytes, body: bytes = b"3") -> bytes:
+    head = HeadersFrame(sid, block, flags=["END_HEADERS"])
+    return head.serialize() + DataFrame(sid, grpc_frame(body), flags=["END_STREAM"]).serialize()
+
+
+async def test_header_blocks_that_change_the_table(
+    monkeypatch: pytest.MonkeyPatch, opened: list[int]
+) -> None:
+    """Random header lists, as a client adding new metadata and paths does: fields
+    inserted into the table, evicted by long ones, never-indexed, table size updates,
+    several requests in one read. Each block h2 would take is decoded here (h2's
+    decoder, its table): same replies, wire, records and table as h2's own path."""
+    values = ["a", "b" * 40, "c" * 700, "d" * 1900]
+
+    async def scenario(raw: Raw) -> None:
+        rng = random.Random(17)
+        sid = 1
+        for _ in range(60):
+            batch = b""
+            for _ in range(rng.choice([1, 1, 2, 3])):
+                if rng.random() < 0.08:
+                    raw.encoder.header_table_size = rng.choice([0, 200, 1000, 4096])
+                path = rng.choice(["Echo", "Echo", "Metadata", "Nothing"])
+                headers: list[Any] = [*Raw.HEADERS[:2], (":path", f"/t.T/{path}"), *Raw.HEADERS[3:]]
+                for _ in range(rng.randint(0, 3)):
+                    field = (f"x-{rng.randint(0, 4)}", rng.choice(values))
+                    headers.append(NeverIndexedHeaderTuple(*field) if rng.random() < 0.1 else field)
+                batch += _request(
+                    sid, raw.encoder.encode(headers), str(rng.randint(0, 40)).encode()
+                )
+                sid += 2
+            raw.feed(batch, split=rng.choice([0, 0, 0, 7]))
+            await raw.settle()
+
+    fast, _ = await _raw_both_ways(monkeypatch, scenario)
+    assert _goaway(fast.wire) is None
+    assert len(opened) > 50
+
+
+_BAD_BLOCKS: dict[str, Callable[[Encoder], bytes]] = {
+    # Refused by hpack (h2: PROTOCOL_ERROR), one after inserting a field first.
+    "index past the table": lambda enc: b"\xff\xff\xff\xff\x0f",
+    "insertion then a bad index": lambda enc: enc.encode([("x-new", "v" * 30)]) + b"\xbf\x7f",
+    "truncated literal": lambda enc: enc.encode([("x-cut", "w" * 30)])[:-4],
+    "size update above the limit": lambda enc: b"\x3f\xe1\x7f",
+    # A header list over h2's limit, from one long field in the table referred to 20
+    # times (h2: ENHANCE_YOUR_CALM).
+    "oversize header list": lambda enc: b"".join(
+        enc.encode([("x-big", "z" * 4000)]) for _ in range(20)
+    ),
+    # Fields h2 as grpclib configures it passes on as they are (grpclib answers),
+    # so taken here too.
+    "uppercase name": lambda enc: enc.encode([*Raw.HEADERS, ("X-Upper", "1")]),
+    "connection-specific": lambda enc: enc.encode([*Raw.HEADERS, ("connection", "close")]),
+    "pseudo-header after a field": lambda enc: enc.encode([*Raw.HEADERS, (":method", "GET")]),
+    "unknown pseudo-header": lambda enc: enc.encode([(":weird", "1"), *Raw.HEADERS]),
+    "informational status": lambda enc: enc.encode([(":status", "101"), *Raw.HEADERS]),
+    "no fields": lambda enc: b"",
+    "not ASCII": lambda enc: enc.encode([*Raw.HEADERS, (b"x-bin", b"\xc3\xa9")]),
+}
+
+
+@pytest.mark.parametrize("bad", list(_BAD_BLOCKS))
+async def test_hostile_header_blocks_as_h2_has_them(
+    monkeypatch: pytest.MonkeyPatch, opened: list[int], bad: str
+) -> None:
+    """A hostile block between plain requests, in one read and alone: the same
+    GOAWAY, RST_STREAM or reply, table and records as h2's own path."""
+
+    async def scenario(raw: Raw) -> None:
+        for sid in (1, 3):
+            raw.feed(raw.call(sid))
+            await raw.settle()
+        new = [*Raw.HEADERS, ("x-seq", "5")]
+        raw.feed(raw.call(5, headers=new) + _request(7, _BAD_BLOCKS[bad](raw.encoder)))
+        await raw.settle()
+        raw.feed(raw.call(9, headers=[*Raw.HEADERS, ("x-seq", "9")]) + raw.call(11))
+        await raw.settle()
+
+    fast, _ = await _raw_both_ways(monkeypatch, scenario)
+    assert 5 in opened
+    if _goaway(fast.wire) is not None:
+        assert 7 not in opened
