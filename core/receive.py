@@ -29,9 +29,10 @@ table is put back as it was and the frame is h2's, which decodes it from the sam
 table and acts as it always did (the same GOAWAY for a bad or oversized block).
 A DATA frame: unpadded, on a stream open on both sides that the client opened
 without content-length, within both inbound windows. Everything else (the
-preface, any other frame, a frame split across reads, a header block in
-CONTINUATION frames and whatever follows it in the read) is fed to h2 as it
-arrives, in order, so it sees it as it always did.
+preface, but not the frames after it in its read; any other frame, a frame
+split across reads, a header block in CONTINUATION frames and whatever follows
+it in the read) is fed to h2 as it arrives, in order, so it sees it as it
+always did.
 """
 
 from __future__ import annotations
@@ -78,11 +79,14 @@ class Receiver:
         here. Feed each part before asking for the next: a frame is judged on h2's
         records after everything before it."""
         buffer = self.buffer
-        if buffer._data or buffer._preamble_len or buffer._headers_buffer:
+        n = len(data)
+        # The client's preface (h2 checks it) may come in one read with its first frames.
+        i = start = buffer._preamble_len
+        if buffer._data or buffer._headers_buffer or n < i:
             yield data
             return
-        n = len(data)
-        i = start = 0
+        if i:
+            yield data[:i]
         unpack = _HEAD.unpack_from
         while n - i >= _HEAD_LEN:
             high, low, kind, flags, sid = unpack(data, i)

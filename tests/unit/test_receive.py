@@ -118,15 +118,20 @@ class Raw:
         ("content-type", "application/grpc"),
     ]
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, greet: bool = True) -> None:
         self.server = HardenedServer([Service()], codec=RawCodec(), limits=limits or Limits())
         self.protocol = self.server._protocol_factory()
         self.transport = Recorder()
         self.protocol.connection_made(self.transport)
         self.encoder = Encoder()
         self.wire = bytearray()
+        if greet:
+            self.feed(self.greeting())
+
+    @staticmethod
+    def greeting() -> bytes:
         settings = SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1})
-        self.feed(PREFACE + settings.serialize() + SettingsFrame(0, flags=["ACK"]).serialize())
+        return PREFACE + settings.serialize() + SettingsFrame(0, flags=["ACK"]).serialize()
 
     @property
     def h2(self) -> Any:
@@ -200,12 +205,13 @@ async def _raw_both_ways(
     monkeypatch: pytest.MonkeyPatch,
     scenario: Callable[[Raw], Awaitable[None]],
     limits: Limits | None = None,
+    greet: bool = True,
 ) -> tuple[Raw, Raw]:
-    fast = Raw(limits)
+    fast = Raw(limits, greet)
     await scenario(fast)
     with monkeypatch.context() as m:
         _h2_only(m)
-        plain = Raw(limits)
+        plain = Raw(limits, greet)
         await scenario(plain)
     try:
         assert bytes(fast.wire) == bytes(plain.wire)
@@ -670,3 +676,24 @@ async def test_hostile_header_blocks_as_h2_has_them(
     assert 5 in opened
     if _goaway(fast.wire) is not None:
         assert 7 not in opened
+
+
+@pytest.mark.parametrize("preface", ["good", "bad", "split"])
+async def test_first_requests_in_the_prefaces_read(
+    monkeypatch: pytest.MonkeyPatch, opened: list[int], preface: str
+) -> None:
+    """The preface is h2's to check; the requests after it in the same read are
+    taken here, unless the preface is bad (h2 drops the connection) or incomplete."""
+
+    async def scenario(raw: Raw) -> None:
+        greeting = raw.greeting()
+        if preface == "bad":
+            greeting = greeting.replace(b"SM", b"SN")
+        data = greeting + raw.call(1) + raw.call(3)
+        raw.feed(data, split=10 if preface == "split" else 0)
+        await raw.settle()
+        raw.feed(raw.call(5))
+        await raw.settle()
+
+    await _raw_both_ways(monkeypatch, scenario, greet=False)
+    assert opened == {"good": [1, 3, 5], "bad": [], "split": [5]}[preface]
