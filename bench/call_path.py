@@ -8,7 +8,7 @@ never to read a reply. Prints CPU (process time) per call and, with `--profile`,
 number of Python function calls per call (deterministic, unlike CPU on a shared
 machine) and cProfile's top functions.
 
-    .venv/bin/python -m bench.call_path [--calls 10000] [--batch 10] [--profile]
+    .venv/bin/python -m bench.call_path [--calls 10000] [--batch 10] [--profile] [--vary N]
 """
 
 from __future__ import annotations
@@ -63,12 +63,17 @@ class CountingTransport:
         return default
 
 
-def requests(calls: int, batch: int) -> list[bytes]:
-    """`calls` requests on streams 1, 3, 5...; `batch` of them per chunk."""
+def requests(calls: int, batch: int, vary: int = 0) -> list[bytes]:
+    """`calls` requests on streams 1, 3, 5...; `batch` of them per chunk; with `vary`,
+    a new namespace every `vary` calls (a new field in the HPACK table, as a client's
+    new path or metadata is: the next block, the same list, is coded anew)."""
     encoder = Encoder()
     chunks, frames = [], []
     for i in range(calls):
-        headers = HeadersFrame(2 * i + 1, encoder.encode(HEADERS), flags=["END_HEADERS"])
+        fields = HEADERS
+        if vary:
+            fields = [*HEADERS[:-1], ("containerd-namespace", f"bench-{i // vary}")]
+        headers = HeadersFrame(2 * i + 1, encoder.encode(fields), flags=["END_HEADERS"])
         data = DataFrame(2 * i + 1, b"\x00\x00\x00\x00\x00", flags=["END_STREAM"])
         frames.append(headers.serialize() + data.serialize())
         if len(frames) == batch:
@@ -79,7 +84,7 @@ def requests(calls: int, batch: int) -> list[bytes]:
     return chunks
 
 
-async def run(calls: int, batch: int, profile: bool) -> None:
+async def run(calls: int, batch: int, profile: bool, vary: int = 0) -> None:
     finished = 0
 
     def observe(*_: Any) -> None:
@@ -95,7 +100,7 @@ async def run(calls: int, batch: int, profile: bool) -> None:
     settings = SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1})
     window = WindowUpdateFrame(0, window_increment=2**31 - 1 - 65535)
     protocol.data_received(PREFACE + settings.serialize() + window.serialize())
-    chunks = requests(WARM_UP + calls, batch)
+    chunks = requests(WARM_UP + calls, batch, vary)
 
     async def feed(part: list[bytes], count: int) -> None:
         target = finished + count
@@ -128,8 +133,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--vary", type=int, default=0, help="a new header value every N calls (as ctr's new paths)"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.calls, args.batch, args.profile))
+    asyncio.run(run(args.calls, args.batch, args.profile, args.vary))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from hpack import Decoder, Encoder
+from hpack import Decoder, Encoder, HeaderTuple
+from hpack.table import HeaderTable
 
 # What one connection may keep per direction: a peer sending a new unindexed
 # literal with every call, or long blocks, cannot make the engine hold more than
@@ -29,6 +30,10 @@ from hpack import Decoder, Encoder
 MAX_BLOCKS = 32
 MAX_BLOCK_BYTES = 512
 
+# A field coded as a table index below 127 is one byte, 0x81-0xFE.
+_ONE_BYTE_INDEXES = bytes(range(0x81, 0xFF))
+_STATIC = len(HeaderTable.STATIC_TABLE)
+_header = tuple.__new__
 
 State = tuple[Any, ...]
 Mark = tuple[dict[str, Any], tuple[Any, ...]]
@@ -139,6 +144,31 @@ class CachedDecoder(Decoder):
         self.headers.clear()
         self.state = None
 
+    def _indexed(self, data: bytes) -> list[Any] | None:
+        """hpack's `decode(data, raw=True)` of a block of one-byte table indexes only
+        (a known header list coded after the table moved: it changes nothing), or
+        None for any other block, or one hpack would refuse, which hpack decodes."""
+        if not data or data.translate(None, _ONE_BYTE_INDEXES):
+            return None
+        if self.header_table_size > self.max_allowed_table_size:
+            return None
+        static, dynamic = HeaderTable.STATIC_TABLE, self.header_table.dynamic_entries
+        limit = self.max_header_list_size
+        headers, size = [], 0
+        for byte in data:
+            index = byte - 0x81
+            if index < _STATIC:
+                name, value = static[index]
+            elif index - _STATIC < len(dynamic):
+                name, value = dynamic[index - _STATIC]
+            else:
+                return None
+            size += 32 + len(name) + len(value)
+            if size > limit:
+                return None
+            headers.append(_header(HeaderTuple, (name, value)))
+        return headers
+
     def _state(self) -> State:
         return (
             *_table_state(self.header_table),
@@ -156,7 +186,9 @@ class CachedDecoder(Decoder):
             if headers is not None:
                 # A fresh list: the caller may change the one it gets.
                 return list(headers)
-        headers = super().decode(data, raw)
+        headers = self._indexed(data)
+        if headers is None:
+            headers = super().decode(data, raw)
         after = self._state()
         if not _same(self.state, after):
             self.headers.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from typing import Any
 
 import pytest
 from hpack import Decoder, Encoder, NeverIndexedHeaderTuple, OversizedHeaderListError
@@ -170,3 +171,33 @@ def test_undo_puts_the_table_back_for_any_block() -> None:
                 assert getattr(dec.header_table, name) == getattr(plain.header_table, name)
             again = dec.remembered(block)
             assert again is None or again == plain.decode(block, raw=True)
+
+
+def test_blocks_of_indexes_decode_as_hpacks() -> None:
+    """Blocks of one-byte indexes (decoded without hpack's loop) against hpack's own
+    decoder: the same fields, or the same refusal (an index past the table, a list
+    over the limit, a table not shrunk as announced), the same table after."""
+    rng = random.Random(18)
+    for _ in range(200):
+        enc, plain, dec = Encoder(), Decoder(), CachedDecoder()
+        limit = rng.choice([200, 1000, 65536])
+        plain.max_header_list_size = dec.max_header_list_size = limit
+        for _ in range(30):
+            if rng.random() < 0.4:
+                block = enc.encode([(f"x-{rng.randint(0, 9)}", "v" * rng.randint(0, 90))])
+            else:
+                block = bytes(rng.randint(0x80, 0xFF) for _ in range(rng.randint(1, 12)))
+            if rng.random() < 0.05:
+                plain.max_allowed_table_size = dec.max_allowed_table_size = rng.choice([0, 4096])
+            try:
+                want: Any = plain.decode(block, raw=True)
+            except Exception as exc:
+                want = (type(exc), str(exc))
+            try:
+                got: Any = dec.decode(block, raw=True)
+            except Exception as exc:
+                got = (type(exc), str(exc))
+            assert got == want
+            if isinstance(got, list):
+                assert [type(h) for h in got] == [type(h) for h in want]
+            assert dec.header_table.dynamic_entries == plain.header_table.dynamic_entries
