@@ -76,8 +76,10 @@ class Proxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
+        self.loop.close()
         with contextlib.suppress(FileNotFoundError):
             self.listen.unlink()
 
@@ -91,16 +93,22 @@ class Proxy:
         self.ready.set()
         self.loop.run_forever()
 
+    async def _close(self) -> None:
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_unix_connection(str(self.target))
         conn = Connection()
         self.connections.append(conn)
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, side: str) -> None:
-            while data := await src.read(1 << 16):
-                conn.chunks.append((time.perf_counter(), side, data))
-                dst.write(data)
             with contextlib.suppress(OSError):
+                while data := await src.read(1 << 16):
+                    conn.chunks.append((time.perf_counter(), side, data))
+                    dst.write(data)
                 dst.write_eof()
 
         await asyncio.gather(

@@ -28,7 +28,10 @@ normalise nor validate); if that fails or the list is not plain, the decoder's
 table is put back as it was and the frame is h2's, which decodes it from the same
 table and acts as it always did (the same GOAWAY for a bad or oversized block).
 A DATA frame: unpadded, on a stream open on both sides that the client opened
-without content-length, within both inbound windows. Everything else (the
+without content-length, within both inbound windows. A PING (8 bytes, stream 0),
+its ACK queued as h2 queues it, and a WINDOW_UPDATE of the connection's window
+within h2's bounds: grpc-go sends both after each reply, ahead of the next
+request in the same write. Everything else (the
 preface, but not the frames after it in its read; any other frame, a frame
 split across reads, a header block in CONTINUATION frames and whatever follows
 it in the read) is fed to h2 as it arrives, in order, so it sees it as it
@@ -42,7 +45,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState, _decode_headers
-from h2.events import DataReceived, Event, RequestReceived, StreamEnded
+from h2.events import (
+    DataReceived,
+    Event,
+    PingAckReceived,
+    PingReceived,
+    RequestReceived,
+    StreamEnded,
+    WindowUpdated,
+)
 from h2.stream import StreamState
 from h2.utilities import (
     HeaderValidationFlags,
@@ -56,8 +67,11 @@ from core.hpack_cache import CachedDecoder
 
 _HEAD = struct.Struct(">BHBBL")
 _HEAD_LEN = 9
-_DATA, _HEADERS = 0x0, 0x1
-_END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20
+_DATA, _HEADERS, _PING, _WINDOW_UPDATE = 0x0, 0x1, 0x6, 0x8
+_TAKEN = frozenset((_DATA, _HEADERS, _PING, _WINDOW_UPDATE))
+_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
+_PING_ACK = _HEAD.pack(0, 8, _PING, _ACK, 0)
+_LARGEST_WINDOW = 2**31 - 1
 # How h2 checks the header list of a request a server receives.
 _REQUEST = HeaderValidationFlags(
     is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
@@ -94,6 +108,7 @@ class Receiver:
             end = body + (high << 16 | low)
             if end > n:
                 break
+            sid &= 0x7FFFFFFF
             if kind == _HEADERS:
                 if flags & _HEADERS_FLAGS != _END_HEADERS:
                     if not flags & _END_HEADERS:
@@ -101,18 +116,25 @@ class Receiver:
                         break
                     i = end
                     continue
-                if start < i:
-                    yield data[start:i]
-                    start = i
-                events = self.open(sid & 0x7FFFFFFF, data[body:end])
-            elif kind == _DATA and not flags & _PADDED:
-                if start < i:
-                    yield data[start:i]
-                    start = i
-                events = self.receive(sid & 0x7FFFFFFF, data[body:end], flags & _END_STREAM)
-            else:
+            elif (
+                (kind == _DATA and flags & _PADDED)
+                or (kind == _PING and (sid or end - body != 8))
+                or (kind == _WINDOW_UPDATE and (sid or end - body != 4))
+                or kind not in _TAKEN
+            ):
                 i = end
                 continue
+            if start < i:
+                yield data[start:i]
+                start = i
+            if kind == _HEADERS:
+                events = self.open(sid, data[body:end])
+            elif kind == _DATA:
+                events = self.receive(sid, data[body:end], flags & _END_STREAM)
+            elif kind == _PING:
+                events = self.ping(data[body:end], flags & _ACK)
+            else:
+                events = self.window_update(int.from_bytes(data[body:end], "big"))
             if events is not None:
                 start = end
                 yield events
@@ -184,6 +206,32 @@ class Receiver:
             pass
         decoder.undo(mark)
         return None
+
+    def ping(self, opaque: bytes, ack: int) -> list[Event] | None:
+        """The events h2 would give for a PING (stream 0, 8 bytes), with its ACK
+        queued as h2 queues it; None (nothing done) if the connection is not open."""
+        conn = self.conn
+        if conn.state_machine.state is not ConnectionState.SERVER_OPEN:
+            return None
+        if ack:
+            return [PingAckReceived(ping_data=opaque)]
+        conn._data_to_send += _PING_ACK + opaque
+        return [PingReceived(ping_data=opaque)]
+
+    def window_update(self, increment: int) -> list[Event] | None:
+        """The events h2 would give for a WINDOW_UPDATE of the connection's window, the
+        window grown as h2 grows it; None (nothing done) for an increment h2 refuses
+        (zero, the reserved bit set, past the largest window) or a connection not open."""
+        conn = self.conn
+        window = conn.outbound_flow_control_window + increment
+        if (
+            conn.state_machine.state is not ConnectionState.SERVER_OPEN
+            or not 1 <= increment <= _LARGEST_WINDOW
+            or window > _LARGEST_WINDOW
+        ):
+            return None
+        conn.outbound_flow_control_window = window
+        return [WindowUpdated(stream_id=0, delta=increment)]
 
     def receive(self, sid: int, message: bytes, end_stream: int) -> list[Event] | None:
         """The events h2 would give for DATA `message` on stream `sid`, with its records

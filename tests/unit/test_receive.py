@@ -25,6 +25,7 @@ from hyperframe.frame import (
     DataFrame,
     GoAwayFrame,
     HeadersFrame,
+    PingFrame,
     RstStreamFrame,
     SettingsFrame,
     WindowUpdateFrame,
@@ -697,3 +698,46 @@ async def test_first_requests_in_the_prefaces_read(
 
     await _raw_both_ways(monkeypatch, scenario, greet=False)
     assert opened == {"good": [1, 3, 5], "bad": [], "split": [5]}[preface]
+
+
+_CONTROL: dict[str, bytes] = {
+    "ping": PingFrame(0, opaque_data=b"12345678").serialize(),
+    "ping ack": PingFrame(0, opaque_data=b"abcdefgh", flags=["ACK"]).serialize(),
+    "ping, other flags": bytes.fromhex("000008 06 f0 00000000") + b"flagged!",
+    "ping, reserved bit": bytes.fromhex("000008 06 00 80000000") + b"reserved",
+    "window update": WindowUpdateFrame(0, window_increment=1000).serialize(),
+    "window update, largest": WindowUpdateFrame(0, window_increment=2**31 - 1).serialize(),
+    "window update of a stream": WindowUpdateFrame(1, window_increment=1000).serialize(),
+    # Refused by h2: each its own GOAWAY.
+    "ping too short": bytes.fromhex("000007 06 00 00000000") + bytes(7),
+    "ping on a stream": bytes.fromhex("000008 06 00 00000003") + bytes(8),
+    "window update of zero": bytes.fromhex("000004 08 00 00000000 00000000"),
+    "window update, reserved bit": bytes.fromhex("000004 08 00 00000000 80000001"),
+    "window update too long": bytes.fromhex("000005 08 00 00000000 0000000100"),
+}
+
+
+@pytest.mark.parametrize("control", list(_CONTROL))
+async def test_pings_and_window_updates_as_h2_has_them(
+    monkeypatch: pytest.MonkeyPatch, opened: list[int], control: str
+) -> None:
+    """PING and WINDOW_UPDATE frames, alone and between requests in one read (as
+    grpc-go sends them after each reply): the same ACKs, windows, events, GOAWAYs."""
+
+    async def scenario(raw: Raw) -> None:
+        frame = _CONTROL[control]
+        raw.feed(raw.call(1))
+        await raw.settle()
+        raw.feed(frame)
+        await raw.settle()
+        raw.feed(frame + raw.call(3) + frame + frame + raw.call(5) + frame)
+        await raw.settle()
+
+    fast, _ = await _raw_both_ways(monkeypatch, scenario)
+    refused = _goaway(fast.wire)
+    if control == "window update, largest":
+        assert refused is not None and refused[1] == _CODES.FLOW_CONTROL_ERROR
+    elif control in list(_CONTROL)[7:]:
+        assert refused is not None
+    else:
+        assert refused is None and opened == [1, 3, 5]
