@@ -15,9 +15,10 @@ Replies leave in one write per loop turn (`CoalescedTransport`), not one per
 frame batch, and header blocks that repeat are coded once per state of the
 HPACK tables (`core.hpack_cache`). Calls run through `core.calls` (the unary
 reply fast path), on request headers h2 leaves undecoded; a read's plain
-request frames are taken by `core.receive` without h2's per-frame machinery and
-the rest fed to h2; received frames skip h2's eager `repr` of each
-(`quiet_frames`), and frames of unknown types are ignored as RFC 9113 asks.
+request frames, PINGs and connection WINDOW_UPDATEs are taken by `core.receive`
+without h2's per-frame machinery and the rest fed to h2; received frames skip
+h2's eager `repr` of each (`quiet_frames`), and frames of unknown types are
+ignored as RFC 9113 asks.
 
 It also works around a leak in grpclib 0.4.9. A stream reset before its
 handler task first ran is cancelled before the task's `try/finally` is

@@ -13,6 +13,11 @@ everything remembered. A cached result is then what hpack would compute, and
 hpack's state is what it would be. Limits a result depends on (the header
 list size, the allowed table size) are part of the same check, and a block
 that fails to decode is never remembered, so it fails the same way each time.
+A block not remembered that is only one-byte table indexes (a known list the
+client codes anew after the table moved) is a lookup per field, with hpack's own
+size limit; anything else, or anything hpack would refuse, is hpack's. `mark` and
+`undo` put the decoder's table back as it was, for `core.receive`, which decodes
+a request's block on h2's behalf and hands it back to h2 if h2 would refuse it.
 """
 
 from __future__ import annotations
