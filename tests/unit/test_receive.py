@@ -741,3 +741,27 @@ async def test_pings_and_window_updates_as_h2_has_them(
         assert refused is not None
     else:
         assert refused is None and opened == [1, 3, 5]
+
+
+async def test_a_pings_ack_leaves_with_the_reply() -> None:
+    """grpc-go's PING ahead of a request in one read: its ACK and the reply in one write."""
+    raw = Raw()
+    writes: list[bytes] = []
+    real_write = raw.transport.write
+
+    def write(data: bytes) -> None:
+        writes.append(bytes(data))
+        real_write(data)
+
+    raw.transport.write = write  # type: ignore[method-assign]
+    try:
+        raw.feed(raw.call(1))
+        await raw.settle()
+        writes.clear()
+        ping = PingFrame(0, opaque_data=b"bdp-ping")
+        raw.feed(ping.serialize() + raw.call(3))
+        await raw.settle()
+        ack = PingFrame(0, opaque_data=b"bdp-ping", flags=["ACK"]).serialize()
+        assert len(writes) == 1 and writes[0].startswith(ack) and b"rrr" in writes[0]
+    finally:
+        raw.close()
