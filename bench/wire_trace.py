@@ -8,12 +8,12 @@ calls: when the request's HEADERS and its END_STREAM arrived, when the reply's
 first frame and its END_STREAM left the engine. Between a call's request end
 and its reply end is the engine's (transport and handler); between a reply's
 end and the next request's HEADERS is the client's. `Call.why` says whether
-`core.receive` could have taken the request's HEADERS, by replaying the
-connection's header blocks through `core.hpack_cache.CachedDecoder`: "cached"
-(a block decoded before with the table as it is), "new-table" (the block
-itself changes the table), "table-moved" (the table changed since this block,
-or this header list, was last seen), "first" (never seen), "continuation",
-"split" (the frame did not come whole in one read).
+round six's `core.receive` (which took only a block decoded before with the
+table at rest, to a list seen before) could have taken the request's HEADERS,
+by replaying the connection's header blocks through `CachedDecoder`: "cached"
+(yes), "new-table" (the block itself changes the table), "table-moved" (the
+table changed since this block was last seen), "first" (a header list never
+seen), "continuation", "split" (the frame did not come whole in one read).
 """
 
 from __future__ import annotations
