@@ -166,10 +166,14 @@ async def active_snapshots(client: Client) -> list[str]:
     return found
 
 
-def remove_namespace_cgroups(namespace: str = NS) -> None:
-    """containerd leaves the namespace's parent cgroups behind; so may the runc floor."""
+def remove_namespace_cgroups(namespace: str | None = None) -> None:
+    """containerd leaves the namespace's parent cgroups behind; so may the runc floor.
+
+    `NS` by default as it is at the call, not at import: a bench that gives its run a
+    namespace of its own must not remove another run's cgroups.
+    """
     for controller in Path("/sys/fs/cgroup").iterdir():
-        top = controller / namespace
+        top = controller / (namespace or NS)
         if not top.is_dir():
             continue
         # os.walk, not rglob: another run's engine may remove a cgroup while this walks.

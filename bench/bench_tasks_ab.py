@@ -101,6 +101,12 @@ def main() -> None:
                 f"{statistics.median(samples[k][m]):.2f} ms ({statistics.median(ratios):.2f}x)"
             )
         print(f"| {m} | " + " | ".join(cells) + " |")
+    # One slow run in thirty is a p99; the tail is read beside the medians.
+    tails = []
+    for k in ("containerd", "before", "after"):
+        walls = sorted(samples[k]["run_d"])
+        tails.append(f"{walls[int(len(walls) * 0.9)]:.2f} / {walls[-1]:.2f} ms")
+    print("| run_d p90 / max | " + " | ".join(tails) + " |")
 
 
 if __name__ == "__main__":

@@ -321,6 +321,7 @@ class Engine:
         return value
 
     def close(self) -> None:
+        self.gc.close()
         self.metadata.close()
 
 

@@ -26,6 +26,8 @@ class BlobPins:
         self.lock = threading.Lock()
         self.pinned: collections.Counter[str] = collections.Counter()
         self.commits = 0
+        self.started = 0
+        """Commits ever started: a blob the sweep has not seen may have come with each."""
         self.doomed: set[str] = set()
 
     def spare(self, digest: str) -> None:
@@ -54,6 +56,7 @@ class BlobPins:
     def commit_started(self) -> None:
         with self.lock:
             self.commits += 1
+            self.started += 1
 
     def commit_finished(self) -> None:
         self.commits -= 1

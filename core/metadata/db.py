@@ -255,6 +255,10 @@ class Database:
         """Seconds since the last commit: how long no client (or pass) has written."""
         return time.monotonic() - self._last_commit
 
+    def checkpoint_due(self) -> bool:
+        """Whether CHECKPOINT_EVERY commits have come since `sync` last folded the log."""
+        return self.commits - self._checkpointed_at >= CHECKPOINT_EVERY
+
     def sync(self) -> None:
         """Make every commit so far durable, now and then folding the log into the file; any thread.
 
