@@ -16,9 +16,15 @@ pulls it with its own CLI as a whole process, so both sides pay the same client 
 Each ctrdeck checkout's bytecode is written first (`compiled`), as an install has it.
 Before each pull the engine is left to finish its start-up work (`settle`). The wall time
 of the CLI process, its own CPU (utime + stime from `wait4`) and the engine process's CPU
-(from `/proc/PID/stat`, before and after) are recorded. The baselines, on the same disk under /tmp:
-for `random`, `curl` of every blob (concurrently) then `tar -xzf` of each layer; for `os`,
-`tar -xzf` of each layer blob, in order, into one directory (GNU tar, no download).
+(from `/proc/PID/stat`, before and after) are recorded, and two counts of the engine's work
+that load does not move: its minor page faults (pages touched for the first time) and the
+bytes its read(2)-like calls took in (`rchar` of `/proc/PID/io`, which counts read(2) on
+any file but not recv(2): for ctrdeck, whose sockets use recv, the layers it reads back from
+its own store; for containerd, whose Go reads sockets with read, also what `ctr` sends it,
+since `ctr` downloads in the client and writes through the Content API). The baselines,
+on the same disk under /tmp: for `random`, `curl` of every blob (concurrently) then
+`tar -xzf` of each layer; for `os`, `tar -xzf` of each layer blob, in order, into one
+directory (GNU tar, no download).
 
 With `--tmpfs` every engine root and baseline directory is on a tmpfs mounted for the run
 instead: on this machine's ext4 the cost of creating a file varies thirtyfold with recent
@@ -73,6 +79,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def work(pid: int) -> tuple[int, int]:
+    """Minor page faults and bytes read by read(2)-like calls of a process so far.
+
+    Both count work, not time, so they compare two engines on a loaded machine where CPU
+    seconds spread: a fault is a page touched for the first time, and what an engine reads
+    back from its own store is bytes it had already handled once.
+    """
+    faults = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return faults, int(io["rchar"])
+
+
 def ctrdeck_cmd(address: str, ref: str) -> list[str]:
     return [sys.executable, "-m", "tui.cli", "-a", address, "pull", "--plain-http", ref]
 
@@ -113,11 +131,13 @@ def compiled(root: Path) -> None:
 
 def timed_pull(
     running: engine_proc.Running, cmd: Callable[[str, str], list[str]], ref: str
-) -> tuple[float, float, float]:
-    """Wall seconds of the CLI process, its own CPU seconds, and the engine's CPU meanwhile."""
+) -> tuple[float, float, float, int, float]:
+    """Wall seconds of the CLI process, its own CPU seconds, and the engine's CPU, minor
+    faults and MiB read meanwhile."""
     env = dict(os.environ, PYTHONPATH=str(engine_proc.ROOT))
     settle(running.proc.pid)
     before = cpu_seconds(running.proc.pid)
+    faults, read = work(running.proc.pid)
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd(str(running.address), ref), env=env, cwd=engine_proc.ROOT,
@@ -129,7 +149,10 @@ def timed_pull(
     wall = time.perf_counter() - start
     if status != 0:
         raise RuntimeError(f"{cmd(str(running.address), ref)} failed: {errors.decode()}")
-    return wall, usage.ru_utime + usage.ru_stime, cpu_seconds(running.proc.pid) - before
+    cpu = cpu_seconds(running.proc.pid) - before
+    faults_after, read_after = work(running.proc.pid)
+    cli = usage.ru_utime + usage.ru_stime
+    return wall, cli, cpu, faults_after - faults, (read_after - read) / (1 << 20)
 
 
 def curl_floor(registry_url: str, repo: str, built: Built, parent: str) -> float:
@@ -246,14 +269,18 @@ def run(args: argparse.Namespace, parent: str) -> None:
                     subprocess.run(["sync"], check=True)
                     if name == "containerd":
                         with engine_proc.containerd(parent=parent) as running:
-                            wall, cli, cpu = timed_pull(running, ctr_cmd, refs[kind])
+                            wall, cli, cpu, faults, read = timed_pull(running, ctr_cmd, refs[kind])
                     else:
                         tree = args.before if name == "before" else engine_proc.ROOT
                         with checkout(tree), engine_proc.ctrdeck(parent=parent) as running:
-                            wall, cli, cpu = timed_pull(running, ctrdeck_cmd, refs[kind])
+                            wall, cli, cpu, faults, read = timed_pull(
+                                running, ctrdeck_cmd, refs[kind]
+                            )
                     add(f"{kind} {name} wall", wall)
                     add(f"{kind} {name} cli", cli)
                     add(f"{kind} {name} cpu", cpu)
+                    add(f"{kind} {name} faults", faults)
+                    add(f"{kind} {name} read", read)
                 subprocess.run(["sync"], check=True)
                 if kind == "random":
                     assert built is not None
@@ -274,6 +301,10 @@ def run(args: argparse.Namespace, parent: str) -> None:
              med["random ctrdeck wall"], "s"),
             ("random: CLI CPU", med["random containerd cli"], med["random ctrdeck cli"], "s"),
             ("random: engine CPU", med["random containerd cpu"], med["random ctrdeck cpu"], "s"),
+            ("random: engine minor faults", med["random containerd faults"],
+             med["random ctrdeck faults"], ""),
+            ("random: engine MiB read", med["random containerd read"], med["random ctrdeck read"],
+             "MiB"),
             ("random floor: curl + tar -xzf", med["random floor"], med["random floor"], "s"),
         ]  # fmt: skip
     if os_image is not None:
@@ -286,6 +317,7 @@ def run(args: argparse.Namespace, parent: str) -> None:
              med["os ctrdeck wall"], "s"),
             ("os: CLI CPU", med["os containerd cli"], med["os ctrdeck cli"], "s"),
             ("os: engine CPU", med["os containerd cpu"], med["os ctrdeck cpu"], "s"),
+            ("os: engine minor faults", med["os containerd faults"], med["os ctrdeck faults"], ""),
             ("os floor: tar -xzf of the layers", med["os floor"], med["os floor"], "s"),
         ]  # fmt: skip
     print("\n".join(notes) + f"\n{args.rounds} rounds, medians\n")
@@ -293,10 +325,12 @@ def run(args: argparse.Namespace, parent: str) -> None:
     if args.before:
         print(f"\nctrdeck from {args.before} (before), in the same rounds:\n")
         print(table([
-            (f"{kind}: {what}", med[f"{kind} containerd {key}"], med[f"{kind} before {key}"], "s")
+            (f"{kind}: {what}", med[f"{kind} containerd {key}"], med[f"{kind} before {key}"],
+             {"faults": "", "read": "MiB"}.get(key, "s"))
             for kind in kinds
             for what, key in (
                 ("cold pull + unpack, CLI wall", "wall"), ("CLI CPU", "cli"), ("engine CPU", "cpu"),
+                ("engine minor faults", "faults"), ("engine MiB read", "read"),
             )
         ]))  # fmt: skip
     for kind in kinds:

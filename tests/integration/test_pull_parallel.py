@@ -25,7 +25,13 @@ from core.client import Client
 from core.images.handlers import chain_ids
 from core.typeurl import unpack as unpack_any
 from tests.engine_proc import EngineProcess
-from tests.integration.test_pull import assert_nothing_left, expected_of, pull, view_tree
+from tests.integration.test_pull import (
+    ThrottledProxy,
+    assert_nothing_left,
+    expected_of,
+    pull,
+    view_tree,
+)
 from tests.registry import (
     Registry,
     build_image,
@@ -115,6 +121,39 @@ async def test_layers_applied_side_by_side_give_the_sequential_tree(
     ]
     assert staged, seen
 
+    for listed in (await client.images.list(images_api.ListImagesRequest())).images:
+        await client.images.delete(images_api.DeleteImageRequest(name=listed.name, sync=True))
+    await assert_nothing_left(engine, client, "overlayfs")
+
+
+async def test_concurrent_pulls_streaming_every_layer_all_finish(
+    engine: EngineProcess, client: Client, registry: Registry
+) -> None:
+    # Three images of four layers, pulled at once through a slow relay: twelve applies
+    # stream from their downloads, more than the loop's default executor has threads. Each
+    # waits for bytes that its download hands on only after the content store's write in
+    # that executor, so an apply holding one of its threads could stop every pull.
+    built = []
+    for n in range(3):
+        layers = [
+            make_layer([directory(f"image{n}"), file(f"image{n}/{i}.bin", os.urandom(3 << 19))])
+            for i in range(4)
+        ]
+        image = single(build_image(layers))
+        built.append((registry.push(image, f"test/many{n}"), image.images[0], layers))
+    proxy = ThrottledProxy(registry.port, rate=16 << 20)
+    try:
+        pulls = [
+            pull(client, ref.replace(registry.host, f"127.0.0.1:{proxy.port}"))
+            for ref, _, _ in built
+        ]
+        await asyncio.wait_for(asyncio.gather(*pulls), 120)
+    finally:
+        proxy.close()
+    for _, image, layers in built:
+        chain = chain_ids([layer.diff_id for layer in layers])
+        got = await view_tree(client, "overlayfs", chain[-1])
+        assert got == expected_of(image.expected_tree())
     for listed in (await client.images.list(images_api.ListImagesRequest())).images:
         await client.images.delete(images_api.DeleteImageRequest(name=listed.name, sync=True))
     await assert_nothing_left(engine, client, "overlayfs")
