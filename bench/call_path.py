@@ -9,6 +9,7 @@ number of Python function calls per call (deterministic, unlike CPU on a shared
 machine) and cProfile's top functions.
 
     .venv/bin/python -m bench.call_path [--calls 10000] [--batch 10] [--profile]
+        [--vary N] [--pings]
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ import time
 from typing import Any
 
 from hpack import Encoder
-from hyperframe.frame import DataFrame, HeadersFrame, SettingsFrame, WindowUpdateFrame
+from hyperframe.frame import (
+    DataFrame,
+    HeadersFrame,
+    PingFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 
 from core.connection import HardenedServer, Limits
 from core.services import messages, status
@@ -63,14 +70,24 @@ class CountingTransport:
         return default
 
 
-def requests(calls: int, batch: int) -> list[bytes]:
-    """`calls` requests on streams 1, 3, 5...; `batch` of them per chunk."""
+def requests(calls: int, batch: int, vary: int = 0, pings: bool = False) -> list[bytes]:
+    """`calls` requests on streams 1, 3, 5...; `batch` of them per chunk; with `vary`,
+    a new namespace every `vary` calls (a new field in the HPACK table, as a client's
+    new path or metadata is: the next block, the same list, is coded anew); with
+    `pings`, each request after a PING and a WINDOW_UPDATE, as grpc-go sends them."""
     encoder = Encoder()
     chunks, frames = [], []
     for i in range(calls):
-        headers = HeadersFrame(2 * i + 1, encoder.encode(HEADERS), flags=["END_HEADERS"])
+        fields = HEADERS
+        if vary:
+            fields = [*HEADERS[:-1], ("containerd-namespace", f"bench-{i // vary}")]
+        headers = HeadersFrame(2 * i + 1, encoder.encode(fields), flags=["END_HEADERS"])
         data = DataFrame(2 * i + 1, b"\x00\x00\x00\x00\x00", flags=["END_STREAM"])
-        frames.append(headers.serialize() + data.serialize())
+        control = b""
+        if pings:
+            ping = PingFrame(0, opaque_data=i.to_bytes(8, "big"))
+            control = ping.serialize() + WindowUpdateFrame(0, window_increment=5).serialize()
+        frames.append(control + headers.serialize() + data.serialize())
         if len(frames) == batch:
             chunks.append(b"".join(frames))
             frames = []
@@ -79,7 +96,7 @@ def requests(calls: int, batch: int) -> list[bytes]:
     return chunks
 
 
-async def run(calls: int, batch: int, profile: bool) -> None:
+async def run(calls: int, batch: int, profile: bool, vary: int = 0, pings: bool = False) -> None:
     finished = 0
 
     def observe(*_: Any) -> None:
@@ -93,9 +110,10 @@ async def run(calls: int, batch: int, profile: bool) -> None:
     transport = CountingTransport()
     protocol.connection_made(transport)
     settings = SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1})
-    window = WindowUpdateFrame(0, window_increment=2**31 - 1 - 65535)
+    # Room left for `--pings`' WINDOW_UPDATEs of 5 bytes.
+    window = WindowUpdateFrame(0, window_increment=2**31 - 1 - 65535 - 2**20)
     protocol.data_received(PREFACE + settings.serialize() + window.serialize())
-    chunks = requests(WARM_UP + calls, batch)
+    chunks = requests(WARM_UP + calls, batch, vary, pings)
 
     async def feed(part: list[bytes], count: int) -> None:
         target = finished + count
@@ -128,8 +146,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--vary", type=int, default=0, help="a new header value every N calls (as ctr's new paths)"
+    )
+    parser.add_argument("--pings", action="store_true", help="a PING and WINDOW_UPDATE per call")
     args = parser.parse_args()
-    asyncio.run(run(args.calls, args.batch, args.profile))
+    asyncio.run(run(args.calls, args.batch, args.profile, args.vary, args.pings))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ Replies leave in one write per loop turn (`CoalescedTransport`), not one per
 frame batch, and header blocks that repeat are coded once per state of the
 HPACK tables (`core.hpack_cache`). Calls run through `core.calls` (the unary
 reply fast path), on request headers h2 leaves undecoded; a read's plain
-request frames are taken by `core.receive` without h2's per-frame machinery and
-the rest fed to h2; received frames skip h2's eager `repr` of each
-(`quiet_frames`), and frames of unknown types are ignored as RFC 9113 asks.
+request frames, PINGs and connection WINDOW_UPDATEs are taken by `core.receive`
+without h2's per-frame machinery and the rest fed to h2; received frames skip
+h2's eager `repr` of each (`quiet_frames`), and frames of unknown types are
+ignored as RFC 9113 asks.
 
 It also works around a leak in grpclib 0.4.9. A stream reset before its
 handler task first ran is cancelled before the task's `try/finally` is
@@ -342,7 +343,11 @@ class _Protocol(gproto.H2Protocol):
             self.connection.flush()
             self.processor.close("Protocol error")
             return
-        self.connection.flush()
+        # What h2 queued for this read (a PING's ACK, a WINDOW_UPDATE) is flushed after
+        # the events: the calls they start are scheduled first, so a reply written in
+        # its task's first step leaves in the same write (`CoalescedTransport`). The
+        # one event that closes the connection here, the client's GOAWAY, finds h2's
+        # queue emptied by h2 itself, as before.
         for event in events:
             self.processor.process(event)
         self.connection.flush()

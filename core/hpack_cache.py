@@ -13,13 +13,20 @@ everything remembered. A cached result is then what hpack would compute, and
 hpack's state is what it would be. Limits a result depends on (the header
 list size, the allowed table size) are part of the same check, and a block
 that fails to decode is never remembered, so it fails the same way each time.
+A block not remembered that is only one-byte table indexes (a known list the
+client codes anew after the table moved) is a lookup per field, with hpack's own
+size limit; anything else, or anything hpack would refuse, is hpack's. `mark` and
+`undo` put the decoder's table back as it was, for `core.receive`, which decodes
+a request's block on h2's behalf and hands it back to h2 if h2 would refuse it.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
-from hpack import Decoder, Encoder
+from hpack import Decoder, Encoder, HeaderTuple
+from hpack.table import HeaderTable
 
 # What one connection may keep per direction: a peer sending a new unindexed
 # literal with every call, or long blocks, cannot make the engine hold more than
@@ -28,8 +35,13 @@ from hpack import Decoder, Encoder
 MAX_BLOCKS = 32
 MAX_BLOCK_BYTES = 512
 
+# A field coded as a table index below 127 is one byte, 0x81-0xFE.
+_ONE_BYTE_INDEXES = bytes(range(0x81, 0xFF))
+_STATIC = len(HeaderTable.STATIC_TABLE)
+_header = tuple.__new__
 
 State = tuple[Any, ...]
+Mark = tuple[dict[str, Any], tuple[Any, ...]]
 
 
 def _table_state(table: Any) -> State:
@@ -115,6 +127,53 @@ class CachedDecoder(Decoder):
         new.headers, new.state = {}, None
         return new
 
+    def remembered(self, data: bytes) -> list[Any] | None:
+        """The header list `decode(data, raw=True)` would give from what is remembered,
+        without decoding (not a copy: the caller must not change it); None if not remembered."""
+        if _same(self.state, self._state()):
+            return self.headers.get(data)
+        return None
+
+    def mark(self) -> Mark:
+        """What `undo` needs to put the dynamic table back as it is now."""
+        table = self.header_table
+        return dict(table.__dict__), tuple(table.dynamic_entries)
+
+    def undo(self, mark: Mark) -> None:
+        """The dynamic table as it was at `mark` (its entries the same objects), and
+        nothing remembered: decoding after this is as if nothing was decoded since."""
+        table = self.header_table
+        fields, entries = mark
+        table.__dict__.update(fields)
+        table.dynamic_entries = deque(entries)
+        self.headers.clear()
+        self.state = None
+
+    def _indexed(self, data: bytes) -> list[Any] | None:
+        """hpack's `decode(data, raw=True)` of a block of one-byte table indexes only
+        (a known header list coded after the table moved: it changes nothing), or
+        None for any other block, or one hpack would refuse, which hpack decodes."""
+        if not data or data.translate(None, _ONE_BYTE_INDEXES):
+            return None
+        if self.header_table_size > self.max_allowed_table_size:
+            return None
+        static, dynamic = HeaderTable.STATIC_TABLE, self.header_table.dynamic_entries
+        limit = self.max_header_list_size
+        headers, size = [], 0
+        for byte in data:
+            index = byte - 0x81
+            if index < _STATIC:
+                name, value = static[index]
+            elif index - _STATIC < len(dynamic):
+                name, value = dynamic[index - _STATIC]
+            else:
+                return None
+            size += 32 + len(name) + len(value)
+            if size > limit:
+                return None
+            headers.append(_header(HeaderTuple, (name, value)))
+        return headers
+
     def _state(self) -> State:
         return (
             *_table_state(self.header_table),
@@ -132,7 +191,9 @@ class CachedDecoder(Decoder):
             if headers is not None:
                 # A fresh list: the caller may change the one it gets.
                 return list(headers)
-        headers = super().decode(data, raw)
+        headers = self._indexed(data)
+        if headers is None:
+            headers = super().decode(data, raw)
         after = self._state()
         if not _same(self.state, after):
             self.headers.clear()

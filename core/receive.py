@@ -14,18 +14,28 @@ closed streams pruned by the same open-stream count) and giving the same events
 whole read as before, so the call runs from there as it did: grpclib's Stream
 acknowledges the data as it reads it, and h2 sends the WINDOW_UPDATEs.
 
-Only what h2 would take without a word is taken here. A HEADERS frame: a header
-block that the connection's `CachedDecoder` has decoded before with the table
-as it is now (decoding it again changes nothing), to a header list that h2 has
-already validated on this connection and that `core.calls.Requests` holds as fit
-(no content-length, no cookie: the only inputs h2's normalisation or body checks
-act on); a new odd stream id above the highest, within the concurrent stream
-limit; END_HEADERS, no padding, priority or END_STREAM; the connection open.
+Only what h2 would take without a word is taken here. A HEADERS frame: a new
+odd stream id above the highest, within the concurrent stream limit; END_HEADERS,
+no padding, priority or END_STREAM; the connection open (or idle: a first request
+opens it); a header block whose header list `core.calls.Requests` holds as plain
+(not refused, no content-length or cookie: the only inputs h2's body checks or
+normalisation act on). A block the connection's `CachedDecoder` has decoded
+before with the table as it is now is not decoded again; any other (a client's
+new path or metadata, inserted into the table, or a known list coded anew after
+the table moved) is decoded here by h2's own decoder with h2's own error mapping,
+and its list processed as h2 would process it (grpclib configures h2 to neither
+normalise nor validate); if that fails or the list is not plain, the decoder's
+table is put back as it was and the frame is h2's, which decodes it from the same
+table and acts as it always did (the same GOAWAY for a bad or oversized block).
 A DATA frame: unpadded, on a stream open on both sides that the client opened
-without content-length, within both inbound windows. Everything else (the
-preface, any other frame, a frame split across reads, a header block in
-CONTINUATION frames and whatever follows it in the read) is fed to h2 as it
-arrives, in order, so it sees it as it always did.
+without content-length, within both inbound windows. A PING (8 bytes, stream 0),
+its ACK queued as h2 queues it, and a WINDOW_UPDATE of the connection's window
+within h2's bounds: grpc-go sends both after each reply, ahead of the next
+request in the same write. Everything else (the
+preface, but not the frames after it in its read; any other frame, a frame
+split across reads, a header block in CONTINUATION frames and whatever follows
+it in the read) is fed to h2 as it arrives, in order, so it sees it as it
+always did.
 """
 
 from __future__ import annotations
@@ -34,17 +44,38 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
-from h2.connection import AllowedStreamIDs, ConnectionState
-from h2.events import DataReceived, Event, RequestReceived, StreamEnded
+from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState, _decode_headers
+from h2.events import (
+    DataReceived,
+    Event,
+    PingAckReceived,
+    PingReceived,
+    RequestReceived,
+    StreamEnded,
+    WindowUpdated,
+)
 from h2.stream import StreamState
+from h2.utilities import (
+    HeaderValidationFlags,
+    is_informational_response,
+    normalize_inbound_headers,
+    validate_headers,
+)
 
 from core.calls import Requests
-from core.hpack_cache import CachedDecoder, _same
+from core.hpack_cache import CachedDecoder
 
 _HEAD = struct.Struct(">BHBBL")
 _HEAD_LEN = 9
-_DATA, _HEADERS = 0x0, 0x1
-_END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20
+_DATA, _HEADERS, _PING, _WINDOW_UPDATE = 0x0, 0x1, 0x6, 0x8
+_TAKEN = frozenset((_DATA, _HEADERS, _PING, _WINDOW_UPDATE))
+_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
+_PING_ACK = _HEAD.pack(0, 8, _PING, _ACK, 0)
+_LARGEST_WINDOW = 2**31 - 1
+# How h2 checks the header list of a request a server receives.
+_REQUEST = HeaderValidationFlags(
+    is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
+)
 # The flags hyperframe reads on each type; others it ignores, and so does this.
 _HEADERS_FLAGS = _END_STREAM | _END_HEADERS | _PADDED | _PRIORITY
 
@@ -62,11 +93,14 @@ class Receiver:
         here. Feed each part before asking for the next: a frame is judged on h2's
         records after everything before it."""
         buffer = self.buffer
-        if buffer._data or buffer._preamble_len or buffer._headers_buffer:
+        n = len(data)
+        # The client's preface (h2 checks it) may come in one read with its first frames.
+        i = start = buffer._preamble_len
+        if buffer._data or buffer._headers_buffer or n < i:
             yield data
             return
-        n = len(data)
-        i = start = 0
+        if i:
+            yield data[:i]
         unpack = _HEAD.unpack_from
         while n - i >= _HEAD_LEN:
             high, low, kind, flags, sid = unpack(data, i)
@@ -74,6 +108,7 @@ class Receiver:
             end = body + (high << 16 | low)
             if end > n:
                 break
+            sid &= 0x7FFFFFFF
             if kind == _HEADERS:
                 if flags & _HEADERS_FLAGS != _END_HEADERS:
                     if not flags & _END_HEADERS:
@@ -81,18 +116,25 @@ class Receiver:
                         break
                     i = end
                     continue
-                if start < i:
-                    yield data[start:i]
-                    start = i
-                events = self.open(sid & 0x7FFFFFFF, data[body:end])
-            elif kind == _DATA and not flags & _PADDED:
-                if start < i:
-                    yield data[start:i]
-                    start = i
-                events = self.receive(sid & 0x7FFFFFFF, data[body:end], flags & _END_STREAM)
-            else:
+            elif (
+                (kind == _DATA and flags & _PADDED)
+                or (kind == _PING and (sid or end - body != 8))
+                or (kind == _WINDOW_UPDATE and (sid or end - body != 4))
+                or kind not in _TAKEN
+            ):
                 i = end
                 continue
+            if start < i:
+                yield data[start:i]
+                start = i
+            if kind == _HEADERS:
+                events = self.open(sid, data[body:end])
+            elif kind == _DATA:
+                events = self.receive(sid, data[body:end], flags & _END_STREAM)
+            elif kind == _PING:
+                events = self.ping(data[body:end], flags & _ACK)
+            else:
+                events = self.window_update(int.from_bytes(data[body:end], "big"))
             if events is not None:
                 start = end
                 yield events
@@ -105,24 +147,29 @@ class Receiver:
         with its records advanced as its own; None (nothing done) if h2 might do
         anything else."""
         conn = self.conn
+        state = conn.state_machine.state
         if (
-            conn.state_machine.state is not ConnectionState.SERVER_OPEN
+            (state is not ConnectionState.SERVER_OPEN and state is not ConnectionState.IDLE)
             or not sid & 1
             or sid <= conn.highest_inbound_stream_id
         ):
             return None
-        decoder: CachedDecoder = conn.decoder
-        if not _same(decoder.state, decoder._state()):
-            return None
-        headers = decoder.headers.get(block)
-        if headers is None:
-            return None
-        request = self.requests.known.get(tuple(headers))
-        if request is None or not request.plain:
-            return None
-        # Counting open streams also forgets closed ones, as h2 does on a new stream.
+        # Counted before anything is decoded, as h2 does; the count also forgets
+        # closed streams, as h2's does on a new stream.
         if conn.open_inbound_streams + 1 > conn.local_settings.max_concurrent_streams:
             return None
+        decoder: CachedDecoder = conn.decoder
+        headers = decoder.remembered(block)
+        request = None if headers is None else self.requests.known.get(tuple(headers))
+        if request is None:
+            headers = self.decode(block)
+            if headers is None:
+                return None
+        elif not request.plain:
+            return None
+        if state is ConnectionState.IDLE:
+            # A connection's first request opens it (h2's own machine: no events).
+            conn.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
         machine = conn._begin_new_stream(sid, AllowedStreamIDs.ODD).state_machine
         machine.state = StreamState.OPEN
         machine.client = False
@@ -130,6 +177,61 @@ class Receiver:
         opened = RequestReceived(stream_id=sid)
         opened.headers = list(headers)
         return [opened]
+
+    def decode(self, block: bytes) -> list[Any] | None:
+        """The header list h2 would give for request `block`, decoded by h2's own
+        decoder and checked by h2's own functions, if it is a plain request; else
+        None, with the decoder's table put back as it was, so h2 decodes the block
+        itself from the same table and refuses it (or not) as it always did."""
+        config = self.conn.config
+        if config.header_encoding:
+            return None
+        decoder: CachedDecoder = self.conn.decoder
+        mark = decoder.mark()
+        try:
+            headers: Any = _decode_headers(decoder, block)
+            if not is_informational_response(headers):
+                # h2's `H2Stream._process_received_headers`, as configured (grpclib
+                # turns both steps off).
+                if config.normalize_inbound_headers:
+                    headers = normalize_inbound_headers(headers, _REQUEST)
+                if config.validate_inbound_headers:
+                    headers = validate_headers(headers, _REQUEST)
+                checked = list(headers)
+                if self.requests.get(checked).plain:
+                    return checked
+        except Exception:
+            # Whatever h2 makes of this block (an undecodable or oversized block, a
+            # field it refuses, a header list grpclib cannot read) it makes itself.
+            pass
+        decoder.undo(mark)
+        return None
+
+    def ping(self, opaque: bytes, ack: int) -> list[Event] | None:
+        """The events h2 would give for a PING (stream 0, 8 bytes), with its ACK
+        queued as h2 queues it; None (nothing done) if the connection is not open."""
+        conn = self.conn
+        if conn.state_machine.state is not ConnectionState.SERVER_OPEN:
+            return None
+        if ack:
+            return [PingAckReceived(ping_data=opaque)]
+        conn._data_to_send += _PING_ACK + opaque
+        return [PingReceived(ping_data=opaque)]
+
+    def window_update(self, increment: int) -> list[Event] | None:
+        """The events h2 would give for a WINDOW_UPDATE of the connection's window, the
+        window grown as h2 grows it; None (nothing done) for an increment h2 refuses
+        (zero, the reserved bit set, past the largest window) or a connection not open."""
+        conn = self.conn
+        window = conn.outbound_flow_control_window + increment
+        if (
+            conn.state_machine.state is not ConnectionState.SERVER_OPEN
+            or not 1 <= increment <= _LARGEST_WINDOW
+            or window > _LARGEST_WINDOW
+        ):
+            return None
+        conn.outbound_flow_control_window = window
+        return [WindowUpdated(stream_id=0, delta=increment)]
 
     def receive(self, sid: int, message: bytes, end_stream: int) -> list[Event] | None:
         """The events h2 would give for DATA `message` on stream `sid`, with its records

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+from typing import Any
 
 import pytest
 from hpack import Decoder, Encoder, NeverIndexedHeaderTuple, OversizedHeaderListError
@@ -137,3 +139,65 @@ def test_long_blocks_are_not_kept() -> None:
     for _ in range(3):
         dec.decode(enc.encode(long), raw=True)
     assert not dec.headers
+
+
+def test_undo_puts_the_table_back_for_any_block() -> None:
+    """`mark`/`undo` around decoding any block, good or bad, leave a decoder that
+    decodes whatever follows as a decoder that never saw that block."""
+    rng = random.Random(16)
+    values = ["0", "boom", "x" * 50, "y" * 1500]
+    for _ in range(40):
+        enc, plain, dec = Encoder(), Decoder(), CachedDecoder()
+        for _ in range(60):
+            if rng.random() < 0.05:
+                enc.header_table_size = rng.choice([0, 100, 256, 4096])
+            headers = [(f"x-{rng.randint(0, 5)}", rng.choice(values))]
+            block = enc.encode(headers)
+            if rng.random() < 0.3:
+                # Decoded, some of it bad, then undone: nothing of it may remain.
+                stray = Encoder()
+                stray.header_table_size = enc.header_table.maxsize
+                other = stray.encode([("x-stray", rng.choice(values))])
+                other += rng.choice([b"", b"\xff\xff\xff\xff\x0f", b"\x80", b"\x7f"])
+                mark = dec.mark()
+                with contextlib.suppress(Exception):
+                    dec.decode(other, raw=True)
+                dec.undo(mark)
+                assert dec.remembered(block) is None
+            assert dec.decode(block, raw=True) == plain.decode(block, raw=True)
+            assert dec.header_table.dynamic_entries == plain.header_table.dynamic_entries
+            assert dec.header_table.__dict__.keys() == plain.header_table.__dict__.keys()
+            for name in ("_maxsize", "_current_size", "resized"):
+                assert getattr(dec.header_table, name) == getattr(plain.header_table, name)
+            again = dec.remembered(block)
+            assert again is None or again == plain.decode(block, raw=True)
+
+
+def test_blocks_of_indexes_decode_as_hpacks() -> None:
+    """Blocks of one-byte indexes (decoded without hpack's loop) against hpack's own
+    decoder: the same fields, or the same refusal (an index past the table, a list
+    over the limit, a table not shrunk as announced), the same table after."""
+    rng = random.Random(18)
+    for _ in range(200):
+        enc, plain, dec = Encoder(), Decoder(), CachedDecoder()
+        limit = rng.choice([200, 1000, 65536])
+        plain.max_header_list_size = dec.max_header_list_size = limit
+        for _ in range(30):
+            if rng.random() < 0.4:
+                block = enc.encode([(f"x-{rng.randint(0, 9)}", "v" * rng.randint(0, 90))])
+            else:
+                block = bytes(rng.randint(0x80, 0xFF) for _ in range(rng.randint(1, 12)))
+            if rng.random() < 0.05:
+                plain.max_allowed_table_size = dec.max_allowed_table_size = rng.choice([0, 4096])
+            try:
+                want: Any = plain.decode(block, raw=True)
+            except Exception as exc:
+                want = (type(exc), str(exc))
+            try:
+                got: Any = dec.decode(block, raw=True)
+            except Exception as exc:
+                got = (type(exc), str(exc))
+            assert got == want
+            if isinstance(got, list):
+                assert [type(h) for h in got] == [type(h) for h in want]
+            assert dec.header_table.dynamic_entries == plain.header_table.dynamic_entries

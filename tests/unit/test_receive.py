@@ -20,11 +20,12 @@ import h2.errors
 import h2.settings
 import pytest
 from grpclib import protocol as gproto
-from hpack import Encoder
+from hpack import Encoder, NeverIndexedHeaderTuple
 from hyperframe.frame import (
     DataFrame,
     GoAwayFrame,
     HeadersFrame,
+    PingFrame,
     RstStreamFrame,
     SettingsFrame,
     WindowUpdateFrame,
@@ -118,15 +119,20 @@ class Raw:
         ("content-type", "application/grpc"),
     ]
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, greet: bool = True) -> None:
         self.server = HardenedServer([Service()], codec=RawCodec(), limits=limits or Limits())
         self.protocol = self.server._protocol_factory()
         self.transport = Recorder()
         self.protocol.connection_made(self.transport)
         self.encoder = Encoder()
         self.wire = bytearray()
+        if greet:
+            self.feed(self.greeting())
+
+    @staticmethod
+    def greeting() -> bytes:
         settings = SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1})
-        self.feed(PREFACE + settings.serialize() + SettingsFrame(0, flags=["ACK"]).serialize())
+        return PREFACE + settings.serialize() + SettingsFrame(0, flags=["ACK"]).serialize()
 
     @property
     def h2(self) -> Any:
@@ -200,12 +206,13 @@ async def _raw_both_ways(
     monkeypatch: pytest.MonkeyPatch,
     scenario: Callable[[Raw], Awaitable[None]],
     limits: Limits | None = None,
+    greet: bool = True,
 ) -> tuple[Raw, Raw]:
-    fast = Raw(limits)
+    fast = Raw(limits, greet)
     await scenario(fast)
     with monkeypatch.context() as m:
         _h2_only(m)
-        plain = Raw(limits)
+        plain = Raw(limits, greet)
         await scenario(plain)
     try:
         assert bytes(fast.wire) == bytes(plain.wire)
@@ -342,7 +349,7 @@ async def test_each_frame_in_a_read_of_its_own(
         await raw.settle()
 
     fast, _ = await _raw_both_ways(monkeypatch, scenario)
-    assert opened == [5, 7, 9]
+    assert opened == [1, 3, 5, 7, 9]
     assert received[-3:] == [(5, 6), (7, 6), (9, 6)]
     assert fast.wire.count(b"rrr") == 5
 
@@ -351,9 +358,9 @@ async def test_odd_requests_are_left_to_h2(
     monkeypatch: pytest.MonkeyPatch, opened: list[int]
 ) -> None:
     """Priority, padding, content-length, cookies, a refused method, three rounds:
-    by the third each block is one the decoder knows at rest, so each could be
-    taken by the fast path if it did not look; only the plain grpc-timeout call is.
-    Then a header block in CONTINUATION frames, and a plain call after it."""
+    each block decoded here (new to the table in the first round, known at rest by
+    the third) and each could be taken by the fast path if it did not look; only the
+    plain grpc-timeout call is. Then a long header list, and a plain call after it."""
 
     def odd_round(pair: Pair) -> list[int]:
         sid = pair.client.get_next_available_stream_id()
@@ -380,6 +387,7 @@ async def test_odd_requests_are_left_to_h2(
         ]
 
     timed: list[int] = []
+    last: list[int] = []
 
     async def scenario(pair: Pair) -> None:
         await pair.exchange()
@@ -395,9 +403,10 @@ async def test_odd_requests_are_left_to_h2(
         for sid in sids:
             assert pair.replies[sid]["ended"]
         _ok(pair, sids[-2], b"rrr")
+        last.append(sids[-1])
 
     await _pairs_both_ways(monkeypatch, scenario)
-    assert opened == [timed[2]]
+    assert opened == [*timed[:3], last[0] - 2, last[0]]
 
 
 async def test_flow_control_edges(monkeypatch: pytest.MonkeyPatch, opened: list[int]) -> None:
@@ -517,7 +526,7 @@ async def test_reset_and_window_update_between_requests(
         await raw.settle()
 
     await _raw_both_ways(monkeypatch, scenario)
-    assert opened == [5, 7, 9, 11, 13, 15]
+    assert opened == [1, 3, 5, 7, 9, 11, 13, 15]
 
 
 async def test_goaway_from_the_client_then_requests(
@@ -531,7 +540,8 @@ async def test_goaway_from_the_client_then_requests(
         await raw.settle()
 
     await _raw_both_ways(monkeypatch, scenario)
-    assert opened == []
+    # Stream 5 comes after the client's GOAWAY: h2's.
+    assert opened == [1, 3]
 
 
 async def test_the_request_buffer_reads_as_grpclibs() -> None:
@@ -582,3 +592,176 @@ async def test_the_request_buffer_reads_as_grpclibs() -> None:
             seen.append(buffer.unacked_size())
             outcomes.append((seen, acks))
         assert outcomes[0] == outcomes[1], steps
+
+
+def _request(sid: int, block: bytes, body: bytes = b"3") -> bytes:
+    head = HeadersFrame(sid, block, flags=["END_HEADERS"])
+    return head.serialize() + DataFrame(sid, grpc_frame(body), flags=["END_STREAM"]).serialize()
+
+
+async def test_header_blocks_that_change_the_table(
+    monkeypatch: pytest.MonkeyPatch, opened: list[int]
+) -> None:
+    """Random header lists, as a client adding new metadata and paths does: fields
+    inserted into the table, evicted by long ones, never-indexed, table size updates,
+    several requests in one read. Each block h2 would take is decoded here (h2's
+    decoder, its table): same replies, wire, records and table as h2's own path."""
+    values = ["a", "b" * 40, "c" * 700, "d" * 1900]
+
+    async def scenario(raw: Raw) -> None:
+        rng = random.Random(17)
+        sid = 1
+        for _ in range(60):
+            batch = b""
+            for _ in range(rng.choice([1, 1, 2, 3])):
+                if rng.random() < 0.08:
+                    raw.encoder.header_table_size = rng.choice([0, 200, 1000, 4096])
+                path = rng.choice(["Echo", "Echo", "Metadata", "Nothing"])
+                headers: list[Any] = [*Raw.HEADERS[:2], (":path", f"/t.T/{path}"), *Raw.HEADERS[3:]]
+                for _ in range(rng.randint(0, 3)):
+                    field = (f"x-{rng.randint(0, 4)}", rng.choice(values))
+                    headers.append(NeverIndexedHeaderTuple(*field) if rng.random() < 0.1 else field)
+                batch += _request(
+                    sid, raw.encoder.encode(headers), str(rng.randint(0, 40)).encode()
+                )
+                sid += 2
+            raw.feed(batch, split=rng.choice([0, 0, 0, 7]))
+            await raw.settle()
+
+    fast, _ = await _raw_both_ways(monkeypatch, scenario)
+    assert _goaway(fast.wire) is None
+    assert len(opened) > 50
+
+
+_BAD_BLOCKS: dict[str, Callable[[Encoder], bytes]] = {
+    # Refused by hpack (h2: PROTOCOL_ERROR), one after inserting a field first.
+    "index past the table": lambda enc: b"\xff\xff\xff\xff\x0f",
+    "insertion then a bad index": lambda enc: enc.encode([("x-new", "v" * 30)]) + b"\xbf\x7f",
+    "truncated literal": lambda enc: enc.encode([("x-cut", "w" * 30)])[:-4],
+    "size update above the limit": lambda enc: b"\x3f\xe1\x7f",
+    # A header list over h2's limit, from one long field in the table referred to 20
+    # times (h2: ENHANCE_YOUR_CALM).
+    "oversize header list": lambda enc: b"".join(
+        enc.encode([("x-big", "z" * 4000)]) for _ in range(20)
+    ),
+    # Fields h2 as grpclib configures it passes on as they are (grpclib answers),
+    # so taken here too.
+    "uppercase name": lambda enc: enc.encode([*Raw.HEADERS, ("X-Upper", "1")]),
+    "connection-specific": lambda enc: enc.encode([*Raw.HEADERS, ("connection", "close")]),
+    "pseudo-header after a field": lambda enc: enc.encode([*Raw.HEADERS, (":method", "GET")]),
+    "unknown pseudo-header": lambda enc: enc.encode([(":weird", "1"), *Raw.HEADERS]),
+    "informational status": lambda enc: enc.encode([(":status", "101"), *Raw.HEADERS]),
+    "no fields": lambda enc: b"",
+    "not ASCII": lambda enc: enc.encode([*Raw.HEADERS, (b"x-bin", b"\xc3\xa9")]),
+}
+
+
+@pytest.mark.parametrize("bad", list(_BAD_BLOCKS))
+async def test_hostile_header_blocks_as_h2_has_them(
+    monkeypatch: pytest.MonkeyPatch, opened: list[int], bad: str
+) -> None:
+    """A hostile block between plain requests, in one read and alone: the same
+    GOAWAY, RST_STREAM or reply, table and records as h2's own path."""
+
+    async def scenario(raw: Raw) -> None:
+        for sid in (1, 3):
+            raw.feed(raw.call(sid))
+            await raw.settle()
+        new = [*Raw.HEADERS, ("x-seq", "5")]
+        raw.feed(raw.call(5, headers=new) + _request(7, _BAD_BLOCKS[bad](raw.encoder)))
+        await raw.settle()
+        raw.feed(raw.call(9, headers=[*Raw.HEADERS, ("x-seq", "9")]) + raw.call(11))
+        await raw.settle()
+
+    fast, _ = await _raw_both_ways(monkeypatch, scenario)
+    assert 5 in opened
+    if _goaway(fast.wire) is not None:
+        assert 7 not in opened
+
+
+@pytest.mark.parametrize("preface", ["good", "bad", "split"])
+async def test_first_requests_in_the_prefaces_read(
+    monkeypatch: pytest.MonkeyPatch, opened: list[int], preface: str
+) -> None:
+    """The preface is h2's to check; the requests after it in the same read are
+    taken here, unless the preface is bad (h2 drops the connection) or incomplete."""
+
+    async def scenario(raw: Raw) -> None:
+        greeting = raw.greeting()
+        if preface == "bad":
+            greeting = greeting.replace(b"SM", b"SN")
+        data = greeting + raw.call(1) + raw.call(3)
+        raw.feed(data, split=10 if preface == "split" else 0)
+        await raw.settle()
+        raw.feed(raw.call(5))
+        await raw.settle()
+
+    await _raw_both_ways(monkeypatch, scenario, greet=False)
+    assert opened == {"good": [1, 3, 5], "bad": [], "split": [5]}[preface]
+
+
+_CONTROL: dict[str, bytes] = {
+    "ping": PingFrame(0, opaque_data=b"12345678").serialize(),
+    "ping ack": PingFrame(0, opaque_data=b"abcdefgh", flags=["ACK"]).serialize(),
+    "ping, other flags": bytes.fromhex("000008 06 f0 00000000") + b"flagged!",
+    "ping, reserved bit": bytes.fromhex("000008 06 00 80000000") + b"reserved",
+    "window update": WindowUpdateFrame(0, window_increment=1000).serialize(),
+    "window update, largest": WindowUpdateFrame(0, window_increment=2**31 - 1).serialize(),
+    "window update of a stream": WindowUpdateFrame(1, window_increment=1000).serialize(),
+    # Refused by h2: each its own GOAWAY.
+    "ping too short": bytes.fromhex("000007 06 00 00000000") + bytes(7),
+    "ping on a stream": bytes.fromhex("000008 06 00 00000003") + bytes(8),
+    "window update of zero": bytes.fromhex("000004 08 00 00000000 00000000"),
+    "window update, reserved bit": bytes.fromhex("000004 08 00 00000000 80000001"),
+    "window update too long": bytes.fromhex("000005 08 00 00000000 0000000100"),
+}
+
+
+@pytest.mark.parametrize("control", list(_CONTROL))
+async def test_pings_and_window_updates_as_h2_has_them(
+    monkeypatch: pytest.MonkeyPatch, opened: list[int], control: str
+) -> None:
+    """PING and WINDOW_UPDATE frames, alone and between requests in one read (as
+    grpc-go sends them after each reply): the same ACKs, windows, events, GOAWAYs."""
+
+    async def scenario(raw: Raw) -> None:
+        frame = _CONTROL[control]
+        raw.feed(raw.call(1))
+        await raw.settle()
+        raw.feed(frame)
+        await raw.settle()
+        raw.feed(frame + raw.call(3) + frame + frame + raw.call(5) + frame)
+        await raw.settle()
+
+    fast, _ = await _raw_both_ways(monkeypatch, scenario)
+    refused = _goaway(fast.wire)
+    if control == "window update, largest":
+        assert refused is not None and refused[1] == _CODES.FLOW_CONTROL_ERROR
+    elif control in list(_CONTROL)[7:]:
+        assert refused is not None
+    else:
+        assert refused is None and opened == [1, 3, 5]
+
+
+async def test_a_pings_ack_leaves_with_the_reply() -> None:
+    """grpc-go's PING ahead of a request in one read: its ACK and the reply in one write."""
+    raw = Raw()
+    writes: list[bytes] = []
+    real_write = raw.transport.write
+
+    def write(data: bytes) -> None:
+        writes.append(bytes(data))
+        real_write(data)
+
+    raw.transport.write = write  # type: ignore[method-assign]
+    try:
+        raw.feed(raw.call(1))
+        await raw.settle()
+        writes.clear()
+        ping = PingFrame(0, opaque_data=b"bdp-ping")
+        raw.feed(ping.serialize() + raw.call(3))
+        await raw.settle()
+        ack = PingFrame(0, opaque_data=b"bdp-ping", flags=["ACK"]).serialize()
+        assert len(writes) == 1 and writes[0].startswith(ack) and b"rrr" in writes[0]
+    finally:
+        raw.close()
