@@ -512,11 +512,13 @@ async def test_a_deadline_is_each_calls_own() -> None:
         for sid in [*sids, later]:
             got = pair.replies[sid]["trailers"] or pair.replies[sid]["headers"]
             assert got["grpc-status"] == str(Status.DEADLINE_EXCEEDED.value)
-        # Past the first one's deadline, the same list's next call has time left.
-        timeout = [("grpc-timeout", "200m")]
+        # Past the first one's deadline, the same list's next call has time left. A
+        # deadline of a second leaves each call that long to reach its handler on a
+        # loaded machine; the sleep only has to outlast the first one's.
+        timeout = [("grpc-timeout", "1S")]
         first = pair.request("TimeLeft", b"", extra=timeout)
         await pair.exchange()
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.1)
         second = pair.request("TimeLeft", b"", extra=timeout)
         await pair.exchange()
         _ok(pair, first, b"yes")
