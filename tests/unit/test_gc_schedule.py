@@ -24,12 +24,16 @@ ROOT = {"containerd.io/gc.root": "2026-12-02T00:00:00Z"}
 NS = "default"
 
 
-async def test_a_delete_during_a_pass_gets_a_pass_of_its_own(tmp_path: Path) -> None:
+def make_collector(tmp_path: Path) -> tuple[Metadata, ContentStore, GarbageCollector]:
+    """A collector over real SQLite metadata and a real content store under `tmp_path`."""
     metadata = Metadata(tmp_path / "meta.db")
     content = ContentStore(tmp_path / "content")
-    gc = GarbageCollector(
-        metadata, content, SnapshotStore(metadata.db, metadata.namespaces, metadata.leases), {}
-    )
+    snapshots = SnapshotStore(metadata.db, metadata.namespaces, metadata.leases)
+    return metadata, content, GarbageCollector(metadata, content, snapshots, {})
+
+
+async def test_a_delete_during_a_pass_gets_a_pass_of_its_own(tmp_path: Path) -> None:
+    metadata, _, gc = make_collector(tmp_path)
     try:
         metadata.content.add(NS, "sha256:" + "a" * 64, 1, ROOT, None)
         metadata.content.add(NS, "sha256:" + "b" * 64, 1, {}, None)
@@ -66,11 +70,7 @@ async def test_a_pass_asked_for_soon_waits_for_the_tasks_to_be_quiet(
 ) -> None:
     """No pass runs while a task is being created, started or deleted, nor right after;
     one that would wait longer than PUT_OFF_MAX runs anyway."""
-    metadata = Metadata(tmp_path / "meta.db")
-    content = ContentStore(tmp_path / "content")
-    gc = GarbageCollector(
-        metadata, content, SnapshotStore(metadata.db, metadata.namespaces, metadata.leases), {}
-    )
+    metadata, _, gc = make_collector(tmp_path)
     busy = True
     quiet_since = 0.0
     loop = asyncio.get_running_loop()
@@ -134,11 +134,7 @@ async def test_a_pass_that_finds_nothing_writes_syncs_and_lists_nothing(tmp_path
     """`ctr rm` then `ctr run`: the pass the removal asked for lands in the next run's
     first calls, and there it only marks; what it did besides (an empty commit, a
     sync of the log, a listing of the blob directory) freed nothing."""
-    metadata = Metadata(tmp_path / "meta.db")
-    content = ContentStore(tmp_path / "content")
-    gc = GarbageCollector(
-        metadata, content, SnapshotStore(metadata.db, metadata.namespaces, metadata.leases), {}
-    )
+    metadata, content, gc = make_collector(tmp_path)
     try:
         digest, size = stored_blob(content, 1)
         metadata.content.add(NS, digest, size, ROOT, None)
@@ -159,11 +155,7 @@ async def test_a_pass_that_finds_nothing_writes_syncs_and_lists_nothing(tmp_path
 async def test_a_blob_that_lost_its_owner_or_came_unowned_is_still_swept(tmp_path: Path) -> None:
     """The mark finds nothing dead when the owner row was deleted by the client
     (Content.Delete) or never written after a commit; the blob file goes all the same."""
-    metadata = Metadata(tmp_path / "meta.db")
-    content = ContentStore(tmp_path / "content")
-    gc = GarbageCollector(
-        metadata, content, SnapshotStore(metadata.db, metadata.namespaces, metadata.leases), {}
-    )
+    metadata, content, gc = make_collector(tmp_path)
     try:
         deleted, size = stored_blob(content, 1)
         metadata.content.add(NS, deleted, size, ROOT, None)
@@ -188,11 +180,7 @@ async def test_a_blob_that_lost_its_owner_or_came_unowned_is_still_swept(tmp_pat
 async def test_passes_that_find_nothing_still_fold_the_log_on_schedule(tmp_path: Path) -> None:
     """Without the collection's checkpoint a client's commit on the loop would make it,
     once the log reached SQLite's autocheckpoint."""
-    metadata = Metadata(tmp_path / "meta.db")
-    content = ContentStore(tmp_path / "content")
-    gc = GarbageCollector(
-        metadata, content, SnapshotStore(metadata.db, metadata.namespaces, metadata.leases), {}
-    )
+    metadata, _, gc = make_collector(tmp_path)
     try:
         counted = Counted(gc, metadata)
         for i in range(dbmod.CHECKPOINT_EVERY):
@@ -208,11 +196,7 @@ async def test_passes_that_find_nothing_still_fold_the_log_on_schedule(tmp_path:
 async def test_the_mark_keeps_its_connection_and_reads_every_write_since(tmp_path: Path) -> None:
     """One connection for every mark, each mark on a fresh read; closed before the
     metadata's, whose close then folds and removes the log as before."""
-    metadata = Metadata(tmp_path / "meta.db")
-    content = ContentStore(tmp_path / "content")
-    gc = GarbageCollector(
-        metadata, content, SnapshotStore(metadata.db, metadata.namespaces, metadata.leases), {}
-    )
+    metadata, content, gc = make_collector(tmp_path)
     digests = []
     for i in range(3):
         digest, size = stored_blob(content, i)
@@ -234,11 +218,7 @@ async def test_the_mark_keeps_its_connection_and_reads_every_write_since(tmp_pat
 
 
 async def test_a_mark_that_failed_leaves_its_connection_to_no_later_pass(tmp_path: Path) -> None:
-    metadata = Metadata(tmp_path / "meta.db")
-    content = ContentStore(tmp_path / "content")
-    gc = GarbageCollector(
-        metadata, content, SnapshotStore(metadata.db, metadata.namespaces, metadata.leases), {}
-    )
+    metadata, content, gc = make_collector(tmp_path)
     mark = gc.marker.mark
 
     def failing(md: Metadata) -> collector.Plan:
