@@ -24,16 +24,13 @@ stay in chain order.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import contextvars
 import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO
 
 import betterproto2
 
@@ -59,7 +56,6 @@ DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"
 PARALLEL_LAYERS = 4
 
 Publish = Callable[[str, str, betterproto2.Message], None]
-T = TypeVar("T")
 
 
 class Unpackers:
@@ -246,8 +242,18 @@ class Unpacker:
                 self.namespace, layer, mounts, progress=progress, defer_sync=defer
             )
         counted = CountingReader(stream, progress) if progress else stream
-        return await on_own_thread(
-            self._apply_stream, counted, layer.media_type, mounts, diff_id, defer
+        # A streamed apply blocks its thread until the download hands it bytes, which
+        # the download does only after the content store's write in the loop's default
+        # executor (a few threads on a small machine): applies holding all of them would
+        # stop the writes they wait for.
+        return await in_thread(
+            self._apply_stream,
+            counted,
+            layer.media_type,
+            mounts,
+            diff_id,
+            defer,
+            own_thread=True,
         )
 
     @staticmethod
@@ -309,45 +315,6 @@ class Unpacker:
             meta.update(
                 self.namespace, layer.digest, {UNCOMPRESSED: diff_id}, [f"labels.{UNCOMPRESSED}"]
             )
-
-
-async def on_own_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run `fn(*args)` on a thread of its own; a cancelled caller still waits for its end.
-
-    A streamed apply blocks its thread until the download hands it bytes, and the download
-    hands them on only after the content store's write, which runs in the loop's default
-    executor (a few threads on a small machine). Streamed applies holding every thread of
-    that executor would stop the writes they wait for, so they never take one.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-    context = contextvars.copy_context()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            outcome: tuple[T | None, BaseException | None] = (context.run(fn, *args), None)
-        except BaseException as exc:  # handed to the caller
-            outcome = (None, exc)
-        # A loop closed meanwhile has no caller left to tell.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, *outcome)
-
-    threading.Thread(target=run, name="layer-apply", daemon=True).start()
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        # The worker may still be writing the directory the caller is about to remove.
-        with contextlib.suppress(BaseException):
-            await future
-        raise
 
 
 def _move_onto(staged: Sequence[Mount], mounts: Sequence[Mount], applied: Applied) -> None:

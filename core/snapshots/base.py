@@ -18,10 +18,13 @@ touched only on the event loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -73,19 +76,40 @@ def disk_usage(path: Path) -> Usage:
     return Usage(size, len(seen))
 
 
-async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+async def in_thread(fn: Callable[..., T], *args: Any, own_thread: bool = False) -> T:
     """Run blocking work in a thread, and see it finish even if the caller is cancelled.
 
     A cancelled call must not go on to clean up a directory a worker is still
-    writing, so the cancellation is held until the worker is done.
+    writing, so the cancellation is held until the worker is done. With
+    `own_thread` the work gets a thread of its own, not one of the loop's default
+    executor: for work that blocks until other work on that executor has run.
     """
-    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    if own_thread:
+        future = _on_new_thread(fn, args)
+    else:
+        future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
         with contextlib.suppress(BaseException):
             await future
         raise
+
+
+def _on_new_thread(fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
+    """`fn(*args)` on a new daemon thread, in the caller's context; its outcome as a future."""
+    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+    outcome.set_running_or_notify_cancel()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            outcome.set_result(context.run(fn, *args))
+        except BaseException as exc:  # handed to the caller
+            outcome.set_exception(exc)
+
+    threading.Thread(target=run, name="in-own-thread", daemon=True).start()
+    return asyncio.wrap_future(outcome)
 
 
 class Snapshotter:

@@ -3,8 +3,9 @@
 Streamed applies block until their downloads hand them bytes, and the downloads hand them
 on only after the content store's write, which runs in the default executor: applies that
 held all of its threads would stop the writes they wait for. Here the default executor has
-one thread, held until the work `on_own_thread` runs has happened, which could not happen
-if that work queued behind it. Results, errors and a cancelled caller are checked too.
+one thread, held until the work `in_thread(..., own_thread=True)` runs has happened, which
+could not happen if that work queued behind it. Results, errors and a cancelled caller are
+checked too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from core.images.unpack import on_own_thread
+from core.snapshots.base import in_thread
 
 
 def test_it_runs_while_every_thread_of_the_default_executor_waits_for_it() -> None:
@@ -26,7 +27,8 @@ def test_it_runs_while_every_thread_of_the_default_executor_waits_for_it() -> No
         loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
         ran = threading.Event()
         held = loop.run_in_executor(None, ran.wait, 10)
-        result = await asyncio.wait_for(on_own_thread(lambda: (ran.set(), "done")[1]), 10)
+        work = in_thread(lambda: (ran.set(), "done")[1], own_thread=True)
+        result = await asyncio.wait_for(work, 10)
         assert await held is True
         return result
 
@@ -38,7 +40,7 @@ def test_an_error_reaches_the_caller() -> None:
         raise ValueError("bad layer")
 
     with pytest.raises(ValueError, match="bad layer"):
-        asyncio.run(on_own_thread(fail))
+        asyncio.run(in_thread(fail, own_thread=True))
 
 
 def test_a_cancelled_caller_waits_for_the_thread_to_end() -> None:
@@ -49,7 +51,7 @@ def test_a_cancelled_caller_waits_for_the_thread_to_end() -> None:
         finished.set()
 
     async def main() -> None:
-        task = asyncio.create_task(on_own_thread(slow))
+        task = asyncio.create_task(in_thread(slow, own_thread=True))
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -64,6 +66,6 @@ def test_it_sees_the_callers_context_variables() -> None:
 
     async def main() -> str:
         name.set("ns1")
-        return await on_own_thread(name.get)
+        return await in_thread(name.get, own_thread=True)
 
     assert asyncio.run(main()) == "ns1"
