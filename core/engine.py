@@ -37,7 +37,7 @@ from core.runtime import cgroups
 from core.runtime.runtimes import Runtimes
 from core.runtime.tasks import DEFAULT_LOG_MAX, TASK_DIR, TaskManager
 from core.snapshots import PLUGIN_TYPE as SNAPSHOTTER_PLUGIN
-from core.snapshots import Snapshotter
+from core.snapshots import Snapshotter, unpack_target
 from core.snapshots import load as load_snapshotters
 from core.snapshots.mount import Mount
 
@@ -160,6 +160,10 @@ class Engine:
             self.config.default_snapshotter,
         )
 
+    def _unpack_snapshotter(self, namespace: str, asked: str) -> str:
+        snapshotters, default = self.snapshotters, self.config.default_snapshotter
+        return unpack_target(snapshotters, self.metadata.namespaces, default, namespace, asked)[0]
+
     @functools.cached_property
     def puller(self) -> Puller:
         from core.images.pull import Puller  # on first use: the registry client and TLS
@@ -168,6 +172,7 @@ class Engine:
             self.blobs,
             self.image_records,
             lambda: self.unpackers,
+            self._unpack_snapshotter,
             self.config.registry.config_path,
             self.pull_observers,
             auths=self.config.registry.auths,

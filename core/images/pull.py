@@ -3,17 +3,17 @@
 This module owns a pull from the moment a reference arrives to the image record: resolve the
 reference with the registry client (hosts from `config.registry.config_path`, plain HTTP only
 when asked), take a lease with `containerd.io/gc.expire`, fetch the index, the chosen
-platform's manifest, the config and the layers into the content store (ingest refs named as
-ctr names them, `layer-sha256:...`, resumed when one is left over, every byte verified before
-the atomic commit, layers downloaded concurrently), label the blobs exactly as ctr does (gc
-references, distribution source, `containerd.io/uncompressed`, the config's snapshot
-reference), unpack each layer as soon as it and the one below are ready, create or update the
-image record (publishing `/images/create` or `/images/update`), and drop the lease. A failed
-pull deletes its lease and collects garbage before it reports, so nothing half-pulled stays
-visible; an interrupted download keeps its ingest for the next attempt. Concurrent pulls of
-the same request in the same namespace share one pipeline, and each caller gets the progress:
-a snapshot of every layer's bytes and state, sent on every state change and otherwise at most
-ten times a second.
+platform's manifest, then the config and the layers together into the content store (ingest
+refs named as ctr names them, `layer-sha256:...`, resumed when one is left over, every byte
+verified before the atomic commit), label the blobs exactly as ctr does (gc references,
+distribution source, `containerd.io/uncompressed`, the config's snapshot reference), unpack
+each layer as soon as the config, its bytes and the layer below are ready, create or update
+the image record (publishing `/images/create` or `/images/update`), and drop the lease. A
+failed pull deletes its lease and collects garbage before it reports, so nothing half-pulled
+stays visible; an interrupted download keeps its ingest for the next attempt (one stopped
+before its first byte leaves none). Concurrent pulls of the same request in the same
+namespace share one pipeline, and each caller gets the progress: a snapshot of every layer's
+bytes and state, sent on every state change and otherwise at most ten times a second.
 
 Storing the blobs (`blobs.py`), the lease and the image record (`records.py`) and the progress
 (`progress.py`) are rooms of their own, shared with import and push.
@@ -81,9 +81,10 @@ class LayerTee:
     """A layer's bytes handed from its download to a streaming unpack as they arrive.
 
     The download (on the event loop) `put`s chunks; the unpack (in a worker thread) `read`s
-    them. Until an unpack attaches, at most `limit` bytes are kept, and beyond that the tee
-    gives up (the unpack then reads the blob from the store once it has landed); once one is
-    attached, the download waits while `limit` bytes are unread.
+    them. Until an unpack attaches, at most `limit` bytes are kept, and beyond that, or once
+    the download has ended, the tee gives up (the unpack then reads the blob from the store
+    once it has landed); once one is attached, the download waits while `limit` bytes are
+    unread.
     """
 
     def __init__(self, limit: int = TEE_LIMIT) -> None:
@@ -126,6 +127,12 @@ class LayerTee:
     def finish(self) -> None:
         with self._cond:
             self._eof = True
+            if not self._attached:
+                # No unpack took the bytes as they came (the config or a slot was late):
+                # it reads the landed blob instead, so they need not stay in memory.
+                self._dropped = True
+                self._chunks.clear()
+                self._buffered = 0
             self._cond.notify_all()
 
     def fail(self, reason: str) -> None:
@@ -192,6 +199,7 @@ class _Pipeline:
         blobs: Blobs,
         records: ImageRecords,
         unpackers: Callable[[], Unpackers],
+        choose_snapshotter: Callable[[str, str], str],
         job: PullJob,
         lease: str,
         client: RegistryClient,
@@ -199,6 +207,7 @@ class _Pipeline:
         self.blobs = blobs
         self.records = records
         self.unpackers = unpackers
+        self.choose_snapshotter = choose_snapshotter
         self.client = client
         self.job = job
         self.ns = job.namespace
@@ -218,26 +227,31 @@ class _Pipeline:
     async def run(self) -> Image:
         request = self.request
         # A fresh engine's first pull loads the unpacker's modules (the applier, tar, the
-        # compressors) in a worker thread while the registry answers the first two requests.
+        # compressors) in a worker thread while the registry answers and the blobs download.
         loading = (
             asyncio.get_running_loop().run_in_executor(None, self.unpackers)
             if request.unpack
             else None
         )
         try:
-            matcher = (
-                platforms.only(platforms.parse(request.platform))
-                if request.platform
-                else platforms.default_matcher()
-            )
-            client = self.client
-            root = await client.resolve(self.ref)
-            self.job.set_phase("fetching", f"resolved {self.ref} to {root.digest}")
-            data = await client.fetch_manifest(self.ref, root)
+            return await self._run(loading)
         finally:
-            parts = await loading if loading is not None else None
+            if loading is not None:
+                await loading
+
+    async def _run(self, loading: asyncio.Future[Unpackers] | None) -> Image:
+        request = self.request
+        matcher = (
+            platforms.only(platforms.parse(request.platform))
+            if request.platform
+            else platforms.default_matcher()
+        )
+        client = self.client
+        root = await client.resolve(self.ref)
+        self.job.set_phase("fetching", f"resolved {self.ref} to {root.digest}")
+        data = await client.fetch_manifest(self.ref, root)
         # Nothing is stored before the snapshotter is known to be there.
-        unpacker = parts.open(self.ns, self.lease, request.snapshotter) if parts else None
+        snapshotter = self.choose_snapshotter(self.ns, request.snapshotter) if loading else ""
         manifest_desc = root
         depth = 0
         others: list[Descriptor] = []
@@ -273,25 +287,30 @@ class _Pipeline:
                 layer.digest, LayerProgress(layer.digest, layer.media_type, layer.size)
             )
         self.job.changed(urgent=True)
-        await self._fetch_blob(client, manifest.config)
-        config_path = self.blobs.content.path(manifest.config.digest)
-        config = handlers.read_config(
-            await asyncio.to_thread(config_path.read_bytes),
-            f"config {manifest.config.digest}",
-        )
-        if (
-            request.platform
-            and manifest_desc is root
-            and config.platform.os
-            and not matcher.match(config.platform)
-        ):
-            raise NotFound(f"{self.ref} is an image for {config.platform}, not {request.platform}")
-        if unpacker is not None and len(config.diff_ids) != len(manifest.layers):
-            raise FailedPrecondition(
-                f"manifest {manifest_desc.digest} has {len(manifest.layers)} layers but its "
-                f"config lists {len(config.diff_ids)} diff IDs"
+
+        async def configured() -> handlers.Config:
+            config_path = self.blobs.content.path(manifest.config.digest)
+            config = handlers.read_config(
+                await asyncio.to_thread(config_path.read_bytes),
+                f"config {manifest.config.digest}",
             )
-        await self._layers(client, manifest, config.diff_ids, unpacker)
+            if (
+                request.platform
+                and manifest_desc is root
+                and config.platform.os
+                and not matcher.match(config.platform)
+            ):
+                raise NotFound(
+                    f"{self.ref} is an image for {config.platform}, not {request.platform}"
+                )
+            if loading is not None and len(config.diff_ids) != len(manifest.layers):
+                raise FailedPrecondition(
+                    f"manifest {manifest_desc.digest} has {len(manifest.layers)} layers but its "
+                    f"config lists {len(config.diff_ids)} diff IDs"
+                )
+            return config
+
+        config, unpacker = await self._layers(client, manifest, configured, loading, snapshotter)
         for other in others:
             await self._fetch_content(client, other, depth)
         if unpacker is not None and manifest.layers:
@@ -304,13 +323,22 @@ class _Pipeline:
         self,
         client: RegistryClient,
         manifest: handlers.Manifest,
-        diff_ids: list[str],
-        unpacker: Unpacker | None,
-    ) -> None:
+        configured: Callable[[], Awaitable[handlers.Config]],
+        loading: asyncio.Future[Unpackers] | None,
+        snapshotter: str,
+    ) -> tuple[handlers.Config, Unpacker | None]:
+        """Fetch the config and the layers together, and unpack each layer once the config
+        (its diff ID) and the layer's bytes are there; the config and the unpacker used."""
         ready = [asyncio.Event() for _ in manifest.layers]
         # A layer whose turn to unpack comes while it is still downloading is applied
-        # from the download as the bytes arrive, so extraction overlaps the transfer.
-        tees = {layer.digest: LayerTee() for layer in manifest.layers if unpacker is not None}
+        # from the download as the bytes arrive, so extraction overlaps the transfer. The
+        # bytes that come before the config are held until its unpack attaches.
+        tees = {layer.digest: LayerTee() for layer in manifest.layers if loading is not None}
+        count = len(manifest.layers)
+        # Set once a layer's snapshot is there; a layer starts once the one `parallel` below
+        # it is done, and goes onto its parent once that one is (see core/images/unpack.py).
+        done = [asyncio.Event() for _ in manifest.layers]
+        found: list[tuple[handlers.Config, Unpacker | None]] = []
 
         async def fetch(i: int, layer: Descriptor) -> None:
             await self._fetch_blob(
@@ -327,23 +355,35 @@ class _Pipeline:
 
             return report
 
-        chains = handlers.chain_ids(diff_ids)
-        count = len(manifest.layers)
-        # Set once a layer's snapshot is there; a layer starts once the one `parallel` below
-        # it is done, and goes onto its parent once that one is (see core/images/unpack.py).
-        done = [asyncio.Event() for _ in manifest.layers]
+        async def config_then_unpack(group: asyncio.TaskGroup) -> None:
+            # Every unpack waits for the config, so it takes no download slot from a layer.
+            await self._fetch_blob(client, manifest.config, slot=False)
+            config = await configured()
+            unpacker = None
+            if loading is not None:
+                unpacker = (await loading).open(self.ns, self.lease, snapshotter)
+                chains = handlers.chain_ids(config.diff_ids)
+                for i, layer in enumerate(manifest.layers):
+                    group.create_task(unpack(unpacker, chains, config.diff_ids, i, layer))
+            found.append((config, unpacker))
 
-        async def unpack(i: int, layer: Descriptor) -> None:
-            assert unpacker is not None
+        async def unpack(
+            unpacker: Unpacker, chains: list[str], diff_ids: list[str], i: int, layer: Descriptor
+        ) -> None:
             if i >= unpacker.parallel:
                 await done[i - unpacker.parallel].wait()
-            await unpack_one(i, layer, done[i - 1].wait if i else None)
+            below = done[i - 1].wait if i else None
+            await unpack_one(unpacker, chains, diff_ids, i, layer, below)
             done[i].set()
 
         async def unpack_one(
-            i: int, layer: Descriptor, below: Callable[[], Awaitable[object]] | None
+            unpacker: Unpacker,
+            chains: list[str],
+            diff_ids: list[str],
+            i: int,
+            layer: Descriptor,
+            below: Callable[[], Awaitable[object]] | None,
         ) -> None:
-            assert unpacker is not None
             parent = chains[i - 1] if i else ""
             tee = tees.get(layer.digest)
             if all(r.is_set() for r in ready):
@@ -387,6 +427,7 @@ class _Pipeline:
 
         try:
             async with asyncio.TaskGroup() as group:
+                group.create_task(config_then_unpack(group))
                 seen: set[str] = set()
                 for i, layer in enumerate(manifest.layers):
                     if layer.digest in seen:
@@ -395,11 +436,9 @@ class _Pipeline:
                         continue
                     seen.add(layer.digest)
                     group.create_task(fetch(i, layer))
-                if unpacker is not None:
-                    for i, layer in enumerate(manifest.layers):
-                        group.create_task(unpack(i, layer))
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
+        return found[0]
 
     async def _fetch_content(self, client: RegistryClient, desc: Descriptor, depth: int) -> None:
         """Fetch, without unpacking, everything under another platform's index entry."""
@@ -428,7 +467,7 @@ class _Pipeline:
             for entry in entries:
                 await self._fetch_content(client, entry.descriptor, depth + 1)
             return
-        await self._fetch_blob(client, manifest.config)
+        await self._fetch_blob(client, manifest.config, slot=False)
         try:
             async with asyncio.TaskGroup() as group:
                 for digest in dict.fromkeys(layer.digest for layer in manifest.layers):
@@ -451,6 +490,7 @@ class _Pipeline:
         track: bool = False,
         tee: LayerTee | None = None,
         priority: int = 0,
+        slot: bool = True,
     ) -> None:
         blobs, ns = self.blobs, self.ns
         labels = self._source(desc.digest)
@@ -480,7 +520,12 @@ class _Pipeline:
             # The writer hashes every byte it stores to verify its commit; the registry client
             # checks the download against that digest rather than hashing the stream again.
             chunks = client.blob_chunks(
-                self.ref, desc, offset=held, held_digest=writer.digest, priority=priority
+                self.ref,
+                desc,
+                offset=held,
+                held_digest=writer.digest,
+                priority=priority,
+                slot=slot,
             )
             async with contextlib.aclosing(chunks) as stream:
                 async for at, chunk in stream:
@@ -497,8 +542,9 @@ class _Pipeline:
         except CtrdeckError as exc:
             if tee is not None:
                 tee.fail(exc.message)
-            if isinstance(exc, FailedPrecondition):
-                # Bytes that do not hash to the digest must not be resumed from.
+            if isinstance(exc, FailedPrecondition) or not writer.offset:
+                # Bytes that do not hash to the digest must not be resumed from, and an
+                # ingest without bytes has nothing to resume.
                 blobs.abort_ingest(ns, ref)
             if track:
                 self.job.set_state(desc.digest, FAILED)
@@ -509,6 +555,9 @@ class _Pipeline:
         except BaseException as exc:
             if tee is not None:
                 tee.fail(f"the download stopped: {exc!r}")
+            if not writer.offset:
+                # Stopped before its first byte (the config or another layer failed).
+                blobs.abort_ingest(ns, ref)
             if track:
                 self.job.set_state(desc.digest, FAILED)
             raise
@@ -527,7 +576,9 @@ class Puller:
 
     It stores blobs through `blobs`, keeps its lease and image record through
     `records`, unpacks through what `unpackers()` returns (called in a worker thread as a
-    pull starts: the first call imports the unpacker) and reaches registries as the hosts
+    pull starts: the first call imports the unpacker) into the snapshotter that
+    `choose_snapshotter(namespace, asked)` names (or refuses, before anything is stored,
+    without that import), and reaches registries as the hosts
     directory `hosts_dir` says, with the request's credentials for its registry
     and `auths` (the engine's per-host entries) elsewhere. Each pull that stores
     its image is reported to every one of `observers` (`engine.pull_observers`,
@@ -539,6 +590,7 @@ class Puller:
         blobs: Blobs,
         records: ImageRecords,
         unpackers: Callable[[], Unpackers],
+        choose_snapshotter: Callable[[str, str], str],
         hosts_dir: str,
         observers: Sequence[PullObserver] = (),
         auths: Mapping[str, tuple[str, str]] | None = None,
@@ -546,6 +598,7 @@ class Puller:
         self.blobs = blobs
         self.records = records
         self.unpackers = unpackers
+        self.choose_snapshotter = choose_snapshotter
         self.hosts_dir = hosts_dir
         self.observers = observers
         # The engine's registry.configs."<host>".auth entries, for hosts a pull names no user for.
@@ -620,7 +673,13 @@ class Puller:
         try:
             client = self.client_for(job.request)
             image = await _Pipeline(
-                self.blobs, self.records, self.unpackers, job, lease, client
+                self.blobs,
+                self.records,
+                self.unpackers,
+                self.choose_snapshotter,
+                job,
+                lease,
+                client,
             ).run()
         except BaseException as exc:
             error = first_error(exc)

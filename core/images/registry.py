@@ -329,6 +329,7 @@ class RegistryClient:
         prefix_hash: hashlib._Hash | None = None,
         held_digest: Callable[[], str] | None = None,
         priority: int = 0,
+        slot: bool = True,
     ) -> AsyncIterator[tuple[int, bytes]]:
         """Yield `(offset, chunk)` pairs of a blob, holding one download slot meanwhile.
 
@@ -347,7 +348,9 @@ class RegistryClient:
         after the last chunk, which the caller has taken in by then as it has every other one.
 
         While all download slots are taken, the download with the lowest `priority` (a layer's
-        index in its manifest) gets the next one.
+        index in its manifest) gets the next one. With `slot` False the blob takes none: for a
+        small document that other work waits for, such as an image config, as a manifest
+        takes none.
         """
         ref = as_ref(ref)
         validate_digest(desc.digest)
@@ -358,7 +361,7 @@ class RegistryClient:
             raise InvalidArgument("resuming a blob needs prefix_hash over the bytes already held")
         hasher = prefix_hash.copy() if prefix_hash is not None else hashlib.sha256()
         held = _Held(hasher if hashing else None, offset)
-        async with self._downloads.hold(priority):
+        async with self._downloads.hold(priority) if slot else contextlib.nullcontext():
             endpoints = self.endpoints(ref, PULL)
             for index, ep in enumerate(endpoints):
 

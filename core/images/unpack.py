@@ -39,15 +39,14 @@ from core.descriptor import Descriptor
 from core.diff import durable
 from core.diff.apply import Applied, apply_layer, copy_up_implied
 from core.diff.differ import CountingReader, Differ, apply_target, overlay_dirs, overlay_roots
-from core.errors import AlreadyExists, CtrdeckError, FailedPrecondition, Internal, InvalidArgument
+from core.errors import AlreadyExists, CtrdeckError, FailedPrecondition, Internal
 from core.images.handlers import GC_SNAPSHOT, UNCOMPRESSED
 from core.metadata.content import ContentMetadata
 from core.metadata.namespaces import NamespaceStore
 from core.metadata.snapshots import SnapshotStore
-from core.snapshots import Mount, Snapshotter
+from core.snapshots import Mount, Snapshotter, unpack_target
 from core.snapshots.base import in_thread
 
-DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"
 # Layers applied at once on overlayfs. Four, so that an image of up to four layers (most
 # base images, issue 14's benchmark images) applies every layer from its download as the
 # bytes arrive: with two, the upper two waited for a slot until after the last byte and
@@ -81,15 +80,9 @@ class Unpackers:
 
     def choose(self, namespace: str, name: str) -> tuple[str, Snapshotter]:
         """The snapshotter asked for, else the namespace's default label, else the default."""
-        if not name:
-            ns = self.namespaces.get(namespace)
-            name = (ns.labels.get(DEFAULT_SNAPSHOTTER_LABEL, "") if ns else "") or (
-                self.default_snapshotter
-            )
-        snapshotter = self.snapshotters.get(name)
-        if snapshotter is None:
-            raise InvalidArgument(f"snapshotter not loaded: {name}")
-        return name, snapshotter
+        return unpack_target(
+            self.snapshotters, self.namespaces, self.default_snapshotter, namespace, name
+        )
 
     def open(self, namespace: str, lease: str | None, snapshotter: str) -> Unpacker:
         """An unpacker for one image in `namespace`, under `lease`, into `snapshotter`."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core.config import Config
 from core.errors import InvalidArgument
+from core.metadata.namespaces import NamespaceStore
 from core.metadata.snapshots import Kind, SnapshotRecord, SnapshotStore, Usage
 from core.snapshots.base import Snapshotter
 from core.snapshots.btrfs import BtrfsSnapshotter
@@ -23,8 +24,10 @@ from core.snapshots.native import NativeSnapshotter
 from core.snapshots.overlay import OverlaySnapshotter
 
 PLUGIN_TYPE = "io.containerd.snapshotter.v1"
+DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"
 
 __all__ = [
+    "DEFAULT_SNAPSHOTTER_LABEL",
     "PLUGIN_TYPE",
     "Kind",
     "Loaded",
@@ -37,6 +40,7 @@ __all__ = [
     "mounted",
     "select",
     "unmount",
+    "unpack_target",
 ]
 
 
@@ -90,3 +94,21 @@ def select(snapshotters: Mapping[str, Snapshotter], name: str) -> Snapshotter:
     if snapshotter is None:
         raise InvalidArgument(f"snapshotter not loaded: {name}")
     return snapshotter
+
+
+def unpack_target(
+    snapshotters: Mapping[str, Snapshotter],
+    namespaces: NamespaceStore,
+    default: str,
+    namespace: str,
+    name: str,
+) -> tuple[str, Snapshotter]:
+    """The snapshotter an image unpacks into: `name`, else the namespace's default label,
+    else the engine's `default`; one that is not loaded is refused as containerd refuses it."""
+    if not name:
+        ns = namespaces.get(namespace)
+        name = (ns.labels.get(DEFAULT_SNAPSHOTTER_LABEL, "") if ns else "") or default
+    snapshotter = snapshotters.get(name)
+    if snapshotter is None:
+        raise InvalidArgument(f"snapshotter not loaded: {name}")
+    return name, snapshotter

@@ -310,6 +310,19 @@ async def test_skip_unpack_and_bad_requests(client: Client, registry: Registry) 
         assert info.value.status == code, (request, info.value.message)
 
 
+async def test_a_snapshotter_not_loaded_is_refused_before_anything_is_stored(
+    engine: EngineProcess, client: Client, registry: Registry
+) -> None:
+    ref = registry.push(busybox_image(), "test/busybox")
+    with pytest.raises(GRPCError) as info:
+        await pull(client, ref, snapshotter="zfs")
+    assert info.value.status == Status.INVALID_ARGUMENT
+    assert "snapshotter not loaded: zfs" in (info.value.message or "")
+    await assert_nothing_left(engine, client, "overlayfs")
+    statuses = await client.content.list_statuses(content_api.ListStatusesRequest())
+    assert statuses.statuses == []
+
+
 # -- faults ----------------------------------------------------------------------------------
 
 
@@ -362,6 +375,63 @@ class ThrottledProxy:
         for s in self.sockets:
             with contextlib.suppress(OSError):
                 s.close()
+
+
+class HoldingProxy(ThrottledProxy):
+    """A relay to the registry that holds back every request for `path` until `release`."""
+
+    def __init__(self, upstream_port: int, path: bytes) -> None:
+        self.path = path
+        self.held = threading.Event()
+        self.released = threading.Event()
+        super().__init__(upstream_port, rate=0)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, rate: int) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if self.path in data:
+                    self.held.set()
+                    self.released.wait(120)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def release(self) -> None:
+        self.released.set()
+
+
+async def test_layers_download_while_the_config_is_held_back(
+    engine: EngineProcess, client: Client, registry: Registry
+) -> None:
+    # The config and the layers are fetched together; the unpack waits for the config.
+    built = layered_image()
+    registry.push(built, "test/held")
+    image = built.images[0]
+    proxy = HoldingProxy(registry.port, f"/blobs/{image.config_descriptor.digest} ".encode())
+    try:
+        ref = f"127.0.0.1:{proxy.port}/test/held:latest"
+        seen: list[set[str]] = []
+        async for progress in client.images.pull(
+            images_api.PullImageRequest(ref=ref, plain_http=True)
+        ):
+            seen.append({layer.state for layer in progress.layers})
+            if seen[-1] == {"downloaded"} and not proxy.released.is_set():
+                assert proxy.held.is_set()
+                proxy.release()
+        assert proxy.released.is_set(), seen
+        assert progress.phase == "done"
+        chain = chain_ids([layer.diff_id for layer in image.layers])
+        assert await view_tree(client, "overlayfs", chain[-1]) == expected_of(image.expected_tree())
+        statuses = await client.content.list_statuses(content_api.ListStatusesRequest())
+        assert statuses.statuses == []
+    finally:
+        proxy.release()
+        proxy.close()
 
 
 @pytest.fixture
@@ -447,7 +517,7 @@ async def test_a_config_with_too_few_diff_ids_leaves_nothing(
     engine: EngineProcess, client: Client, registry: Registry
 ) -> None:
     # The config lists two diff IDs for three layers: the pull stops before any layer is
-    # fetched or unpacked, and takes what it stored away.
+    # unpacked (the layers download beside the config) and takes what it stored away.
     layers = [make_layer([file(f"l{i}/data", os.urandom(1 << 20))]) for i in range(3)]
     short = build_image(layers[:2])
     manifest = registry_json(

@@ -464,6 +464,36 @@ async def test_parallel_downloads_share_slots(registry: Registry) -> None:
     assert parse(ref).path == "test/parallel"
 
 
+async def test_a_blob_without_a_slot_passes_downloads_holding_every_slot(
+    registry: Registry,
+) -> None:
+    # A pull fetches its config beside its layers, and every unpack waits for the config:
+    # it must not queue behind the layers for a slot.
+    built = layered_image()
+    ref = registry.push(built, "test/slotless", "v1")
+    image = built.images[0]
+    async with RegistryClient(
+        Hosts(plain_http=True), retry=FAST, max_concurrent_downloads=1
+    ) as client:
+        holding = client.blob_chunks(ref, image.layers[1].descriptor)
+        async with contextlib.aclosing(holding) as stream:
+            first = await anext(stream)
+            assert first[0] == 0
+            got = bytearray()
+            async with contextlib.aclosing(
+                client.blob_chunks(ref, image.config_descriptor, slot=False)
+            ) as config:
+                async for at, chunk in config:
+                    del got[at:]
+                    got += chunk
+            assert bytes(got) == image.config
+            # The same blob asking for a slot waits while the layer holds the only one.
+            queued = asyncio.ensure_future(fetch_all(client, ref, image.config_descriptor))
+            await asyncio.sleep(0.2)
+            assert not queued.done()
+        assert await queued == image.config
+
+
 def _desc(d: dict[str, object]) -> dict[str, object]:
     return {"media_type": d["mediaType"], "digest": d["digest"], "size": d["size"]}
 

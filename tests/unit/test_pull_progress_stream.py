@@ -29,7 +29,7 @@ async def test_an_urgent_change_is_sent_without_waiting_out_the_interval(
 ) -> None:
     monkeypatch.setattr(pull_module, "PROGRESS_INTERVAL", 3600.0)
     request = PullRequest(ref="127.0.0.1:5000/app:1")
-    puller = Puller(None, None, None, "")  # type: ignore[arg-type]
+    puller = Puller(None, None, None, None, "")  # type: ignore[arg-type]
     job = PullJob(NS, request)
     job.layers[DIGEST] = LayerProgress(DIGEST, "application/vnd.oci.image.layer.v1.tar", 100)
     job.task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
