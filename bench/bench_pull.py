@@ -34,7 +34,10 @@ Prints markdown tables of medians with the ctrdeck / containerd ratio (below 1 m
 is faster). The disk is shared, so each round runs everything back to back after a `sync`.
 
     .venv/bin/python -m bench.bench_pull [--rounds 3] [--images random,os] [--tmpfs] [--cache DIR]
-                                         [--before OLD_CHECKOUT]
+                                         [--before OLD_CHECKOUT] [--rtt MS]
+
+With `--rtt MS` both engines (and the floor's curl) reach the registry through a delay line
+of that round trip (`bench/delay_line.py`), as they would a registry on another host.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench import osimage
+from bench.delay_line import DelayLine
 from bench.stats import machine, table
 from tests import engine_proc
 from tests.registry import Built, build_image, file, make_layer, running_registry, single
@@ -207,6 +211,13 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=osimage.DEFAULT_CACHE)
     parser.add_argument("--tmpfs", action="store_true", help="engines and baselines on a tmpfs")
     parser.add_argument(
+        "--rtt",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="reach the registry through a delay line of this round trip (bench/delay_line.py)",
+    )
+    parser.add_argument(
         "--before",
         type=Path,
         metavar="DIR",
@@ -252,12 +263,19 @@ def run(args: argparse.Namespace, parent: str) -> None:
     def add(key: str, value: float) -> None:
         samples.setdefault(key, []).append(value)
 
-    with running_registry() as registry:
+    with contextlib.ExitStack() as stack:
+        registry = stack.enter_context(running_registry())
         refs = {}
         if built is not None:
             refs["random"] = registry.push(built, "bench/pull")
         if os_image is not None:
             refs["os"] = osimage.push(os_image, registry.host, "bench/debian")
+        url = registry.url
+        if args.rtt:
+            line = stack.enter_context(DelayLine(registry.port, args.rtt / 1000))
+            host = f"127.0.0.1:{line.port}"
+            url = f"http://{host}"
+            refs = {kind: ref.replace(registry.host, host) for kind, ref in refs.items()}
         sides = ["containerd", "ctrdeck"] + (["before"] if args.before else [])
         for tree in [engine_proc.ROOT] + ([args.before] if args.before else []):
             compiled(tree)
@@ -284,13 +302,16 @@ def run(args: argparse.Namespace, parent: str) -> None:
                 subprocess.run(["sync"], check=True)
                 if kind == "random":
                     assert built is not None
-                    add("random floor", curl_floor(registry.url, "bench/pull", built, parent))
+                    add("random floor", curl_floor(url, "bench/pull", built, parent))
                 else:
                     assert os_image is not None
                     add("os floor", tar_floor(os_image.blobs, parent))
     med = {k: statistics.median(v) for k, v in samples.items()}
     where = "tmpfs" if args.tmpfs else "the root disk (ext4) under /tmp"
-    print(f"machine: {machine()}\nengines and baselines on {where}\n")
+    print(f"machine: {machine()}\nengines and baselines on {where}")
+    if args.rtt:
+        print(f"registry reached through a delay line of {args.rtt:g} ms round trip")
+    print()
     rows = []
     notes = []
     if built is not None:
