@@ -358,6 +358,7 @@ class ThrottledProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, rate: int) -> None:
         try:
             while data := src.recv(1 << 16):
+                self._before_passing(data)
                 dst.sendall(data)
                 if rate and self.rate:
                     time.sleep(len(data) / self.rate)
@@ -368,6 +369,9 @@ class ThrottledProxy:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
                 s.close()
+
+    def _before_passing(self, data: bytes) -> None:
+        """A relay that holds some bytes back does it here."""
 
     def close(self) -> None:
         self.closed = True
@@ -386,20 +390,10 @@ class HoldingProxy(ThrottledProxy):
         self.released = threading.Event()
         super().__init__(upstream_port, rate=0)
 
-    def _pump(self, src: socket.socket, dst: socket.socket, rate: int) -> None:
-        try:
-            while data := src.recv(1 << 16):
-                if self.path in data:
-                    self.held.set()
-                    self.released.wait(120)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
+    def _before_passing(self, data: bytes) -> None:
+        if self.path in data:
+            self.held.set()
+            self.released.wait(120)
 
     def release(self) -> None:
         self.released.set()
