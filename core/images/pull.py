@@ -251,7 +251,9 @@ class _Pipeline:
         self.job.set_phase("fetching", f"resolved {self.ref} to {root.digest}")
         data = await client.fetch_manifest(self.ref, root)
         # Nothing is stored before the snapshotter is known to be there.
-        snapshotter = self.choose_snapshotter(self.ns, request.snapshotter) if loading else ""
+        snapshotter = (
+            self.choose_snapshotter(self.ns, request.snapshotter) if loading is not None else ""
+        )
         manifest_desc = root
         depth = 0
         others: list[Descriptor] = []
@@ -338,7 +340,6 @@ class _Pipeline:
         # Set once a layer's snapshot is there; a layer starts once the one `parallel` below
         # it is done, and goes onto its parent once that one is (see core/images/unpack.py).
         done = [asyncio.Event() for _ in manifest.layers]
-        found: list[tuple[handlers.Config, Unpacker | None]] = []
 
         async def fetch(i: int, layer: Descriptor) -> None:
             await self._fetch_blob(
@@ -355,7 +356,9 @@ class _Pipeline:
 
             return report
 
-        async def config_then_unpack(group: asyncio.TaskGroup) -> None:
+        async def config_then_unpack(
+            group: asyncio.TaskGroup,
+        ) -> tuple[handlers.Config, Unpacker | None]:
             # Every unpack waits for the config, so it takes no download slot from a layer.
             await self._fetch_blob(client, manifest.config, slot=False)
             config = await configured()
@@ -365,7 +368,7 @@ class _Pipeline:
                 chains = handlers.chain_ids(config.diff_ids)
                 for i, layer in enumerate(manifest.layers):
                     group.create_task(unpack(unpacker, chains, config.diff_ids, i, layer))
-            found.append((config, unpacker))
+            return config, unpacker
 
         async def unpack(
             unpacker: Unpacker, chains: list[str], diff_ids: list[str], i: int, layer: Descriptor
@@ -427,7 +430,7 @@ class _Pipeline:
 
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(config_then_unpack(group))
+                configuring = group.create_task(config_then_unpack(group))
                 seen: set[str] = set()
                 for i, layer in enumerate(manifest.layers):
                     if layer.digest in seen:
@@ -438,7 +441,7 @@ class _Pipeline:
                     group.create_task(fetch(i, layer))
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
-        return found[0]
+        return configuring.result()
 
     async def _fetch_content(self, client: RegistryClient, desc: Descriptor, depth: int) -> None:
         """Fetch, without unpacking, everything under another platform's index entry."""
