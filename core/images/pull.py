@@ -290,7 +290,9 @@ class _Pipeline:
             )
         self.job.changed(urgent=True)
 
-        async def configured() -> handlers.Config:
+        async def fetch_config() -> handlers.Config:
+            # Every unpack waits for the config, so it takes no download slot from a layer.
+            await self._fetch_blob(client, manifest.config, slot=False)
             config_path = self.blobs.content.path(manifest.config.digest)
             config = handlers.read_config(
                 await asyncio.to_thread(config_path.read_bytes),
@@ -312,7 +314,7 @@ class _Pipeline:
                 )
             return config
 
-        config, unpacker = await self._layers(client, manifest, configured, loading, snapshotter)
+        config, unpacker = await self._layers(client, manifest, fetch_config, loading, snapshotter)
         for other in others:
             await self._fetch_content(client, other, depth)
         if unpacker is not None and manifest.layers:
@@ -325,7 +327,7 @@ class _Pipeline:
         self,
         client: RegistryClient,
         manifest: handlers.Manifest,
-        configured: Callable[[], Awaitable[handlers.Config]],
+        fetch_config: Callable[[], Awaitable[handlers.Config]],
         loading: asyncio.Future[Unpackers] | None,
         snapshotter: str,
     ) -> tuple[handlers.Config, Unpacker | None]:
@@ -359,9 +361,7 @@ class _Pipeline:
         async def config_then_unpack(
             group: asyncio.TaskGroup,
         ) -> tuple[handlers.Config, Unpacker | None]:
-            # Every unpack waits for the config, so it takes no download slot from a layer.
-            await self._fetch_blob(client, manifest.config, slot=False)
-            config = await configured()
+            config = await fetch_config()
             unpacker = None
             if loading is not None:
                 unpacker = (await loading).open(self.ns, self.lease, snapshotter)
