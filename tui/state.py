@@ -228,13 +228,23 @@ class NodeState:
         start = bisect.bisect_right(log, seq, key=lambda entry: entry[0])
         return {key for _, key in log[start:]}
 
-    def replace_all(self, table: str, rows: dict[Hashable, Any]) -> None:
-        """Make a table equal to `rows`, touching only the keys that differ."""
+    def replace_all(
+        self, table: str, rows: dict[Hashable, Any], listed_at: int | None = None
+    ) -> None:
+        """Make a table equal to `rows`, touching only the keys that differ.
+
+        `rows` from a listing asked for at change number `listed_at` may be older
+        than what events did to some keys while it was under way (a container
+        deleted after the engine listed it): those keys keep what the events made
+        of them. A log that no longer reaches back that far lets the listing win.
+        """
         current = self.tables[table]
-        for key in [k for k in current if k not in rows]:
+        newer = set() if listed_at is None else self.changed_since(table, listed_at) or set()
+        for key in [k for k in current if k not in rows and k not in newer]:
             self.remove(table, key)
         for key, row in rows.items():
-            self.upsert(table, key, row)
+            if key not in newer:
+                self.upsert(table, key, row)
 
     def clear_namespaced(self) -> None:
         for table in (IMAGES, CONTAINERS, SNAPSHOTS, CONTENT):

@@ -423,13 +423,29 @@ class Syncer:
             )
             self.state.upsert(NAMESPACES, row.name, current)
 
+    def _listing_began(self) -> tuple[str, int]:
+        """Where a listing starts from: the namespace it lists and the state's change number."""
+        return self.state.namespace, self.state.seq
+
+    def _listed(self, table: str, rows: dict[Hashable, Any], began: tuple[str, int]) -> None:
+        """A listing's rows into the state, under what events did while it was under way.
+
+        Events keep running beside a resync: a row they deleted, added or changed
+        after the engine answered is newer than the listing's. A listing of a
+        namespace the console has left is dropped; the switch asked for a resync.
+        """
+        namespace, seq = began
+        if namespace == self.state.namespace:
+            self.state.replace_all(table, rows, listed_at=seq)
+
     async def _images(self) -> None:
+        began = self._listing_began()
         client = self.client
         resp = await client.images.list(images_api.ListImagesRequest())
         rows = {}
         for image in resp.images:
             rows[image.name] = image_row(image, await self._summary(client, image))
-        self.state.replace_all(IMAGES, rows)
+        self._listed(IMAGES, rows, began)
 
     async def _summary(self, client: Client, image: images_api.Image) -> oci.ImageDetail | None:
         digest = image.target.digest if image.target else ""
@@ -442,6 +458,7 @@ class Syncer:
         return self._summaries[digest]
 
     async def _containers(self) -> None:
+        began = self._listing_began()
         listed = await self._listing.rows(self.client)
         previous = self.state.containers
         rows = {row.id: with_task_of(row, previous.get(row.id)) for row in listed}
@@ -468,7 +485,7 @@ class Syncer:
                     oom=row.oom and stopped,
                     ran_for=row.ran_for if stopped else None,
                 )
-        self.state.replace_all(CONTAINERS, rows)
+        self._listed(CONTAINERS, rows, began)
 
     async def _starts(
         self, rows: dict[str, ContainerRow], by_id: dict[str, Any]
@@ -487,6 +504,7 @@ class Syncer:
         return await self._served("TaskDetails", self.client.task_starts()) or {}
 
     async def _snapshots(self) -> None:
+        began = self._listing_began()
         plugins = await self.base.introspection.plugins(
             introspection_api.PluginsRequest(filters=[f"type=={SNAPSHOTTER_PLUGIN}"])
         )
@@ -505,7 +523,7 @@ class Syncer:
                     kind=snapshots_api.Kind(info.kind).name.capitalize(),
                     created=info.created_at,
                 )
-        self.state.replace_all(SNAPSHOTS, rows)
+        self._listed(SNAPSHOTS, rows, began)
 
     async def _list_snapshots(self, snapshotter: str) -> list[snapshots_api.Info]:
         out: list[snapshots_api.Info] = []
@@ -515,13 +533,14 @@ class Syncer:
         return out
 
     async def _content(self) -> None:
+        began = self._listing_began()
         rows: dict[Hashable, ContentRow] = {}
         async for batch in self.client.content.list(content_api.ListContentRequest()):
             for info in batch.info:
                 rows[info.digest] = ContentRow(
                     info.digest, info.size, info.created_at, dict(info.labels)
                 )
-        self.state.replace_all(CONTENT, rows)
+        self._listed(CONTENT, rows, began)
 
     async def _metrics(self) -> None:
         if "Tasks" in self.state.unserved or not any(
