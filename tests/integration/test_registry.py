@@ -67,14 +67,15 @@ def big_image(mib: int = 3) -> Built:
     return single(build_image([make_layer([file("noise.bin", noise)], "none")]))
 
 
-async def fetch_all(client: RegistryClient, ref: str, desc: Descriptor) -> bytes:
+async def fetch_all(
+    client: RegistryClient, ref: str, desc: Descriptor, *, slot: bool = True
+) -> bytes:
     out = bytearray()
-
-    async def sink(offset: int, chunk: bytes) -> None:
-        del out[offset:]
-        out.extend(chunk)
-
-    await client.fetch_blob(ref, desc, sink)
+    async with contextlib.aclosing(client.blob_chunks(ref, desc, slot=slot)) as chunks:
+        async for offset, chunk in chunks:
+            # A retry sends the blob again from an earlier offset.
+            del out[offset:]
+            out.extend(chunk)
     return bytes(out)
 
 
@@ -479,14 +480,8 @@ async def test_a_blob_without_a_slot_passes_downloads_holding_every_slot(
         async with contextlib.aclosing(holding) as stream:
             first = await anext(stream)
             assert first[0] == 0
-            got = bytearray()
-            async with contextlib.aclosing(
-                client.blob_chunks(ref, image.config_descriptor, slot=False)
-            ) as config:
-                async for at, chunk in config:
-                    del got[at:]
-                    got += chunk
-            assert bytes(got) == image.config
+            got = await fetch_all(client, ref, image.config_descriptor, slot=False)
+            assert got == image.config
             # The same blob asking for a slot waits while the layer holds the only one.
             queued = asyncio.ensure_future(fetch_all(client, ref, image.config_descriptor))
             await asyncio.sleep(0.2)
